@@ -1,0 +1,63 @@
+//! The control API: HTTP/1.1 with Qdrant's paths, request shapes and envelope, so
+//! that Qdrant's own clients work against snapfs. Served on the Unix socket and,
+//! optionally, on TCP behind an API key (see [`server`]).
+//!
+//! Handlers are thin: parse, call the storage layer (reads on blocking threads,
+//! since the engine blocks), wrap the answer. Status codes come from one place,
+//! [`envelope::ApiError`].
+
+pub mod collections;
+pub mod envelope;
+pub mod points;
+pub mod server;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+
+use crate::storage::{Result, Storage, StorageError};
+use envelope::ApiError;
+
+/// The Qdrant release whose REST API (and snapshot format) snapfs follows.
+pub const QDRANT_API_VERSION: &str = "1.18.3";
+
+pub struct AppState {
+    pub storage: Arc<Storage>,
+}
+
+/// Run blocking storage work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::from(StorageError::internal(format!("worker failed: {e}"))))?
+        .map_err(ApiError::from)
+}
+
+pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
+    Router::new()
+        .route("/", get(collections::root))
+        .route("/collections", get(collections::list))
+        .route(
+            "/collections/{name}",
+            get(collections::info)
+                .put(collections::create)
+                .delete(collections::delete),
+        )
+        .route("/collections/{name}/exists", get(collections::exists))
+        .route(
+            "/collections/{name}/points",
+            put(points::upsert).post(points::retrieve),
+        )
+        .route("/collections/{name}/points/delete", post(points::delete))
+        .route("/collections/{name}/points/scroll", post(points::scroll))
+        .route("/collections/{name}/points/count", post(points::count))
+        .route("/collections/{name}/points/query", post(points::query))
+        .route("/collections/{name}/points/{id}", get(points::get_point))
+        .fallback(|| async { ApiError::not_found("Not found: no such API path") })
+        .layer(DefaultBodyLimit::max(max_request_bytes))
+        .with_state(state)
+}

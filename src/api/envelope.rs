@@ -1,0 +1,140 @@
+//! Qdrant's response envelope, and the one place where errors become HTTP statuses.
+//!
+//! Success: `{"result": …, "status": "ok", "time": seconds}`; accepted (`wait=false`):
+//! `{"result": …, "status": "accepted", "time": …}` with 202 where Qdrant does;
+//! failure: `{"status": {"error": "…"}, "time": …}`.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::storage::StorageError;
+
+/// When the request started; every answer reports the time since.
+#[derive(Clone, Copy)]
+pub struct Timer(pub Instant);
+
+impl<S: Send + Sync> FromRequestParts<S> for Timer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Timer(Instant::now()))
+    }
+}
+
+impl Timer {
+    fn seconds(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+
+    pub fn ok<T: Serialize>(&self, result: T) -> Response {
+        Json(json!({"result": result, "status": "ok", "time": self.seconds()})).into_response()
+    }
+
+    /// A body that is not wrapped in the envelope (Qdrant's `GET /`).
+    pub fn ok_raw(&self, body: serde_json::Value) -> Response {
+        Json(body).into_response()
+    }
+
+    /// A `wait=false` answer: the work continues after this reply.
+    pub fn accepted<T: Serialize>(&self, result: T) -> Response {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"result": result, "status": "accepted", "time": self.seconds()})),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> Self {
+        let status = match &err {
+            StorageError::CollectionNotFound(_) | StorageError::PointNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            StorageError::CollectionExists(_) => StatusCode::CONFLICT,
+            StorageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            StorageError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            StorageError::Internal(_) | StorageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, err.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, error = %self.message, "request failed");
+        } else {
+            tracing::debug!(status = %self.status, error = %self.message, "request rejected");
+        }
+        let body = json!({"status": {"error": self.message}, "time": 0.0});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// `Json<T>` whose rejections answer in Qdrant's envelope. An empty body reads as `{}`.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body is too large or unreadable: {e} (raise service.max_request_size_mb)"),
+            )
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let value = parse_whole(&mut deserializer)?;
+        Ok(ApiJson(value))
+    }
+}
+
+fn parse_whole<T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
+) -> Result<T, ApiError> {
+    let value = T::deserialize(&mut *de)
+        .map_err(|e| ApiError::bad_request(format!("Format error in JSON body: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("Format error in JSON body: {e}")))?;
+    Ok(value)
+}
+
+pub type ApiResult = Result<Response, ApiError>;

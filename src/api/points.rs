@@ -1,0 +1,427 @@
+//! `/collections/{name}/points…`: Qdrant's point shapes in, Qdrant's shapes out.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use qdrant_edge::{
+    Filter, Payload, PointId, PointStructPersisted, ScoredPoint, VectorInternal, VectorPersisted,
+    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
+use super::{AppState, blocking};
+use crate::storage::{NearestQuery, ReadOptions, StorageError};
+
+/// Qdrant's default page size for scroll and query.
+const DEFAULT_LIMIT: usize = 10;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct WaitParam {
+    /// Qdrant's default: answer once the update is durable, not once it is applied.
+    #[serde(default)]
+    wait: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpsertBody {
+    points: Option<Vec<PointStructPersisted>>,
+    batch: Option<BatchBody>,
+}
+
+/// Qdrant's column-oriented batch: `ids`, `vectors` (a list, or lists per name), `payloads`.
+#[derive(Debug, Deserialize)]
+pub struct BatchBody {
+    ids: Vec<PointId>,
+    vectors: BatchVectors,
+    #[serde(default)]
+    payloads: Option<Vec<Option<Payload>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum BatchVectors {
+    Single(Vec<Vec<f32>>),
+    Named(std::collections::HashMap<String, Vec<Vec<f32>>>),
+}
+
+impl UpsertBody {
+    fn into_points(self) -> Result<Vec<PointStructPersisted>, ApiError> {
+        match (self.points, self.batch) {
+            (Some(points), None) => Ok(points),
+            (None, Some(batch)) => batch.into_points(),
+            _ => Err(ApiError::bad_request(
+                "Format error in JSON body: expected exactly one of `points` or `batch`",
+            )),
+        }
+    }
+}
+
+impl BatchBody {
+    fn into_points(self) -> Result<Vec<PointStructPersisted>, ApiError> {
+        let n = self.ids.len();
+        let mismatch = |what: &str, len: usize| {
+            ApiError::bad_request(format!("Wrong input: batch has {n} ids but {len} {what}"))
+        };
+        let mut vectors: Vec<VectorStructPersisted> = match self.vectors {
+            BatchVectors::Single(list) => {
+                if list.len() != n {
+                    return Err(mismatch("vectors", list.len()));
+                }
+                list.into_iter()
+                    .map(VectorStructPersisted::Single)
+                    .collect()
+            }
+            BatchVectors::Named(by_name) => {
+                let mut per_point = vec![std::collections::HashMap::new(); n];
+                for (name, list) in by_name {
+                    if list.len() != n {
+                        return Err(mismatch(&format!("vectors named `{name}`"), list.len()));
+                    }
+                    for (slot, v) in per_point.iter_mut().zip(list) {
+                        slot.insert(name.clone(), VectorPersisted::Dense(v));
+                    }
+                }
+                per_point
+                    .into_iter()
+                    .map(VectorStructPersisted::Named)
+                    .collect()
+            }
+        };
+        let payloads = match self.payloads {
+            Some(p) if p.len() != n => return Err(mismatch("payloads", p.len())),
+            Some(p) => p,
+            None => vec![None; n],
+        };
+        Ok(self
+            .ids
+            .into_iter()
+            .zip(payloads)
+            .map(|(id, payload)| PointStructPersisted {
+                id,
+                vector: vectors.remove(0),
+                payload,
+            })
+            .collect())
+    }
+}
+
+fn update_answer(timer: &Timer, wait: bool) -> ApiResult {
+    let status = if wait { "completed" } else { "acknowledged" };
+    Ok(timer.ok(json!({"operation_id": null, "status": status})))
+}
+
+pub async fn upsert(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(params): Query<WaitParam>,
+    ApiJson(body): ApiJson<UpsertBody>,
+) -> ApiResult {
+    let collection = app.storage.collection(&name)?;
+    let points = body.into_points()?;
+    collection.upsert(points, params.wait).await?;
+    update_answer(&timer, params.wait)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteBody {
+    points: Option<Vec<PointId>>,
+    filter: Option<Filter>,
+}
+
+pub async fn delete(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(params): Query<WaitParam>,
+    ApiJson(body): ApiJson<DeleteBody>,
+) -> ApiResult {
+    let collection = app.storage.collection(&name)?;
+    match (body.points, body.filter) {
+        (Some(ids), None) => collection.delete(ids, params.wait).await?,
+        (None, Some(filter)) => collection.delete_by_filter(filter, params.wait).await?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "Format error in JSON body: expected exactly one of `points` or `filter`",
+            ));
+        }
+    }
+    update_answer(&timer, params.wait)
+}
+
+fn read_options(
+    with_payload: Option<WithPayloadInterface>,
+    with_vector: Option<WithVector>,
+    payload_default: bool,
+) -> ReadOptions {
+    ReadOptions {
+        with_payload: with_payload.unwrap_or(WithPayloadInterface::Bool(payload_default)),
+        with_vector: with_vector.unwrap_or(WithVector::Bool(false)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RetrieveBody {
+    ids: Vec<PointId>,
+    with_payload: Option<WithPayloadInterface>,
+    with_vector: Option<WithVector>,
+}
+
+pub async fn retrieve(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<RetrieveBody>,
+) -> ApiResult {
+    let collection = app.storage.collection(&name)?;
+    let read = read_options(body.with_payload, body.with_vector, true);
+    let records = blocking(move || collection.retrieve(&body.ids, &read)).await?;
+    let records: Vec<Value> = records
+        .into_iter()
+        .map(|r| record_json(r.id, r.payload, r.vector))
+        .collect();
+    Ok(timer.ok(records))
+}
+
+pub async fn get_point(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    let collection = app.storage.collection(&name)?;
+    let point_id = parse_point_id(&id)?;
+    let read = ReadOptions {
+        with_payload: WithPayloadInterface::Bool(true),
+        with_vector: WithVector::Bool(true),
+    };
+    let records = blocking(move || collection.retrieve(&[point_id], &read)).await?;
+    let record = records
+        .into_iter()
+        .next()
+        .ok_or(StorageError::PointNotFound(id))?;
+    Ok(timer.ok(record_json(record.id, record.payload, record.vector)))
+}
+
+fn parse_point_id(text: &str) -> Result<PointId, ApiError> {
+    if let Ok(n) = text.parse::<u64>() {
+        return Ok(PointId::NumId(n));
+    }
+    uuid::Uuid::parse_str(text).map(PointId::Uuid).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Wrong input: invalid point id {text:?}: expected an unsigned integer or a UUID"
+        ))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ScrollBody {
+    offset: Option<PointId>,
+    limit: Option<usize>,
+    filter: Option<Filter>,
+    with_payload: Option<WithPayloadInterface>,
+    with_vector: Option<WithVector>,
+    order_by: Option<Value>,
+}
+
+pub async fn scroll(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<ScrollBody>,
+) -> ApiResult {
+    if body.order_by.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::bad_request(
+            "`order_by` is not supported by snapfs yet",
+        ));
+    }
+    let collection = app.storage.collection(&name)?;
+    let read = read_options(body.with_payload, body.with_vector, true);
+    let limit = body.limit.unwrap_or(DEFAULT_LIMIT);
+    let page = blocking(move || collection.scroll(body.offset, limit, body.filter, &read)).await?;
+    let points: Vec<Value> = page
+        .points
+        .into_iter()
+        .map(|r| record_json(r.id, r.payload, r.vector))
+        .collect();
+    Ok(timer.ok(json!({"points": points, "next_page_offset": page.next_page_offset})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CountBody {
+    filter: Option<Filter>,
+}
+
+pub async fn count(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<CountBody>,
+) -> ApiResult {
+    let collection = app.storage.collection(&name)?;
+    let count = blocking(move || collection.count(body.filter)).await?;
+    Ok(timer.ok(json!({"count": count})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QueryBody {
+    query: Option<Value>,
+    #[serde(default)]
+    using: Option<String>,
+    filter: Option<Filter>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    with_payload: Option<WithPayloadInterface>,
+    with_vector: Option<WithVector>,
+    score_threshold: Option<f32>,
+    prefetch: Option<Value>,
+}
+
+/// What to look near: a vector, or the vector of a stored point.
+enum Target {
+    Vector(Vec<f32>),
+    Point(PointId),
+}
+
+fn parse_target(query: Value) -> Result<Target, ApiError> {
+    match query {
+        Value::Object(mut map) if map.contains_key("nearest") => {
+            parse_target(map.remove("nearest").unwrap())
+        }
+        Value::Array(_) => serde_json::from_value(query)
+            .map(Target::Vector)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "Wrong input: query vector must be a list of numbers: {e}"
+                ))
+            }),
+        Value::Number(_) | Value::String(_) => serde_json::from_value(query)
+            .map(Target::Point)
+            .map_err(|e| {
+                ApiError::bad_request(format!("Wrong input: invalid point id in query: {e}"))
+            }),
+        other => Err(ApiError::bad_request(format!(
+            "Wrong input: snapfs answers nearest-neighbour queries (a vector, {{\"nearest\": …}} or a point id), got {other}"
+        ))),
+    }
+}
+
+pub async fn query(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<QueryBody>,
+) -> ApiResult {
+    if body.prefetch.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::bad_request(
+            "`prefetch` is not supported by snapfs yet",
+        ));
+    }
+    let collection = app.storage.collection(&name)?;
+    let target = parse_target(
+        body.query
+            .ok_or_else(|| ApiError::bad_request("Wrong input: `query` is required"))?,
+    )?;
+    let using = body.using.unwrap_or_default();
+    let read = read_options(body.with_payload, body.with_vector, false);
+    let limit = body.limit.unwrap_or(DEFAULT_LIMIT);
+    let points = blocking(move || {
+        let (vector, exclude) = match target {
+            Target::Vector(v) => (v, None),
+            Target::Point(id) => (stored_vector(&collection, id, &using)?, Some(id)),
+        };
+        let mut found = collection.query(NearestQuery {
+            vector,
+            using,
+            filter: body.filter,
+            limit: limit + usize::from(exclude.is_some()),
+            offset: body.offset.unwrap_or(0),
+            score_threshold: body.score_threshold,
+            read,
+        })?;
+        // Querying by a point's id finds other points, as Qdrant does.
+        found.retain(|p| Some(p.id) != exclude);
+        found.truncate(limit);
+        Ok(found)
+    })
+    .await?;
+    let points: Vec<Value> = points.into_iter().map(scored_json).collect();
+    Ok(timer.ok(json!({"points": points})))
+}
+
+fn stored_vector(
+    collection: &crate::storage::Collection,
+    id: PointId,
+    using: &str,
+) -> Result<Vec<f32>, StorageError> {
+    let read = ReadOptions {
+        with_payload: WithPayloadInterface::Bool(false),
+        with_vector: WithVector::Bool(true),
+    };
+    let record = collection
+        .retrieve(&[id], &read)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StorageError::PointNotFound(id.to_string()))?;
+    let vector = match record.vector {
+        Some(VectorStructInternal::Single(v)) if using.is_empty() => Some(v),
+        Some(VectorStructInternal::Named(mut named)) => match named.remove(using) {
+            Some(VectorInternal::Dense(v)) => Some(v),
+            _ => None,
+        },
+        _ => None,
+    };
+    vector.ok_or_else(|| {
+        StorageError::bad_request(format!(
+            "Wrong input: point {id} has no dense vector {using:?}"
+        ))
+    })
+}
+
+fn vector_json(vector: VectorInternal) -> Value {
+    match vector {
+        VectorInternal::Dense(v) => json!(v),
+        VectorInternal::Sparse(s) => json!({"indices": s.indices, "values": s.values}),
+        VectorInternal::MultiDense(m) => {
+            json!(m.multi_vectors().map(|v| v.to_vec()).collect::<Vec<_>>())
+        }
+    }
+}
+
+/// The engine keeps the unnamed vector under the name `""`; Qdrant shows it as a plain list.
+fn vectors_json(vector: VectorStructInternal) -> Value {
+    match vector {
+        VectorStructInternal::Single(v) => json!(v),
+        VectorStructInternal::MultiDense(m) => vector_json(VectorInternal::MultiDense(m)),
+        VectorStructInternal::Named(mut named) => {
+            if named.len() == 1 && named.contains_key("") {
+                return vector_json(named.remove("").unwrap());
+            }
+            let map: Map<String, Value> = named
+                .into_iter()
+                .map(|(k, v)| (k, vector_json(v)))
+                .collect();
+            Value::Object(map)
+        }
+    }
+}
+
+fn record_json(
+    id: PointId,
+    payload: Option<Payload>,
+    vector: Option<VectorStructInternal>,
+) -> Value {
+    json!({
+        "id": id,
+        "payload": payload.map(|p| Value::Object(p.0.into_iter().collect())),
+        "vector": vector.map(vectors_json),
+    })
+}
+
+fn scored_json(point: ScoredPoint) -> Value {
+    let mut value = record_json(point.id, point.payload, point.vector);
+    value["version"] = json!(point.version);
+    value["score"] = json!(point.score);
+    value
+}

@@ -1,0 +1,406 @@
+//! Daemon configuration: defaults, then a YAML file with Qdrant's key names, then
+//! `SNAPFS__SECTION__KEY` environment variables, then command-line flags; each
+//! layer wins over the ones before it. See docs/CONFIGURATION.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// Qdrant's default request size limit.
+pub const DEFAULT_MAX_REQUEST_SIZE_MB: usize = 32;
+pub const ENV_PREFIX: &str = "SNAPFS__";
+
+/// The resolved configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub storage_path: PathBuf,
+    pub snapshots_path: PathBuf,
+    pub temp_path: PathBuf,
+    pub socket: PathBuf,
+    pub http: Option<SocketAddr>,
+    pub api_key: Option<String>,
+    pub allow_non_loopback: bool,
+    pub max_request_size_mb: usize,
+    pub demo: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        ConfigLayers::default().resolve().expect("defaults resolve")
+    }
+}
+
+impl Config {
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_request_size_mb * 1024 * 1024
+    }
+}
+
+/// Command-line flags (highest precedence). `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub api_key: Option<String>,
+    pub allow_non_loopback: bool,
+    pub demo: bool,
+}
+
+/// The file/env layers, every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ConfigLayers {
+    snapfs: SnapfsSection,
+    storage: StorageSection,
+    service: ServiceSection,
+    /// Qdrant's log level key, accepted so a Qdrant config file loads; snapfs uses `SNAPFS_LOG`.
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct SnapfsSection {
+    #[serde(deserialize_with = "lenient_path")]
+    data_dir: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient_bool")]
+    demo: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StorageSection {
+    #[serde(deserialize_with = "lenient_path")]
+    storage_path: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient_path")]
+    snapshots_path: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient_path")]
+    temp_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ServiceSection {
+    #[serde(deserialize_with = "lenient_path")]
+    unix_socket: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient_string")]
+    host: Option<String>,
+    #[serde(deserialize_with = "lenient_number")]
+    http_port: Option<u16>,
+    #[serde(deserialize_with = "lenient_string")]
+    api_key: Option<String>,
+    #[serde(deserialize_with = "lenient_number")]
+    max_request_size_mb: Option<usize>,
+    #[serde(deserialize_with = "lenient_bool")]
+    allow_non_loopback: Option<bool>,
+}
+
+/// Load the configuration from the optional YAML file, the given environment and the flags.
+pub fn load(
+    flags: &Flags,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Config> {
+    let mut tree = match &flags.config_file {
+        Some(path) => read_yaml(path)?,
+        None => Value::Object(Default::default()),
+    };
+    overlay_env(&mut tree, env)?;
+    let mut layers: ConfigLayers = serde_json::from_value(tree).context("invalid configuration")?;
+    apply_flags(&mut layers, flags);
+    layers.resolve()
+}
+
+fn read_yaml(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("{} is not valid YAML", path.display()))?;
+    let value = serde_json::to_value(yaml)?;
+    Ok(if value.is_null() {
+        Value::Object(Default::default())
+    } else {
+        value
+    })
+}
+
+/// `SNAPFS__SERVICE__API_KEY=x` sets `service.api_key`. Values are read as YAML
+/// scalars, so `8080` is a number and `true` a boolean.
+fn overlay_env(
+    tree: &mut Value,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    for (key, raw) in env {
+        let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            bail!("environment variable {key}: expected {ENV_PREFIX}SECTION__KEY");
+        }
+        let value = serde_yaml::from_str::<serde_yaml::Value>(&raw)
+            .ok()
+            .and_then(|v| serde_json::to_value(v).ok())
+            .filter(|v| !v.is_object() && !v.is_array())
+            .unwrap_or(Value::String(raw));
+        let mut node = &mut *tree;
+        for part in &parts[..parts.len() - 1] {
+            if !node.is_object() {
+                *node = Value::Object(Default::default());
+            }
+            node = node
+                .as_object_mut()
+                .unwrap()
+                .entry(part.clone())
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
+        if !node.is_object() {
+            *node = Value::Object(Default::default());
+        }
+        node.as_object_mut()
+            .unwrap()
+            .insert(parts[parts.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+fn apply_flags(layers: &mut ConfigLayers, flags: &Flags) {
+    if let Some(dir) = &flags.data_dir {
+        layers.snapfs.data_dir = Some(dir.clone());
+    }
+    if let Some(socket) = &flags.socket {
+        layers.service.unix_socket = Some(socket.clone());
+    }
+    if let Some(addr) = flags.http {
+        layers.service.host = Some(addr.ip().to_string());
+        layers.service.http_port = Some(addr.port());
+    }
+    if let Some(key) = &flags.api_key {
+        layers.service.api_key = Some(key.clone());
+    }
+    if flags.allow_non_loopback {
+        layers.service.allow_non_loopback = Some(true);
+    }
+    if flags.demo {
+        layers.snapfs.demo = Some(true);
+    }
+}
+
+impl ConfigLayers {
+    fn resolve(self) -> anyhow::Result<Config> {
+        let data_dir = self
+            .snapfs
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./snapfs-data"));
+        let http = match (self.service.host, self.service.http_port) {
+            (_, None) => None,
+            (host, Some(port)) => {
+                let host = host.unwrap_or_else(|| "127.0.0.1".to_string());
+                let addr = format!("{host}:{port}");
+                Some(
+                    addr.parse()
+                        .or_else(|_| format!("[{host}]:{port}").parse())
+                        .with_context(|| {
+                            format!("service.host/http_port: {addr} is not an IP address and port")
+                        })?,
+                )
+            }
+        };
+        let api_key = self.service.api_key.filter(|k| !k.is_empty());
+        let config = Config {
+            storage_path: self
+                .storage
+                .storage_path
+                .unwrap_or_else(|| data_dir.join("storage")),
+            snapshots_path: self
+                .storage
+                .snapshots_path
+                .unwrap_or_else(|| data_dir.join("snapshots")),
+            temp_path: self
+                .storage
+                .temp_path
+                .unwrap_or_else(|| data_dir.join("tmp")),
+            socket: self
+                .service
+                .unix_socket
+                .unwrap_or_else(|| data_dir.join("snapfs.sock")),
+            http,
+            api_key,
+            allow_non_loopback: self.service.allow_non_loopback.unwrap_or(false),
+            max_request_size_mb: self
+                .service
+                .max_request_size_mb
+                .unwrap_or(DEFAULT_MAX_REQUEST_SIZE_MB),
+            demo: self.snapfs.demo.unwrap_or(false),
+            data_dir,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(addr) = self.http {
+            if self.api_key.is_none() {
+                bail!(
+                    "the TCP listener ({addr}) needs an API key: pass --api-key, set SNAPFS_API_KEY or service.api_key"
+                );
+            }
+            if !addr.ip().is_loopback() && !self.allow_non_loopback {
+                bail!(
+                    "refusing to listen on {addr}, which is not a loopback address; pass --allow-non-loopback if you mean it"
+                );
+            }
+        }
+        if self.max_request_size_mb == 0 {
+            bail!("service.max_request_size_mb must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn scalar_to_string(value: Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(scalar_to_string(Value::deserialize(d)?))
+}
+
+fn lenient_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    Ok(scalar_to_string(Value::deserialize(d)?).map(PathBuf::from))
+}
+
+fn lenient_number<'de, D: Deserializer<'de>, T: std::str::FromStr>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    use serde::de::Error;
+    match scalar_to_string(Value::deserialize(d)?) {
+        None => Ok(None),
+        Some(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("expected a number, got {s:?}"))),
+    }
+}
+
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    lenient_number(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_derive_from_data_dir() {
+        let config = load(
+            &Flags {
+                data_dir: Some("/d".into()),
+                ..Flags::default()
+            },
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(config.storage_path, PathBuf::from("/d/storage"));
+        assert_eq!(config.snapshots_path, PathBuf::from("/d/snapshots"));
+        assert_eq!(config.temp_path, PathBuf::from("/d/tmp"));
+        assert_eq!(config.socket, PathBuf::from("/d/snapfs.sock"));
+        assert_eq!(config.http, None);
+        assert_eq!(config.max_request_size_mb, 32);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "storage:\n  storage_path: /file/storage\n  temp_path: /file/tmp\n  snapshots_path: /file/snaps\nservice:\n  api_key: from-file\n  http_port: 7000\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config_file: Some(file),
+            api_key: Some("from-flag".into()),
+            ..Flags::default()
+        };
+        let config = load(
+            &flags,
+            env(&[
+                ("SNAPFS__STORAGE__TEMP_PATH", "/env/tmp"),
+                ("SNAPFS__STORAGE__SNAPSHOTS_PATH", "/env/snaps"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.storage_path, PathBuf::from("/file/storage"));
+        assert_eq!(config.temp_path, PathBuf::from("/env/tmp"));
+        assert_eq!(config.snapshots_path, PathBuf::from("/env/snaps"));
+        assert_eq!(config.api_key.as_deref(), Some("from-flag"));
+        assert_eq!(config.http, Some("127.0.0.1:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn numeric_env_values_fit_string_keys() {
+        let config = load(
+            &Flags::default(),
+            env(&[
+                ("SNAPFS__SERVICE__API_KEY", "12345"),
+                ("SNAPFS__SERVICE__HTTP_PORT", "6333"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.api_key.as_deref(), Some("12345"));
+        assert_eq!(config.http.unwrap().port(), 6333);
+    }
+
+    #[test]
+    fn rejects_unsafe_or_wrong_settings() {
+        let no_key = Flags {
+            http: Some("127.0.0.1:6333".parse().unwrap()),
+            ..Flags::default()
+        };
+        assert!(
+            load(&no_key, vec![])
+                .unwrap_err()
+                .to_string()
+                .contains("needs an API key")
+        );
+        let remote = Flags {
+            http: Some("0.0.0.0:6333".parse().unwrap()),
+            api_key: Some("k".into()),
+            ..Flags::default()
+        };
+        assert!(
+            load(&remote, vec![])
+                .unwrap_err()
+                .to_string()
+                .contains("not a loopback")
+        );
+        assert!(load(&Flags::default(), env(&[("SNAPFS__STORAGE__BOGUS", "1")])).is_err());
+        assert!(
+            load(
+                &Flags::default(),
+                env(&[("SNAPFS__SERVICE__HTTP_PORT", "many")])
+            )
+            .is_err()
+        );
+    }
+}

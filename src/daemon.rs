@@ -1,0 +1,125 @@
+//! `snapfs serve`: open the storage under an exclusive lock, listen, and on
+//! SIGINT/SIGTERM stop accepting, finish in-flight requests, stop every writer
+//! after its queued updates, flush every shard and exit 0.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::api::{self, AppState, server};
+use crate::config::Config;
+use crate::storage::Storage;
+
+/// Held for the daemon's lifetime: a second daemon on the same storage is refused.
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    pub fn acquire(storage_path: &Path) -> anyhow::Result<Self> {
+        let path = storage_path.join("snapfs.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !locked {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another snapfs daemon (pid {}) is already using {}; stop it first or choose another --data-dir",
+                holder.trim(),
+                storage_path.display()
+            );
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    for dir in [
+        &config.data_dir,
+        &config.storage_path,
+        &config.snapshots_path,
+        &config.temp_path,
+    ] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _lock = DataDirLock::acquire(&config.storage_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(serve(&config));
+    // Blocking work (engine reads) may still be finishing; give it a moment, not forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    let _ = std::fs::remove_file(&config.socket);
+    result
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let storage = {
+        let path = config.storage_path.clone();
+        tokio::task::spawn_blocking(move || Storage::open(&path)).await??
+    };
+    if config.demo && storage.is_empty() {
+        crate::demo::create_demo_collection(&storage).await?;
+    }
+
+    let state = Arc::new(AppState {
+        storage: storage.clone(),
+    });
+    let router = api::router(state, config.max_request_bytes());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let unix = server::bind_unix(&config.socket)?;
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(server::serve_unix(
+        unix,
+        router.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    if let (Some(addr), Some(key)) = (config.http, config.api_key.clone()) {
+        let tcp = server::bind_tcp(&addr.to_string()).await?;
+        servers.spawn(server::serve_tcp(
+            tcp,
+            server::require_api_key(router, key),
+            stopped(stop_rx.clone()),
+        ));
+        tracing::info!(%addr, "HTTP API on TCP (api-key required)");
+    }
+    tracing::info!(socket = %config.socket.display(), data_dir = %config.data_dir.display(), "snapfs ready");
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+        Some(result) = servers.join_next() => {
+            result??;
+            bail!("a listener stopped unexpectedly");
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(result) = servers.join_next().await {
+        if let Err(err) = result? {
+            tracing::warn!(%err, "listener ended with an error");
+        }
+    }
+    tokio::task::spawn_blocking(move || storage.shutdown()).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The `snapfs` binary: parses the command line and hands over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use snapfs::client::Client;
+use snapfs::config::{self, Flags};
+use snapfs::{cli, daemon};
+
+#[derive(Parser)]
+#[command(
+    name = "snapfs",
+    version,
+    about = "Vector collections with snapshots you back up and restore with ordinary file tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (logs to stderr; SIGINT/SIGTERM stop it cleanly).
+    Serve(ServeArgs),
+    /// Create, list, inspect and delete collections.
+    Collections {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(subcommand)]
+        command: CollectionsCommand,
+    },
+    /// Fill and count points.
+    Points {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(subcommand)]
+        command: PointsCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory holding storage/, snapshots/, tmp/ and the socket.
+    #[arg(long, help_heading = "Storage")]
+    data_dir: Option<PathBuf>,
+    /// YAML configuration file (Qdrant's key names).
+    #[arg(long, help_heading = "Storage")]
+    config: Option<PathBuf>,
+    /// Create a `demo` collection with random points when there are no collections.
+    #[arg(long, help_heading = "Storage")]
+    demo: bool,
+    /// Control socket path [default: <data-dir>/snapfs.sock].
+    #[arg(long, help_heading = "Listeners")]
+    socket: Option<PathBuf>,
+    /// Also serve the API on TCP at ADDR (e.g. 127.0.0.1:6333); needs an API key.
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners")]
+    http: Option<SocketAddr>,
+    /// API key required on TCP (header `api-key`).
+    #[arg(
+        long,
+        env = "SNAPFS_API_KEY",
+        hide_env_values = true,
+        help_heading = "Listeners"
+    )]
+    api_key: Option<String>,
+    /// Allow --http on an address other than loopback.
+    #[arg(long, help_heading = "Listeners")]
+    allow_non_loopback: bool,
+}
+
+#[derive(Args)]
+struct SocketArg {
+    /// The daemon's control socket.
+    #[arg(
+        long,
+        env = "SNAPFS_SOCKET",
+        default_value = "./snapfs-data/snapfs.sock",
+        global = true
+    )]
+    socket: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum CollectionsCommand {
+    /// List collection names.
+    List,
+    /// Create a collection with one unnamed dense vector.
+    Create {
+        name: String,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
+        dim: u64,
+        #[arg(long, default_value = "Cosine", value_parser = ["Cosine", "Euclid", "Dot", "Manhattan"])]
+        distance: String,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        shards: u32,
+    },
+    /// Show a collection's configuration and counts.
+    Info { name: String },
+    /// Delete a collection and its data.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum PointsCommand {
+    /// Upsert points from a JSON-lines file: one {"id", "vector", "payload"} per line.
+    Upsert {
+        collection: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        batch: u64,
+    },
+    /// Count the points of a collection.
+    Count { collection: String },
+    /// Upsert random points (for demos and benchmarks).
+    Generate {
+        collection: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
+        dim: u64,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        batch: u64,
+        /// First point id.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Collections { socket, command } => client_command(socket, |client| async move {
+            match command {
+                CollectionsCommand::List => cli::collections_list(&client).await,
+                CollectionsCommand::Create {
+                    name,
+                    dim,
+                    distance,
+                    shards,
+                } => cli::collections_create(&client, &name, dim, &distance, shards).await,
+                CollectionsCommand::Info { name } => cli::collections_info(&client, &name).await,
+                CollectionsCommand::Delete { name } => {
+                    cli::collections_delete(&client, &name).await
+                }
+            }
+        }),
+        Command::Points { socket, command } => client_command(socket, |client| async move {
+            match command {
+                PointsCommand::Upsert {
+                    collection,
+                    file,
+                    batch,
+                } => cli::points_upsert(&client, &collection, &file, batch as usize).await,
+                PointsCommand::Count { collection } => {
+                    cli::points_count(&client, &collection).await
+                }
+                PointsCommand::Generate {
+                    collection,
+                    count,
+                    dim,
+                    batch,
+                    start,
+                } => {
+                    cli::points_generate(&client, &collection, count, dim as usize, batch, start)
+                        .await
+                }
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let flags = Flags {
+        config_file: args.config,
+        data_dir: args.data_dir,
+        socket: args.socket,
+        http: args.http,
+        api_key: args.api_key,
+        allow_non_loopback: args.allow_non_loopback,
+        demo: args.demo,
+    };
+    let config = config::load(&flags, std::env::vars())?;
+    daemon::run(config)
+}
+
+fn client_command<F, Fut>(socket: SocketArg, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(Client::new(socket.socket)))
+}

@@ -1,0 +1,201 @@
+//! The storage layer: every collection under `<storage_path>/collections/`, each
+//! shard a Qdrant Edge shard with one writer (see [`shard`] for the freeze).
+//!
+//! Creation and deletion are atomic on disk: a collection is built in a hidden
+//! staging directory and renamed into place; a deleted one is renamed to a hidden
+//! name before it is removed. Hidden leftovers from a crash are removed at start.
+
+pub mod collection;
+pub mod collection_config;
+pub mod error;
+pub mod names;
+pub mod ops;
+pub mod pending_log;
+pub mod router;
+pub mod shard;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use collection::{
+    Collection, CollectionFreeze, CollectionStats, NearestQuery, ReadOptions, ScrollPage,
+};
+pub use collection_config::{CollectionConfig, CreateCollection};
+pub use error::{Result, StorageError};
+
+/// How often the maintenance thread looks for shards to flush or optimize.
+const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
+
+pub struct Storage {
+    collections_dir: PathBuf,
+    collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+    /// Serializes create and delete, which take seconds and touch the directory.
+    layout_lock: tokio::sync::Mutex<()>,
+    stopping: Arc<AtomicBool>,
+    maintenance: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Storage {
+    /// Open (or initialize) the storage at `storage_path` and load every collection.
+    pub fn open(storage_path: &Path) -> Result<Arc<Self>> {
+        let collections_dir = storage_path.join("collections");
+        std::fs::create_dir_all(&collections_dir)?;
+        let mut collections = BTreeMap::new();
+        for entry in std::fs::read_dir(&collections_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with('.') {
+                tracing::info!(path = %path.display(), "removing a leftover from an interrupted create or delete");
+                remove_path(&path)?;
+                continue;
+            }
+            if !path.is_dir() {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let collection = Collection::open(&path, &name)?;
+            tracing::info!(collection = %name, shards = collection.shards().len(), elapsed_ms = started.elapsed().as_millis() as u64, "loaded");
+            collections.insert(name, Arc::new(collection));
+        }
+        let storage = Arc::new(Storage {
+            collections_dir,
+            collections: RwLock::new(collections),
+            layout_lock: tokio::sync::Mutex::new(()),
+            stopping: Arc::new(AtomicBool::new(false)),
+            maintenance: Mutex::new(None),
+        });
+        storage.start_maintenance()?;
+        Ok(storage)
+    }
+
+    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collections
+            .read()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StorageError::CollectionNotFound(name.to_string()))
+    }
+
+    pub fn collection_names(&self) -> Vec<String> {
+        self.collections.read().unwrap().keys().cloned().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.collections.read().unwrap().is_empty()
+    }
+
+    pub async fn create_collection(
+        self: &Arc<Self>,
+        name: &str,
+        config: CollectionConfig,
+    ) -> Result<()> {
+        names::validate_collection_name(name)?;
+        config.validate()?;
+        let _layout = self.layout_lock.lock().await;
+        if self.collections.read().unwrap().contains_key(name) {
+            return Err(StorageError::CollectionExists(name.to_string()));
+        }
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || this.create_blocking(&name, config))
+            .await
+            .map_err(|e| StorageError::internal(e.to_string()))?
+    }
+
+    fn create_blocking(&self, name: &str, config: CollectionConfig) -> Result<()> {
+        let staging = self
+            .collections_dir
+            .join(format!(".creating-{}", uuid::Uuid::new_v4()));
+        let built = Collection::create(&staging, name, config);
+        // The engine remembers its path: build, close, rename, then open for real.
+        match built {
+            Ok(collection) => collection.shutdown(),
+            Err(err) => {
+                let _ = remove_path(&staging);
+                return Err(err);
+            }
+        }
+        let target = self.collections_dir.join(name);
+        std::fs::rename(&staging, &target)?;
+        let collection = Collection::open(&target, name)?;
+        self.collections
+            .write()
+            .unwrap()
+            .insert(name.to_string(), Arc::new(collection));
+        tracing::info!(collection = name, "created");
+        Ok(())
+    }
+
+    pub async fn delete_collection(self: &Arc<Self>, name: &str) -> Result<bool> {
+        let _layout = self.layout_lock.lock().await;
+        let Some(collection) = self.collections.write().unwrap().remove(name) else {
+            return Ok(false);
+        };
+        let graveyard = self
+            .collections_dir
+            .join(format!(".deleting-{}", uuid::Uuid::new_v4()));
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            collection.shutdown();
+            std::fs::rename(collection.dir(), &graveyard)?;
+            // Readers holding the collection keep their open files; the directory goes now.
+            remove_path(&graveyard)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::internal(e.to_string()))??;
+        tracing::info!(collection = name, "deleted");
+        Ok(true)
+    }
+
+    fn start_maintenance(self: &Arc<Self>) -> Result<()> {
+        let weak: Weak<Storage> = Arc::downgrade(self);
+        let stopping = self.stopping.clone();
+        let handle = std::thread::Builder::new().name("maintenance".into()).spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                std::thread::sleep(MAINTENANCE_TICK);
+                let Some(storage) = weak.upgrade() else { return };
+                let collections: Vec<_> = storage.collections.read().unwrap().values().cloned().collect();
+                drop(storage);
+                for collection in collections {
+                    let interval = Duration::from_secs(collection.config().optimizer_config.flush_interval_sec);
+                    for shard in collection.shards() {
+                        if stopping.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        if let Err(err) = shard.maintain(interval) {
+                            tracing::error!(collection = collection.name(), shard = shard.id(), %err, "maintenance failed");
+                        }
+                    }
+                }
+            }
+        })?;
+        *self.maintenance.lock().unwrap() = Some(handle);
+        Ok(())
+    }
+
+    /// Stop maintenance, stop every writer after its queued updates, flush everything.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.maintenance.lock().unwrap().take() {
+            let _ = handle.join();
+        }
+        let collections: Vec<_> = self.collections.read().unwrap().values().cloned().collect();
+        for collection in collections {
+            collection.shutdown();
+        }
+    }
+}
+
+fn remove_path(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}

@@ -1,0 +1,485 @@
+//! A collection: its Qdrant-schema config, its shards (one directory and one
+//! writer each) and the router that sends every point to its shard.
+//!
+//! Updates are checked against the config *before* they are queued, because a
+//! queued update may be acknowledged before it is applied (during a freeze) and
+//! must not fail afterwards. A batch is dispatched to all its shards under the
+//! collection's dispatch lock, and a collection freeze places its cut in every shard
+//! under the same lock, so a snapshot never holds half of a batch.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use qdrant_edge::{
+    CountRequest, Filter, NamedQuery, PointId, PointStructPersisted, QueryEnum, QueryRequest,
+    Record, RetrieveRequest, ScoredPoint, ScoringQuery, ScrollRequest, VectorInternal,
+    VectorPersisted, VectorStructPersisted, WithPayloadInterface, WithVector,
+};
+
+use super::collection_config::CollectionConfig;
+use super::error::{Result, StorageError};
+use super::ops::ShardOp;
+use super::router::ShardRouter;
+use super::shard::Shard;
+
+pub const CONFIG_FILE: &str = "config.json";
+
+pub struct Collection {
+    name: String,
+    dir: PathBuf,
+    config: CollectionConfig,
+    shards: Vec<Shard>,
+    router: ShardRouter,
+    /// Shared by update dispatch, exclusive for a freeze's cut.
+    dispatch: RwLock<()>,
+}
+
+/// What a read returns with each point.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    pub with_payload: WithPayloadInterface,
+    pub with_vector: WithVector,
+}
+
+pub struct NearestQuery {
+    pub vector: Vec<f32>,
+    pub using: String,
+    pub filter: Option<Filter>,
+    pub limit: usize,
+    pub offset: usize,
+    pub score_threshold: Option<f32>,
+    pub read: ReadOptions,
+}
+
+pub struct ScrollPage {
+    pub points: Vec<Record>,
+    pub next_page_offset: Option<PointId>,
+}
+
+pub struct CollectionStats {
+    pub points_count: usize,
+    pub segments_count: usize,
+    pub indexed_vectors_count: usize,
+    pub pending_updates: usize,
+    pub frozen_shards: usize,
+    pub last_change: SystemTime,
+}
+
+fn shard_dir(dir: &Path, id: u32) -> PathBuf {
+    dir.join(id.to_string())
+}
+
+/// Updates acknowledged during a freeze wait here; outside the shard directory,
+/// whose files the snapshot is reading.
+fn pending_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id}.pending"))
+}
+
+impl Collection {
+    /// Create the collection's files in `dir` (which must not exist yet).
+    pub fn create(dir: &Path, name: &str, config: CollectionConfig) -> Result<Self> {
+        config.validate()?;
+        let edge = config.edge_config()?;
+        std::fs::create_dir_all(dir)?;
+        let json =
+            serde_json::to_vec(&config).map_err(|e| StorageError::internal(e.to_string()))?;
+        std::fs::write(dir.join(CONFIG_FILE), json)?;
+        let mut shards = Vec::new();
+        for id in 0..config.shard_count() {
+            shards.push(Shard::create(
+                id,
+                &shard_dir(dir, id),
+                &pending_path(dir, id),
+                edge.clone(),
+            )?);
+        }
+        Ok(Self::assemble(dir, name, config, shards))
+    }
+
+    pub fn open(dir: &Path, name: &str) -> Result<Self> {
+        let bytes = std::fs::read(dir.join(CONFIG_FILE))?;
+        let config: CollectionConfig = serde_json::from_slice(&bytes).map_err(|e| {
+            StorageError::internal(format!("{}: invalid config.json: {e}", dir.display()))
+        })?;
+        config.validate()?;
+        let edge = config.edge_config()?;
+        let mut shards = Vec::new();
+        for id in 0..config.shard_count() {
+            shards.push(Shard::open(
+                id,
+                &shard_dir(dir, id),
+                &pending_path(dir, id),
+                edge.clone(),
+            )?);
+        }
+        Ok(Self::assemble(dir, name, config, shards))
+    }
+
+    fn assemble(dir: &Path, name: &str, config: CollectionConfig, shards: Vec<Shard>) -> Self {
+        Collection {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            router: ShardRouter::new(config.shard_count()),
+            config,
+            shards,
+            dispatch: RwLock::new(()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &CollectionConfig {
+        &self.config
+    }
+
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    pub fn shard_for(&self, id: &PointId) -> u32 {
+        self.router.shard_for(id)
+    }
+
+    // ---- updates ----
+
+    pub async fn upsert(&self, points: Vec<PointStructPersisted>, wait: bool) -> Result<()> {
+        for point in &points {
+            self.check_point(point)?;
+        }
+        let mut by_shard: BTreeMap<u32, Vec<PointStructPersisted>> = BTreeMap::new();
+        for point in points {
+            by_shard
+                .entry(self.router.shard_for(&point.id))
+                .or_default()
+                .push(point);
+        }
+        self.dispatch(
+            by_shard
+                .into_iter()
+                .map(|(s, p)| (s, ShardOp::Upsert(p)))
+                .collect(),
+            wait,
+        )
+        .await
+    }
+
+    pub async fn delete(&self, ids: Vec<PointId>, wait: bool) -> Result<()> {
+        let mut by_shard: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
+        for id in ids {
+            by_shard
+                .entry(self.router.shard_for(&id))
+                .or_default()
+                .push(id);
+        }
+        self.dispatch(
+            by_shard
+                .into_iter()
+                .map(|(s, ids)| (s, ShardOp::Delete(ids)))
+                .collect(),
+            wait,
+        )
+        .await
+    }
+
+    pub async fn delete_by_filter(&self, filter: Filter, wait: bool) -> Result<()> {
+        let ops = self
+            .shards
+            .iter()
+            .map(|s| (s.id(), ShardOp::DeleteByFilter(filter.clone())))
+            .collect();
+        self.dispatch(ops, wait).await
+    }
+
+    async fn dispatch(&self, ops: Vec<(u32, ShardOp)>, wait: bool) -> Result<()> {
+        let answers = {
+            let _batch = self.dispatch.read().unwrap();
+            ops.into_iter()
+                .map(|(shard, op)| self.shards[shard as usize].submit(op, wait))
+                .collect::<Result<Vec<_>>>()?
+        };
+        for answer in answers {
+            answer.await.map_err(|_| StorageError::ShuttingDown)??;
+        }
+        Ok(())
+    }
+
+    /// Reject what the engine would reject later: vector names and sizes.
+    fn check_point(&self, point: &PointStructPersisted) -> Result<()> {
+        let vectors = &self.config.params.vectors;
+        let check_dense = |name: &str, len: usize| -> Result<()> {
+            let Some(params) = vectors.get(name) else {
+                return Err(StorageError::bad_request(format!(
+                    "Wrong input: Not existing vector name error: {}{}",
+                    if name.is_empty() {
+                        "(unnamed vector); this collection has named vectors: "
+                    } else {
+                        name
+                    },
+                    if name.is_empty() {
+                        self.vector_names()
+                    } else {
+                        String::new()
+                    }
+                )));
+            };
+            if params.size as usize != len {
+                return Err(StorageError::bad_request(format!(
+                    "Wrong input: Vector dimension error: expected dim: {}, got {len}",
+                    params.size
+                )));
+            }
+            Ok(())
+        };
+        match &point.vector {
+            VectorStructPersisted::Single(v) => check_dense("", v.len()),
+            VectorStructPersisted::MultiDense(_) => Err(StorageError::bad_request(
+                "Wrong input: multivectors are not supported by snapfs yet",
+            )),
+            VectorStructPersisted::Named(named) => {
+                for (name, vector) in named {
+                    match vector {
+                        VectorPersisted::Dense(v) => check_dense(name, v.len())?,
+                        _ => {
+                            return Err(StorageError::bad_request(format!(
+                                "Wrong input: vector `{name}` must be a dense vector (a list of numbers)"
+                            )));
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn vector_names(&self) -> String {
+        self.config
+            .params
+            .vectors
+            .by_name()
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    // ---- reads (blocking: call from a blocking thread) ----
+
+    pub fn retrieve(&self, ids: &[PointId], read: &ReadOptions) -> Result<Vec<Record>> {
+        let mut by_shard: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
+        for id in ids {
+            by_shard
+                .entry(self.router.shard_for(id))
+                .or_default()
+                .push(*id);
+        }
+        let mut records = Vec::new();
+        for (shard, point_ids) in by_shard {
+            let request = RetrieveRequest {
+                point_ids,
+                with_payload: Some(read.with_payload.clone()),
+                with_vector: Some(read.with_vector.clone()),
+            };
+            records.extend(
+                self.shards[shard as usize]
+                    .engine()
+                    .retrieve(request)
+                    .map_err(StorageError::from_engine)?,
+            );
+        }
+        // Answer in the order asked, as Qdrant does.
+        let order: BTreeMap<PointId, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        records.sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+        Ok(records)
+    }
+
+    pub fn scroll(
+        &self,
+        offset: Option<PointId>,
+        limit: usize,
+        filter: Option<Filter>,
+        read: &ReadOptions,
+    ) -> Result<ScrollPage> {
+        let mut points = Vec::new();
+        for shard in &self.shards {
+            let request = ScrollRequest {
+                offset,
+                limit: Some(limit + 1),
+                filter: filter.clone(),
+                with_payload: Some(read.with_payload.clone()),
+                with_vector: read.with_vector.clone(),
+                order_by: None,
+            };
+            let (page, _) = shard
+                .engine()
+                .scroll(request)
+                .map_err(StorageError::from_engine)?;
+            points.extend(page);
+        }
+        points.sort_by_key(|r| r.id);
+        let next_page_offset = points.get(limit).map(|r| r.id);
+        points.truncate(limit);
+        Ok(ScrollPage {
+            points,
+            next_page_offset,
+        })
+    }
+
+    pub fn count(&self, filter: Option<Filter>) -> Result<usize> {
+        let mut total = 0;
+        for shard in &self.shards {
+            let request = CountRequest {
+                filter: filter.clone(),
+                exact: true,
+            };
+            total += shard
+                .engine()
+                .count(request)
+                .map_err(StorageError::from_engine)?;
+        }
+        Ok(total)
+    }
+
+    pub fn query(&self, query: NearestQuery) -> Result<Vec<ScoredPoint>> {
+        let params = self
+            .config
+            .params
+            .vectors
+            .get(&query.using)
+            .ok_or_else(|| {
+                StorageError::bad_request(format!(
+                    "Wrong input: Not existing vector name error: {}",
+                    if query.using.is_empty() {
+                        "(unnamed vector)"
+                    } else {
+                        &query.using
+                    }
+                ))
+            })?;
+        if params.size as usize != query.vector.len() {
+            return Err(StorageError::bad_request(format!(
+                "Wrong input: Vector dimension error: expected dim: {}, got {}",
+                params.size,
+                query.vector.len()
+            )));
+        }
+        let using = (!query.using.is_empty()).then(|| query.using.clone());
+        let mut scored = Vec::new();
+        for shard in &self.shards {
+            let mut request = QueryRequest::new(query.limit + query.offset);
+            request.query = Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+                query: VectorInternal::Dense(query.vector.clone()),
+                using: using.clone(),
+            })));
+            request.filter = query.filter.clone();
+            request.score_threshold = query.score_threshold;
+            request.with_payload = query.read.with_payload.clone();
+            request.with_vector = query.read.with_vector.clone();
+            scored.extend(
+                shard
+                    .engine()
+                    .query(request)
+                    .map_err(StorageError::from_engine)?,
+            );
+        }
+        let higher_is_better = params.distance.higher_is_better();
+        scored.sort_by(|a, b| {
+            let order = a.score.total_cmp(&b.score);
+            if higher_is_better {
+                order.reverse()
+            } else {
+                order
+            }
+        });
+        Ok(scored
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .collect())
+    }
+
+    pub fn stats(&self) -> Result<CollectionStats> {
+        let mut stats = CollectionStats {
+            points_count: 0,
+            segments_count: 0,
+            indexed_vectors_count: 0,
+            pending_updates: 0,
+            frozen_shards: 0,
+            last_change: SystemTime::UNIX_EPOCH,
+        };
+        for shard in &self.shards {
+            let info = shard.engine().info().map_err(StorageError::from_engine)?;
+            stats.points_count += info.points_count;
+            stats.segments_count += info.segments_count;
+            stats.indexed_vectors_count += info.indexed_vectors_count;
+            stats.pending_updates += shard.pending_updates();
+            stats.frozen_shards += usize::from(shard.is_frozen());
+            stats.last_change = stats.last_change.max(shard.last_change());
+        }
+        Ok(stats)
+    }
+
+    // ---- freeze ----
+
+    /// Freeze every shard at one cut in the update order and flush, so the files
+    /// hold one consistent state until the returned guard is dropped.
+    /// Blocking: call from a blocking thread.
+    pub fn freeze(self: &Arc<Self>) -> Result<CollectionFreeze> {
+        let cuts = {
+            let _exclusive = self.dispatch.write().unwrap();
+            self.shards
+                .iter()
+                .map(|s| s.freeze_cut())
+                .collect::<Result<Vec<_>>>()?
+        };
+        // From here on the guard owns the freeze: an error below still thaws.
+        let guard = CollectionFreeze {
+            collection: self.clone(),
+        };
+        for cut in cuts {
+            cut.recv().map_err(|_| StorageError::ShuttingDown)?;
+        }
+        for shard in &self.shards {
+            shard.settle_frozen()?;
+        }
+        Ok(guard)
+    }
+
+    pub fn shutdown(&self) {
+        for shard in &self.shards {
+            shard.shutdown();
+        }
+        for shard in &self.shards {
+            if let Err(err) = shard.flush() {
+                tracing::error!(collection = %self.name, shard = shard.id(), %err, "flush at shutdown failed");
+            }
+        }
+    }
+}
+
+/// A frozen collection; dropping it thaws every shard.
+pub struct CollectionFreeze {
+    collection: Arc<Collection>,
+}
+
+impl CollectionFreeze {
+    pub fn collection(&self) -> &Arc<Collection> {
+        &self.collection
+    }
+}
+
+impl Drop for CollectionFreeze {
+    fn drop(&mut self) {
+        for shard in &self.collection.shards {
+            shard.thaw();
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The storage layer's one error type. Upper layers map it to an HTTP status (and
+//! later to an errno) in exactly one place each.
+
+use qdrant_edge::OperationError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("Collection `{0}` not found")]
+    CollectionNotFound(String),
+    #[error("Collection `{0}` already exists!")]
+    CollectionExists(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Point {0} not found")]
+    PointNotFound(String),
+    #[error("snapfs is shutting down; retry once it is back")]
+    ShuttingDown,
+    #[error("{0}")]
+    Internal(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl StorageError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        StorageError::BadRequest(message.into())
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        StorageError::Internal(message.into())
+    }
+
+    /// Engine errors: the ones caused by the request (a wrong vector size, a bad
+    /// filter) are the caller's; everything else is ours.
+    pub fn from_engine(err: OperationError) -> Self {
+        match err {
+            OperationError::WrongVectorDimension { .. }
+            | OperationError::VectorNameNotExists { .. }
+            | OperationError::PointIdError { .. }
+            | OperationError::TypeError { .. }
+            | OperationError::TypeInferenceError { .. }
+            | OperationError::ValidationError { .. }
+            | OperationError::WrongSparse
+            | OperationError::WrongMulti
+            | OperationError::MissingRangeIndexForOrderBy { .. }
+            | OperationError::MissingMapIndexForFacet { .. }
+            | OperationError::VariableTypeError { .. }
+            | OperationError::NonFiniteNumber { .. } => StorageError::BadRequest(err.to_string()),
+            _ => StorageError::Internal(err.to_string()),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The updates a shard's writer applies, in a form that can be logged durably
+//! (JSON) while a shard is frozen and converted to the engine's operations when applied.
+
+use qdrant_edge::{
+    Filter, PointId, PointInsertOperations, PointOperations, PointStructPersisted, UpdateOperation,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardOp {
+    Upsert(Vec<PointStructPersisted>),
+    Delete(Vec<PointId>),
+    DeleteByFilter(Filter),
+}
+
+impl ShardOp {
+    pub fn into_engine(self) -> UpdateOperation {
+        let op = match self {
+            ShardOp::Upsert(points) => {
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(points))
+            }
+            ShardOp::Delete(ids) => PointOperations::DeletePoints { ids },
+            ShardOp::DeleteByFilter(filter) => PointOperations::DeletePointsByFilter(filter),
+        };
+        UpdateOperation::PointOperation(op)
+    }
+}

@@ -1,0 +1,373 @@
+//! One shard: a Qdrant Edge shard plus the single writer thread that owns all
+//! changes to its files, and the freeze that lets a snapshot read those files while
+//! the shard keeps accepting updates.
+//!
+//! Why a writer thread: the freeze needs one place where "stop applying" is a
+//! point in the order of updates. Updates and freeze/thaw commands travel the same
+//! FIFO channel, so every update lands either before the freeze (in the engine, and
+//! flushed into the frozen files) or after it (in the pending log, applied at thaw).
+//! Reads never go through the writer: they use the engine directly and keep
+//! answering from the frozen state.
+//!
+//! Background flush and optimization (see [`Shard::maintain`]) take the shard's
+//! maintenance gate and skip frozen shards, and a freeze takes the same gate before
+//! its flush, so an optimization in flight finishes before the files are captured.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use qdrant_edge::{EdgeConfig, EdgeShard};
+use tokio::sync::oneshot;
+
+use super::error::{Result, StorageError};
+use super::ops::ShardOp;
+use super::pending_log::PendingLog;
+
+/// Sent back to whoever submitted an update: when it is durable (`wait=false`) or
+/// applied and visible to reads (`wait=true`).
+pub type Ack = oneshot::Sender<Result<()>>;
+
+enum Command {
+    Update { op: ShardOp, wait: bool, ack: Ack },
+    Freeze { cut: mpsc::SyncSender<()> },
+    Thaw,
+    Shutdown,
+}
+
+/// Bookkeeping shared by the writer, the maintenance thread and readers.
+struct ShardState {
+    /// Active freezes. Written only by the writer thread.
+    frozen: AtomicUsize,
+    /// Updates waiting in the pending log.
+    pending: AtomicUsize,
+    dirty_since_flush: AtomicBool,
+    dirty_since_optimize: AtomicBool,
+    /// Unix nanoseconds of the last change to the shard's files.
+    last_change_nanos: AtomicU64,
+    /// Held by background maintenance while it works and by a freeze while it flushes.
+    gate: Mutex<MaintenanceClock>,
+}
+
+struct MaintenanceClock {
+    last_flush: Instant,
+}
+
+impl ShardState {
+    fn touch(&self) {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        // Monotonic: a clock step back never moves the last change back.
+        self.last_change_nanos.fetch_max(nanos, Ordering::SeqCst);
+    }
+
+    fn mark_applied(&self) {
+        self.dirty_since_flush.store(true, Ordering::SeqCst);
+        self.dirty_since_optimize.store(true, Ordering::SeqCst);
+        self.touch();
+    }
+}
+
+pub struct Shard {
+    id: u32,
+    path: PathBuf,
+    engine: Arc<EdgeShard>,
+    state: Arc<ShardState>,
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shard {
+    /// Create a new, empty shard at `path`.
+    pub fn create(id: u32, path: &Path, pending_path: &Path, config: EdgeConfig) -> Result<Self> {
+        let engine = EdgeShard::new(path, config).map_err(StorageError::from_engine)?;
+        Self::start(id, path, pending_path, engine)
+    }
+
+    /// Load an existing shard: the engine replays its WAL, then updates left in the
+    /// pending log (acknowledged during a freeze, not applied before a stop) are applied.
+    pub fn open(id: u32, path: &Path, pending_path: &Path, config: EdgeConfig) -> Result<Self> {
+        let engine = EdgeShard::load(path, Some(config)).map_err(|e| {
+            StorageError::internal(format!("cannot load shard {}: {e}", path.display()))
+        })?;
+        Self::start(id, path, pending_path, engine)
+    }
+
+    fn start(id: u32, path: &Path, pending_path: &Path, engine: EdgeShard) -> Result<Self> {
+        let engine = Arc::new(engine);
+        let state = Arc::new(ShardState {
+            frozen: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            dirty_since_flush: AtomicBool::new(false),
+            dirty_since_optimize: AtomicBool::new(true),
+            last_change_nanos: AtomicU64::new(latest_mtime_nanos(path)),
+            gate: Mutex::new(MaintenanceClock {
+                last_flush: Instant::now(),
+            }),
+        });
+        let mut log = PendingLog::open(pending_path)?;
+        if !log.is_empty() {
+            tracing::info!(
+                shard = id,
+                updates = log.len(),
+                "applying updates left in the pending log"
+            );
+            apply_pending(&engine, &state, &mut log, &mut VecDeque::new())?;
+        }
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let engine = engine.clone();
+            let state = state.clone();
+            std::thread::Builder::new()
+                .name(format!("shard-{id}-writer"))
+                .spawn(move || writer_loop(engine, state, log, rx))?
+        };
+        Ok(Shard {
+            id,
+            path: path.to_path_buf(),
+            engine,
+            state,
+            commands: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The engine, for reads. Never write through it: the writer owns changes.
+    pub fn engine(&self) -> &EdgeShard {
+        &self.engine
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.state.frozen.load(Ordering::SeqCst) > 0
+    }
+
+    pub fn pending_updates(&self) -> usize {
+        self.state.pending.load(Ordering::SeqCst)
+    }
+
+    pub fn last_change(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.state.last_change_nanos.load(Ordering::SeqCst))
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        let commands = self.commands.lock().unwrap();
+        let sender = commands.as_ref().ok_or(StorageError::ShuttingDown)?;
+        sender.send(command).map_err(|_| StorageError::ShuttingDown)
+    }
+
+    /// Queue an update; the returned receiver answers per `wait`.
+    pub fn submit(&self, op: ShardOp, wait: bool) -> Result<oneshot::Receiver<Result<()>>> {
+        let (ack, answer) = oneshot::channel();
+        self.send(Command::Update { op, wait, ack })?;
+        Ok(answer)
+    }
+
+    /// First half of a freeze: place the cut in the update order. Updates queued
+    /// before it are applied first; the receiver fires once the writer reached it.
+    pub fn freeze_cut(&self) -> Result<mpsc::Receiver<()>> {
+        let (cut, reached) = mpsc::sync_channel(1);
+        self.send(Command::Freeze { cut })?;
+        Ok(reached)
+    }
+
+    /// Second half of a freeze: wait out a running optimization and flush, so the
+    /// shard's files hold exactly the state at the cut and stay unchanged until thaw.
+    pub fn settle_frozen(&self) -> Result<()> {
+        let mut clock = self.state.gate.lock().unwrap();
+        debug_assert!(self.is_frozen());
+        self.engine.flush().map_err(StorageError::from_engine)?;
+        if self.state.dirty_since_flush.swap(false, Ordering::SeqCst) {
+            self.state.touch();
+        }
+        clock.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// End one freeze; the last one applies what the pending log collected.
+    pub fn thaw(&self) {
+        if self.send(Command::Thaw).is_err() {
+            tracing::debug!(shard = self.id, "thaw after shutdown ignored");
+        }
+    }
+
+    /// Background upkeep, called periodically: flush applied updates once
+    /// `flush_interval` has passed, and optimize after changes. Never on a frozen shard.
+    pub fn maintain(&self, flush_interval: Duration) -> Result<()> {
+        let mut clock = self.state.gate.lock().unwrap();
+        if self.is_frozen() {
+            return Ok(());
+        }
+        if self
+            .state
+            .dirty_since_optimize
+            .swap(false, Ordering::SeqCst)
+        {
+            let optimized = self.engine.optimize().map_err(StorageError::from_engine)?;
+            if optimized {
+                tracing::debug!(shard = self.id, path = %self.path.display(), "optimized");
+                self.state.dirty_since_flush.store(true, Ordering::SeqCst);
+                self.state.touch();
+            }
+        }
+        if clock.last_flush.elapsed() >= flush_interval
+            && self.state.dirty_since_flush.swap(false, Ordering::SeqCst)
+        {
+            self.engine.flush().map_err(StorageError::from_engine)?;
+            self.state.touch();
+            clock.last_flush = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Stop the writer after the updates already queued. Idempotent.
+    pub fn shutdown(&self) {
+        if let Some(sender) = self.commands.lock().unwrap().take() {
+            let _ = sender.send(Command::Shutdown);
+        }
+        if let Some(writer) = self.writer.lock().unwrap().take() {
+            let _ = writer.join();
+        }
+    }
+
+    /// Flush the engine (WAL and segments) now, e.g. at shutdown.
+    pub fn flush(&self) -> Result<()> {
+        let _clock = self.state.gate.lock().unwrap();
+        if self.is_frozen() {
+            return Ok(());
+        }
+        self.engine.flush().map_err(StorageError::from_engine)
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn writer_loop(
+    engine: Arc<EdgeShard>,
+    state: Arc<ShardState>,
+    mut log: PendingLog,
+    commands: mpsc::Receiver<Command>,
+) {
+    // One entry per pending-log record: who waits for it to be applied.
+    let mut waiting: VecDeque<Option<Ack>> = VecDeque::new();
+    let mut frozen = 0usize;
+    for command in commands {
+        match command {
+            Command::Update { op, ack, .. } if frozen == 0 => {
+                let result = engine
+                    .update(op.into_engine())
+                    .map_err(StorageError::from_engine);
+                if result.is_ok() {
+                    state.mark_applied();
+                }
+                let _ = ack.send(result);
+            }
+            Command::Update { op, wait, ack } => match log.append(&op) {
+                Err(err) => {
+                    let _ = ack.send(Err(err));
+                }
+                Ok(()) => {
+                    state.pending.store(log.len(), Ordering::SeqCst);
+                    if wait {
+                        waiting.push_back(Some(ack));
+                    } else {
+                        let _ = ack.send(Ok(()));
+                        waiting.push_back(None);
+                    }
+                }
+            },
+            Command::Freeze { cut } => {
+                frozen += 1;
+                state.frozen.store(frozen, Ordering::SeqCst);
+                let _ = cut.send(());
+            }
+            Command::Thaw => {
+                frozen = frozen.saturating_sub(1);
+                if frozen == 0
+                    && let Err(err) = apply_pending(&engine, &state, &mut log, &mut waiting)
+                {
+                    tracing::error!(%err, "applying the pending log after a thaw failed");
+                }
+                state.frozen.store(frozen, Ordering::SeqCst);
+            }
+            Command::Shutdown => break,
+        }
+    }
+    // Anything still waiting stays in the pending log and is applied at the next start.
+    for ack in waiting.into_iter().flatten() {
+        let _ = ack.send(Err(StorageError::ShuttingDown));
+    }
+}
+
+/// Apply the pending log in order, answer whoever waits, then empty the log.
+fn apply_pending(
+    engine: &EdgeShard,
+    state: &ShardState,
+    log: &mut PendingLog,
+    waiting: &mut VecDeque<Option<Ack>>,
+) -> Result<()> {
+    if log.is_empty() {
+        return Ok(());
+    }
+    let ops = log.read_all()?;
+    // Records from before this process started have nobody waiting.
+    let unattended = ops.len().saturating_sub(waiting.len());
+    for (index, op) in ops.into_iter().enumerate() {
+        let result = engine
+            .update(op.into_engine())
+            .map_err(StorageError::from_engine);
+        if let Err(err) = &result {
+            tracing::error!(%err, "an acknowledged update failed to apply");
+        }
+        if index >= unattended
+            && let Some(Some(ack)) = waiting.pop_front()
+        {
+            let _ = ack.send(result);
+        }
+    }
+    state.mark_applied();
+    // The engine's WAL holds them now.
+    log.clear()?;
+    state.pending.store(0, Ordering::SeqCst);
+    Ok(())
+}
+
+/// The newest modification time under `path`, as the initial "last change".
+fn latest_mtime_nanos(path: &Path) -> u64 {
+    fn walk(path: &Path, newest: &mut SystemTime) {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if let Ok(modified) = meta.modified() {
+                *newest = (*newest).max(modified);
+            }
+            if meta.is_dir() {
+                walk(&entry.path(), newest);
+            }
+        }
+    }
+    let mut newest = UNIX_EPOCH;
+    walk(path, &mut newest);
+    newest
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}

@@ -1,0 +1,146 @@
+//! The CLI client: exit codes and the words a user sees.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{BIN, Daemon};
+
+fn snapfs(daemon: &Daemon, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("SNAPFS_SOCKET", &daemon.socket)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn collections_and_points_commands() {
+    let daemon = Daemon::start(&[]);
+    let out = snapfs(
+        &daemon,
+        &[
+            "collections",
+            "create",
+            "docs",
+            "--dim",
+            "8",
+            "--distance",
+            "Dot",
+            "--shards",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("created collection docs"));
+
+    let out = snapfs(
+        &daemon,
+        &[
+            "points", "generate", "docs", "--count", "2500", "--dim", "8", "--batch", "1000",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .0
+            .contains("upserted 2500 random 8-dim points into docs")
+    );
+
+    let file = daemon.data_dir.join("points.jsonl");
+    let lines: Vec<String> = (5000..5010)
+        .map(|id| {
+            format!("{{\"id\": {id}, \"vector\": [1,2,3,4,5,6,7,8], \"payload\": {{\"f\": true}}}}")
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = snapfs(
+        &daemon,
+        &[
+            "points",
+            "upsert",
+            "docs",
+            "--file",
+            file.to_str().unwrap(),
+            "--batch",
+            "3",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("upserted 10 points into docs"));
+
+    let out = snapfs(&daemon, &["points", "count", "docs"]);
+    assert_eq!(text(&out).0.trim(), "2510");
+
+    let out = snapfs(&daemon, &["collections", "list"]);
+    assert_eq!(text(&out).0, "docs\n");
+    let out = snapfs(&daemon, &["collections", "info", "docs"]);
+    assert!(
+        text(&out).0.contains("\"points_count\": 2510"),
+        "{:?}",
+        text(&out)
+    );
+    let out = snapfs(&daemon, &["collections", "delete", "docs"]);
+    assert!(out.status.success());
+    assert_eq!(text(&snapfs(&daemon, &["collections", "list"])).0, "");
+}
+
+#[test]
+fn failures_exit_non_zero_with_the_servers_words() {
+    let daemon = Daemon::start(&[]);
+    let out = snapfs(&daemon, &["points", "count", "missing"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("Collection `missing` not found"),
+        "{:?}",
+        text(&out)
+    );
+
+    let out = snapfs(&daemon, &["collections", "delete", "missing"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("does not exist"));
+
+    assert!(
+        snapfs(&daemon, &["collections", "create", "docs", "--dim", "4"])
+            .status
+            .success()
+    );
+    let out = snapfs(&daemon, &["collections", "create", "docs", "--dim", "4"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("already exists"), "{:?}", text(&out));
+
+    let bad = daemon.data_dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\": 1, \"vector\": [1,2,3]}\n").unwrap();
+    let out = snapfs(
+        &daemon,
+        &["points", "upsert", "docs", "--file", bad.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("expected dim: 4, got 3"),
+        "{:?}",
+        text(&out)
+    );
+
+    let out = snapfs(&daemon, &["collections", "create", "x", "--dim", "0"]);
+    assert!(!out.status.success(), "clap rejects a zero dimension");
+
+    let out = Command::new(BIN)
+        .args(["collections", "list"])
+        .env("SNAPFS_SOCKET", "/nonexistent/snapfs.sock")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("cannot reach the snapfs daemon"),
+        "{:?}",
+        text(&out)
+    );
+}

@@ -1,0 +1,74 @@
+//! The official Python `qdrant-client` (installed from PyPI into a virtualenv under
+//! target/) creates, fills and queries a collection through the TCP listener.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::Daemon;
+
+/// A virtualenv with qdrant-client, made once and reused by later runs.
+fn python_with_qdrant_client() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv");
+    let python = venv.join("bin/python");
+    let has_client = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import qdrant_client"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if !has_client {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is installed");
+        assert!(status.success(), "python3 -m venv failed");
+        let status = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "qdrant-client",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "pip install qdrant-client failed");
+    }
+    python
+}
+
+#[test]
+fn official_qdrant_client_works_against_snapfs() {
+    let python = python_with_qdrant_client();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(
+        dir.path(),
+        &["--http", &format!("127.0.0.1:{port}")],
+        &[("SNAPFS_API_KEY", "py-key")],
+    );
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/qdrant_client_check.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .env("SNAPFS_URL", format!("http://127.0.0.1:{port}"))
+        .env("SNAPFS_API_KEY", "py-key")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "qdrant-client check failed:\n{stdout}\n{stderr}\ndaemon log:\n{}",
+        daemon.log()
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}

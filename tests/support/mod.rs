@@ -1,0 +1,254 @@
+//! Shared test harness: a real `snapfs serve` process on a temporary data dir,
+//! driven over its real socket. The process is killed on drop, so a failing test
+//! never leaves a daemon behind.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::{Value, json};
+use snapfs::client::Client;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_snapfs");
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    log: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Start on a fresh temporary data dir.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let temp = tempfile::tempdir().unwrap();
+        let mut daemon = Daemon::start_in(temp.path(), extra, &[]);
+        daemon._temp = Some(temp);
+        daemon
+    }
+
+    /// Start on `data_dir` (kept by the caller, e.g. across a restart).
+    pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Daemon::spawn(data_dir, extra, env);
+        daemon.wait_ready();
+        daemon
+    }
+
+    pub fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let socket = data_dir.join("snapfs.sock");
+        let log = data_dir.join(format!("daemon-{}.log", std::process::id()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("SNAPFS_LOG", "info,snapfs=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn snapfs serve");
+        Daemon {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            socket,
+            log,
+            _temp: None,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            f.read_to_string(&mut text).unwrap();
+        }
+        text
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "snapfs serve exited early with {status}; log:\n{}",
+                    self.log()
+                );
+            }
+            if answers_http(&self.socket) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not become ready; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.socket)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        wait_with_timeout(&mut child, Duration::from_secs(60))
+    }
+
+    /// SIGKILL: a crash at an arbitrary moment.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_with_timeout(&mut child, Duration::from_secs(60))
+    }
+}
+
+/// Plain blocking probe (tests may run inside an async runtime): does `GET /` answer 200?
+fn answers_http(socket: &Path) -> bool {
+    use std::io::Write;
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("daemon did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---- request helpers (status + body, envelope kept, so tests see errors too) ----
+
+pub async fn call(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let (status, value) = client
+        .raw(method, path, body.as_ref())
+        .await
+        .expect("request reaches the daemon");
+    (status.as_u16(), value)
+}
+
+pub async fn create_collection(client: &Client, name: &str, body: Value) {
+    let (status, value) = call(
+        client,
+        Method::PUT,
+        &format!("/collections/{name}"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "create {name}: {value}");
+}
+
+pub fn point(id: u64, dim: usize) -> Value {
+    let vector: Vec<f32> = (0..dim)
+        .map(|i| ((id as f32 + 1.0) * (i as f32 + 1.0)).sin())
+        .collect();
+    json!({"id": id, "vector": vector, "payload": {"n": id, "tag": format!("t{}", id % 7)}})
+}
+
+pub async fn upsert(client: &Client, name: &str, points: Vec<Value>, wait: bool) {
+    let (status, value) = call(
+        client,
+        Method::PUT,
+        &format!("/collections/{name}/points?wait={wait}"),
+        Some(json!({"points": points})),
+    )
+    .await;
+    assert_eq!(status, 200, "upsert into {name}: {value}");
+}
+
+pub async fn count(client: &Client, name: &str) -> u64 {
+    let (status, value) = call(
+        client,
+        Method::POST,
+        &format!("/collections/{name}/points/count"),
+        Some(json!({"exact": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "count {name}: {value}");
+    value["result"]["count"].as_u64().unwrap()
+}
+
+/// Every point's id and payload, through scroll pages.
+pub async fn all_points(client: &Client, name: &str) -> Vec<Value> {
+    let mut points = Vec::new();
+    let mut offset = Value::Null;
+    loop {
+        let body =
+            json!({"limit": 250, "offset": offset, "with_payload": true, "with_vector": true});
+        let (status, value) = call(
+            client,
+            Method::POST,
+            &format!("/collections/{name}/points/scroll"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 200, "scroll {name}: {value}");
+        points.extend(
+            value["result"]["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+        offset = value["result"]["next_page_offset"].clone();
+        if offset.is_null() {
+            return points;
+        }
+    }
+}
