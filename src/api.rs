@@ -9,8 +9,11 @@
 pub mod collections;
 pub mod envelope;
 pub mod points;
+pub mod ranges;
 pub mod server;
+pub mod snapshots;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -25,6 +28,8 @@ pub const QDRANT_API_VERSION: &str = "1.18.3";
 
 pub struct AppState {
     pub storage: Arc<Storage>,
+    pub snapshots_path: PathBuf,
+    pub temp_path: PathBuf,
 }
 
 /// Run blocking storage work off the async threads.
@@ -57,6 +62,34 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
         .route("/collections/{name}/points/count", post(points::count))
         .route("/collections/{name}/points/query", post(points::query))
         .route("/collections/{name}/points/{id}", get(points::get_point))
+        .route(
+            "/collections/{name}/snapshots",
+            get(snapshots::collection_list).post(snapshots::collection_create),
+        )
+        .route(
+            "/collections/{name}/snapshots/{snapshot}",
+            get(snapshots::collection_download).delete(snapshots::collection_delete),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshot",
+            get(snapshots::shard_stream),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots",
+            get(snapshots::shard_list).post(snapshots::shard_create),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots/{snapshot}",
+            get(snapshots::shard_download).delete(snapshots::shard_delete),
+        )
+        .route(
+            "/snapshots",
+            get(snapshots::full_list).post(snapshots::full_create),
+        )
+        .route(
+            "/snapshots/{snapshot}",
+            get(snapshots::full_download).delete(snapshots::full_delete),
+        )
         .fallback(|| async { ApiError::not_found("Not found: no such API path") })
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(state)

@@ -1,6 +1,8 @@
 //! Client subcommands: each turns its arguments into calls on the control socket
 //! and prints what a user needs, with progress bars for long work.
 
+pub mod snapshots;
+
 use std::io::BufRead;
 use std::path::Path;
 
@@ -151,7 +153,7 @@ fn collection_path(name: &str) -> String {
 }
 
 /// Percent-encode a path segment (names may hold spaces or non-ASCII).
-fn encode_segment(segment: &str) -> String {
+pub(crate) fn encode_segment(segment: &str) -> String {
     let mut out = String::new();
     for byte in segment.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {

@@ -47,20 +47,74 @@ impl Client {
         bail!("{message} (HTTP {})", status.as_u16())
     }
 
+    /// Stream a GET response body into `out`; returns the expected length. A server
+    /// error becomes an error with the server's message.
+    pub async fn download(
+        &self,
+        path: &str,
+        mut out: impl FnMut(&[u8]) -> anyhow::Result<()>,
+        mut on_length: impl FnMut(u64),
+    ) -> anyhow::Result<u64> {
+        let mut sender = self.connect().await?;
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", "snapfs")
+            .body(Full::new(Bytes::new()))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.into_body().collect().await?.to_bytes();
+            let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let message = value
+                .pointer("/status/error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            bail!("{message} (HTTP {})", status.as_u16());
+        }
+        let length = response
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("the daemon sent no Content-Length"))?;
+        on_length(length);
+        let mut body = response.into_body();
+        let mut received = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                received += data.len() as u64;
+                out(&data)?;
+            }
+        }
+        if received != length {
+            bail!("download ended after {received} of {length} bytes");
+        }
+        Ok(length)
+    }
+
+    async fn connect(
+        &self,
+    ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        let stream = UnixStream::connect(&self.socket).await.with_context(|| {
+            format!("cannot reach the snapfs daemon at {} (is `snapfs serve` running? set --socket or SNAPFS_SOCKET)", self.socket.display())
+        })?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
     pub async fn raw(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(hyper::StatusCode, Value)> {
-        let stream = UnixStream::connect(&self.socket).await.with_context(|| {
-            format!("cannot reach the snapfs daemon at {} (is `snapfs serve` running? set --socket or SNAPFS_SOCKET)", self.socket.display())
-        })?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let mut sender = self.connect().await?;
         let bytes = match body {
             Some(body) => serde_json::to_vec(body)?,
             None => Vec::new(),

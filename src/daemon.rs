@@ -78,6 +78,8 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
 
     let state = Arc::new(AppState {
         storage: storage.clone(),
+        snapshots_path: config.snapshots_path.clone(),
+        temp_path: config.temp_path.clone(),
     });
     let router = api::router(state, config.max_request_bytes());
     let (stop_tx, stop_rx) = watch::channel(false);

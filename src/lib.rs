@@ -13,4 +13,5 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod snapshot;
 pub mod storage;

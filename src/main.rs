@@ -38,6 +38,67 @@ enum Command {
         #[command(subcommand)]
         command: PointsCommand,
     },
+    /// Create, list, download and delete stored snapshots.
+    Snapshot {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Check a snapshot file offline: structure, embedded digests, whole-file checksum.
+    Verify {
+        file: PathBuf,
+        /// Expected SHA-256 of the whole file [default: FILE.checksum when present].
+        #[arg(long)]
+        checksum: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct SnapshotTarget {
+    /// Collection name (omit with --full).
+    collection: Option<String>,
+    /// A shard of the collection instead of the whole collection.
+    #[arg(long)]
+    shard: Option<u32>,
+    /// Full-storage snapshots (every collection).
+    #[arg(long)]
+    full: bool,
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Create a stored snapshot.
+    Create {
+        #[command(flatten)]
+        target: SnapshotTarget,
+        /// Return at once; the snapshot is listed when complete.
+        #[arg(long = "async")]
+        asynchronous: bool,
+    },
+    /// List stored snapshots (name, size, creation time, checksum).
+    List {
+        #[command(flatten)]
+        target: SnapshotTarget,
+    },
+    /// Download a stored snapshot and verify its checksum.
+    Download {
+        #[command(flatten)]
+        target: SnapshotTarget,
+        /// Snapshot name, as listed.
+        #[arg(long)]
+        name: String,
+        /// Output file [default: the snapshot name].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Delete a stored snapshot and its checksum file.
+    Delete {
+        #[command(flatten)]
+        target: SnapshotTarget,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -179,6 +240,28 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Snapshot { socket, command } => client_command(socket, |client| async move {
+            use cli::snapshots::{self, Target};
+            let target_of = |t: SnapshotTarget| Target::new(t.collection, t.shard, t.full);
+            match command {
+                SnapshotCommand::Create {
+                    target,
+                    asynchronous,
+                } => snapshots::create(&client, &target_of(target)?, asynchronous).await,
+                SnapshotCommand::List { target } => {
+                    snapshots::list(&client, &target_of(target)?).await
+                }
+                SnapshotCommand::Download {
+                    target,
+                    name,
+                    output,
+                } => snapshots::download(&client, &target_of(target)?, &name, output).await,
+                SnapshotCommand::Delete { target, name } => {
+                    snapshots::delete(&client, &target_of(target)?, &name).await
+                }
+            }
+        }),
+        Command::Verify { file, checksum } => cli::snapshots::verify(&file, checksum),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,7 +31,10 @@ pub use error::{Result, StorageError};
 const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
 
 pub struct Storage {
+    root: PathBuf,
     collections_dir: PathBuf,
+    /// This node's id in snapshots' `replica_state.json` (stable across restarts).
+    peer_id: u64,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
     /// Serializes create and delete, which take seconds and touch the directory.
     layout_lock: tokio::sync::Mutex<()>,
@@ -62,7 +65,10 @@ impl Storage {
             tracing::info!(collection = %name, shards = collection.shards().len(), elapsed_ms = started.elapsed().as_millis() as u64, "loaded");
             collections.insert(name, Arc::new(collection));
         }
+        let peer_id = load_or_create_peer_id(storage_path)?;
         let storage = Arc::new(Storage {
+            root: storage_path.to_path_buf(),
+            peer_id,
             collections_dir,
             collections: RwLock::new(collections),
             layout_lock: tokio::sync::Mutex::new(()),
@@ -71,6 +77,14 @@ impl Storage {
         });
         storage.start_maintenance()?;
         Ok(storage)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn peer_id(&self) -> u64 {
+        self.peer_id
     }
 
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
@@ -190,6 +204,22 @@ impl Storage {
             collection.shutdown();
         }
     }
+}
+
+/// Qdrant peer ids are random integers that fit a JSON number exactly (< 2^53).
+fn load_or_create_peer_id(storage_path: &Path) -> Result<u64> {
+    let path = storage_path.join("peer_id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return text
+            .trim()
+            .parse()
+            .map_err(|_| StorageError::internal(format!("{} is not a number", path.display())));
+    }
+    let id = rand::random_range(1..(1u64 << 53));
+    let temp = storage_path.join(".peer_id.tmp");
+    std::fs::write(&temp, id.to_string())?;
+    std::fs::rename(&temp, &path)?;
+    Ok(id)
 }
 
 fn remove_path(path: &Path) -> std::io::Result<()> {

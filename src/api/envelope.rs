@@ -79,9 +79,9 @@ impl ApiError {
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         let status = match &err {
-            StorageError::CollectionNotFound(_) | StorageError::PointNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            StorageError::CollectionNotFound(_)
+            | StorageError::PointNotFound(_)
+            | StorageError::NotFound(_) => StatusCode::NOT_FOUND,
             StorageError::CollectionExists(_) => StatusCode::CONFLICT,
             StorageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             StorageError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

@@ -144,6 +144,24 @@ impl Collection {
         &self.shards
     }
 
+    /// The last change to any of the collection's files.
+    pub fn last_change(&self) -> SystemTime {
+        self.shards
+            .iter()
+            .map(Shard::last_change)
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    pub fn shard(&self, id: u32) -> Result<&Shard> {
+        self.shards.get(id as usize).ok_or_else(|| {
+            StorageError::NotFound(format!(
+                "Shard {id} of collection `{}` not found",
+                self.name
+            ))
+        })
+    }
+
     pub fn shard_for(&self, id: &PointId) -> u32 {
         self.router.shard_for(id)
     }
@@ -458,7 +476,7 @@ impl Collection {
             shard.shutdown();
         }
         for shard in &self.shards {
-            if let Err(err) = shard.flush() {
+            if let Err(err) = shard.flush_at_shutdown() {
                 tracing::error!(collection = %self.name, shard = shard.id(), %err, "flush at shutdown failed");
             }
         }

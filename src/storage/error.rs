@@ -11,6 +11,8 @@ pub enum StorageError {
     CollectionExists(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("Point {0} not found")]
     PointNotFound(String),
     #[error("snapfs is shutting down; retry once it is back")]

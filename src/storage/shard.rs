@@ -75,6 +75,8 @@ impl ShardState {
 
 pub struct Shard {
     id: u32,
+    /// `<id>.clock` beside the shard: last change and whether the stop was clean.
+    clock_path: PathBuf,
     path: PathBuf,
     engine: Arc<EdgeShard>,
     state: Arc<ShardState>,
@@ -86,30 +88,57 @@ impl Shard {
     /// Create a new, empty shard at `path`.
     pub fn create(id: u32, path: &Path, pending_path: &Path, config: EdgeConfig) -> Result<Self> {
         let engine = EdgeShard::new(path, config).map_err(StorageError::from_engine)?;
-        Self::start(id, path, pending_path, engine)
+        Self::start(id, path, pending_path, engine, true)
     }
 
     /// Load an existing shard: the engine replays its WAL, then updates left in the
     /// pending log (acknowledged during a freeze, not applied before a stop) are applied.
     pub fn open(id: u32, path: &Path, pending_path: &Path, config: EdgeConfig) -> Result<Self> {
+        let before = files_signature(path);
         let engine = EdgeShard::load(path, Some(config)).map_err(|e| {
             StorageError::internal(format!("cannot load shard {}: {e}", path.display()))
         })?;
-        Self::start(id, path, pending_path, engine)
+        // Loading may rewrite files (WAL replay, journal compaction): that is a change.
+        let changed = before != files_signature(path);
+        Self::start(id, path, pending_path, engine, changed)
     }
 
-    fn start(id: u32, path: &Path, pending_path: &Path, engine: EdgeShard) -> Result<Self> {
+    fn start(
+        id: u32,
+        path: &Path,
+        pending_path: &Path,
+        engine: EdgeShard,
+        changed: bool,
+    ) -> Result<Self> {
         let engine = Arc::new(engine);
         let state = Arc::new(ShardState {
             frozen: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             dirty_since_flush: AtomicBool::new(false),
             dirty_since_optimize: AtomicBool::new(true),
-            last_change_nanos: AtomicU64::new(latest_mtime_nanos(path)),
+            last_change_nanos: AtomicU64::new(0),
             gate: Mutex::new(MaintenanceClock {
                 last_flush: Instant::now(),
             }),
         });
+        // The last change survives a clean stop; after a crash it is "now" (the engine
+        // may have replayed updates), so a changed state never keeps an old time.
+        let clock_path = pending_path.with_extension("clock");
+        let last_change = match read_clock(&clock_path) {
+            Some(ShardClock {
+                last_change_ns,
+                clean: true,
+            }) if !changed => last_change_ns,
+            _ => now_nanos(),
+        };
+        state.last_change_nanos.store(last_change, Ordering::SeqCst);
+        write_clock(
+            &clock_path,
+            ShardClock {
+                last_change_ns: last_change,
+                clean: false,
+            },
+        )?;
         let mut log = PendingLog::open(pending_path)?;
         if !log.is_empty() {
             tracing::info!(
@@ -129,6 +158,7 @@ impl Shard {
         };
         Ok(Shard {
             id,
+            clock_path,
             path: path.to_path_buf(),
             engine,
             state,
@@ -242,13 +272,24 @@ impl Shard {
         }
     }
 
-    /// Flush the engine (WAL and segments) now, e.g. at shutdown.
-    pub fn flush(&self) -> Result<()> {
+    /// Flush the engine (WAL and segments) after the writer stopped, and record a
+    /// clean stop with the last change time. A frozen shard is left as it is (its
+    /// pending updates are applied at the next start).
+    pub fn flush_at_shutdown(&self) -> Result<()> {
         let _clock = self.state.gate.lock().unwrap();
         if self.is_frozen() {
             return Ok(());
         }
-        self.engine.flush().map_err(StorageError::from_engine)
+        self.engine.flush().map_err(StorageError::from_engine)?;
+        let last_change_ns = self.state.last_change_nanos.load(Ordering::SeqCst);
+        write_clock(
+            &self.clock_path,
+            ShardClock {
+                last_change_ns,
+                clean: true,
+            },
+        )?;
+        Ok(())
     }
 }
 
@@ -348,26 +389,59 @@ fn apply_pending(
     Ok(())
 }
 
-/// The newest modification time under `path`, as the initial "last change".
-fn latest_mtime_nanos(path: &Path) -> u64 {
-    fn walk(path: &Path, newest: &mut SystemTime) {
-        let Ok(entries) = std::fs::read_dir(path) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if let Ok(modified) = meta.modified() {
-                *newest = (*newest).max(modified);
-            }
-            if meta.is_dir() {
-                walk(&entry.path(), newest);
-            }
-        }
-    }
-    let mut newest = UNIX_EPOCH;
-    walk(path, &mut newest);
-    newest
+fn now_nanos() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ShardClock {
+    last_change_ns: u64,
+    clean: bool,
+}
+
+fn read_clock(path: &Path) -> Option<ShardClock> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn write_clock(path: &Path, clock: ShardClock) -> Result<()> {
+    let temp = path.with_extension("clock.tmp");
+    let bytes = serde_json::to_vec(&clock).map_err(|e| StorageError::internal(e.to_string()))?;
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path)?;
+    Ok(())
+}
+
+/// What identifies a shard directory's content cheaply: every file's relative path
+/// and size, and the content of small files (configs, versions). Timestamps are left
+/// out: the engine rewrites unchanged configs at load.
+fn files_signature(dir: &Path) -> Vec<(PathBuf, u64, Option<Vec<u8>>)> {
+    /// Files up to this size are compared by content.
+    const SMALL: u64 = 64 * 1024;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64, Option<Vec<u8>>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let content =
+                    (meta.len() <= SMALL).then(|| std::fs::read(&path).unwrap_or_default());
+                out.push((
+                    path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
+                    meta.len(),
+                    content,
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }

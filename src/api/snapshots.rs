@@ -1,0 +1,238 @@
+//! Snapshot endpoints, Qdrant's paths: stored snapshots of collections, shards and
+//! the full storage (create, list, download with `Range`, delete) and the live shard
+//! snapshot stream.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::envelope::{ApiError, ApiResult, Timer};
+use super::ranges::{ReadAt, stream_response};
+use super::{AppState, blocking};
+use crate::snapshot::checksum::SequentialHasher;
+use crate::snapshot::names::validate_snapshot_name;
+use crate::snapshot::{Scope, SnapshotView, stored};
+
+#[derive(Debug, Deserialize)]
+pub struct WaitParam {
+    /// Qdrant's default for snapshot operations: wait.
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn shard_id(text: &str) -> Result<u32, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("Wrong input: invalid shard id {text:?}")))
+}
+
+/// Check the scope exists (collection, shard) before touching its snapshots.
+fn checked_scope(app: &AppState, scope: Scope) -> Result<Scope, ApiError> {
+    match &scope {
+        Scope::Collection(c) => {
+            app.storage.collection(c)?;
+        }
+        Scope::Shard(c, id) => {
+            app.storage.collection(c)?.shard(*id)?;
+        }
+        Scope::Full => {}
+    }
+    Ok(scope)
+}
+
+async fn create(timer: Timer, app: Arc<AppState>, scope: Scope, wait: bool) -> ApiResult {
+    let scope = checked_scope(&app, scope)?;
+    let work = {
+        let app = app.clone();
+        move || stored::create(&app.storage, &app.snapshots_path, &app.temp_path, scope)
+    };
+    if wait {
+        let description = blocking(work).await?;
+        return Ok(timer.ok(description));
+    }
+    tokio::task::spawn_blocking(move || {
+        if let Err(err) = work() {
+            tracing::error!(%err, "background snapshot creation failed");
+        }
+    });
+    Ok(timer.accepted(serde_json::Value::Null))
+}
+
+async fn list(timer: Timer, app: Arc<AppState>, scope: Scope) -> ApiResult {
+    let scope = checked_scope(&app, scope)?;
+    let snapshots_path = app.snapshots_path.clone();
+    Ok(timer.ok(blocking(move || stored::list(&snapshots_path, &scope)).await?))
+}
+
+async fn download(
+    app: Arc<AppState>,
+    scope: Scope,
+    name: String,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    validate_snapshot_name(&name)?;
+    let scope = checked_scope(&app, scope)?;
+    let path = stored::stored_path(&app.snapshots_path, &scope, &name)?;
+    let file = Arc::new(std::fs::File::open(&path).map_err(crate::storage::StorageError::from)?);
+    let size = file
+        .metadata()
+        .map_err(crate::storage::StorageError::from)?
+        .len();
+    let read_at: ReadAt = Arc::new(move |offset, buf| {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64)? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        Ok(done)
+    });
+    stream_response(&headers, size, &name, read_at, None)
+}
+
+async fn delete(timer: Timer, app: Arc<AppState>, scope: Scope, name: String) -> ApiResult {
+    validate_snapshot_name(&name)?;
+    let scope = checked_scope(&app, scope)?;
+    let snapshots_path = app.snapshots_path.clone();
+    blocking(move || stored::delete(&snapshots_path, &scope, &name)).await?;
+    Ok(timer.ok(true))
+}
+
+// ---- collection snapshots ----
+
+pub async fn collection_create(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(c): Path<String>,
+    Query(q): Query<WaitParam>,
+) -> ApiResult {
+    create(timer, app, Scope::Collection(c), q.wait).await
+}
+
+pub async fn collection_list(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(c): Path<String>,
+) -> ApiResult {
+    list(timer, app, Scope::Collection(c)).await
+}
+
+pub async fn collection_download(
+    State(app): State<Arc<AppState>>,
+    Path((c, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    download(app, Scope::Collection(c), name, headers).await
+}
+
+pub async fn collection_delete(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((c, name)): Path<(String, String)>,
+) -> ApiResult {
+    delete(timer, app, Scope::Collection(c), name).await
+}
+
+// ---- shard snapshots ----
+
+pub async fn shard_create(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((c, id)): Path<(String, String)>,
+    Query(q): Query<WaitParam>,
+) -> ApiResult {
+    create(timer, app, Scope::Shard(c, shard_id(&id)?), q.wait).await
+}
+
+pub async fn shard_list(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((c, id)): Path<(String, String)>,
+) -> ApiResult {
+    list(timer, app, Scope::Shard(c, shard_id(&id)?)).await
+}
+
+pub async fn shard_download(
+    State(app): State<Arc<AppState>>,
+    Path((c, id, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    download(app, Scope::Shard(c, shard_id(&id)?), name, headers).await
+}
+
+pub async fn shard_delete(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((c, id, name)): Path<(String, String, String)>,
+) -> ApiResult {
+    delete(timer, app, Scope::Shard(c, shard_id(&id)?), name).await
+}
+
+/// `GET /collections/{c}/shards/{id}/snapshot`: a fresh shard snapshot, streamed
+/// straight from the frozen files while the response lasts.
+pub async fn shard_stream(
+    State(app): State<Arc<AppState>>,
+    Path((c, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let scope = checked_scope(&app, Scope::Shard(c.clone(), shard_id(&id)?))?;
+    let storage = app.storage.clone();
+    let view = blocking(move || SnapshotView::open(&storage, scope)).await?;
+    let name = format!("{c}-shard-{id}.snapshot");
+    live_response(&headers, view, &name)
+}
+
+/// Stream a live view; a reader that goes from start to end also records the
+/// archive's checksum.
+pub fn live_response(
+    headers: &HeaderMap,
+    view: Arc<SnapshotView>,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let size = view.size();
+    let hasher = Arc::new(std::sync::Mutex::new(SequentialHasher::default()));
+    let read_view = view.clone();
+    let read_at: ReadAt = Arc::new(move |offset, buf| read_view.layout().read_at(offset, buf));
+    let on_chunk = Arc::new(move |offset: u64, data: &[u8]| {
+        hasher.lock().unwrap().observe(view.layout(), offset, data);
+    });
+    stream_response(headers, size, name, read_at, Some(on_chunk))
+}
+
+// ---- full storage snapshots ----
+
+pub async fn full_create(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<WaitParam>,
+) -> ApiResult {
+    create(timer, app, Scope::Full, q.wait).await
+}
+
+pub async fn full_list(timer: Timer, State(app): State<Arc<AppState>>) -> ApiResult {
+    list(timer, app, Scope::Full).await
+}
+
+pub async fn full_download(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    download(app, Scope::Full, name, headers).await
+}
+
+pub async fn full_delete(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    delete(timer, app, Scope::Full, name).await
+}

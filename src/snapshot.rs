@@ -1,0 +1,24 @@
+//! The snapshot layer: consistent, deterministic, Qdrant-compatible tar archives
+//! built on the fly from frozen shard files.
+//!
+//! A snapshot is a *view* ([`view`]): the collections it covers are frozen, and the
+//! archive is a *layout* ([`layout`]) of pieces (headers, ranges of frozen files) whose
+//! offsets are known before the first byte. Nothing is copied: any byte range is
+//! produced by pread of the frozen files. Preallocated sparse files become GNU sparse
+//! entries ([`tar_header`], [`extents`]). [`archive`] decides what goes where;
+//! [`checksum`] and [`digest`] compute and cache SHA-256s; [`stored`] writes archives
+//! to the snapshots directory.
+
+pub mod archive;
+pub mod checksum;
+pub mod digest;
+pub mod extents;
+pub mod layout;
+pub mod names;
+pub mod stored;
+pub mod tar_header;
+pub mod unpacked;
+pub mod verify;
+pub mod view;
+
+pub use view::{Scope, SnapshotView};

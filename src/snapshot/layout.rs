@@ -1,0 +1,540 @@
+//! A tar archive described, not built: a sorted list of pieces (header bytes, ranges
+//! of frozen files, zero padding) with their offsets in the archive. The exact size is
+//! known before the first byte, and a read at any offset finds its piece by binary
+//! search and copies from there (pread of the frozen file), never producing the bytes
+//! before it. Memory is a few hundred bytes per entry, whatever the data size.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use super::extents::data_extents;
+use super::tar_header::{BLOCK, Kind, entry_headers, padded};
+
+/// Bytes generated on first use (the manifest, whose digests need the data), with a
+/// length fixed in advance.
+pub type Generator = Arc<dyn Fn(&ArchiveLayout) -> io::Result<Vec<u8>> + Send + Sync>;
+
+enum Source {
+    Inline(Arc<[u8]>),
+    /// `offset` into frozen file number `file`.
+    File {
+        file: usize,
+        offset: u64,
+    },
+    Zeros,
+    Deferred {
+        bytes: Arc<OnceLock<Arc<[u8]>>>,
+        generate: Generator,
+    },
+    /// A whole archive nested as one entry (collection archives inside a full one).
+    Nested(Arc<ArchiveLayout>),
+}
+
+struct Piece {
+    start: u64,
+    len: u64,
+    source: Source,
+}
+
+/// One entry of the archive, as listed in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub path: String,
+    /// Logical size (holes included).
+    pub size: u64,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    /// Generated content held in memory.
+    Inline(Arc<[u8]>),
+    /// A frozen file (index into [`ArchiveLayout::files`]) and its data extents.
+    File {
+        file: usize,
+        extents: Vec<(u64, u64)>,
+    },
+    Deferred,
+    /// An archive nested as a file (index into [`ArchiveLayout::nested`]).
+    Nested(usize),
+}
+
+/// A frozen file kept open for the life of the layout: a rename or unlink of the
+/// path cannot change what is streamed.
+pub struct FrozenFile {
+    pub file: File,
+    pub size: u64,
+    pub extents: Vec<(u64, u64)>,
+}
+
+pub struct ArchiveLayout {
+    pieces: Vec<Piece>,
+    files: Vec<FrozenFile>,
+    nested: Vec<Arc<ArchiveLayout>>,
+    entries: Vec<EntryInfo>,
+    size: u64,
+    fingerprint: [u8; 32],
+}
+
+pub struct ArchiveBuilder {
+    layout: ArchiveLayout,
+    mtime: u64,
+}
+
+impl ArchiveBuilder {
+    /// `mtime`: the modification time every header carries (the state's last change).
+    pub fn new(mtime: u64) -> Self {
+        ArchiveBuilder {
+            layout: ArchiveLayout {
+                pieces: Vec::new(),
+                files: Vec::new(),
+                nested: Vec::new(),
+                entries: Vec::new(),
+                size: 0,
+                fingerprint: [0; 32],
+            },
+            mtime,
+        }
+    }
+
+    fn push(&mut self, len: u64, source: Source) {
+        if len == 0 {
+            return;
+        }
+        let start = self.layout.size;
+        self.layout.pieces.push(Piece { start, len, source });
+        self.layout.size += len;
+    }
+
+    fn pad(&mut self, len: u64) {
+        let pad = padded(len) - len;
+        self.push(pad, Source::Zeros);
+    }
+
+    fn headers(&mut self, path: &str, kind: &Kind<'_>) {
+        let headers: Arc<[u8]> = entry_headers(path, kind, self.mtime).into();
+        self.push(headers.len() as u64, Source::Inline(headers));
+    }
+
+    pub fn dir(&mut self, path: &str) {
+        let path = format!("{}/", path.trim_end_matches('/'));
+        self.headers(&path, &Kind::Dir);
+        self.layout.entries.push(EntryInfo {
+            path,
+            size: 0,
+            kind: EntryKind::Dir,
+        });
+    }
+
+    pub fn bytes(&mut self, path: &str, data: impl Into<Arc<[u8]>>) {
+        let data: Arc<[u8]> = data.into();
+        let len = data.len() as u64;
+        self.headers(path, &Kind::File { size: len });
+        self.push(len, Source::Inline(data.clone()));
+        self.pad(len);
+        self.layout.entries.push(EntryInfo {
+            path: path.to_string(),
+            size: len,
+            kind: EntryKind::Inline(data),
+        });
+    }
+
+    /// Content of fixed `len` produced on first read.
+    pub fn deferred(&mut self, path: &str, len: u64, generate: Generator) {
+        self.headers(path, &Kind::File { size: len });
+        self.push(
+            len,
+            Source::Deferred {
+                bytes: Arc::new(OnceLock::new()),
+                generate,
+            },
+        );
+        self.pad(len);
+        self.layout.entries.push(EntryInfo {
+            path: path.to_string(),
+            size: len,
+            kind: EntryKind::Deferred,
+        });
+    }
+
+    /// A file from disk: a regular entry if it has no holes, a sparse entry holding
+    /// only its data extents otherwise.
+    pub fn file(&mut self, path: &str, source: &Path) -> io::Result<()> {
+        let file = File::open(source)?;
+        let size = file.metadata()?.len();
+        let extents = data_extents(&file, size)?;
+        let index = self.layout.files.len();
+        let dense = extents.len() == 1 && extents[0] == (0, size) || size == 0;
+        if dense {
+            self.headers(path, &Kind::File { size });
+            self.push(
+                size,
+                Source::File {
+                    file: index,
+                    offset: 0,
+                },
+            );
+            self.pad(size);
+        } else {
+            let stored: u64 = extents.iter().map(|(_, len)| len).sum();
+            let mut map = extents.clone();
+            let ends_in_hole = extents.last().is_none_or(|(o, l)| o + l < size);
+            if ends_in_hole {
+                // GNU convention (and Qdrant's): a last empty extent at the real size.
+                map.push((size, 0));
+            }
+            self.headers(
+                path,
+                &Kind::Sparse {
+                    real_size: size,
+                    stored,
+                    map: &map,
+                },
+            );
+            for (offset, len) in &extents {
+                self.push(
+                    *len,
+                    Source::File {
+                        file: index,
+                        offset: *offset,
+                    },
+                );
+            }
+            self.pad(stored);
+        }
+        let kind = EntryKind::File {
+            file: index,
+            extents: if dense {
+                vec![(0, size)]
+            } else {
+                extents.clone()
+            },
+        };
+        self.layout.files.push(FrozenFile {
+            file,
+            size,
+            extents: if dense { vec![(0, size)] } else { extents },
+        });
+        self.layout.entries.push(EntryInfo {
+            path: path.to_string(),
+            size,
+            kind,
+        });
+        Ok(())
+    }
+
+    /// Another archive as one regular entry.
+    pub fn nested(&mut self, path: &str, archive: Arc<ArchiveLayout>) {
+        let len = archive.size();
+        self.headers(path, &Kind::File { size: len });
+        self.push(len, Source::Nested(archive.clone()));
+        self.pad(len);
+        let index = self.layout.nested.len();
+        self.layout.nested.push(archive);
+        self.layout.entries.push(EntryInfo {
+            path: path.to_string(),
+            size: len,
+            kind: EntryKind::Nested(index),
+        });
+    }
+
+    /// End-of-archive marker (two zero blocks).
+    pub fn finish(mut self) -> io::Result<ArchiveLayout> {
+        self.push(2 * BLOCK, Source::Zeros);
+        self.layout.fingerprint = self.fingerprint()?;
+        Ok(self.layout)
+    }
+
+    /// Identifies the archive's bytes without reading the data: entry paths and
+    /// sizes, inline contents, and for files their identity (device, inode, mtime,
+    /// ctime) and extents. Two layouts with the same fingerprint give the same bytes.
+    fn fingerprint(&self) -> io::Result<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        use std::os::unix::fs::MetadataExt;
+        let mut h = Sha256::new();
+        h.update(self.mtime.to_le_bytes());
+        h.update(self.layout.size.to_le_bytes());
+        for entry in &self.layout.entries {
+            h.update(entry.path.as_bytes());
+            h.update([0]);
+            h.update(entry.size.to_le_bytes());
+            match &entry.kind {
+                EntryKind::Dir => h.update(b"d"),
+                EntryKind::Deferred => h.update(b"g"),
+                EntryKind::Inline(data) => {
+                    h.update(b"i");
+                    h.update(Sha256::digest(data));
+                }
+                EntryKind::Nested(index) => {
+                    h.update(b"n");
+                    h.update(self.layout.nested[*index].fingerprint);
+                }
+                EntryKind::File { file, extents } => {
+                    let m = self.layout.files[*file].file.metadata()?;
+                    h.update(b"f");
+                    for v in [
+                        m.dev(),
+                        m.ino(),
+                        m.mtime() as u64,
+                        m.mtime_nsec() as u64,
+                        m.ctime() as u64,
+                        m.ctime_nsec() as u64,
+                    ] {
+                        h.update(v.to_le_bytes());
+                    }
+                    for (o, l) in extents {
+                        h.update(o.to_le_bytes());
+                        h.update(l.to_le_bytes());
+                    }
+                }
+            }
+        }
+        Ok(h.finalize().into())
+    }
+
+    pub fn entries(&self) -> &[EntryInfo] {
+        &self.layout.entries
+    }
+
+    pub fn files(&self) -> &[FrozenFile] {
+        &self.layout.files
+    }
+}
+
+impl ArchiveLayout {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn entries(&self) -> &[EntryInfo] {
+        &self.entries
+    }
+
+    pub fn files(&self) -> &[FrozenFile] {
+        &self.files
+    }
+
+    pub fn nested(&self) -> &[Arc<ArchiveLayout>] {
+        &self.nested
+    }
+
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    /// Fill `buf` from archive offset `offset`; returns the bytes read (short only at the end).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut index = self.pieces.partition_point(|p| p.start + p.len <= offset);
+        let mut done = 0usize;
+        let mut at = offset;
+        while done < buf.len() && index < self.pieces.len() {
+            let piece = &self.pieces[index];
+            let within = at - piece.start;
+            let take = ((piece.len - within) as usize).min(buf.len() - done);
+            let out = &mut buf[done..done + take];
+            match &piece.source {
+                Source::Inline(data) => {
+                    out.copy_from_slice(&data[within as usize..within as usize + take])
+                }
+                Source::Zeros => out.fill(0),
+                Source::File { file, offset } => self.files[*file]
+                    .file
+                    .read_exact_at(out, offset + within)
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("frozen file changed or vanished while streaming: {e}"),
+                        )
+                    })?,
+                Source::Nested(archive) => {
+                    let n = archive.read_at(within, out)?;
+                    if n != take {
+                        return Err(io::Error::other("nested archive ended early"));
+                    }
+                }
+                Source::Deferred { bytes, generate } => {
+                    let data = match bytes.get() {
+                        Some(data) => data.clone(),
+                        None => {
+                            let generated: Arc<[u8]> = generate(self)?.into();
+                            if generated.len() as u64 != piece.len {
+                                return Err(io::Error::other("generated entry changed length"));
+                            }
+                            bytes.get_or_init(|| generated).clone()
+                        }
+                    };
+                    out.copy_from_slice(&data[within as usize..within as usize + take]);
+                }
+            }
+            done += take;
+            at += take as u64;
+            index += 1;
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::path::PathBuf;
+
+    /// Files that exercise every header kind: dense, sparse with more extents than a
+    /// header holds, fully empty sparse, a trailing hole, a long name.
+    fn fixture(dir: &Path) -> Vec<(String, PathBuf)> {
+        let mut files = Vec::new();
+        let dense = dir.join("dense.bin");
+        std::fs::write(
+            &dense,
+            (0..70_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        files.push(("dense.bin".to_string(), dense));
+        let sparse = dir.join("sparse.bin");
+        let mut f = File::create(&sparse).unwrap();
+        f.set_len(64 << 20).unwrap();
+        for i in 0..30u64 {
+            f.seek(SeekFrom::Start(i * (2 << 20))).unwrap();
+            f.write_all(&[i as u8 + 1; 5000]).unwrap();
+        }
+        files.push(("sparse.bin".to_string(), sparse));
+        let empty = dir.join("empty.bin");
+        File::create(&empty).unwrap().set_len(1 << 20).unwrap();
+        files.push(("empty.bin".to_string(), empty));
+        let long = format!("{}/file.json", "deeply-nested-directory-name".repeat(5));
+        let long_src = dir.join("long.json");
+        std::fs::write(&long_src, b"{\"long\":true}").unwrap();
+        files.push((long, long_src));
+        files
+    }
+
+    fn read_all(layout: &ArchiveLayout) -> Vec<u8> {
+        let mut out = vec![0u8; layout.size() as usize];
+        assert_eq!(layout.read_at(0, &mut out).unwrap(), out.len());
+        out
+    }
+
+    #[test]
+    fn random_ranges_equal_slices_and_the_tar_crate_reads_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = fixture(dir.path());
+        let mut builder = ArchiveBuilder::new(1_700_000_000);
+        builder.dir("top");
+        builder.bytes("top/inline.txt", b"hello".to_vec());
+        for (path, source) in &files {
+            builder.file(path, source).unwrap();
+        }
+        let inner = {
+            let mut b = ArchiveBuilder::new(1);
+            b.bytes("x", b"nested".to_vec());
+            Arc::new(b.finish().unwrap())
+        };
+        builder.nested("inner.tar", inner.clone());
+        let layout = builder.finish().unwrap();
+        let whole = read_all(&layout);
+        assert_eq!(whole.len() % 512, 0);
+        assert!(
+            layout.size() < 2 << 20,
+            "holes are not stored: {} bytes",
+            layout.size()
+        );
+
+        // Random ranges, including ones that cross piece boundaries.
+        let mut seed = 0x2545f4914f6cdd1du64;
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let start = seed % layout.size();
+            let len = (seed >> 32) % 20_000 + 1;
+            let mut buf = vec![0u8; len as usize];
+            let n = layout.read_at(start, &mut buf).unwrap();
+            assert_eq!(n as u64, len.min(layout.size() - start));
+            assert_eq!(&buf[..n], &whole[start as usize..start as usize + n]);
+        }
+
+        // The reference reader sees every entry with its logical content.
+        let mut archive = tar::Archive::new(&whole[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            if let Some((_, source)) = files.iter().find(|(p, _)| *p == path) {
+                assert!(
+                    content == std::fs::read(source).unwrap(),
+                    "content of {path}"
+                );
+            }
+            if path == "inner.tar" {
+                assert_eq!(content, read_all(&inner));
+            }
+            if path == "top/inline.txt" {
+                assert_eq!(content, b"hello");
+            }
+            assert_eq!(entry.header().mtime().unwrap(), 1_700_000_000);
+            seen.push(path);
+        }
+        // GNU tar extracts the same contents without a warning.
+        let tar_file = dir.path().join("all.tar");
+        std::fs::write(&tar_file, &whole).unwrap();
+        let out = dir.path().join("gnu");
+        std::fs::create_dir(&out).unwrap();
+        let run = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&tar_file)
+            .arg("-C")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success() && run.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        for (path, source) in &files {
+            assert!(
+                std::fs::read(out.join(path)).unwrap() == std::fs::read(source).unwrap(),
+                "GNU tar: {path}"
+            );
+        }
+
+        let mut expected = vec![
+            "top/".to_string(),
+            "top/inline.txt".to_string(),
+            "inner.tar".to_string(),
+        ];
+        expected.extend(files.iter().map(|(p, _)| p.clone()));
+        expected.sort();
+        seen.sort();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn same_files_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = fixture(dir.path());
+        let build = || {
+            let mut builder = ArchiveBuilder::new(42);
+            for (path, source) in &files {
+                builder.file(path, source).unwrap();
+            }
+            builder.finish().unwrap()
+        };
+        let (a, b) = (build(), build());
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert!(read_all(&a) == read_all(&b));
+        // A change to a file changes the fingerprint.
+        std::fs::write(&files[0].1, b"changed").unwrap();
+        assert_ne!(build().fingerprint(), a.fingerprint());
+    }
+}

@@ -1,0 +1,227 @@
+//! Stored snapshots: archives written into the snapshots directory beside a
+//! `<name>.checksum` sidecar (64 lowercase hex, no newline, Qdrant's convention).
+//!
+//! Creation streams the live view into `temp_path` while hashing (one pass), fsyncs,
+//! writes the sidecar, then renames the archive into place: a listed snapshot is
+//! always complete and its checksum is already there.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::digest::hex;
+use super::names::{creation_time, name_timestamp, validate_snapshot_name};
+use super::view::{Scope, SnapshotView};
+use crate::storage::{Result, Storage, StorageError};
+
+pub const SNAPSHOT_EXT: &str = ".snapshot";
+pub const CHECKSUM_EXT: &str = ".checksum";
+/// Copy buffer for writing archives: large sequential writes.
+const CHUNK: usize = 1 << 20;
+
+/// Qdrant's `SnapshotDescription`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SnapshotDescription {
+    pub name: String,
+    pub creation_time: Option<String>,
+    pub size: u64,
+    pub checksum: Option<String>,
+}
+
+/// Where stored snapshots of `scope` live.
+pub fn scope_dir(snapshots_path: &Path, scope: &Scope) -> PathBuf {
+    match scope {
+        Scope::Collection(c) => snapshots_path.join(c),
+        Scope::Shard(c, id) => snapshots_path.join(c).join("shards").join(id.to_string()),
+        Scope::Full => snapshots_path.to_path_buf(),
+    }
+}
+
+fn name_base(scope: &Scope, now: SystemTime) -> String {
+    let ts = name_timestamp(now);
+    match scope {
+        Scope::Collection(c) => format!("{c}-{ts}"),
+        Scope::Shard(c, id) => format!("{c}-shard-{id}-{ts}"),
+        Scope::Full => format!("full-snapshot-{ts}"),
+    }
+}
+
+/// Names being written right now (not yet visible on disk).
+fn reserved() -> &'static Mutex<HashSet<PathBuf>> {
+    static RESERVED: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    RESERVED.get_or_init(Default::default)
+}
+
+/// Pick `<base>.snapshot`, or `<base>-1.snapshot`, `-2`, … on a clash, and hold it.
+fn reserve_name(dir: &Path, base: &str) -> PathBuf {
+    let mut held = reserved().lock().unwrap();
+    for n in 0.. {
+        let name = if n == 0 {
+            format!("{base}{SNAPSHOT_EXT}")
+        } else {
+            format!("{base}-{n}{SNAPSHOT_EXT}")
+        };
+        let path = dir.join(name);
+        if !path.exists() && !held.contains(&path) {
+            held.insert(path.clone());
+            return path;
+        }
+    }
+    unreachable!()
+}
+
+fn release_name(path: &Path) {
+    reserved().lock().unwrap().remove(path);
+}
+
+pub fn describe(path: &Path) -> io::Result<SnapshotDescription> {
+    let meta = std::fs::metadata(path)?;
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let checksum = std::fs::read_to_string(sidecar(path))
+        .ok()
+        .map(|s| s.trim().to_string());
+    Ok(SnapshotDescription {
+        name,
+        creation_time: meta.modified().ok().map(creation_time),
+        size: meta.len(),
+        checksum,
+    })
+}
+
+pub fn sidecar(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(CHECKSUM_EXT);
+    PathBuf::from(name)
+}
+
+/// Stored snapshots of `scope`, by name.
+pub fn list(snapshots_path: &Path, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
+    let dir = scope_dir(snapshots_path, scope);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(SNAPSHOT_EXT) && !name.starts_with('.') && entry.file_type()?.is_file() {
+            match describe(&entry.path()) {
+                Ok(d) => out.push(d),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {} // deleted meanwhile
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The path of stored snapshot `name` of `scope`, which must exist.
+pub fn stored_path(snapshots_path: &Path, scope: &Scope, name: &str) -> Result<PathBuf> {
+    validate_snapshot_name(name)?;
+    let path = scope_dir(snapshots_path, scope).join(name);
+    if !path.is_file() {
+        return Err(StorageError::NotFound(format!("Snapshot {name} not found")));
+    }
+    Ok(path)
+}
+
+pub fn delete(snapshots_path: &Path, scope: &Scope, name: &str) -> Result<()> {
+    let path = stored_path(snapshots_path, scope, name)?;
+    std::fs::remove_file(&path)?;
+    match std::fs::remove_file(sidecar(&path)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Create a stored snapshot of `scope`. Blocking.
+pub fn create(
+    storage: &Storage,
+    snapshots_path: &Path,
+    temp_path: &Path,
+    scope: Scope,
+) -> Result<SnapshotDescription> {
+    let dir = scope_dir(snapshots_path, &scope);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(temp_path)?;
+    let view = SnapshotView::open(storage, scope.clone())?;
+    let target = reserve_name(&dir, &name_base(&scope, SystemTime::now()));
+    let result = write_stored(&view, &target, temp_path);
+    release_name(&target);
+    drop(view);
+    result?;
+    Ok(describe(&target)?)
+}
+
+fn write_stored(view: &SnapshotView, target: &Path, temp_path: &Path) -> Result<()> {
+    let temp = tempfile::Builder::new()
+        .prefix(".snapshot-")
+        .suffix(".partial")
+        .tempfile_in(temp_path)?;
+    let mut hasher = Sha256::new();
+    {
+        let mut out = io::BufWriter::with_capacity(CHUNK, temp.as_file());
+        let mut buf = vec![0u8; CHUNK];
+        let layout = view.layout();
+        let mut offset = 0u64;
+        while offset < layout.size() {
+            let n = layout.read_at(offset, &mut buf)?;
+            if n == 0 {
+                return Err(StorageError::internal("snapshot ended before its size"));
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            offset += n as u64;
+        }
+        out.flush()?;
+    }
+    temp.as_file().sync_all()?;
+    let digest = hex(&hasher.finalize());
+    // The sidecar first (via its own temp + rename), so the snapshot never appears without it.
+    write_atomically(&sidecar(target), digest.as_bytes())?;
+    persist(temp, target)?;
+    sync_dir(target.parent().unwrap())?;
+    Ok(())
+}
+
+/// Rename into place; across file systems, copy into a hidden temp beside the target first.
+fn persist(temp: tempfile::NamedTempFile, target: &Path) -> Result<()> {
+    match temp.persist_noclobber(target) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.raw_os_error() == Some(libc::EXDEV) => {
+            let dir = target.parent().unwrap();
+            let local = tempfile::Builder::new()
+                .prefix(".snapshot-")
+                .suffix(".partial")
+                .tempfile_in(dir)?;
+            io::copy(&mut File::open(e.file.path())?, &mut local.as_file())?;
+            local.as_file().sync_all()?;
+            local.persist_noclobber(target).map_err(|e| e.error)?;
+            Ok(())
+        }
+        Err(e) => Err(e.error.into()),
+    }
+}
+
+pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap();
+    let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    temp.write_all(data)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
