@@ -12,6 +12,10 @@ use serde_json::Value;
 /// Qdrant's default request size limit.
 pub const DEFAULT_MAX_REQUEST_SIZE_MB: usize = 32;
 pub const ENV_PREFIX: &str = "SNAPFS__";
+/// How long a snapshot may keep shards frozen before its remaining files are copied
+/// aside: long enough for a local copy of a large collection, short enough that
+/// `wait=true` writers are not held for minutes by a slow reader.
+pub const DEFAULT_SNAPSHOT_MAX_FREEZE_SECS: f64 = 60.0;
 
 /// The resolved configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +29,7 @@ pub struct Config {
     pub api_key: Option<String>,
     pub allow_non_loopback: bool,
     pub max_request_size_mb: usize,
+    pub snapshot_max_freeze: std::time::Duration,
     pub demo: bool,
 }
 
@@ -81,6 +86,8 @@ struct StorageSection {
     snapshots_path: Option<PathBuf>,
     #[serde(deserialize_with = "lenient_path")]
     temp_path: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient_number")]
+    snapshot_max_freeze_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -235,6 +242,18 @@ impl ConfigLayers {
                 .service
                 .max_request_size_mb
                 .unwrap_or(DEFAULT_MAX_REQUEST_SIZE_MB),
+            snapshot_max_freeze: {
+                let secs = self
+                    .storage
+                    .snapshot_max_freeze_secs
+                    .unwrap_or(DEFAULT_SNAPSHOT_MAX_FREEZE_SECS);
+                if !(secs > 0.0 && secs.is_finite()) {
+                    bail!(
+                        "storage.snapshot_max_freeze_secs must be a positive number of seconds, got {secs}"
+                    );
+                }
+                std::time::Duration::from_secs_f64(secs)
+            },
             demo: self.snapfs.demo.unwrap_or(false),
             data_dir,
         };

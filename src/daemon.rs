@@ -72,6 +72,10 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         let path = config.storage_path.clone();
         tokio::task::spawn_blocking(move || Storage::open(&path)).await??
     };
+    crate::snapshot::view::start_freeze_watchdog(
+        config.temp_path.clone(),
+        config.snapshot_max_freeze,
+    )?;
     if config.demo && storage.is_empty() {
         crate::demo::create_demo_collection(&storage).await?;
     }

@@ -640,3 +640,69 @@ async fn snapshots_under_a_write_storm_hold_whole_batches_in_order() {
         "snapshots move forward: {observed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_reader_cannot_hold_writers_past_the_freeze_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(
+        dir.path(),
+        &[],
+        &[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "1")],
+    );
+    let client = daemon.client();
+    // Large enough (~8 MB) that the stream cannot finish into socket buffers.
+    create_collection(
+        &client,
+        "slow",
+        json!({"vectors": {"size": 512, "distance": "Dot"}}),
+    )
+    .await;
+    for batch in 0..8u64 {
+        upsert(
+            &client,
+            "slow",
+            (batch * 500..batch * 500 + 500)
+                .map(|id| point(id, 512))
+                .collect(),
+            true,
+        )
+        .await;
+    }
+
+    // A reader that takes the first bytes of a live snapshot and then stalls.
+    let mut reader = tokio::net::UnixStream::connect(client.socket())
+        .await
+        .unwrap();
+    reader
+        .write_all(b"GET /collections/slow/shards/0/snapshot HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = vec![0u8; 4096];
+    let n = reader.read(&mut received).await.unwrap();
+    received.truncate(n);
+
+    // A wait=true update waits for the thaw, which the freeze limit forces.
+    let started = std::time::Instant::now();
+    upsert(&client, "slow", vec![point(10_000, 512)], true).await;
+    let waited = started.elapsed();
+    assert!(
+        waited > std::time::Duration::from_millis(300),
+        "the update was applied during the freeze ({waited:?})"
+    );
+    assert_eq!(count(&client, "slow").await, 4001);
+    let log = daemon.log();
+    assert!(log.contains("copied aside"), "{log}");
+
+    // The slow reader still receives the frozen state, whole and valid.
+    reader.read_to_end(&mut received).await.unwrap();
+    let split = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let body = &received[split + 4..];
+    let work = tempfile::tempdir().unwrap();
+    let archive = write(work.path(), "slow.tar", body);
+    let unpacked = work.path().join("unpacked");
+    EdgeShard::unpack_snapshot(&archive, &unpacked).unwrap();
+    let points = shard_points(&unpacked);
+    assert_eq!(points.len(), 4000);
+    assert!(!points.contains_key(&PointId::NumId(10_000)));
+}

@@ -151,7 +151,7 @@ pub fn add_manifest(builder: &mut ArchiveBuilder) -> io::Result<()> {
                 EntryKind::Inline(data) => bytes_sha256(data),
                 EntryKind::File { file, extents } => {
                     let frozen = &layout.files()[*file];
-                    file_sha256(&frozen.file, frozen.size, extents)?
+                    frozen.with_file(|f| file_sha256(f, frozen.size, extents))?
                 }
                 EntryKind::Nested(index) => {
                     super::checksum::archive_sha256(&layout.nested()[*index])?

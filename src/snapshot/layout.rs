@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use super::extents::data_extents;
 use super::tar_header::{BLOCK, Kind, entry_headers, padded};
@@ -64,12 +64,46 @@ pub enum EntryKind {
 }
 
 /// A frozen file kept open for the life of the layout: a rename or unlink of the
-/// path cannot change what is streamed.
+/// path cannot change what is streamed. When a freeze lasts too long the handle is
+/// swapped for a private copy (see [`ArchiveLayout::copy_aside`]).
 pub struct FrozenFile {
-    pub file: File,
+    file: RwLock<File>,
     pub size: u64,
     pub extents: Vec<(u64, u64)>,
 }
+
+impl FrozenFile {
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read().unwrap().read_exact_at(buf, offset)
+    }
+
+    pub fn with_file<T>(&self, f: impl FnOnce(&File) -> T) -> T {
+        f(&self.file.read().unwrap())
+    }
+
+    /// Copy the data extents into a new sparse file in `dir` and read from it from now on.
+    fn copy_aside(&self, dir: &Path) -> io::Result<()> {
+        let copy = tempfile::tempfile_in(dir)?;
+        copy.set_len(self.size)?;
+        let source = self.file.read().unwrap();
+        let mut buf = vec![0u8; COPY_CHUNK];
+        for (offset, len) in &self.extents {
+            let mut done = 0u64;
+            while done < *len {
+                let n = (len - done).min(COPY_CHUNK as u64) as usize;
+                source.read_exact_at(&mut buf[..n], offset + done)?;
+                copy.write_all_at(&buf[..n], offset + done)?;
+                done += n as u64;
+            }
+        }
+        drop(source);
+        *self.file.write().unwrap() = copy;
+        Ok(())
+    }
+}
+
+/// Copy buffer when a freeze ends by copying files aside.
+const COPY_CHUNK: usize = 1 << 20;
 
 pub struct ArchiveLayout {
     pieces: Vec<Piece>,
@@ -215,7 +249,7 @@ impl ArchiveBuilder {
             },
         };
         self.layout.files.push(FrozenFile {
-            file,
+            file: RwLock::new(file),
             size,
             extents: if dense { vec![(0, size)] } else { extents },
         });
@@ -274,7 +308,7 @@ impl ArchiveBuilder {
                     h.update(self.layout.nested[*index].fingerprint);
                 }
                 EntryKind::File { file, extents } => {
-                    let m = self.layout.files[*file].file.metadata()?;
+                    let m = self.layout.files[*file].with_file(|f| f.metadata())?;
                     h.update(b"f");
                     for v in [
                         m.dev(),
@@ -326,6 +360,18 @@ impl ArchiveLayout {
         self.fingerprint
     }
 
+    /// Replace every frozen file (nested archives included) by a private copy in
+    /// `dir`, so the originals may change again while this layout is still read.
+    pub fn copy_aside(&self, dir: &Path) -> io::Result<()> {
+        for file in &self.files {
+            file.copy_aside(dir)?;
+        }
+        for nested in &self.nested {
+            nested.copy_aside(dir)?;
+        }
+        Ok(())
+    }
+
     /// Fill `buf` from archive offset `offset`; returns the bytes read (short only at the end).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         if offset >= self.size || buf.is_empty() {
@@ -345,7 +391,6 @@ impl ArchiveLayout {
                 }
                 Source::Zeros => out.fill(0),
                 Source::File { file, offset } => self.files[*file]
-                    .file
                     .read_exact_at(out, offset + within)
                     .map_err(|e| {
                         io::Error::new(

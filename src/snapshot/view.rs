@@ -3,8 +3,9 @@
 //! last reference thaws. Readers of the same scope share a live view, and so one freeze.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::archive::{add_collection_files, add_manifest, add_shard};
 use super::layout::{ArchiveBuilder, ArchiveLayout};
@@ -22,8 +23,11 @@ pub struct SnapshotView {
     scope: Scope,
     layout: Arc<ArchiveLayout>,
     mtime: SystemTime,
-    /// Held for the life of the view; dropping them thaws the shards.
-    _freezes: Vec<CollectionFreeze>,
+    opened: Instant,
+    /// Held while the view reads the shards' own files; dropping them thaws the
+    /// shards. Emptied early when the freeze outlives its limit and the files are
+    /// copied aside.
+    freezes: Mutex<Vec<CollectionFreeze>>,
 }
 
 fn live_views() -> &'static Mutex<HashMap<Scope, Weak<SnapshotView>>> {
@@ -58,12 +62,33 @@ impl SnapshotView {
         Ok(view)
     }
 
+    /// Still frozen (not copied aside), over the same collection objects (none was
+    /// deleted or re-created since): a new reader may join it.
     fn still_current(&self, storage: &Storage) -> bool {
-        self._freezes.iter().all(|f| {
-            storage
-                .collection(f.collection().name())
-                .is_ok_and(|c| Arc::ptr_eq(&c, f.collection()))
-        })
+        let freezes = self.freezes.lock().unwrap();
+        !freezes.is_empty()
+            && freezes.iter().all(|f| {
+                storage
+                    .collection(f.collection().name())
+                    .is_ok_and(|c| Arc::ptr_eq(&c, f.collection()))
+            })
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        !self.freezes.lock().unwrap().is_empty()
+    }
+
+    /// End the freeze early: copy the frozen files aside into `temp_path` (data
+    /// extents only), read from the copies from now on, and thaw the shards.
+    pub fn copy_aside_and_thaw(&self, temp_path: &std::path::Path) -> std::io::Result<()> {
+        let mut freezes = self.freezes.lock().unwrap();
+        if freezes.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(temp_path)?;
+        self.layout.copy_aside(temp_path)?;
+        freezes.clear();
+        Ok(())
     }
 
     fn build(storage: &Storage, scope: Scope) -> Result<SnapshotView> {
@@ -75,12 +100,7 @@ impl SnapshotView {
             Scope::Collection(name) => {
                 let freeze = storage.collection(name)?.freeze()?;
                 let (layout, mtime) = collection_layout(freeze.collection(), peer).map_err(io)?;
-                Ok(SnapshotView {
-                    scope,
-                    layout: Arc::new(layout),
-                    mtime,
-                    _freezes: vec![freeze],
-                })
+                Ok(SnapshotView::new(scope, layout, mtime, vec![freeze]))
             }
             Scope::Shard(name, id) => {
                 let collection = storage.collection(name)?;
@@ -91,12 +111,7 @@ impl SnapshotView {
                 add_shard(&mut builder, "", &shard_dir, peer).map_err(io)?;
                 add_manifest(&mut builder).map_err(io)?;
                 let layout = builder.finish().map_err(io)?;
-                Ok(SnapshotView {
-                    scope,
-                    layout: Arc::new(layout),
-                    mtime,
-                    _freezes: vec![freeze],
-                })
+                Ok(SnapshotView::new(scope, layout, mtime, vec![freeze]))
             }
             Scope::Full => {
                 let mut freezes = Vec::new();
@@ -129,13 +144,23 @@ impl SnapshotView {
                 );
                 add_manifest(&mut builder).map_err(io)?;
                 let layout = builder.finish().map_err(io)?;
-                Ok(SnapshotView {
-                    scope,
-                    layout: Arc::new(layout),
-                    mtime,
-                    _freezes: freezes,
-                })
+                Ok(SnapshotView::new(scope, layout, mtime, freezes))
             }
+        }
+    }
+
+    fn new(
+        scope: Scope,
+        layout: ArchiveLayout,
+        mtime: SystemTime,
+        freezes: Vec<CollectionFreeze>,
+    ) -> Self {
+        SnapshotView {
+            scope,
+            layout: Arc::new(layout),
+            mtime,
+            opened: Instant::now(),
+            freezes: Mutex::new(freezes),
         }
     }
 
@@ -180,4 +205,31 @@ fn collection_layout(
     add_collection_files(&mut builder, config);
     add_manifest(&mut builder)?;
     Ok((builder.finish()?, mtime))
+}
+
+/// Ends freezes that outlive `limit`: their remaining files are copied into
+/// `temp_path` and the shards thaw, so writers are never held back for long by a
+/// slow reader. Runs for the life of the process.
+pub fn start_freeze_watchdog(temp_path: PathBuf, limit: Duration) -> std::io::Result<()> {
+    // Check often enough to honour short limits closely.
+    let tick = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    std::thread::Builder::new().name("freeze-watchdog".into()).spawn(move || {
+        loop {
+            std::thread::sleep(tick);
+            let views: Vec<Arc<SnapshotView>> = live_views().lock().unwrap().values().filter_map(Weak::upgrade).collect();
+            for view in views {
+                if view.is_frozen() && view.opened.elapsed() > limit {
+                    let started = Instant::now();
+                    match view.copy_aside_and_thaw(&temp_path) {
+                        Ok(()) => tracing::warn!(
+                            scope = ?view.scope, limit_secs = limit.as_secs_f64(), copy_ms = started.elapsed().as_millis() as u64,
+                            "snapshot read outlived the freeze limit: its files were copied aside and the shards thawed"
+                        ),
+                        Err(err) => tracing::error!(scope = ?view.scope, %err, "copying a frozen snapshot aside failed; the freeze stays"),
+                    }
+                }
+            }
+        }
+    })?;
+    Ok(())
 }
