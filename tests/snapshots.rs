@@ -476,6 +476,21 @@ async fn full_snapshot_nests_collection_archives() {
     let client = daemon.client();
     setup(&client, "a", 1, 20).await;
     setup(&client, "b", 2, 30).await;
+    // Different collections snapshot at the same time; so do two of one collection.
+    let (sa, sb, sa2) = tokio::join!(
+        create_stored(&client, "/collections/a/snapshots"),
+        create_stored(&client, "/collections/b/snapshots"),
+        create_stored(&client, "/collections/a/snapshots"),
+    );
+    assert!(
+        sa["name"].as_str().unwrap().starts_with("a-")
+            && sb["name"].as_str().unwrap().starts_with("b-")
+    );
+    assert_ne!(
+        sa["name"], sa2["name"],
+        "concurrent creates get distinct names"
+    );
+    assert_eq!(sa["checksum"], sa2["checksum"], "and the same bytes");
     let created = create_stored(&client, "/snapshots").await;
     let bytes = fetch(
         &client,

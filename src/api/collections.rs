@@ -73,7 +73,8 @@ pub async fn info(
         .unwrap_or_default()
         .as_secs_f64();
     Ok(timer.ok(json!({
-        "status": if stats.frozen_shards > 0 { "yellow" } else { "green" },
+        // Qdrant's meaning: green = idle, yellow = optimizing. A freeze is reported below.
+        "status": if stats.optimizing_shards > 0 { "yellow" } else { "green" },
         "optimizer_status": "ok",
         "indexed_vectors_count": stats.indexed_vectors_count,
         "points_count": stats.points_count,
@@ -83,6 +84,7 @@ pub async fn info(
         "snapfs": {
             "shards": config.shard_count(),
             "frozen_shards": stats.frozen_shards,
+            "optimizing_shards": stats.optimizing_shards,
             "pending_updates": stats.pending_updates,
             "last_change_unix": last_change,
         },

@@ -198,7 +198,9 @@ pub fn live_response(
     name: &str,
 ) -> Result<Response, ApiError> {
     let size = view.size();
-    let hasher = Arc::new(std::sync::Mutex::new(SequentialHasher::default()));
+    let hasher = Arc::new(std::sync::Mutex::new(SequentialHasher::for_layout(
+        view.layout(),
+    )));
     let read_view = view.clone();
     let read_at: ReadAt = Arc::new(move |offset, buf| read_view.layout().read_at(offset, buf));
     let on_chunk = Arc::new(move |offset: u64, data: &[u8]| {

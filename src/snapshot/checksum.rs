@@ -62,16 +62,13 @@ pub struct SequentialHasher {
     hasher: Option<Sha256>,
 }
 
-impl Default for SequentialHasher {
-    fn default() -> Self {
-        SequentialHasher {
-            next: 0,
-            hasher: Some(Sha256::new()),
-        }
-    }
-}
-
 impl SequentialHasher {
+    /// A hasher for a reader of `layout`; idle when the checksum is known already.
+    pub fn for_layout(layout: &ArchiveLayout) -> Self {
+        let hasher = known_sha256(layout).is_none().then(Sha256::new);
+        SequentialHasher { next: 0, hasher }
+    }
+
     pub fn observe(&mut self, layout: &ArchiveLayout, offset: u64, data: &[u8]) {
         let Some(hasher) = self.hasher.as_mut() else {
             return;

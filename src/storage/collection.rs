@@ -64,6 +64,7 @@ pub struct CollectionStats {
     pub indexed_vectors_count: usize,
     pub pending_updates: usize,
     pub frozen_shards: usize,
+    pub optimizing_shards: usize,
     pub last_change: SystemTime,
 }
 
@@ -431,6 +432,7 @@ impl Collection {
             indexed_vectors_count: 0,
             pending_updates: 0,
             frozen_shards: 0,
+            optimizing_shards: 0,
             last_change: SystemTime::UNIX_EPOCH,
         };
         for shard in &self.shards {
@@ -440,6 +442,7 @@ impl Collection {
             stats.indexed_vectors_count += info.indexed_vectors_count;
             stats.pending_updates += shard.pending_updates();
             stats.frozen_shards += usize::from(shard.is_frozen());
+            stats.optimizing_shards += usize::from(shard.is_optimizing());
             stats.last_change = stats.last_change.max(shard.last_change());
         }
         Ok(stats)

@@ -44,6 +44,8 @@ struct ShardState {
     frozen: AtomicUsize,
     /// Updates waiting in the pending log.
     pending: AtomicUsize,
+    /// An optimization is running (index building, merging).
+    optimizing: AtomicBool,
     dirty_since_flush: AtomicBool,
     dirty_since_optimize: AtomicBool,
     /// Unix nanoseconds of the last change to the shard's files.
@@ -114,8 +116,9 @@ impl Shard {
         let state = Arc::new(ShardState {
             frozen: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
+            optimizing: AtomicBool::new(false),
             dirty_since_flush: AtomicBool::new(false),
-            dirty_since_optimize: AtomicBool::new(true),
+            dirty_since_optimize: AtomicBool::new(false),
             last_change_nanos: AtomicU64::new(0),
             gate: Mutex::new(MaintenanceClock {
                 last_flush: Instant::now(),
@@ -184,6 +187,12 @@ impl Shard {
         self.state.frozen.load(Ordering::SeqCst) > 0
     }
 
+    /// An optimization is running, or changes since the last one wait for it.
+    pub fn is_optimizing(&self) -> bool {
+        self.state.optimizing.load(Ordering::SeqCst)
+            || self.state.dirty_since_optimize.load(Ordering::SeqCst)
+    }
+
     pub fn pending_updates(&self) -> usize {
         self.state.pending.load(Ordering::SeqCst)
     }
@@ -245,7 +254,10 @@ impl Shard {
             .dirty_since_optimize
             .swap(false, Ordering::SeqCst)
         {
-            let optimized = self.engine.optimize().map_err(StorageError::from_engine)?;
+            self.state.optimizing.store(true, Ordering::SeqCst);
+            let optimized = self.engine.optimize();
+            self.state.optimizing.store(false, Ordering::SeqCst);
+            let optimized = optimized.map_err(StorageError::from_engine)?;
             if optimized {
                 tracing::debug!(shard = self.id, path = %self.path.display(), "optimized");
                 self.state.dirty_since_flush.store(true, Ordering::SeqCst);
