@@ -93,14 +93,14 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
 
     let unix = server::bind_unix(&config.socket)?;
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(server::serve_unix(
+    servers.spawn(server::serve(
         unix,
         router.clone(),
         stopped(stop_rx.clone()),
     ));
     if let (Some(addr), Some(key)) = (config.http, config.api_key.clone()) {
         let tcp = server::bind_tcp(&addr.to_string()).await?;
-        servers.spawn(server::serve_tcp(
+        servers.spawn(server::serve(
             tcp,
             server::require_api_key(router, key),
             stopped(stop_rx.clone()),

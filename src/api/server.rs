@@ -70,21 +70,17 @@ fn presented_key(request: &Request) -> Option<String> {
     bearer.strip_prefix("Bearer ").map(str::to_string)
 }
 
-pub async fn serve_unix(
-    listener: UnixListener,
+/// Serve `router` on any listener (Unix or TCP) until `shutdown` completes, then
+/// finish the requests in flight.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-pub async fn serve_tcp(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

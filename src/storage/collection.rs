@@ -13,9 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use qdrant_edge::{
-    CountRequest, Filter, NamedQuery, PointId, PointStructPersisted, QueryEnum, QueryRequest,
-    Record, RetrieveRequest, ScoredPoint, ScoringQuery, ScrollRequest, VectorInternal,
-    VectorPersisted, VectorStructPersisted, WithPayloadInterface, WithVector,
+    CountRequest, EdgeConfig, Filter, NamedQuery, PointId, PointStructPersisted, QueryEnum,
+    QueryRequest, Record, RetrieveRequest, ScoredPoint, ScoringQuery, ScrollRequest,
+    VectorInternal, VectorPersisted, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 
 use super::collection_config::CollectionConfig;
@@ -82,21 +82,12 @@ impl Collection {
     /// Create the collection's files in `dir` (which must not exist yet).
     pub fn create(dir: &Path, name: &str, config: CollectionConfig) -> Result<Self> {
         config.validate()?;
-        let edge = config.edge_config()?;
+        config.edge_config()?; // fail before touching the disk
         std::fs::create_dir_all(dir)?;
         let json =
             serde_json::to_vec(&config).map_err(|e| StorageError::internal(e.to_string()))?;
         std::fs::write(dir.join(CONFIG_FILE), json)?;
-        let mut shards = Vec::new();
-        for id in 0..config.shard_count() {
-            shards.push(Shard::create(
-                id,
-                &shard_dir(dir, id),
-                &pending_path(dir, id),
-                edge.clone(),
-            )?);
-        }
-        Ok(Self::assemble(dir, name, config, shards))
+        Self::assemble(dir, name, config, Shard::create)
     }
 
     pub fn open(dir: &Path, name: &str) -> Result<Self> {
@@ -105,28 +96,35 @@ impl Collection {
             StorageError::internal(format!("{}: invalid config.json: {e}", dir.display()))
         })?;
         config.validate()?;
-        let edge = config.edge_config()?;
-        let mut shards = Vec::new();
-        for id in 0..config.shard_count() {
-            shards.push(Shard::open(
-                id,
-                &shard_dir(dir, id),
-                &pending_path(dir, id),
-                edge.clone(),
-            )?);
-        }
-        Ok(Self::assemble(dir, name, config, shards))
+        Self::assemble(dir, name, config, Shard::open)
     }
 
-    fn assemble(dir: &Path, name: &str, config: CollectionConfig, shards: Vec<Shard>) -> Self {
-        Collection {
+    /// Create or open (`make_shard`) every shard, then the collection around them.
+    fn assemble(
+        dir: &Path,
+        name: &str,
+        config: CollectionConfig,
+        make_shard: fn(u32, &Path, &Path, EdgeConfig) -> Result<Shard>,
+    ) -> Result<Self> {
+        let edge = config.edge_config()?;
+        let shards = (0..config.shard_count())
+            .map(|id| {
+                make_shard(
+                    id,
+                    &shard_dir(dir, id),
+                    &pending_path(dir, id),
+                    edge.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Collection {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             router: ShardRouter::new(config.shard_count()),
             config,
             shards,
             dispatch: RwLock::new(()),
-        }
+        })
     }
 
     pub fn name(&self) -> &str {
