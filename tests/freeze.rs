@@ -184,3 +184,38 @@ async fn updates_acknowledged_during_a_freeze_survive_a_stop() {
     assert_eq!(after[&15], 2);
     storage.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_freeze_holds_only_that_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open_with_collection(dir.path()).await;
+    let collection = storage.collection("c").unwrap();
+    let freeze = tokio::task::block_in_place(|| collection.freeze_shards(&[0])).unwrap();
+    assert!(collection.shards()[0].is_frozen() && !collection.shards()[1].is_frozen());
+    let on = |shard: u32| {
+        (0..1000u64)
+            .find(|id| collection.shard_for(&qdrant_edge::PointId::NumId(*id)) == shard)
+            .unwrap()
+    };
+    let (frozen_id, free_id) = (on(0), on(1));
+    // wait=true on the free shard is applied at once; on the frozen one it waits.
+    collection
+        .upsert(points(free_id..free_id + 1, 1), true)
+        .await
+        .unwrap();
+    let waiter = {
+        let collection = collection.clone();
+        tokio::spawn(async move {
+            collection
+                .upsert(points(frozen_id..frozen_id + 1, 1), true)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished());
+    assert_eq!(gens(&storage).len(), 1);
+    drop(freeze);
+    waiter.await.unwrap().unwrap();
+    assert_eq!(gens(&storage).len(), 2);
+    storage.shutdown();
+}

@@ -105,7 +105,7 @@ impl SnapshotView {
             Scope::Shard(name, id) => {
                 let collection = storage.collection(name)?;
                 let shard_dir = collection.shard(*id)?.path().to_path_buf();
-                let freeze = collection.freeze()?;
+                let freeze = collection.freeze_shards(&[*id])?;
                 let mtime = freeze.collection().shard(*id)?.last_change();
                 let mut builder = ArchiveBuilder::new(unix_seconds(mtime));
                 add_shard(&mut builder, "", &shard_dir, peer).map_err(io)?;

@@ -452,21 +452,34 @@ impl Collection {
     /// hold one consistent state until the returned guard is dropped.
     /// Blocking: call from a blocking thread.
     pub fn freeze(self: &Arc<Self>) -> Result<CollectionFreeze> {
+        let all: Vec<u32> = self.shards.iter().map(Shard::id).collect();
+        self.freeze_shards(&all)
+    }
+
+    /// Freeze only `ids` (a shard snapshot), at one cut in the update order.
+    pub fn freeze_shards(self: &Arc<Self>, ids: &[u32]) -> Result<CollectionFreeze> {
+        let shards: Vec<&Shard> = ids
+            .iter()
+            .map(|id| self.shard(*id))
+            .collect::<Result<_>>()?;
+        let mut guard = CollectionFreeze {
+            collection: self.clone(),
+            shards: Vec::new(),
+        };
         let cuts = {
             let _exclusive = self.dispatch.write().unwrap();
-            self.shards
-                .iter()
-                .map(|s| s.freeze_cut())
-                .collect::<Result<Vec<_>>>()?
-        };
-        // From here on the guard owns the freeze: an error below still thaws.
-        let guard = CollectionFreeze {
-            collection: self.clone(),
+            let mut cuts = Vec::new();
+            for shard in &shards {
+                cuts.push(shard.freeze_cut()?);
+                // From here on the guard owns this shard's freeze: an error below still thaws.
+                guard.shards.push(shard.id());
+            }
+            cuts
         };
         for cut in cuts {
             cut.recv().map_err(|_| StorageError::ShuttingDown)?;
         }
-        for shard in &self.shards {
+        for shard in shards {
             shard.settle_frozen()?;
         }
         Ok(guard)
@@ -487,6 +500,8 @@ impl Collection {
 /// A frozen collection; dropping it thaws every shard.
 pub struct CollectionFreeze {
     collection: Arc<Collection>,
+    /// The frozen shards' ids.
+    shards: Vec<u32>,
 }
 
 impl CollectionFreeze {
@@ -497,8 +512,8 @@ impl CollectionFreeze {
 
 impl Drop for CollectionFreeze {
     fn drop(&mut self) {
-        for shard in &self.collection.shards {
-            shard.thaw();
+        for id in &self.shards {
+            self.collection.shards[*id as usize].thaw();
         }
     }
 }
