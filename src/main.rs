@@ -190,9 +190,15 @@ enum PointsCommand {
     },
 }
 
+/// Our own info logs; the engine's only from warnings up, without two start-up
+/// warnings it repeats for every shard about process-wide settings it cannot be given
+/// through its public API (feature flags, a multi-mmap support probe).
+const DEFAULT_LOG_FILTER: &str =
+    "info,qdrant_edge=warn,qdrant_edge::common::flags=error,qdrant_edge::common::mmap::ops=error";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
