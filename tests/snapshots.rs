@@ -234,8 +234,7 @@ async fn same_state_same_bytes_also_across_restart() {
         let mut daemon = Daemon::start_in(dir.path(), &[], &[]);
         let client = daemon.client();
         setup(&client, "det", 3, 500).await;
-        // Let background flush/optimization settle.
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        wait_settled(&client, "det").await;
         let first = create_stored(&client, "/collections/det/snapshots").await;
         let second = create_stored(&client, "/collections/det/snapshots").await;
         assert_ne!(
@@ -447,7 +446,7 @@ async fn live_shard_stream_serves_any_range() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
     setup(&client, "docs", 1, 1000).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    wait_settled(&client, "docs").await;
     let full = fetch(&client, "/collections/docs/shards/0/snapshot").await;
     for (start, len) in [
         (0u64, 1u64),

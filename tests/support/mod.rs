@@ -252,3 +252,22 @@ pub async fn all_points(client: &Client, name: &str) -> Vec<Value> {
         }
     }
 }
+
+/// Wait until background flush and optimization of `name` are done (status green,
+/// three checks in a row), so that its files hold still.
+pub async fn wait_settled(client: &Client, name: &str) {
+    let mut green = 0;
+    for _ in 0..600 {
+        let (_, info) = call(client, Method::GET, &format!("/collections/{name}"), None).await;
+        green = if info["result"]["status"] == "green" {
+            green + 1
+        } else {
+            0
+        };
+        if green == 3 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("collection {name} did not settle");
+}
