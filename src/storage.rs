@@ -31,7 +31,6 @@ pub use error::{Result, StorageError};
 const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
 
 pub struct Storage {
-    root: PathBuf,
     collections_dir: PathBuf,
     /// This node's id in snapshots' `replica_state.json` (stable across restarts).
     peer_id: u64,
@@ -67,7 +66,6 @@ impl Storage {
         }
         let peer_id = load_or_create_peer_id(storage_path)?;
         let storage = Arc::new(Storage {
-            root: storage_path.to_path_buf(),
             peer_id,
             collections_dir,
             collections: RwLock::new(collections),
@@ -77,10 +75,6 @@ impl Storage {
         });
         storage.start_maintenance()?;
         Ok(storage)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     pub fn peer_id(&self) -> u64 {

@@ -164,10 +164,6 @@ impl SnapshotView {
         }
     }
 
-    pub fn scope(&self) -> &Scope {
-        &self.scope
-    }
-
     pub fn layout(&self) -> &Arc<ArchiveLayout> {
         &self.layout
     }
