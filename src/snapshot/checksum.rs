@@ -28,7 +28,8 @@ pub fn known_sha256(layout: &ArchiveLayout) -> Option<[u8; 32]> {
     cache().lock().unwrap().get(&layout.fingerprint()).copied()
 }
 
-fn remember(layout: &ArchiveLayout, digest: [u8; 32]) {
+/// Record the checksum of `layout`'s bytes, computed by whoever read them all.
+pub fn remember(layout: &ArchiveLayout, digest: [u8; 32]) {
     cache().lock().unwrap().put(layout.fingerprint(), digest);
 }
 

@@ -186,7 +186,10 @@ fn write_stored(view: &SnapshotView, target: &Path, temp_path: &Path) -> Result<
         out.flush()?;
     }
     temp.as_file().sync_all()?;
-    let digest = hex(&hasher.finalize());
+    let digest: [u8; 32] = hasher.finalize().into();
+    // The same state streamed later (live file, HTTP) need not hash again.
+    super::checksum::remember(view.layout(), digest);
+    let digest = hex(&digest);
     // The sidecar first (via its own temp + rename), so the snapshot never appears without it.
     write_atomically(&sidecar(target), digest.as_bytes())?;
     persist(temp, target)?;
