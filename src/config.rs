@@ -421,5 +421,26 @@ mod tests {
             )
             .is_err()
         );
+        for bad in ["0", "-5", "never"] {
+            let err = load(
+                &Flags::default(),
+                env(&[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", bad)]),
+            )
+            .unwrap_err();
+            assert!(
+                format!("{err:#}").contains("snapshot_max_freeze_secs")
+                    || format!("{err:#}").contains("expected a number"),
+                "{bad}: {err:#}"
+            );
+        }
+        let ok = load(
+            &Flags::default(),
+            env(&[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "2.5")]),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.snapshot_max_freeze,
+            std::time::Duration::from_millis(2500)
+        );
     }
 }

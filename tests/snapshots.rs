@@ -587,6 +587,20 @@ async fn async_creation_appears_complete_and_names_are_plain() {
     )
     .await;
     assert_eq!(status, 404);
+    for path in [
+        "/collections/docs/shards/abc/snapshot",
+        "/collections/docs/shards/-1/snapshots",
+    ] {
+        let (status, body) = call(&client, Method::GET, path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["status"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("invalid shard id"),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
