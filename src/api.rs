@@ -45,6 +45,7 @@ pub async fn blocking<T: Send + 'static>(
 pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
     Router::new()
         .route("/", get(collections::root))
+        .route("/metrics", get(|| async { crate::metrics::render() }))
         .route("/collections", get(collections::list))
         .route(
             "/collections/{name}",

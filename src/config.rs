@@ -31,6 +31,8 @@ pub struct Config {
     pub max_request_size_mb: usize,
     pub snapshot_max_freeze: std::time::Duration,
     pub demo: bool,
+    /// Where to mount the filesystem (`snapfs.mount`, `--mount`); no mount if unset.
+    pub mount: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ pub struct Flags {
     pub api_key: Option<String>,
     pub allow_non_loopback: bool,
     pub demo: bool,
+    pub mount: Option<PathBuf>,
 }
 
 /// The file/env layers, every key optional.
@@ -75,6 +78,8 @@ struct SnapfsSection {
     data_dir: Option<PathBuf>,
     #[serde(deserialize_with = "lenient_bool")]
     demo: Option<bool>,
+    #[serde(deserialize_with = "lenient_path")]
+    mount: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -195,6 +200,9 @@ fn apply_flags(layers: &mut ConfigLayers, flags: &Flags) {
     if flags.demo {
         layers.snapfs.demo = Some(true);
     }
+    if let Some(mount) = &flags.mount {
+        layers.snapfs.mount = Some(mount.clone());
+    }
 }
 
 impl ConfigLayers {
@@ -255,6 +263,7 @@ impl ConfigLayers {
                 std::time::Duration::from_secs_f64(secs)
             },
             demo: self.snapfs.demo.unwrap_or(false),
+            mount: self.snapfs.mount.filter(|p| !p.as_os_str().is_empty()),
             data_dir,
         };
         config.validate()?;

@@ -1,11 +1,12 @@
 //! `snapfs serve`: open the storage under an exclusive lock, listen, and on
 //! SIGINT/SIGTERM stop accepting, finish in-flight requests, stop every writer
-//! after its queued updates, flush every shard and exit 0.
+//! after its queued updates, flush every shard and exit 0. With a mount, it is
+//! unmounted first (on every exit path, errors included).
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState, server};
 use crate::config::Config;
+use crate::fs::SnapFs;
 use crate::storage::Storage;
 
 /// Held for the daemon's lifetime: a second daemon on the same storage is refused.
@@ -57,17 +59,30 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let _lock = DataDirLock::acquire(&config.storage_path)?;
+    // Checked before the storage loads, so a wrong mount point fails fast.
+    let mount_point = match &config.mount {
+        Some(path) => Some(crate::fs::mount::prepare_mount_point(
+            path,
+            &[
+                &config.data_dir,
+                &config.storage_path,
+                &config.snapshots_path,
+                &config.temp_path,
+            ],
+        )?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(serve(&config));
+    let result = runtime.block_on(serve(&config, mount_point));
     // Blocking work (engine reads) may still be finishing; give it a moment, not forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     let _ = std::fs::remove_file(&config.socket);
     result
 }
 
-async fn serve(config: &Config) -> anyhow::Result<()> {
+async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<()> {
     let storage = {
         let path = config.storage_path.clone();
         tokio::task::spawn_blocking(move || Storage::open(&path)).await??
@@ -107,6 +122,18 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         ));
         tracing::info!(%addr, "HTTP API on TCP (api-key required)");
     }
+    // Dropped (unmounted) on every way out of this function, errors included.
+    let mut mounted = match mount_point {
+        Some(path) => {
+            let core = Arc::new(SnapFs::new(storage.clone(), config.snapshots_path.clone()));
+            let runtime = tokio::runtime::Handle::current();
+            Some(
+                tokio::task::spawn_blocking(move || crate::fs::mount::mount(core, runtime, &path))
+                    .await??,
+            )
+        }
+        None => None,
+    };
     tracing::info!(socket = %config.socket.display(), data_dir = %config.data_dir.display(), "snapfs ready");
 
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -120,6 +147,9 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         }
     }
     let _ = stop_tx.send(true);
+    if let Some(mut mount) = mounted.take() {
+        tokio::task::spawn_blocking(move || mount.unmount()).await?;
+    }
     while let Some(result) = servers.join_next().await {
         if let Err(err) = result? {
             tracing::warn!(%err, "listener ended with an error");

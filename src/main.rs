@@ -112,6 +112,9 @@ struct ServeArgs {
     /// Create a `demo` collection with random points when there are no collections.
     #[arg(long, help_heading = "Storage")]
     demo: bool,
+    /// Mount the filesystem at DIR (created if missing; unmounted on exit).
+    #[arg(long, value_name = "DIR", help_heading = "Mount")]
+    mount: Option<PathBuf>,
     /// Control socket path [default: <data-dir>/snapfs.sock].
     #[arg(long, help_heading = "Listeners")]
     socket: Option<PathBuf>,
@@ -193,8 +196,7 @@ enum PointsCommand {
 /// Our own info logs; the engine's only from warnings up, without two start-up
 /// warnings it repeats for every shard about process-wide settings it cannot be given
 /// through its public API (feature flags, a multi-mmap support probe).
-const DEFAULT_LOG_FILTER: &str =
-    "info,qdrant_edge=warn,qdrant_edge::common::flags=error,qdrant_edge::common::mmap::ops=error";
+const DEFAULT_LOG_FILTER: &str = "info,qdrant_edge=warn,qdrant_edge::common::flags=error,qdrant_edge::common::mmap::ops=error,fuser=error";
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPFS_LOG")
@@ -288,6 +290,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api_key: args.api_key,
         allow_non_loopback: args.allow_non_loopback,
         demo: args.demo,
+        mount: args.mount,
     };
     let config = config::load(&flags, std::env::vars())?;
     daemon::run(config)

@@ -204,6 +204,7 @@ pub fn live_response(
     let read_view = view.clone();
     let read_at: ReadAt = Arc::new(move |offset, buf| read_view.layout().read_at(offset, buf));
     let on_chunk = Arc::new(move |offset: u64, data: &[u8]| {
+        crate::metrics::bytes_streamed(crate::metrics::Via::Http, data.len() as u64);
         hasher.lock().unwrap().observe(view.layout(), offset, data);
     });
     stream_response(headers, size, name, read_at, Some(on_chunk))

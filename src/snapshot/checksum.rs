@@ -70,6 +70,21 @@ impl SequentialHasher {
         SequentialHasher { next: 0, hasher }
     }
 
+    /// Still hashing: the checksum is unknown and the reads so far were in order.
+    pub fn is_active(&self) -> bool {
+        self.hasher.is_some()
+    }
+
+    /// The offset the next fresh byte must come from.
+    pub fn next_offset(&self) -> u64 {
+        self.next
+    }
+
+    /// Stop hashing for this reader (its reads went out of order).
+    pub fn abandon(&mut self) {
+        self.hasher = None;
+    }
+
     pub fn observe(&mut self, layout: &ArchiveLayout, offset: u64, data: &[u8]) {
         let Some(hasher) = self.hasher.as_mut() else {
             return;

@@ -160,6 +160,10 @@ pub fn create(
     release_name(&target);
     drop(view);
     result?;
+    crate::metrics::snapshot_created(match &scope {
+        Scope::Collection(c) | Scope::Shard(c, _) => c,
+        Scope::Full => "",
+    });
     Ok(describe(&target)?)
 }
 

@@ -28,6 +28,15 @@ pub struct SnapshotView {
     /// shards. Emptied early when the freeze outlives its limit and the files are
     /// copied aside.
     freezes: Mutex<Vec<CollectionFreeze>>,
+    _running: crate::metrics::CreationRunning,
+}
+
+impl Drop for SnapshotView {
+    fn drop(&mut self) {
+        if !self.freezes.get_mut().unwrap().is_empty() {
+            crate::metrics::freeze_ended(self.opened.elapsed());
+        }
+    }
 }
 
 fn live_views() -> &'static Mutex<HashMap<Scope, Weak<SnapshotView>>> {
@@ -88,6 +97,7 @@ impl SnapshotView {
         std::fs::create_dir_all(temp_path)?;
         self.layout.copy_aside(temp_path)?;
         freezes.clear();
+        crate::metrics::freeze_ended(self.opened.elapsed());
         Ok(())
     }
 
@@ -161,6 +171,7 @@ impl SnapshotView {
             mtime,
             opened: Instant::now(),
             freezes: Mutex::new(freezes),
+            _running: crate::metrics::CreationRunning::start(),
         }
     }
 

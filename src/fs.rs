@@ -1,0 +1,552 @@
+//! The filesystem layer: collections, shards and snapshots as a mount (DESIGN §2).
+//!
+//! [`SnapFs`] is the core and knows nothing about FUSE: it resolves names
+//! ([`namespace`]), holds open files ([`handles`]) and produces bytes, returning plain
+//! results and [`FsError`]s. [`fuse`] is a thin adapter that translates kernel
+//! requests into these calls on worker threads, and [`mount`] owns the mount's life
+//! (checks, stale mounts, unmount on every exit).
+//!
+//! Live files get their exact size and mtime from a view of the state they would
+//! stream. Building a view freezes and flushes, so the size of each state is
+//! remembered against a cheap key (every covered shard's last-change clock): an
+//! unchanged collection is stat'ed without freezing anything, which is what makes
+//! rsync's quick check free.
+
+pub mod error;
+pub mod fuse;
+pub mod handles;
+pub mod mount;
+pub mod namespace;
+pub mod texts;
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use error::{FsError, FsResult};
+use handles::{DirEntry, Handle, Handles, LiveRead};
+use namespace::{Namespace, Node, ROOT_INO};
+
+use crate::metrics;
+use crate::snapshot::checksum::archive_sha256;
+use crate::snapshot::digest::hex;
+use crate::snapshot::stored::SNAPSHOT_EXT;
+use crate::snapshot::{Scope, SnapshotView};
+use crate::storage::Storage;
+
+/// Reported as `st_blksize`: tools size their reads by it (cp reads 1 MiB at a
+/// time), and one FUSE request carries at most 1 MiB.
+pub const BLOCK_SIZE: u32 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    File,
+}
+
+/// A node's attributes, as `stat` shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub size: u64,
+    /// 512-byte blocks.
+    pub blocks: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub nlink: u32,
+    /// The attributes change without notice (live files, generated files): the
+    /// kernel must ask every time.
+    pub volatile: bool,
+}
+
+/// What `open` decided.
+pub struct Opened {
+    pub fh: u64,
+    /// Bypass the page cache: live and generated files change between opens, and
+    /// two handles of one inode may hold different states.
+    pub direct_io: bool,
+    /// A plain file whose reads the kernel may serve itself (FUSE passthrough).
+    pub backing: Option<std::fs::File>,
+}
+
+/// Which access a check asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessMask {
+    pub write: bool,
+}
+
+/// Filesystem statistics, from the file system that holds the snapshots.
+pub struct FsStats {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// Size and mtime of a live file's state, valid while `key` is unchanged.
+#[derive(Clone)]
+struct LiveState {
+    key: StateKey,
+    size: u64,
+    mtime: SystemTime,
+}
+
+/// Identifies a state cheaply: for every covered shard, its collection object and
+/// its last-change clock (which moves with every change to the shard's files).
+type StateKey = Vec<(usize, u32, SystemTime)>;
+
+pub struct SnapFs {
+    ns: Namespace,
+    inodes: Mutex<HashMap<u64, Node>>,
+    handles: Handles,
+    live_states: Mutex<HashMap<Scope, LiveState>>,
+    snapshots_path: PathBuf,
+    started: SystemTime,
+}
+
+impl SnapFs {
+    pub fn new(storage: Arc<Storage>, snapshots_path: PathBuf) -> Self {
+        let mut inodes = HashMap::new();
+        inodes.insert(ROOT_INO, Node::Root);
+        SnapFs {
+            ns: Namespace::new(storage, snapshots_path.clone()),
+            inodes: Mutex::new(inodes),
+            handles: Handles::default(),
+            live_states: Mutex::new(HashMap::new()),
+            snapshots_path,
+            started: SystemTime::now(),
+        }
+    }
+
+    fn node(&self, ino: u64) -> FsResult<Node> {
+        self.inodes
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    fn remember_node(&self, node: &Node) -> u64 {
+        let ino = node.ino();
+        self.inodes.lock().unwrap().insert(ino, node.clone());
+        ino
+    }
+
+    // ---- names ----
+
+    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let parent = self.node(parent)?;
+        let node = self.ns.child(&parent, name)?;
+        self.remember_node(&node);
+        self.attr(&node)
+    }
+
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
+        if let Some(fh) = fh
+            && let Ok(handle) = self.handles.get(fh)
+        {
+            match &*handle {
+                Handle::Live(live) => {
+                    return Ok(file_attr(ino, live.view.size(), live.view.mtime(), true));
+                }
+                Handle::Bytes { data, mtime } => {
+                    return Ok(file_attr(ino, data.len() as u64, *mtime, true));
+                }
+                _ => {}
+            }
+        }
+        self.attr(&self.node(ino)?)
+    }
+
+    fn attr(&self, node: &Node) -> FsResult<Attr> {
+        let ino = node.ino();
+        if node.is_dir() {
+            self.ns.children(node).map(|_| ())?;
+            // Stored-snapshot directories allow rm; the rest is read-only.
+            let perm = if matches!(node, Node::Snapshots(_)) {
+                0o755
+            } else {
+                0o555
+            };
+            return Ok(Attr {
+                ino,
+                kind: FileKind::Directory,
+                size: 0,
+                blocks: 0,
+                mtime: self.started,
+                perm,
+                nlink: 2,
+                volatile: false,
+            });
+        }
+        match node {
+            Node::Readme => Ok(Attr {
+                volatile: false,
+                ..file_attr(ino, texts::README_TEXT.len() as u64, self.started, false)
+            }),
+            Node::Metrics => Ok(file_attr(
+                ino,
+                metrics::render().len() as u64,
+                SystemTime::now(),
+                true,
+            )),
+            Node::Info(c) => {
+                let collection = self.ns.storage().collection(c)?;
+                let text = texts::info_json(&collection)?;
+                Ok(file_attr(
+                    ino,
+                    text.len() as u64,
+                    collection.last_change(),
+                    true,
+                ))
+            }
+            Node::Live(scope) => {
+                let state = self.live_state(scope)?;
+                Ok(file_attr(ino, state.size, state.mtime, true))
+            }
+            Node::LiveChecksum(c) => {
+                let state = self.live_state(&Scope::Collection(c.clone()))?;
+                Ok(file_attr(
+                    ino,
+                    checksum_line(c, "").len() as u64 + 64,
+                    state.mtime,
+                    true,
+                ))
+            }
+            Node::Stored(scope, name) => {
+                let meta = std::fs::metadata(self.ns.stored_file(scope, name))?;
+                Ok(Attr {
+                    blocks: meta.blocks(),
+                    ..file_attr(ino, meta.len(), meta.modified()?, false)
+                })
+            }
+            _ => Err(FsError::Io(format!("no attributes for {node:?}"))),
+        }
+    }
+
+    /// The size and mtime of the state `scope` would stream now: remembered while
+    /// nothing changed, otherwise from a fresh view (a short freeze and flush).
+    fn live_state(&self, scope: &Scope) -> FsResult<LiveState> {
+        let key = self.state_key(scope)?;
+        if let Some(state) = self.live_states.lock().unwrap().get(scope)
+            && state.key == key
+        {
+            return Ok(state.clone());
+        }
+        let view = SnapshotView::open(self.ns.storage(), scope.clone())?;
+        self.remember_state(scope, &view)
+    }
+
+    /// Record the state of a view just opened (its shards are frozen, so the key
+    /// read now is the view's own).
+    fn remember_state(&self, scope: &Scope, view: &SnapshotView) -> FsResult<LiveState> {
+        let state = LiveState {
+            key: self.state_key(scope)?,
+            size: view.size(),
+            mtime: view.mtime(),
+        };
+        if view.is_frozen() {
+            self.live_states
+                .lock()
+                .unwrap()
+                .insert(scope.clone(), state.clone());
+        }
+        Ok(state)
+    }
+
+    fn state_key(&self, scope: &Scope) -> FsResult<StateKey> {
+        let storage = self.ns.storage();
+        let mut key = Vec::new();
+        let mut add = |name: &str, only: Option<u32>| -> FsResult<()> {
+            let collection = storage.collection(name)?;
+            let ptr = Arc::as_ptr(&collection) as usize;
+            for shard in collection.shards() {
+                if only.is_none_or(|id| id == shard.id()) {
+                    key.push((ptr, shard.id(), shard.last_change()));
+                }
+            }
+            if let Some(id) = only {
+                collection.shard(id)?;
+            }
+            Ok(())
+        };
+        match scope {
+            Scope::Collection(c) => add(c, None)?,
+            Scope::Shard(c, id) => add(c, Some(*id))?,
+            Scope::Full => {
+                for name in storage.collection_names() {
+                    // A collection deleted meanwhile simply drops out.
+                    let _ = add(&name, None);
+                }
+            }
+        }
+        Ok(key)
+    }
+
+    // ---- directories ----
+
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let node = self.node(ino)?;
+        if !node.is_dir() {
+            return Err(FsError::NotADirectory);
+        }
+        let parent_ino = ROOT_INO; // `..` is resolved by the kernel; any valid inode will do
+        let mut entries = vec![
+            DirEntry {
+                ino,
+                is_dir: true,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: parent_ino,
+                is_dir: true,
+                name: "..".into(),
+            },
+        ];
+        for (name, child) in self.ns.children(&node)? {
+            entries.push(DirEntry {
+                ino: self.remember_node(&child),
+                is_dir: child.is_dir(),
+                name,
+            });
+        }
+        Ok(self.handles.insert(Handle::Dir(entries)))
+    }
+
+    /// Entries from `offset` on (offset i = the i-th entry).
+    pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<Vec<DirEntry>> {
+        match &*self.handles.get(fh)? {
+            Handle::Dir(entries) => Ok(entries.iter().skip(offset as usize).cloned().collect()),
+            _ => Err(FsError::NotADirectory),
+        }
+    }
+
+    // ---- files ----
+
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<Opened> {
+        let node = self.node(ino)?;
+        if node.is_dir() {
+            return Err(FsError::IsADirectory);
+        }
+        if write {
+            return Err(FsError::ReadOnly(
+                "snapshots are written only into recover/ directories",
+            ));
+        }
+        let bytes = |data: Vec<u8>, mtime: SystemTime| Opened {
+            fh: self.handles.insert(Handle::Bytes {
+                data: data.into(),
+                mtime,
+            }),
+            direct_io: true,
+            backing: None,
+        };
+        match node {
+            Node::Live(scope) => {
+                let view = SnapshotView::open(self.ns.storage(), scope.clone())?;
+                self.remember_state(&scope, &view)?;
+                let fh = self
+                    .handles
+                    .insert(Handle::Live(LiveRead::new(view, scope)));
+                Ok(Opened {
+                    fh,
+                    direct_io: true,
+                    backing: None,
+                })
+            }
+            Node::LiveChecksum(c) => {
+                let scope = Scope::Collection(c.clone());
+                let view = SnapshotView::open(self.ns.storage(), scope.clone())?;
+                let state = self.remember_state(&scope, &view)?;
+                let digest = archive_sha256(view.layout())?;
+                Ok(bytes(
+                    checksum_line(&c, &hex(&digest)).into_bytes(),
+                    state.mtime,
+                ))
+            }
+            Node::Readme => Ok(bytes(texts::README_TEXT.as_bytes().to_vec(), self.started)),
+            Node::Metrics => Ok(bytes(metrics::render().into_bytes(), SystemTime::now())),
+            Node::Info(c) => {
+                let collection = self.ns.storage().collection(&c)?;
+                Ok(bytes(
+                    texts::info_json(&collection)?,
+                    collection.last_change(),
+                ))
+            }
+            Node::Stored(scope, name) => {
+                let file = std::fs::File::open(self.ns.stored_file(&scope, &name))?;
+                let backing = file.try_clone().ok();
+                Ok(Opened {
+                    fh: self.handles.insert(Handle::Stored(file)),
+                    direct_io: false,
+                    backing,
+                })
+            }
+            _ => Err(FsError::IsADirectory),
+        }
+    }
+
+    /// Read up to `buf.len()` bytes at `offset`; returns how many (0 at the end).
+    /// `sent` is called with the bytes before a live reader's hashing, so the data
+    /// reaches the kernel first.
+    pub fn read(
+        &self,
+        fh: u64,
+        offset: u64,
+        buf: &mut [u8],
+        sent: impl FnOnce(&[u8]),
+    ) -> FsResult<()> {
+        let handle = self.handles.get(fh)?;
+        match &*handle {
+            Handle::Live(live) => {
+                let layout = live.view.layout();
+                live.hasher.begin(offset);
+                let n = match layout.read_at(offset, buf) {
+                    Ok(n) => n,
+                    Err(err) => {
+                        live.hasher.finish(layout, offset, &[]);
+                        return Err(FsError::Io(err.to_string()));
+                    }
+                };
+                sent(&buf[..n]);
+                metrics::bytes_streamed(metrics::Via::Fuse, n as u64);
+                live.hasher.finish(layout, offset, &buf[..n]);
+                if n > 0
+                    && offset + n as u64 == layout.size()
+                    && !live.finished.swap(true, Ordering::Relaxed)
+                {
+                    metrics::snapshot_created(scope_id(&live.scope));
+                }
+                Ok(())
+            }
+            Handle::Stored(file) => {
+                let mut done = 0;
+                while done < buf.len() {
+                    match file.read_at(&mut buf[done..], offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                sent(&buf[..done]);
+                Ok(())
+            }
+            Handle::Bytes { data, .. } => {
+                let start = (offset as usize).min(data.len());
+                let end = (start + buf.len()).min(data.len());
+                sent(&data[start..end]);
+                Ok(())
+            }
+            Handle::Dir(_) => Err(FsError::IsADirectory),
+        }
+    }
+
+    /// Close `fh` (files and directories alike). A live view ends with its last reader.
+    pub fn release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    // ---- changes ----
+
+    /// `rm`: only stored snapshots (together with their `.checksum`).
+    pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        let parent = self.node(parent)?;
+        let node = self.ns.child(&parent, name)?;
+        let Node::Stored(scope, name) = node else {
+            return Err(FsError::ReadOnly(
+                "only stored snapshots can be deleted (collections: use the HTTP API)",
+            ));
+        };
+        if let Some(snapshot) = name.strip_suffix(crate::snapshot::stored::CHECKSUM_EXT)
+            && self.ns.stored_file(&scope, snapshot).exists()
+        {
+            return Err(FsError::NotPermitted(
+                "a checksum goes with its snapshot: delete the snapshot instead",
+            ));
+        }
+        if name.ends_with(SNAPSHOT_EXT) {
+            crate::snapshot::stored::delete(&self.snapshots_path, &scope, &name)?;
+        } else {
+            std::fs::remove_file(self.ns.stored_file(&scope, &name))?;
+        }
+        tracing::info!(snapshot = %name, scope = ?scope, "stored snapshot deleted through the mount");
+        Ok(())
+    }
+
+    /// What a change anywhere in the mount gets: only `rm` of stored snapshots is
+    /// allowed; everything else is read-only.
+    pub fn refuse_change(&self, parent_or_node: u64) -> FsError {
+        match self.node(parent_or_node) {
+            Err(err) => err,
+            Ok(Node::Recover(_)) => {
+                FsError::ReadOnly("restoring through recover/ is not available yet")
+            }
+            Ok(_) => FsError::ReadOnly("this part of the mount is read-only"),
+        }
+    }
+
+    pub fn access(&self, ino: u64, mask: AccessMask) -> FsResult<()> {
+        let node = self.node(ino)?;
+        if mask.write && !matches!(node, Node::Snapshots(_)) {
+            return Err(self.refuse_change(ino));
+        }
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> FsResult<FsStats> {
+        let path = std::ffi::CString::new(self.snapshots_path.as_os_str().as_encoded_bytes())
+            .map_err(|_| FsError::Invalid("snapshots path"))?;
+        // SAFETY: statvfs writes into a zeroed struct we own; the path is a valid C string.
+        let stats = unsafe {
+            let mut stats: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(path.as_ptr(), &mut stats) != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            stats
+        };
+        Ok(FsStats {
+            blocks: stats.f_blocks,
+            bfree: stats.f_bfree,
+            bavail: stats.f_bavail,
+            files: stats.f_files,
+            ffree: stats.f_ffree,
+            bsize: stats.f_bsize as u32,
+            namelen: 255,
+        })
+    }
+}
+
+fn file_attr(ino: u64, size: u64, mtime: SystemTime, volatile: bool) -> Attr {
+    Attr {
+        ino,
+        kind: FileKind::File,
+        size,
+        blocks: size.div_ceil(512),
+        mtime: mtime.max(UNIX_EPOCH),
+        perm: 0o444,
+        nlink: 1,
+        volatile,
+    }
+}
+
+/// `sha256sum` format: `<hex>  <c>.snapshot\n`.
+fn checksum_line(collection: &str, hex: &str) -> String {
+    format!("{hex}  {collection}{SNAPSHOT_EXT}\n")
+}
+
+/// The collection a snapshot belongs to, for metric labels ("" for full storage).
+fn scope_id(scope: &Scope) -> &str {
+    match scope {
+        Scope::Collection(c) | Scope::Shard(c, _) => c,
+        Scope::Full => "",
+    }
+}

@@ -1,0 +1,340 @@
+//! The mount's namespace: which nodes exist (DESIGN §2), their names, their paths
+//! and inode numbers. Nothing here reads snapshot bytes; listings follow the storage
+//! and the snapshots directory as they are at the moment of asking.
+
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{FsError, FsResult};
+use crate::snapshot::Scope;
+use crate::snapshot::stored::{CHECKSUM_EXT, SNAPSHOT_EXT, scope_dir};
+use crate::storage::Storage;
+
+pub const ROOT_INO: u64 = 1;
+pub const README: &str = "README.txt";
+pub const METRICS: &str = "metrics";
+pub const STORAGE_SNAPSHOT: &str = "storage.snapshot";
+pub const LIVE: &str = "live";
+pub const RECOVER: &str = "recover";
+pub const SNAPSHOTS: &str = "snapshots";
+pub const COLLECTIONS: &str = "collections";
+pub const INFO: &str = "info.json";
+pub const SHARDS: &str = "shards";
+/// `live/<c>.snapshot.sha256`: the live snapshot's checksum in `sha256sum` format.
+pub const SHA256_EXT: &str = ".sha256";
+
+/// Every kind of node in the mount.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Node {
+    Root,
+    Readme,
+    Metrics,
+    LiveDir,
+    /// A live snapshot file: `storage.snapshot` (Full), `live/<c>.snapshot`
+    /// (Collection), `collections/<c>/shards/<id>/<c>-shard-<id>.snapshot` (Shard).
+    Live(Scope),
+    /// `live/<c>.snapshot.sha256`.
+    LiveChecksum(String),
+    /// A `recover/` directory: the top-level one (Full: takes `<c>.snapshot`), a
+    /// collection's, or a shard's.
+    Recover(Scope),
+    /// A stored-snapshots directory and the files in it (`.snapshot`, `.checksum`).
+    Snapshots(Scope),
+    Stored(Scope, String),
+    Collections,
+    Collection(String),
+    Info(String),
+    Shards(String),
+    Shard(String, u32),
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        matches!(
+            self,
+            Node::Root
+                | Node::LiveDir
+                | Node::Recover(_)
+                | Node::Snapshots(_)
+                | Node::Collections
+                | Node::Collection(_)
+                | Node::Shards(_)
+                | Node::Shard(..)
+        )
+    }
+
+    /// The path inside the mount, without a leading slash ("" for the root).
+    pub fn path(&self) -> String {
+        let collection = |c: &str| format!("{COLLECTIONS}/{c}");
+        let shard = |c: &str, id: u32| format!("{COLLECTIONS}/{c}/{SHARDS}/{id}");
+        let scope_path = |scope: &Scope| match scope {
+            Scope::Full => String::new(),
+            Scope::Collection(c) => collection(c),
+            Scope::Shard(c, id) => shard(c, *id),
+        };
+        let join = |dir: String, name: &str| {
+            if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            }
+        };
+        match self {
+            Node::Root => String::new(),
+            Node::Readme => README.into(),
+            Node::Metrics => METRICS.into(),
+            Node::LiveDir => LIVE.into(),
+            Node::Live(Scope::Full) => STORAGE_SNAPSHOT.into(),
+            Node::Live(Scope::Collection(c)) => format!("{LIVE}/{c}{SNAPSHOT_EXT}"),
+            Node::Live(Scope::Shard(c, id)) => join(shard(c, *id), &live_shard_name(c, *id)),
+            Node::LiveChecksum(c) => format!("{LIVE}/{c}{SNAPSHOT_EXT}{SHA256_EXT}"),
+            Node::Recover(scope) => join(scope_path(scope), RECOVER),
+            Node::Snapshots(scope) => join(scope_path(scope), SNAPSHOTS),
+            Node::Stored(scope, name) => join(join(scope_path(scope), SNAPSHOTS), name),
+            Node::Collections => COLLECTIONS.into(),
+            Node::Collection(c) => collection(c),
+            Node::Info(c) => join(collection(c), INFO),
+            Node::Shards(c) => join(collection(c), SHARDS),
+            Node::Shard(c, id) => shard(c, *id),
+        }
+    }
+
+    /// A stable inode number from the node's path (the same across restarts), never
+    /// 0 (invalid) or 1 (the root).
+    pub fn ino(&self) -> u64 {
+        if *self == Node::Root {
+            return ROOT_INO;
+        }
+        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(0x736e_6170, 0x6673);
+        hasher.write(self.path().as_bytes());
+        hasher.finish().max(ROOT_INO + 1)
+    }
+}
+
+pub fn live_shard_name(collection: &str, id: u32) -> String {
+    format!("{collection}-shard-{id}{SNAPSHOT_EXT}")
+}
+
+/// Resolves names to nodes and lists directories against the current storage.
+pub struct Namespace {
+    storage: Arc<Storage>,
+    snapshots_path: PathBuf,
+}
+
+impl Namespace {
+    pub fn new(storage: Arc<Storage>, snapshots_path: PathBuf) -> Self {
+        Namespace {
+            storage,
+            snapshots_path,
+        }
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// The file behind a stored-snapshot node.
+    pub fn stored_file(&self, scope: &Scope, name: &str) -> PathBuf {
+        scope_dir(&self.snapshots_path, scope).join(name)
+    }
+
+    /// The entries of directory `node`, sorted by name.
+    pub fn children(&self, node: &Node) -> FsResult<Vec<(String, Node)>> {
+        let mut out: Vec<(String, Node)> = match node {
+            Node::Root => vec![
+                (README.into(), Node::Readme),
+                (METRICS.into(), Node::Metrics),
+                (STORAGE_SNAPSHOT.into(), Node::Live(Scope::Full)),
+                (LIVE.into(), Node::LiveDir),
+                (RECOVER.into(), Node::Recover(Scope::Full)),
+                (SNAPSHOTS.into(), Node::Snapshots(Scope::Full)),
+                (COLLECTIONS.into(), Node::Collections),
+            ],
+            Node::LiveDir => self
+                .storage
+                .collection_names()
+                .into_iter()
+                .flat_map(|c| {
+                    [
+                        (
+                            format!("{c}{SNAPSHOT_EXT}"),
+                            Node::Live(Scope::Collection(c.clone())),
+                        ),
+                        (
+                            format!("{c}{SNAPSHOT_EXT}{SHA256_EXT}"),
+                            Node::LiveChecksum(c),
+                        ),
+                    ]
+                })
+                .collect(),
+            // Nothing waits in a recover/ directory yet: writing into it is the
+            // restore path, which accepts no files in this version.
+            Node::Recover(scope) => {
+                self.check_scope(scope)?;
+                Vec::new()
+            }
+            Node::Snapshots(scope) => {
+                self.check_scope(scope)?;
+                stored_names(&scope_dir(&self.snapshots_path, scope))?
+                    .into_iter()
+                    .map(|name| (name.clone(), Node::Stored(scope.clone(), name)))
+                    .collect()
+            }
+            Node::Collections => self
+                .storage
+                .collection_names()
+                .into_iter()
+                .map(|c| (c.clone(), Node::Collection(c)))
+                .collect(),
+            Node::Collection(c) => {
+                self.check_scope(&Scope::Collection(c.clone()))?;
+                let scope = Scope::Collection(c.clone());
+                vec![
+                    (INFO.into(), Node::Info(c.clone())),
+                    (SNAPSHOTS.into(), Node::Snapshots(scope.clone())),
+                    (RECOVER.into(), Node::Recover(scope)),
+                    (SHARDS.into(), Node::Shards(c.clone())),
+                ]
+            }
+            Node::Shards(c) => self
+                .storage
+                .collection(c)?
+                .shards()
+                .iter()
+                .map(|s| (s.id().to_string(), Node::Shard(c.clone(), s.id())))
+                .collect(),
+            Node::Shard(c, id) => {
+                let scope = Scope::Shard(c.clone(), *id);
+                self.check_scope(&scope)?;
+                vec![
+                    (live_shard_name(c, *id), Node::Live(scope.clone())),
+                    (SNAPSHOTS.into(), Node::Snapshots(scope.clone())),
+                    (RECOVER.into(), Node::Recover(scope)),
+                ]
+            }
+            _ => return Err(FsError::NotADirectory),
+        };
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The entry `name` of directory `parent`.
+    pub fn child(&self, parent: &Node, name: &str) -> FsResult<Node> {
+        if name.contains('/') || name.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        // Stored snapshots are looked up directly: a directory may hold many.
+        if let Node::Snapshots(scope) = parent {
+            self.check_scope(scope)?;
+            if !is_stored_name(name) {
+                return Err(FsError::NotFound);
+            }
+            let path = self.stored_file(scope, name);
+            return match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => Ok(Node::Stored(scope.clone(), name.to_string())),
+                Ok(_) => Err(FsError::NotFound),
+                Err(e) => Err(e.into()),
+            };
+        }
+        self.children(parent)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, node)| node)
+            .ok_or(FsError::NotFound)
+    }
+
+    /// The collection (and shard) a scope names still exist.
+    pub fn check_scope(&self, scope: &Scope) -> FsResult<()> {
+        match scope {
+            Scope::Full => Ok(()),
+            Scope::Collection(c) => self.storage.collection(c).map(|_| ()).map_err(Into::into),
+            Scope::Shard(c, id) => self
+                .storage
+                .collection(c)?
+                .shard(*id)
+                .map(|_| ())
+                .map_err(Into::into),
+        }
+    }
+}
+
+/// Stored snapshots and their sidecars; hidden files (snapshots being written) are not.
+fn is_stored_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && (name.ends_with(SNAPSHOT_EXT)
+            || name.ends_with(&format!("{SNAPSHOT_EXT}{CHECKSUM_EXT}")))
+}
+
+fn stored_names(dir: &Path) -> FsResult<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_stored_name(&name) && entry.file_type()?.is_file() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_layout() {
+        let c = || "docs".to_string();
+        let table = [
+            (Node::Root, ""),
+            (Node::Live(Scope::Full), "storage.snapshot"),
+            (Node::Live(Scope::Collection(c())), "live/docs.snapshot"),
+            (Node::LiveChecksum(c()), "live/docs.snapshot.sha256"),
+            (
+                Node::Live(Scope::Shard(c(), 2)),
+                "collections/docs/shards/2/docs-shard-2.snapshot",
+            ),
+            (Node::Recover(Scope::Full), "recover"),
+            (
+                Node::Recover(Scope::Collection(c())),
+                "collections/docs/recover",
+            ),
+            (
+                Node::Snapshots(Scope::Shard(c(), 0)),
+                "collections/docs/shards/0/snapshots",
+            ),
+            (
+                Node::Stored(Scope::Full, "full-snapshot-x.snapshot".into()),
+                "snapshots/full-snapshot-x.snapshot",
+            ),
+            (Node::Info(c()), "collections/docs/info.json"),
+        ];
+        for (node, path) in table {
+            assert_eq!(node.path(), path, "{node:?}");
+        }
+    }
+
+    #[test]
+    fn inodes_are_stable_and_distinct() {
+        let a = Node::Live(Scope::Collection("a".into()));
+        let b = Node::Live(Scope::Collection("b".into()));
+        assert_eq!(a.ino(), Node::Live(Scope::Collection("a".into())).ino());
+        assert_ne!(a.ino(), b.ino());
+        assert!(a.ino() > ROOT_INO);
+        assert_eq!(Node::Root.ino(), ROOT_INO);
+    }
+
+    #[test]
+    fn stored_names_exclude_hidden_and_other_files() {
+        assert!(is_stored_name("docs-2026.snapshot"));
+        assert!(is_stored_name("docs-2026.snapshot.checksum"));
+        assert!(!is_stored_name(".docs-2026.snapshot"));
+        assert!(!is_stored_name("shards"));
+        assert!(!is_stored_name("notes.txt"));
+    }
+}

@@ -1,0 +1,90 @@
+//! The small generated files of the mount: `README.txt` and `collections/<c>/info.json`.
+
+use std::time::UNIX_EPOCH;
+
+use serde_json::json;
+
+use super::error::FsResult;
+use crate::snapshot::names::creation_time;
+use crate::storage::Collection;
+
+pub const README_TEXT: &str = "\
+snapfs: vector collections and their snapshots as files
+=======================================================
+
+Back up
+  cp live/<c>.snapshot /backup/            a fresh, consistent snapshot of collection <c>
+  rsync -a live/ /backup/                  unchanged collections are skipped (size + mtime)
+  cd live && sha256sum -c <c>.snapshot.sha256
+  cp storage.snapshot /backup/             every collection in one archive
+  collections/<c>/shards/<id>/<c>-shard-<id>.snapshot   one shard
+
+  Reading a live file freezes what it covers (updates are still accepted and applied
+  afterwards) and streams a tar archive built from the collection's own files. Its
+  size and mtime are exact before anything is read; the same state always gives the
+  same bytes.
+
+Stored snapshots
+  snapshots/, collections/<c>/snapshots/, collections/<c>/shards/<id>/snapshots/
+  hold snapshots made with `snapfs snapshot create` (or Qdrant's HTTP API), each with
+  a .checksum file. Copy them out; rm deletes one with its checksum.
+
+Restore
+  recover/<c>.snapshot, collections/<c>/recover/, collections/<c>/shards/<id>/recover/
+  are where snapshots are written to restore them. They are read-only in this
+  version: restore is not available yet.
+
+Also
+  metrics                         Prometheus text, as GET /metrics
+  collections/<c>/info.json       configuration, point count, shards, last change
+
+Everything else is read-only: writes fail with EROFS, links and chmod with EPERM.
+The HTTP API on the control socket does what a file cannot say (see the README).
+";
+
+/// `info.json`: what a user checks before and after a backup or restore.
+pub fn info_json(collection: &Collection) -> FsResult<Vec<u8>> {
+    let stats = collection.stats()?;
+    let config: serde_json::Value = serde_json::to_value(collection.config())
+        .map_err(|e| super::error::FsError::Io(e.to_string()))?;
+    let shards: Vec<_> = collection
+        .shards()
+        .iter()
+        .map(|shard| {
+            let points = shard.engine().info().map(|i| i.points_count).ok();
+            json!({
+                "id": shard.id(),
+                "points_count": points,
+                "frozen": shard.is_frozen(),
+                "pending_updates": shard.pending_updates(),
+                "last_change": creation_time(shard.last_change()),
+            })
+        })
+        .collect();
+    let status = if stats.optimizing_shards > 0 || stats.pending_updates > 0 {
+        "yellow"
+    } else {
+        "green"
+    };
+    let state_version = stats
+        .last_change
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let info = json!({
+        "name": collection.name(),
+        "status": status,
+        "points_count": stats.points_count,
+        "segments_count": stats.segments_count,
+        "shards": shards,
+        // Moves whenever the collection's files (and so its snapshot bytes) change.
+        "state_version": state_version,
+        "last_update": creation_time(stats.last_change),
+        "restore": null,
+        "config": config,
+    });
+    let mut text =
+        serde_json::to_vec_pretty(&info).map_err(|e| super::error::FsError::Io(e.to_string()))?;
+    text.push(b'\n');
+    Ok(text)
+}
