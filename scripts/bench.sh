@@ -14,6 +14,11 @@
 #     and its peak RSS (VmHWM) over the whole run.
 #  6. upsert acknowledgement latency (p50/p99 of single-point upserts) while idle and
 #     while a snapshot of the big collection streams (a slow reader holding the freeze).
+#  7. the mount: `cp mnt/live/big.snapshot /dev/null` (first read of a new state,
+#     which also hashes it, and repeat reads) vs `tar -cf - <shard dir> | cat` vs
+#     `cat` of a plain file of the same size; `cp` of a stored snapshot through the
+#     mount vs `cat` of the same file on disk; first byte through the mount; RssAnon
+#     while copying.
 #
 # Usage: scripts/bench.sh    (env: POINTS=100000 DIM=128 BATCH=1000 BIG_MB=1024)
 # Figures go to docs/BENCHMARKS.md; nothing here is a pass/fail test.
@@ -33,12 +38,13 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench.XXXXXX")
 pid=
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  umount -l "$work/mnt" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 export SNAPFS_SOCKET=$work/data/snapfs.sock
-SNAPFS_LOG=warn SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS=600 "$BIN" serve --data-dir "$work/data" 2>"$work/daemon.log" &
+SNAPFS_LOG=warn SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS=600 "$BIN" serve --data-dir "$work/data" --mount "$work/mnt" 2>"$work/daemon.log" &
 pid=$!
 for _ in $(seq 1 600); do [ -S "$SNAPFS_SOCKET" ] && break; sleep 0.1; done
 now() { date +%s.%N; }
@@ -115,3 +121,39 @@ sleep 0.5
 busy=$(python3 scripts/bench_latency.py "$SNAPFS_SOCKET" bench "$DIM" 300 2000000)
 kill $slow 2>/dev/null || true; wait $slow 2>/dev/null || true
 echo "idle: p50/p99 = ${idle// / / } ms; while a snapshot streams: p50/p99 = ${busy// / / } ms"
+
+echo "== 7. the mount"
+mnt=$work/mnt
+big_dir=$work/data/storage/collections/big
+"$BIN" points generate big --count 1 --dim $BIG_DIM --batch 1 >/dev/null   # a new state
+sleep 2
+m0=$(now); cp "$mnt/live/big.snapshot" /dev/null; m1=$(now); first=$(secs "$m0" "$m1")
+msize=$(stat -c %s "$mnt/live/big.snapshot")
+head -c "$msize" /dev/urandom >"$work/plain.bin"; cat "$work/plain.bin" >/dev/null
+runs_m=(); runs_t=(); runs_c=()
+anon_before=$(rss_anon)
+( while kill -0 "$pid" 2>/dev/null; do rss_anon; sleep 0.05; done ) >"$work/anon-mount.log" &
+sampler=$!
+for _ in 1 2 3; do
+  m0=$(now); cp "$mnt/live/big.snapshot" /dev/null; m1=$(now); runs_m+=("$(secs "$m0" "$m1")")
+  t0=$(now); tar -cf - -C "$big_dir" 0 | cat >/dev/null; t1=$(now); runs_t+=("$(secs "$t0" "$t1")")
+  c0=$(now); cat "$work/plain.bin" >/dev/null; c1=$(now); runs_c+=("$(secs "$c0" "$c1")")
+done
+kill $sampler; wait $sampler 2>/dev/null || true
+peak_anon=$(sort -n "$work/anon-mount.log" | tail -1)
+mcp=$(best "${runs_m[@]}"); mtar=$(best "${runs_t[@]}"); mcat=$(best "${runs_c[@]}")
+python3 -c "print(f'cp mnt/live/big.snapshot /dev/null: {$msize/1e6:.0f} MB in {$mcp} s ({$msize/1e6/$mcp:.0f} MB/s), first read of a new state (hashing too) {$first} s; tar -cf <shard> | cat: {$mtar} s; cat of a plain {$msize/1e6:.0f} MB file: {$mcat} s; ratio cp/tar = {$mcp/$mtar:.2f}, cp/cat = {$mcp/$mcat:.2f}')"
+python3 -c "print(f'daemon RssAnon while copying through the mount: {$anon_before/1024:.0f} MiB before, peak {$peak_anon/1024:.0f} MiB')"
+sname=$(ls "$mnt/collections/big/snapshots" | grep -v checksum | head -1)
+cat "$stored" >/dev/null
+runs_s=(); runs_d=()
+for _ in 1 2 3; do
+  s0=$(now); cp "$mnt/collections/big/snapshots/$sname" /dev/null; s1=$(now); runs_s+=("$(secs "$s0" "$s1")")
+  d0=$(now); cat "$stored" >/dev/null; d1=$(now); runs_d+=("$(secs "$d0" "$d1")")
+done
+python3 -c "print(f'cp of a stored snapshot through the mount: {$(best "${runs_s[@]}")} s; cat of the same file on disk: {$(best "${runs_d[@]}")} s')"
+ttfb=$(python3 -c "
+import time; t=time.perf_counter(); f=open('$mnt/live/small.snapshot','rb'); f.read(1); print(f'{time.perf_counter()-t:.4f}')")
+ttfb_big=$(python3 -c "
+import time; t=time.perf_counter(); f=open('$mnt/live/big.snapshot','rb'); f.read(1); print(f'{time.perf_counter()-t:.4f}')")
+echo "first byte through the mount (open + read 1 byte): small ${ttfb} s, big ${ttfb_big} s"

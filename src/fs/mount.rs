@@ -85,6 +85,17 @@ pub fn prepare_mount_point(mount_point: &Path, own_dirs: &[&Path]) -> anyhow::Re
             .with_context(|| format!("cannot create the mount point {}", canonical.display()))?;
         tracing::info!(path = %canonical.display(), "created the mount point");
     } else if is_mount_point(&canonical) {
+        // Attributes may still come from the kernel's cache; a listing asks the
+        // daemon behind the mount, and a dead one answers ENOTCONN.
+        if let Err(err) = std::fs::read_dir(&canonical)
+            && err.raw_os_error() == Some(libc::ENOTCONN)
+        {
+            tracing::warn!(path = %canonical.display(), "clearing a stale mount left by a daemon that did not stop cleanly");
+            detach(&canonical).with_context(|| {
+                format!("cannot clear the stale mount at {}", canonical.display())
+            })?;
+            return Ok(canonical);
+        }
         bail!(
             "{} is already a mount point (another snapfs?); unmount it first (umount {})",
             canonical.display(),

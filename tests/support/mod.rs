@@ -19,6 +19,8 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     log: PathBuf,
+    /// The `--mount` directory, detached on drop if the daemon left it mounted.
+    mount: Option<PathBuf>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -61,11 +63,17 @@ impl Daemon {
             command.env(k, v);
         }
         let child = command.spawn().expect("spawn snapfs serve");
+        let mount = extra
+            .iter()
+            .position(|a| *a == "--mount")
+            .and_then(|i| extra.get(i + 1))
+            .map(PathBuf::from);
         Daemon {
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
             socket,
             log,
+            mount,
             _temp: None,
         }
     }
@@ -164,6 +172,9 @@ impl Drop for Daemon {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(mount) = &self.mount {
+            detach_if_mounted(mount);
         }
     }
 }
@@ -270,4 +281,72 @@ pub async fn wait_settled(client: &Client, name: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("collection {name} did not settle");
+}
+
+// ---- a daemon with a real FUSE mount ----
+
+/// A daemon serving a mount in its temp dir. On drop it is stopped with SIGTERM
+/// (which unmounts), and a mount still present is lazily detached, so a failing
+/// test never leaves a mount behind.
+pub struct MountedDaemon {
+    pub daemon: Daemon,
+    pub mnt: PathBuf,
+}
+
+impl MountedDaemon {
+    pub fn start(extra: &[&str]) -> MountedDaemon {
+        let temp = tempfile::tempdir().unwrap();
+        let mnt = temp.path().join("mnt");
+        let mut args = vec!["--mount", mnt.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut daemon = Daemon::start_in(&temp.path().join("data"), &args, &[]);
+        daemon._temp = Some(temp);
+        assert!(is_mounted(&mnt), "not mounted; log:\n{}", daemon.log());
+        MountedDaemon { daemon, mnt }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.mnt.join(relative)
+    }
+
+    pub fn client(&self) -> Client {
+        self.daemon.client()
+    }
+}
+
+impl Drop for MountedDaemon {
+    fn drop(&mut self) {
+        if self.daemon.child.is_some() {
+            self.daemon.stop();
+        }
+        detach_if_mounted(&self.mnt);
+    }
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let wanted = path.to_string_lossy();
+    table
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_ref()))
+}
+
+pub fn detach_if_mounted(path: &Path) {
+    if is_mounted(path) {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: umount2 with a valid NUL-terminated path.
+        unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Run a command; panic with its output unless it succeeds. Returns stdout.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = command.output().expect("command runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

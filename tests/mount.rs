@@ -1,0 +1,627 @@
+//! The mount (DESIGN §2), through real FUSE mounts in temp dirs and the real tools
+//! users point at it: ls, stat, cp, cat, dd, tar, sha256sum, rsync, rm.
+
+mod support;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::{Value, json};
+use snapfs::client::Client;
+use support::*;
+
+async fn collection(client: &Client, name: &str, shards: u32, points: u64) {
+    create_collection(
+        client,
+        name,
+        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": shards}),
+    )
+    .await;
+    let batch: Vec<Value> = (0..points).map(|id| point(id, 8)).collect();
+    upsert(client, name, batch, true).await;
+    wait_settled(client, name).await;
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Poll `check` for up to 5 s (listings follow changes within their 1 s TTL).
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
+    match result {
+        Ok(_) => panic!("the operation succeeded but must fail"),
+        Err(e) => e.raw_os_error().expect("an OS error"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn layout_follows_the_design_and_listings_follow_changes() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    collection(&client, "docs", 2, 50).await;
+
+    assert_eq!(
+        names(&m.mnt),
+        [
+            "README.txt",
+            "collections",
+            "live",
+            "metrics",
+            "recover",
+            "snapshots",
+            "storage.snapshot"
+        ]
+    );
+    eventually("docs in live/", || {
+        names(&m.path("live")) == ["docs.snapshot", "docs.snapshot.sha256"]
+    });
+    assert_eq!(names(&m.path("collections")), ["docs"]);
+    assert_eq!(
+        names(&m.path("collections/docs")),
+        ["info.json", "recover", "shards", "snapshots"]
+    );
+    assert_eq!(names(&m.path("collections/docs/shards")), ["0", "1"]);
+    assert_eq!(
+        names(&m.path("collections/docs/shards/1")),
+        ["docs-shard-1.snapshot", "recover", "snapshots"]
+    );
+    assert!(names(&m.path("recover")).is_empty());
+    assert!(names(&m.path("snapshots")).is_empty());
+
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(m.path("collections/docs/info.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["points_count"], 50, "{info}");
+    assert_eq!(info["shards"].as_array().unwrap().len(), 2, "{info}");
+    assert_eq!(info["config"]["params"]["shard_number"], 2, "{info}");
+    assert!(info["state_version"].as_u64().unwrap() > 0, "{info}");
+    let readme = std::fs::read_to_string(m.path("README.txt")).unwrap();
+    assert!(readme.contains("sha256sum -c"), "{readme}");
+    let metrics = std::fs::read_to_string(m.path("metrics")).unwrap();
+    assert!(metrics.contains("snapshot_creation_running "), "{metrics}");
+    let mut http_metrics = Vec::new();
+    client
+        .download(
+            "/metrics",
+            |c| {
+                http_metrics.extend_from_slice(c);
+                Ok(())
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&http_metrics)
+            .contains("snapfs_snapshot_bytes_streamed_total{via=\"fuse\"}")
+    );
+
+    // Unknown names are ENOENT, at every level.
+    for missing in [
+        "nope",
+        "live/nope.snapshot",
+        "collections/nope",
+        "collections/docs/shards/7",
+    ] {
+        assert_eq!(
+            errno_of(std::fs::metadata(m.path(missing))),
+            libc::ENOENT,
+            "{missing}"
+        );
+    }
+
+    // Collections come and go.
+    collection(&client, "other", 1, 5).await;
+    eventually("other appears", || {
+        names(&m.path("live")).contains(&"other.snapshot".to_string())
+            && names(&m.path("collections")) == ["docs", "other"]
+    });
+    let (status, body) = call(&client, Method::DELETE, "/collections/other", None).await;
+    assert_eq!(status, 200, "{body}");
+    eventually("other disappears", || {
+        names(&m.path("collections")) == ["docs"] && !m.path("live/other.snapshot").exists()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_files_work_with_cp_sha256sum_tar_and_dd() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    collection(&client, "docs", 2, 300).await;
+    let work = tempfile::tempdir().unwrap();
+    let live = m.path("live/docs.snapshot");
+
+    // Exact size before anything is read, and the mtime is the last change.
+    let before = std::fs::metadata(&live).unwrap();
+    let copy = work.path().join("a.snapshot");
+    run_ok(Command::new("cp").arg(&live).arg(&copy));
+    let bytes = std::fs::read(&copy).unwrap();
+    assert_eq!(
+        before.len(),
+        bytes.len() as u64,
+        "st_size equals the bytes read"
+    );
+    assert_eq!(before.blksize(), 1 << 20);
+
+    // Deterministic: the same state gives the same bytes, also through `cat`.
+    let again = run_ok_bytes(Command::new("cat").arg(&live));
+    assert!(again == bytes, "a second read differs");
+
+    // The shard file equals the HTTP live stream of the same shard.
+    let shard_file =
+        std::fs::read(m.path("collections/docs/shards/0/docs-shard-0.snapshot")).unwrap();
+    let mut http = Vec::new();
+    client
+        .download(
+            "/collections/docs/shards/0/snapshot",
+            |c| {
+                http.extend_from_slice(c);
+                Ok(())
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(shard_file == http, "mount and HTTP shard snapshots differ");
+
+    // sha256sum -c from inside live/, and against the copy.
+    let out = run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg("docs.snapshot.sha256")
+            .current_dir(m.path("live")),
+    );
+    assert!(out.contains("docs.snapshot: OK"), "{out}");
+    let line = std::fs::read_to_string(m.path("live/docs.snapshot.sha256")).unwrap();
+    let sum = run_ok(Command::new("sha256sum").arg(&copy));
+    assert_eq!(
+        line.split_whitespace().next(),
+        sum.split_whitespace().next()
+    );
+    assert_eq!(
+        std::fs::metadata(m.path("live/docs.snapshot.sha256"))
+            .unwrap()
+            .len(),
+        line.len() as u64
+    );
+
+    // tar lists it without complaint.
+    let output = Command::new("tar").arg("-tvf").arg(&live).output().unwrap();
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "{output:?}"
+    );
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(listing.contains("config.json") && listing.contains("snapfs-manifest.json"));
+
+    // Random access: dd skip= against the full copy, at several offsets.
+    for (bs, skip, count) in [(4096u64, 3u64, 5u64), (1000, 77, 3), (65536, 1, 2)] {
+        let out = run_ok_bytes(Command::new("dd").args([
+            format!("if={}", live.display()),
+            format!("bs={bs}"),
+            format!("skip={skip}"),
+            format!("count={count}"),
+            "status=none".into(),
+        ]));
+        let start = (bs * skip) as usize;
+        let end = (start + (bs * count) as usize).min(bytes.len());
+        assert!(out == bytes[start..end], "dd bs={bs} skip={skip} differs");
+    }
+    // Seeking inside one open file, backwards too.
+    let mut file = std::fs::File::open(&live).unwrap();
+    let mut buf = vec![0u8; 1500];
+    for offset in [bytes.len() as u64 - 1500, 10, 70_000, 0] {
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        file.read_exact(&mut buf).unwrap();
+        assert!(buf == bytes[offset as usize..offset as usize + 1500]);
+    }
+
+    // ls -l, stat, find, du behave.
+    run_ok(Command::new("ls").arg("-lR").arg(&m.mnt));
+    let found = run_ok(
+        Command::new("find")
+            .arg(&m.mnt)
+            .arg("-name")
+            .arg("*.snapshot"),
+    );
+    assert!(found.contains("docs-shard-1.snapshot"), "{found}");
+    run_ok(Command::new("du").arg("-s").arg(m.path("live")));
+    let stat = run_ok(Command::new("stat").arg("-c").arg("%s %Y").arg(&live));
+    assert_eq!(stat.trim(), format!("{} {}", before.len(), before.mtime()));
+
+    // A change moves the mtime and the bytes.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    upsert(&client, "docs", vec![point(1000, 8)], true).await;
+    wait_settled(&client, "docs").await;
+    let after = std::fs::metadata(&live).unwrap();
+    assert!(after.modified().unwrap() > before.modified().unwrap());
+    let changed = std::fs::read(&live).unwrap();
+    assert_eq!(after.len(), changed.len() as u64);
+    assert!(changed != bytes);
+}
+
+fn run_ok_bytes(command: &mut Command) -> Vec<u8> {
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{command:?}: {output:?}");
+    output.stdout
+}
+
+fn rsync(src: &Path, dst: &Path) -> String {
+    run_ok(
+        Command::new("rsync")
+            .arg("-a")
+            .arg("--stats")
+            .arg("--out-format=xfer %n")
+            .arg(format!("{}/", src.display()))
+            .arg(dst),
+    )
+}
+
+fn stat_line(output: &str, key: &str) -> String {
+    output
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no `{key}` in rsync output:\n{output}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rsync_skips_unchanged_collections() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    collection(&client, "alpha", 1, 100).await;
+    collection(&client, "beta", 2, 100).await;
+    let backup = tempfile::tempdir().unwrap();
+    let dst = backup.path().join("live");
+
+    let first = rsync(&m.path("live"), &dst);
+    assert!(
+        first.contains("xfer alpha.snapshot") && first.contains("xfer beta.snapshot"),
+        "{first}"
+    );
+    let second = rsync(&m.path("live"), &dst);
+    assert_eq!(
+        stat_line(&second, "Literal data:"),
+        "Literal data: 0 bytes",
+        "{second}"
+    );
+    let files_sent = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with("xfer ") && !l.ends_with('/'))
+            .map(String::from)
+            .collect()
+    };
+    assert!(
+        files_sent(&second).is_empty(),
+        "nothing is sent the second time:\n{second}"
+    );
+
+    upsert(&client, "alpha", vec![point(5000, 8)], true).await;
+    wait_settled(&client, "alpha").await;
+    let third = rsync(&m.path("live"), &dst);
+    assert_eq!(
+        files_sent(&third),
+        ["xfer alpha.snapshot", "xfer alpha.snapshot.sha256"],
+        "{third}"
+    );
+    // The backup verifies and equals what the mount serves now.
+    let out = run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg("alpha.snapshot.sha256")
+            .current_dir(&dst),
+    );
+    assert!(out.contains("alpha.snapshot: OK"), "{out}");
+    assert!(
+        std::fs::read(dst.join("beta.snapshot")).unwrap()
+            == std::fs::read(m.path("live/beta.snapshot")).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_readers_while_points_are_written() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    collection(&client, "one", 2, 200).await;
+    collection(&client, "two", 1, 200).await;
+
+    // Two processes reading one unchanged file at once get identical bytes.
+    let live = m.path("live/one.snapshot");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| std::fs::read(&live).unwrap());
+        let b = s.spawn(|| std::fs::read(&live).unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a == b, "two concurrent readers of one state differ");
+
+    // Writers keep upserting into both while both are copied, several times; every
+    // copy is a whole, self-consistent archive (its manifest verifies).
+    let writer_client = m.client();
+    let writer = tokio::spawn(async move {
+        for round in 0..40u64 {
+            let points: Vec<Value> = (0..20).map(|i| point(10_000 + round * 20 + i, 8)).collect();
+            upsert(&writer_client, "one", points.clone(), false).await;
+            upsert(&writer_client, "two", points, false).await;
+        }
+    });
+    let work = tempfile::tempdir().unwrap();
+    let mnt = m.mnt.clone();
+    let dir = work.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        for round in 0..3 {
+            std::thread::scope(|s| {
+                for c in ["one", "two"] {
+                    let (mnt, dir) = (&mnt, &dir);
+                    s.spawn(move || {
+                        let copy = dir.join(format!("{c}-{round}.snapshot"));
+                        run_ok(
+                            Command::new("cp")
+                                .arg(mnt.join(format!("live/{c}.snapshot")))
+                                .arg(&copy),
+                        );
+                        run_ok(Command::new(BIN).arg("verify").arg(&copy));
+                    });
+                }
+            });
+        }
+    })
+    .await
+    .unwrap();
+    writer.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_snapshots_are_plain_files_and_rm_deletes_them() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    collection(&client, "docs", 1, 100).await;
+    let (status, body) = call(&client, Method::POST, "/collections/docs/snapshots", None).await;
+    assert_eq!(status, 200, "{body}");
+    let name = body["result"]["name"].as_str().unwrap().to_string();
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/collections/docs/shards/0/snapshots",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let shard_name = body["result"]["name"].as_str().unwrap().to_string();
+
+    let dir = m.path("collections/docs/snapshots");
+    eventually("stored snapshot listed", || {
+        names(&dir) == [name.clone(), format!("{name}.checksum")]
+    });
+    let file = dir.join(&name);
+    let on_disk = m.daemon.data_dir.join("snapshots/docs").join(&name);
+    let meta = std::fs::metadata(&file).unwrap();
+    let disk_meta = std::fs::metadata(&on_disk).unwrap();
+    assert_eq!(meta.len(), disk_meta.len());
+    assert_eq!(meta.mtime(), disk_meta.mtime());
+    let work = tempfile::tempdir().unwrap();
+    run_ok(Command::new("cp").arg(&file).arg(work.path()));
+    assert!(std::fs::read(work.path().join(&name)).unwrap() == std::fs::read(&on_disk).unwrap());
+    let sum = run_ok(Command::new("sha256sum").arg(&file));
+    let checksum = std::fs::read_to_string(dir.join(format!("{name}.checksum"))).unwrap();
+    assert_eq!(sum.split_whitespace().next().unwrap(), checksum);
+    let shard_dir = m.path("collections/docs/shards/0/snapshots");
+    eventually("shard snapshot listed", || {
+        names(&shard_dir).contains(&shard_name)
+    });
+
+    // Writing over a stored snapshot is refused; a checksum alone cannot be removed.
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().write(true).open(&file)),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(std::fs::remove_file(dir.join(format!("{name}.checksum")))),
+        libc::EPERM
+    );
+
+    // rm deletes the snapshot with its checksum; the HTTP list agrees.
+    std::fs::remove_file(&file).unwrap();
+    assert!(!on_disk.exists());
+    assert!(
+        !m.daemon
+            .data_dir
+            .join(format!("snapshots/docs/{name}.checksum"))
+            .exists()
+    );
+    let (_, list) = call(&client, Method::GET, "/collections/docs/snapshots", None).await;
+    assert_eq!(list["result"], json!([]), "{list}");
+    eventually("listing empty", || names(&dir).is_empty());
+    assert_eq!(errno_of(std::fs::remove_file(&file)), libc::ENOENT);
+    run_ok(Command::new("rm").arg(shard_dir.join(&shard_name)));
+    let (_, list) = call(
+        &client,
+        Method::GET,
+        "/collections/docs/shards/0/snapshots",
+        None,
+    )
+    .await;
+    assert_eq!(list["result"], json!([]), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_outside_stored_snapshots_fail_with_the_right_errno() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    collection(&client, "docs", 1, 10).await;
+    let live = m.path("live/docs.snapshot");
+    let write = |p: &Path| std::fs::write(p, b"x");
+
+    assert_eq!(errno_of(write(&m.path("new-file"))), libc::EROFS);
+    assert_eq!(errno_of(write(&m.path("live/new.snapshot"))), libc::EROFS);
+    assert_eq!(
+        errno_of(write(&m.path("recover/docs.snapshot"))),
+        libc::EROFS
+    );
+    assert_eq!(errno_of(write(&live)), libc::EROFS);
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().append(true).open(&live)),
+        libc::EROFS
+    );
+    assert_eq!(errno_of(std::fs::remove_file(&live)), libc::EROFS);
+    assert_eq!(
+        errno_of(std::fs::remove_file(m.path("collections/docs/info.json"))),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(std::fs::create_dir(m.path("collections/new"))),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(std::fs::remove_dir(m.path("collections/docs/recover"))),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(std::fs::rename(&live, m.path("live/other.snapshot"))),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(std::os::unix::fs::symlink("x", m.path("live/link"))),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno_of(std::fs::hard_link(&live, m.path("live/hard"))),
+        libc::EPERM
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        errno_of(std::fs::set_permissions(
+            &live,
+            std::fs::Permissions::from_mode(0o644)
+        )),
+        libc::EPERM
+    );
+    let touch = Command::new("touch").arg(&live).output().unwrap();
+    assert!(!touch.status.success());
+    assert!(
+        String::from_utf8_lossy(&touch.stderr).contains("Read-only file system"),
+        "{touch:?}"
+    );
+    // Nothing changed: still one collection, same points, same listing.
+    assert_eq!(count(&client, "docs").await, 10);
+    assert_eq!(
+        names(&m.path("live")),
+        ["docs.snapshot", "docs.snapshot.sha256"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_collections_reader_finishes_its_frozen_view() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    collection(&client, "gone", 2, 400).await;
+    let live = m.path("live/gone.snapshot");
+    let expected = std::fs::read(&live).unwrap();
+    let mut file = std::fs::File::open(&live).unwrap();
+    let mut got = vec![0u8; expected.len() / 2];
+    file.read_exact(&mut got).unwrap();
+    let (status, body) = call(&client, Method::DELETE, "/collections/gone", None).await;
+    assert_eq!(status, 200, "{body}");
+    match file.read_to_end(&mut got) {
+        Ok(_) => assert!(got == expected, "the reader got bytes of another state"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+    }
+    drop(file);
+    eventually("gone is gone", || !live.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_reader_active_unmounts_and_exits() {
+    let mut m = MountedDaemon::start(&[]);
+    let client = m.client();
+    collection(&client, "docs", 1, 200).await;
+    let mut file = std::fs::File::open(m.path("live/docs.snapshot")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    file.read_exact(&mut buf).unwrap();
+    let status = m.daemon.stop();
+    assert!(status.success(), "exit {status}; log:\n{}", m.daemon.log());
+    assert!(!is_mounted(&m.mnt), "still mounted");
+    assert!(
+        m.daemon.log().contains("aborting its connection"),
+        "{}",
+        m.daemon.log()
+    );
+    // The reader gets an error, never bytes of nothing.
+    let mut rest = Vec::new();
+    assert!(file.read_to_end(&mut rest).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_mounts_are_cleared_and_bad_mount_points_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let mnt = temp.path().join("mnt");
+    let mount_arg = ["--mount", mnt.to_str().unwrap()];
+    let mut daemon = Daemon::start_in(&data, &mount_arg, &[]);
+    assert!(is_mounted(&mnt));
+    daemon.kill9();
+    // The crashed daemon's mount is stale: ENOTCONN (read_dir: never from a cache).
+    assert_eq!(errno_of(std::fs::read_dir(&mnt)), libc::ENOTCONN);
+    let mut daemon = Daemon::start_in(&data, &mount_arg, &[]);
+    assert!(
+        daemon.log().contains("clearing a stale mount"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        std::fs::read_to_string(mnt.join("README.txt"))
+            .unwrap()
+            .contains("snapfs")
+    );
+    // A second daemon cannot take the same mount point (nor the same data dir).
+    let other = temp.path().join("data2");
+    let mut second = Daemon::spawn(&other, &mount_arg, &[]);
+    let status = second.wait_exit();
+    assert!(!status.success());
+    assert!(
+        second.log().contains("already a mount point"),
+        "{}",
+        second.log()
+    );
+    assert!(daemon.stop().success());
+    assert!(!is_mounted(&mnt));
+
+    for (mount, words) in [
+        (data.join("inside"), "inside the daemon's directory"),
+        (
+            temp.path().to_path_buf(),
+            "would hide the daemon's own directory",
+        ),
+    ] {
+        let mut refused = Daemon::spawn(&data, &["--mount", mount.to_str().unwrap()], &[]);
+        let status = refused.wait_exit();
+        assert!(!status.success());
+        assert!(refused.log().contains(words), "{}", refused.log());
+        assert!(!is_mounted(&mount));
+    }
+    let file = temp.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let mut refused = Daemon::spawn(&data, &["--mount", file.to_str().unwrap()], &[]);
+    assert!(!refused.wait_exit().success());
+    assert!(
+        refused.log().contains("is not a directory"),
+        "{}",
+        refused.log()
+    );
+}
