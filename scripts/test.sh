@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian
-# packages; the mount tests need /dev/fuse and root, a Python virtualenv with qdrant-client is made by the tests themselves),
-# then builds and runs every test. CI runs exactly this (.ci/run).
+# packages; a Python virtualenv with qdrant-client is made by the tests themselves),
+# then builds and runs every test. CI runs exactly this (.ci/run). The mount tests
+# need /dev/fuse and root (they mount without fusermount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
