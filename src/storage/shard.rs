@@ -64,8 +64,13 @@ impl ShardState {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        // Monotonic: a clock step back never moves the last change back.
-        self.last_change_nanos.fetch_max(nanos, Ordering::SeqCst);
+        // Strictly increasing: a clock step back never moves the last change back,
+        // and two changes never share a value (the mount keys cached sizes on it).
+        let _ = self
+            .last_change_nanos
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |prev| {
+                Some(nanos.max(prev + 1))
+            });
     }
 
     fn mark_applied(&self) {
