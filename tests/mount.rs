@@ -113,6 +113,23 @@ async fn layout_follows_the_design_and_listings_follow_changes() {
             .contains("snapfs_snapshot_bytes_streamed_total{via=\"fuse\"}")
     );
 
+    // storage.snapshot: every collection, nested, with the full-storage config.
+    let full = std::fs::read(m.path("storage.snapshot")).unwrap();
+    assert_eq!(
+        std::fs::metadata(m.path("storage.snapshot")).unwrap().len(),
+        full.len() as u64
+    );
+    let listing = run_ok(
+        Command::new("tar")
+            .arg("-tf")
+            .arg(m.path("storage.snapshot")),
+    );
+    assert!(
+        listing.lines().any(|l| l == "docs.snapshot")
+            && listing.lines().any(|l| l == "config.json"),
+        "{listing}"
+    );
+
     // Unknown names are ENOENT, at every level.
     for missing in [
         "nope",
