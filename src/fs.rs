@@ -66,9 +66,12 @@ pub struct Attr {
 /// What `open` decided.
 pub struct Opened {
     pub fh: u64,
-    /// Bypass the page cache: live and generated files change between opens, and
-    /// two handles of one inode may hold different states.
+    /// Bypass the page cache: generated files change between opens, and a live
+    /// file opened while another handle of it holds a different state must not
+    /// share that state's cached pages.
     pub direct_io: bool,
+    /// The page cache already holds this very state's bytes: keep it.
+    pub keep_cache: bool,
     /// A plain file whose reads the kernel may serve itself (FUSE passthrough).
     pub backing: Option<std::fs::File>,
 }
@@ -102,11 +105,21 @@ struct LiveState {
 /// its last-change clock (which moves with every change to the shard's files).
 type StateKey = Vec<(usize, u32, SystemTime)>;
 
+/// Which state a live file's page cache holds, and how many open handles read
+/// through it. Only one state at a time goes through the cache; a handle of another
+/// state opened meanwhile reads direct.
+struct CachedState {
+    fingerprint: [u8; 32],
+    open: usize,
+}
+
 pub struct SnapFs {
     ns: Namespace,
     inodes: Mutex<HashMap<u64, Node>>,
     handles: Handles,
     live_states: Mutex<HashMap<Scope, LiveState>>,
+    /// By live file inode.
+    cached_states: Mutex<HashMap<u64, CachedState>>,
     snapshots_path: PathBuf,
     started: SystemTime,
 }
@@ -120,6 +133,7 @@ impl SnapFs {
             inodes: Mutex::new(inodes),
             handles: Handles::default(),
             live_states: Mutex::new(HashMap::new()),
+            cached_states: Mutex::new(HashMap::new()),
             snapshots_path,
             started: SystemTime::now(),
         }
@@ -347,18 +361,21 @@ impl SnapFs {
                 mtime,
             }),
             direct_io: true,
+            keep_cache: false,
             backing: None,
         };
         match node {
             Node::Live(scope) => {
                 let view = SnapshotView::open(self.ns.storage(), scope.clone())?;
                 self.remember_state(&scope, &view)?;
-                let fh = self
-                    .handles
-                    .insert(Handle::Live(LiveRead::new(view, scope)));
+                let (cached, keep_cache) = self.enter_cache(ino, view.layout().fingerprint());
+                let mut live = LiveRead::new(view, scope);
+                live.cached_ino = cached.then_some(ino);
+                let fh = self.handles.insert(Handle::Live(live));
                 Ok(Opened {
                     fh,
-                    direct_io: true,
+                    direct_io: !cached,
+                    keep_cache,
                     backing: None,
                 })
             }
@@ -387,6 +404,7 @@ impl SnapFs {
                 Ok(Opened {
                     fh: self.handles.insert(Handle::Stored(file)),
                     direct_io: false,
+                    keep_cache: false,
                     backing,
                 })
             }
@@ -452,7 +470,38 @@ impl SnapFs {
 
     /// Close `fh` (files and directories alike). A live view ends with its last reader.
     pub fn release(&self, fh: u64) {
-        self.handles.remove(fh);
+        if let Some(handle) = self.handles.remove(fh)
+            && let Handle::Live(live) = &*handle
+            && let Some(ino) = live.cached_ino
+            && let Some(state) = self.cached_states.lock().unwrap().get_mut(&ino)
+        {
+            state.open = state.open.saturating_sub(1);
+        }
+    }
+
+    /// May a new handle of live file `ino` holding state `fingerprint` read through
+    /// the page cache, and may the cache be kept? Returns (cached, keep_cache).
+    fn enter_cache(&self, ino: u64, fingerprint: [u8; 32]) -> (bool, bool) {
+        let mut states = self.cached_states.lock().unwrap();
+        match states.get_mut(&ino) {
+            Some(state) if state.fingerprint == fingerprint => {
+                state.open += 1;
+                (true, true)
+            }
+            Some(state) if state.open > 0 => (false, false),
+            _ => {
+                // A new state takes the cache over; the kernel drops the old pages
+                // at this open (no keep_cache).
+                states.insert(
+                    ino,
+                    CachedState {
+                        fingerprint,
+                        open: 1,
+                    },
+                );
+                (true, false)
+            }
+        }
     }
 
     // ---- changes ----
@@ -599,7 +648,10 @@ mod tests {
                 "unchanged state, same attributes"
             );
             let opened = core.open(attr.ino, false).unwrap();
-            assert!(opened.direct_io);
+            assert!(
+                !opened.direct_io && !opened.keep_cache,
+                "the first state takes the cache"
+            );
             assert_eq!(
                 core.getattr(attr.ino, Some(opened.fh)).unwrap().size,
                 attr.size
@@ -641,6 +693,43 @@ mod tests {
             .await
             .unwrap();
         assert!(after.mtime > before.mtime, "an update moves the mtime");
+        storage.shutdown();
+    }
+
+    /// Only one state at a time reads through a live file's page cache.
+    #[test]
+    fn page_cache_is_shared_only_by_one_state() {
+        let temp = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&temp.path().join("storage")).unwrap();
+        let fs = SnapFs::new(storage.clone(), temp.path().join("snapshots"));
+        let (s1, s2) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(
+            fs.enter_cache(7, s1),
+            (true, false),
+            "new state: cached, old pages dropped"
+        );
+        assert_eq!(
+            fs.enter_cache(7, s1),
+            (true, true),
+            "same state: keep the cache"
+        );
+        assert_eq!(
+            fs.enter_cache(7, s2),
+            (false, false),
+            "other state while s1 is open: direct"
+        );
+        assert_eq!(
+            fs.enter_cache(8, s2),
+            (true, false),
+            "another file is independent"
+        );
+        fs.cached_states.lock().unwrap().get_mut(&7).unwrap().open = 0;
+        assert_eq!(
+            fs.enter_cache(7, s2),
+            (true, false),
+            "s1 closed: s2 takes the cache over"
+        );
+        assert_eq!(fs.enter_cache(7, s1), (false, false));
         storage.shutdown();
     }
 }

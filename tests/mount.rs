@@ -642,3 +642,50 @@ async fn stale_mounts_are_cleared_and_bad_mount_points_refused() {
         refused.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_file_keeps_its_state_while_new_readers_see_the_next() {
+    // A short freeze limit lets a new state appear while an old reader is still open
+    // (its files are copied aside), so two states of one file are read at once.
+    let temp = tempfile::tempdir().unwrap();
+    let mnt = temp.path().join("mnt");
+    let daemon = Daemon::start_in(
+        &temp.path().join("data"),
+        &["--mount", mnt.to_str().unwrap()],
+        &[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "0.3")],
+    );
+    let client = daemon.client();
+    collection(&client, "docs", 2, 300).await;
+    let live = mnt.join("live/docs.snapshot");
+    let first_state = std::fs::read(&live).unwrap();
+
+    // A reader opens the first state and reads half of it.
+    let mut old_reader = std::fs::File::open(&live).unwrap();
+    let mut old_bytes = vec![0u8; first_state.len() / 2];
+    old_reader.read_exact(&mut old_bytes).unwrap();
+
+    // The collection changes; past the freeze limit the reader's view is copied
+    // aside and the change is applied while it is still open.
+    upsert(&client, "docs", vec![point(7777, 8)], true).await;
+    wait_settled(&client, "docs").await;
+
+    // A new reader sees the new state, whole and valid.
+    let second_state = std::fs::read(&live).unwrap();
+    assert!(second_state != first_state);
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("docs.snapshot");
+    std::fs::write(&copy, &second_state).unwrap();
+    run_ok(Command::new(BIN).arg("verify").arg(&copy));
+
+    // The old reader finishes with exactly the first state: no page of the new one.
+    old_reader.read_to_end(&mut old_bytes).unwrap();
+    assert!(old_bytes == first_state, "the open file mixed two states");
+    old_reader.seek(SeekFrom::Start(0)).unwrap();
+    let mut reread = Vec::new();
+    old_reader.read_to_end(&mut reread).unwrap();
+    assert!(reread == first_state, "re-reading the old handle changed");
+    drop(old_reader);
+
+    // And readers after it see the new state again.
+    assert!(std::fs::read(&live).unwrap() == second_state);
+}

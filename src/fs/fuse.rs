@@ -298,11 +298,13 @@ impl Filesystem for FuseAdapter {
                 Ok(opened) => opened,
                 Err(err) => return answer!(reply, "open", err),
             };
-            let flags = if opened.direct_io {
-                FopenFlags::FOPEN_DIRECT_IO
-            } else {
-                FopenFlags::empty()
-            };
+            let mut flags = FopenFlags::empty();
+            if opened.direct_io {
+                flags |= FopenFlags::FOPEN_DIRECT_IO;
+            }
+            if opened.keep_cache {
+                flags |= FopenFlags::FOPEN_KEEP_CACHE;
+            }
             if passthrough && let Some(file) = &opened.backing {
                 let mut table = backings.lock().unwrap();
                 let shared = match table.by_ino.get_mut(&ino.0) {

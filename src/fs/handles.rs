@@ -38,6 +38,8 @@ pub struct LiveRead {
     pub hasher: OrderedHasher,
     /// Whether a read reached the end (counted once as a snapshot produced).
     pub finished: AtomicBool,
+    /// Reads go through the page cache of this inode (see `SnapFs::enter_cache`).
+    pub cached_ino: Option<u64>,
 }
 
 impl LiveRead {
@@ -48,6 +50,7 @@ impl LiveRead {
             scope,
             hasher,
             finished: AtomicBool::new(false),
+            cached_ino: None,
         }
     }
 }
