@@ -10,6 +10,7 @@ pub mod collections;
 pub mod envelope;
 pub mod points;
 pub mod ranges;
+pub mod recover;
 pub mod server;
 pub mod snapshots;
 
@@ -66,6 +67,10 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
         .route(
             "/collections/{name}/snapshots",
             get(snapshots::collection_list).post(snapshots::collection_create),
+        )
+        .route(
+            "/collections/{name}/snapshots/recover",
+            put(recover::collection_recover),
         )
         .route(
             "/collections/{name}/snapshots/{snapshot}",

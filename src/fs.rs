@@ -371,7 +371,7 @@ impl SnapFs {
                 let (cached, keep_cache) = self.enter_cache(ino, view.layout().fingerprint());
                 let mut live = LiveRead::new(view, scope);
                 live.cached_ino = cached.then_some(ino);
-                let fh = self.handles.insert(Handle::Live(live));
+                let fh = self.handles.insert(Handle::Live(Box::new(live)));
                 Ok(Opened {
                     fh,
                     direct_io: !cached,

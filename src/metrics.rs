@@ -14,6 +14,7 @@ pub const SNAPSHOT_CREATED_TOTAL: &str = "snapshot_created_total";
 pub const SNAPSHOT_BYTES_STREAMED_TOTAL: &str = "snapfs_snapshot_bytes_streamed_total";
 pub const SNAPSHOT_FREEZE_SECONDS: &str = "snapfs_snapshot_freeze_seconds";
 pub const FUSE_ERRORS_TOTAL: &str = "snapfs_fuse_errors_total";
+pub const RESTORE_FAILURES_TOTAL: &str = "snapfs_restore_failures_total";
 
 /// Where snapshot bytes left the daemon.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,7 @@ struct Registry {
     freeze_nanos: AtomicU64,
     freeze_max_nanos: AtomicU64,
     fuse_errors: Mutex<BTreeMap<&'static str, u64>>,
+    restore_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn registry() -> &'static Registry {
@@ -54,6 +56,32 @@ impl Drop for CreationRunning {
     fn drop(&mut self) {
         registry().creation_running.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A restore is running for as long as the guard lives.
+pub struct RecoveryRunning(());
+
+impl RecoveryRunning {
+    pub fn start() -> Self {
+        registry().recovery_running.fetch_add(1, Ordering::Relaxed);
+        RecoveryRunning(())
+    }
+}
+
+impl Drop for RecoveryRunning {
+    fn drop(&mut self) {
+        registry().recovery_running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A restore was refused or failed, by reason (checksum, space, invalid, internal).
+pub fn restore_failed(reason: &'static str) {
+    *registry()
+        .restore_failures
+        .lock()
+        .unwrap()
+        .entry(reason)
+        .or_default() += 1;
 }
 
 /// A snapshot of collection `id` was produced whole (stored, or read to its end).
@@ -126,6 +154,11 @@ pub fn render() -> String {
         "How long shards stayed frozen for a snapshot.",
     );
     metric(
+        RESTORE_FAILURES_TOTAL,
+        "counter",
+        "Restores refused or failed, by reason.",
+    );
+    metric(
         FUSE_ERRORS_TOTAL,
         "counter",
         "FUSE operations answered with an error, by errno.",
@@ -158,6 +191,9 @@ pub fn render() -> String {
         secs(r.freeze_nanos.load(Ordering::Relaxed)),
         secs(r.freeze_max_nanos.load(Ordering::Relaxed)),
     );
+    for (reason, n) in r.restore_failures.lock().unwrap().iter() {
+        let _ = writeln!(out, "{RESTORE_FAILURES_TOTAL}{{reason=\"{reason}\"}} {n}");
+    }
     for (errno, n) in r.fuse_errors.lock().unwrap().iter() {
         let _ = writeln!(out, "{FUSE_ERRORS_TOTAL}{{errno=\"{errno}\"}} {n}");
     }

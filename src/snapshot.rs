@@ -15,6 +15,7 @@ pub mod digest;
 pub mod extents;
 pub mod layout;
 pub mod names;
+pub mod restore;
 pub mod stored;
 pub mod tar_header;
 pub mod unpacked;

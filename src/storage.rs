@@ -46,6 +46,9 @@ impl Storage {
     pub fn open(storage_path: &Path) -> Result<Arc<Self>> {
         let collections_dir = storage_path.join("collections");
         std::fs::create_dir_all(&collections_dir)?;
+        // A restore interrupted by a crash is finished or undone before anything
+        // else looks at the directory (its journal says which).
+        recover_interrupted_restores(&collections_dir)?;
         let mut collections = BTreeMap::new();
         for entry in std::fs::read_dir(&collections_dir)? {
             let entry = entry?;
@@ -140,6 +143,76 @@ impl Storage {
         Ok(())
     }
 
+    /// A fresh hidden directory beside the collections, for building a collection to
+    /// swap in (removed at start if a crash leaves it behind).
+    pub fn staging_dir(&self, purpose: &str) -> PathBuf {
+        self.collections_dir
+            .join(format!(".{purpose}-{}", uuid::Uuid::new_v4()))
+    }
+
+    /// Replace (or create) collection `name` by the complete, validated collection
+    /// directory `staged` (made with [`Storage::staging_dir`]). The switch is two
+    /// renames under a journal: a crash at any point leaves the old collection or the
+    /// new one at the next start, never a mix. Readers of the old collection's
+    /// snapshots keep their open files.
+    pub async fn replace_collection(self: &Arc<Self>, name: &str, staged: PathBuf) -> Result<()> {
+        names::validate_collection_name(name)?;
+        let _layout = self.layout_lock.lock().await;
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || this.replace_blocking(&name, &staged))
+            .await
+            .map_err(|e| StorageError::internal(e.to_string()))?
+    }
+
+    fn replace_blocking(&self, name: &str, staged: &Path) -> Result<()> {
+        let target = self.collections_dir.join(name);
+        let old = self.staging_dir("replaced");
+        let journal = RestoreJournal {
+            collection: name.to_string(),
+            staged: file_name(staged),
+            old: file_name(&old),
+        };
+        let journal_path = journal_path(&self.collections_dir, name);
+        let text =
+            serde_json::to_vec(&journal).map_err(|e| StorageError::internal(e.to_string()))?;
+        let temp = self.staging_dir("tmp-journal");
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(&text)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temp, &journal_path)?;
+        sync_dir(&self.collections_dir)?;
+        let previous = self.collections.write().unwrap().remove(name);
+        if let Some(previous) = &previous {
+            previous.shutdown();
+        }
+        if target.exists() {
+            std::fs::rename(&target, &old)?;
+        }
+        // The moment of truth: from here on the restored collection is the one.
+        std::fs::rename(staged, &target)?;
+        sync_dir(&self.collections_dir)?;
+        std::fs::remove_file(&journal_path)?;
+        sync_dir(&self.collections_dir)?;
+        let collection = Collection::open(&target, name)?;
+        self.collections
+            .write()
+            .unwrap()
+            .insert(name.to_string(), Arc::new(collection));
+        if old.exists() {
+            remove_path(&old)?;
+        }
+        tracing::info!(
+            collection = name,
+            replaced = previous.is_some(),
+            "collection restored"
+        );
+        Ok(())
+    }
+
     pub async fn delete_collection(self: &Arc<Self>, name: &str) -> Result<bool> {
         let _layout = self.layout_lock.lock().await;
         let Some(collection) = self.collections.write().unwrap().remove(name) else {
@@ -222,4 +295,64 @@ fn remove_path(path: &Path) -> std::io::Result<()> {
     } else {
         std::fs::remove_file(path)
     }
+}
+
+/// What a collection swap is doing, written before it starts and removed after.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RestoreJournal {
+    collection: String,
+    /// The hidden directory holding the new collection.
+    staged: String,
+    /// The hidden name the old collection is moved to.
+    old: String,
+}
+
+const JOURNAL_PREFIX: &str = ".restore-journal-";
+
+fn journal_path(collections_dir: &Path, name: &str) -> PathBuf {
+    collections_dir.join(format!("{JOURNAL_PREFIX}{name}"))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Finish or undo swaps a crash interrupted. The staged directory still there means
+/// the new collection never took the name: put the old one back. Otherwise the swap
+/// happened. Either way the hidden leftovers go with the start-up cleanup.
+fn recover_interrupted_restores(collections_dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(collections_dir)? {
+        let path = entry?.path();
+        if !file_name(&path).starts_with(JOURNAL_PREFIX) {
+            continue;
+        }
+        let journal: Option<RestoreJournal> = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if let Some(journal) = journal {
+            let target = collections_dir.join(&journal.collection);
+            let staged = collections_dir.join(&journal.staged);
+            let old = collections_dir.join(&journal.old);
+            if staged.exists() {
+                if !target.exists() && old.exists() {
+                    std::fs::rename(&old, &target)?;
+                }
+                tracing::warn!(collection = %journal.collection, "a restore was interrupted before the switch: the old collection stays");
+            } else {
+                tracing::warn!(collection = %journal.collection, "a restore was interrupted after the switch: the restored collection stays");
+            }
+        }
+        // An unreadable journal was torn while being written: nothing had moved yet.
+        std::fs::remove_file(&path)?;
+        sync_dir(collections_dir)?;
+    }
+    Ok(())
 }

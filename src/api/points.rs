@@ -379,9 +379,25 @@ fn stored_vector(
     })
 }
 
+/// A dense vector as Qdrant prints it: each f32 in its shortest form (`0.520808`),
+/// not widened to f64 digits (`0.5208079814910889`).
+fn dense_json(v: &[f32]) -> Value {
+    Value::Array(
+        v.iter()
+            .map(|x| {
+                x.to_string()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(Value::Null, Value::Number)
+            })
+            .collect(),
+    )
+}
+
 fn vector_json(vector: VectorInternal) -> Value {
     match vector {
-        VectorInternal::Dense(v) => json!(v),
+        VectorInternal::Dense(v) => dense_json(&v),
         VectorInternal::Sparse(s) => json!({"indices": s.indices, "values": s.values}),
         VectorInternal::MultiDense(m) => {
             json!(m.multi_vectors().map(|v| v.to_vec()).collect::<Vec<_>>())
@@ -392,7 +408,7 @@ fn vector_json(vector: VectorInternal) -> Value {
 /// The engine keeps the unnamed vector under the name `""`; Qdrant shows it as a plain list.
 fn vectors_json(vector: VectorStructInternal) -> Value {
     match vector {
-        VectorStructInternal::Single(v) => json!(v),
+        VectorStructInternal::Single(v) => dense_json(&v),
         VectorStructInternal::MultiDense(m) => vector_json(VectorInternal::MultiDense(m)),
         VectorStructInternal::Named(mut named) => {
             if named.len() == 1 && named.contains_key("") {

@@ -16,7 +16,7 @@ use crate::snapshot::{Scope, SnapshotView};
 pub enum Handle {
     /// A live snapshot: one frozen view for the handle's whole life, so one open
     /// file never mixes two states.
-    Live(LiveRead),
+    Live(Box<LiveRead>),
     /// A stored snapshot or its checksum: a plain file, read with pread.
     Stored(File),
     /// A small generated file, fixed at open.

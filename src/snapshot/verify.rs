@@ -86,6 +86,18 @@ pub fn verify_archive(
     reader: impl Read,
     expected: Option<&str>,
 ) -> Result<VerifyReport, VerifyError> {
+    unpack_verified(reader, expected, None)
+}
+
+/// Verify the archive and, with `dest`, unpack it there in the same pass: only
+/// regular files and directories, each at a checked relative path under `dest`
+/// (nothing is ever created outside it, no link is ever created), holes kept as
+/// holes. The caller discards `dest` unless this returns `Ok`.
+pub fn unpack_verified(
+    reader: impl Read,
+    expected: Option<&str>,
+    dest: Option<&Path>,
+) -> Result<VerifyReport, VerifyError> {
     let mut hashing = HashingReader {
         inner: reader,
         hasher: Sha256::new(),
@@ -113,6 +125,9 @@ pub fn verify_archive(
             let kind = entry.header().entry_type();
             report.entries += 1;
             if kind.is_dir() {
+                if let Some(dest) = dest {
+                    std::fs::create_dir_all(dest.join(&path))?;
+                }
                 continue;
             }
             if !(kind.is_file() || kind.is_gnu_sparse()) {
@@ -121,6 +136,19 @@ pub fn verify_archive(
                     why: format!("entry type {kind:?} is not allowed (only files and directories)"),
                 });
             }
+            let mut out = match dest {
+                Some(dest) => Some(SparseWriter::create(&dest.join(&path)).map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        VerifyError::UnsafeEntry {
+                            path: shown.clone(),
+                            why: "duplicate entry".into(),
+                        }
+                    } else {
+                        VerifyError::Io(e)
+                    }
+                })?),
+                None => None,
+            };
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
             let mut size = 0u64;
@@ -132,11 +160,17 @@ pub fn verify_archive(
                 if n == 0 {
                     break;
                 }
+                if let Some(out) = out.as_mut() {
+                    out.write(&buf[..n])?;
+                }
                 hasher.update(&buf[..n]);
                 if shown == MANIFEST_NAME {
                     content.extend_from_slice(&buf[..n]);
                 }
                 size += n as u64;
+            }
+            if let Some(out) = out {
+                out.finish(size)?;
             }
             report.files += 1;
             report.logical_bytes += size;
@@ -211,4 +245,41 @@ pub fn verify_archive(
         report.manifest_checked = Some(listed);
     }
     Ok(report)
+}
+
+/// Writes a file, leaving runs of zeros as holes (sparse files stay sparse).
+struct SparseWriter {
+    file: std::fs::File,
+}
+
+impl SparseWriter {
+    fn create(path: &Path) -> io::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(SparseWriter { file })
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        // Zero runs are skipped a 4 KiB block at a time, the file system's unit.
+        for block in data.chunks(4096) {
+            if block.iter().all(|b| *b == 0) {
+                self.file.seek(SeekFrom::Current(block.len() as i64))?;
+            } else {
+                self.file.write_all(block)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fix the length (a trailing hole). Durability is the caller's: one `syncfs`
+    /// after the whole archive is cheaper than a sync per file.
+    fn finish(self, size: u64) -> io::Result<()> {
+        self.file.set_len(size)
+    }
 }

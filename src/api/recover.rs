@@ -1,0 +1,113 @@
+//! `PUT /collections/{c}/snapshots/recover`: restore a collection from a snapshot
+//! the daemon can read: a `file://` path inside an allowed directory (the snapshots
+//! directory) or the name of one of the collection's stored snapshots. Qdrant's
+//! request shape: `{location, priority, checksum, api_key}`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::AppState;
+use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
+use crate::snapshot::restore::restore_collection;
+use crate::snapshot::{Scope, stored};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    location: String,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    checksum: Option<String>,
+    /// For `http(s)` locations (not available yet); accepted so Qdrant clients work.
+    #[serde(default)]
+    #[allow(dead_code)]
+    api_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RecoverQuery {
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// On one node every priority restores the snapshot as it is: `snapshot` (Qdrant's
+/// default: the snapshot's data wins), `replica` and `no_sync` (which in a cluster
+/// change how peers are synchronised) are accepted with the same effect.
+pub fn check_priority(priority: Option<&str>) -> Result<(), ApiError> {
+    match priority {
+        None | Some("snapshot" | "replica" | "no_sync") => Ok(()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unknown priority `{other}`: use snapshot, replica or no_sync"
+        ))),
+    }
+}
+
+pub async fn collection_recover(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(c): Path<String>,
+    Query(q): Query<RecoverQuery>,
+    ApiJson(request): ApiJson<RecoverRequest>,
+) -> ApiResult {
+    check_priority(request.priority.as_deref())?;
+    let archive = resolve_location(&app, &c, &request.location)?;
+    let storage = app.storage.clone();
+    let checksum = request.checksum.clone();
+    let work = async move { restore_collection(&storage, &c, &archive, checksum).await };
+    if q.wait {
+        work.await?;
+        Ok(timer.ok(true))
+    } else {
+        tokio::spawn(work);
+        Ok(timer.accepted(true))
+    }
+}
+
+/// The file a location names, or why it cannot be used.
+fn resolve_location(app: &AppState, collection: &str, location: &str) -> Result<PathBuf, ApiError> {
+    if let Some(path) = location.strip_prefix("file://") {
+        let allowed = [app.snapshots_path.clone()];
+        let resolved = std::fs::canonicalize(path)
+            .map_err(|e| ApiError::bad_request(format!("cannot read {path}: {e}")))?;
+        let inside = allowed.iter().any(|dir| {
+            dir.canonicalize()
+                .is_ok_and(|dir| resolved.starts_with(&dir))
+        });
+        if !inside {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{path} is outside the directories snapshots may be recovered from ({})",
+                    app.snapshots_path.display()
+                ),
+            ));
+        }
+        if !resolved.is_file() {
+            return Err(ApiError::bad_request(format!("{path} is not a file")));
+        }
+        return Ok(resolved);
+    }
+    if location.starts_with("http://")
+        || location.starts_with("https://")
+        || location.contains("://")
+    {
+        return Err(ApiError::bad_request(format!(
+            "recovery from `{location}` is not available yet: use a file:// path inside {} or a stored snapshot's name",
+            app.snapshots_path.display()
+        )));
+    }
+    Ok(stored::stored_path(
+        &app.snapshots_path,
+        &Scope::Collection(collection.to_string()),
+        location,
+    )?)
+}

@@ -1,0 +1,212 @@
+//! Restoring a collection from a snapshot archive. Everything is checked before live
+//! state is touched: the archive is unpacked in one pass (whole-file SHA-256, the
+//! embedded manifest's digests, only files and directories at safe paths) into a
+//! hidden staging directory beside the collections, its layout is checked (config,
+//! shard directories, segments in either of Qdrant's formats) and every shard is
+//! opened with the engine there. Only then does the storage swap it in (a journaled
+//! pair of renames). On any failure the staging directory is removed and the
+//! collection is as it was.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::unpacked::normalize_segments;
+use super::verify::{VerifyError, VerifyReport, unpack_verified};
+use crate::storage::collection::CONFIG_FILE;
+use crate::storage::{Collection, CollectionConfig, Result, Storage, StorageError};
+
+/// Files a collection snapshot carries beside its shard directories.
+const COLLECTION_FILES: [&str; 5] = [
+    CONFIG_FILE,
+    "version.info",
+    "shard_key_mapping.json",
+    "payload_index.json",
+    super::archive::MANIFEST_NAME,
+];
+
+/// What a finished restore reports.
+#[derive(Debug)]
+pub struct Restored {
+    pub sha256: String,
+    pub files: usize,
+}
+
+/// One restore per collection at a time; different collections in parallel.
+fn collection_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_default()
+        .clone()
+}
+
+/// Restore collection `name` (creating or replacing it) from the archive at
+/// `archive`, checked against `checksum` when given.
+pub async fn restore_collection(
+    storage: &Arc<Storage>,
+    name: &str,
+    archive: &Path,
+    checksum: Option<String>,
+) -> Result<Restored> {
+    crate::storage::names::validate_collection_name(name)?;
+    let lock = collection_lock(name);
+    let _serialized = lock.lock().await;
+    let _running = crate::metrics::RecoveryRunning::start();
+    let staging = storage.staging_dir("restoring");
+    let prepared = {
+        let (archive, staging, name) = (archive.to_path_buf(), staging.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || prepare_collection(&archive, &staging, &name, checksum))
+            .await
+            .map_err(|e| StorageError::internal(e.to_string()))?
+    };
+    let result = match prepared {
+        Ok(report) => storage
+            .replace_collection(name, staging.clone())
+            .await
+            .map(|()| Restored {
+                sha256: report.sha256,
+                files: report.files,
+            }),
+        Err(err) => Err(err),
+    };
+    if staging.exists() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    match &result {
+        Ok(done) => tracing::info!(collection = name, sha256 = %done.sha256, "restored"),
+        Err(err) => {
+            crate::metrics::restore_failed(failure_reason(err));
+            tracing::warn!(collection = name, %err, "restore refused");
+        }
+    }
+    result
+}
+
+/// Unpack and check everything in `staging`. Blocking.
+fn prepare_collection(
+    archive: &Path,
+    staging: &Path,
+    name: &str,
+    checksum: Option<String>,
+) -> Result<VerifyReport> {
+    let file = std::fs::File::open(archive)?;
+    let archive_len = file.metadata()?.len();
+    std::fs::create_dir_all(staging)?;
+    check_free_space(staging, archive_len)?;
+    let report = unpack_verified(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        checksum.as_deref(),
+        Some(staging),
+    )
+    .map_err(refusal)?;
+
+    let mut shard_dirs = BTreeSet::new();
+    for entry in std::fs::read_dir(staging)? {
+        let entry = entry?;
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() && entry_name.parse::<u32>().is_ok() {
+            shard_dirs.insert(entry_name.parse::<u32>().unwrap());
+        } else if matches!(entry_name.as_str(), "segments" | "wal") {
+            return Err(StorageError::bad_request(
+                "this is a shard snapshot, not a collection snapshot: restore it into a shard (collections/<c>/shards/<id>/recover/)",
+            ));
+        } else if !COLLECTION_FILES.contains(&entry_name.as_str()) {
+            return Err(StorageError::bad_request(format!(
+                "unexpected entry `{entry_name}` at the top of a collection snapshot"
+            )));
+        }
+    }
+    let config_bytes = std::fs::read(staging.join(CONFIG_FILE)).map_err(|_| {
+        StorageError::bad_request("not a collection snapshot: config.json is missing")
+    })?;
+    let config: CollectionConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+        StorageError::bad_request(format!(
+            "the snapshot's config.json is not a collection config: {e}"
+        ))
+    })?;
+    config.validate()?;
+    let expected: BTreeSet<u32> = (0..config.shard_count()).collect();
+    if shard_dirs != expected {
+        return Err(StorageError::bad_request(format!(
+            "the snapshot holds shards {shard_dirs:?} but its config says shard_number {}",
+            config.shard_count()
+        )));
+    }
+    for id in &shard_dirs {
+        normalize_segments(&staging.join(id.to_string())).map_err(refusal)?;
+    }
+    for extra in &COLLECTION_FILES[1..] {
+        let _ = std::fs::remove_file(staging.join(extra));
+    }
+    sync_filesystem(staging)?;
+    // Every shard must open with the engine before the collection is switched.
+    let collection = Collection::open(staging, name).map_err(|e| {
+        StorageError::bad_request(format!("the snapshot's shards do not open: {e}"))
+    })?;
+    collection.shutdown();
+    drop(collection);
+    sync_filesystem(staging)?;
+    Ok(report)
+}
+
+fn refusal(err: VerifyError) -> StorageError {
+    match err {
+        VerifyError::Io(e) => StorageError::Io(e),
+        other => StorageError::bad_request(other.to_string()),
+    }
+}
+
+/// The restore needs at most the archive's size again (data is stored sparse, and
+/// nested segment archives are unpacked one at a time); refuse up front if the file
+/// system holding the collections has less.
+fn check_free_space(dir: &Path, needed: u64) -> Result<()> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| StorageError::internal("path with a NUL byte"))?;
+    // SAFETY: statvfs fills a zeroed struct we own; the path is a valid C string.
+    let free = unsafe {
+        let mut stats: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut stats) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        stats.f_bavail * stats.f_frsize
+    };
+    if free < needed {
+        return Err(StorageError::bad_request(format!(
+            "not enough free space to restore: the archive needs up to {needed} bytes, {free} are free where collections are stored"
+        )));
+    }
+    Ok(())
+}
+
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = std::fs::File::open(dir)?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// A short label for the failures metric.
+fn failure_reason(err: &StorageError) -> &'static str {
+    let text = err.to_string();
+    if text.contains("Checksum mismatch") {
+        "checksum"
+    } else if text.contains("free space") {
+        "space"
+    } else if matches!(err, StorageError::BadRequest(_)) {
+        "invalid"
+    } else {
+        "internal"
+    }
+}
+
+/// Where an uploaded or named archive is kept while it is restored.
+pub fn upload_path(temp_path: &Path) -> PathBuf {
+    temp_path.join(format!(".upload-{}", uuid::Uuid::new_v4()))
+}

@@ -1,0 +1,380 @@
+//! Restore: real Qdrant 1.18.3 snapshots and snapfs's own, through
+//! `PUT /collections/{c}/snapshots/recover`; hostile and broken archives are refused
+//! with a clear error and change nothing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hyper::Method;
+use serde_json::{Value, json};
+use snapfs::client::Client;
+use support::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qdrant-1.18.3")
+}
+
+fn by_id(points: &[Value]) -> BTreeMap<String, Value> {
+    points
+        .iter()
+        .map(|p| {
+            (
+                p["id"].to_string(),
+                json!({"payload": p["payload"], "vector": p["vector"]}),
+            )
+        })
+        .collect()
+}
+
+/// Put `file` into the daemon's snapshots directory; returns its file:// location.
+fn stage(daemon: &Daemon, file: &Path, name: &str) -> String {
+    let dir = daemon.data_dir.join("snapshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = dir.join(name);
+    std::fs::copy(file, &target).unwrap();
+    format!("file://{}", target.display())
+}
+
+async fn recover(client: &Client, collection: &str, body: Value) -> (u16, Value) {
+    call(
+        client,
+        Method::PUT,
+        &format!("/collections/{collection}/snapshots/recover"),
+        Some(body),
+    )
+    .await
+}
+
+fn leftovers(daemon: &Daemon) -> Vec<String> {
+    let dir = daemon.data_dir.join("storage/collections");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qdrant_collection_snapshots_restore_to_the_exact_points() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("expected.json")).unwrap()).unwrap();
+    for (collection, file) in [
+        ("docs", "qdrant-docs.snapshot"),
+        ("multi", "qdrant-multi.snapshot"),
+    ] {
+        let path = fixtures().join(file);
+        let checksum =
+            std::fs::read_to_string(fixtures().join(format!("{file}.checksum"))).unwrap();
+        let location = stage(&daemon, &path, file);
+        let (status, body) = recover(
+            &client,
+            collection,
+            json!({"location": location, "checksum": checksum.trim(), "priority": "snapshot"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{collection}: {body}");
+        let want = expected["collections"][collection].as_array().unwrap();
+        assert_eq!(count(&client, collection).await, want.len() as u64);
+        let got = by_id(&all_points(&client, collection).await);
+        let want = by_id(want);
+        let differing: Vec<_> = want
+            .iter()
+            .filter(|(id, p)| got.get(*id) != Some(p))
+            .take(2)
+            .collect();
+        assert!(
+            differing.is_empty() && got.len() == want.len(),
+            "{collection}: restored points differ from Qdrant's, e.g. {differing:?} vs {:?}",
+            differing
+                .iter()
+                .map(|(id, _)| got.get(*id))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_snapshot_restores_its_state_and_replaces_the_collection() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    create_collection(
+        &client,
+        "docs",
+        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 3}),
+    )
+    .await;
+    upsert(
+        &client,
+        "docs",
+        (0..300).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+    let before = all_points(&client, "docs").await;
+    let (status, body) = call(&client, Method::POST, "/collections/docs/snapshots", None).await;
+    assert_eq!(status, 200, "{body}");
+    let name = body["result"]["name"].as_str().unwrap().to_string();
+    let checksum = body["result"]["checksum"].as_str().unwrap().to_string();
+
+    // Change the collection, then restore the stored state by name.
+    upsert(
+        &client,
+        "docs",
+        (300..400).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+    let (status, _) = call(
+        &client,
+        Method::POST,
+        "/collections/docs/points/delete?wait=true",
+        Some(json!({"points": [1, 2, 3]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = recover(
+        &client,
+        "docs",
+        json!({"location": name, "checksum": checksum}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&client, "docs").await, 300);
+    assert!(by_id(&all_points(&client, "docs").await) == by_id(&before));
+
+    // The same archive also creates a new collection under another name.
+    let stored = daemon.data_dir.join("snapshots/docs").join(&name);
+    let location = stage(&daemon, &stored, "copy.snapshot");
+    let (status, body) = recover(&client, "copy", json!({"location": location})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(by_id(&all_points(&client, "copy").await) == by_id(&before));
+    // Writes go on after a restore, and survive a restart.
+    upsert(&client, "copy", vec![point(9999, 8)], true).await;
+    assert_eq!(count(&client, "copy").await, 301);
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+}
+
+/// Build a tar with Python's tarfile from a small script body; `t` is the open archive.
+fn python_tar(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    let script = format!(
+        "import tarfile, io\nt = tarfile.open({:?}, 'w', format=tarfile.GNU_FORMAT)\ndef add(n, data=b'x', **kw):\n    i = tarfile.TarInfo(n)\n    i.size = len(data)\n    for k, v in kw.items(): setattr(i, k, v)\n    t.addfile(i, io.BytesIO(data) if i.isreg() else None)\n{body}\nt.close()\n",
+        path.to_str().unwrap()
+    );
+    run_ok(Command::new("python3").arg("-c").arg(script));
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_and_broken_archives_change_nothing() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    create_collection(
+        &client,
+        "keep",
+        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 2}),
+    )
+    .await;
+    upsert(
+        &client,
+        "keep",
+        (0..100).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+    let before = by_id(&all_points(&client, "keep").await);
+    let (_, body) = call(&client, Method::POST, "/collections/keep/snapshots", None).await;
+    let good_name = body["result"]["name"].as_str().unwrap().to_string();
+    let good = std::fs::read(daemon.data_dir.join("snapshots/keep").join(&good_name)).unwrap();
+    let good_sum = body["result"]["checksum"].as_str().unwrap().to_string();
+
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x40;
+    let gzip = {
+        let plain = write("plain.tar", &good);
+        run_ok(Command::new("gzip").arg("-k").arg(&plain));
+        dir.join("plain.tar.gz")
+    };
+    let zip = {
+        let script = format!(
+            "import zipfile\nz = zipfile.ZipFile({:?}, 'w')\nz.writestr('config.json', '{{}}')\nz.close()",
+            dir.join("a.zip").to_str().unwrap()
+        );
+        run_ok(Command::new("python3").arg("-c").arg(script));
+        dir.join("a.zip")
+    };
+    let random: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let shard_snapshot = {
+        let (_, body) = call(
+            &client,
+            Method::POST,
+            "/collections/keep/shards/0/snapshots",
+            None,
+        )
+        .await;
+        let name = body["result"]["name"].as_str().unwrap().to_string();
+        daemon.data_dir.join("snapshots/keep/shards/0").join(name)
+    };
+    let cases: Vec<(&str, PathBuf, Option<String>, &str)> = vec![
+        (
+            "truncated",
+            write("truncated.tar", &good[..good.len() / 3]),
+            None,
+            "",
+        ),
+        (
+            "flipped byte, right sidecar",
+            write("flipped.tar", &flipped),
+            Some(good_sum.clone()),
+            "Checksum mismatch: expected",
+        ),
+        (
+            "wrong checksum",
+            write("wrong.tar", &good),
+            Some("0".repeat(64)),
+            "Checksum mismatch: expected 0000",
+        ),
+        ("random bytes", write("random.bin", &random), None, ""),
+        ("gzip", gzip, None, ""),
+        ("zip", zip, None, ""),
+        (
+            "../ entry",
+            python_tar(dir, "dotdot.tar", "add('../evil')"),
+            None,
+            "`..`",
+        ),
+        (
+            "absolute path",
+            python_tar(dir, "abs.tar", "add('/tmp/evil')"),
+            None,
+            "",
+        ),
+        (
+            "symlink",
+            python_tar(
+                dir,
+                "sym.tar",
+                "add('link', type=tarfile.SYMTYPE, linkname='/etc/passwd')",
+            ),
+            None,
+            "not allowed",
+        ),
+        (
+            "hard link",
+            python_tar(
+                dir,
+                "hard.tar",
+                "add('a')\nadd('b', type=tarfile.LNKTYPE, linkname='a')",
+            ),
+            None,
+            "not allowed",
+        ),
+        (
+            "device",
+            python_tar(
+                dir,
+                "dev.tar",
+                "add('dev', type=tarfile.CHRTYPE, devmajor=1, devminor=3)",
+            ),
+            None,
+            "not allowed",
+        ),
+        (
+            "fifo",
+            python_tar(dir, "fifo.tar", "add('fifo', type=tarfile.FIFOTYPE)"),
+            None,
+            "not allowed",
+        ),
+        (
+            "duplicate entries",
+            python_tar(
+                dir,
+                "dup.tar",
+                "add('config.json', b'{}')\nadd('config.json', b'{}')",
+            ),
+            None,
+            "duplicate",
+        ),
+        (
+            "huge declared size",
+            python_tar(
+                dir,
+                "huge.tar",
+                "i = tarfile.TarInfo('big'); i.size = 1 << 40; t.fileobj.write(i.tobuf(tarfile.GNU_FORMAT, 'utf-8', 'surrogateescape'))",
+            ),
+            None,
+            "",
+        ),
+        (
+            "no config",
+            python_tar(dir, "noconf.tar", "add('0/x')"),
+            None,
+            "config.json is missing",
+        ),
+        ("shard snapshot", shard_snapshot, None, "shard snapshot"),
+    ];
+    for (what, file, checksum, words) in cases {
+        let location = stage(
+            &daemon,
+            &file,
+            &format!("case-{}", file.file_name().unwrap().to_string_lossy()),
+        );
+        let mut request = json!({"location": location});
+        if let Some(sum) = checksum {
+            request["checksum"] = json!(sum);
+        }
+        let (status, body) = recover(&client, "keep", request).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        let message = body["status"]["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(words),
+            "{what}: `{message}` should say `{words}`"
+        );
+        assert!(!message.is_empty(), "{what}: no message");
+        assert!(
+            by_id(&all_points(&client, "keep").await) == before,
+            "{what} changed the collection"
+        );
+        assert!(
+            leftovers(&daemon).is_empty(),
+            "{what} left {:?}",
+            leftovers(&daemon)
+        );
+    }
+
+    // Locations outside the snapshots directory are forbidden; unknown priorities refused.
+    let outside = dir.join("outside.snapshot");
+    std::fs::write(&outside, &good).unwrap();
+    let (status, body) = recover(
+        &client,
+        "keep",
+        json!({"location": format!("file://{}", outside.display())}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = recover(
+        &client,
+        "keep",
+        json!({"location": good_name, "priority": "urgent"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = recover(&client, "keep", json!({"location": "nope.snapshot"})).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(by_id(&all_points(&client, "keep").await) == before);
+}
