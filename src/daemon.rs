@@ -125,7 +125,11 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
     // Dropped (unmounted) on every way out of this function, errors included.
     let mut mounted = match mount_point {
         Some(path) => {
-            let core = Arc::new(SnapFs::new(storage.clone(), config.snapshots_path.clone()));
+            let core = Arc::new(SnapFs::new(
+                storage.clone(),
+                config.snapshots_path.clone(),
+                config.temp_path.clone(),
+            ));
             let runtime = tokio::runtime::Handle::current();
             Some(
                 tokio::task::spawn_blocking(move || crate::fs::mount::mount(core, runtime, &path))

@@ -17,6 +17,7 @@ pub mod fuse;
 pub mod handles;
 pub mod mount;
 pub mod namespace;
+pub mod recover;
 pub mod texts;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use error::{FsError, FsResult};
 use handles::{DirEntry, Handle, Handles, LiveRead};
 use namespace::{Namespace, Node, ROOT_INO};
+use recover::{EntryKind, RecoverDirs};
 
 use crate::metrics;
 use crate::snapshot::checksum::archive_sha256;
@@ -120,12 +122,14 @@ pub struct SnapFs {
     live_states: Mutex<HashMap<Scope, LiveState>>,
     /// By live file inode.
     cached_states: Mutex<HashMap<u64, CachedState>>,
+    recover: RecoverDirs,
     snapshots_path: PathBuf,
+    temp_path: PathBuf,
     started: SystemTime,
 }
 
 impl SnapFs {
-    pub fn new(storage: Arc<Storage>, snapshots_path: PathBuf) -> Self {
+    pub fn new(storage: Arc<Storage>, snapshots_path: PathBuf, temp_path: PathBuf) -> Self {
         let mut inodes = HashMap::new();
         inodes.insert(ROOT_INO, Node::Root);
         SnapFs {
@@ -134,7 +138,9 @@ impl SnapFs {
             handles: Handles::default(),
             live_states: Mutex::new(HashMap::new()),
             cached_states: Mutex::new(HashMap::new()),
+            recover: RecoverDirs::default(),
             snapshots_path,
+            temp_path,
             started: SystemTime::now(),
         }
     }
@@ -158,9 +164,35 @@ impl SnapFs {
 
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let parent = self.node(parent)?;
-        let node = self.ns.child(&parent, name)?;
+        let node = self.child(&parent, name)?;
         self.remember_node(&node);
         self.attr(&node)
+    }
+
+    /// Names resolve through the namespace, except inside recover/ directories.
+    fn child(&self, parent: &Node, name: &str) -> FsResult<Node> {
+        if let Node::Recover(scope) = parent {
+            self.ns.check_scope(scope)?;
+            return self
+                .recover
+                .lookup(scope, name)
+                .map(|_| Node::RecoverEntry(scope.clone(), name.to_string()))
+                .ok_or(FsError::NotFound);
+        }
+        self.ns.child(parent, name)
+    }
+
+    fn children(&self, node: &Node) -> FsResult<Vec<(String, Node)>> {
+        if let Node::Recover(scope) = node {
+            self.ns.check_scope(scope)?;
+            return Ok(self
+                .recover
+                .entries(scope)
+                .into_iter()
+                .map(|(name, _)| (name.clone(), Node::RecoverEntry(scope.clone(), name)))
+                .collect());
+        }
+        self.ns.children(node)
     }
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
@@ -183,13 +215,14 @@ impl SnapFs {
     fn attr(&self, node: &Node) -> FsResult<Attr> {
         let ino = node.ino();
         if node.is_dir() {
-            self.ns.children(node).map(|_| ())?;
-            // Stored-snapshot directories allow rm; the rest is read-only.
-            let perm = if matches!(node, Node::Snapshots(_)) {
-                0o755
-            } else {
-                0o555
-            };
+            self.children(node).map(|_| ())?;
+            // Stored-snapshot directories allow rm, collection recover/ directories
+            // take writes; the rest is read-only.
+            let writable = matches!(
+                node,
+                Node::Snapshots(_) | Node::Recover(Scope::Full | Scope::Collection(_))
+            );
+            let perm = if writable { 0o755 } else { 0o555 };
             return Ok(Attr {
                 ino,
                 kind: FileKind::Directory,
@@ -234,6 +267,17 @@ impl SnapFs {
                     state.mtime,
                     true,
                 ))
+            }
+            Node::RecoverEntry(scope, name) => {
+                let kind = self.recover.lookup(scope, name).ok_or(FsError::NotFound)?;
+                let (size, perm) = match &kind {
+                    EntryKind::Upload { size } | EntryKind::Sidecar { size } => (*size, 0o644),
+                    EntryKind::Error { text } => (text.len() as u64, 0o444),
+                };
+                Ok(Attr {
+                    perm,
+                    ..file_attr(ino, size, SystemTime::now(), true)
+                })
             }
             Node::Stored(scope, name) => {
                 let meta = std::fs::metadata(self.ns.stored_file(scope, name))?;
@@ -325,7 +369,7 @@ impl SnapFs {
                 name: "..".into(),
             },
         ];
-        for (name, child) in self.ns.children(&node)? {
+        for (name, child) in self.children(&node)? {
             entries.push(DirEntry {
                 ino: self.remember_node(&child),
                 is_dir: child.is_dir(),
@@ -390,6 +434,13 @@ impl SnapFs {
                 ))
             }
             Node::Readme => Ok(bytes(texts::README_TEXT.as_bytes().to_vec(), self.started)),
+            Node::RecoverEntry(scope, name) => match self.recover.lookup(&scope, &name) {
+                Some(EntryKind::Error { text }) => Ok(bytes(text.into_bytes(), SystemTime::now())),
+                Some(_) => Err(FsError::NotPermitted(
+                    "uploads and sidecars in recover/ cannot be read back",
+                )),
+                None => Err(FsError::NotFound),
+            },
             Node::Metrics => Ok(bytes(metrics::render().into_bytes(), SystemTime::now())),
             Node::Info(c) => {
                 let collection = self.ns.storage().collection(&c)?;
@@ -465,18 +516,159 @@ impl SnapFs {
                 Ok(())
             }
             Handle::Dir(_) => Err(FsError::IsADirectory),
+            Handle::Upload(_) => Err(FsError::Invalid("an upload is write-only")),
         }
     }
 
     /// Close `fh` (files and directories alike). A live view ends with its last reader.
     pub fn release(&self, fh: u64) {
-        if let Some(handle) = self.handles.remove(fh)
-            && let Handle::Live(live) = &*handle
-            && let Some(ino) = live.cached_ino
-            && let Some(state) = self.cached_states.lock().unwrap().get_mut(&ino)
-        {
-            state.open = state.open.saturating_sub(1);
+        let Some(handle) = self.handles.remove(fh) else {
+            return;
+        };
+        match &*handle {
+            Handle::Live(live) => {
+                if let Some(ino) = live.cached_ino
+                    && let Some(state) = self.cached_states.lock().unwrap().get_mut(&ino)
+                {
+                    state.open = state.open.saturating_sub(1);
+                }
+            }
+            // A hidden upload waits for its rename; a visible one was handed on at
+            // flush (or, never flushed, is abandoned).
+            Handle::Upload(upload) => {
+                if !recover::is_hidden(&upload.name) && !upload.done.load(Ordering::SeqCst) {
+                    self.recover.abandon(upload);
+                }
+            }
+            _ => {}
         }
+    }
+
+    // ---- restore through recover/ ----
+
+    /// `create` in a recover/ directory: an upload (or a checksum sidecar) starts.
+    pub fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
+        let node = self.node(parent)?;
+        let Node::Recover(scope) = node else {
+            return Err(self.refuse_change(parent));
+        };
+        if let Scope::Shard(..) = scope {
+            return Err(FsError::ReadOnly(
+                "restoring a single shard through the mount is not available yet",
+            ));
+        }
+        self.ns.check_scope(&scope)?;
+        let upload = self.recover.create(&scope, name, &self.temp_path)?;
+        let entry = Node::RecoverEntry(scope, name.to_string());
+        let ino = self.remember_node(&entry);
+        let fh = self.handles.insert(Handle::Upload(Box::new(upload)));
+        let attr = Attr {
+            perm: 0o644,
+            ..file_attr(ino, 0, SystemTime::now(), true)
+        };
+        Ok((attr, fh))
+    }
+
+    /// A file in a recover/ directory (whose attributes writers may set freely).
+    pub fn is_upload(&self, ino: u64) -> bool {
+        matches!(self.node(ino), Ok(Node::RecoverEntry(..)))
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        match &*self.handles.get(fh)? {
+            Handle::Upload(upload) => self.recover.write(upload, offset, data),
+            _ => Err(FsError::ReadOnly("this file is read-only")),
+        }
+    }
+
+    /// `close` (FUSE flush): a visible upload is complete, so restore it now; the
+    /// outcome is what `close` returns.
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let Ok(handle) = self.handles.get(fh) else {
+            return Ok(());
+        };
+        let Handle::Upload(upload) = &*handle else {
+            return Ok(());
+        };
+        // dd (and shells) close a duplicate descriptor before writing anything: a
+        // close with nothing written is not the end of the upload.
+        if recover::is_hidden(&upload.name)
+            || upload.written() == 0
+            || upload.done.swap(true, Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        self.finish_upload(&upload.scope, &upload.name)
+    }
+
+    /// `rename` inside a recover/ directory (rsync's temp file → its real name).
+    pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> FsResult<()> {
+        let (Node::Recover(scope), Node::Recover(target)) =
+            (self.node(parent)?, self.node(new_parent)?)
+        else {
+            return Err(self.refuse_change(parent));
+        };
+        if scope != target {
+            return Err(FsError::Invalid("rename across recover/ directories"));
+        }
+        self.recover.rename(&scope, name, new_name)?;
+        if recover::is_hidden(new_name) {
+            return Ok(());
+        }
+        self.finish_upload(&scope, new_name)
+    }
+
+    /// Run the restore of the finished upload `name`; record an `.error` on failure.
+    fn finish_upload(&self, scope: &Scope, name: &str) -> FsResult<()> {
+        let Some((path, sidecar)) = self.recover.take_finished(scope, name) else {
+            return Ok(()); // a sidecar: kept for its snapshot
+        };
+        let result = self.restore_upload(scope, name, &path, sidecar);
+        let _ = std::fs::remove_file(&path);
+        match result {
+            Ok(()) => {
+                self.recover.clear_error(scope, name);
+                Ok(())
+            }
+            Err(message) => {
+                self.recover
+                    .record_error(scope, name, recover::error_text(&message));
+                Err(FsError::RestoreFailed(message))
+            }
+        }
+    }
+
+    fn restore_upload(
+        &self,
+        scope: &Scope,
+        name: &str,
+        path: &std::path::Path,
+        sidecar: Option<String>,
+    ) -> Result<(), String> {
+        let collection = match scope {
+            Scope::Collection(c) => c.clone(),
+            Scope::Full => name
+                .strip_suffix(SNAPSHOT_EXT)
+                .ok_or("name files in recover/ `<collection>.snapshot`")?
+                .to_string(),
+            Scope::Shard(..) => return Err("shard restore is not available yet".into()),
+        };
+        let checksum = match sidecar {
+            Some(text) => Some(recover::sidecar_checksum(&text).ok_or(
+                "the checksum sidecar holds no SHA-256 (64 hex digits, or a sha256sum line)",
+            )?),
+            None => None,
+        };
+        let storage = self.ns.storage().clone();
+        tokio::runtime::Handle::current()
+            .block_on(crate::snapshot::restore::restore_collection(
+                &storage,
+                &collection,
+                path,
+                checksum,
+            ))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// May a new handle of live file `ino` holding state `fingerprint` read through
@@ -509,7 +701,10 @@ impl SnapFs {
     /// `rm`: only stored snapshots (together with their `.checksum`).
     pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         let parent = self.node(parent)?;
-        let node = self.ns.child(&parent, name)?;
+        if let Node::Recover(scope) = &parent {
+            return self.recover.remove(scope, name);
+        }
+        let node = self.child(&parent, name)?;
         let Node::Stored(scope, name) = node else {
             return Err(FsError::ReadOnly(
                 "only stored snapshots can be deleted (collections: use the HTTP API)",
@@ -536,8 +731,11 @@ impl SnapFs {
     pub fn refuse_change(&self, parent_or_node: u64) -> FsError {
         match self.node(parent_or_node) {
             Err(err) => err,
+            Ok(Node::Recover(Scope::Shard(..))) => {
+                FsError::ReadOnly("restoring a single shard through the mount is not available yet")
+            }
             Ok(Node::Recover(_)) => {
-                FsError::ReadOnly("restoring through recover/ is not available yet")
+                FsError::ReadOnly("recover/ takes snapshot files only: write one, or rm an .error")
             }
             Ok(_) => FsError::ReadOnly("this part of the mount is read-only"),
         }
@@ -545,7 +743,14 @@ impl SnapFs {
 
     pub fn access(&self, ino: u64, mask: AccessMask) -> FsResult<()> {
         let node = self.node(ino)?;
-        if mask.write && !matches!(node, Node::Snapshots(_)) {
+        if mask.write
+            && !matches!(
+                node,
+                Node::Snapshots(_)
+                    | Node::Recover(Scope::Full | Scope::Collection(_))
+                    | Node::RecoverEntry(..)
+            )
+        {
             return Err(self.refuse_change(ino));
         }
         Ok(())
@@ -634,7 +839,11 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let storage = Storage::open(&temp.path().join("storage")).unwrap();
         crate::demo::create_demo_collection(&storage).await.unwrap();
-        let fs = Arc::new(SnapFs::new(storage.clone(), temp.path().join("snapshots")));
+        let fs = Arc::new(SnapFs::new(
+            storage.clone(),
+            temp.path().join("snapshots"),
+            temp.path().join("tmp"),
+        ));
         let core = fs.clone();
         let settled = storage.clone();
         let (ino, before) = tokio::task::spawn_blocking(move || {
@@ -701,7 +910,11 @@ mod tests {
     fn page_cache_is_shared_only_by_one_state() {
         let temp = tempfile::tempdir().unwrap();
         let storage = Storage::open(&temp.path().join("storage")).unwrap();
-        let fs = SnapFs::new(storage.clone(), temp.path().join("snapshots"));
+        let fs = SnapFs::new(
+            storage.clone(),
+            temp.path().join("snapshots"),
+            temp.path().join("tmp"),
+        );
         let (s1, s2) = ([1u8; 32], [2u8; 32]);
         assert_eq!(
             fs.enter_cache(7, s1),

@@ -44,6 +44,20 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Write a file and close it, returning close's own error (std ignores it on drop).
+fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(data)?;
+    let fd = file.into_raw_fd();
+    // SAFETY: closing the descriptor we own exactly once.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
     match result {
         Ok(_) => panic!("the operation succeeded but must fail"),
@@ -489,10 +503,12 @@ async fn changes_outside_stored_snapshots_fail_with_the_right_errno() {
 
     assert_eq!(errno_of(write(&m.path("new-file"))), libc::EROFS);
     assert_eq!(errno_of(write(&m.path("live/new.snapshot"))), libc::EROFS);
+    // Not a snapshot: the restore fails at close (EIO), leaves an .error, changes nothing.
     assert_eq!(
-        errno_of(write(&m.path("recover/docs.snapshot"))),
-        libc::EROFS
+        errno_of(write_and_close(&m.path("recover/docs.snapshot"), b"x")),
+        libc::EIO
     );
+    std::fs::remove_file(m.path("recover/docs.snapshot.error")).unwrap();
     assert_eq!(errno_of(write(&live)), libc::EROFS);
     assert_eq!(
         errno_of(std::fs::OpenOptions::new().append(true).open(&live)),
@@ -690,4 +706,130 @@ async fn an_open_file_keeps_its_state_while_new_readers_see_the_next() {
 
     // And readers after it see the new state again.
     assert!(std::fs::read(&live).unwrap() == second_state);
+}
+
+// ---- restore by writing into recover/ ----
+
+fn qdrant_fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/qdrant-1.18.3")
+        .join(name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writing_into_recover_restores_with_cp_dd_rsync_and_sidecars() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    let docs = qdrant_fixture("qdrant-docs.snapshot");
+    let checksum =
+        std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
+
+    // cp into recover/<c>.snapshot creates the collection; the file leaves recover/.
+    run_ok(
+        Command::new("cp")
+            .arg(&docs)
+            .arg(m.path("recover/docs.snapshot")),
+    );
+    assert_eq!(count(&client, "docs").await, 200);
+    assert!(names(&m.path("recover")).is_empty());
+    eventually("docs listed", || {
+        names(&m.path("collections")).contains(&"docs".to_string())
+    });
+
+    // dd into a collection's recover/ (any name) replaces it.
+    upsert(&client, "docs", vec![point(5000, 8)], true).await;
+    assert_eq!(count(&client, "docs").await, 201);
+    run_ok(Command::new("dd").args([
+        format!("if={}", docs.display()),
+        format!(
+            "of={}",
+            m.path("collections/docs/recover/backup.tar").display()
+        ),
+        "bs=64k".into(),
+        "status=none".into(),
+    ]));
+    assert_eq!(count(&client, "docs").await, 200);
+
+    // rsync writes a hidden temp file and renames it: the rename restores.
+    upsert(&client, "docs", vec![point(5001, 8)], true).await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::copy(&docs, src.path().join("docs.snapshot")).unwrap();
+    run_ok(
+        Command::new("rsync")
+            .arg("-a")
+            .arg(src.path().join("docs.snapshot"))
+            .arg(m.path("recover/")),
+    );
+    assert_eq!(count(&client, "docs").await, 200);
+
+    // A sidecar written first is used: the right one passes, a wrong one fails cp,
+    // leaves docs.snapshot.error and changes nothing.
+    std::fs::write(
+        m.path("recover/docs.snapshot.sha256"),
+        format!("{}  docs.snapshot\n", checksum.trim()),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg(&docs)
+            .arg(m.path("recover/docs.snapshot")),
+    );
+    upsert(&client, "docs", vec![point(5002, 8)], true).await;
+    std::fs::write(m.path("recover/docs.snapshot.checksum"), "0".repeat(64)).unwrap();
+    let output = Command::new("cp")
+        .arg(&docs)
+        .arg(m.path("recover/docs.snapshot"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "cp must fail: {output:?}");
+    assert_eq!(
+        count(&client, "docs").await,
+        201,
+        "a refused restore changes nothing"
+    );
+    let error = std::fs::read_to_string(m.path("recover/docs.snapshot.error")).unwrap();
+    assert!(
+        error.contains("Checksum mismatch: expected 0000"),
+        "{error}"
+    );
+    std::fs::remove_file(m.path("recover/docs.snapshot.error")).unwrap();
+    assert!(
+        names(&m.path("recover")).is_empty(),
+        "{:?}",
+        names(&m.path("recover"))
+    );
+
+    // Garbage fails the same way; a bad name is refused at create.
+    let junk = src.path().join("junk");
+    std::fs::write(&junk, vec![7u8; 5000]).unwrap();
+    let output = Command::new("cp")
+        .arg(&junk)
+        .arg(m.path("recover/junk.snapshot"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        std::fs::read_to_string(m.path("recover/junk.snapshot.error"))
+            .unwrap()
+            .contains("restore failed")
+    );
+    assert!(!names(&m.path("collections")).contains(&"junk".to_string()));
+    assert_eq!(
+        errno_of(std::fs::write(m.path("recover/no-extension"), b"x")),
+        libc::EINVAL
+    );
+    // Shard recover/ is not available yet, and says so.
+    assert_eq!(
+        errno_of(std::fs::write(
+            m.path("collections/docs/shards/0/recover/x"),
+            b"x"
+        )),
+        libc::EROFS
+    );
+    // Nothing of the uploads is left in temp_path.
+    let temp = m.daemon.data_dir.join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&temp)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -28,6 +28,9 @@ pub enum FsError {
     Busy(String),
     #[error("I/O error: {0}")]
     Io(String),
+    /// A restore refused the snapshot; the reason is in `<name>.error`.
+    #[error("restore failed: {0}")]
+    RestoreFailed(String),
 }
 
 pub type FsResult<T> = Result<T, FsError>;
@@ -47,6 +50,7 @@ impl FsError {
             FsError::Unsupported(_) => (libc::EOPNOTSUPP, "EOPNOTSUPP"),
             FsError::Busy(_) => (libc::EBUSY, "EBUSY"),
             FsError::Io(_) => (libc::EIO, "EIO"),
+            FsError::RestoreFailed(_) => (libc::EIO, "EIO"),
         }
     }
 

@@ -191,6 +191,15 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.core.is_upload(ino.0) && _size.is_none_or(|s| s == 0) {
+            // rsync and cp -p set times and modes on the file they upload; they mean
+            // nothing for a snapshot to restore, and refusing them would fail the copy.
+            let (uid, gid) = (self.uid, self.gid);
+            return self.spawn(move |core| match core.getattr(ino.0, None) {
+                Ok(attr) => reply.attr(&VOLATILE_ATTR_TTL, &to_file_attr(&attr, uid, gid)),
+                Err(err) => answer!(reply, "setattr", err),
+            });
+        }
         let err = if mode.is_some() || uid.is_some() || gid.is_some() {
             FsError::NotPermitted("modes and owners are fixed")
         } else {
@@ -265,13 +274,22 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        answer!(reply, "rename", self.core.refuse_change(parent.0));
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.spawn(move |core| {
+            let result = name_str(&name).and_then(|from| {
+                name_str(&newname).and_then(|to| core.rename(parent.0, from, newparent.0, to))
+            });
+            match result {
+                Ok(()) => reply.ok(),
+                Err(err) => answer!(reply, "rename", err),
+            }
+        });
     }
 
     fn link(
@@ -361,27 +379,35 @@ impl Filesystem for FuseAdapter {
     fn write(
         &self,
         _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        answer!(reply, "write", self.core.refuse_change(ino.0));
+        let data = data.to_vec();
+        self.spawn(move |core| match core.write(fh.0, offset, &data) {
+            Ok(n) => reply.written(n),
+            Err(err) => answer!(reply, "write", err),
+        });
     }
 
     fn flush(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // close(2) waits for this answer: a restore's outcome is what close returns.
+        self.spawn(move |core| match core.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(err) => answer!(reply, "flush", err),
+        });
     }
 
     fn release(
@@ -560,13 +586,27 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        answer!(reply, "create", self.core.refuse_change(parent.0));
+        let name = name.to_owned();
+        let (uid, gid) = (self.uid, self.gid);
+        self.spawn(move |core| {
+            match name_str(&name).and_then(|name| core.create(parent.0, name)) {
+                Ok((attr, fh)) => reply.created(
+                    &VOLATILE_ATTR_TTL,
+                    &to_file_attr(&attr, uid, gid),
+                    Generation(0),
+                    FileHandle(fh),
+                    // Uploads bypass the page cache: every byte comes to us, in order.
+                    FopenFlags::FOPEN_DIRECT_IO,
+                ),
+                Err(err) => answer!(reply, "create", err),
+            }
+        });
     }
 
     fn getlk(

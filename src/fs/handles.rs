@@ -23,6 +23,8 @@ pub enum Handle {
     Bytes { data: Arc<[u8]>, mtime: SystemTime },
     /// A directory listing, fixed at opendir so offsets stay meaningful.
     Dir(Vec<DirEntry>),
+    /// A snapshot being written into a recover/ directory.
+    Upload(Box<super::recover::Upload>),
 }
 
 #[derive(Debug, Clone)]

@@ -39,6 +39,8 @@ pub enum Node {
     /// A `recover/` directory: the top-level one (Full: takes `<c>.snapshot`), a
     /// collection's, or a shard's.
     Recover(Scope),
+    /// A file in a `recover/` directory (an upload, a sidecar, an `.error`).
+    RecoverEntry(Scope, String),
     /// A stored-snapshots directory and the files in it (`.snapshot`, `.checksum`).
     Snapshots(Scope),
     Stored(Scope, String),
@@ -90,6 +92,7 @@ impl Node {
             Node::Live(Scope::Shard(c, id)) => join(shard(c, *id), &live_shard_name(c, *id)),
             Node::LiveChecksum(c) => format!("{LIVE}/{c}{SNAPSHOT_EXT}{SHA256_EXT}"),
             Node::Recover(scope) => join(scope_path(scope), RECOVER),
+            Node::RecoverEntry(scope, name) => join(join(scope_path(scope), RECOVER), name),
             Node::Snapshots(scope) => join(scope_path(scope), SNAPSHOTS),
             Node::Stored(scope, name) => join(join(scope_path(scope), SNAPSHOTS), name),
             Node::Collections => COLLECTIONS.into(),
@@ -168,8 +171,7 @@ impl Namespace {
                     ]
                 })
                 .collect(),
-            // Nothing waits in a recover/ directory yet: writing into it is the
-            // restore path, which accepts no files in this version.
+            // What is in a recover/ directory is the core's (see `fs::recover`).
             Node::Recover(scope) => {
                 self.check_scope(scope)?;
                 Vec::new()

@@ -108,15 +108,10 @@ pub fn unpack_verified(
     let mut manifest: Option<Manifest> = None;
     {
         let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive
-            .entries()
-            .map_err(|e| VerifyError::NotTar(e.to_string()))?;
+        let entries = archive.entries().map_err(|e| not_tar(&e))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| VerifyError::NotTar(e.to_string()))?;
-            let path = entry
-                .path()
-                .map_err(|e| VerifyError::NotTar(e.to_string()))?
-                .into_owned();
+            let mut entry = entry.map_err(|e| not_tar(&e))?;
+            let path = entry.path().map_err(|e| not_tar(&e))?.into_owned();
             let shown = path.display().to_string();
             check_entry_path(&path).map_err(|why| VerifyError::UnsafeEntry {
                 path: shown.clone(),
@@ -156,7 +151,7 @@ pub fn unpack_verified(
             loop {
                 let n = entry
                     .read(&mut buf)
-                    .map_err(|e| VerifyError::NotTar(format!("{shown}: {e}")))?;
+                    .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
                 if n == 0 {
                     break;
                 }
@@ -282,4 +277,21 @@ impl SparseWriter {
     fn finish(self, size: u64) -> io::Result<()> {
         self.file.set_len(size)
     }
+}
+
+/// The tar reader's complaint, made printable (it may quote the garbage it found).
+fn not_tar(err: &dyn std::fmt::Display) -> VerifyError {
+    let text: String = err
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(160)
+        .collect();
+    VerifyError::NotTar(text)
 }
