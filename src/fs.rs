@@ -535,10 +535,10 @@ impl SnapFs {
             }
             // A hidden upload waits for its rename; a visible one was handed on at
             // flush (or, never flushed, is abandoned).
-            Handle::Upload(upload) => {
-                if !recover::is_hidden(&upload.name) && !upload.done.load(Ordering::SeqCst) {
-                    self.recover.abandon(upload);
-                }
+            Handle::Upload(upload)
+                if !recover::is_hidden(&upload.name) && !upload.done.load(Ordering::SeqCst) =>
+            {
+                self.recover.abandon(upload);
             }
             _ => {}
         }
