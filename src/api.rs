@@ -73,6 +73,11 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
             put(recover::collection_recover),
         )
         .route(
+            "/collections/{name}/snapshots/upload",
+            // Uploads are streamed to disk: no request-size limit applies.
+            post(recover::collection_upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
             "/collections/{name}/snapshots/{snapshot}",
             get(snapshots::collection_download).delete(snapshots::collection_delete),
         )

@@ -94,9 +94,12 @@ impl Client {
         Ok(length)
     }
 
-    async fn connect(
-        &self,
-    ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    async fn connect<B>(&self) -> anyhow::Result<hyper::client::conn::http1::SendRequest<B>>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = UnixStream::connect(&self.socket).await.with_context(|| {
             format!("cannot reach the snapfs daemon at {} (is `snapfs serve` running? set --socket or SNAPFS_SOCKET)", self.socket.display())
         })?;
@@ -106,6 +109,69 @@ impl Client {
             let _ = connection.await;
         });
         Ok(sender)
+    }
+
+    /// Upload `file` as the multipart field `snapshot` (streamed, never read whole);
+    /// `on_sent` sees the bytes of the file as they go.
+    pub async fn upload(
+        &self,
+        path: &str,
+        file: &Path,
+        on_sent: impl FnMut(u64) + Send + 'static,
+    ) -> anyhow::Result<Value> {
+        use futures_util::StreamExt;
+        use hyper::body::Frame;
+        let boundary = format!("snapfs-{}", uuid::Uuid::new_v4().simple());
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().replace('"', "_"))
+            .unwrap_or_else(|| "snapshot".into());
+        let head = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"snapshot\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let handle = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let len = handle.metadata().await?.len();
+        let total = head.len() as u64 + len + tail.len() as u64;
+        let mut on_sent = on_sent;
+        let content =
+            tokio_util::io::ReaderStream::with_capacity(handle, 1 << 20).map(move |chunk| {
+                if let Ok(chunk) = &chunk {
+                    on_sent(chunk.len() as u64);
+                }
+                chunk
+            });
+        let stream = futures_util::stream::iter([Ok(Bytes::from(head))])
+            .chain(content)
+            .chain(futures_util::stream::iter([Ok(Bytes::from(tail))]))
+            .map(|chunk: std::io::Result<Bytes>| chunk.map(Frame::data));
+        let body = http_body_util::StreamBody::new(stream);
+        let mut sender = self.connect().await?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", "snapfs")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .header("content-length", total)
+            .body(body)?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value.get("result").cloned().unwrap_or(Value::Null));
+        }
+        let message = value
+            .pointer("/status/error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("{message} (HTTP {})", status.as_u16())
     }
 
     pub async fn raw(

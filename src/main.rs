@@ -45,6 +45,27 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Restore a collection from a snapshot: a local file (uploaded), a stored
+    /// snapshot's name, or file://… inside the daemon's snapshots directory.
+    Recover {
+        #[command(flatten)]
+        socket: SocketArg,
+        collection: String,
+        /// A snapshot file, a stored snapshot's name, or file:///path.
+        source: String,
+        /// Expected SHA-256 of the snapshot [default: SOURCE.checksum or SOURCE.sha256 when present].
+        #[arg(long, conflicts_with = "checksum_file")]
+        checksum: Option<String>,
+        /// A sidecar holding the expected SHA-256 (bare hex or a sha256sum line).
+        #[arg(long)]
+        checksum_file: Option<PathBuf>,
+        /// snapshot (default), replica or no_sync; on one node all restore the snapshot as it is.
+        #[arg(long, value_parser = ["snapshot", "replica", "no_sync"])]
+        priority: Option<String>,
+        /// Restore one shard (not available yet).
+        #[arg(long)]
+        shard: Option<u32>,
+    },
     /// Check a snapshot file offline: structure, embedded digests, whole-file checksum.
     Verify {
         file: PathBuf,
@@ -270,6 +291,28 @@ fn main() -> ExitCode {
             }
         }),
         Command::Verify { file, checksum } => cli::snapshots::verify(&file, checksum),
+        Command::Recover {
+            socket,
+            collection,
+            source,
+            checksum,
+            checksum_file,
+            priority,
+            shard,
+        } => client_command(socket, |client| async move {
+            cli::recover::recover(
+                &client,
+                cli::recover::RecoverArgs {
+                    collection,
+                    source,
+                    checksum,
+                    checksum_file,
+                    priority,
+                    shard,
+                },
+            )
+            .await
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -378,3 +378,57 @@ async fn hostile_and_broken_archives_change_nothing() {
     assert_eq!(status, 404, "{body}");
     assert!(by_id(&all_points(&client, "keep").await) == before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("recover")
+            .args(args)
+            .env("SNAPFS_SOCKET", &daemon.socket)
+            .output()
+            .unwrap()
+    };
+    // The sidecar beside the file (Qdrant's `.checksum`) is found and checked.
+    let multi = fixtures().join("qdrant-multi.snapshot");
+    let out = cli(&["multi", multi.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("restored collection multi (checksum verified)")
+    );
+    assert_eq!(count(&client, "multi").await, 1800);
+
+    // A wrong checksum fails with the words a user can act on, and changes nothing.
+    let docs = fixtures().join("qdrant-docs.snapshot");
+    let wrong = "ab".repeat(32);
+    let out = cli(&["multi", docs.to_str().unwrap(), "--checksum", &wrong]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("Checksum mismatch: expected {wrong}")),
+        "{stderr}"
+    );
+    assert_eq!(count(&client, "multi").await, 1800);
+
+    // --checksum-file with a sha256sum line; the upload replaces the collection.
+    let work = tempfile::tempdir().unwrap();
+    let sidecar = work.path().join("docs.sha256");
+    let sum = std::fs::read_to_string(fixtures().join("qdrant-docs.snapshot.checksum")).unwrap();
+    std::fs::write(&sidecar, format!("{}  qdrant-docs.snapshot\n", sum.trim())).unwrap();
+    let out = cli(&[
+        "multi",
+        docs.to_str().unwrap(),
+        "--checksum-file",
+        sidecar.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(count(&client, "multi").await, 200);
+    let out = cli(&["multi", docs.to_str().unwrap(), "--shard", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    let out = cli(&["multi", docs.to_str().unwrap(), "--priority", "urgent"]);
+    assert!(!out.status.success());
+}

@@ -111,3 +111,80 @@ fn resolve_location(app: &AppState, collection: &str, location: &str) -> Result<
         location,
     )?)
 }
+
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    #[serde(default = "yes")]
+    wait: bool,
+    #[serde(default)]
+    checksum: Option<String>,
+    #[serde(default)]
+    priority: Option<String>,
+}
+
+/// `POST /collections/{c}/snapshots/upload` (multipart, field `snapshot`): the file is
+/// streamed to `temp_path` (never held in memory), then restored like any other.
+pub async fn collection_upload(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(c): Path<String>,
+    Query(q): Query<UploadQuery>,
+    mut multipart: axum::extract::Multipart,
+) -> ApiResult {
+    check_priority(q.priority.as_deref())?;
+    crate::storage::names::validate_collection_name(&c)?;
+    let path = crate::snapshot::restore::upload_path(&app.temp_path);
+    let received = receive_snapshot(&mut multipart, &path).await;
+    if let Err(err) = received {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(err);
+    }
+    let storage = app.storage.clone();
+    let work = async move {
+        let result = restore_collection(&storage, &c, &path, q.checksum).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        result
+    };
+    if q.wait {
+        work.await?;
+        Ok(timer.ok(true))
+    } else {
+        tokio::spawn(work);
+        Ok(timer.accepted(true))
+    }
+}
+
+async fn receive_snapshot(
+    multipart: &mut axum::extract::Multipart,
+    path: &std::path::Path,
+) -> Result<(), ApiError> {
+    use tokio::io::AsyncWriteExt;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::bad_request(format!("unreadable multipart upload: {e}"))
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
+        if field.name() != Some("snapshot") {
+            continue;
+        }
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+        }
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "the upload has no `snapshot` field (multipart/form-data, field name `snapshot`)",
+    ))
+}

@@ -48,7 +48,7 @@ impl Target {
     }
 }
 
-fn byte_bar(len: u64) -> ProgressBar {
+pub(crate) fn byte_bar(len: u64) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(

@@ -258,9 +258,4 @@ pub fn error_text(message: &str) -> String {
     )
 }
 
-/// The checksum in a sidecar: bare hex, or a `sha256sum` line (`<hex>  <name>`).
-pub fn sidecar_checksum(text: &str) -> Option<String> {
-    let hex = text.split_whitespace().next()?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| hex.to_ascii_lowercase())
-}
+pub use crate::snapshot::restore::sidecar_checksum;

@@ -210,3 +210,10 @@ fn failure_reason(err: &StorageError) -> &'static str {
 pub fn upload_path(temp_path: &Path) -> PathBuf {
     temp_path.join(format!(".upload-{}", uuid::Uuid::new_v4()))
 }
+
+/// The checksum in a sidecar: bare hex, or a `sha256sum` line (`<hex>  <name>`).
+pub fn sidecar_checksum(text: &str) -> Option<String> {
+    let hex = text.split_whitespace().next()?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
