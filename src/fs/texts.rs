@@ -30,9 +30,13 @@ Stored snapshots
   a .checksum file. Copy them out; rm deletes one with its checksum.
 
 Restore
-  recover/<c>.snapshot, collections/<c>/recover/, collections/<c>/shards/<id>/recover/
-  are where snapshots are written to restore them. They are read-only in this
-  version: restore is not available yet.
+  cp /backup/<c>.snapshot recover/         creates or replaces collection <c>
+  cp x.snapshot collections/<c>/recover/   any name: restores <c>
+  rsync /backup/<c>.snapshot recover/      rsync's temp file + rename works too
+  Write <name>.sha256 or <name>.checksum first to have the snapshot checked against
+  it. The restore runs when the file is closed (or renamed into place); if it fails,
+  cp fails and <name>.error says why (rm it to clear it). Nothing changes unless the
+  whole snapshot checks out. Shard recover/ directories are read-only for now.
 
 Also
   metrics                         Prometheus text, as GET /metrics
