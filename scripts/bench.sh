@@ -20,6 +20,9 @@
 #     `cat` of a plain file of the same size; `cp` of a stored snapshot through the
 #     mount vs `cat` of the same file on disk; first byte through the mount; RssAnon
 #     while copying.
+#  8. restore of the big collection's stored snapshot, end to end (until the
+#     collection answers with the restored count): `cp` into mnt/recover/ and
+#     `snapfs recover` (HTTP upload) vs `tar -xf` of the same archive.
 #
 # Usage: scripts/bench.sh    (env: POINTS=100000 DIM=128 BATCH=1000 BIG_MB=1024)
 # Figures go to docs/BENCHMARKS.md; nothing here is a pass/fail test.
@@ -167,3 +170,17 @@ import time; t=time.perf_counter(); f=open('$mnt/live/small.snapshot','rb'); f.r
 ttfb_big=$(python3 -c "
 import time; t=time.perf_counter(); f=open('$mnt/live/big.snapshot','rb'); f.read(1); print(f'{time.perf_counter()-t:.4f}')")
 echo "first byte through the mount (open + read 1 byte): small ${ttfb} s, big ${ttfb_big} s"
+
+echo "== 8. restore"
+want=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST $url/collections/big/points/count -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])')
+count_of() { curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/$1/points/count" -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])'; }
+sum=$(cat "$stored.checksum")
+cat "$stored" >/dev/null
+mkdir -p "$work/untar"
+x0=$(now); tar -xf "$stored" -C "$work/untar"; x1=$(now); untar=$(secs "$x0" "$x1"); rm -rf "$work/untar"
+printf '%s  restored-fs.snapshot\n' "$sum" >"$mnt/recover/restored-fs.snapshot.sha256"
+f0=$(now); cp "$stored" "$mnt/recover/restored-fs.snapshot"; got=$(count_of restored-fs); f1=$(now); via_fs=$(secs "$f0" "$f1")
+[ "$got" = "$want" ] || echo "WARNING: restored-fs has $got points, expected $want"
+h0=$(now); "$BIN" recover restored-http "$stored" --checksum "$sum" >/dev/null; got=$(count_of restored-http); h1=$(now); via_http=$(secs "$h0" "$h1")
+[ "$got" = "$want" ] || echo "WARNING: restored-http has $got points, expected $want"
+python3 -c "print(f'restore of a {$(stat -c %s "$stored")/1e6:.0f} MB snapshot ({$want} points), checksum verified: cp into recover/ {$via_fs} s, snapfs recover (upload) {$via_http} s; tar -xf of the same archive: {$untar} s; ratios {$via_fs/$untar:.2f} / {$via_http/$untar:.2f}')"
