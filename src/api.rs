@@ -90,6 +90,14 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
             get(snapshots::shard_list).post(snapshots::shard_create),
         )
         .route(
+            "/collections/{name}/shards/{shard}/snapshots/recover",
+            put(recover::shard_recover),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots/upload",
+            post(recover::shard_upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
             "/collections/{name}/shards/{shard}/snapshots/{snapshot}",
             get(snapshots::shard_download).delete(snapshots::shard_delete),
         )

@@ -218,10 +218,7 @@ impl SnapFs {
             self.children(node).map(|_| ())?;
             // Stored-snapshot directories allow rm, collection recover/ directories
             // take writes; the rest is read-only.
-            let writable = matches!(
-                node,
-                Node::Snapshots(_) | Node::Recover(Scope::Full | Scope::Collection(_))
-            );
+            let writable = matches!(node, Node::Snapshots(_) | Node::Recover(_));
             let perm = if writable { 0o755 } else { 0o555 };
             return Ok(Attr {
                 ino,
@@ -552,11 +549,6 @@ impl SnapFs {
         let Node::Recover(scope) = node else {
             return Err(self.refuse_change(parent));
         };
-        if let Scope::Shard(..) = scope {
-            return Err(FsError::ReadOnly(
-                "restoring a single shard through the mount is not available yet",
-            ));
-        }
         self.ns.check_scope(&scope)?;
         let upload = self.recover.create(&scope, name, &self.temp_path)?;
         let entry = Node::RecoverEntry(scope, name.to_string());
@@ -651,14 +643,18 @@ impl SnapFs {
                 .strip_suffix(SNAPSHOT_EXT)
                 .ok_or("name files in recover/ `<collection>.snapshot`")?
                 .to_string(),
-            Scope::Shard(..) => return Err("shard restore is not available yet".into()),
+            Scope::Shard(c, id) => {
+                let checksum = sidecar_sum(sidecar)?;
+                let storage = self.ns.storage().clone();
+                return tokio::runtime::Handle::current()
+                    .block_on(crate::snapshot::restore::restore_shard(
+                        &storage, c, *id, path, checksum,
+                    ))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+            }
         };
-        let checksum = match sidecar {
-            Some(text) => Some(recover::sidecar_checksum(&text).ok_or(
-                "the checksum sidecar holds no SHA-256 (64 hex digits, or a sha256sum line)",
-            )?),
-            None => None,
-        };
+        let checksum = sidecar_sum(sidecar)?;
         let storage = self.ns.storage().clone();
         tokio::runtime::Handle::current()
             .block_on(crate::snapshot::restore::restore_collection(
@@ -731,9 +727,6 @@ impl SnapFs {
     pub fn refuse_change(&self, parent_or_node: u64) -> FsError {
         match self.node(parent_or_node) {
             Err(err) => err,
-            Ok(Node::Recover(Scope::Shard(..))) => {
-                FsError::ReadOnly("restoring a single shard through the mount is not available yet")
-            }
             Ok(Node::Recover(_)) => {
                 FsError::ReadOnly("recover/ takes snapshot files only: write one, or rm an .error")
             }
@@ -746,9 +739,7 @@ impl SnapFs {
         if mask.write
             && !matches!(
                 node,
-                Node::Snapshots(_)
-                    | Node::Recover(Scope::Full | Scope::Collection(_))
-                    | Node::RecoverEntry(..)
+                Node::Snapshots(_) | Node::Recover(_) | Node::RecoverEntry(..)
             )
         {
             return Err(self.refuse_change(ino));
@@ -944,5 +935,15 @@ mod tests {
         );
         assert_eq!(fs.enter_cache(7, s1), (false, false));
         storage.shutdown();
+    }
+}
+
+/// The checksum a sidecar holds, if one was written.
+fn sidecar_sum(sidecar: Option<String>) -> Result<Option<String>, String> {
+    match sidecar {
+        Some(text) => recover::sidecar_checksum(&text).map(Some).ok_or_else(|| {
+            "the checksum sidecar holds no SHA-256 (64 hex digits, or a sha256sum line)".into()
+        }),
+        None => Ok(None),
     }
 }

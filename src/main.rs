@@ -62,7 +62,7 @@ enum Command {
         /// snapshot (default), replica or no_sync; on one node all restore the snapshot as it is.
         #[arg(long, value_parser = ["snapshot", "replica", "no_sync"])]
         priority: Option<String>,
-        /// Restore one shard (not available yet).
+        /// Restore one shard of an existing collection from a shard snapshot.
         #[arg(long)]
         shard: Option<u32>,
     },

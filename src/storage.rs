@@ -170,21 +170,12 @@ impl Storage {
         let old = self.staging_dir("replaced");
         let journal = RestoreJournal {
             collection: name.to_string(),
+            shard: None,
             staged: file_name(staged),
             old: file_name(&old),
         };
         let journal_path = journal_path(&self.collections_dir, name);
-        let text =
-            serde_json::to_vec(&journal).map_err(|e| StorageError::internal(e.to_string()))?;
-        let temp = self.staging_dir("tmp-journal");
-        {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temp)?;
-            file.write_all(&text)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&temp, &journal_path)?;
-        sync_dir(&self.collections_dir)?;
+        self.write_journal(&journal_path, &journal)?;
         let previous = self.collections.write().unwrap().remove(name);
         if let Some(previous) = &previous {
             previous.shutdown();
@@ -211,6 +202,77 @@ impl Storage {
             "collection restored"
         );
         Ok(())
+    }
+
+    /// Replace shard `id` of collection `name` by the validated shard directory
+    /// `staged`. The old shard goes, with its pending log and clock, into one hidden
+    /// directory; the journal lets a crash at any point leave the old shard or the
+    /// new one. The collection is closed and reopened around the switch.
+    pub async fn replace_shard(
+        self: &Arc<Self>,
+        name: &str,
+        id: u32,
+        staged: PathBuf,
+    ) -> Result<()> {
+        let _layout = self.layout_lock.lock().await;
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || this.replace_shard_blocking(&name, id, &staged))
+            .await
+            .map_err(|e| StorageError::internal(e.to_string()))?
+    }
+
+    fn replace_shard_blocking(&self, name: &str, id: u32, staged: &Path) -> Result<()> {
+        let collection = self.collection(name)?;
+        collection.shard(id)?;
+        let dir = collection.dir().to_path_buf();
+        let old = self.staging_dir("replaced-shard");
+        let journal = RestoreJournal {
+            collection: name.to_string(),
+            shard: Some(id),
+            staged: file_name(staged),
+            old: file_name(&old),
+        };
+        let journal_path = self
+            .collections_dir
+            .join(format!("{JOURNAL_PREFIX}{name}-shard-{id}"));
+        self.write_journal(&journal_path, &journal)?;
+        self.collections.write().unwrap().remove(name);
+        collection.shutdown();
+        drop(collection);
+        std::fs::create_dir(&old)?;
+        for (piece, saved) in shard_pieces(&dir, id) {
+            if piece.exists() {
+                std::fs::rename(&piece, old.join(saved))?;
+            }
+        }
+        // The moment of truth.
+        std::fs::rename(staged, dir.join(id.to_string()))?;
+        sync_dir(&dir)?;
+        std::fs::remove_file(&journal_path)?;
+        sync_dir(&self.collections_dir)?;
+        let reopened = Collection::open(&dir, name)?;
+        self.collections
+            .write()
+            .unwrap()
+            .insert(name.to_string(), Arc::new(reopened));
+        remove_path(&old)?;
+        tracing::info!(collection = name, shard = id, "shard restored");
+        Ok(())
+    }
+
+    fn write_journal(&self, path: &Path, journal: &RestoreJournal) -> Result<()> {
+        let text =
+            serde_json::to_vec(journal).map_err(|e| StorageError::internal(e.to_string()))?;
+        let temp = self.staging_dir("tmp-journal");
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(&text)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temp, path)?;
+        sync_dir(&self.collections_dir)
     }
 
     pub async fn delete_collection(self: &Arc<Self>, name: &str) -> Result<bool> {
@@ -301,6 +363,9 @@ fn remove_path(path: &Path) -> std::io::Result<()> {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RestoreJournal {
     collection: String,
+    /// Set when one shard of the collection is replaced.
+    #[serde(default)]
+    shard: Option<u32>,
     /// The hidden directory holding the new collection.
     staged: String,
     /// The hidden name the old collection is moved to.
@@ -341,7 +406,19 @@ fn recover_interrupted_restores(collections_dir: &Path) -> Result<()> {
             let target = collections_dir.join(&journal.collection);
             let staged = collections_dir.join(&journal.staged);
             let old = collections_dir.join(&journal.old);
-            if staged.exists() {
+            if let Some(id) = journal.shard {
+                if staged.exists() {
+                    // Put back whatever of the old shard had been moved aside.
+                    for (piece, saved) in shard_pieces(&target, id) {
+                        if !piece.exists() && old.join(saved).exists() {
+                            std::fs::rename(old.join(saved), &piece)?;
+                        }
+                    }
+                    tracing::warn!(collection = %journal.collection, shard = id, "a shard restore was interrupted before the switch: the old shard stays");
+                } else {
+                    tracing::warn!(collection = %journal.collection, shard = id, "a shard restore was interrupted after the switch: the restored shard stays");
+                }
+            } else if staged.exists() {
                 if !target.exists() && old.exists() {
                     std::fs::rename(&old, &target)?;
                 }
@@ -355,4 +432,14 @@ fn recover_interrupted_restores(collections_dir: &Path) -> Result<()> {
         sync_dir(collections_dir)?;
     }
     Ok(())
+}
+
+/// A shard's directory and the files beside it that belong to it, with the names
+/// they get while set aside.
+fn shard_pieces(collection_dir: &Path, id: u32) -> [(PathBuf, &'static str); 3] {
+    [
+        (collection_dir.join(id.to_string()), "shard"),
+        (collection_dir.join(format!("{id}.pending")), "pending"),
+        (collection_dir.join(format!("{id}.clock")), "clock"),
+    ]
 }

@@ -818,18 +818,115 @@ async fn writing_into_recover_restores_with_cp_dd_rsync_and_sidecars() {
         errno_of(std::fs::write(m.path("recover/no-extension"), b"x")),
         libc::EINVAL
     );
-    // Shard recover/ is not available yet, and says so.
-    assert_eq!(
-        errno_of(std::fs::write(
-            m.path("collections/docs/shards/0/recover/x"),
-            b"x"
-        )),
-        libc::EROFS
+    // A collection snapshot dropped into a shard's recover/ is refused with words.
+    let output = Command::new("cp")
+        .arg(&docs)
+        .arg(m.path("collections/docs/shards/0/recover/docs.snapshot"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error =
+        std::fs::read_to_string(m.path("collections/docs/shards/0/recover/docs.snapshot.error"))
+            .unwrap();
+    assert!(
+        error.contains("collection snapshot, not a shard snapshot"),
+        "{error}"
     );
+    assert_eq!(count(&client, "docs").await, 201);
     // Nothing of the uploads is left in temp_path.
     let temp = m.daemon.data_dir.join("tmp");
     let left: Vec<_> = std::fs::read_dir(&temp)
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qdrant_shard_snapshots_restore_through_their_shards_recover() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(qdrant_fixture("expected.json")).unwrap()).unwrap();
+    let want: std::collections::BTreeMap<String, Value> = expected["collections"]["multi"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].to_string(),
+                json!({"payload": p["payload"], "vector": p["vector"]}),
+            )
+        })
+        .collect();
+    let points_now = |points: Vec<Value>| -> std::collections::BTreeMap<String, Value> {
+        points
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].to_string(),
+                    json!({"payload": p["payload"], "vector": p["vector"]}),
+                )
+            })
+            .collect()
+    };
+
+    // The collection from Qdrant's collection snapshot, through recover/<c>.snapshot.
+    run_ok(
+        Command::new("cp")
+            .arg(qdrant_fixture("qdrant-multi.snapshot"))
+            .arg(m.path("recover/multi.snapshot")),
+    );
+    assert!(points_now(all_points(&client, "multi").await) == want);
+
+    // Lose every point, then bring shards 1 and 2 back from Qdrant's shard snapshots
+    // (nested-tar and streamable segment formats), each with its checksum sidecar.
+    let ids: Vec<u64> = (0..2000).collect();
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/collections/multi/points/delete?wait=true",
+        Some(json!({"points": ids})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&client, "multi").await, 0);
+    for (id, file) in [
+        (1, "qdrant-multi-shard-1.snapshot"),
+        (2, "qdrant-multi-shard-2-streamed.snapshot"),
+    ] {
+        let dir = m.path(&format!("collections/multi/shards/{id}/recover"));
+        let sum = std::fs::read_to_string(qdrant_fixture(&format!("{file}.checksum"))).unwrap();
+        std::fs::write(dir.join(format!("{file}.checksum")), sum).unwrap();
+        run_ok(
+            Command::new("cp")
+                .arg(qdrant_fixture(file))
+                .arg(dir.join(file)),
+        );
+        assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    }
+    let restored = points_now(all_points(&client, "multi").await);
+    assert!(!restored.is_empty());
+    for (id, point) in &restored {
+        assert_eq!(
+            want.get(id),
+            Some(point),
+            "point {id} differs from Qdrant's"
+        );
+    }
+    // Shard 0 is still empty; shards 1 and 2 hold exactly Qdrant's points for them.
+    let (_, info) = call(&client, Method::GET, "/collections/multi", None).await;
+    let total = info["result"]["points_count"].as_u64().unwrap();
+    assert_eq!(total, restored.len() as u64);
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(m.path("collections/multi/info.json")).unwrap())
+            .unwrap();
+    let per_shard: Vec<u64> = info["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["points_count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_shard[0], 0, "{info}");
+    assert_eq!(per_shard[1] + per_shard[2], total, "{info}");
+    assert!(per_shard[1] > 0 && per_shard[2] > 0, "{info}");
 }

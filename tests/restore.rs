@@ -357,6 +357,30 @@ async fn hostile_and_broken_archives_change_nothing() {
         );
     }
 
+    // A shard snapshot whose vectors differ from the collection's does not fit.
+    let location = stage(
+        &daemon,
+        &fixtures().join("qdrant-multi-shard-1.snapshot"),
+        "foreign-shard.snapshot",
+    );
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/keep/shards/0/snapshots/recover",
+        Some(json!({"location": location})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not fit this collection"),
+        "{body}"
+    );
+    assert!(by_id(&all_points(&client, "keep").await) == before);
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+
     // Locations outside the snapshots directory are forbidden; unknown priorities refused.
     let outside = dir.join("outside.snapshot");
     std::fs::write(&outside, &good).unwrap();
@@ -426,9 +450,11 @@ async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
     ]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(count(&client, "multi").await, 200);
-    let out = cli(&["multi", docs.to_str().unwrap(), "--shard", "1"]);
+    let out = cli(&["multi", docs.to_str().unwrap(), "--shard", "0"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("collection snapshot, not a shard snapshot")
+    );
     let out = cli(&["multi", docs.to_str().unwrap(), "--priority", "urgent"]);
     assert!(!out.status.success());
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
-use crate::snapshot::restore::restore_collection;
+use crate::snapshot::restore::{restore_collection, restore_shard};
 use crate::snapshot::{Scope, stored};
 
 #[derive(Debug, Deserialize)]
@@ -187,4 +187,79 @@ async fn receive_snapshot(
     Err(ApiError::bad_request(
         "the upload has no `snapshot` field (multipart/form-data, field name `snapshot`)",
     ))
+}
+
+fn shard_number(text: &str) -> Result<u32, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("shard id must be a number, got `{text}`")))
+}
+
+/// `PUT /collections/{c}/shards/{id}/snapshots/recover`.
+pub async fn shard_recover(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((c, id)): Path<(String, String)>,
+    Query(q): Query<RecoverQuery>,
+    ApiJson(request): ApiJson<RecoverRequest>,
+) -> ApiResult {
+    let id = shard_number(&id)?;
+    check_priority(request.priority.as_deref())?;
+    let archive = resolve_shard_location(&app, &c, id, &request.location)?;
+    let storage = app.storage.clone();
+    let checksum = request.checksum.clone();
+    let work = async move { restore_shard(&storage, &c, id, &archive, checksum).await };
+    if q.wait {
+        work.await?;
+        Ok(timer.ok(true))
+    } else {
+        tokio::spawn(work);
+        Ok(timer.accepted(true))
+    }
+}
+
+fn resolve_shard_location(
+    app: &AppState,
+    collection: &str,
+    id: u32,
+    location: &str,
+) -> Result<PathBuf, ApiError> {
+    if location.contains("://") {
+        return resolve_location(app, collection, location);
+    }
+    Ok(stored::stored_path(
+        &app.snapshots_path,
+        &Scope::Shard(collection.to_string(), id),
+        location,
+    )?)
+}
+
+/// `POST /collections/{c}/shards/{id}/snapshots/upload`.
+pub async fn shard_upload(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((c, id)): Path<(String, String)>,
+    Query(q): Query<UploadQuery>,
+    mut multipart: axum::extract::Multipart,
+) -> ApiResult {
+    let id = shard_number(&id)?;
+    check_priority(q.priority.as_deref())?;
+    app.storage.collection(&c)?.shard(id)?;
+    let path = crate::snapshot::restore::upload_path(&app.temp_path);
+    if let Err(err) = receive_snapshot(&mut multipart, &path).await {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(err);
+    }
+    let storage = app.storage.clone();
+    let work = async move {
+        let result = restore_shard(&storage, &c, id, &path, q.checksum).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        result
+    };
+    if q.wait {
+        work.await?;
+        Ok(timer.ok(true))
+    } else {
+        tokio::spawn(work);
+        Ok(timer.accepted(true))
+    }
 }

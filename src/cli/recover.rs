@@ -32,11 +32,6 @@ fn read_checksum_file(path: &Path) -> anyhow::Result<String> {
 }
 
 pub async fn recover(client: &Client, args: RecoverArgs) -> anyhow::Result<()> {
-    if args.shard.is_some() {
-        anyhow::bail!(
-            "restoring a single shard is not available yet; restore the whole collection"
-        );
-    }
     let local = Path::new(&args.source);
     let checksum = match (&args.checksum, &args.checksum_file) {
         (Some(hex), _) => Some(hex.trim().to_ascii_lowercase()),
@@ -48,7 +43,16 @@ pub async fn recover(client: &Client, args: RecoverArgs) -> anyhow::Result<()> {
             read_checksum_file(Path::new(&name)).ok()
         }),
     };
-    let c = encode_segment(&args.collection);
+    let base = match args.shard {
+        Some(id) => format!(
+            "/collections/{}/shards/{id}/snapshots",
+            encode_segment(&args.collection)
+        ),
+        None => format!(
+            "/collections/{}/snapshots",
+            encode_segment(&args.collection)
+        ),
+    };
     if local.is_file() {
         let len = std::fs::metadata(local)?.len();
         let bar = super::snapshots::byte_bar(len);
@@ -60,7 +64,7 @@ pub async fn recover(client: &Client, args: RecoverArgs) -> anyhow::Result<()> {
         if let Some(priority) = &args.priority {
             query.push(format!("priority={}", encode_segment(priority)));
         }
-        let path = format!("/collections/{c}/snapshots/upload?{}", query.join("&"));
+        let path = format!("{base}/upload?{}", query.join("&"));
         let result = client.upload(&path, local, move |n| progress.inc(n)).await;
         bar.finish_and_clear();
         result?;
@@ -73,16 +77,15 @@ pub async fn recover(client: &Client, args: RecoverArgs) -> anyhow::Result<()> {
             body["priority"] = json!(priority);
         }
         client
-            .call(
-                Method::PUT,
-                &format!("/collections/{c}/snapshots/recover"),
-                Some(&body),
-            )
+            .call(Method::PUT, &format!("{base}/recover"), Some(&body))
             .await?;
     }
+    let what = match args.shard {
+        Some(id) => format!("shard {id} of collection {}", args.collection),
+        None => format!("collection {}", args.collection),
+    };
     println!(
-        "restored collection {}{}",
-        args.collection,
+        "restored {what}{}",
         if checksum.is_some() {
             " (checksum verified)"
         } else {

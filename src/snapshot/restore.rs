@@ -86,6 +86,94 @@ pub async fn restore_collection(
     result
 }
 
+/// Restore shard `id` of the existing collection `name` from a shard snapshot.
+pub async fn restore_shard(
+    storage: &Arc<Storage>,
+    name: &str,
+    id: u32,
+    archive: &Path,
+    checksum: Option<String>,
+) -> Result<Restored> {
+    let collection = storage.collection(name)?;
+    collection.shard(id)?;
+    let edge = collection.config().edge_config()?;
+    drop(collection);
+    let lock = collection_lock(name);
+    let _serialized = lock.lock().await;
+    let _running = crate::metrics::RecoveryRunning::start();
+    let staging = storage.staging_dir("restoring");
+    let prepared = {
+        let (archive, staging) = (archive.to_path_buf(), staging.clone());
+        tokio::task::spawn_blocking(move || prepare_shard(&archive, &staging, edge, checksum))
+            .await
+            .map_err(|e| StorageError::internal(e.to_string()))?
+    };
+    let result = match prepared {
+        Ok(report) => storage
+            .replace_shard(name, id, staging.clone())
+            .await
+            .map(|()| Restored {
+                sha256: report.sha256,
+                files: report.files,
+            }),
+        Err(err) => Err(err),
+    };
+    if staging.exists() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    match &result {
+        Ok(done) => {
+            tracing::info!(collection = name, shard = id, sha256 = %done.sha256, "shard restored")
+        }
+        Err(err) => {
+            crate::metrics::restore_failed(failure_reason(err));
+            tracing::warn!(collection = name, shard = id, %err, "shard restore refused");
+        }
+    }
+    result
+}
+
+/// Unpack a shard snapshot into `staging` and open it with the collection's config
+/// (which refuses other vector names or sizes). Blocking.
+fn prepare_shard(
+    archive: &Path,
+    staging: &Path,
+    edge: qdrant_edge::EdgeConfig,
+    checksum: Option<String>,
+) -> Result<VerifyReport> {
+    let file = std::fs::File::open(archive)?;
+    let archive_len = file.metadata()?.len();
+    std::fs::create_dir_all(staging)?;
+    check_free_space(staging, archive_len)?;
+    let report = unpack_verified(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        checksum.as_deref(),
+        Some(staging),
+    )
+    .map_err(refusal)?;
+    if staging.join(CONFIG_FILE).exists() || staging.join("0").is_dir() {
+        return Err(StorageError::bad_request(
+            "this is a collection snapshot, not a shard snapshot: restore it into the collection (collections/<c>/recover/ or recover/<c>.snapshot)",
+        ));
+    }
+    if !staging.join("segments").is_dir() {
+        return Err(StorageError::bad_request(
+            "not a shard snapshot: it has no segments/ directory",
+        ));
+    }
+    let _ = std::fs::remove_file(staging.join(super::archive::MANIFEST_NAME));
+    normalize_segments(staging).map_err(refusal)?;
+    sync_filesystem(staging)?;
+    let engine = qdrant_edge::EdgeShard::load(staging, Some(edge)).map_err(|e| {
+        StorageError::bad_request(format!(
+            "the shard snapshot does not fit this collection: {e}"
+        ))
+    })?;
+    drop(engine);
+    sync_filesystem(staging)?;
+    Ok(report)
+}
+
 /// Unpack and check everything in `staging`. Blocking.
 fn prepare_collection(
     archive: &Path,
