@@ -1,0 +1,148 @@
+//! The core's side of restore through `recover/` directories: create, write, the
+//! close (flush) or rename that runs the restore, and its `.error` on failure.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use super::handles::Handle;
+use super::namespace::Node;
+use super::recover;
+use super::{Attr, FsError, FsResult, SnapFs, file_attr};
+use crate::snapshot::Scope;
+use crate::snapshot::stored::SNAPSHOT_EXT;
+
+impl SnapFs {
+    /// `create` in a recover/ directory: an upload (or a checksum sidecar) starts.
+    pub fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
+        let node = self.node(parent)?;
+        let Node::Recover(scope) = node else {
+            return Err(self.refuse_change(parent));
+        };
+        self.ns.check_scope(&scope)?;
+        let upload = self.recover.create(&scope, name, &self.temp_path)?;
+        let entry = Node::RecoverEntry(scope, name.to_string());
+        let ino = self.remember_node(&entry);
+        let fh = self.handles.insert(Handle::Upload(Box::new(upload)));
+        let attr = Attr {
+            perm: 0o644,
+            ..file_attr(ino, 0, SystemTime::now(), true)
+        };
+        Ok((attr, fh))
+    }
+
+    /// A file in a recover/ directory (whose attributes writers may set freely).
+    pub fn is_upload(&self, ino: u64) -> bool {
+        matches!(self.node(ino), Ok(Node::RecoverEntry(..)))
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        match &*self.handles.get(fh)? {
+            Handle::Upload(upload) => self.recover.write(upload, offset, data),
+            _ => Err(FsError::ReadOnly("this file is read-only")),
+        }
+    }
+
+    /// `close` (FUSE flush): a visible upload is complete, so restore it now; the
+    /// outcome is what `close` returns.
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let Ok(handle) = self.handles.get(fh) else {
+            return Ok(());
+        };
+        let Handle::Upload(upload) = &*handle else {
+            return Ok(());
+        };
+        // dd (and shells) close a duplicate descriptor before writing anything: a
+        // close with nothing written is not the end of the upload.
+        if recover::is_hidden(&upload.name)
+            || upload.written() == 0
+            || upload.done.swap(true, Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        self.finish_upload(&upload.scope, &upload.name)
+    }
+
+    /// `rename` inside a recover/ directory (rsync's temp file → its real name).
+    pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> FsResult<()> {
+        let (Node::Recover(scope), Node::Recover(target)) =
+            (self.node(parent)?, self.node(new_parent)?)
+        else {
+            return Err(self.refuse_change(parent));
+        };
+        if scope != target {
+            return Err(FsError::Invalid("rename across recover/ directories"));
+        }
+        self.recover.rename(&scope, name, new_name)?;
+        if recover::is_hidden(new_name) {
+            return Ok(());
+        }
+        self.finish_upload(&scope, new_name)
+    }
+
+    /// Run the restore of the finished upload `name`; record an `.error` on failure.
+    fn finish_upload(&self, scope: &Scope, name: &str) -> FsResult<()> {
+        let Some((path, sidecar)) = self.recover.take_finished(scope, name) else {
+            return Ok(()); // a sidecar: kept for its snapshot
+        };
+        let result = self.restore_upload(scope, name, &path, sidecar);
+        let _ = std::fs::remove_file(&path);
+        match result {
+            Ok(()) => {
+                self.recover.clear_error(scope, name);
+                Ok(())
+            }
+            Err(message) => {
+                self.recover
+                    .record_error(scope, name, recover::error_text(&message));
+                Err(FsError::RestoreFailed(message))
+            }
+        }
+    }
+
+    fn restore_upload(
+        &self,
+        scope: &Scope,
+        name: &str,
+        path: &std::path::Path,
+        sidecar: Option<String>,
+    ) -> Result<(), String> {
+        let collection = match scope {
+            Scope::Collection(c) => c.clone(),
+            Scope::Full => name
+                .strip_suffix(SNAPSHOT_EXT)
+                .ok_or("name files in recover/ `<collection>.snapshot`")?
+                .to_string(),
+            Scope::Shard(c, id) => {
+                let checksum = sidecar_sum(sidecar)?;
+                let storage = self.ns.storage().clone();
+                return tokio::runtime::Handle::current()
+                    .block_on(crate::snapshot::restore::restore_shard(
+                        &storage, c, *id, path, checksum,
+                    ))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+            }
+        };
+        let checksum = sidecar_sum(sidecar)?;
+        let storage = self.ns.storage().clone();
+        tokio::runtime::Handle::current()
+            .block_on(crate::snapshot::restore::restore_collection(
+                &storage,
+                &collection,
+                path,
+                checksum,
+            ))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The checksum a sidecar holds, if one was written.
+fn sidecar_sum(sidecar: Option<String>) -> Result<Option<String>, String> {
+    match sidecar {
+        Some(text) => recover::sidecar_checksum(&text).map(Some).ok_or_else(|| {
+            "the checksum sidecar holds no SHA-256 (64 hex digits, or a sha256sum line)".into()
+        }),
+        None => Ok(None),
+    }
+}
