@@ -183,9 +183,11 @@ impl Storage {
         if target.exists() {
             std::fs::rename(&target, &old)?;
         }
+        crash_point("restore-before-switch");
         // The moment of truth: from here on the restored collection is the one.
         std::fs::rename(staged, &target)?;
         sync_dir(&self.collections_dir)?;
+        crash_point("restore-after-switch");
         std::fs::remove_file(&journal_path)?;
         sync_dir(&self.collections_dir)?;
         let collection = Collection::open(&target, name)?;
@@ -246,9 +248,11 @@ impl Storage {
                 std::fs::rename(&piece, old.join(saved))?;
             }
         }
+        crash_point("shard-restore-before-switch");
         // The moment of truth.
         std::fs::rename(staged, dir.join(id.to_string()))?;
         sync_dir(&dir)?;
+        crash_point("shard-restore-after-switch");
         std::fs::remove_file(&journal_path)?;
         sync_dir(&self.collections_dir)?;
         let reopened = Collection::open(&dir, name)?;
@@ -442,4 +446,13 @@ fn shard_pieces(collection_dir: &Path, id: u32) -> [(PathBuf, &'static str); 3] 
         (collection_dir.join(format!("{id}.pending")), "pending"),
         (collection_dir.join(format!("{id}.clock")), "clock"),
     ]
+}
+
+/// Crash tests: `SNAPFS_CRASH_AT=<point>` makes the process abort right there, as a
+/// `kill -9` at that instant would (no destructors, no flush).
+fn crash_point(point: &str) {
+    if std::env::var("SNAPFS_CRASH_AT").is_ok_and(|at| at == point) {
+        eprintln!("SNAPFS_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
 }

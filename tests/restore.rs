@@ -458,3 +458,88 @@ async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
     let out = cli(&["multi", docs.to_str().unwrap(), "--priority", "urgent"]);
     assert!(!out.status.success());
 }
+
+/// A crash (abort, as `kill -9`) before, at and after the switch: the next start
+/// finds the old or the new collection, whole, and no leftovers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_around_the_switch_leaves_old_or_new() {
+    for (crash_at, shard, new_state) in [
+        ("restore-before-switch", false, false),
+        ("restore-after-switch", false, true),
+        ("shard-restore-before-switch", true, false),
+        ("shard-restore-after-switch", true, true),
+    ] {
+        let temp = tempfile::tempdir().unwrap();
+        let data = temp.path().join("data");
+        let daemon = Daemon::start_in(&data, &[], &[("SNAPFS_CRASH_AT", crash_at)]);
+        let client = daemon.client();
+        create_collection(
+            &client,
+            "keep",
+            json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 1}),
+        )
+        .await;
+        upsert(
+            &client,
+            "keep",
+            (0..50).map(|i| point(i, 8)).collect(),
+            true,
+        )
+        .await;
+        let base = if shard {
+            "/collections/keep/shards/0/snapshots"
+        } else {
+            "/collections/keep/snapshots"
+        };
+        let (_, body) = call(&client, Method::POST, base, None).await;
+        let name = body["result"]["name"].as_str().unwrap().to_string();
+        let new_points = by_id(&all_points(&client, "keep").await);
+        upsert(
+            &client,
+            "keep",
+            (50..120).map(|i| point(i, 8)).collect(),
+            true,
+        )
+        .await;
+        let old_points = by_id(&all_points(&client, "keep").await);
+
+        // The restore aborts the daemon at the crash point: the request gets no answer.
+        let answered = client
+            .raw(
+                Method::PUT,
+                &format!("{base}/recover"),
+                Some(&json!({"location": name})),
+            )
+            .await;
+        assert!(
+            answered.is_err(),
+            "{crash_at}: the daemon should have crashed: {answered:?}"
+        );
+        let mut crashed = daemon;
+        assert!(!crashed.wait_exit().success());
+        assert!(
+            crashed.log().contains(&format!("SNAPFS_CRASH_AT={crash_at}")),
+            "{}",
+            crashed.log()
+        );
+
+        let daemon = Daemon::start_in(&data, &[], &[]);
+        let client = daemon.client();
+        let now = by_id(&all_points(&client, "keep").await);
+        let want = if new_state { &new_points } else { &old_points };
+        assert!(
+            now == *want,
+            "{crash_at}: found {} points, want {}",
+            now.len(),
+            want.len()
+        );
+        assert!(
+            leftovers(&daemon).is_empty(),
+            "{crash_at}: {:?}",
+            leftovers(&daemon)
+        );
+        // And the collection takes writes again.
+        upsert(&client, "keep", vec![point(7777, 8)], true).await;
+        assert_eq!(count(&client, "keep").await, want.len() as u64 + 1);
+    }
+}
