@@ -36,7 +36,8 @@ Restore
   Write <name>.sha256 or <name>.checksum first to have the snapshot checked against
   it. The restore runs when the file is closed (or renamed into place); if it fails,
   cp fails and <name>.error says why (rm it to clear it). Nothing changes unless the
-  whole snapshot checks out. Shard recover/ directories are read-only for now.
+  whole snapshot checks out.
+  collections/<c>/shards/<id>/recover/     a shard snapshot: restores that shard
 
 Also
   metrics                         Prometheus text, as GET /metrics
