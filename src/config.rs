@@ -33,6 +33,8 @@ pub struct Config {
     pub demo: bool,
     /// Where to mount the filesystem (`snapfs.mount`, `--mount`); no mount if unset.
     pub mount: Option<PathBuf>,
+    /// Restores need a checksum: recover/ waits for the sidecar, HTTP needs `checksum`.
+    pub require_checksum: bool,
 }
 
 impl Default for Config {
@@ -93,6 +95,8 @@ struct StorageSection {
     temp_path: Option<PathBuf>,
     #[serde(deserialize_with = "lenient_number")]
     snapshot_max_freeze_secs: Option<f64>,
+    #[serde(deserialize_with = "lenient_bool")]
+    require_checksum: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -264,6 +268,7 @@ impl ConfigLayers {
             },
             demo: self.snapfs.demo.unwrap_or(false),
             mount: self.snapfs.mount.filter(|p| !p.as_os_str().is_empty()),
+            require_checksum: self.storage.require_checksum.unwrap_or(false),
             data_dir,
         };
         config.validate()?;

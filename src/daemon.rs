@@ -99,6 +99,7 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
         storage: storage.clone(),
         snapshots_path: config.snapshots_path.clone(),
         temp_path: config.temp_path.clone(),
+        require_checksum: config.require_checksum,
     });
     let router = api::router(state, config.max_request_bytes());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -125,11 +126,14 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
     // Dropped (unmounted) on every way out of this function, errors included.
     let mut mounted = match mount_point {
         Some(path) => {
-            let core = Arc::new(SnapFs::new(
-                storage.clone(),
-                config.snapshots_path.clone(),
-                config.temp_path.clone(),
-            ));
+            let core = Arc::new(
+                SnapFs::new(
+                    storage.clone(),
+                    config.snapshots_path.clone(),
+                    config.temp_path.clone(),
+                )
+                .with_require_checksum(config.require_checksum),
+            );
             let runtime = tokio::runtime::Handle::current();
             Some(
                 tokio::task::spawn_blocking(move || crate::fs::mount::mount(core, runtime, &path))

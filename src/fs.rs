@@ -124,6 +124,8 @@ pub struct SnapFs {
     /// By live file inode.
     cached_states: Mutex<HashMap<u64, CachedState>>,
     recover: RecoverDirs,
+    /// A snapshot written into recover/ waits for its checksum sidecar.
+    require_checksum: bool,
     snapshots_path: PathBuf,
     temp_path: PathBuf,
     started: SystemTime,
@@ -140,10 +142,17 @@ impl SnapFs {
             live_states: Mutex::new(HashMap::new()),
             cached_states: Mutex::new(HashMap::new()),
             recover: RecoverDirs::default(),
+            require_checksum: false,
             snapshots_path,
             temp_path,
             started: SystemTime::now(),
         }
+    }
+
+    /// Make restores through recover/ wait for a checksum sidecar.
+    pub fn with_require_checksum(mut self, require: bool) -> Self {
+        self.require_checksum = require;
+        self
     }
 
     fn node(&self, ino: u64) -> FsResult<Node> {

@@ -930,3 +930,78 @@ async fn qdrant_shard_snapshots_restore_through_their_shards_recover() {
     assert_eq!(per_shard[1] + per_shard[2], total, "{info}");
     assert!(per_shard[1] > 0 && per_shard[2] > 0, "{info}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn require_checksum_waits_for_the_sidecar_in_either_order() {
+    let m = MountedDaemon::start_with_env(&[("SNAPFS__STORAGE__REQUIRE_CHECKSUM", "true")]);
+    let client = m.client();
+    let docs = qdrant_fixture("qdrant-docs.snapshot");
+    let sum = std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
+
+    // Snapshot first: it waits (listed), the sidecar's close runs the restore.
+    run_ok(
+        Command::new("cp")
+            .arg(&docs)
+            .arg(m.path("recover/docs.snapshot")),
+    );
+    assert_eq!(names(&m.path("recover")), ["docs.snapshot"]);
+    assert!(!names(&m.path("collections")).contains(&"docs".to_string()));
+    std::fs::write(m.path("recover/docs.snapshot.sha256"), sum.trim()).unwrap();
+    assert_eq!(count(&client, "docs").await, 200);
+    assert!(
+        names(&m.path("recover")).is_empty(),
+        "{:?}",
+        names(&m.path("recover"))
+    );
+
+    // Sidecar first: the snapshot's close runs it. A wrong sidecar after the
+    // snapshot fails the sidecar's close and leaves the .error under the snapshot.
+    upsert(&client, "docs", vec![point(4242, 8)], true).await;
+    std::fs::write(
+        m.path("collections/docs/recover/x.snapshot.checksum"),
+        sum.trim(),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg(&docs)
+            .arg(m.path("collections/docs/recover/x.snapshot")),
+    );
+    assert_eq!(count(&client, "docs").await, 200);
+    upsert(&client, "docs", vec![point(4242, 8)], true).await;
+    run_ok(
+        Command::new("cp")
+            .arg(&docs)
+            .arg(m.path("recover/docs.snapshot")),
+    );
+    assert_eq!(
+        errno_of(write_and_close(
+            &m.path("recover/docs.snapshot.sha256"),
+            "f".repeat(64).as_bytes()
+        )),
+        libc::EIO
+    );
+    assert_eq!(count(&client, "docs").await, 201);
+    let error = std::fs::read_to_string(m.path("recover/docs.snapshot.error")).unwrap();
+    assert!(
+        error.contains("Checksum mismatch: expected ffff"),
+        "{error}"
+    );
+
+    // Over HTTP a checksum must be named.
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/docs/snapshots/recover",
+        Some(json!({"location": "nope.snapshot"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("require_checksum"),
+        "{body}"
+    );
+}

@@ -518,7 +518,9 @@ async fn a_crash_around_the_switch_leaves_old_or_new() {
         let mut crashed = daemon;
         assert!(!crashed.wait_exit().success());
         assert!(
-            crashed.log().contains(&format!("SNAPFS_CRASH_AT={crash_at}")),
+            crashed
+                .log()
+                .contains(&format!("SNAPFS_CRASH_AT={crash_at}")),
             "{}",
             crashed.log()
         );

@@ -42,6 +42,16 @@ fn yes() -> bool {
 /// On one node every priority restores the snapshot as it is: `snapshot` (Qdrant's
 /// default: the snapshot's data wins), `replica` and `no_sync` (which in a cluster
 /// change how peers are synchronised) are accepted with the same effect.
+/// With `storage.require_checksum`, a restore must say which checksum to expect.
+fn check_checksum(app: &AppState, checksum: Option<&str>) -> Result<(), ApiError> {
+    if app.require_checksum && checksum.is_none_or(|c| c.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "a checksum is required for restores (storage.require_checksum): pass the snapshot's SHA-256 as `checksum`",
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_priority(priority: Option<&str>) -> Result<(), ApiError> {
     match priority {
         None | Some("snapshot" | "replica" | "no_sync") => Ok(()),
@@ -59,6 +69,7 @@ pub async fn collection_recover(
     ApiJson(request): ApiJson<RecoverRequest>,
 ) -> ApiResult {
     check_priority(request.priority.as_deref())?;
+    check_checksum(&app, request.checksum.as_deref())?;
     let archive = resolve_location(&app, &c, &request.location)?;
     let storage = app.storage.clone();
     let checksum = request.checksum.clone();
@@ -132,6 +143,7 @@ pub async fn collection_upload(
     mut multipart: axum::extract::Multipart,
 ) -> ApiResult {
     check_priority(q.priority.as_deref())?;
+    check_checksum(&app, q.checksum.as_deref())?;
     crate::storage::names::validate_collection_name(&c)?;
     let path = crate::snapshot::restore::upload_path(&app.temp_path);
     let received = receive_snapshot(&mut multipart, &path).await;
@@ -204,6 +216,7 @@ pub async fn shard_recover(
 ) -> ApiResult {
     let id = shard_number(&id)?;
     check_priority(request.priority.as_deref())?;
+    check_checksum(&app, request.checksum.as_deref())?;
     let archive = resolve_shard_location(&app, &c, id, &request.location)?;
     let storage = app.storage.clone();
     let checksum = request.checksum.clone();
@@ -243,6 +256,7 @@ pub async fn shard_upload(
 ) -> ApiResult {
     let id = shard_number(&id)?;
     check_priority(q.priority.as_deref())?;
+    check_checksum(&app, q.checksum.as_deref())?;
     app.storage.collection(&c)?.shard(id)?;
     let path = crate::snapshot::restore::upload_path(&app.temp_path);
     if let Err(err) = receive_snapshot(&mut multipart, &path).await {

@@ -35,6 +35,8 @@ struct DirState {
     uploads: BTreeMap<String, (PathBuf, u64)>,
     /// Finished sidecars by their own file name (`x.snapshot.sha256`): their text.
     sidecars: BTreeMap<String, String>,
+    /// Finished snapshots waiting for their sidecar (`require_checksum`).
+    waiting: BTreeMap<String, (PathBuf, u64)>,
     errors: BTreeMap<String, String>,
 }
 
@@ -53,6 +55,13 @@ pub struct Upload {
     pub sidecar: bool,
     /// Closed (or renamed) and handed on: later flushes of the same handle do nothing.
     pub done: std::sync::atomic::AtomicBool,
+}
+
+/// A snapshot upload ready to restore.
+pub struct Ready {
+    pub name: String,
+    pub path: PathBuf,
+    pub sidecar: Option<String>,
 }
 
 impl Upload {
@@ -84,6 +93,9 @@ impl RecoverDirs {
                 EntryKind::Upload { size: *size }
             };
             out.push((name.clone(), kind));
+        }
+        for (name, (_, size)) in &state.waiting {
+            out.push((name.clone(), EntryKind::Upload { size: *size }));
         }
         for (name, text) in &state.sidecars {
             out.push((
@@ -175,22 +187,45 @@ impl RecoverDirs {
         Ok(data.len() as u32)
     }
 
-    /// The upload named `name` is complete: take it out of the directory, and with it
-    /// the sidecar written for it, if any. Sidecars themselves are kept for later.
-    pub fn take_finished(&self, scope: &Scope, name: &str) -> Option<(PathBuf, Option<String>)> {
+    /// The upload named `name` is complete. A snapshot is ready to restore with its
+    /// sidecar (if any) — unless `require_checksum` and no sidecar came yet: then it
+    /// waits. A sidecar is kept, and releases the snapshot waiting for it.
+    pub fn take_finished(
+        &self,
+        scope: &Scope,
+        name: &str,
+        require_checksum: bool,
+    ) -> Option<Ready> {
         let mut dirs = self.dirs.lock().unwrap();
         let state = dirs.get_mut(scope)?;
-        let (path, _) = state.uploads.remove(name)?;
-        if sidecar_target(name).is_some() {
+        let (path, size) = state.uploads.remove(name)?;
+        if let Some(snapshot) = sidecar_target(name) {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let _ = std::fs::remove_file(&path);
-            state.sidecars.insert(name.to_string(), text);
-            return None;
+            return match state.waiting.remove(snapshot) {
+                Some((waiting_path, _)) => Some(Ready {
+                    name: snapshot.to_string(),
+                    path: waiting_path,
+                    sidecar: Some(text),
+                }),
+                None => {
+                    state.sidecars.insert(name.to_string(), text);
+                    None
+                }
+            };
         }
         let sidecar = SIDECAR_EXTS
             .iter()
             .find_map(|ext| state.sidecars.remove(&format!("{name}{ext}")));
-        Some((path, sidecar))
+        if sidecar.is_none() && require_checksum {
+            state.waiting.insert(name.to_string(), (path, size));
+            return None;
+        }
+        Some(Ready {
+            name: name.to_string(),
+            path,
+            sidecar,
+        })
     }
 
     /// Move a finished hidden upload to `new_name` (rsync's rename).
@@ -226,6 +261,10 @@ impl RecoverDirs {
             return Ok(());
         }
         if state.sidecars.remove(name).is_some() {
+            return Ok(());
+        }
+        if let Some((path, _)) = state.waiting.remove(name) {
+            let _ = std::fs::remove_file(path);
             return Ok(());
         }
         if let Some((path, _)) = state.uploads.remove(name) {

@@ -81,11 +81,17 @@ impl SnapFs {
 
     /// Run the restore of the finished upload `name`; record an `.error` on failure.
     fn finish_upload(&self, scope: &Scope, name: &str) -> FsResult<()> {
-        let Some((path, sidecar)) = self.recover.take_finished(scope, name) else {
-            return Ok(()); // a sidecar: kept for its snapshot
+        let Some(ready) = self
+            .recover
+            .take_finished(scope, name, self.require_checksum)
+        else {
+            // A sidecar kept for its snapshot, or a snapshot waiting for its sidecar.
+            return Ok(());
         };
-        let result = self.restore_upload(scope, name, &path, sidecar);
-        let _ = std::fs::remove_file(&path);
+        // A sidecar may release a waiting snapshot: errors go under the snapshot's name.
+        let name = ready.name.as_str();
+        let result = self.restore_upload(scope, name, &ready.path, ready.sidecar);
+        let _ = std::fs::remove_file(&ready.path);
         match result {
             Ok(()) => {
                 self.recover.clear_error(scope, name);

@@ -295,11 +295,19 @@ pub struct MountedDaemon {
 
 impl MountedDaemon {
     pub fn start(extra: &[&str]) -> MountedDaemon {
+        Self::start_full(extra, &[])
+    }
+
+    pub fn start_with_env(env: &[(&str, &str)]) -> MountedDaemon {
+        Self::start_full(&[], env)
+    }
+
+    fn start_full(extra: &[&str], env: &[(&str, &str)]) -> MountedDaemon {
         let temp = tempfile::tempdir().unwrap();
         let mnt = temp.path().join("mnt");
         let mut args = vec!["--mount", mnt.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let mut daemon = Daemon::start_in(&temp.path().join("data"), &args, &[]);
+        let mut daemon = Daemon::start_in(&temp.path().join("data"), &args, env);
         daemon._temp = Some(temp);
         assert!(is_mounted(&mnt), "not mounted; log:\n{}", daemon.log());
         MountedDaemon { daemon, mnt }
