@@ -35,6 +35,10 @@ pub struct Config {
     pub mount: Option<PathBuf>,
     /// Restores need a checksum: recover/ waits for the sidecar, HTTP needs `checksum`.
     pub require_checksum: bool,
+    /// A full-storage snapshot to restore at start (`--storage-snapshot`, flag only).
+    pub storage_snapshot: Option<PathBuf>,
+    /// Let `storage_snapshot` replace collections that exist (`--force`).
+    pub force: bool,
 }
 
 impl Default for Config {
@@ -60,6 +64,8 @@ pub struct Flags {
     pub allow_non_loopback: bool,
     pub demo: bool,
     pub mount: Option<PathBuf>,
+    pub storage_snapshot: Option<PathBuf>,
+    pub force: bool,
 }
 
 /// The file/env layers, every key optional.
@@ -128,7 +134,10 @@ pub fn load(
     overlay_env(&mut tree, env)?;
     let mut layers: ConfigLayers = serde_json::from_value(tree).context("invalid configuration")?;
     apply_flags(&mut layers, flags);
-    layers.resolve()
+    let mut config = layers.resolve()?;
+    config.storage_snapshot = flags.storage_snapshot.clone();
+    config.force = flags.force;
+    Ok(config)
 }
 
 fn read_yaml(path: &Path) -> anyhow::Result<Value> {
@@ -269,6 +278,8 @@ impl ConfigLayers {
             demo: self.snapfs.demo.unwrap_or(false),
             mount: self.snapfs.mount.filter(|p| !p.as_os_str().is_empty()),
             require_checksum: self.storage.require_checksum.unwrap_or(false),
+            storage_snapshot: None,
+            force: false,
             data_dir,
         };
         config.validate()?;

@@ -91,6 +91,13 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
         config.temp_path.clone(),
         config.snapshot_max_freeze,
     )?;
+    if let Some(file) = &config.storage_snapshot {
+        let restored =
+            crate::snapshot::restore::restore_full(&storage, file, &config.temp_path, config.force)
+                .await
+                .with_context(|| format!("restoring the storage snapshot {}", file.display()))?;
+        tracing::info!(collections = ?restored, "full-storage snapshot restored");
+    }
     if config.demo && storage.is_empty() {
         crate::demo::create_demo_collection(&storage).await?;
     }

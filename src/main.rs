@@ -133,6 +133,12 @@ struct ServeArgs {
     /// Create a `demo` collection with random points when there are no collections.
     #[arg(long, help_heading = "Storage")]
     demo: bool,
+    /// Restore every collection of a full-storage snapshot before serving.
+    #[arg(long, value_name = "FILE", help_heading = "Storage")]
+    storage_snapshot: Option<PathBuf>,
+    /// With --storage-snapshot: replace collections that already exist.
+    #[arg(long, requires = "storage_snapshot", help_heading = "Storage")]
+    force: bool,
     /// Mount the filesystem at DIR (created if missing; unmounted on exit).
     #[arg(long, value_name = "DIR", help_heading = "Mount")]
     mount: Option<PathBuf>,
@@ -334,6 +340,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         allow_non_loopback: args.allow_non_loopback,
         demo: args.demo,
         mount: args.mount,
+        storage_snapshot: args.storage_snapshot,
+        force: args.force,
     };
     let config = config::load(&flags, std::env::vars())?;
     daemon::run(config)

@@ -545,3 +545,38 @@ async fn a_crash_around_the_switch_leaves_old_or_new() {
         assert_eq!(count(&client, "keep").await, want.len() as u64 + 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_qdrant_full_storage_snapshot_restores_at_start() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let full = fixtures().join("qdrant-full.snapshot");
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("expected.json")).unwrap()).unwrap();
+    let args = ["--storage-snapshot", full.to_str().unwrap()];
+    let daemon = Daemon::start_in(&data, &args, &[]);
+    let client = daemon.client();
+    for collection in ["docs", "multi"] {
+        let want = by_id(expected["collections"][collection].as_array().unwrap());
+        assert!(
+            by_id(&all_points(&client, collection).await) == want,
+            "{collection}"
+        );
+    }
+    upsert(&client, "docs", vec![point(9999, 8)], true).await;
+    let mut daemon = daemon;
+    assert!(daemon.stop().success());
+
+    // Again without --force: refused, nothing replaced.
+    let mut refused = Daemon::spawn(&data, &args, &[]);
+    assert!(!refused.wait_exit().success());
+    assert!(
+        refused.log().contains("already exists; pass --force"),
+        "{}",
+        refused.log()
+    );
+    // With --force: the snapshot's collections replace the current ones.
+    let forced = Daemon::start_in(&data, &[args[0], args[1], "--force"], &[]);
+    assert_eq!(count(&forced.client(), "docs").await, 200);
+    assert!(leftovers(&forced).is_empty());
+}

@@ -174,6 +174,78 @@ fn prepare_shard(
     Ok(report)
 }
 
+/// Restore every collection of a full-storage snapshot (`config.json` with
+/// `collections_mapping`, one collection snapshot per collection). Collections that
+/// exist are replaced only with `force`; others are left alone. The archive's
+/// `<file>.checksum` is checked when present.
+pub async fn restore_full(
+    storage: &Arc<Storage>,
+    archive: &Path,
+    temp_path: &Path,
+    force: bool,
+) -> Result<Vec<String>> {
+    let staging = temp_path.join(format!(".full-{}", uuid::Uuid::new_v4()));
+    let result = restore_full_in(storage, archive, &staging, force).await;
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+async fn restore_full_in(
+    storage: &Arc<Storage>,
+    archive: &Path,
+    staging: &Path,
+    force: bool,
+) -> Result<Vec<String>> {
+    let mut sidecar = archive.as_os_str().to_owned();
+    sidecar.push(super::stored::CHECKSUM_EXT);
+    let checksum = std::fs::read_to_string(&sidecar)
+        .ok()
+        .and_then(|t| sidecar_checksum(&t));
+    let mapping = {
+        let (archive, staging) = (archive.to_path_buf(), staging.to_path_buf());
+        tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>> {
+            let file = std::fs::File::open(&archive)?;
+            std::fs::create_dir_all(&staging)?;
+            check_free_space(&staging, file.metadata()?.len())?;
+            unpack_verified(std::io::BufReader::with_capacity(1 << 20, file), checksum.as_deref(), Some(&staging))
+                .map_err(refusal)?;
+            let config: serde_json::Value = std::fs::read(staging.join(CONFIG_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| StorageError::bad_request("not a full-storage snapshot: config.json with collections_mapping is missing"))?;
+            let mapping = config["collections_mapping"].as_object().ok_or_else(|| {
+                StorageError::bad_request("not a full-storage snapshot: config.json has no collections_mapping")
+            })?;
+            mapping
+                .iter()
+                .map(|(name, file)| {
+                    let file = file.as_str().unwrap_or_default().to_string();
+                    super::verify::check_entry_path(Path::new(&file))
+                        .map_err(|why| StorageError::bad_request(format!("collection {name}: {why}")))?;
+                    Ok((name.clone(), file))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| StorageError::internal(e.to_string()))??
+    };
+    if !force
+        && let Some((existing, _)) = mapping
+            .iter()
+            .find(|(name, _)| storage.collection(name).is_ok())
+    {
+        return Err(StorageError::bad_request(format!(
+            "collection {existing} already exists; pass --force to replace the collections in the snapshot"
+        )));
+    }
+    let mut restored = Vec::new();
+    for (name, file) in mapping {
+        restore_collection(storage, &name, &staging.join(&file), None).await?;
+        restored.push(name);
+    }
+    Ok(restored)
+}
+
 /// Unpack and check everything in `staging`. Blocking.
 fn prepare_collection(
     archive: &Path,
