@@ -85,7 +85,8 @@ pub fn info_json(collection: &Collection) -> FsResult<Vec<u8>> {
         // Moves whenever the collection's files (and so its snapshot bytes) change.
         "state_version": state_version,
         "last_update": creation_time(stats.last_change),
-        "restore": null,
+        "restore": crate::snapshot::restore::running_restore(collection.name())
+            .map(|(what, since)| json!({"state": "running", "of": what, "since": creation_time(since)})),
         "config": config,
     });
     let mut text =

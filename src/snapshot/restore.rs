@@ -32,6 +32,37 @@ pub struct Restored {
     pub files: usize,
 }
 
+/// Restores under way, by collection: what and since when (shown in `info.json`).
+fn running() -> &'static Mutex<HashMap<String, (String, std::time::SystemTime)>> {
+    static RUNNING: OnceLock<Mutex<HashMap<String, (String, std::time::SystemTime)>>> =
+        OnceLock::new();
+    RUNNING.get_or_init(Default::default)
+}
+
+/// The restore of `collection` under way, if any: (what, started).
+pub fn running_restore(collection: &str) -> Option<(String, std::time::SystemTime)> {
+    running().lock().unwrap().get(collection).cloned()
+}
+
+/// Marks a restore as running for as long as it lives.
+struct Running(String);
+
+impl Running {
+    fn start(collection: &str, what: String) -> Self {
+        running()
+            .lock()
+            .unwrap()
+            .insert(collection.to_string(), (what, std::time::SystemTime::now()));
+        Running(collection.to_string())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        running().lock().unwrap().remove(&self.0);
+    }
+}
+
 /// One restore per collection at a time; different collections in parallel.
 fn collection_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
@@ -56,6 +87,7 @@ pub async fn restore_collection(
     let lock = collection_lock(name);
     let _serialized = lock.lock().await;
     let _running = crate::metrics::RecoveryRunning::start();
+    let _shown = Running::start(name, "collection".into());
     let staging = storage.staging_dir("restoring");
     let prepared = {
         let (archive, staging, name) = (archive.to_path_buf(), staging.clone(), name.to_string());
@@ -101,6 +133,7 @@ pub async fn restore_shard(
     let lock = collection_lock(name);
     let _serialized = lock.lock().await;
     let _running = crate::metrics::RecoveryRunning::start();
+    let _shown = Running::start(name, format!("shard {id}"));
     let staging = storage.staging_dir("restoring");
     let prepared = {
         let (archive, staging) = (archive.to_path_buf(), staging.clone());
