@@ -580,3 +580,104 @@ async fn a_qdrant_full_storage_snapshot_restores_at_start() {
     assert_eq!(count(&forced.client(), "docs").await, 200);
     assert!(leftovers(&forced).is_empty());
 }
+
+/// A real HTTP server on loopback (Python's), serving `dir` and requiring the
+/// `api-key` header `secret`; killed on drop.
+struct KeyedServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl KeyedServer {
+    fn start(dir: &Path) -> KeyedServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = format!(
+            "import functools, http.server\n\
+             class H(http.server.SimpleHTTPRequestHandler):\n\
+             \x20   def do_GET(self):\n\
+             \x20       if self.headers.get('api-key') != 'secret':\n\
+             \x20           self.send_error(403); return\n\
+             \x20       super().do_GET()\n\
+             http.server.ThreadingHTTPServer(('127.0.0.1', {port}), functools.partial(H, directory={:?})).serve_forever()\n",
+            dir.to_str().unwrap()
+        );
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return KeyedServer { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the HTTP server did not start");
+    }
+}
+
+impl Drop for KeyedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_from_an_http_url_sends_the_api_key() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    let served = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("qdrant-docs.snapshot"),
+        served.path().join("docs.snapshot"),
+    )
+    .unwrap();
+    let server = KeyedServer::start(served.path());
+    let url = format!("http://127.0.0.1:{}/docs.snapshot", server.port);
+    let checksum =
+        std::fs::read_to_string(fixtures().join("qdrant-docs.snapshot.checksum")).unwrap();
+
+    let (status, body) = recover(
+        &client,
+        "docs",
+        json!({"location": url, "api_key": "wrong"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 403"),
+        "{body}"
+    );
+    let (status, body) = recover(
+        &client,
+        "docs",
+        json!({"location": url, "api_key": "secret", "checksum": checksum.trim()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&client, "docs").await, 200);
+    let (status, body) = recover(
+        &client,
+        "docs",
+        json!({"location": "https://127.0.0.1:1/x"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        daemon
+            .data_dir
+            .join("tmp")
+            .read_dir()
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    );
+}

@@ -23,9 +23,8 @@ pub struct RecoverRequest {
     priority: Option<String>,
     #[serde(default)]
     checksum: Option<String>,
-    /// For `http(s)` locations (not available yet); accepted so Qdrant clients work.
+    /// Sent as the `api-key` header when `location` is an `http://` URL.
     #[serde(default)]
-    #[allow(dead_code)]
     api_key: Option<String>,
 }
 
@@ -70,10 +69,26 @@ pub async fn collection_recover(
 ) -> ApiResult {
     check_priority(request.priority.as_deref())?;
     check_checksum(&app, request.checksum.as_deref())?;
-    let archive = resolve_location(&app, &c, &request.location)?;
+    let (archive, fetched) = match request.location.strip_prefix("http://") {
+        Some(_) => {
+            let path = crate::snapshot::restore::upload_path(&app.temp_path);
+            if let Err(err) = fetch(&request.location, request.api_key.as_deref(), &path).await {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(err);
+            }
+            (path, true)
+        }
+        None => (resolve_location(&app, &c, &request.location)?, false),
+    };
     let storage = app.storage.clone();
     let checksum = request.checksum.clone();
-    let work = async move { restore_collection(&storage, &c, &archive, checksum).await };
+    let work = async move {
+        let result = restore_collection(&storage, &c, &archive, checksum).await;
+        if fetched {
+            let _ = tokio::fs::remove_file(&archive).await;
+        }
+        result
+    };
     if q.wait {
         work.await?;
         Ok(timer.ok(true))
@@ -276,4 +291,66 @@ pub async fn shard_upload(
         tokio::spawn(work);
         Ok(timer.accepted(true))
     }
+}
+
+/// Download an `http://` URL into `dest`, streamed; `api_key` goes in the `api-key`
+/// header (a Qdrant peer's). Redirects are not followed.
+async fn fetch(url: &str, api_key: Option<&str>, dest: &std::path::Path) -> Result<(), ApiError> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let failed = |why: String| ApiError::bad_request(format!("cannot fetch {url}: {why}"));
+    let uri: hyper::Uri = url.parse().map_err(|e| failed(format!("{e}")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| failed("no host".into()))?
+        .to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut request = hyper::Request::builder()
+        .method(hyper::Method::GET)
+        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header("host", format!("{host}:{port}"));
+    if let Some(key) = api_key {
+        request = request.header("api-key", key);
+    }
+    let request = request
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| failed(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("HTTP {}", response.status().as_u16())));
+    }
+    if let Some(dir) = dest.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+    }
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| failed(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            file.write_all(&data)
+                .await
+                .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+        }
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+    Ok(())
 }
