@@ -610,9 +610,11 @@ impl KeyedServer {
             .arg(script)
             .spawn()
             .unwrap();
+        // Owned from here: killed and waited for on drop, also if it never starts.
+        let server = KeyedServer { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return KeyedServer { child, port };
+                return server;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
