@@ -762,6 +762,18 @@ async fn writing_into_recover_restores_with_cp_dd_rsync_and_sidecars() {
     );
     assert_eq!(count(&client, "docs").await, 200);
 
+    // mv from another file system (copy, then unlink the source).
+    upsert(&client, "docs", vec![point(5003, 8)], true).await;
+    let moved = src.path().join("moved.snapshot");
+    std::fs::copy(&docs, &moved).unwrap();
+    run_ok(
+        Command::new("mv")
+            .arg(&moved)
+            .arg(m.path("collections/docs/recover/")),
+    );
+    assert_eq!(count(&client, "docs").await, 200);
+    assert!(!moved.exists());
+
     // A sidecar written first is used: the right one passes, a wrong one fails cp,
     // leaves docs.snapshot.error and changes nothing.
     std::fs::write(

@@ -683,3 +683,66 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
             == 0
     );
 }
+
+/// A size-limited file system (a 1 MiB tmpfs) under storage and temp_path: a restore
+/// that does not fit is refused up front with words, an upload that fills the disk
+/// fails cleanly, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn too_little_disk_is_refused_cleanly() {
+    let temp = tempfile::tempdir().unwrap();
+    let small = temp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&small),
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let storage = small.join("storage");
+    let tmp = small.join("tmp");
+    let daemon = Daemon::start_in(
+        &temp.path().join("data"),
+        &[],
+        &[
+            ("SNAPFS__STORAGE__STORAGE_PATH", storage.to_str().unwrap()),
+            ("SNAPFS__STORAGE__TEMP_PATH", tmp.to_str().unwrap()),
+        ],
+    );
+    let client = daemon.client();
+    let multi = fixtures().join("qdrant-multi.snapshot"); // 1.4 MB
+    let location = stage(&daemon, &multi, "multi.snapshot");
+    let (status, body) = recover(&client, "multi", json!({"location": location})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not enough free space"),
+        "{body}"
+    );
+    // An upload into the full temp_path fails, and its partial file is removed.
+    let out = Command::new(BIN)
+        .args(["recover", "multi"])
+        .arg(&multi)
+        .env("SNAPFS_SOCKET", &daemon.socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let (status, _) = call(&client, Method::GET, "/collections/multi", None).await;
+    assert_eq!(status, 404);
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let hidden: Vec<_> = std::fs::read_dir(storage.join("collections"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+}
