@@ -450,7 +450,7 @@ fn shard_pieces(collection_dir: &Path, id: u32) -> [(PathBuf, &'static str); 3] 
 
 /// Crash tests: `SNAPFS_CRASH_AT=<point>` makes the process abort right there, as a
 /// `kill -9` at that instant would (no destructors, no flush).
-fn crash_point(point: &str) {
+pub(crate) fn crash_point(point: &str) {
     if std::env::var("SNAPFS_CRASH_AT").is_ok_and(|at| at == point) {
         eprintln!("SNAPFS_CRASH_AT={point}: aborting");
         std::process::abort();

@@ -464,6 +464,8 @@ async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_around_the_switch_leaves_old_or_new() {
     for (crash_at, shard, new_state) in [
+        // Unpacked and checked in staging, nothing switched yet.
+        ("restore-staged", false, false),
         ("restore-before-switch", false, false),
         ("restore-after-switch", false, true),
         ("shard-restore-before-switch", true, false),

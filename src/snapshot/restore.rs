@@ -95,6 +95,9 @@ pub async fn restore_collection(
             .await
             .map_err(|e| StorageError::internal(e.to_string()))?
     };
+    if prepared.is_ok() {
+        crate::storage::crash_point("restore-staged");
+    }
     let result = match prepared {
         Ok(report) => storage
             .replace_collection(name, staging.clone())
