@@ -180,7 +180,7 @@ impl Filesystem for FuseAdapter {
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
-        _size: Option<u64>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
@@ -191,7 +191,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if self.core.is_upload(ino.0) && _size.is_none_or(|s| s == 0) {
+        if self.core.is_upload(ino.0) && size.is_none() {
             // rsync and cp -p set times and modes on the file they upload; they mean
             // nothing for a snapshot to restore, and refusing them would fail the copy.
             let (uid, gid) = (self.uid, self.gid);
