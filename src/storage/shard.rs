@@ -47,6 +47,9 @@ struct ShardState {
     /// An optimization is running (index building, merging).
     optimizing: AtomicBool,
     dirty_since_flush: AtomicBool,
+    /// Not flushed by us since the engine loaded (what the load replayed may sit in
+    /// memory only); cleared by the first flush, which is no change of its own.
+    unflushed_since_load: AtomicBool,
     dirty_since_optimize: AtomicBool,
     /// Unix nanoseconds of the last change to the shard's files.
     last_change_nanos: AtomicU64,
@@ -123,6 +126,7 @@ impl Shard {
             pending: AtomicUsize::new(0),
             optimizing: AtomicBool::new(false),
             dirty_since_flush: AtomicBool::new(false),
+            unflushed_since_load: AtomicBool::new(true),
             dirty_since_optimize: AtomicBool::new(false),
             last_change_nanos: AtomicU64::new(0),
             gate: Mutex::new(MaintenanceClock {
@@ -232,11 +236,21 @@ impl Shard {
     pub fn settle_frozen(&self) -> Result<()> {
         let mut clock = self.state.gate.lock().unwrap();
         debug_assert!(self.is_frozen());
-        self.engine.flush().map_err(StorageError::from_engine)?;
+        // Only flush what needs it: the engine rewrites metadata files (atomically,
+        // through temp files) even when clean, and a second freeze of a shard that is
+        // already frozen must not touch the files another view is laying out.
+        let dirty = self.state.dirty_since_flush.load(Ordering::SeqCst);
+        if dirty || self.state.unflushed_since_load.load(Ordering::SeqCst) {
+            self.engine.flush().map_err(StorageError::from_engine)?;
+            self.state
+                .unflushed_since_load
+                .store(false, Ordering::SeqCst);
+            clock.last_flush = Instant::now();
+        }
+        // Frozen: no update lands between the load above and this swap.
         if self.state.dirty_since_flush.swap(false, Ordering::SeqCst) {
             self.state.touch();
         }
-        clock.last_flush = Instant::now();
         Ok(())
     }
 
@@ -273,6 +287,9 @@ impl Shard {
             && self.state.dirty_since_flush.swap(false, Ordering::SeqCst)
         {
             self.engine.flush().map_err(StorageError::from_engine)?;
+            self.state
+                .unflushed_since_load
+                .store(false, Ordering::SeqCst);
             self.state.touch();
             clock.last_flush = Instant::now();
         }
