@@ -225,7 +225,7 @@ impl SnapFs {
     fn attr(&self, node: &Node) -> FsResult<Attr> {
         let ino = node.ino();
         if node.is_dir() {
-            self.children(node).map(|_| ())?;
+            self.ns.check_dir(node)?;
             // Stored-snapshot directories allow rm, collection recover/ directories
             // take writes; the rest is read-only.
             let writable = matches!(node, Node::Snapshots(_) | Node::Recover(_));
@@ -632,16 +632,7 @@ impl SnapFs {
     }
 
     pub fn statfs(&self) -> FsResult<FsStats> {
-        let path = std::ffi::CString::new(self.snapshots_path.as_os_str().as_encoded_bytes())
-            .map_err(|_| FsError::Invalid("snapshots path"))?;
-        // SAFETY: statvfs writes into a zeroed struct we own; the path is a valid C string.
-        let stats = unsafe {
-            let mut stats: libc::statvfs = std::mem::zeroed();
-            if libc::statvfs(path.as_ptr(), &mut stats) != 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
-            stats
-        };
+        let stats = crate::storage::filesystem_stats(&self.snapshots_path)?;
         Ok(FsStats {
             blocks: stats.f_blocks,
             bfree: stats.f_bfree,

@@ -186,18 +186,7 @@ impl Storage {
         crash_point("restore-before-switch");
         // The moment of truth: from here on the restored collection is the one.
         std::fs::rename(staged, &target)?;
-        sync_dir(&self.collections_dir)?;
-        crash_point("restore-after-switch");
-        std::fs::remove_file(&journal_path)?;
-        sync_dir(&self.collections_dir)?;
-        let collection = Collection::open(&target, name)?;
-        self.collections
-            .write()
-            .unwrap()
-            .insert(name.to_string(), Arc::new(collection));
-        if old.exists() {
-            remove_path(&old)?;
-        }
+        self.finish_switch(name, &target, &journal_path, &old, "restore-after-switch")?;
         tracing::info!(
             collection = name,
             replaced = previous.is_some(),
@@ -251,17 +240,40 @@ impl Storage {
         crash_point("shard-restore-before-switch");
         // The moment of truth.
         std::fs::rename(staged, dir.join(id.to_string()))?;
-        sync_dir(&dir)?;
-        crash_point("shard-restore-after-switch");
-        std::fs::remove_file(&journal_path)?;
+        self.finish_switch(
+            name,
+            &dir,
+            &journal_path,
+            &old,
+            "shard-restore-after-switch",
+        )?;
+        tracing::info!(collection = name, shard = id, "shard restored");
+        Ok(())
+    }
+
+    /// After the switching rename: make it durable, drop the journal, open the
+    /// collection at `dir` and serve it, remove the old files.
+    fn finish_switch(
+        &self,
+        name: &str,
+        dir: &Path,
+        journal_path: &Path,
+        old: &Path,
+        crash_at: &str,
+    ) -> Result<()> {
+        sync_dir(dir.parent().unwrap_or(dir))?;
+        sync_dir(dir)?;
+        crash_point(crash_at);
+        std::fs::remove_file(journal_path)?;
         sync_dir(&self.collections_dir)?;
-        let reopened = Collection::open(&dir, name)?;
+        let collection = Collection::open(dir, name)?;
         self.collections
             .write()
             .unwrap()
-            .insert(name.to_string(), Arc::new(reopened));
-        remove_path(&old)?;
-        tracing::info!(collection = name, shard = id, "shard restored");
+            .insert(name.to_string(), Arc::new(collection));
+        if old.exists() {
+            remove_path(old)?;
+        }
         Ok(())
     }
 
@@ -387,6 +399,20 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned()
+}
+
+/// `statvfs` of the file system holding `path`.
+pub fn filesystem_stats(path: &Path) -> std::io::Result<libc::statvfs> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::other("path with a NUL byte"))?;
+    // SAFETY: statvfs fills a zeroed struct we own; the path is a valid C string.
+    unsafe {
+        let mut stats: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c_path.as_ptr(), &mut stats) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stats)
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

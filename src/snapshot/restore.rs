@@ -84,41 +84,7 @@ pub async fn restore_collection(
     checksum: Option<String>,
 ) -> Result<Restored> {
     crate::storage::names::validate_collection_name(name)?;
-    let lock = collection_lock(name);
-    let _serialized = lock.lock().await;
-    let _running = crate::metrics::RecoveryRunning::start();
-    let _shown = Running::start(name, "collection".into());
-    let staging = storage.staging_dir("restoring");
-    let prepared = {
-        let (archive, staging, name) = (archive.to_path_buf(), staging.clone(), name.to_string());
-        tokio::task::spawn_blocking(move || prepare_collection(&archive, &staging, &name, checksum))
-            .await
-            .map_err(|e| StorageError::internal(e.to_string()))?
-    };
-    if prepared.is_ok() {
-        crate::storage::crash_point("restore-staged");
-    }
-    let result = match prepared {
-        Ok(report) => storage
-            .replace_collection(name, staging.clone())
-            .await
-            .map(|()| Restored {
-                sha256: report.sha256,
-                files: report.files,
-            }),
-        Err(err) => Err(err),
-    };
-    if staging.exists() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    match &result {
-        Ok(done) => tracing::info!(collection = name, sha256 = %done.sha256, "restored"),
-        Err(err) => {
-            crate::metrics::restore_failed(failure_reason(err));
-            tracing::warn!(collection = name, %err, "restore refused");
-        }
-    }
-    result
+    run_restore(storage, name, Target::Collection, archive, checksum).await
 }
 
 /// Restore shard `id` of the existing collection `name` from a shard snapshot.
@@ -133,40 +99,95 @@ pub async fn restore_shard(
     collection.shard(id)?;
     let edge = collection.config().edge_config()?;
     drop(collection);
+    run_restore(
+        storage,
+        name,
+        Target::Shard(id, Box::new(edge)),
+        archive,
+        checksum,
+    )
+    .await
+}
+
+/// What a restore replaces.
+enum Target {
+    Collection,
+    /// A shard, checked against its collection's engine config.
+    Shard(u32, Box<qdrant_edge::EdgeConfig>),
+}
+
+/// The steps every restore shares: serialize per collection, prepare in staging on
+/// a blocking thread, switch, clean up, log and count the outcome.
+async fn run_restore(
+    storage: &Arc<Storage>,
+    name: &str,
+    target: Target,
+    archive: &Path,
+    checksum: Option<String>,
+) -> Result<Restored> {
+    let shard = match &target {
+        Target::Collection => None,
+        Target::Shard(id, _) => Some(*id),
+    };
     let lock = collection_lock(name);
     let _serialized = lock.lock().await;
     let _running = crate::metrics::RecoveryRunning::start();
-    let _shown = Running::start(name, format!("shard {id}"));
+    let _shown = Running::start(
+        name,
+        shard.map_or_else(|| "collection".into(), |id| format!("shard {id}")),
+    );
     let staging = storage.staging_dir("restoring");
     let prepared = {
-        let (archive, staging) = (archive.to_path_buf(), staging.clone());
-        tokio::task::spawn_blocking(move || prepare_shard(&archive, &staging, edge, checksum))
-            .await
-            .map_err(|e| StorageError::internal(e.to_string()))?
+        let (archive, staging, name) = (archive.to_path_buf(), staging.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || match target {
+            Target::Collection => prepare_collection(&archive, &staging, &name, checksum),
+            Target::Shard(_, edge) => prepare_shard(&archive, &staging, *edge, checksum),
+        })
+        .await
+        .map_err(|e| StorageError::internal(e.to_string()))?
     };
+    if prepared.is_ok() {
+        crate::storage::crash_point("restore-staged");
+    }
     let result = match prepared {
-        Ok(report) => storage
-            .replace_shard(name, id, staging.clone())
-            .await
-            .map(|()| Restored {
+        Ok(report) => {
+            let switched = match shard {
+                None => storage.replace_collection(name, staging.clone()).await,
+                Some(id) => storage.replace_shard(name, id, staging.clone()).await,
+            };
+            switched.map(|()| Restored {
                 sha256: report.sha256,
                 files: report.files,
-            }),
+            })
+        }
         Err(err) => Err(err),
     };
     if staging.exists() {
         let _ = std::fs::remove_dir_all(&staging);
     }
     match &result {
-        Ok(done) => {
-            tracing::info!(collection = name, shard = id, sha256 = %done.sha256, "shard restored")
-        }
+        Ok(done) => tracing::info!(collection = name, shard, sha256 = %done.sha256, "restored"),
         Err(err) => {
             crate::metrics::restore_failed(failure_reason(err));
-            tracing::warn!(collection = name, shard = id, %err, "shard restore refused");
+            tracing::warn!(collection = name, shard, %err, "restore refused");
         }
     }
     result
+}
+
+/// Open `archive`, check there is room for it, and unpack it verified into
+/// `staging` (one pass). Blocking.
+fn unpack_into(archive: &Path, staging: &Path, checksum: Option<&str>) -> Result<VerifyReport> {
+    let file = std::fs::File::open(archive)?;
+    let archive_len = file.metadata()?.len();
+    std::fs::create_dir_all(staging)?;
+    check_free_space(staging, archive_len)?;
+    unpack_verified(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        checksum,
+        Some(staging),
+    )
+    .map_err(refusal)
 }
 
 /// Unpack a shard snapshot into `staging` and open it with the collection's config
@@ -177,16 +198,7 @@ fn prepare_shard(
     edge: qdrant_edge::EdgeConfig,
     checksum: Option<String>,
 ) -> Result<VerifyReport> {
-    let file = std::fs::File::open(archive)?;
-    let archive_len = file.metadata()?.len();
-    std::fs::create_dir_all(staging)?;
-    check_free_space(staging, archive_len)?;
-    let report = unpack_verified(
-        std::io::BufReader::with_capacity(1 << 20, file),
-        checksum.as_deref(),
-        Some(staging),
-    )
-    .map_err(refusal)?;
+    let report = unpack_into(archive, staging, checksum.as_deref())?;
     if staging.join(CONFIG_FILE).exists() || staging.join("0").is_dir() {
         return Err(StorageError::bad_request(
             "this is a collection snapshot, not a shard snapshot: restore it into the collection (collections/<c>/recover/ or recover/<c>.snapshot)",
@@ -199,7 +211,6 @@ fn prepare_shard(
     }
     let _ = std::fs::remove_file(staging.join(super::archive::MANIFEST_NAME));
     normalize_segments(staging).map_err(refusal)?;
-    sync_filesystem(staging)?;
     let engine = qdrant_edge::EdgeShard::load(staging, Some(edge)).map_err(|e| {
         StorageError::bad_request(format!(
             "the shard snapshot does not fit this collection: {e}"
@@ -240,11 +251,7 @@ async fn restore_full_in(
     let mapping = {
         let (archive, staging) = (archive.to_path_buf(), staging.to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>> {
-            let file = std::fs::File::open(&archive)?;
-            std::fs::create_dir_all(&staging)?;
-            check_free_space(&staging, file.metadata()?.len())?;
-            unpack_verified(std::io::BufReader::with_capacity(1 << 20, file), checksum.as_deref(), Some(&staging))
-                .map_err(refusal)?;
+            unpack_into(&archive, &staging, checksum.as_deref())?;
             let config: serde_json::Value = std::fs::read(staging.join(CONFIG_FILE))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
@@ -289,16 +296,7 @@ fn prepare_collection(
     name: &str,
     checksum: Option<String>,
 ) -> Result<VerifyReport> {
-    let file = std::fs::File::open(archive)?;
-    let archive_len = file.metadata()?.len();
-    std::fs::create_dir_all(staging)?;
-    check_free_space(staging, archive_len)?;
-    let report = unpack_verified(
-        std::io::BufReader::with_capacity(1 << 20, file),
-        checksum.as_deref(),
-        Some(staging),
-    )
-    .map_err(refusal)?;
+    let report = unpack_into(archive, staging, checksum.as_deref())?;
 
     let mut shard_dirs = BTreeSet::new();
     for entry in std::fs::read_dir(staging)? {
@@ -338,13 +336,13 @@ fn prepare_collection(
     for extra in &COLLECTION_FILES[1..] {
         let _ = std::fs::remove_file(staging.join(extra));
     }
-    sync_filesystem(staging)?;
     // Every shard must open with the engine before the collection is switched.
     let collection = Collection::open(staging, name).map_err(|e| {
         StorageError::bad_request(format!("the snapshot's shards do not open: {e}"))
     })?;
     collection.shutdown();
     drop(collection);
+    // One sync, after the engine wrote its files: what is switched in is durable.
     sync_filesystem(staging)?;
     Ok(report)
 }
@@ -360,16 +358,8 @@ fn refusal(err: VerifyError) -> StorageError {
 /// nested segment archives are unpacked one at a time); refuse up front if the file
 /// system holding the collections has less.
 fn check_free_space(dir: &Path, needed: u64) -> Result<()> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| StorageError::internal("path with a NUL byte"))?;
-    // SAFETY: statvfs fills a zeroed struct we own; the path is a valid C string.
-    let free = unsafe {
-        let mut stats: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(path.as_ptr(), &mut stats) != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        stats.f_bavail * stats.f_frsize
-    };
+    let stats = crate::storage::filesystem_stats(dir)?;
+    let free = stats.f_bavail * stats.f_frsize;
     if free < needed {
         return Err(StorageError::bad_request(format!(
             "not enough free space to restore: the archive needs up to {needed} bytes, {free} are free where collections are stored"
