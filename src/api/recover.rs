@@ -1,7 +1,9 @@
-//! `PUT /collections/{c}/snapshots/recover`: restore a collection from a snapshot
-//! the daemon can read: a `file://` path inside an allowed directory (the snapshots
-//! directory) or the name of one of the collection's stored snapshots. Qdrant's
-//! request shape: `{location, priority, checksum, api_key}`.
+//! Restores over HTTP, Qdrant's paths and shapes: `PUT …/snapshots/recover`
+//! (`{location, priority, checksum, api_key}`; a location is an `http://` URL, a
+//! `file://` path inside an allowed directory — the snapshots directory — or the name
+//! of a stored snapshot) and `POST …/snapshots/upload` (multipart field `snapshot`),
+//! for a collection and for one of its shards. Both bring the archive to a file and
+//! hand it to `snapshot::restore`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
-use crate::snapshot::restore::{restore_collection, restore_shard};
+use crate::snapshot::restore::{restore_collection, restore_shard, upload_path};
 use crate::snapshot::{Scope, stored};
 
 #[derive(Debug, Deserialize)]
@@ -41,16 +43,6 @@ fn yes() -> bool {
 /// On one node every priority restores the snapshot as it is: `snapshot` (Qdrant's
 /// default: the snapshot's data wins), `replica` and `no_sync` (which in a cluster
 /// change how peers are synchronised) are accepted with the same effect.
-/// With `storage.require_checksum`, a restore must say which checksum to expect.
-fn check_checksum(app: &AppState, checksum: Option<&str>) -> Result<(), ApiError> {
-    if app.require_checksum && checksum.is_none_or(|c| c.trim().is_empty()) {
-        return Err(ApiError::bad_request(
-            "a checksum is required for restores (storage.require_checksum): pass the snapshot's SHA-256 as `checksum`",
-        ));
-    }
-    Ok(())
-}
-
 pub fn check_priority(priority: Option<&str>) -> Result<(), ApiError> {
     match priority {
         None | Some("snapshot" | "replica" | "no_sync") => Ok(()),
@@ -60,82 +52,14 @@ pub fn check_priority(priority: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-pub async fn collection_recover(
-    timer: Timer,
-    State(app): State<Arc<AppState>>,
-    Path(c): Path<String>,
-    Query(q): Query<RecoverQuery>,
-    ApiJson(request): ApiJson<RecoverRequest>,
-) -> ApiResult {
-    check_priority(request.priority.as_deref())?;
-    check_checksum(&app, request.checksum.as_deref())?;
-    let (archive, fetched) = match request.location.strip_prefix("http://") {
-        Some(_) => {
-            let path = crate::snapshot::restore::upload_path(&app.temp_path);
-            if let Err(err) = fetch(&request.location, request.api_key.as_deref(), &path).await {
-                let _ = tokio::fs::remove_file(&path).await;
-                return Err(err);
-            }
-            (path, true)
-        }
-        None => (resolve_location(&app, &c, &request.location)?, false),
-    };
-    let storage = app.storage.clone();
-    let checksum = request.checksum.clone();
-    let work = async move {
-        let result = restore_collection(&storage, &c, &archive, checksum).await;
-        if fetched {
-            let _ = tokio::fs::remove_file(&archive).await;
-        }
-        result
-    };
-    if q.wait {
-        work.await?;
-        Ok(timer.ok(true))
-    } else {
-        tokio::spawn(work);
-        Ok(timer.accepted(true))
+/// With `storage.require_checksum`, a restore must say which checksum to expect.
+fn check_checksum(app: &AppState, checksum: Option<&str>) -> Result<(), ApiError> {
+    if app.require_checksum && checksum.is_none_or(|c| c.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "a checksum is required for restores (storage.require_checksum): pass the snapshot's SHA-256 as `checksum`",
+        ));
     }
-}
-
-/// The file a location names, or why it cannot be used.
-fn resolve_location(app: &AppState, collection: &str, location: &str) -> Result<PathBuf, ApiError> {
-    if let Some(path) = location.strip_prefix("file://") {
-        let allowed = [app.snapshots_path.clone()];
-        let resolved = std::fs::canonicalize(path)
-            .map_err(|e| ApiError::bad_request(format!("cannot read {path}: {e}")))?;
-        let inside = allowed.iter().any(|dir| {
-            dir.canonicalize()
-                .is_ok_and(|dir| resolved.starts_with(&dir))
-        });
-        if !inside {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{path} is outside the directories snapshots may be recovered from ({})",
-                    app.snapshots_path.display()
-                ),
-            ));
-        }
-        if !resolved.is_file() {
-            return Err(ApiError::bad_request(format!("{path} is not a file")));
-        }
-        return Ok(resolved);
-    }
-    if location.starts_with("http://")
-        || location.starts_with("https://")
-        || location.contains("://")
-    {
-        return Err(ApiError::bad_request(format!(
-            "recovery from `{location}` is not available yet: use a file:// path inside {} or a stored snapshot's name",
-            app.snapshots_path.display()
-        )));
-    }
-    Ok(stored::stored_path(
-        &app.snapshots_path,
-        &Scope::Collection(collection.to_string()),
-        location,
-    )?)
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +72,29 @@ pub struct UploadQuery {
     priority: Option<String>,
 }
 
+pub async fn collection_recover(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path(c): Path<String>,
+    Query(q): Query<RecoverQuery>,
+    ApiJson(request): ApiJson<RecoverRequest>,
+) -> ApiResult {
+    crate::storage::names::validate_collection_name(&c)?;
+    recover(timer, app, Scope::Collection(c), q.wait, request).await
+}
+
+/// `PUT /collections/{c}/shards/{id}/snapshots/recover`.
+pub async fn shard_recover(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((c, id)): Path<(String, String)>,
+    Query(q): Query<RecoverQuery>,
+    ApiJson(request): ApiJson<RecoverRequest>,
+) -> ApiResult {
+    let scope = Scope::Shard(c, shard_number(&id)?);
+    recover(timer, app, scope, q.wait, request).await
+}
+
 /// `POST /collections/{c}/snapshots/upload` (multipart, field `snapshot`): the file is
 /// streamed to `temp_path` (never held in memory), then restored like any other.
 pub async fn collection_upload(
@@ -155,30 +102,152 @@ pub async fn collection_upload(
     State(app): State<Arc<AppState>>,
     Path(c): Path<String>,
     Query(q): Query<UploadQuery>,
+    multipart: axum::extract::Multipart,
+) -> ApiResult {
+    crate::storage::names::validate_collection_name(&c)?;
+    upload(timer, app, Scope::Collection(c), q, multipart).await
+}
+
+/// `POST /collections/{c}/shards/{id}/snapshots/upload`.
+pub async fn shard_upload(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((c, id)): Path<(String, String)>,
+    Query(q): Query<UploadQuery>,
+    multipart: axum::extract::Multipart,
+) -> ApiResult {
+    let id = shard_number(&id)?;
+    app.storage.collection(&c)?.shard(id)?;
+    upload(timer, app, Scope::Shard(c, id), q, multipart).await
+}
+
+async fn recover(
+    timer: Timer,
+    app: Arc<AppState>,
+    scope: Scope,
+    wait: bool,
+    request: RecoverRequest,
+) -> ApiResult {
+    check_priority(request.priority.as_deref())?;
+    check_checksum(&app, request.checksum.as_deref())?;
+    let (archive, temporary) =
+        obtain(&app, &scope, &request.location, request.api_key.as_deref()).await?;
+    run(
+        timer,
+        &app,
+        scope,
+        archive,
+        temporary,
+        request.checksum,
+        wait,
+    )
+    .await
+}
+
+async fn upload(
+    timer: Timer,
+    app: Arc<AppState>,
+    scope: Scope,
+    q: UploadQuery,
     mut multipart: axum::extract::Multipart,
 ) -> ApiResult {
     check_priority(q.priority.as_deref())?;
     check_checksum(&app, q.checksum.as_deref())?;
-    crate::storage::names::validate_collection_name(&c)?;
-    let path = crate::snapshot::restore::upload_path(&app.temp_path);
-    let received = receive_snapshot(&mut multipart, &path).await;
-    if let Err(err) = received {
+    let path = upload_path(&app.temp_path);
+    if let Err(err) = receive_snapshot(&mut multipart, &path).await {
         let _ = tokio::fs::remove_file(&path).await;
         return Err(err);
     }
+    run(timer, &app, scope, path, true, q.checksum, q.wait).await
+}
+
+/// Restore `archive` into `scope` (removing it afterwards when `temporary`), now or,
+/// without `wait`, in the background (202).
+async fn run(
+    timer: Timer,
+    app: &AppState,
+    scope: Scope,
+    archive: PathBuf,
+    temporary: bool,
+    checksum: Option<String>,
+    wait: bool,
+) -> ApiResult {
     let storage = app.storage.clone();
     let work = async move {
-        let result = restore_collection(&storage, &c, &path, q.checksum).await;
-        let _ = tokio::fs::remove_file(&path).await;
+        let result = match &scope {
+            Scope::Shard(c, id) => restore_shard(&storage, c, *id, &archive, checksum).await,
+            Scope::Collection(c) => restore_collection(&storage, c, &archive, checksum).await,
+            Scope::Full => Err(crate::storage::StorageError::internal(
+                "full-storage snapshots are restored with --storage-snapshot",
+            )),
+        };
+        if temporary {
+            let _ = tokio::fs::remove_file(&archive).await;
+        }
         result
     };
-    if q.wait {
+    if wait {
         work.await?;
         Ok(timer.ok(true))
     } else {
         tokio::spawn(work);
         Ok(timer.accepted(true))
     }
+}
+
+/// The file a location names: fetched into `temp_path` (`http://`; the bool says it
+/// is temporary), a confined `file://` path, or a stored snapshot of `scope`.
+async fn obtain(
+    app: &AppState,
+    scope: &Scope,
+    location: &str,
+    api_key: Option<&str>,
+) -> Result<(PathBuf, bool), ApiError> {
+    if location.starts_with("http://") {
+        let path = upload_path(&app.temp_path);
+        if let Err(err) = fetch(location, api_key, &path).await {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(err);
+        }
+        return Ok((path, true));
+    }
+    if let Some(path) = location.strip_prefix("file://") {
+        return confined_file(app, path).map(|p| (p, false));
+    }
+    if location.contains("://") {
+        return Err(ApiError::bad_request(format!(
+            "recovery from `{location}` is not available: use http://…, a file:// path inside {} or a stored snapshot's name (https:// is not supported yet)",
+            app.snapshots_path.display()
+        )));
+    }
+    Ok((
+        stored::stored_path(&app.snapshots_path, scope, location)?,
+        false,
+    ))
+}
+
+/// A `file://` path, which must lie inside a directory snapshots may be recovered
+/// from (the snapshots directory); anything else is 403.
+fn confined_file(app: &AppState, path: &str) -> Result<PathBuf, ApiError> {
+    let resolved = std::fs::canonicalize(path)
+        .map_err(|e| ApiError::bad_request(format!("cannot read {path}: {e}")))?;
+    let inside = app
+        .snapshots_path
+        .canonicalize()
+        .is_ok_and(|dir| resolved.starts_with(&dir));
+    if !inside {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{path} is outside the directories snapshots may be recovered from ({})",
+                app.snapshots_path.display()
+            ),
+        ));
+    }
+    if !resolved.is_file() {
+        return Err(ApiError::bad_request(format!("{path} is not a file")));
+    }
+    Ok(resolved)
 }
 
 async fn receive_snapshot(
@@ -219,78 +288,6 @@ async fn receive_snapshot(
 fn shard_number(text: &str) -> Result<u32, ApiError> {
     text.parse()
         .map_err(|_| ApiError::bad_request(format!("shard id must be a number, got `{text}`")))
-}
-
-/// `PUT /collections/{c}/shards/{id}/snapshots/recover`.
-pub async fn shard_recover(
-    timer: Timer,
-    State(app): State<Arc<AppState>>,
-    Path((c, id)): Path<(String, String)>,
-    Query(q): Query<RecoverQuery>,
-    ApiJson(request): ApiJson<RecoverRequest>,
-) -> ApiResult {
-    let id = shard_number(&id)?;
-    check_priority(request.priority.as_deref())?;
-    check_checksum(&app, request.checksum.as_deref())?;
-    let archive = resolve_shard_location(&app, &c, id, &request.location)?;
-    let storage = app.storage.clone();
-    let checksum = request.checksum.clone();
-    let work = async move { restore_shard(&storage, &c, id, &archive, checksum).await };
-    if q.wait {
-        work.await?;
-        Ok(timer.ok(true))
-    } else {
-        tokio::spawn(work);
-        Ok(timer.accepted(true))
-    }
-}
-
-fn resolve_shard_location(
-    app: &AppState,
-    collection: &str,
-    id: u32,
-    location: &str,
-) -> Result<PathBuf, ApiError> {
-    if location.contains("://") {
-        return resolve_location(app, collection, location);
-    }
-    Ok(stored::stored_path(
-        &app.snapshots_path,
-        &Scope::Shard(collection.to_string(), id),
-        location,
-    )?)
-}
-
-/// `POST /collections/{c}/shards/{id}/snapshots/upload`.
-pub async fn shard_upload(
-    timer: Timer,
-    State(app): State<Arc<AppState>>,
-    Path((c, id)): Path<(String, String)>,
-    Query(q): Query<UploadQuery>,
-    mut multipart: axum::extract::Multipart,
-) -> ApiResult {
-    let id = shard_number(&id)?;
-    check_priority(q.priority.as_deref())?;
-    check_checksum(&app, q.checksum.as_deref())?;
-    app.storage.collection(&c)?.shard(id)?;
-    let path = crate::snapshot::restore::upload_path(&app.temp_path);
-    if let Err(err) = receive_snapshot(&mut multipart, &path).await {
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(err);
-    }
-    let storage = app.storage.clone();
-    let work = async move {
-        let result = restore_shard(&storage, &c, id, &path, q.checksum).await;
-        let _ = tokio::fs::remove_file(&path).await;
-        result
-    };
-    if q.wait {
-        work.await?;
-        Ok(timer.ok(true))
-    } else {
-        tokio::spawn(work);
-        Ok(timer.accepted(true))
-    }
 }
 
 /// Download an `http://` URL into `dest`, streamed; `api_key` goes in the `api-key`
