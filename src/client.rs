@@ -36,15 +36,7 @@ impl Client {
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
         let (status, value) = self.raw(method, path, body).await?;
-        if status.is_success() {
-            return Ok(value.get("result").cloned().unwrap_or(Value::Null));
-        }
-        let message = value
-            .pointer("/status/error")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| value.to_string());
-        bail!("{message} (HTTP {})", status.as_u16())
+        envelope_result(status, &value, || value.to_string())
     }
 
     /// Stream a GET response body into `out`; returns the expected length. A server
@@ -66,12 +58,9 @@ impl Client {
         if !status.is_success() {
             let body = response.into_body().collect().await?.to_bytes();
             let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let message = value
-                .pointer("/status/error")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            bail!("{message} (HTTP {})", status.as_u16());
+            return Err(server_error(status, &value, || {
+                String::from_utf8_lossy(&body).into_owned()
+            }));
         }
         let length = response
             .headers()
@@ -163,15 +152,9 @@ impl Client {
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(value.get("result").cloned().unwrap_or(Value::Null));
-        }
-        let message = value
-            .pointer("/status/error")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        bail!("{message} (HTTP {})", status.as_u16())
+        envelope_result(status, &value, || {
+            String::from_utf8_lossy(&body).into_owned()
+        })
     }
 
     pub async fn raw(
@@ -206,4 +189,31 @@ impl Client {
         };
         Ok((status, value))
     }
+}
+
+/// The envelope's `result` on success; otherwise the server's error.
+fn envelope_result(
+    status: hyper::StatusCode,
+    value: &Value,
+    fallback: impl FnOnce() -> String,
+) -> anyhow::Result<Value> {
+    if status.is_success() {
+        return Ok(value.get("result").cloned().unwrap_or(Value::Null));
+    }
+    Err(server_error(status, value, fallback))
+}
+
+/// An error with the server's own message (`status.error`), or `fallback` when the
+/// body has none.
+fn server_error(
+    status: hyper::StatusCode,
+    value: &Value,
+    fallback: impl FnOnce() -> String,
+) -> anyhow::Error {
+    let message = value
+        .pointer("/status/error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(fallback);
+    anyhow!("{message} (HTTP {})", status.as_u16())
 }
