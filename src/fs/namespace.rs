@@ -246,6 +246,19 @@ impl Namespace {
             .ok_or(FsError::NotFound)
     }
 
+    /// Directory `node` still exists (without listing it: `stat` asks this often).
+    pub fn check_dir(&self, node: &Node) -> FsResult<()> {
+        match node {
+            Node::Root | Node::LiveDir | Node::Collections => Ok(()),
+            Node::Recover(scope) | Node::Snapshots(scope) => self.check_scope(scope),
+            Node::Collection(c) | Node::Shards(c) => {
+                self.check_scope(&Scope::Collection(c.clone()))
+            }
+            Node::Shard(c, id) => self.check_scope(&Scope::Shard(c.clone(), *id)),
+            _ => Err(FsError::NotADirectory),
+        }
+    }
+
     /// The collection (and shard) a scope names still exist.
     pub fn check_scope(&self, scope: &Scope) -> FsResult<()> {
         match scope {
