@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,22 +11,6 @@ use hyper::Method;
 use serde_json::{Value, json};
 use snapfs::client::Client;
 use support::*;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qdrant-1.18.3")
-}
-
-fn by_id(points: &[Value]) -> BTreeMap<String, Value> {
-    points
-        .iter()
-        .map(|p| {
-            (
-                p["id"].to_string(),
-                json!({"payload": p["payload"], "vector": p["vector"]}),
-            )
-        })
-        .collect()
-}
 
 /// Put `file` into the daemon's snapshots directory; returns its file:// location.
 fn stage(daemon: &Daemon, file: &Path, name: &str) -> String {
@@ -61,15 +44,13 @@ fn leftovers(daemon: &Daemon) -> Vec<String> {
 async fn qdrant_collection_snapshots_restore_to_the_exact_points() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    let expected: Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("expected.json")).unwrap()).unwrap();
     for (collection, file) in [
         ("docs", "qdrant-docs.snapshot"),
         ("multi", "qdrant-multi.snapshot"),
     ] {
-        let path = fixtures().join(file);
+        let path = qdrant_fixture(file);
         let checksum =
-            std::fs::read_to_string(fixtures().join(format!("{file}.checksum"))).unwrap();
+            std::fs::read_to_string(qdrant_fixture(&format!("{file}.checksum"))).unwrap();
         let location = stage(&daemon, &path, file);
         let (status, body) = recover(
             &client,
@@ -78,10 +59,9 @@ async fn qdrant_collection_snapshots_restore_to_the_exact_points() {
         )
         .await;
         assert_eq!(status, 200, "{collection}: {body}");
-        let want = expected["collections"][collection].as_array().unwrap();
+        let want = qdrant_expected(collection);
         assert_eq!(count(&client, collection).await, want.len() as u64);
         let got = by_id(&all_points(&client, collection).await);
-        let want = by_id(want);
         let differing: Vec<_> = want
             .iter()
             .filter(|(id, p)| got.get(*id) != Some(p))
@@ -360,7 +340,7 @@ async fn hostile_and_broken_archives_change_nothing() {
     // A shard snapshot whose vectors differ from the collection's does not fit.
     let location = stage(
         &daemon,
-        &fixtures().join("qdrant-multi-shard-1.snapshot"),
+        &qdrant_fixture("qdrant-multi-shard-1.snapshot"),
         "foreign-shard.snapshot",
     );
     let (status, body) = call(
@@ -400,6 +380,10 @@ async fn hostile_and_broken_archives_change_nothing() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = recover(&client, "keep", json!({"location": "nope.snapshot"})).await;
     assert_eq!(status, 404, "{body}");
+    // A collection name with a `/` in it (encoded in the path) is refused.
+    let (status, body) = recover(&client, "a%2Fb", json!({"location": good_name})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(!daemon.data_dir.join("storage/collections/a").exists());
     assert!(by_id(&all_points(&client, "keep").await) == before);
 }
 
@@ -416,7 +400,7 @@ async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
             .unwrap()
     };
     // The sidecar beside the file (Qdrant's `.checksum`) is found and checked.
-    let multi = fixtures().join("qdrant-multi.snapshot");
+    let multi = qdrant_fixture("qdrant-multi.snapshot");
     let out = cli(&["multi", multi.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -426,7 +410,7 @@ async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
     assert_eq!(count(&client, "multi").await, 1800);
 
     // A wrong checksum fails with the words a user can act on, and changes nothing.
-    let docs = fixtures().join("qdrant-docs.snapshot");
+    let docs = qdrant_fixture("qdrant-docs.snapshot");
     let wrong = "ab".repeat(32);
     let out = cli(&["multi", docs.to_str().unwrap(), "--checksum", &wrong]);
     assert!(!out.status.success());
@@ -440,7 +424,7 @@ async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
     // --checksum-file with a sha256sum line; the upload replaces the collection.
     let work = tempfile::tempdir().unwrap();
     let sidecar = work.path().join("docs.sha256");
-    let sum = std::fs::read_to_string(fixtures().join("qdrant-docs.snapshot.checksum")).unwrap();
+    let sum = std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
     std::fs::write(&sidecar, format!("{}  qdrant-docs.snapshot\n", sum.trim())).unwrap();
     let out = cli(&[
         "multi",
@@ -552,14 +536,12 @@ async fn a_crash_around_the_switch_leaves_old_or_new() {
 async fn a_qdrant_full_storage_snapshot_restores_at_start() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
-    let full = fixtures().join("qdrant-full.snapshot");
-    let expected: Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("expected.json")).unwrap()).unwrap();
+    let full = qdrant_fixture("qdrant-full.snapshot");
     let args = ["--storage-snapshot", full.to_str().unwrap()];
     let daemon = Daemon::start_in(&data, &args, &[]);
     let client = daemon.client();
     for collection in ["docs", "multi"] {
-        let want = by_id(expected["collections"][collection].as_array().unwrap());
+        let want = qdrant_expected(collection);
         assert!(
             by_id(&all_points(&client, collection).await) == want,
             "{collection}"
@@ -637,14 +619,14 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
     let client = daemon.client();
     let served = tempfile::tempdir().unwrap();
     std::fs::copy(
-        fixtures().join("qdrant-docs.snapshot"),
+        qdrant_fixture("qdrant-docs.snapshot"),
         served.path().join("docs.snapshot"),
     )
     .unwrap();
     let server = KeyedServer::start(served.path());
     let url = format!("http://127.0.0.1:{}/docs.snapshot", server.port);
     let checksum =
-        std::fs::read_to_string(fixtures().join("qdrant-docs.snapshot.checksum")).unwrap();
+        std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
 
     let (status, body) = recover(
         &client,
@@ -717,7 +699,7 @@ async fn too_little_disk_is_refused_cleanly() {
         ],
     );
     let client = daemon.client();
-    let multi = fixtures().join("qdrant-multi.snapshot"); // 1.4 MB
+    let multi = qdrant_fixture("qdrant-multi.snapshot"); // 1.4 MB
     let location = stage(&daemon, &multi, "multi.snapshot");
     let (status, body) = recover(&client, "multi", json!({"location": location})).await;
     assert_eq!(status, 400, "{body}");

@@ -358,3 +358,32 @@ pub fn run_ok(command: &mut Command) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+// ---- Qdrant's own snapshots (../shared/fixtures/qdrant-1.18.3) ----
+
+/// A file of the Qdrant 1.18.3 fixtures.
+pub fn qdrant_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/qdrant-1.18.3")
+        .join(name)
+}
+
+/// Points keyed by id, with what a restore must keep: payload and vectors.
+pub fn by_id(points: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    points
+        .iter()
+        .map(|p| {
+            (
+                p["id"].to_string(),
+                json!({"payload": p["payload"], "vector": p["vector"]}),
+            )
+        })
+        .collect()
+}
+
+/// The points Qdrant returned for `collection` (expected.json).
+pub fn qdrant_expected(collection: &str) -> std::collections::BTreeMap<String, Value> {
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(qdrant_fixture("expected.json")).unwrap()).unwrap();
+    by_id(expected["collections"][collection].as_array().unwrap())
+}
