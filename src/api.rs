@@ -31,6 +31,8 @@ pub struct AppState {
     pub storage: Arc<Storage>,
     pub snapshots_path: PathBuf,
     pub temp_path: PathBuf,
+    /// Directories `file://` locations may point into (`storage.recover_dirs`).
+    pub recover_dirs: Vec<PathBuf>,
     /// Restores must name a checksum (`storage.require_checksum`).
     pub require_checksum: bool,
 }

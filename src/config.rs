@@ -35,6 +35,8 @@ pub struct Config {
     pub mount: Option<PathBuf>,
     /// Restores need a checksum: recover/ waits for the sidecar, HTTP needs `checksum`.
     pub require_checksum: bool,
+    /// Directories `file://` recovery may read from, besides the snapshots directory.
+    pub recover_dirs: Vec<PathBuf>,
     /// A full-storage snapshot to restore at start (`--storage-snapshot`, flag only).
     pub storage_snapshot: Option<PathBuf>,
     /// Let `storage_snapshot` replace collections that exist (`--force`).
@@ -103,6 +105,8 @@ struct StorageSection {
     snapshot_max_freeze_secs: Option<f64>,
     #[serde(deserialize_with = "lenient_bool")]
     require_checksum: Option<bool>,
+    #[serde(deserialize_with = "path_list")]
+    recover_dirs: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -278,6 +282,7 @@ impl ConfigLayers {
             demo: self.snapfs.demo.unwrap_or(false),
             mount: self.snapfs.mount.filter(|p| !p.as_os_str().is_empty()),
             require_checksum: self.storage.require_checksum.unwrap_or(false),
+            recover_dirs: self.storage.recover_dirs.unwrap_or_default(),
             storage_snapshot: None,
             force: false,
             data_dir,
@@ -322,6 +327,30 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 
 fn lenient_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     Ok(scalar_to_string(Value::deserialize(d)?).map(PathBuf::from))
+}
+
+/// A list of paths: a YAML list, or one string of `:`-separated paths (as an
+/// environment variable gives it).
+fn path_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, D::Error> {
+    use serde::de::Error;
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| {
+                scalar_to_string(item)
+                    .map(PathBuf::from)
+                    .ok_or_else(|| D::Error::custom("expected a list of paths"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        other => Ok(scalar_to_string(other).map(|text| {
+            text.split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })),
+    }
 }
 
 fn lenient_number<'de, D: Deserializer<'de>, T: std::str::FromStr>(

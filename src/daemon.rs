@@ -106,6 +106,9 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
         storage: storage.clone(),
         snapshots_path: config.snapshots_path.clone(),
         temp_path: config.temp_path.clone(),
+        recover_dirs: std::iter::once(config.snapshots_path.clone())
+            .chain(config.recover_dirs.iter().cloned())
+            .collect(),
         require_checksum: config.require_checksum,
     });
     let router = api::router(state, config.max_request_bytes());
@@ -134,12 +137,8 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
     let mut mounted = match mount_point {
         Some(path) => {
             let core = Arc::new(
-                SnapFs::new(
-                    storage.clone(),
-                    config.snapshots_path.clone(),
-                    config.temp_path.clone(),
-                )
-                .with_require_checksum(config.require_checksum),
+                SnapFs::new(storage.clone(), config.snapshots_path.clone())
+                    .with_require_checksum(config.require_checksum),
             );
             let runtime = tokio::runtime::Handle::current();
             Some(

@@ -127,12 +127,11 @@ pub struct SnapFs {
     /// A snapshot written into recover/ waits for its checksum sidecar.
     require_checksum: bool,
     snapshots_path: PathBuf,
-    temp_path: PathBuf,
     started: SystemTime,
 }
 
 impl SnapFs {
-    pub fn new(storage: Arc<Storage>, snapshots_path: PathBuf, temp_path: PathBuf) -> Self {
+    pub fn new(storage: Arc<Storage>, snapshots_path: PathBuf) -> Self {
         let mut inodes = HashMap::new();
         inodes.insert(ROOT_INO, Node::Root);
         SnapFs {
@@ -144,7 +143,6 @@ impl SnapFs {
             recover: RecoverDirs::default(),
             require_checksum: false,
             snapshots_path,
-            temp_path,
             started: SystemTime::now(),
         }
     }
@@ -540,11 +538,12 @@ impl SnapFs {
                     state.open = state.open.saturating_sub(1);
                 }
             }
-            // A hidden upload waits for its rename; a visible one was handed on at
-            // flush (or, never flushed, is abandoned).
-            Handle::Upload(upload)
-                if !recover::is_hidden(&upload.name) && !upload.done.load(Ordering::SeqCst) =>
-            {
+            // A hidden upload is complete and waits for its rename; a visible one
+            // was handed on at flush (or, never flushed with data, is abandoned).
+            Handle::Upload(upload) if recover::is_hidden(&upload.name) => {
+                self.recover.closed_hidden(upload);
+            }
+            Handle::Upload(upload) if !upload.done.load(Ordering::SeqCst) => {
                 self.recover.abandon(upload);
             }
             _ => {}

@@ -772,6 +772,16 @@ async fn writing_into_recover_restores_with_cp_dd_rsync_and_sidecars() {
     assert_eq!(count(&client, "docs").await, 200);
     assert!(!moved.exists());
 
+    // curl -o (a file:// URL: no server needed) writes like any other tool.
+    upsert(&client, "docs", vec![point(5004, 8)], true).await;
+    run_ok(
+        Command::new("curl")
+            .args(["-sS", "-o"])
+            .arg(m.path("collections/docs/recover/fetched.snapshot"))
+            .arg(format!("file://{}", docs.display())),
+    );
+    assert_eq!(count(&client, "docs").await, 200);
+
     // A sidecar written first is used: the right one passes, a wrong one fails cp,
     // leaves docs.snapshot.error and changes nothing.
     std::fs::write(
@@ -809,9 +819,14 @@ async fn writing_into_recover_restores_with_cp_dd_rsync_and_sidecars() {
         names(&m.path("recover"))
     );
 
-    // Garbage fails the same way; a bad name is refused at create.
+    // Garbage fails the same way, as soon as the unpacker sees it is not a tar: the
+    // write fails (cp stops there), the `.error` says why; a bad name is refused at
+    // create.
     let junk = src.path().join("junk");
-    std::fs::write(&junk, vec![7u8; 5000]).unwrap();
+    let noise: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&junk, &noise).unwrap();
     let output = Command::new("cp")
         .arg(&junk)
         .arg(m.path("recover/junk.snapshot"))
@@ -819,10 +834,11 @@ async fn writing_into_recover_restores_with_cp_dd_rsync_and_sidecars() {
         .unwrap();
     assert!(!output.status.success());
     assert!(
-        std::fs::read_to_string(m.path("recover/junk.snapshot.error"))
-            .unwrap()
-            .contains("restore failed")
+        String::from_utf8_lossy(&output.stderr).contains("Input/output error"),
+        "{output:?}"
     );
+    let error = std::fs::read_to_string(m.path("recover/junk.snapshot.error")).unwrap();
+    assert!(error.contains("not a readable tar archive"), "{error}");
     assert!(!names(&m.path("collections")).contains(&"junk".to_string()));
     assert_eq!(
         errno_of(std::fs::write(m.path("recover/no-extension"), b"x")),
@@ -880,12 +896,13 @@ async fn writing_into_recover_restores_with_cp_dd_rsync_and_sidecars() {
     // Only the earlier junk.snapshot.error is left in recover/.
     assert_eq!(names(&m.path("recover")), ["junk.snapshot.error"]);
 
-    // Nothing of the uploads is left in temp_path.
-    let temp = m.daemon.data_dir.join("tmp");
-    let left: Vec<_> = std::fs::read_dir(&temp)
-        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "{left:?}");
+    // Nothing of the uploads (each unpacked into a staging directory while it
+    // arrived) is left.
+    assert!(
+        m.daemon.staging_leftovers().is_empty(),
+        "{:?}",
+        m.daemon.staging_leftovers()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -85,6 +85,7 @@ impl From<StorageError> for ApiError {
             StorageError::CollectionExists(_) => StatusCode::CONFLICT,
             StorageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             StorageError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            StorageError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             StorageError::Internal(_) | StorageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, err.to_string())

@@ -1,9 +1,9 @@
 //! Restores over HTTP, Qdrant's paths and shapes: `PUT …/snapshots/recover`
-//! (`{location, priority, checksum, api_key}`; a location is an `http://` URL, a
-//! `file://` path inside an allowed directory — the snapshots directory — or the name
-//! of a stored snapshot) and `POST …/snapshots/upload` (multipart field `snapshot`),
-//! for a collection and for one of its shards. Both bring the archive to a file and
-//! hand it to `snapshot::restore`.
+//! (`{location, priority, checksum, api_key}`; a location is an `http(s)://` URL, a
+//! `file://` path inside an allowed directory, or the name of a stored snapshot) and
+//! `POST …/snapshots/upload` (multipart field `snapshot`), for a collection and for
+//! one of its shards. Every source is streamed into a restore intake, which unpacks
+//! the archive while it arrives; then `snapshot::restore` checks and switches it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
-use crate::snapshot::restore::{restore_collection, restore_shard, upload_path};
+use crate::snapshot::intake::{Intake, Received};
+use crate::snapshot::restore::{self, Running, restore_collection, restore_shard};
 use crate::snapshot::{Scope, stored};
 
 #[derive(Debug, Deserialize)]
@@ -96,7 +97,7 @@ pub async fn shard_recover(
 }
 
 /// `POST /collections/{c}/snapshots/upload` (multipart, field `snapshot`): the file is
-/// streamed to `temp_path` (never held in memory), then restored like any other.
+/// unpacked while it arrives (never held in memory), then restored like any other.
 pub async fn collection_upload(
     timer: Timer,
     State(app): State<Arc<AppState>>,
@@ -130,18 +131,8 @@ async fn recover(
 ) -> ApiResult {
     check_priority(request.priority.as_deref())?;
     check_checksum(&app, request.checksum.as_deref())?;
-    let (archive, temporary) =
-        obtain(&app, &scope, &request.location, request.api_key.as_deref()).await?;
-    run(
-        timer,
-        &app,
-        scope,
-        archive,
-        temporary,
-        request.checksum,
-        wait,
-    )
-    .await
+    let received = obtain(&app, &scope, &request.location, request.api_key.as_deref()).await?;
+    run(timer, &app, scope, received, request.checksum, wait).await
 }
 
 async fn upload(
@@ -153,38 +144,29 @@ async fn upload(
 ) -> ApiResult {
     check_priority(q.priority.as_deref())?;
     check_checksum(&app, q.checksum.as_deref())?;
-    let path = upload_path(&app.temp_path);
-    if let Err(err) = receive_snapshot(&mut multipart, &path).await {
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(err);
-    }
-    run(timer, &app, scope, path, true, q.checksum, q.wait).await
+    let received = receive_upload(&app, &scope, &mut multipart).await?;
+    run(timer, &app, scope, received, q.checksum, q.wait).await
 }
 
-/// Restore `archive` into `scope` (removing it afterwards when `temporary`), now or,
-/// without `wait`, in the background (202).
+/// Check and switch in a received archive for `scope`, now or, without `wait`, in
+/// the background (202).
 async fn run(
     timer: Timer,
     app: &AppState,
     scope: Scope,
-    archive: PathBuf,
-    temporary: bool,
+    received: Received,
     checksum: Option<String>,
     wait: bool,
 ) -> ApiResult {
     let storage = app.storage.clone();
     let work = async move {
-        let result = match &scope {
-            Scope::Shard(c, id) => restore_shard(&storage, c, *id, &archive, checksum).await,
-            Scope::Collection(c) => restore_collection(&storage, c, &archive, checksum).await,
+        match &scope {
+            Scope::Shard(c, id) => restore_shard(&storage, c, *id, received, checksum).await,
+            Scope::Collection(c) => restore_collection(&storage, c, received, checksum).await,
             Scope::Full => Err(crate::storage::StorageError::internal(
                 "full-storage snapshots are restored with --storage-snapshot",
             )),
-        };
-        if temporary {
-            let _ = tokio::fs::remove_file(&archive).await;
         }
-        result
     };
     if wait {
         work.await?;
@@ -195,52 +177,48 @@ async fn run(
     }
 }
 
-/// The file a location names: fetched into `temp_path` (`http://`; the bool says it
-/// is temporary), a confined `file://` path, or a stored snapshot of `scope`.
+/// The archive a location names, received: downloaded (`http://`, `https://`), a
+/// confined `file://` path, or a stored snapshot of `scope`.
 async fn obtain(
     app: &AppState,
     scope: &Scope,
     location: &str,
     api_key: Option<&str>,
-) -> Result<(PathBuf, bool), ApiError> {
-    if location.starts_with("http://") {
-        let path = upload_path(&app.temp_path);
-        if let Err(err) = fetch(location, api_key, &path).await {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(err);
-        }
-        return Ok((path, true));
+) -> Result<Received, ApiError> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return download(app, scope, location, api_key).await;
     }
-    if let Some(path) = location.strip_prefix("file://") {
-        return confined_file(app, path).map(|p| (p, false));
-    }
-    if location.contains("://") {
+    let path = if let Some(path) = location.strip_prefix("file://") {
+        confined_file(app, path)?
+    } else if location.contains("://") {
         return Err(ApiError::bad_request(format!(
-            "recovery from `{location}` is not available: use http://…, a file:// path inside {} or a stored snapshot's name (https:// is not supported yet)",
-            app.snapshots_path.display()
+            "recovery from `{location}` is not available: use http(s)://…, a file:// path inside {} or a stored snapshot's name",
+            allowed_list(app)
         )));
-    }
-    Ok((
-        stored::stored_path(&app.snapshots_path, scope, location)?,
-        false,
-    ))
+    } else {
+        stored::stored_path(&app.snapshots_path, scope, location)?
+    };
+    let _shown = show(scope, Default::default());
+    Ok(restore::receive_file(&app.storage, &path).await?)
 }
 
 /// A `file://` path, which must lie inside a directory snapshots may be recovered
-/// from (the snapshots directory); anything else is 403.
+/// from (`storage.recover_dirs`, by default the snapshots directory); anything
+/// else is 403.
 fn confined_file(app: &AppState, path: &str) -> Result<PathBuf, ApiError> {
     let resolved = std::fs::canonicalize(path)
         .map_err(|e| ApiError::bad_request(format!("cannot read {path}: {e}")))?;
     let inside = app
-        .snapshots_path
-        .canonicalize()
-        .is_ok_and(|dir| resolved.starts_with(&dir));
+        .recover_dirs
+        .iter()
+        .filter_map(|dir| dir.canonicalize().ok())
+        .any(|dir| resolved.starts_with(&dir));
     if !inside {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
-                "{path} is outside the directories snapshots may be recovered from ({})",
-                app.snapshots_path.display()
+                "{path} is outside the directories snapshots may be recovered from ({}; set storage.recover_dirs to allow others)",
+                allowed_list(app)
             ),
         ));
     }
@@ -250,11 +228,56 @@ fn confined_file(app: &AppState, path: &str) -> Result<PathBuf, ApiError> {
     Ok(resolved)
 }
 
-async fn receive_snapshot(
+fn allowed_list(app: &AppState) -> String {
+    app.recover_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Shows a restore of `scope`'s collection as receiving, with `progress`.
+fn show(scope: &Scope, progress: Arc<std::sync::atomic::AtomicU64>) -> Option<Running> {
+    match scope {
+        Scope::Collection(c) => Some(Running::start(
+            c,
+            "collection".into(),
+            "receiving",
+            progress,
+        )),
+        Scope::Shard(c, id) => Some(Running::start(
+            c,
+            format!("shard {id}"),
+            "receiving",
+            progress,
+        )),
+        Scope::Full => None,
+    }
+}
+
+/// A new intake (its staging directory is made on a blocking thread).
+async fn begin(app: &AppState) -> Result<Intake, ApiError> {
+    let storage = app.storage.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || restore::begin(&storage))
+            .await
+            .map_err(|e| ApiError::from(crate::storage::StorageError::internal(e.to_string())))??,
+    )
+}
+
+/// Every byte is in: wait for the intake's workers off the async threads.
+async fn finish(intake: Intake) -> Result<Received, ApiError> {
+    Ok(tokio::task::spawn_blocking(move || intake.finish())
+        .await
+        .map_err(|e| ApiError::from(crate::storage::StorageError::internal(e.to_string())))??)
+}
+
+/// The multipart field `snapshot`, streamed into an intake.
+async fn receive_upload(
+    app: &AppState,
+    scope: &Scope,
     multipart: &mut axum::extract::Multipart,
-    path: &std::path::Path,
-) -> Result<(), ApiError> {
-    use tokio::io::AsyncWriteExt;
+) -> Result<Received, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::bad_request(format!("unreadable multipart upload: {e}"))
     };
@@ -262,23 +285,12 @@ async fn receive_snapshot(
         if field.name() != Some("snapshot") {
             continue;
         }
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
-        }
-        let mut file = tokio::fs::File::create(path)
-            .await
-            .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+        let mut intake = begin(app).await?;
+        let _shown = show(scope, intake.progress());
         while let Some(chunk) = field.chunk().await.map_err(bad)? {
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+            intake.push(chunk).await?;
         }
-        file.flush()
-            .await
-            .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
-        return Ok(());
+        return finish(intake).await;
     }
     Err(ApiError::bad_request(
         "the upload has no `snapshot` field (multipart/form-data, field name `snapshot`)",
@@ -290,64 +302,59 @@ fn shard_number(text: &str) -> Result<u32, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("shard id must be a number, got `{text}`")))
 }
 
-/// Download an `http://` URL into `dest`, streamed; `api_key` goes in the `api-key`
-/// header (a Qdrant peer's). Redirects are not followed.
-async fn fetch(url: &str, api_key: Option<&str>, dest: &std::path::Path) -> Result<(), ApiError> {
-    use http_body_util::BodyExt;
-    use tokio::io::AsyncWriteExt;
+/// Download an `http(s)://` URL into an intake, streamed; `api_key` goes in the
+/// `api-key` header (a Qdrant peer's).
+async fn download(
+    app: &AppState,
+    scope: &Scope,
+    url: &str,
+    api_key: Option<&str>,
+) -> Result<Received, ApiError> {
     let failed = |why: String| ApiError::bad_request(format!("cannot fetch {url}: {why}"));
-    let uri: hyper::Uri = url.parse().map_err(|e| failed(format!("{e}")))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| failed("no host".into()))?
-        .to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut request = hyper::Request::builder()
-        .method(hyper::Method::GET)
-        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header("host", format!("{host}:{port}"));
+    let mut request = http_client().get(url);
     if let Some(key) = api_key {
         request = request.header("api-key", key);
     }
-    let request = request
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| failed(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let mut response = request.send().await.map_err(|e| failed(error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(failed(format!("HTTP {}", response.status().as_u16())));
     }
-    if let Some(dir) = dest.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
+    let mut intake = begin(app).await?;
+    if let Some(length) = response.content_length() {
+        intake.expect_size(length)?;
     }
-    let mut file = tokio::fs::File::create(dest)
+    let _shown = show(scope, intake.progress());
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
-    let mut body = response.into_body();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| failed(e.to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            file.write_all(&data)
-                .await
-                .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
-        }
+        .map_err(|e| failed(error_chain(&e)))?
+    {
+        intake.push(chunk).await?;
     }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::from(crate::storage::StorageError::from(e)))?;
-    Ok(())
+    finish(intake).await
+}
+
+/// One client for every download: TLS checked against the system's roots (and
+/// `SSL_CERT_FILE`), connections reused.
+fn http_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .user_agent(concat!("snapfs/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("the HTTP client's settings are valid")
+    })
+}
+
+/// An error with its causes (reqwest's own text hides the TLS or connect reason).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

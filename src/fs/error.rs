@@ -28,6 +28,9 @@ pub enum FsError {
     Busy(String),
     #[error("I/O error: {0}")]
     Io(String),
+    /// No room for a restore; the reason is in `<name>.error`.
+    #[error("no space: {0}")]
+    NoSpace(String),
     /// A restore refused the snapshot; the reason is in `<name>.error`.
     #[error("restore failed: {0}")]
     RestoreFailed(String),
@@ -51,6 +54,7 @@ impl FsError {
             FsError::Busy(_) => (libc::EBUSY, "EBUSY"),
             FsError::Io(_) => (libc::EIO, "EIO"),
             FsError::RestoreFailed(_) => (libc::EIO, "EIO"),
+            FsError::NoSpace(_) => (libc::ENOSPC, "ENOSPC"),
         }
     }
 
@@ -76,6 +80,7 @@ impl From<StorageError> for FsError {
             | StorageError::PointNotFound(_) => FsError::NotFound,
             StorageError::Io(e) => FsError::from(e),
             StorageError::ShuttingDown => FsError::Busy(err.to_string()),
+            StorageError::NoSpace(message) => FsError::NoSpace(message),
             other => FsError::Io(other.to_string()),
         }
     }

@@ -1,27 +1,34 @@
-//! Writing into `recover/` directories: files being written, finished uploads waiting
-//! for a rename (rsync's hidden temp files), checksum sidecars, and `<name>.error`
-//! files left by failed restores. Data goes to a file in `temp_path`, hashed and
-//! written strictly in order; the restore itself runs when a visible file is closed
-//! or a hidden one is renamed to a visible name, and its outcome is what that
-//! `close`/`rename` returns.
+//! Writing into `recover/` directories: snapshots being written (each unpacked into
+//! a staging directory while it arrives, see [`crate::snapshot::intake`]), finished
+//! hidden uploads waiting for a rename (rsync's temp files), checksum sidecars, and
+//! `<name>.error` files left by failed restores. Writes must come strictly in order.
+//! The restore itself runs when a visible file is closed or a hidden one is renamed
+//! to a visible name, and its outcome is what that `close`/`rename` returns.
+//!
+//! Nothing slow (joining an unpacker, removing a staging directory) happens while
+//! the directories' lock is held: entries are taken out first, and dropped after.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::error::{FsError, FsResult};
 use crate::snapshot::Scope;
+use crate::snapshot::intake::{Intake, Received};
+use crate::snapshot::restore::Running;
 use crate::snapshot::stored::SNAPSHOT_EXT;
+use crate::storage::StorageError;
 
 pub const ERROR_EXT: &str = ".error";
 const SIDECAR_EXTS: [&str; 2] = [".sha256", ".checksum"];
+/// A sidecar holds one line; anything longer is not one.
+const SIDECAR_MAX: u64 = 4096;
 
 /// What a name in a recover directory is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    /// Being written, or written and waiting for a rename (hidden names).
+    /// Being written, or written and waiting (for a rename, or for its sidecar).
     Upload { size: u64 },
     /// A checksum sidecar, kept in memory for the snapshot it names.
     Sidecar { size: u64 },
@@ -29,14 +36,63 @@ pub enum EntryKind {
     Error { text: String },
 }
 
+/// A file being written into a recover directory.
+pub struct UploadEntry {
+    size: AtomicU64,
+    body: Mutex<Body>,
+    /// Shows the restore in `info.json` while the snapshot arrives.
+    _shown: Option<Running>,
+}
+
+enum Body {
+    Sidecar(Vec<u8>),
+    Receiving(Box<Intake>),
+    Received(Received),
+    Failed(StorageError),
+    /// Handed on (restored, or moved to the waiting list).
+    Taken,
+}
+
+impl UploadEntry {
+    /// Stop receiving: wait for the unpacker (idempotent; blocking).
+    fn finish(&self) {
+        let mut body = self.body.lock().unwrap();
+        if let Body::Receiving(_) = &*body
+            && let Body::Receiving(intake) = std::mem::replace(&mut *body, Body::Taken)
+        {
+            *body = match intake.finish() {
+                Ok(received) => Body::Received(received),
+                Err(err) => Body::Failed(err),
+            };
+        }
+    }
+
+    /// The finished snapshot (or why it failed), taking it out of the entry.
+    fn take_received(&self) -> Result<Received, StorageError> {
+        self.finish();
+        match std::mem::replace(&mut *self.body.lock().unwrap(), Body::Taken) {
+            Body::Received(received) => Ok(received),
+            Body::Failed(err) => Err(err),
+            _ => Err(StorageError::internal("the upload was already handed on")),
+        }
+    }
+
+    fn sidecar_text(&self) -> String {
+        match &*self.body.lock().unwrap() {
+            Body::Sidecar(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => String::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct DirState {
-    /// Uploads by name: their temp file and size so far.
-    uploads: BTreeMap<String, (PathBuf, u64)>,
+    /// Files being written (or written and waiting for a rename), by name.
+    uploads: BTreeMap<String, Arc<UploadEntry>>,
     /// Finished sidecars by their own file name (`x.snapshot.sha256`): their text.
     sidecars: BTreeMap<String, String>,
-    /// Finished snapshots waiting for their sidecar (`require_checksum`).
-    waiting: BTreeMap<String, (PathBuf, u64)>,
+    /// Received snapshots waiting for their sidecar (`require_checksum`).
+    waiting: BTreeMap<String, Received>,
     errors: BTreeMap<String, String>,
 }
 
@@ -46,32 +102,48 @@ pub struct RecoverDirs {
     dirs: Mutex<HashMap<Scope, DirState>>,
 }
 
-/// An open upload: written strictly in order.
+/// An open upload (a file handle).
 pub struct Upload {
     pub scope: Scope,
     pub name: String,
-    pub path: PathBuf,
-    file: Mutex<(std::fs::File, u64)>,
-    pub sidecar: bool,
+    entry: Arc<UploadEntry>,
     /// Closed (or renamed) and handed on: later flushes of the same handle do nothing.
-    pub done: std::sync::atomic::AtomicBool,
-}
-
-/// A snapshot upload ready to restore.
-pub struct Ready {
-    pub name: String,
-    pub path: PathBuf,
-    pub sidecar: Option<String>,
+    pub done: AtomicBool,
 }
 
 impl Upload {
     pub fn written(&self) -> u64 {
-        self.file.lock().unwrap().1
+        self.entry.size.load(Ordering::SeqCst)
     }
+}
+
+/// A snapshot upload ready to restore: unpacked in staging, or why it could not be.
+pub struct Ready {
+    pub name: String,
+    pub received: Result<Received, StorageError>,
+    pub sidecar: Option<String>,
 }
 
 pub fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
+}
+
+/// The name a hidden temp file will most likely get: rsync writes `x` as
+/// `.x.XXXXXX`. Used to file the `.error` of an upload that failed while hidden.
+pub fn visible_name(name: &str) -> &str {
+    let Some(rest) = name.strip_prefix('.') else {
+        return name;
+    };
+    match rest.rsplit_once('.') {
+        Some((stem, tag))
+            if !stem.is_empty()
+                && tag.len() == 6
+                && tag.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            stem
+        }
+        _ => rest,
+    }
 }
 
 /// The snapshot a sidecar name is for (`x.snapshot.sha256` → `x.snapshot`).
@@ -86,16 +158,22 @@ impl RecoverDirs {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for (name, (_, size)) in &state.uploads {
+        for (name, entry) in &state.uploads {
+            let size = entry.size.load(Ordering::SeqCst);
             let kind = if sidecar_target(name).is_some() {
-                EntryKind::Sidecar { size: *size }
+                EntryKind::Sidecar { size }
             } else {
-                EntryKind::Upload { size: *size }
+                EntryKind::Upload { size }
             };
             out.push((name.clone(), kind));
         }
-        for (name, (_, size)) in &state.waiting {
-            out.push((name.clone(), EntryKind::Upload { size: *size }));
+        for (name, received) in &state.waiting {
+            out.push((
+                name.clone(),
+                EntryKind::Upload {
+                    size: received.report.archive_bytes,
+                },
+            ));
         }
         for (name, text) in &state.sidecars {
             out.push((
@@ -123,89 +201,147 @@ impl RecoverDirs {
             .map(|(_, k)| k)
     }
 
-    /// Start writing `name` into the recover directory of `scope`.
-    pub fn create(&self, scope: &Scope, name: &str, temp_path: &Path) -> FsResult<Upload> {
+    /// Start writing `name` into the recover directory of `scope`; a snapshot
+    /// starts receiving into an intake made by `begin` (with the collection it
+    /// will restore, when the names say so).
+    pub fn create(
+        &self,
+        scope: &Scope,
+        name: &str,
+        begin: impl FnOnce() -> Result<Intake, StorageError>,
+    ) -> FsResult<Upload> {
         if name.ends_with(ERROR_EXT) {
             return Err(FsError::NotPermitted(
                 "`.error` files are written by snapfs",
             ));
         }
         let sidecar = sidecar_target(name).is_some();
+        let target = match scope {
+            Scope::Collection(c) => Some((c.clone(), "collection".to_string())),
+            Scope::Shard(c, id) => Some((c.clone(), format!("shard {id}"))),
+            Scope::Full => visible_name(name)
+                .strip_suffix(SNAPSHOT_EXT)
+                .map(|c| (c.to_string(), "collection".to_string())),
+        };
         if let (Scope::Full, false, false) = (scope, sidecar, is_hidden(name)) {
             // recover/<c>.snapshot: the name says which collection.
-            let collection = name.strip_suffix(SNAPSHOT_EXT).ok_or(FsError::Invalid(
-                "name files in recover/ `<collection>.snapshot`",
-            ))?;
+            let Some((collection, _)) = &target else {
+                return Err(FsError::Invalid(
+                    "name files in recover/ `<collection>.snapshot`",
+                ));
+            };
             crate::storage::names::validate_collection_name(collection)
                 .map_err(|_| FsError::Invalid("not a valid collection name"))?;
         }
-        std::fs::create_dir_all(temp_path)?;
-        let path = temp_path.join(format!(".recover-{}", uuid::Uuid::new_v4()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let mut dirs = self.dirs.lock().unwrap();
-        let state = dirs.entry(scope.clone()).or_default();
-        if let Some((old, _)) = state.uploads.insert(name.to_string(), (path.clone(), 0)) {
-            let _ = std::fs::remove_file(old);
-        }
+        let (body, shown) = if sidecar {
+            (Body::Sidecar(Vec::new()), None)
+        } else {
+            let intake = begin()?;
+            let shown = target.map(|(collection, of)| {
+                Running::start(&collection, of, "receiving", intake.progress())
+            });
+            (Body::Receiving(Box::new(intake)), shown)
+        };
+        let entry = Arc::new(UploadEntry {
+            size: AtomicU64::new(0),
+            body: Mutex::new(body),
+            _shown: shown,
+        });
+        let replaced = self
+            .dirs
+            .lock()
+            .unwrap()
+            .entry(scope.clone())
+            .or_default()
+            .uploads
+            .insert(name.to_string(), entry.clone());
+        drop(replaced);
         Ok(Upload {
             scope: scope.clone(),
             name: name.to_string(),
-            path,
-            file: Mutex::new((file, 0)),
-            sidecar,
-            done: Default::default(),
+            entry,
+            done: AtomicBool::new(false),
         })
     }
 
-    /// Append `data` at `offset`, which must be where the file ends.
+    /// Append `data` at `offset`, which must be where the file ends. A snapshot's
+    /// bytes go to its unpacker; if it refuses them, the write fails and says why.
     pub fn write(&self, upload: &Upload, offset: u64, data: &[u8]) -> FsResult<u32> {
-        if upload.done.load(std::sync::atomic::Ordering::SeqCst) {
+        if upload.done.load(Ordering::SeqCst) {
             return Err(FsError::Invalid(
                 "the file was closed and handed to the restore",
             ));
         }
-        let mut guard = upload.file.lock().unwrap();
-        let (file, written) = &mut *guard;
-        if offset != *written {
-            tracing::warn!(name = %upload.name, offset, expected = *written, "out-of-order write into recover/ refused: snapshots are written sequentially (cp, dd, rsync, curl -o do)");
+        let entry = &upload.entry;
+        let mut body = entry.body.lock().unwrap();
+        let written = entry.size.load(Ordering::SeqCst);
+        if offset != written {
+            tracing::warn!(name = %upload.name, offset, expected = written, "out-of-order write into recover/ refused: snapshots are written sequentially (cp, dd, rsync, curl -o do)");
             return Err(FsError::Invalid("out-of-order write"));
         }
-        file.write_all(data)?;
-        *written += data.len() as u64;
-        if let Some(entry) = self
-            .dirs
-            .lock()
-            .unwrap()
-            .get_mut(&upload.scope)
-            .and_then(|s| s.uploads.get_mut(&upload.name))
-        {
-            entry.1 = *written;
+        match &mut *body {
+            Body::Sidecar(bytes) => {
+                if written + data.len() as u64 > SIDECAR_MAX {
+                    return Err(FsError::Invalid(
+                        "a checksum sidecar holds one line (a SHA-256)",
+                    ));
+                }
+                bytes.extend_from_slice(data);
+            }
+            Body::Receiving(intake) => {
+                if let Err(err) = intake.push_blocking(data) {
+                    // Refused on the way: the rest need not be written.
+                    self.record_error(
+                        &upload.scope,
+                        visible_name(&upload.name),
+                        error_text(&err.to_string()),
+                    );
+                    let fs_error = restore_error(&err);
+                    *body = Body::Failed(err);
+                    return Err(fs_error);
+                }
+            }
+            Body::Failed(err) => return Err(restore_error(err)),
+            Body::Received(_) | Body::Taken => {
+                return Err(FsError::Invalid(
+                    "the file was closed and handed to the restore",
+                ));
+            }
         }
+        entry.size.fetch_add(data.len() as u64, Ordering::SeqCst);
         Ok(data.len() as u32)
+    }
+
+    /// A hidden upload was closed: let its unpacker finish (it waits for a rename).
+    pub fn closed_hidden(&self, upload: &Upload) {
+        upload.entry.finish();
     }
 
     /// The upload named `name` is complete. A snapshot is ready to restore with its
     /// sidecar (if any) — unless `require_checksum` and no sidecar came yet: then it
-    /// waits. A sidecar is kept, and releases the snapshot waiting for it.
+    /// waits. A sidecar is kept, and releases the snapshot waiting for it. Blocking
+    /// (waits for the snapshot's unpacker).
     pub fn take_finished(
         &self,
         scope: &Scope,
         name: &str,
         require_checksum: bool,
     ) -> Option<Ready> {
-        let mut dirs = self.dirs.lock().unwrap();
-        let state = dirs.get_mut(scope)?;
-        let (path, size) = state.uploads.remove(name)?;
+        let entry = self
+            .dirs
+            .lock()
+            .unwrap()
+            .get_mut(scope)?
+            .uploads
+            .remove(name)?;
         if let Some(snapshot) = sidecar_target(name) {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let _ = std::fs::remove_file(&path);
+            let text = entry.sidecar_text();
+            let mut dirs = self.dirs.lock().unwrap();
+            let state = dirs.entry(scope.clone()).or_default();
             return match state.waiting.remove(snapshot) {
-                Some((waiting_path, _)) => Some(Ready {
+                Some(received) => Some(Ready {
                     name: snapshot.to_string(),
-                    path: waiting_path,
+                    received: Ok(received),
                     sidecar: Some(text),
                 }),
                 None => {
@@ -214,26 +350,34 @@ impl RecoverDirs {
                 }
             };
         }
+        let received = entry.take_received();
+        let mut dirs = self.dirs.lock().unwrap();
+        let state = dirs.entry(scope.clone()).or_default();
         let sidecar = SIDECAR_EXTS
             .iter()
             .find_map(|ext| state.sidecars.remove(&format!("{name}{ext}")));
-        if sidecar.is_none() && require_checksum {
-            state.waiting.insert(name.to_string(), (path, size));
-            return None;
+        match received {
+            Ok(received) if sidecar.is_none() && require_checksum => {
+                state.waiting.insert(name.to_string(), received);
+                None
+            }
+            received => Some(Ready {
+                name: name.to_string(),
+                received,
+                sidecar,
+            }),
         }
-        Some(Ready {
-            name: name.to_string(),
-            path,
-            sidecar,
-        })
     }
 
     /// Move a finished hidden upload to `new_name` (rsync's rename).
     pub fn rename(&self, scope: &Scope, from: &str, to: &str) -> FsResult<()> {
-        let mut dirs = self.dirs.lock().unwrap();
-        let state = dirs.get_mut(scope).ok_or(FsError::NotFound)?;
-        let entry = state.uploads.remove(from).ok_or(FsError::NotFound)?;
-        state.uploads.insert(to.to_string(), entry);
+        let replaced = {
+            let mut dirs = self.dirs.lock().unwrap();
+            let state = dirs.get_mut(scope).ok_or(FsError::NotFound)?;
+            let entry = state.uploads.remove(from).ok_or(FsError::NotFound)?;
+            state.uploads.insert(to.to_string(), entry)
+        };
+        drop(replaced);
         Ok(())
     }
 
@@ -251,41 +395,49 @@ impl RecoverDirs {
         }
     }
 
-    /// `rm` in a recover directory: an error file, a sidecar, or an upload.
+    /// `rm` in a recover directory: an error file, a sidecar, or an upload (whose
+    /// staging directory goes with it).
     pub fn remove(&self, scope: &Scope, name: &str) -> FsResult<()> {
-        let mut dirs = self.dirs.lock().unwrap();
-        let state = dirs.get_mut(scope).ok_or(FsError::NotFound)?;
-        if let Some(snapshot) = name.strip_suffix(ERROR_EXT)
-            && state.errors.remove(snapshot).is_some()
-        {
-            return Ok(());
+        let (waiting, upload) = {
+            let mut dirs = self.dirs.lock().unwrap();
+            let state = dirs.get_mut(scope).ok_or(FsError::NotFound)?;
+            if let Some(snapshot) = name.strip_suffix(ERROR_EXT)
+                && state.errors.remove(snapshot).is_some()
+            {
+                return Ok(());
+            }
+            if state.sidecars.remove(name).is_some() {
+                return Ok(());
+            }
+            (state.waiting.remove(name), state.uploads.remove(name))
+        };
+        if waiting.is_none() && upload.is_none() {
+            return Err(FsError::NotFound);
         }
-        if state.sidecars.remove(name).is_some() {
-            return Ok(());
-        }
-        if let Some((path, _)) = state.waiting.remove(name) {
-            let _ = std::fs::remove_file(path);
-            return Ok(());
-        }
-        if let Some((path, _)) = state.uploads.remove(name) {
-            let _ = std::fs::remove_file(path);
-            return Ok(());
-        }
-        Err(FsError::NotFound)
+        Ok(())
     }
 
     /// An upload abandoned before it was complete (closed without being visible).
     pub fn abandon(&self, upload: &Upload) {
-        let mut dirs = self.dirs.lock().unwrap();
-        if let Some(state) = dirs.get_mut(&upload.scope)
-            && state
-                .uploads
-                .get(&upload.name)
-                .is_some_and(|(p, _)| *p == upload.path)
-        {
-            state.uploads.remove(&upload.name);
-        }
-        let _ = std::fs::remove_file(&upload.path);
+        let removed = {
+            let mut dirs = self.dirs.lock().unwrap();
+            dirs.get_mut(&upload.scope).and_then(|state| {
+                let ours = state
+                    .uploads
+                    .get(&upload.name)
+                    .is_some_and(|entry| Arc::ptr_eq(entry, &upload.entry));
+                ours.then(|| state.uploads.remove(&upload.name)).flatten()
+            })
+        };
+        drop(removed);
+    }
+}
+
+/// The errno a failed restore gives its writer: ENOSPC for want of room, EIO else.
+pub fn restore_error(err: &StorageError) -> FsError {
+    match err {
+        StorageError::NoSpace(message) => FsError::NoSpace(message.clone()),
+        other => FsError::RestoreFailed(other.to_string()),
     }
 }
 
@@ -298,3 +450,16 @@ pub fn error_text(message: &str) -> String {
 }
 
 pub use crate::snapshot::restore::sidecar_checksum;
+
+#[cfg(test)]
+mod tests {
+    use super::visible_name;
+
+    #[test]
+    fn rsync_temp_names_map_to_their_target() {
+        assert_eq!(visible_name(".x.snapshot.Ab12Cd"), "x.snapshot");
+        assert_eq!(visible_name(".x.snapshot"), "x.snapshot");
+        assert_eq!(visible_name("x.snapshot"), "x.snapshot");
+        assert_eq!(visible_name(".part"), "part");
+    }
+}

@@ -8,8 +8,10 @@ use super::handles::Handle;
 use super::namespace::Node;
 use super::recover;
 use super::{Attr, FsError, FsResult, SnapFs, file_attr};
-use crate::snapshot::Scope;
+use crate::snapshot::intake::Received;
 use crate::snapshot::stored::SNAPSHOT_EXT;
+use crate::snapshot::{Scope, restore};
+use crate::storage::StorageError;
 
 impl SnapFs {
     /// `create` in a recover/ directory: an upload (or a checksum sidecar) starts.
@@ -19,7 +21,10 @@ impl SnapFs {
             return Err(self.refuse_change(parent));
         };
         self.ns.check_scope(&scope)?;
-        let upload = self.recover.create(&scope, name, &self.temp_path)?;
+        let storage = self.ns.storage().clone();
+        let upload = self
+            .recover
+            .create(&scope, name, || crate::snapshot::restore::begin(&storage))?;
         let entry = Node::RecoverEntry(scope, name.to_string());
         let ino = self.remember_node(&entry);
         let fh = self.handles.insert(Handle::Upload(Box::new(upload)));
@@ -80,6 +85,7 @@ impl SnapFs {
     }
 
     /// Run the restore of the finished upload `name`; record an `.error` on failure.
+    /// Blocking: waits for the unpacker, the checks and the switch.
     fn finish_upload(&self, scope: &Scope, name: &str) -> FsResult<()> {
         let Some(ready) = self
             .recover
@@ -90,17 +96,18 @@ impl SnapFs {
         };
         // A sidecar may release a waiting snapshot: errors go under the snapshot's name.
         let name = ready.name.as_str();
-        let result = self.restore_upload(scope, name, &ready.path, ready.sidecar);
-        let _ = std::fs::remove_file(&ready.path);
+        let result = ready
+            .received
+            .and_then(|received| self.restore_upload(scope, name, received, ready.sidecar));
         match result {
             Ok(()) => {
                 self.recover.clear_error(scope, name);
                 Ok(())
             }
-            Err(message) => {
+            Err(err) => {
                 self.recover
-                    .record_error(scope, name, recover::error_text(&message));
-                Err(FsError::RestoreFailed(message))
+                    .record_error(scope, name, recover::error_text(&err.to_string()));
+                Err(recover::restore_error(&err))
             }
         }
     }
@@ -109,45 +116,39 @@ impl SnapFs {
         &self,
         scope: &Scope,
         name: &str,
-        path: &std::path::Path,
+        received: Received,
         sidecar: Option<String>,
-    ) -> Result<(), String> {
-        let collection = match scope {
-            Scope::Collection(c) => c.clone(),
-            Scope::Full => name
-                .strip_suffix(SNAPSHOT_EXT)
-                .ok_or("name files in recover/ `<collection>.snapshot`")?
-                .to_string(),
-            Scope::Shard(c, id) => {
-                let checksum = sidecar_sum(sidecar)?;
-                let storage = self.ns.storage().clone();
-                return tokio::runtime::Handle::current()
-                    .block_on(crate::snapshot::restore::restore_shard(
-                        &storage, c, *id, path, checksum,
-                    ))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-            }
-        };
+    ) -> Result<(), StorageError> {
         let checksum = sidecar_sum(sidecar)?;
         let storage = self.ns.storage().clone();
-        tokio::runtime::Handle::current()
-            .block_on(crate::snapshot::restore::restore_collection(
-                &storage,
-                &collection,
-                path,
-                checksum,
-            ))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let runtime = tokio::runtime::Handle::current();
+        let restored = match scope {
+            Scope::Collection(c) => {
+                runtime.block_on(restore::restore_collection(&storage, c, received, checksum))
+            }
+            Scope::Full => {
+                let collection = name.strip_suffix(SNAPSHOT_EXT).ok_or_else(|| {
+                    StorageError::bad_request("name files in recover/ `<collection>.snapshot`")
+                })?;
+                runtime.block_on(restore::restore_collection(
+                    &storage, collection, received, checksum,
+                ))
+            }
+            Scope::Shard(c, id) => {
+                runtime.block_on(restore::restore_shard(&storage, c, *id, received, checksum))
+            }
+        };
+        restored.map(|_| ())
     }
 }
 
 /// The checksum a sidecar holds, if one was written.
-fn sidecar_sum(sidecar: Option<String>) -> Result<Option<String>, String> {
+fn sidecar_sum(sidecar: Option<String>) -> Result<Option<String>, StorageError> {
     match sidecar {
         Some(text) => recover::sidecar_checksum(&text).map(Some).ok_or_else(|| {
-            "the checksum sidecar holds no SHA-256 (64 hex digits, or a sha256sum line)".into()
+            StorageError::bad_request(
+                "the checksum sidecar holds no SHA-256 (64 hex digits, or a sha256sum line)",
+            )
         }),
         None => Ok(None),
     }

@@ -32,11 +32,7 @@ async fn live_file_attributes_match_reads_and_follow_changes() {
     let temp = tempfile::tempdir().unwrap();
     let storage = Storage::open(&temp.path().join("storage")).unwrap();
     crate::demo::create_demo_collection(&storage).await.unwrap();
-    let fs = Arc::new(SnapFs::new(
-        storage.clone(),
-        temp.path().join("snapshots"),
-        temp.path().join("tmp"),
-    ));
+    let fs = Arc::new(SnapFs::new(storage.clone(), temp.path().join("snapshots")));
     let core = fs.clone();
     let settled = storage.clone();
     let (ino, before) = tokio::task::spawn_blocking(move || {
@@ -103,11 +99,7 @@ async fn live_file_attributes_match_reads_and_follow_changes() {
 fn page_cache_is_shared_only_by_one_state() {
     let temp = tempfile::tempdir().unwrap();
     let storage = Storage::open(&temp.path().join("storage")).unwrap();
-    let fs = SnapFs::new(
-        storage.clone(),
-        temp.path().join("snapshots"),
-        temp.path().join("tmp"),
-    );
+    let fs = SnapFs::new(storage.clone(), temp.path().join("snapshots"));
     let (s1, s2) = ([1u8; 32], [2u8; 32]);
     assert_eq!(
         fs.enter_cache(7, s1),

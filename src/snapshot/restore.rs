@@ -1,18 +1,22 @@
-//! Restoring a collection from a snapshot archive. Everything is checked before live
-//! state is touched: the archive is unpacked in one pass (whole-file SHA-256, the
-//! embedded manifest's digests, only files and directories at safe paths) into a
-//! hidden staging directory beside the collections, its layout is checked (config,
-//! shard directories, segments in either of Qdrant's formats) and every shard is
-//! opened with the engine there. Only then does the storage swap it in (a journaled
-//! pair of renames). On any failure the staging directory is removed and the
-//! collection is as it was.
+//! Restoring a collection or a shard from a snapshot archive. The archive is
+//! unpacked while it arrives ([`super::intake`]: whole-file SHA-256, the embedded
+//! manifest's digests, only files and directories at safe paths) into a hidden
+//! staging directory beside the collections. Then, one restore per collection at a
+//! time, everything is checked before live state is touched: the checksum, the
+//! layout (config, shard directories, segments in either of Qdrant's formats) and
+//! every shard opened with the engine there. Only then does the storage swap it in
+//! (a journaled pair of renames). On any failure the staging directory is removed
+//! and the collection is as it was.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime};
 
+use super::intake::{Intake, Received};
 use super::unpacked::normalize_segments;
-use super::verify::{VerifyError, VerifyReport, unpack_verified};
+use super::verify::check_checksum;
 use crate::storage::collection::CONFIG_FILE;
 use crate::storage::{Collection, CollectionConfig, Result, Storage, StorageError};
 
@@ -32,38 +36,75 @@ pub struct Restored {
     pub files: usize,
 }
 
-/// Restores under way, by collection: what and since when (shown in `info.json`).
-fn running() -> &'static Mutex<HashMap<String, (String, std::time::SystemTime)>> {
-    static RUNNING: OnceLock<Mutex<HashMap<String, (String, std::time::SystemTime)>>> =
-        OnceLock::new();
+/// A restore under way, as `info.json` shows it.
+#[derive(Debug, Clone)]
+pub struct RestoreState {
+    /// `collection` or `shard <id>`.
+    pub of: String,
+    /// `receiving` (bytes arriving and being unpacked) or `switching` (checked and
+    /// swapped in).
+    pub phase: &'static str,
+    pub since: SystemTime,
+    pub bytes: Arc<AtomicU64>,
+}
+
+type Registry = Mutex<HashMap<String, (u64, RestoreState)>>;
+
+fn running() -> &'static Registry {
+    static RUNNING: OnceLock<Registry> = OnceLock::new();
     RUNNING.get_or_init(Default::default)
 }
 
-/// The restore of `collection` under way, if any: (what, started).
-pub fn running_restore(collection: &str) -> Option<(String, std::time::SystemTime)> {
-    running().lock().unwrap().get(collection).cloned()
+/// The restore of `collection` under way, if any.
+pub fn running_restore(collection: &str) -> Option<RestoreState> {
+    running()
+        .lock()
+        .unwrap()
+        .get(collection)
+        .map(|(_, state)| state.clone())
 }
 
-/// Marks a restore as running for as long as it lives.
-struct Running(String);
+/// Shows a restore of a collection as running for as long as it lives.
+pub struct Running {
+    collection: String,
+    id: u64,
+}
 
 impl Running {
-    fn start(collection: &str, what: String) -> Self {
+    pub fn start(collection: &str, of: String, phase: &'static str, bytes: Arc<AtomicU64>) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let state = RestoreState {
+            of,
+            phase,
+            since: SystemTime::now(),
+            bytes,
+        };
         running()
             .lock()
             .unwrap()
-            .insert(collection.to_string(), (what, std::time::SystemTime::now()));
-        Running(collection.to_string())
+            .insert(collection.to_string(), (id, state));
+        Running {
+            collection: collection.to_string(),
+            id,
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        running().lock().unwrap().remove(&self.0);
+        let mut running = running().lock().unwrap();
+        if running
+            .get(&self.collection)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            running.remove(&self.collection);
+        }
     }
 }
 
-/// One restore per collection at a time; different collections in parallel.
+/// One restore per collection at a time (as Qdrant: a second one waits for the
+/// first); different collections in parallel.
 fn collection_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
     LOCKS
@@ -75,24 +116,54 @@ fn collection_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
         .clone()
 }
 
-/// Restore collection `name` (creating or replacing it) from the archive at
-/// `archive`, checked against `checksum` when given.
+/// Start receiving an archive for a restore into a new staging directory beside
+/// the collections (so the switch is a rename).
+pub fn begin(storage: &Storage) -> Result<Intake> {
+    Intake::start(storage.staging_dir("restoring"))
+}
+
+/// Receive the archive in the file at `path` (read once, unpacked on the way).
+pub async fn receive_file(storage: &Arc<Storage>, path: &Path) -> Result<Received> {
+    let storage = storage.clone();
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path)?;
+        let mut intake = begin(&storage)?;
+        intake.expect_size(file.metadata()?.len())?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            intake.push_blocking(&buf[..n])?;
+        }
+        intake.finish()
+    })
+    .await
+    .map_err(|e| StorageError::internal(e.to_string()))?
+}
+
+/// Restore collection `name` (creating or replacing it) from a received archive,
+/// checked against `checksum` when given.
 pub async fn restore_collection(
     storage: &Arc<Storage>,
     name: &str,
-    archive: &Path,
+    received: Received,
     checksum: Option<String>,
 ) -> Result<Restored> {
     crate::storage::names::validate_collection_name(name)?;
-    run_restore(storage, name, Target::Collection, archive, checksum).await
+    run_restore(storage, name, Target::Collection, received, checksum).await
 }
 
-/// Restore shard `id` of the existing collection `name` from a shard snapshot.
+/// Restore shard `id` of the existing collection `name` from a received shard
+/// snapshot.
 pub async fn restore_shard(
     storage: &Arc<Storage>,
     name: &str,
     id: u32,
-    archive: &Path,
+    received: Received,
     checksum: Option<String>,
 ) -> Result<Restored> {
     let collection = storage.collection(name)?;
@@ -103,7 +174,7 @@ pub async fn restore_shard(
         storage,
         name,
         Target::Shard(id, Box::new(edge)),
-        archive,
+        received,
         checksum,
     )
     .await
@@ -116,13 +187,13 @@ enum Target {
     Shard(u32, Box<qdrant_edge::EdgeConfig>),
 }
 
-/// The steps every restore shares: serialize per collection, prepare in staging on
-/// a blocking thread, switch, clean up, log and count the outcome.
+/// The steps every restore shares: serialize per collection, check in staging on a
+/// blocking thread, switch, log and count the outcome.
 async fn run_restore(
     storage: &Arc<Storage>,
     name: &str,
     target: Target,
-    archive: &Path,
+    received: Received,
     checksum: Option<String>,
 ) -> Result<Restored> {
     let shard = match &target {
@@ -131,74 +202,64 @@ async fn run_restore(
     };
     let lock = collection_lock(name);
     let _serialized = lock.lock().await;
-    let _running = crate::metrics::RecoveryRunning::start();
+    let _metric = crate::metrics::RecoveryRunning::start();
     let _shown = Running::start(
         name,
         shard.map_or_else(|| "collection".into(), |id| format!("shard {id}")),
+        "switching",
+        Arc::new(AtomicU64::new(received.report.archive_bytes)),
     );
-    let staging = storage.staging_dir("restoring");
-    let prepared = {
-        let (archive, staging, name) = (archive.to_path_buf(), staging.clone(), name.to_string());
-        tokio::task::spawn_blocking(move || match target {
-            Target::Collection => prepare_collection(&archive, &staging, &name, checksum),
-            Target::Shard(_, edge) => prepare_shard(&archive, &staging, *edge, checksum),
+    let started = Instant::now();
+    let sha256 = received.report.sha256.clone();
+    let files = received.report.files;
+    let result = async {
+        let name_owned = name.to_string();
+        let received = tokio::task::spawn_blocking(move || {
+            if let Some(expected) = checksum {
+                check_checksum(&expected, &received.report.sha256)
+                    .map_err(|e| StorageError::bad_request(e.to_string()))?;
+            }
+            let pin = match target {
+                Target::Collection => prepare_collection(received.staging(), &name_owned)?,
+                Target::Shard(_, edge) => prepare_shard(received.staging(), *edge)?,
+            };
+            Ok::<_, StorageError>((received, pin))
         })
         .await
-        .map_err(|e| StorageError::internal(e.to_string()))?
-    };
-    if prepared.is_ok() {
+        .map_err(|e| StorageError::internal(e.to_string()))??;
+        let (received, pin) = received;
         crate::storage::crash_point("restore-staged");
+        tracing::debug!(
+            collection = name,
+            checked_ms = started.elapsed().as_millis() as u64,
+            "staged restore checked"
+        );
+        let staging = received.staging().to_path_buf();
+        let switched = match shard {
+            None => storage.replace_collection(name, staging).await,
+            Some(id) => storage.replace_shard(name, id, staging).await,
+        };
+        // Whatever the switch did not take is removed with `received`.
+        drop(received);
+        drop(pin);
+        switched
     }
-    let result = match prepared {
-        Ok(report) => {
-            let switched = match shard {
-                None => storage.replace_collection(name, staging.clone()).await,
-                Some(id) => storage.replace_shard(name, id, staging.clone()).await,
-            };
-            switched.map(|()| Restored {
-                sha256: report.sha256,
-                files: report.files,
-            })
-        }
-        Err(err) => Err(err),
-    };
-    if staging.exists() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
+    .await;
     match &result {
-        Ok(done) => tracing::info!(collection = name, shard, sha256 = %done.sha256, "restored"),
+        Ok(()) => {
+            tracing::info!(collection = name, shard, %sha256, checked_and_switched_ms = started.elapsed().as_millis() as u64, "restored")
+        }
         Err(err) => {
             crate::metrics::restore_failed(failure_reason(err));
             tracing::warn!(collection = name, shard, %err, "restore refused");
         }
     }
-    result
+    result.map(|()| Restored { sha256, files })
 }
 
-/// Open `archive`, check there is room for it, and unpack it verified into
-/// `staging` (one pass). Blocking.
-fn unpack_into(archive: &Path, staging: &Path, checksum: Option<&str>) -> Result<VerifyReport> {
-    let file = std::fs::File::open(archive)?;
-    let archive_len = file.metadata()?.len();
-    std::fs::create_dir_all(staging)?;
-    check_free_space(staging, archive_len)?;
-    unpack_verified(
-        std::io::BufReader::with_capacity(1 << 20, file),
-        checksum,
-        Some(staging),
-    )
-    .map_err(refusal)
-}
-
-/// Unpack a shard snapshot into `staging` and open it with the collection's config
-/// (which refuses other vector names or sizes). Blocking.
-fn prepare_shard(
-    archive: &Path,
-    staging: &Path,
-    edge: qdrant_edge::EdgeConfig,
-    checksum: Option<String>,
-) -> Result<VerifyReport> {
-    let report = unpack_into(archive, staging, checksum.as_deref())?;
+/// Check a staged shard snapshot and open it with the collection's config (which
+/// refuses other vector names or sizes). Blocking.
+fn prepare_shard(staging: &Path, edge: qdrant_edge::EdgeConfig) -> Result<CachePin> {
     if staging.join(CONFIG_FILE).exists() || staging.join("0").is_dir() {
         return Err(StorageError::bad_request(
             "this is a collection snapshot, not a shard snapshot: restore it into the collection (collections/<c>/recover/ or recover/<c>.snapshot)",
@@ -210,15 +271,16 @@ fn prepare_shard(
         ));
     }
     let _ = std::fs::remove_file(staging.join(super::archive::MANIFEST_NAME));
-    normalize_segments(staging).map_err(refusal)?;
+    normalize_segments(staging).map_err(layout_refusal)?;
     let engine = qdrant_edge::EdgeShard::load(staging, Some(edge)).map_err(|e| {
         StorageError::bad_request(format!(
             "the shard snapshot does not fit this collection: {e}"
         ))
     })?;
+    let pin = CachePin::pin(staging);
     drop(engine);
     sync_filesystem(staging)?;
-    Ok(report)
+    Ok(pin)
 }
 
 /// Restore every collection of a full-storage snapshot (`config.json` with
@@ -251,7 +313,16 @@ async fn restore_full_in(
     let mapping = {
         let (archive, staging) = (archive.to_path_buf(), staging.to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>> {
-            unpack_into(&archive, &staging, checksum.as_deref())?;
+            // The outer archive is unpacked whole (each collection inside it is then
+            // received like any other archive): a start-up operation, two passes.
+            std::fs::create_dir_all(&staging)?;
+            let file = std::fs::File::open(&archive)?;
+            super::verify::unpack_verified(
+                std::io::BufReader::with_capacity(1 << 20, file),
+                checksum.as_deref(),
+                Some(&staging),
+            )
+            .map_err(|e| StorageError::bad_request(e.to_string()))?;
             let config: serde_json::Value = std::fs::read(staging.join(CONFIG_FILE))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
@@ -283,21 +354,16 @@ async fn restore_full_in(
     }
     let mut restored = Vec::new();
     for (name, file) in mapping {
-        restore_collection(storage, &name, &staging.join(&file), None).await?;
+        let received = receive_file(storage, &staging.join(&file)).await?;
+        restore_collection(storage, &name, received, None).await?;
         restored.push(name);
     }
     Ok(restored)
 }
 
-/// Unpack and check everything in `staging`. Blocking.
-fn prepare_collection(
-    archive: &Path,
-    staging: &Path,
-    name: &str,
-    checksum: Option<String>,
-) -> Result<VerifyReport> {
-    let report = unpack_into(archive, staging, checksum.as_deref())?;
-
+/// Check a staged collection snapshot and open every shard with the engine.
+/// Blocking.
+fn prepare_collection(staging: &Path, name: &str) -> Result<CachePin> {
     let mut shard_dirs = BTreeSet::new();
     for entry in std::fs::read_dir(staging)? {
         let entry = entry?;
@@ -331,41 +397,81 @@ fn prepare_collection(
         )));
     }
     for id in &shard_dirs {
-        normalize_segments(&staging.join(id.to_string())).map_err(refusal)?;
+        normalize_segments(&staging.join(id.to_string())).map_err(layout_refusal)?;
     }
     for extra in &COLLECTION_FILES[1..] {
         let _ = std::fs::remove_file(staging.join(extra));
     }
     // Every shard must open with the engine before the collection is switched.
+    let started = Instant::now();
     let collection = Collection::open(staging, name).map_err(|e| {
         StorageError::bad_request(format!("the snapshot's shards do not open: {e}"))
     })?;
+    let opened = started.elapsed();
+    let pin = CachePin::pin(staging);
     collection.shutdown();
     drop(collection);
+    let closed = started.elapsed();
     // One sync, after the engine wrote its files: what is switched in is durable.
     sync_filesystem(staging)?;
-    Ok(report)
+    tracing::debug!(
+        collection = name,
+        open_ms = opened.as_millis() as u64,
+        close_ms = (closed - opened).as_millis() as u64,
+        sync_ms = (started.elapsed() - closed).as_millis() as u64,
+        "staged collection checked"
+    );
+    Ok(pin)
 }
 
-fn refusal(err: VerifyError) -> StorageError {
-    match err {
-        VerifyError::Io(e) => StorageError::Io(e),
-        other => StorageError::bad_request(other.to_string()),
+/// The engine drops a segment's files from the page cache when it closes them
+/// (`posix_fadvise(DONTNEED)`, so that closed segments do not crowd the cache). For a
+/// restore that would mean reading everything from disk again when the collection
+/// reopens after the switch, a second pass over the bytes. The kernel never drops
+/// pages that are mapped, so the staged files are mapped (populated, which for
+/// pages in the cache only fills page tables) from before the check's engine closes
+/// until after the restored collection has opened.
+pub struct CachePin {
+    _maps: Vec<memmap2::Mmap>,
+}
+
+impl CachePin {
+    /// Files smaller than this are cheap to read again.
+    const MIN_SIZE: u64 = 1 << 20;
+
+    fn pin(dir: &Path) -> CachePin {
+        fn walk(dir: &Path, maps: &mut Vec<memmap2::Mmap>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    walk(&entry.path(), maps);
+                } else if kind.is_file()
+                    && entry.metadata().is_ok_and(|m| m.len() >= CachePin::MIN_SIZE)
+                    && let Ok(file) = std::fs::File::open(entry.path())
+                    // SAFETY: a read-only shared mapping of a staged file nobody
+                    // truncates while the restore holds it; its bytes are never read
+                    // through it (it only keeps the pages resident).
+                    && let Ok(map) = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+                {
+                    maps.push(map);
+                }
+            }
+        }
+        let mut maps = Vec::new();
+        walk(dir, &mut maps);
+        CachePin { _maps: maps }
     }
 }
 
-/// The restore needs at most the archive's size again (data is stored sparse, and
-/// nested segment archives are unpacked one at a time); refuse up front if the file
-/// system holding the collections has less.
-fn check_free_space(dir: &Path, needed: u64) -> Result<()> {
-    let stats = crate::storage::filesystem_stats(dir)?;
-    let free = stats.f_bavail * stats.f_frsize;
-    if free < needed {
-        return Err(StorageError::bad_request(format!(
-            "not enough free space to restore: the archive needs up to {needed} bytes, {free} are free where collections are stored"
-        )));
-    }
-    Ok(())
+fn layout_refusal(err: std::io::Error) -> StorageError {
+    StorageError::bad_request(format!(
+        "the snapshot's segments are not laid out as Qdrant writes them: {err}"
+    ))
 }
 
 fn sync_filesystem(dir: &Path) -> Result<()> {
@@ -383,18 +489,13 @@ fn failure_reason(err: &StorageError) -> &'static str {
     let text = err.to_string();
     if text.contains("Checksum mismatch") {
         "checksum"
-    } else if text.contains("free space") {
+    } else if matches!(err, StorageError::NoSpace(_)) {
         "space"
     } else if matches!(err, StorageError::BadRequest(_)) {
         "invalid"
     } else {
         "internal"
     }
-}
-
-/// Where an uploaded or named archive is kept while it is restored.
-pub fn upload_path(temp_path: &Path) -> PathBuf {
-    temp_path.join(format!(".upload-{}", uuid::Uuid::new_v4()))
 }
 
 /// The checksum in a sidecar: bare hex, or a `sha256sum` line (`<hex>  <name>`).

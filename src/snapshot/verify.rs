@@ -1,7 +1,8 @@
-//! Offline verification of an archive: it must be a tar of plain files and
-//! directories with safe relative paths; a snapfs archive's embedded manifest must
-//! match every file's size and SHA-256; the whole file may be checked against a
-//! known checksum. One sequential pass over the bytes.
+//! Checking an archive, and unpacking it in the same pass: it must be a tar of plain
+//! files and directories with safe relative paths; a snapfs archive's embedded
+//! manifest must match every file's size and SHA-256; the whole file may be checked
+//! against a known checksum. One sequential pass over the bytes, from any reader, so
+//! a restore can unpack while the archive is still arriving.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::archive::MANIFEST_NAME;
 use super::digest::hex;
+use super::sparse::SparseWriter;
 
 #[derive(Debug, Default)]
 pub struct VerifyReport {
@@ -34,6 +36,10 @@ pub enum VerifyError {
     ChecksumMismatch { expected: String, actual: String },
     #[error("manifest mismatch for {path}: {why}")]
     ManifestMismatch { path: String, why: String },
+    #[error(
+        "not enough free space to restore: the archive's entries need more than {needed} bytes, {free} are free where collections are stored"
+    )]
+    NoSpace { needed: u64, free: u64 },
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
 }
@@ -89,10 +95,9 @@ pub fn verify_archive(
     unpack_verified(reader, expected, None)
 }
 
-/// Verify the archive and, with `dest`, unpack it there in the same pass: only
-/// regular files and directories, each at a checked relative path under `dest`
-/// (nothing is ever created outside it, no link is ever created), holes kept as
-/// holes. The caller discards `dest` unless this returns `Ok`.
+/// [`unpack_entries`] with the whole-file SHA-256 computed on the way (checked
+/// against `expected` when given) and trailing padding read, so the digest covers
+/// every byte.
 pub fn unpack_verified(
     reader: impl Read,
     expected: Option<&str>,
@@ -103,180 +108,270 @@ pub fn unpack_verified(
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let mut report = VerifyReport::default();
-    let mut digests: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    let mut manifest: Option<Manifest> = None;
-    {
-        let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive.entries().map_err(|e| not_tar(&e))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| not_tar(&e))?;
-            let path = entry.path().map_err(|e| not_tar(&e))?.into_owned();
-            let shown = path.display().to_string();
-            check_entry_path(&path).map_err(|why| VerifyError::UnsafeEntry {
-                path: shown.clone(),
-                why,
-            })?;
-            let kind = entry.header().entry_type();
-            report.entries += 1;
-            if kind.is_dir() {
-                if let Some(dest) = dest {
-                    std::fs::create_dir_all(dest.join(&path))?;
-                }
-                continue;
-            }
-            if !(kind.is_file() || kind.is_gnu_sparse()) {
-                return Err(VerifyError::UnsafeEntry {
-                    path: shown,
-                    why: format!("entry type {kind:?} is not allowed (only files and directories)"),
-                });
-            }
-            let mut out = match dest {
-                Some(dest) => Some(SparseWriter::create(&dest.join(&path)).map_err(|e| {
-                    if e.kind() == io::ErrorKind::AlreadyExists {
-                        VerifyError::UnsafeEntry {
-                            path: shown.clone(),
-                            why: "duplicate entry".into(),
-                        }
-                    } else {
-                        VerifyError::Io(e)
-                    }
-                })?),
-                None => None,
-            };
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut size = 0u64;
-            let mut content = Vec::new();
-            loop {
-                let n = entry
-                    .read(&mut buf)
-                    .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                if let Some(out) = out.as_mut() {
-                    out.write(&buf[..n])?;
-                }
-                hasher.update(&buf[..n]);
-                if shown == MANIFEST_NAME {
-                    content.extend_from_slice(&buf[..n]);
-                }
-                size += n as u64;
-            }
-            if let Some(out) = out {
-                out.finish(size)?;
-            }
-            report.files += 1;
-            report.logical_bytes += size;
-            if shown == MANIFEST_NAME {
-                manifest = Some(serde_json::from_slice(&content).map_err(|e| {
-                    VerifyError::ManifestMismatch {
-                        path: MANIFEST_NAME.into(),
-                        why: format!("unreadable manifest: {e}"),
-                    }
-                })?);
-            } else if digests
-                .insert(shown.clone(), (size, hex(&hasher.finalize())))
-                .is_some()
-            {
-                return Err(VerifyError::UnsafeEntry {
-                    path: shown,
-                    why: "duplicate entry".into(),
-                });
-            }
-        }
-    }
-    // Drain trailing padding so the whole-file digest covers every byte.
+    let mut report = unpack_entries(&mut hashing, dest, None)?;
     io::copy(&mut hashing, &mut io::sink())?;
     report.archive_bytes = hashing.bytes;
     report.sha256 = hex(&hashing.hasher.finalize());
-    if report.entries == 0 {
-        return Err(VerifyError::NotTar("no entries".into()));
-    }
     if let Some(expected) = expected {
-        let expected = expected.trim().to_ascii_lowercase();
-        if expected != report.sha256 {
-            return Err(VerifyError::ChecksumMismatch {
-                expected,
-                actual: report.sha256,
-            });
-        }
-    }
-    if let Some(manifest) = manifest {
-        let mut listed = 0;
-        for item in &manifest.entries {
-            let Some((size, sha)) = digests.get(&item.path) else {
-                return Err(VerifyError::ManifestMismatch {
-                    path: item.path.clone(),
-                    why: "listed in the manifest but missing from the archive".into(),
-                });
-            };
-            if *size != item.size {
-                return Err(VerifyError::ManifestMismatch {
-                    path: item.path.clone(),
-                    why: format!("size {size}, manifest says {}", item.size),
-                });
-            }
-            if *sha != item.sha256 {
-                return Err(VerifyError::ManifestMismatch {
-                    path: item.path.clone(),
-                    why: format!("Checksum mismatch: expected {}, got {sha}", item.sha256),
-                });
-            }
-            listed += 1;
-        }
-        if listed != digests.len() {
-            let extra = digests
-                .keys()
-                .find(|p| !manifest.entries.iter().any(|e| &e.path == *p))
-                .cloned()
-                .unwrap_or_default();
-            return Err(VerifyError::ManifestMismatch {
-                path: extra,
-                why: "in the archive but not in the manifest".into(),
-            });
-        }
-        report.manifest_checked = Some(listed);
+        check_checksum(expected, &report.sha256)?;
     }
     Ok(report)
 }
 
-/// Writes a file, leaving runs of zeros as holes (sparse files stay sparse).
-struct SparseWriter {
-    file: std::fs::File,
+/// `Checksum mismatch: …` unless `actual` is the `expected` SHA-256 (any case).
+pub fn check_checksum(expected: &str, actual: &str) -> Result<(), VerifyError> {
+    let expected = expected.trim().to_ascii_lowercase();
+    if expected != actual {
+        return Err(VerifyError::ChecksumMismatch {
+            expected,
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
 }
 
-impl SparseWriter {
-    fn create(path: &Path) -> io::Result<Self> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        Ok(SparseWriter { file })
-    }
-
-    fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        use std::io::{Seek, SeekFrom, Write};
-        // Zero runs are skipped a 4 KiB block at a time, the file system's unit.
-        for block in data.chunks(4096) {
-            if block.iter().all(|b| *b == 0) {
-                self.file.seek(SeekFrom::Current(block.len() as i64))?;
-            } else {
-                self.file.write_all(block)?;
+/// Walk the archive's entries and, with `dest`, unpack them there: only regular
+/// files and directories, each at a checked relative path under `dest` (nothing is
+/// ever created outside it, no link is ever created), holes kept as holes, Qdrant's
+/// nested segment archives (`segments/<uuid>.tar`) unpacked on the way into
+/// `segments/<uuid>/`. Every file is hashed; a snapfs manifest (the last entry) must
+/// match them all. `space` is the room there is: the archive is refused as soon as
+/// its entries declare more. The caller discards `dest` unless this returns `Ok`.
+/// Reads the archive up to its end-of-archive marker (not the padding after it).
+pub fn unpack_entries(
+    reader: impl Read,
+    dest: Option<&Path>,
+    space: Option<u64>,
+) -> Result<VerifyReport, VerifyError> {
+    let mut report = VerifyReport::default();
+    let mut digests: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut manifest: Option<Manifest> = None;
+    let mut declared = 0u64;
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(|e| not_tar(&e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| not_tar(&e))?;
+        let path = entry.path().map_err(|e| not_tar(&e))?.into_owned();
+        let shown = path.display().to_string();
+        check_entry_path(&path).map_err(|why| VerifyError::UnsafeEntry {
+            path: shown.clone(),
+            why,
+        })?;
+        let kind = entry.header().entry_type();
+        report.entries += 1;
+        if kind.is_dir() {
+            if let Some(dest) = dest {
+                std::fs::create_dir_all(dest.join(&path))?;
             }
+            continue;
         }
-        Ok(())
+        if !(kind.is_file() || kind.is_gnu_sparse()) {
+            return Err(VerifyError::UnsafeEntry {
+                path: shown,
+                why: format!("entry type {kind:?} is not allowed (only files and directories)"),
+            });
+        }
+        declared = declared.saturating_add(entry.size());
+        if let Some(free) = space
+            && declared > free
+        {
+            return Err(VerifyError::NoSpace {
+                needed: declared,
+                free,
+            });
+        }
+        let mut hashing = HashingReader {
+            inner: &mut entry,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let is_manifest = shown == MANIFEST_NAME;
+        let mut content = Vec::new();
+        match (dest, nested_segment(&path)) {
+            (_, _) if is_manifest => {
+                hashing
+                    .read_to_end(&mut content)
+                    .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
+            }
+            (Some(dest), Some(segment_dir)) => {
+                report.files +=
+                    unpack_nested_segment(&mut hashing, &dest.join(segment_dir), &shown)?;
+                io::copy(&mut hashing, &mut io::sink())
+                    .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
+            }
+            (Some(dest), None) => {
+                let mut out = SparseWriter::create(&dest.join(&path))
+                    .map_err(|e| duplicate_or_io(e, &shown))?;
+                copy_entry(&mut hashing, &shown, |data| out.write(data))?;
+                out.finish()?;
+            }
+            (None, _) => copy_entry(&mut hashing, &shown, |_| Ok(()))?,
+        }
+        let size = hashing.bytes;
+        report.files += 1;
+        report.logical_bytes += size;
+        if is_manifest {
+            manifest = Some(serde_json::from_slice(&content).map_err(|e| {
+                VerifyError::ManifestMismatch {
+                    path: MANIFEST_NAME.into(),
+                    why: format!("unreadable manifest: {e}"),
+                }
+            })?);
+        } else if digests
+            .insert(shown.clone(), (size, hex(&hashing.hasher.finalize())))
+            .is_some()
+        {
+            return Err(VerifyError::UnsafeEntry {
+                path: shown,
+                why: "duplicate entry".into(),
+            });
+        }
     }
+    if report.entries == 0 {
+        return Err(VerifyError::NotTar("no entries".into()));
+    }
+    if let Some(manifest) = manifest {
+        report.manifest_checked = Some(check_manifest(&manifest, &digests)?);
+    }
+    Ok(report)
+}
 
-    /// Fix the length (a trailing hole). Durability is the caller's: one `syncfs`
-    /// after the whole archive is cheaper than a sync per file.
-    fn finish(self, size: u64) -> io::Result<()> {
-        self.file.set_len(size)
+/// Read an entry to its end in 1 MiB pieces, handing each to `sink`.
+fn copy_entry(
+    entry: &mut impl Read,
+    shown: &str,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Result<(), VerifyError> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        sink(&buf[..n])?;
     }
+}
+
+/// `segments/<uuid>.tar` (anywhere in the tree): the directory it unpacks into.
+fn nested_segment(path: &Path) -> Option<std::path::PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let uuid = name.strip_suffix(".tar")?;
+    let parent = path.parent()?;
+    (parent.file_name()? == "segments" && !uuid.is_empty()).then(|| parent.join(uuid))
+}
+
+/// Unpack a nested segment archive (Qdrant's `snapshot/files/…` inside
+/// `<uuid>.tar`) into `target`, with the outer archive's rules. Returns the files.
+fn unpack_nested_segment(
+    reader: &mut impl Read,
+    target: &Path,
+    shown: &str,
+) -> Result<usize, VerifyError> {
+    let prefix = Path::new("snapshot/files");
+    if target.exists() {
+        return Err(VerifyError::UnsafeEntry {
+            path: shown.into(),
+            why: "the segment is present both as a directory and as a nested archive".into(),
+        });
+    }
+    std::fs::create_dir_all(target)?;
+    let mut files = 0;
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(|e| nested(shown, &e))? {
+        let mut entry = entry.map_err(|e| nested(shown, &e))?;
+        let path = entry.path().map_err(|e| nested(shown, &e))?.into_owned();
+        let inner = format!("{shown}/{}", path.display());
+        check_entry_path(&path).map_err(|why| VerifyError::UnsafeEntry {
+            path: inner.clone(),
+            why,
+        })?;
+        let kind = entry.header().entry_type();
+        // Qdrant writes only `snapshot/files/…`; anything else is not the segment's.
+        let Ok(relative) = path.strip_prefix(prefix) else {
+            if !(kind.is_dir() || kind.is_file()) {
+                return Err(not_allowed(inner, kind));
+            }
+            continue;
+        };
+        if kind.is_dir() {
+            std::fs::create_dir_all(target.join(relative))?;
+        } else if kind.is_file() || kind.is_gnu_sparse() {
+            let mut out = SparseWriter::create(&target.join(relative))
+                .map_err(|e| duplicate_or_io(e, &inner))?;
+            copy_entry(&mut entry, &inner, |data| out.write(data))?;
+            out.finish()?;
+            files += 1;
+        } else {
+            return Err(not_allowed(inner, kind));
+        }
+    }
+    Ok(files)
+}
+
+fn not_allowed(path: String, kind: tar::EntryType) -> VerifyError {
+    VerifyError::UnsafeEntry {
+        path,
+        why: format!("entry type {kind:?} is not allowed (only files and directories)"),
+    }
+}
+
+fn nested(shown: &str, err: &dyn std::fmt::Display) -> VerifyError {
+    not_tar(&format!("nested segment archive {shown}: {err}"))
+}
+
+fn duplicate_or_io(err: io::Error, shown: &str) -> VerifyError {
+    if err.kind() == io::ErrorKind::AlreadyExists {
+        VerifyError::UnsafeEntry {
+            path: shown.into(),
+            why: "duplicate entry".into(),
+        }
+    } else {
+        VerifyError::Io(err)
+    }
+}
+
+/// Every file the manifest lists is in the archive with its size and SHA-256, and
+/// nothing else is. Returns how many it confirmed.
+fn check_manifest(
+    manifest: &Manifest,
+    digests: &BTreeMap<String, (u64, String)>,
+) -> Result<usize, VerifyError> {
+    let mut listed = 0;
+    for item in &manifest.entries {
+        let Some((size, sha)) = digests.get(&item.path) else {
+            return Err(VerifyError::ManifestMismatch {
+                path: item.path.clone(),
+                why: "listed in the manifest but missing from the archive".into(),
+            });
+        };
+        if *size != item.size {
+            return Err(VerifyError::ManifestMismatch {
+                path: item.path.clone(),
+                why: format!("size {size}, manifest says {}", item.size),
+            });
+        }
+        if *sha != item.sha256 {
+            return Err(VerifyError::ManifestMismatch {
+                path: item.path.clone(),
+                why: format!("Checksum mismatch: expected {}, got {sha}", item.sha256),
+            });
+        }
+        listed += 1;
+    }
+    if listed != digests.len() {
+        let extra = digests
+            .keys()
+            .find(|p| !manifest.entries.iter().any(|e| &e.path == *p))
+            .cloned()
+            .unwrap_or_default();
+        return Err(VerifyError::ManifestMismatch {
+            path: extra,
+            why: "in the archive but not in the manifest".into(),
+        });
+    }
+    Ok(listed)
 }
 
 /// The tar reader's complaint, made printable (it may quote the garbage it found).

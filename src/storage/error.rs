@@ -19,6 +19,9 @@ pub enum StorageError {
     ShuttingDown,
     #[error("{0}")]
     Internal(String),
+    /// Not enough room on disk for what was asked (a restore).
+    #[error("{0}")]
+    NoSpace(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

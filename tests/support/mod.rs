@@ -107,6 +107,18 @@ impl Daemon {
         }
     }
 
+    /// Hidden entries among the collections: restores' staging directories and
+    /// journals, which must never outlive a restore.
+    pub fn staging_leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.data_dir.join("storage/collections"))
+            .map(|dir| {
+                dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.socket)
     }

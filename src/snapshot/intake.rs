@@ -1,0 +1,318 @@
+//! A restore's intake: the archive's bytes arrive in order (from a FUSE writer, an
+//! HTTP body, a download or a file) and are unpacked into a staging directory while
+//! they arrive — one pass, nothing written twice, no copy of the archive kept.
+//!
+//! Two worker threads share the work so that two cores can: one hashes the whole
+//! stream (the checksum a user compares), the other walks the tar, hashes each file
+//! (the manifest's digests) and writes it ([`super::verify::unpack_entries`]). Both
+//! get the same reference-counted chunks; the queues are bounded, so memory stays a
+//! few MiB at any archive size and a slow disk slows the sender instead of filling
+//! memory. When the unpacker refuses the archive, the next push says why at once.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::digest::hex;
+use super::verify::{VerifyError, VerifyReport, unpack_entries};
+use crate::storage::{Result, StorageError};
+
+/// Bytes handed to the workers at a time.
+const CHUNK: usize = 1 << 20;
+/// Chunks queued per worker.
+const QUEUE: usize = 4;
+
+/// An archive being received and unpacked into a staging directory.
+pub struct Intake {
+    unpack_tx: Option<mpsc::Sender<Bytes>>,
+    hash_tx: Option<mpsc::Sender<Bytes>>,
+    unpacker: Option<JoinHandle<std::result::Result<VerifyReport, VerifyError>>>,
+    hasher: Option<JoinHandle<(String, u64)>>,
+    pending: BytesMut,
+    received: u64,
+    /// `received`, for whoever shows progress.
+    progress: Arc<AtomicU64>,
+    staging: Option<PathBuf>,
+    /// Why the unpacker stopped early, once known.
+    failed: Option<String>,
+}
+
+/// A fully received and unpacked archive: its staging directory (removed when this
+/// is dropped, unless a restore moved it into place) and what the unpacking found.
+pub struct Received {
+    staging: PathBuf,
+    pub report: VerifyReport,
+}
+
+impl Received {
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        remove_staging(&self.staging);
+    }
+}
+
+impl Intake {
+    /// Start receiving into `staging` (created here; it must not exist), refusing
+    /// the archive once its entries declare more bytes than the file system holding
+    /// `staging` has free.
+    pub fn start(staging: PathBuf) -> Result<Intake> {
+        std::fs::create_dir(&staging)?;
+        let free = match free_space(&staging) {
+            Ok(free) => free,
+            Err(err) => {
+                remove_staging(&staging);
+                return Err(err.into());
+            }
+        };
+        let (unpack_tx, unpack_rx) = mpsc::channel::<Bytes>(QUEUE);
+        let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(QUEUE);
+        let dest = staging.clone();
+        let unpacker = std::thread::Builder::new()
+            .name("restore-unpack".into())
+            .spawn(move || unpack_from(unpack_rx, &dest, free))?;
+        let hasher = std::thread::Builder::new()
+            .name("restore-hash".into())
+            .spawn(move || hash_all(hash_rx))?;
+        Ok(Intake {
+            unpack_tx: Some(unpack_tx),
+            hash_tx: Some(hash_tx),
+            unpacker: Some(unpacker),
+            hasher: Some(hasher),
+            pending: BytesMut::new(),
+            received: 0,
+            progress: Arc::default(),
+            staging: Some(staging),
+            failed: None,
+        })
+    }
+
+    /// Bytes received so far, as a counter that keeps counting.
+    pub fn progress(&self) -> Arc<AtomicU64> {
+        self.progress.clone()
+    }
+
+    /// Refuse up front an archive whose announced size (a Content-Length, a file's
+    /// length) cannot fit.
+    pub fn expect_size(&self, size: u64) -> Result<()> {
+        let staging = self.staging.as_deref().expect("intake in use");
+        let free = free_space(staging)?;
+        if size > free {
+            return Err(StorageError::NoSpace(format!(
+                "not enough free space to restore: the archive is {size} bytes, {free} are free where collections are stored"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Take the next bytes (blocking; not from async code).
+    pub fn push_blocking(&mut self, data: &[u8]) -> Result<()> {
+        self.check_failed()?;
+        self.count(data.len());
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= CHUNK {
+            let chunk = self.pending.split().freeze();
+            self.send_blocking(chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Take the next bytes (from async code: waits without blocking a thread).
+    pub async fn push(&mut self, data: Bytes) -> Result<()> {
+        self.check_failed()?;
+        self.count(data.len());
+        let chunk = if self.pending.is_empty() && data.len() >= CHUNK / 4 {
+            data
+        } else {
+            self.pending.extend_from_slice(&data);
+            if self.pending.len() < CHUNK {
+                return Ok(());
+            }
+            self.pending.split().freeze()
+        };
+        let (hash_tx, unpack_tx) = self.senders();
+        // The hasher never stops early; the unpacker does when it refuses the archive.
+        let _ = hash_tx.send(chunk.clone()).await;
+        if unpack_tx.send(chunk).await.is_err() {
+            return Err(self.unpacker_failure());
+        }
+        Ok(())
+    }
+
+    /// Every byte is in: wait for the workers and return the unpacked archive with
+    /// its SHA-256 (blocking). On failure the staging directory is gone.
+    pub fn finish(mut self) -> Result<Received> {
+        self.check_failed()?;
+        if !self.pending.is_empty() {
+            let chunk = self.pending.split().freeze();
+            self.send_blocking(chunk)?;
+        }
+        self.hash_tx = None;
+        self.unpack_tx = None;
+        let unpacked = self.join_unpacker();
+        let (sha256, bytes) = self
+            .hasher
+            .take()
+            .expect("hasher runs until finish")
+            .join()
+            .map_err(|_| StorageError::internal("the restore's hashing thread panicked"))?;
+        let mut report = unpacked.map_err(|e| refusal(e, self.received))?;
+        report.sha256 = sha256;
+        report.archive_bytes = bytes;
+        let staging = self.staging.take().expect("intake in use");
+        Ok(Received { staging, report })
+    }
+
+    fn count(&mut self, n: usize) {
+        self.received += n as u64;
+        self.progress.store(self.received, Ordering::Relaxed);
+    }
+
+    fn senders(&self) -> (mpsc::Sender<Bytes>, mpsc::Sender<Bytes>) {
+        (
+            self.hash_tx.clone().expect("intake in use"),
+            self.unpack_tx.clone().expect("intake in use"),
+        )
+    }
+
+    fn send_blocking(&mut self, chunk: Bytes) -> Result<()> {
+        let (hash_tx, unpack_tx) = self.senders();
+        let _ = hash_tx.blocking_send(chunk.clone());
+        if unpack_tx.blocking_send(chunk).is_err() {
+            return Err(self.unpacker_failure());
+        }
+        Ok(())
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match &self.failed {
+            Some(why) => Err(StorageError::bad_request(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The unpacker stopped taking bytes: it refused the archive. Say why.
+    fn unpacker_failure(&mut self) -> StorageError {
+        let err = match self.join_unpacker() {
+            Err(err) => refusal(err, self.received),
+            Ok(_) => StorageError::internal("the archive's unpacker stopped early"),
+        };
+        self.failed = Some(err.to_string());
+        err
+    }
+
+    fn join_unpacker(&mut self) -> std::result::Result<VerifyReport, VerifyError> {
+        match self.unpacker.take() {
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(VerifyError::Io(io::Error::other(
+                    "the restore's unpacking thread panicked",
+                )))
+            }),
+            None => Err(VerifyError::Io(io::Error::other("already stopped"))),
+        }
+    }
+}
+
+impl Drop for Intake {
+    /// Abandoned (or failed): stop the workers and remove what was unpacked.
+    fn drop(&mut self) {
+        self.hash_tx = None;
+        self.unpack_tx = None;
+        if let Some(handle) = self.unpacker.take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.hasher.take() {
+            let _ = handle.join();
+        }
+        if let Some(staging) = self.staging.take() {
+            remove_staging(&staging);
+        }
+    }
+}
+
+/// The unpacker thread: the archive from the queue into `dest`; then it drains
+/// what follows the archive's end (padding), so the sender never stalls.
+fn unpack_from(
+    rx: mpsc::Receiver<Bytes>,
+    dest: &Path,
+    free: u64,
+) -> std::result::Result<VerifyReport, VerifyError> {
+    let mut reader = QueueReader {
+        rx,
+        current: Bytes::new(),
+    };
+    let report = unpack_entries(&mut reader, Some(dest), Some(free))?;
+    io::copy(&mut reader, &mut io::sink())?;
+    Ok(report)
+}
+
+/// The hashing thread: SHA-256 and length of everything queued.
+fn hash_all(mut rx: mpsc::Receiver<Bytes>) -> (String, u64) {
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = rx.blocking_recv() {
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+    }
+    (hex(&hasher.finalize()), bytes)
+}
+
+/// Reads the queued chunks as one stream; the queue's end is the stream's end.
+struct QueueReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for QueueReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// The unpacker's complaint as the restore's error. `received` tells a truncated
+/// archive apart in the message.
+fn refusal(err: VerifyError, received: u64) -> StorageError {
+    match err {
+        VerifyError::NoSpace { .. } => StorageError::NoSpace(err.to_string()),
+        VerifyError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            StorageError::NoSpace(format!(
+                "not enough free space to restore: the disk holding the collections filled up after {received} bytes of the archive"
+            ))
+        }
+        VerifyError::Io(e) => StorageError::Io(e),
+        other => StorageError::bad_request(other.to_string()),
+    }
+}
+
+/// Free bytes on the file system holding `dir`.
+pub fn free_space(dir: &Path) -> io::Result<u64> {
+    let stats = crate::storage::filesystem_stats(dir)?;
+    Ok(stats.f_bavail * stats.f_frsize)
+}
+
+fn remove_staging(staging: &Path) {
+    if let Err(err) = std::fs::remove_dir_all(staging)
+        && err.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %staging.display(), %err, "could not remove a restore's staging directory");
+    }
+}
