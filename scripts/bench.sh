@@ -176,11 +176,20 @@ want=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST $url/collections/big/point
 count_of() { curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/$1/points/count" -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])'; }
 sum=$(cat "$stored.checksum")
 cat "$stored" >/dev/null
-mkdir -p "$work/untar"
-x0=$(now); tar -xf "$stored" -C "$work/untar"; x1=$(now); untar=$(secs "$x0" "$x1"); rm -rf "$work/untar"
-printf '%s  restored-fs.snapshot\n' "$sum" >"$mnt/recover/restored-fs.snapshot.sha256"
-f0=$(now); cp "$stored" "$mnt/recover/restored-fs.snapshot"; got=$(count_of restored-fs); f1=$(now); via_fs=$(secs "$f0" "$f1")
-[ "$got" = "$want" ] || echo "WARNING: restored-fs has $got points, expected $want"
-h0=$(now); "$BIN" recover restored-http "$stored" --checksum "$sum" >/dev/null; got=$(count_of restored-http); h1=$(now); via_http=$(secs "$h0" "$h1")
-[ "$got" = "$want" ] || echo "WARNING: restored-http has $got points, expected $want"
-python3 -c "print(f'restore of a {$(stat -c %s "$stored")/1e6:.0f} MB snapshot ({$want} points), checksum verified: cp into recover/ {$via_fs} s, snapfs recover (upload) {$via_http} s; tar -xf of the same archive: {$untar} s; ratios {$via_fs/$untar:.2f} / {$via_http/$untar:.2f}')"
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+runs_fs=(); runs_http=(); runs_tar=(); runs_tar_sync=()
+for round in 1 2 3; do
+  mkdir -p "$work/untar"
+  x0=$(now); tar -xf "$stored" -C "$work/untar"; x1=$(now); runs_tar+=("$(secs "$x0" "$x1")"); rm -rf "$work/untar"; sync
+  mkdir -p "$work/untar"
+  x0=$(now); tar -xf "$stored" -C "$work/untar"; sync; x1=$(now); runs_tar_sync+=("$(secs "$x0" "$x1")"); rm -rf "$work/untar"
+  printf '%s  restored-fs.snapshot\n' "$sum" >"$mnt/recover/restored-fs.snapshot.sha256"
+  f0=$(now); cp "$stored" "$mnt/recover/restored-fs.snapshot"; got=$(count_of restored-fs); f1=$(now); runs_fs+=("$(secs "$f0" "$f1")")
+  [ "$got" = "$want" ] || echo "WARNING: restored-fs has $got points, expected $want"
+  h0=$(now); "$BIN" recover restored-http "$stored" --checksum "$sum" >/dev/null; got=$(count_of restored-http); h1=$(now); runs_http+=("$(secs "$h0" "$h1")")
+  [ "$got" = "$want" ] || echo "WARNING: restored-http has $got points, expected $want"
+  for c in restored-fs restored-http; do curl -s --unix-socket "$SNAPFS_SOCKET" -X DELETE "$url/collections/$c" >/dev/null; done
+done
+via_fs=$(median "${runs_fs[@]}"); via_http=$(median "${runs_http[@]}"); untar=$(median "${runs_tar[@]}"); untar_sync=$(median "${runs_tar_sync[@]}")
+echo "runs (s): cp ${runs_fs[*]} | upload ${runs_http[*]} | tar -xf ${runs_tar[*]} | tar -xf+sync ${runs_tar_sync[*]}"
+python3 -c "print(f'restore of a {$(stat -c %s "$stored")/1e6:.0f} MB snapshot ({$want} points), checksum verified, medians of 3: cp into recover/ {$via_fs} s, snapfs recover (upload) {$via_http} s; tar -xf of the same archive {$untar} s, tar -xf then sync {$untar_sync} s; ratios to tar -xf {$via_fs/$untar:.2f} / {$via_http/$untar:.2f}, to tar -xf + sync {$via_fs/$untar_sync:.2f} / {$via_http/$untar_sync:.2f}')"

@@ -13,6 +13,9 @@ command -v cc >/dev/null || missing+=(build-essential)
 command -v g++ >/dev/null || missing+=(g++)
 # The mount tests drive real tools against the mount.
 command -v rsync >/dev/null || missing+=(rsync)
+command -v curl >/dev/null || missing+=(curl)
+# Recovery from https:// URLs is tested against a local server with its own CA.
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

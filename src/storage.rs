@@ -204,16 +204,25 @@ impl Storage {
         name: &str,
         id: u32,
         staged: PathBuf,
+        state_time: u64,
     ) -> Result<()> {
         let _layout = self.layout_lock.lock().await;
         let this = self.clone();
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || this.replace_shard_blocking(&name, id, &staged))
-            .await
-            .map_err(|e| StorageError::internal(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            this.replace_shard_blocking(&name, id, &staged, state_time)
+        })
+        .await
+        .map_err(|e| StorageError::internal(e.to_string()))?
     }
 
-    fn replace_shard_blocking(&self, name: &str, id: u32, staged: &Path) -> Result<()> {
+    fn replace_shard_blocking(
+        &self,
+        name: &str,
+        id: u32,
+        staged: &Path,
+        state_time: u64,
+    ) -> Result<()> {
         let collection = self.collection(name)?;
         collection.shard(id)?;
         let dir = collection.dir().to_path_buf();
@@ -240,6 +249,8 @@ impl Storage {
         crash_point("shard-restore-before-switch");
         // The moment of truth.
         std::fs::rename(staged, dir.join(id.to_string()))?;
+        // The snapshot's time, written only once the shard is the new one.
+        shard::write_restored_clock(&dir.join(format!("{id}.clock")), state_time)?;
         self.finish_switch(
             name,
             &dir,

@@ -1046,3 +1046,37 @@ async fn require_checksum_waits_for_the_sidecar_in_either_order() {
         "{body}"
     );
 }
+
+/// While a snapshot is being written into recover/, the collection's `info.json`
+/// shows the restore receiving, with the bytes so far; once closed, it is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_under_way_shows_in_info_json() {
+    use std::io::Write;
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    let docs = std::fs::read(qdrant_fixture("qdrant-docs.snapshot")).unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg(qdrant_fixture("qdrant-docs.snapshot"))
+            .arg(m.path("recover/docs.snapshot")),
+    );
+    let info = || -> Value {
+        serde_json::from_slice(&std::fs::read(m.path("collections/docs/info.json")).unwrap())
+            .unwrap()
+    };
+    assert!(info()["restore"].is_null(), "{}", info());
+
+    let half = docs.len() / 2;
+    let mut file =
+        std::fs::File::create(m.path("collections/docs/recover/again.snapshot")).unwrap();
+    file.write_all(&docs[..half]).unwrap();
+    let shown = info();
+    assert_eq!(shown["restore"]["state"], "receiving", "{shown}");
+    assert_eq!(shown["restore"]["of"], "collection", "{shown}");
+    assert_eq!(shown["restore"]["bytes_received"], half as u64, "{shown}");
+    file.write_all(&docs[half..]).unwrap();
+    drop(file); // close: the restore runs and the close waits for it
+    assert!(info()["restore"].is_null(), "{}", info());
+    assert_eq!(count(&client, "docs").await, 200);
+    assert!(names(&m.path("collections/docs/recover")).is_empty());
+}

@@ -573,7 +573,8 @@ struct KeyedServer {
 }
 
 impl KeyedServer {
-    fn start(dir: &Path) -> KeyedServer {
+    /// Serve `dir` over HTTP, or over HTTPS with `tls` = (certificate, key).
+    fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> KeyedServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -586,8 +587,18 @@ impl KeyedServer {
              \x20       if self.headers.get('api-key') != 'secret':\n\
              \x20           self.send_error(403); return\n\
              \x20       super().do_GET()\n\
-             http.server.ThreadingHTTPServer(('127.0.0.1', {port}), functools.partial(H, directory={:?})).serve_forever()\n",
-            dir.to_str().unwrap()
+             s = http.server.ThreadingHTTPServer(('127.0.0.1', {port}), functools.partial(H, directory={:?}))\n\
+             {}\n\
+             s.serve_forever()\n",
+            dir.to_str().unwrap(),
+            match tls {
+                Some((cert, key)) => format!(
+                    "import ssl; c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain({:?}, {:?}); s.socket = c.wrap_socket(s.socket, server_side=True)",
+                    cert.to_str().unwrap(),
+                    key.to_str().unwrap()
+                ),
+                None => String::new(),
+            }
         );
         let child = Command::new("python3")
             .arg("-c")
@@ -623,7 +634,7 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
         served.path().join("docs.snapshot"),
     )
     .unwrap();
-    let server = KeyedServer::start(served.path());
+    let server = KeyedServer::start(served.path(), None);
     let url = format!("http://127.0.0.1:{}/docs.snapshot", server.port);
     let checksum =
         std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
@@ -657,15 +668,112 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        daemon
-            .data_dir
-            .join("tmp")
-            .read_dir()
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0
-    );
+    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+}
+
+/// A test certificate authority and a server certificate for 127.0.0.1 it signed,
+/// made with the openssl tool: (CA certificate, server certificate, server key).
+fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| run_ok(Command::new("openssl").current_dir(dir).args(args));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=snapfs test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// https:// locations: the server's certificate is checked against the system's
+/// roots and `SSL_CERT_FILE`; an untrusted one is refused with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_from_an_https_url_checks_the_certificate() {
+    let served = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        qdrant_fixture("qdrant-docs.snapshot"),
+        served.path().join("docs.snapshot"),
+    )
+    .unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(certs.path());
+    let server = KeyedServer::start(served.path(), Some((&cert, &key)));
+    let url = format!("https://127.0.0.1:{}/docs.snapshot", server.port);
+
+    // Not trusted: refused, nothing created or left.
+    let untrusting = Daemon::start(&[]);
+    let (status, body) = recover(
+        &untrusting.client(),
+        "docs",
+        json!({"location": url, "api_key": "secret"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["status"]["error"].as_str().unwrap().to_lowercase();
+    assert!(error.contains("certificate"), "{body}");
+    assert!(leftovers(&untrusting).is_empty());
+
+    // Trusted through SSL_CERT_FILE: restored, with the api-key sent.
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(data.path(), &[], &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let client = daemon.client();
+    let checksum =
+        std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
+    let (status, body) = recover(
+        &client,
+        "docs",
+        json!({"location": url, "api_key": "secret", "checksum": checksum.trim()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&client, "docs").await, 200);
+    assert!(leftovers(&daemon).is_empty());
 }
 
 /// A size-limited file system (a 1 MiB tmpfs) under storage and temp_path: a restore
@@ -734,4 +842,151 @@ async fn too_little_disk_is_refused_cleanly() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(hidden.is_empty(), "{hidden:?}");
+}
+
+/// `file://` locations: the snapshots directory and `storage.recover_dirs` are
+/// allowed; anything else, also through a symlink inside an allowed directory, is
+/// 403 and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn file_locations_are_confined_to_the_allowed_directories() {
+    let dirs = tempfile::tempdir().unwrap();
+    let allowed = dirs.path().join("backups");
+    let other = dirs.path().join("elsewhere");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    let fixture = qdrant_fixture("qdrant-docs.snapshot");
+    std::fs::copy(&fixture, allowed.join("docs.snapshot")).unwrap();
+    std::fs::copy(&fixture, other.join("docs.snapshot")).unwrap();
+    std::os::unix::fs::symlink(other.join("docs.snapshot"), allowed.join("link.snapshot")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(
+        data.path(),
+        &[],
+        &[("SNAPFS__STORAGE__RECOVER_DIRS", allowed.to_str().unwrap())],
+    );
+    let client = daemon.client();
+    for refused in [other.join("docs.snapshot"), allowed.join("link.snapshot")] {
+        let location = format!("file://{}", refused.display());
+        let (status, body) = recover(&client, "docs", json!({"location": location})).await;
+        assert_eq!(status, 403, "{location}: {body}");
+        assert!(
+            body["status"]["error"]
+                .as_str()
+                .unwrap()
+                .contains(allowed.to_str().unwrap()),
+            "the error names the allowed directories: {body}"
+        );
+    }
+    let (status, _) = call(&client, Method::GET, "/collections/docs", None).await;
+    assert_eq!(status, 404);
+    let location = format!("file://{}", allowed.join("docs.snapshot").display());
+    let (status, body) = recover(&client, "docs", json!({"location": location})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&client, "docs").await, 200);
+}
+
+/// A restore gives back the very state: a fresh snapshot of the restored collection
+/// (or shard) is byte-identical to the archive restored, whether it replaced the
+/// collection or created another one. The collection is first brought to rest by a
+/// restart: the engine compacts some journals (the payload tracker's) when it loads a
+/// shard, and a restore loads it, so only a snapshot of a loaded state can match.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_of_the_restored_state_is_byte_identical() {
+    let data = tempfile::tempdir().unwrap();
+    let mut first = Daemon::start_in(data.path(), &[], &[]);
+    create_collection(
+        &first.client(),
+        "orig",
+        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 2}),
+    )
+    .await;
+    upsert(
+        &first.client(),
+        "orig",
+        (0..300).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+    first.stop();
+    let daemon = Daemon::start_in(data.path(), &[], &[]);
+    let client = daemon.client();
+    let stored = |scope: &str| {
+        let client = daemon.client();
+        let scope = scope.to_string();
+        let snapshots = daemon.data_dir.join("snapshots");
+        async move {
+            let (status, body) =
+                call(&client, Method::POST, &format!("{scope}/snapshots"), None).await;
+            assert_eq!(status, 200, "{body}");
+            let name = body["result"]["name"].as_str().unwrap().to_string();
+            let file = std::fs::read_dir(&snapshots)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .flat_map(|dir| {
+                    walk_files(&dir)
+                        .into_iter()
+                        .filter(|p| p.file_name().unwrap().to_str() == Some(name.as_str()))
+                })
+                .next()
+                .unwrap();
+            file
+        }
+    };
+    let original = stored("/collections/orig").await;
+    let original_bytes = std::fs::read(&original).unwrap();
+    let location = format!("file://{}", original.display());
+
+    // Into a new collection, and over the collection itself.
+    for target in ["copy", "orig"] {
+        let (status, body) = recover(&client, target, json!({"location": location})).await;
+        assert_eq!(status, 200, "{body}");
+        let again = std::fs::read(stored(&format!("/collections/{target}")).await).unwrap();
+        assert!(
+            again == original_bytes,
+            "{target}: a snapshot of the restored state differs from the archive ({} vs {} bytes)",
+            again.len(),
+            original_bytes.len()
+        );
+    }
+
+    // A shard snapshot restored into the same shard of the copy.
+    let shard = stored("/collections/orig/shards/1").await;
+    let shard_bytes = std::fs::read(&shard).unwrap();
+    upsert(
+        &client,
+        "copy",
+        vec![point(9_000, 8), point(9_001, 8)],
+        true,
+    )
+    .await;
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/copy/shards/1/snapshots/recover",
+        Some(json!({"location": format!("file://{}", shard.display())})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let again = std::fs::read(stored("/collections/copy/shards/1").await).unwrap();
+    assert!(
+        again == shard_bytes,
+        "the restored shard's snapshot differs"
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk_files(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    } else if dir.is_file() {
+        out.push(dir.to_path_buf());
+    }
+    out
 }

@@ -219,8 +219,11 @@ async fn run_restore(
                 check_checksum(&expected, &received.report.sha256)
                     .map_err(|e| StorageError::bad_request(e.to_string()))?;
             }
+            let state_time = received.report.newest_mtime;
             let pin = match target {
-                Target::Collection => prepare_collection(received.staging(), &name_owned)?,
+                Target::Collection => {
+                    prepare_collection(received.staging(), &name_owned, state_time)?
+                }
                 Target::Shard(_, edge) => prepare_shard(received.staging(), *edge)?,
             };
             Ok::<_, StorageError>((received, pin))
@@ -235,9 +238,10 @@ async fn run_restore(
             "staged restore checked"
         );
         let staging = received.staging().to_path_buf();
+        let state_time = received.report.newest_mtime;
         let switched = match shard {
             None => storage.replace_collection(name, staging).await,
-            Some(id) => storage.replace_shard(name, id, staging).await,
+            Some(id) => storage.replace_shard(name, id, staging, state_time).await,
         };
         // Whatever the switch did not take is removed with `received`.
         drop(received);
@@ -363,7 +367,7 @@ async fn restore_full_in(
 
 /// Check a staged collection snapshot and open every shard with the engine.
 /// Blocking.
-fn prepare_collection(staging: &Path, name: &str) -> Result<CachePin> {
+fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<CachePin> {
     let mut shard_dirs = BTreeSet::new();
     for entry in std::fs::read_dir(staging)? {
         let entry = entry?;
@@ -401,6 +405,12 @@ fn prepare_collection(staging: &Path, name: &str) -> Result<CachePin> {
     }
     for extra in &COLLECTION_FILES[1..] {
         let _ = std::fs::remove_file(staging.join(extra));
+    }
+    for id in &shard_dirs {
+        crate::storage::shard::write_restored_clock(
+            &staging.join(format!("{id}.clock")),
+            state_time,
+        )?;
     }
     // Every shard must open with the engine before the collection is switched.
     let started = Instant::now();

@@ -1,5 +1,9 @@
-//! Writing unpacked files: zero blocks stay holes (a snapshot of preallocated,
-//! mostly-empty files unpacks to the same small footprint), data goes out in as few
+//! Writing unpacked files as the archive describes them: a regular entry's bytes
+//! are all data (zeros included, as the file had them), a GNU sparse entry's data
+//! ranges are written and the rest stays holes. So a restored file has the extents
+//! its original had, and a snapshot of the restored state is the same archive. Bytes
+//! outside the data ranges are zeros by construction; should one not be, it is
+//! written anyway (content always wins over the map). Writes go out in as few
 //! `pwrite`s as the data allows, and the kernel is asked to start writing back every
 //! few MiB, so the one `syncfs` before a restore's switch finds little left to do.
 
@@ -9,13 +13,15 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-/// The file system's allocation unit: a block of zeros this size becomes a hole.
-const BLOCK: usize = 4096;
+use super::tar_header::DataLayout;
+
 /// Start writeback of what was written once this much has piled up.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
 pub struct SparseWriter {
     file: File,
+    /// `None`: every byte is data. Else the data ranges, in order.
+    regions: Option<Vec<(u64, u64)>>,
     /// Logical position of the next byte.
     pos: u64,
     /// Start of the range not yet handed to writeback.
@@ -25,7 +31,7 @@ pub struct SparseWriter {
 impl SparseWriter {
     /// Create `path` (and its parents); an existing file is an error
     /// (`AlreadyExists`: the archive holds the same path twice).
-    pub fn create(path: &Path) -> io::Result<Self> {
+    pub fn create(path: &Path, layout: DataLayout) -> io::Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -35,38 +41,53 @@ impl SparseWriter {
             .open(path)?;
         Ok(SparseWriter {
             file,
+            regions: match layout {
+                DataLayout::Dense => None,
+                DataLayout::Sparse(map) => Some(map),
+            },
             pos: 0,
             unflushed_from: 0,
         })
     }
 
-    /// Append `data`: runs of non-zero blocks are written in one call, zero blocks
-    /// (aligned to the file's blocks, whatever the caller's piece sizes) are skipped.
+    /// Append `data`, the file's next bytes.
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut run_start = None;
-        let mut offset = 0;
-        while offset < data.len() {
-            let to_boundary = BLOCK - ((self.pos as usize + offset) % BLOCK);
-            let end = (offset + to_boundary).min(data.len());
-            let zero = data[offset..end].iter().all(|b| *b == 0);
-            match (zero, run_start) {
-                (false, None) => run_start = Some(offset),
-                (true, Some(start)) => {
-                    self.file
-                        .write_all_at(&data[start..offset], self.pos + start as u64)?;
-                    run_start = None;
+        let start = self.pos;
+        let end = start + data.len() as u64;
+        match &self.regions {
+            None => self.file.write_all_at(data, start)?,
+            Some(regions) => {
+                // Walk [start, end) as alternating data ranges and gaps.
+                let mut at = start;
+                for &(offset, len) in regions.iter().filter(|(o, l)| o + l > start && *o < end) {
+                    let from = offset.max(start);
+                    let to = (offset + len).min(end);
+                    self.write_gap(data, start, at, from)?;
+                    self.file.write_all_at(
+                        &data[(from - start) as usize..(to - start) as usize],
+                        from,
+                    )?;
+                    at = to;
                 }
-                _ => {}
+                self.write_gap(data, start, at, end)?;
             }
-            offset = end;
         }
-        if let Some(start) = run_start {
-            self.file
-                .write_all_at(&data[start..], self.pos + start as u64)?;
-        }
-        self.pos += data.len() as u64;
+        self.pos = end;
         if self.pos - self.unflushed_from >= WRITEBACK_EVERY {
             self.start_writeback();
+        }
+        Ok(())
+    }
+
+    /// Bytes `[from, to)` lie in a hole: skipped when zero (they always are in a
+    /// well-formed archive), written otherwise.
+    fn write_gap(&self, data: &[u8], start: u64, from: u64, to: u64) -> io::Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let gap = &data[(from - start) as usize..(to - start) as usize];
+        if gap.iter().any(|b| *b != 0) {
+            self.file.write_all_at(gap, from)?;
         }
         Ok(())
     }
@@ -103,32 +124,72 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    const BLOCK: usize = 4096;
+
+    fn extents(path: &Path) -> Vec<(u64, u64)> {
+        let file = File::open(path).unwrap();
+        let size = file.metadata().unwrap().len();
+        crate::snapshot::extents::data_extents(&file, size).unwrap()
+    }
+
     #[test]
-    fn zero_blocks_become_holes_and_content_is_exact() {
+    fn a_regular_entry_is_written_whole_zeros_included() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let mut data = vec![0u8; 10 * BLOCK + 100];
-        data[BLOCK + 7] = 1;
-        data[5 * BLOCK..6 * BLOCK].fill(9);
-        data[10 * BLOCK + 99] = 3;
-        let mut writer = SparseWriter::create(&path).unwrap();
-        // Uneven pieces: a run may start in one call and end in the next.
-        for piece in data.chunks(3000) {
+        let mut data = vec![0u8; 3 * BLOCK];
+        data[BLOCK] = 1;
+        let mut writer = SparseWriter::create(&path, DataLayout::Dense).unwrap();
+        for piece in data.chunks(1000) {
             writer.write(piece).unwrap();
         }
         assert_eq!(writer.finish().unwrap(), data.len() as u64);
         assert_eq!(std::fs::read(&path).unwrap(), data);
-        // Only the three blocks holding data are allocated, of the file's eleven.
-        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
-        assert_eq!(allocated, 3 * BLOCK as u64);
+        assert_eq!(extents(&path), [(0, 3 * BLOCK as u64)]);
+    }
+
+    #[test]
+    fn a_sparse_entry_keeps_its_map_of_data_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // Data in blocks 1 and 5..7 (block 6 all zeros, yet data), holes elsewhere.
+        let b = BLOCK as u64;
+        let map = vec![(b, b), (5 * b, 2 * b), (10 * b, 0)];
+        let mut data = vec![0u8; 10 * BLOCK];
+        data[BLOCK + 7] = 1;
+        data[5 * BLOCK..6 * BLOCK].fill(9);
+        let mut writer = SparseWriter::create(&path, DataLayout::Sparse(map)).unwrap();
+        // Uneven pieces: ranges start in one call and end in the next.
+        for piece in data.chunks(3000) {
+            writer.write(piece).unwrap();
+        }
+        writer.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        assert_eq!(extents(&path), [(b, b), (5 * b, 2 * b)]);
+        assert_eq!(std::fs::metadata(&path).unwrap().blocks() * 512, 3 * b);
+    }
+
+    #[test]
+    fn bytes_the_map_calls_holes_are_still_written_if_not_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..2 * BLOCK).map(|i| (i % 251) as u8).collect();
+        let mut writer = SparseWriter::create(&path, DataLayout::Sparse(vec![])).unwrap();
+        writer.write(&data).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
     }
 
     #[test]
     fn a_path_given_twice_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b");
-        SparseWriter::create(&path).unwrap().finish().unwrap();
-        let err = SparseWriter::create(&path).err().unwrap();
+        SparseWriter::create(&path, DataLayout::Dense)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let err = SparseWriter::create(&path, DataLayout::Dense)
+            .err()
+            .unwrap();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     }
 }

@@ -179,9 +179,113 @@ fn put_number(field: &mut [u8], value: u64) {
     }
 }
 
+/// How an entry's data lies in its file, read back from its raw header blocks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataLayout {
+    /// Every byte is data (a regular entry): written as it comes, zeros included.
+    Dense,
+    /// An old-GNU sparse entry: only these `(offset, length)` ranges are data; the
+    /// rest is holes.
+    Sparse(Vec<(u64, u64)>),
+}
+
+/// The layout of the entry whose header blocks are exactly `raw` (long-name and pax
+/// entries first, then the main header and, for a sparse file, its extension
+/// blocks), or `None` when they do not read that way to the last byte.
+pub fn data_layout(raw: &[u8]) -> Option<DataLayout> {
+    let block = |at: usize| raw.get(at..at + BLOCK as usize);
+    let mut at = 0;
+    loop {
+        let header = block(at)?;
+        match header[156] {
+            // Long names and pax records precede the entry they describe.
+            b'L' | b'K' | b'x' | b'g' => {
+                let size = read_number(&header[124..136])?;
+                at += (BLOCK + padded(size)) as usize;
+            }
+            b'S' => {
+                let (map, end) = sparse_map(raw, at)?;
+                // The map must describe exactly the data stored.
+                let stored = read_number(&header[124..136])?;
+                let mapped: u64 = map.iter().map(|(_, len)| len).sum();
+                let ordered = map.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0);
+                return (end == raw.len() && mapped == stored && ordered)
+                    .then_some(DataLayout::Sparse(map));
+            }
+            _ => return (at + BLOCK as usize == raw.len()).then_some(DataLayout::Dense),
+        }
+    }
+}
+
+/// The sparse map of the old-GNU header at `at` and its extension blocks, and where
+/// the blocks end.
+fn sparse_map(raw: &[u8], at: usize) -> Option<(Vec<(u64, u64)>, usize)> {
+    let mut map = Vec::new();
+    let mut push = |entry: &[u8]| -> Option<()> {
+        if entry.iter().all(|b| *b == 0) {
+            return Some(());
+        }
+        map.push((read_number(&entry[..12])?, read_number(&entry[12..24])?));
+        Some(())
+    };
+    let header = raw.get(at..at + BLOCK as usize)?;
+    for i in 0..SPARSE_IN_HEADER {
+        push(&header[386 + i * 24..410 + i * 24])?;
+    }
+    let mut extended = header[482] != 0;
+    let mut next = at + BLOCK as usize;
+    while extended {
+        let ext = raw.get(next..next + BLOCK as usize)?;
+        for i in 0..SPARSE_IN_EXTENSION {
+            push(&ext[i * 24..i * 24 + 24])?;
+        }
+        extended = ext[504] != 0;
+        next += BLOCK as usize;
+    }
+    Some((map, next))
+}
+
+/// A numeric field: octal (spaces and NULs around it), or GNU base-256.
+fn read_number(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        let mut value = u64::from(field[0] & 0x7f);
+        for b in &field[1..] {
+            value = value.checked_mul(256)?.checked_add(u64::from(*b))?;
+        }
+        return Some(value);
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    let digits = text.trim_matches(|c: char| c == '\0' || c == ' ');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(digits, 8).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layouts_read_back_what_was_written() {
+        let long = "d/".repeat(80) + "file";
+        assert_eq!(
+            data_layout(&entry_headers(&long, &Kind::File { size: 5 }, 7)),
+            Some(DataLayout::Dense)
+        );
+        // More extents than the main header holds: extension blocks, long name too.
+        let map: Vec<(u64, u64)> = (0..30).map(|i| (i * 8192, 4096)).collect();
+        let kind = Kind::Sparse {
+            real_size: 30 * 8192,
+            stored: 30 * 4096,
+            map: &map,
+        };
+        assert_eq!(
+            data_layout(&entry_headers(&long, &kind, 7)),
+            Some(DataLayout::Sparse(map.clone()))
+        );
+        assert_eq!(data_layout(&[0u8; 100]), None);
+    }
 
     #[test]
     fn header_lengths_match_what_is_built() {

@@ -4,9 +4,11 @@
 //! against a known checksum. One sequential pass over the bytes, from any reader, so
 //! a restore can unpack while the archive is still arriving.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Component, Path};
+use std::rc::Rc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -14,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::archive::MANIFEST_NAME;
 use super::digest::hex;
 use super::sparse::SparseWriter;
+use super::tar_header::{DataLayout, data_layout, padded};
 
 #[derive(Debug, Default)]
 pub struct VerifyReport {
@@ -24,6 +27,8 @@ pub struct VerifyReport {
     pub sha256: String,
     /// Files whose digest the embedded manifest confirmed (`None`: no manifest).
     pub manifest_checked: Option<usize>,
+    /// The newest entry mtime (seconds): a snapfs archive's state time.
+    pub newest_mtime: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,43 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Records the raw bytes read while it is on: the header blocks of each entry (and
+/// the previous entry's padding), whose sparse maps the `tar` crate reads but does
+/// not expose.
+#[derive(Default)]
+struct HeaderTap {
+    on: bool,
+    bytes: Vec<u8>,
+}
+
+impl HeaderTap {
+    fn start(&mut self) {
+        self.on = true;
+        self.bytes.clear();
+    }
+
+    fn stop(&mut self) -> Vec<u8> {
+        self.on = false;
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+struct Tapped<R> {
+    inner: R,
+    tap: Rc<RefCell<HeaderTap>>,
+}
+
+impl<R: Read> Read for Tapped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut tap = self.tap.borrow_mut();
+        if tap.on {
+            tap.bytes.extend_from_slice(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -147,10 +189,25 @@ pub fn unpack_entries(
     let mut digests: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
     let mut declared = 0u64;
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| not_tar(&e))?;
-    for entry in entries {
+    let tap = Rc::new(RefCell::new(HeaderTap::default()));
+    let mut archive = tar::Archive::new(Tapped {
+        inner: reader,
+        tap: tap.clone(),
+    });
+    let mut entries = archive.entries().map_err(|e| not_tar(&e))?;
+    // Padding after the previous entry's data, which the next header read skips.
+    let mut padding = 0;
+    loop {
+        tap.borrow_mut().start();
+        let Some(entry) = entries.next() else { break };
+        let raw = tap.borrow_mut().stop();
         let mut entry = entry.map_err(|e| not_tar(&e))?;
+        let stored = entry.header().entry_size().unwrap_or(0);
+        let layout = raw
+            .get(padding..)
+            .and_then(data_layout)
+            .unwrap_or(DataLayout::Dense);
+        padding = (padded(stored) - stored) as usize;
         let path = entry.path().map_err(|e| not_tar(&e))?.into_owned();
         let shown = path.display().to_string();
         check_entry_path(&path).map_err(|why| VerifyError::UnsafeEntry {
@@ -159,6 +216,7 @@ pub fn unpack_entries(
         })?;
         let kind = entry.header().entry_type();
         report.entries += 1;
+        report.newest_mtime = report.newest_mtime.max(entry.header().mtime().unwrap_or(0));
         if kind.is_dir() {
             if let Some(dest) = dest {
                 std::fs::create_dir_all(dest.join(&path))?;
@@ -200,7 +258,7 @@ pub fn unpack_entries(
                     .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
             }
             (Some(dest), None) => {
-                let mut out = SparseWriter::create(&dest.join(&path))
+                let mut out = SparseWriter::create(&dest.join(&path), layout)
                     .map_err(|e| duplicate_or_io(e, &shown))?;
                 copy_entry(&mut hashing, &shown, |data| out.write(data))?;
                 out.finish()?;
@@ -298,7 +356,7 @@ fn unpack_nested_segment(
         if kind.is_dir() {
             std::fs::create_dir_all(target.join(relative))?;
         } else if kind.is_file() || kind.is_gnu_sparse() {
-            let mut out = SparseWriter::create(&target.join(relative))
+            let mut out = SparseWriter::create(&target.join(relative), DataLayout::Dense)
                 .map_err(|e| duplicate_or_io(e, &inner))?;
             copy_entry(&mut entry, &inner, |data| out.write(data))?;
             out.finish()?;

@@ -436,6 +436,19 @@ struct ShardClock {
     clean: bool,
 }
 
+/// Give a restored shard (at rest, not open) the last-change time of the snapshot
+/// it came from, in whole seconds as archives carry it: a snapshot of the restored
+/// state then has the same headers, byte for byte, as the archive restored.
+pub fn write_restored_clock(clock_path: &Path, last_change_secs: u64) -> Result<()> {
+    write_clock(
+        clock_path,
+        ShardClock {
+            last_change_ns: last_change_secs.saturating_mul(1_000_000_000),
+            clean: true,
+        },
+    )
+}
+
 fn read_clock(path: &Path) -> Option<ShardClock> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
