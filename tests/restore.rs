@@ -919,17 +919,10 @@ async fn a_snapshot_of_the_restored_state_is_byte_identical() {
                 call(&client, Method::POST, &format!("{scope}/snapshots"), None).await;
             assert_eq!(status, 200, "{body}");
             let name = body["result"]["name"].as_str().unwrap().to_string();
-            let file = std::fs::read_dir(&snapshots)
+            walk_files(&snapshots)
+                .into_iter()
+                .find(|p| p.file_name().unwrap().to_str() == Some(name.as_str()))
                 .unwrap()
-                .map(|e| e.unwrap().path())
-                .flat_map(|dir| {
-                    walk_files(&dir)
-                        .into_iter()
-                        .filter(|p| p.file_name().unwrap().to_str() == Some(name.as_str()))
-                })
-                .next()
-                .unwrap();
-            file
         }
     };
     let original = stored("/collections/orig").await;
