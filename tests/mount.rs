@@ -1080,3 +1080,142 @@ async fn a_restore_under_way_shows_in_info_json() {
     assert_eq!(count(&client, "docs").await, 200);
     assert!(names(&m.path("collections/docs/recover")).is_empty());
 }
+
+/// Every kind of snapfs snapshot restores to the same points: the live collection
+/// file (through recover/), a live shard snapshot streamed over HTTP (into a shard's
+/// recover/), a stored shard snapshot (over HTTP), and a stored full-storage snapshot
+/// (`--storage-snapshot`, in a second daemon).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_of_snapfs_snapshot_restores_to_the_same_points() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    create_collection(
+        &client,
+        "src",
+        json!({"vectors": {"size": 8, "distance": "Dot"}, "shard_number": 2}),
+    )
+    .await;
+    upsert(
+        &client,
+        "src",
+        (0..240).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+    let want = by_id(&all_points(&client, "src").await);
+    let work = tempfile::tempdir().unwrap();
+
+    // The live collection file, copied out and written into recover/.
+    let live = work.path().join("src.snapshot");
+    run_ok(
+        Command::new("cp")
+            .arg(m.path("live/src.snapshot"))
+            .arg(&live),
+    );
+    run_ok(
+        Command::new("cp")
+            .arg(&live)
+            .arg(m.path("recover/copy.snapshot")),
+    );
+    assert!(
+        by_id(&all_points(&client, "copy").await) == want,
+        "live collection"
+    );
+
+    // Live shard snapshots over HTTP, into a changed copy's shards.
+    upsert(
+        &client,
+        "copy",
+        (1000..1040).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+    for shard in 0..2 {
+        let mut bytes = Vec::new();
+        client
+            .download(
+                &format!("/collections/src/shards/{shard}/snapshot"),
+                |chunk| {
+                    bytes.extend_from_slice(chunk);
+                    Ok(())
+                },
+                |_| {},
+            )
+            .await
+            .unwrap();
+        let file = work.path().join(format!("shard-{shard}.snapshot"));
+        std::fs::write(&file, &bytes).unwrap();
+        run_ok(Command::new("cp").arg(&file).arg(m.path(&format!(
+            "collections/copy/shards/{shard}/recover/s.snapshot"
+        ))));
+    }
+    assert!(
+        by_id(&all_points(&client, "copy").await) == want,
+        "live shards"
+    );
+
+    // A stored shard snapshot, restored over HTTP by name into `src` itself.
+    upsert(
+        &client,
+        "src",
+        (2000..2040).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/collections/copy/shards/1/snapshots",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let stored = m
+        .daemon
+        .data_dir
+        .join("snapshots/copy/shards/1")
+        .join(body["result"]["name"].as_str().unwrap());
+    assert!(stored.is_file(), "{}", stored.display());
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/src/shards/1/snapshots/recover",
+        Some(json!({"location": format!("file://{}", stored.display())})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let src_now = by_id(&all_points(&client, "src").await);
+    let shard0_extra = src_now.len() - want.len();
+    assert!(
+        want.iter().all(|(id, p)| src_now.get(id) == Some(p)),
+        "stored shard: every original point is back"
+    );
+    assert!(
+        shard0_extra < 40,
+        "shard 1's new points went with the restore"
+    );
+
+    // A full-storage snapshot, restored at the start of another daemon.
+    let (status, body) = call(&client, Method::POST, "/snapshots", None).await;
+    assert_eq!(status, 200, "{body}");
+    let full = m
+        .daemon
+        .data_dir
+        .join("snapshots")
+        .join(body["result"]["name"].as_str().unwrap());
+    let data = tempfile::tempdir().unwrap();
+    let other = Daemon::start_in(
+        data.path(),
+        &["--storage-snapshot", full.to_str().unwrap()],
+        &[],
+    );
+    let restored = other.client();
+    assert!(
+        by_id(&all_points(&restored, "copy").await) == want,
+        "full: copy"
+    );
+    assert!(
+        by_id(&all_points(&restored, "src").await) == src_now,
+        "full: src"
+    );
+}

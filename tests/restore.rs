@@ -240,6 +240,12 @@ async fn hostile_and_broken_archives_change_nothing() {
             "",
         ),
         (
+            "headers too large",
+            python_tar(dir, "longname.tar", "add('n' * (17 << 20))"),
+            None,
+            "more than 16 MiB",
+        ),
+        (
             "symlink",
             python_tar(
                 dir,

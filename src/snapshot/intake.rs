@@ -166,7 +166,7 @@ impl Intake {
             .expect("hasher runs until finish")
             .join()
             .map_err(|_| StorageError::internal("the restore's hashing thread panicked"))?;
-        let mut report = unpacked.map_err(|e| refusal(e, self.received))?;
+        let mut report = unpacked.map_err(|e| refused(refusal(e, self.received)))?;
         report.sha256 = sha256;
         report.archive_bytes = bytes;
         let staging = self.staging.take().expect("intake in use");
@@ -203,10 +203,10 @@ impl Intake {
 
     /// The unpacker stopped taking bytes: it refused the archive. Say why.
     fn unpacker_failure(&mut self) -> StorageError {
-        let err = match self.join_unpacker() {
+        let err = refused(match self.join_unpacker() {
             Err(err) => refusal(err, self.received),
             Ok(_) => StorageError::internal("the archive's unpacker stopped early"),
-        };
+        });
         self.failed = Some(err.to_string());
         err
     }
@@ -301,6 +301,13 @@ fn refusal(err: VerifyError, received: u64) -> StorageError {
         VerifyError::Io(e) => StorageError::Io(e),
         other => StorageError::bad_request(other.to_string()),
     }
+}
+
+/// A refusal while receiving: logged and counted like one at the switch.
+fn refused(err: StorageError) -> StorageError {
+    super::restore::count_refusal(&err);
+    tracing::warn!(%err, "restore refused while the archive arrived");
+    err
 }
 
 /// Free bytes on the file system holding `dir`.

@@ -254,7 +254,7 @@ async fn run_restore(
             tracing::info!(collection = name, shard, %sha256, checked_and_switched_ms = started.elapsed().as_millis() as u64, "restored")
         }
         Err(err) => {
-            crate::metrics::restore_failed(failure_reason(err));
+            count_refusal(err);
             tracing::warn!(collection = name, shard, %err, "restore refused");
         }
     }
@@ -492,6 +492,11 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
         return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
+}
+
+/// Count a refused restore in `snapfs_restore_failures_total`, by reason.
+pub(crate) fn count_refusal(err: &StorageError) {
+    crate::metrics::restore_failed(failure_reason(err));
 }
 
 /// A short label for the failures metric.

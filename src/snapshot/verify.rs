@@ -103,11 +103,21 @@ struct Tapped<R> {
     tap: Rc<RefCell<HeaderTap>>,
 }
 
+/// The most header bytes one entry may have (long name, pax records, sparse map
+/// extension blocks): 16 MiB holds a map of some 700,000 extents. More is refused
+/// instead of being read into memory.
+const MAX_HEADER_BYTES: usize = 16 << 20;
+
 impl<R: Read> Read for Tapped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut tap = self.tap.borrow_mut();
         if tap.on {
+            if tap.bytes.len() + n > MAX_HEADER_BYTES {
+                return Err(io::Error::other(
+                    "an entry's headers take more than 16 MiB (no snapshot has names, pax records or sparse maps that large)",
+                ));
+            }
             tap.bytes.extend_from_slice(&buf[..n]);
         }
         Ok(n)
