@@ -38,6 +38,7 @@ pub struct Intake {
     received: u64,
     /// `received`, for whoever shows progress.
     progress: Arc<AtomicU64>,
+    started: std::time::Instant,
     staging: Option<PathBuf>,
     /// Why the unpacker stopped early, once known.
     failed: Option<String>,
@@ -48,6 +49,8 @@ pub struct Intake {
 pub struct Received {
     staging: PathBuf,
     pub report: VerifyReport,
+    /// From the first byte's arrival (the intake's start) to the last one unpacked.
+    pub took: std::time::Duration,
 }
 
 impl Received {
@@ -92,6 +95,7 @@ impl Intake {
             pending: BytesMut::new(),
             received: 0,
             progress: Arc::default(),
+            started: std::time::Instant::now(),
             staging: Some(staging),
             failed: None,
         })
@@ -119,7 +123,7 @@ impl Intake {
     pub fn push_blocking(&mut self, data: &[u8]) -> Result<()> {
         self.check_failed()?;
         self.count(data.len());
-        self.pending.extend_from_slice(data);
+        self.gather(data);
         if self.pending.len() >= CHUNK {
             let chunk = self.pending.split().freeze();
             self.send_blocking(chunk)?;
@@ -134,7 +138,7 @@ impl Intake {
         let chunk = if self.pending.is_empty() && data.len() >= CHUNK / 4 {
             data
         } else {
-            self.pending.extend_from_slice(&data);
+            self.gather(&data);
             if self.pending.len() < CHUNK {
                 return Ok(());
             }
@@ -170,7 +174,19 @@ impl Intake {
         report.sha256 = sha256;
         report.archive_bytes = bytes;
         let staging = self.staging.take().expect("intake in use");
-        Ok(Received { staging, report })
+        Ok(Received {
+            staging,
+            report,
+            took: self.started.elapsed(),
+        })
+    }
+
+    /// Add to the chunk being gathered (room for a whole chunk is made at once).
+    fn gather(&mut self, data: &[u8]) {
+        if self.pending.is_empty() {
+            self.pending.reserve(CHUNK.max(data.len()));
+        }
+        self.pending.extend_from_slice(data);
     }
 
     fn count(&mut self, n: usize) {

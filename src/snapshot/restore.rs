@@ -212,6 +212,7 @@ async fn run_restore(
     let started = Instant::now();
     let sha256 = received.report.sha256.clone();
     let files = received.report.files;
+    let received_ms = received.took.as_millis() as u64;
     let result = async {
         let name_owned = name.to_string();
         let received = tokio::task::spawn_blocking(move || {
@@ -232,11 +233,7 @@ async fn run_restore(
         .map_err(|e| StorageError::internal(e.to_string()))??;
         let (received, pin) = received;
         crate::storage::crash_point("restore-staged");
-        tracing::debug!(
-            collection = name,
-            checked_ms = started.elapsed().as_millis() as u64,
-            "staged restore checked"
-        );
+        let checked_ms = started.elapsed().as_millis() as u64;
         let staging = received.staging().to_path_buf();
         let state_time = received.report.newest_mtime;
         let switched = match shard {
@@ -246,19 +243,28 @@ async fn run_restore(
         // Whatever the switch did not take is removed with `received`.
         drop(received);
         drop(pin);
-        switched
+        switched.map(|()| checked_ms)
     }
     .await;
     match &result {
-        Ok(()) => {
-            tracing::info!(collection = name, shard, %sha256, checked_and_switched_ms = started.elapsed().as_millis() as u64, "restored")
+        Ok(checked_ms) => {
+            let total = started.elapsed().as_millis() as u64;
+            tracing::info!(
+                collection = name,
+                shard,
+                %sha256,
+                received_ms,
+                checked_ms,
+                switched_ms = total.saturating_sub(*checked_ms),
+                "restored"
+            )
         }
         Err(err) => {
             count_refusal(err);
             tracing::warn!(collection = name, shard, %err, "restore refused");
         }
     }
-    result.map(|()| Restored { sha256, files })
+    result.map(|_| Restored { sha256, files })
 }
 
 /// Check a staged shard snapshot and open it with the collection's config (which

@@ -22,6 +22,8 @@ pub struct SparseWriter {
     file: File,
     /// `None`: every byte is data. Else the data ranges, in order.
     regions: Option<Vec<(u64, u64)>>,
+    /// The first range that may still be ahead (writes only move forward).
+    next_region: usize,
     /// Logical position of the next byte.
     pos: u64,
     /// Start of the range not yet handed to writeback.
@@ -45,6 +47,7 @@ impl SparseWriter {
                 DataLayout::Dense => None,
                 DataLayout::Sparse(map) => Some(map),
             },
+            next_region: 0,
             pos: 0,
             unflushed_from: 0,
         })
@@ -57,9 +60,19 @@ impl SparseWriter {
         match &self.regions {
             None => self.file.write_all_at(data, start)?,
             Some(regions) => {
-                // Walk [start, end) as alternating data ranges and gaps.
+                // Walk [start, end) as alternating data ranges and gaps, from the
+                // first range not yet behind.
+                while regions
+                    .get(self.next_region)
+                    .is_some_and(|(offset, len)| offset + len <= start)
+                {
+                    self.next_region += 1;
+                }
                 let mut at = start;
-                for &(offset, len) in regions.iter().filter(|(o, l)| o + l > start && *o < end) {
+                let ahead = regions[self.next_region..]
+                    .iter()
+                    .take_while(|(offset, _)| *offset < end);
+                for &(offset, len) in ahead {
                     let from = offset.max(start);
                     let to = (offset + len).min(end);
                     self.write_gap(data, start, at, from)?;
