@@ -87,6 +87,7 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
         let path = config.storage_path.clone();
         tokio::task::spawn_blocking(move || Storage::open(&path)).await??
     };
+    storage.stage_restores_in(&config.temp_path)?;
     crate::snapshot::view::start_freeze_watchdog(
         config.temp_path.clone(),
         config.snapshot_max_freeze,

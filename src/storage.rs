@@ -39,7 +39,13 @@ pub struct Storage {
     layout_lock: tokio::sync::Mutex<()>,
     stopping: Arc<AtomicBool>,
     maintenance: Mutex<Option<JoinHandle<()>>>,
+    /// Where restores unpack (`temp_path` when it shares the collections' file
+    /// system, see [`Storage::stage_restores_in`]); beside the collections if unset.
+    restore_staging: std::sync::OnceLock<PathBuf>,
 }
+
+/// Prefix of a restore's staging directory.
+const RESTORING_PREFIX: &str = ".restoring-";
 
 impl Storage {
     /// Open (or initialize) the storage at `storage_path` and load every collection.
@@ -75,6 +81,7 @@ impl Storage {
             layout_lock: tokio::sync::Mutex::new(()),
             stopping: Arc::new(AtomicBool::new(false)),
             maintenance: Mutex::new(None),
+            restore_staging: std::sync::OnceLock::new(),
         });
         storage.start_maintenance()?;
         Ok(storage)
@@ -143,6 +150,35 @@ impl Storage {
         Ok(())
     }
 
+    /// Let restores unpack into `temp_path` (DESIGN §3: "uploads and unpack
+    /// staging"), if it is on the collections' file system — the switch is a rename,
+    /// which cannot cross file systems; otherwise they stay beside the collections.
+    /// Removes what an interrupted restore left there (call after [`Storage::open`],
+    /// which has already finished or undone any interrupted switch).
+    pub fn stage_restores_in(&self, temp_path: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::create_dir_all(temp_path)?;
+        for entry in std::fs::read_dir(temp_path)? {
+            let path = entry?.path();
+            if file_name(&path).starts_with(RESTORING_PREFIX) {
+                tracing::info!(path = %path.display(), "removing an interrupted restore's staging directory");
+                remove_path(&path)?;
+            }
+        }
+        if std::fs::metadata(temp_path)?.dev() == std::fs::metadata(&self.collections_dir)?.dev() {
+            let _ = self.restore_staging.set(temp_path.to_path_buf());
+        } else {
+            tracing::info!(temp_path = %temp_path.display(), "temp_path is on another file system than the collections: restores unpack beside the collections instead");
+        }
+        Ok(())
+    }
+
+    /// A fresh staging directory for a restore (see [`Storage::stage_restores_in`]).
+    pub fn restore_staging_dir(&self) -> PathBuf {
+        let root = self.restore_staging.get().unwrap_or(&self.collections_dir);
+        root.join(format!("{RESTORING_PREFIX}{}", uuid::Uuid::new_v4()))
+    }
+
     /// A fresh hidden directory beside the collections, for building a collection to
     /// swap in (removed at start if a crash leaves it behind).
     pub fn staging_dir(&self, purpose: &str) -> PathBuf {
@@ -171,7 +207,8 @@ impl Storage {
         let journal = RestoreJournal {
             collection: name.to_string(),
             shard: None,
-            staged: file_name(staged),
+            // In full: it may be in temp_path (joining an absolute path replaces).
+            staged: staged.to_string_lossy().into_owned(),
             old: file_name(&old),
         };
         let journal_path = journal_path(&self.collections_dir, name);
@@ -230,7 +267,8 @@ impl Storage {
         let journal = RestoreJournal {
             collection: name.to_string(),
             shard: Some(id),
-            staged: file_name(staged),
+            // In full: it may be in temp_path (joining an absolute path replaces).
+            staged: staged.to_string_lossy().into_owned(),
             old: file_name(&old),
         };
         let journal_path = self
@@ -393,7 +431,9 @@ struct RestoreJournal {
     /// Set when one shard of the collection is replaced.
     #[serde(default)]
     shard: Option<u32>,
-    /// The hidden directory holding the new collection.
+    /// The staging directory holding the new collection or shard: a path (journals
+    /// written before restores staged in temp_path hold a name in the collections
+    /// directory; joining either to it gives the directory).
     staged: String,
     /// The hidden name the old collection is moved to.
     old: String,

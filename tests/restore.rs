@@ -516,6 +516,18 @@ async fn a_crash_around_the_switch_leaves_old_or_new() {
             "{}",
             crashed.log()
         );
+        if crash_at == "restore-staged" {
+            // The archive was unpacked into temp_path (DESIGN §3), on the
+            // collections' file system, and the crash left it there.
+            assert!(
+                crashed
+                    .staging_leftovers()
+                    .iter()
+                    .any(|n| n.starts_with("tmp/.restoring-")),
+                "{:?}",
+                crashed.staging_leftovers()
+            );
+        }
 
         let daemon = Daemon::start_in(&data, &[], &[]);
         let client = daemon.client();

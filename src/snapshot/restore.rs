@@ -116,10 +116,10 @@ fn collection_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
         .clone()
 }
 
-/// Start receiving an archive for a restore into a new staging directory beside
-/// the collections (so the switch is a rename).
+/// Start receiving an archive for a restore into a new staging directory on the
+/// collections' file system (so the switch is a rename).
 pub fn begin(storage: &Storage) -> Result<Intake> {
-    Intake::start(storage.staging_dir("restoring"))
+    Intake::start(storage.restore_staging_dir())
 }
 
 /// Receive the archive in the file at `path` (read once, unpacked on the way).

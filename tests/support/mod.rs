@@ -107,16 +107,21 @@ impl Daemon {
         }
     }
 
-    /// Hidden entries among the collections: restores' staging directories and
-    /// journals, which must never outlive a restore.
+    /// Hidden entries among the collections and restores' staging directories in
+    /// temp_path: none may outlive a restore.
     pub fn staging_leftovers(&self) -> Vec<String> {
-        std::fs::read_dir(self.data_dir.join("storage/collections"))
-            .map(|dir| {
-                dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with('.'))
-                    .collect()
-            })
-            .unwrap_or_default()
+        let hidden = |dir: &str, prefix: &str| -> Vec<String> {
+            std::fs::read_dir(self.data_dir.join(dir))
+                .map(|d| {
+                    d.map(|e| format!("{dir}/{}", e.unwrap().file_name().to_string_lossy()))
+                        .filter(|n| n.rsplit('/').next().unwrap().starts_with(prefix))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut all = hidden("storage/collections", ".");
+        all.extend(hidden("tmp", ".restoring-"));
+        all
     }
 
     pub fn client(&self) -> Client {
