@@ -1074,11 +1074,21 @@ async fn a_restore_under_way_shows_in_info_json() {
     assert_eq!(shown["restore"]["state"], "receiving", "{shown}");
     assert_eq!(shown["restore"]["of"], "collection", "{shown}");
     assert_eq!(shown["restore"]["bytes_received"], half as u64, "{shown}");
+    let metrics = std::fs::read_to_string(m.path("metrics")).unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "snapshot_recovery_running 1"),
+        "{metrics}"
+    );
     file.write_all(&docs[half..]).unwrap();
     drop(file); // close: the restore runs and the close waits for it
     assert!(info()["restore"].is_null(), "{}", info());
     assert_eq!(count(&client, "docs").await, 200);
     assert!(names(&m.path("collections/docs/recover")).is_empty());
+    let metrics = std::fs::read_to_string(m.path("metrics")).unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "snapshot_recovery_running 0"),
+        "{metrics}"
+    );
 }
 
 /// Every kind of snapfs snapshot restores to the same points: the live collection

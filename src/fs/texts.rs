@@ -41,7 +41,8 @@ Restore
 
 Also
   metrics                         Prometheus text, as GET /metrics
-  collections/<c>/info.json       configuration, point count, shards, last change
+  collections/<c>/info.json       configuration, point count, shards, last change,
+                                  and a restore under way (with the bytes so far)
 
 Everything else is read-only: writes fail with EROFS, links and chmod with EPERM.
 The HTTP API on the control socket does what a file cannot say (see the README).

@@ -42,6 +42,8 @@ pub struct Intake {
     staging: Option<PathBuf>,
     /// Why the unpacker stopped early, once known.
     failed: Option<String>,
+    /// Counts this restore in `snapshot_recovery_running` while its bytes arrive.
+    _running: crate::metrics::RecoveryRunning,
 }
 
 /// A fully received and unpacked archive: its staging directory (removed when this
@@ -98,6 +100,7 @@ impl Intake {
             started: std::time::Instant::now(),
             staging: Some(staging),
             failed: None,
+            _running: crate::metrics::RecoveryRunning::start(),
         })
     }
 
