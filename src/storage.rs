@@ -453,6 +453,27 @@ fn file_name(path: &Path) -> String {
 }
 
 /// `statvfs` of the file system holding `path`.
+/// Every regular file under `dir` (recursively) with its length, best effort: what
+/// cannot be read is skipped. Unsorted.
+pub fn regular_files(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                out.push((entry.path(), meta.len()));
+            }
+        }
+    }
+    out
+}
+
 pub fn filesystem_stats(path: &Path) -> std::io::Result<libc::statvfs> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::other("path with a NUL byte"))?;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
 use crate::snapshot::intake::{Intake, Received};
-use crate::snapshot::restore::{self, Running, restore_collection, restore_shard};
+use crate::snapshot::restore::{self, restore_collection, restore_shard};
 use crate::snapshot::{Scope, stored};
 
 #[derive(Debug, Deserialize)]
@@ -198,8 +198,7 @@ async fn obtain(
     } else {
         stored::stored_path(&app.snapshots_path, scope, location)?
     };
-    let _shown = show(scope, Default::default());
-    Ok(restore::receive_file(&app.storage, &path).await?)
+    Ok(restore::receive_file(&app.storage, &path, restore::shown_as(scope)).await?)
 }
 
 /// A `file://` path, which must lie inside a directory snapshots may be recovered
@@ -236,30 +235,13 @@ fn allowed_list(app: &AppState) -> String {
         .join(", ")
 }
 
-/// Shows a restore of `scope`'s collection as receiving, with `progress`.
-fn show(scope: &Scope, progress: Arc<std::sync::atomic::AtomicU64>) -> Option<Running> {
-    match scope {
-        Scope::Collection(c) => Some(Running::start(
-            c,
-            "collection".into(),
-            "receiving",
-            progress,
-        )),
-        Scope::Shard(c, id) => Some(Running::start(
-            c,
-            format!("shard {id}"),
-            "receiving",
-            progress,
-        )),
-        Scope::Full => None,
-    }
-}
-
-/// A new intake (its staging directory is made on a blocking thread).
-async fn begin(app: &AppState) -> Result<Intake, ApiError> {
+/// A new intake for a restore into `scope` (its staging directory is made on a
+/// blocking thread).
+async fn begin(app: &AppState, scope: &Scope) -> Result<Intake, ApiError> {
     let storage = app.storage.clone();
+    let shown_as = restore::shown_as(scope);
     Ok(
-        tokio::task::spawn_blocking(move || restore::begin(&storage))
+        tokio::task::spawn_blocking(move || restore::begin(&storage, shown_as))
             .await
             .map_err(|e| ApiError::from(crate::storage::StorageError::internal(e.to_string())))??,
     )
@@ -285,8 +267,7 @@ async fn receive_upload(
         if field.name() != Some("snapshot") {
             continue;
         }
-        let mut intake = begin(app).await?;
-        let _shown = show(scope, intake.progress());
+        let mut intake = begin(app, scope).await?;
         while let Some(chunk) = field.chunk().await.map_err(bad)? {
             intake.push(chunk).await?;
         }
@@ -319,11 +300,10 @@ async fn download(
     if !response.status().is_success() {
         return Err(failed(format!("HTTP {}", response.status().as_u16())));
     }
-    let mut intake = begin(app).await?;
+    let mut intake = begin(app, scope).await?;
     if let Some(length) = response.content_length() {
         intake.expect_size(length)?;
     }
-    let _shown = show(scope, intake.progress());
     while let Some(chunk) = response
         .chunk()
         .await

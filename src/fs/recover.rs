@@ -16,7 +16,6 @@ use std::time::SystemTime;
 use super::error::{FsError, FsResult};
 use crate::snapshot::Scope;
 use crate::snapshot::intake::{Intake, Received};
-use crate::snapshot::restore::Running;
 use crate::snapshot::stored::SNAPSHOT_EXT;
 use crate::storage::StorageError;
 
@@ -40,8 +39,6 @@ pub enum EntryKind {
 pub struct UploadEntry {
     size: AtomicU64,
     body: Mutex<Body>,
-    /// Shows the restore in `info.json` while the snapshot arrives.
-    _shown: Option<Running>,
 }
 
 enum Body {
@@ -202,13 +199,13 @@ impl RecoverDirs {
     }
 
     /// Start writing `name` into the recover directory of `scope`; a snapshot
-    /// starts receiving into an intake made by `begin` (with the collection it
-    /// will restore, when the names say so).
+    /// starts receiving into an intake made by `begin`, given how to show it (the
+    /// collection it will restore, when the scope or the name says so).
     pub fn create(
         &self,
         scope: &Scope,
         name: &str,
-        begin: impl FnOnce() -> Result<Intake, StorageError>,
+        begin: impl FnOnce(Option<(String, String)>) -> Result<Intake, StorageError>,
     ) -> FsResult<Upload> {
         if name.ends_with(ERROR_EXT) {
             return Err(FsError::NotPermitted(
@@ -217,11 +214,10 @@ impl RecoverDirs {
         }
         let sidecar = sidecar_target(name).is_some();
         let target = match scope {
-            Scope::Collection(c) => Some((c.clone(), "collection".to_string())),
-            Scope::Shard(c, id) => Some((c.clone(), format!("shard {id}"))),
             Scope::Full => visible_name(name)
                 .strip_suffix(SNAPSHOT_EXT)
                 .map(|c| (c.to_string(), "collection".to_string())),
+            scoped => crate::snapshot::restore::shown_as(scoped),
         };
         if let (Scope::Full, false, false) = (scope, sidecar, is_hidden(name)) {
             // recover/<c>.snapshot: the name says which collection.
@@ -233,19 +229,14 @@ impl RecoverDirs {
             crate::storage::names::validate_collection_name(collection)
                 .map_err(|_| FsError::Invalid("not a valid collection name"))?;
         }
-        let (body, shown) = if sidecar {
-            (Body::Sidecar(Vec::new()), None)
+        let body = if sidecar {
+            Body::Sidecar(Vec::new())
         } else {
-            let intake = begin()?;
-            let shown = target.map(|(collection, of)| {
-                Running::start(&collection, of, "receiving", intake.progress())
-            });
-            (Body::Receiving(Box::new(intake)), shown)
+            Body::Receiving(Box::new(begin(target)?))
         };
         let entry = Arc::new(UploadEntry {
             size: AtomicU64::new(0),
             body: Mutex::new(body),
-            _shown: shown,
         });
         let replaced = self
             .dirs

@@ -24,7 +24,7 @@ impl SnapFs {
         let storage = self.ns.storage().clone();
         let upload = self
             .recover
-            .create(&scope, name, || crate::snapshot::restore::begin(&storage))?;
+            .create(&scope, name, |shown_as| restore::begin(&storage, shown_as))?;
         let entry = Node::RecoverEntry(scope, name.to_string());
         let ino = self.remember_node(&entry);
         let fh = self.handles.insert(Handle::Upload(Box::new(upload)));

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::digest::hex;
+use super::restore::Running;
 use super::verify::{VerifyError, VerifyReport, unpack_entries};
 use crate::storage::{Result, StorageError};
 
@@ -35,15 +36,16 @@ pub struct Intake {
     unpacker: Option<JoinHandle<std::result::Result<VerifyReport, VerifyError>>>,
     hasher: Option<JoinHandle<(String, u64)>>,
     pending: BytesMut,
-    received: u64,
-    /// `received`, for whoever shows progress.
-    progress: Arc<AtomicU64>,
+    /// Bytes received so far (shown in `info.json` while the restore runs).
+    received: Arc<AtomicU64>,
     started: std::time::Instant,
     staging: Option<PathBuf>,
     /// Why the unpacker stopped early, once known.
     failed: Option<String>,
     /// Counts this restore in `snapshot_recovery_running` while its bytes arrive.
     _running: crate::metrics::RecoveryRunning,
+    /// Shows it in its collection's `info.json`, when the collection is known.
+    _shown: Option<Running>,
 }
 
 /// A fully received and unpacked archive: its staging directory (removed when this
@@ -70,8 +72,9 @@ impl Drop for Received {
 impl Intake {
     /// Start receiving into `staging` (created here; it must not exist), refusing
     /// the archive once its entries declare more bytes than the file system holding
-    /// `staging` has free.
-    pub fn start(staging: PathBuf) -> Result<Intake> {
+    /// `staging` has free. `shown_as` (collection, what) makes the restore visible in
+    /// that collection's `info.json` while the bytes arrive.
+    pub fn start(staging: PathBuf, shown_as: Option<(String, String)>) -> Result<Intake> {
         std::fs::create_dir(&staging)?;
         let free = match free_space(&staging) {
             Ok(free) => free,
@@ -80,6 +83,7 @@ impl Intake {
                 return Err(err.into());
             }
         };
+        let received = Arc::new(AtomicU64::new(0));
         let (unpack_tx, unpack_rx) = mpsc::channel::<Bytes>(QUEUE);
         let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(QUEUE);
         let dest = staging.clone();
@@ -95,18 +99,14 @@ impl Intake {
             unpacker: Some(unpacker),
             hasher: Some(hasher),
             pending: BytesMut::new(),
-            received: 0,
-            progress: Arc::default(),
+            received: received.clone(),
             started: std::time::Instant::now(),
             staging: Some(staging),
             failed: None,
             _running: crate::metrics::RecoveryRunning::start(),
+            _shown: shown_as
+                .map(|(collection, of)| Running::start(&collection, of, "receiving", received)),
         })
-    }
-
-    /// Bytes received so far, as a counter that keeps counting.
-    pub fn progress(&self) -> Arc<AtomicU64> {
-        self.progress.clone()
     }
 
     /// Refuse up front an archive whose announced size (a Content-Length, a file's
@@ -173,7 +173,7 @@ impl Intake {
             .expect("hasher runs until finish")
             .join()
             .map_err(|_| StorageError::internal("the restore's hashing thread panicked"))?;
-        let mut report = unpacked.map_err(|e| refused(refusal(e, self.received)))?;
+        let mut report = unpacked.map_err(|e| refused(refusal(e, self.received())))?;
         report.sha256 = sha256;
         report.archive_bytes = bytes;
         let staging = self.staging.take().expect("intake in use");
@@ -193,8 +193,11 @@ impl Intake {
     }
 
     fn count(&mut self, n: usize) {
-        self.received += n as u64;
-        self.progress.store(self.received, Ordering::Relaxed);
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     fn senders(&self) -> (mpsc::Sender<Bytes>, mpsc::Sender<Bytes>) {
@@ -223,7 +226,7 @@ impl Intake {
     /// The unpacker stopped taking bytes: it refused the archive. Say why.
     fn unpacker_failure(&mut self) -> StorageError {
         let err = refused(match self.join_unpacker() {
-            Err(err) => refusal(err, self.received),
+            Err(err) => refusal(err, self.received()),
             Ok(_) => StorageError::internal("the archive's unpacker stopped early"),
         });
         self.failed = Some(err.to_string());

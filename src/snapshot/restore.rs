@@ -117,19 +117,34 @@ fn collection_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 /// Start receiving an archive for a restore into a new staging directory on the
-/// collections' file system (so the switch is a rename).
-pub fn begin(storage: &Storage) -> Result<Intake> {
-    Intake::start(storage.restore_staging_dir())
+/// collections' file system (so the switch is a rename), shown in `info.json` as
+/// a restore of `shown_as` (see [`shown_as`]).
+pub fn begin(storage: &Storage, shown_as: Option<(String, String)>) -> Result<Intake> {
+    Intake::start(storage.restore_staging_dir(), shown_as)
+}
+
+/// How a restore into `scope` is shown: (collection, `collection` | `shard <id>`).
+/// A full-storage scope names no collection.
+pub fn shown_as(scope: &super::Scope) -> Option<(String, String)> {
+    match scope {
+        super::Scope::Collection(c) => Some((c.clone(), "collection".into())),
+        super::Scope::Shard(c, id) => Some((c.clone(), format!("shard {id}"))),
+        super::Scope::Full => None,
+    }
 }
 
 /// Receive the archive in the file at `path` (read once, unpacked on the way).
-pub async fn receive_file(storage: &Arc<Storage>, path: &Path) -> Result<Received> {
+pub async fn receive_file(
+    storage: &Arc<Storage>,
+    path: &Path,
+    shown_as: Option<(String, String)>,
+) -> Result<Received> {
     let storage = storage.clone();
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut file = std::fs::File::open(&path)?;
-        let mut intake = begin(&storage)?;
+        let mut intake = begin(&storage, shown_as)?;
         intake.expect_size(file.metadata()?.len())?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -364,7 +379,8 @@ async fn restore_full_in(
     }
     let mut restored = Vec::new();
     for (name, file) in mapping {
-        let received = receive_file(storage, &staging.join(&file)).await?;
+        let shown = Some((name.clone(), "collection".to_string()));
+        let received = receive_file(storage, &staging.join(&file), shown).await?;
         restore_collection(storage, &name, received, None).await?;
         restored.push(name);
     }
@@ -456,30 +472,17 @@ impl CachePin {
     const MIN_SIZE: u64 = 1 << 20;
 
     fn pin(dir: &Path) -> CachePin {
-        fn walk(dir: &Path, maps: &mut Vec<memmap2::Mmap>) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for entry in entries.flatten() {
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
-                if kind.is_dir() {
-                    walk(&entry.path(), maps);
-                } else if kind.is_file()
-                    && entry.metadata().is_ok_and(|m| m.len() >= CachePin::MIN_SIZE)
-                    && let Ok(file) = std::fs::File::open(entry.path())
-                    // SAFETY: a read-only shared mapping of a staged file nobody
-                    // truncates while the restore holds it; its bytes are never read
-                    // through it (it only keeps the pages resident).
-                    && let Ok(map) = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
-                {
-                    maps.push(map);
-                }
-            }
-        }
-        let mut maps = Vec::new();
-        walk(dir, &mut maps);
+        let maps = crate::storage::regular_files(dir)
+            .into_iter()
+            .filter(|(_, len)| *len >= CachePin::MIN_SIZE)
+            .filter_map(|(path, _)| {
+                let file = std::fs::File::open(path).ok()?;
+                // SAFETY: a read-only shared mapping of a staged file nobody truncates
+                // while the restore holds it; its bytes are never read through it (it
+                // only keeps the pages resident).
+                unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()
+            })
+            .collect();
         CachePin { _maps: maps }
     }
 }

@@ -467,28 +467,17 @@ fn write_clock(path: &Path, clock: ShardClock) -> Result<()> {
 fn files_signature(dir: &Path) -> Vec<(PathBuf, u64, Option<Vec<u8>>)> {
     /// Files up to this size are compared by content.
     const SMALL: u64 = 64 * 1024;
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64, Option<Vec<u8>>)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let content =
-                    (meta.len() <= SMALL).then(|| std::fs::read(&path).unwrap_or_default());
-                out.push((
-                    path.strip_prefix(root).unwrap_or(&path).to_path_buf(),
-                    meta.len(),
-                    content,
-                ));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
+    let mut out: Vec<_> = super::regular_files(dir)
+        .into_iter()
+        .map(|(path, len)| {
+            let content = (len <= SMALL).then(|| std::fs::read(&path).unwrap_or_default());
+            (
+                path.strip_prefix(dir).unwrap_or(&path).to_path_buf(),
+                len,
+                content,
+            )
+        })
+        .collect();
     out.sort();
     out
 }
