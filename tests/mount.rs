@@ -15,14 +15,7 @@ use snapfs::client::Client;
 use support::*;
 
 async fn collection(client: &Client, name: &str, shards: u32, points: u64) {
-    create_collection(
-        client,
-        name,
-        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": shards}),
-    )
-    .await;
-    let batch: Vec<Value> = (0..points).map(|id| point(id, 8)).collect();
-    upsert(client, name, batch, true).await;
+    seeded_collection(client, name, shards, points).await;
     wait_settled(client, name).await;
 }
 
@@ -882,6 +875,15 @@ async fn writing_into_recover_restores_with_cp_dd_rsync_and_sidecars() {
         errno_of(std::fs::write(m.path("recover/x.snapshot.error"), b"x")),
         libc::EPERM
     );
+    // A sidecar holds one line: more than 4 KiB is refused and nothing is kept.
+    assert_eq!(
+        errno_of(std::fs::write(
+            m.path("recover/x.snapshot.sha256"),
+            vec![b'a'; 5000]
+        )),
+        libc::EINVAL
+    );
+    assert!(!names(&m.path("recover")).contains(&"x.snapshot.sha256".to_string()));
     std::fs::write(m.path("recover/docs.snapshot.sha256"), "not a digest\n").unwrap();
     let output = Command::new("cp")
         .arg(&docs)
@@ -1099,19 +1101,7 @@ async fn a_restore_under_way_shows_in_info_json() {
 async fn every_kind_of_snapfs_snapshot_restores_to_the_same_points() {
     let m = MountedDaemon::start(&[]);
     let client = m.client();
-    create_collection(
-        &client,
-        "src",
-        json!({"vectors": {"size": 8, "distance": "Dot"}, "shard_number": 2}),
-    )
-    .await;
-    upsert(
-        &client,
-        "src",
-        (0..240).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    seeded_collection(&client, "src", 2, 240).await;
     let want = by_id(&all_points(&client, "src").await);
     let work = tempfile::tempdir().unwrap();
 
@@ -1141,18 +1131,11 @@ async fn every_kind_of_snapfs_snapshot_restores_to_the_same_points() {
     )
     .await;
     for shard in 0..2 {
-        let mut bytes = Vec::new();
-        client
-            .download(
-                &format!("/collections/src/shards/{shard}/snapshot"),
-                |chunk| {
-                    bytes.extend_from_slice(chunk);
-                    Ok(())
-                },
-                |_| {},
-            )
-            .await
-            .unwrap();
+        let bytes = fetch(
+            &client,
+            &format!("/collections/src/shards/{shard}/snapshot"),
+        )
+        .await;
         let file = work.path().join(format!("shard-{shard}.snapshot"));
         std::fs::write(&file, &bytes).unwrap();
         run_ok(Command::new("cp").arg(&file).arg(m.path(&format!(

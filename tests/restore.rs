@@ -31,10 +31,6 @@ async fn recover(client: &Client, collection: &str, body: Value) -> (u16, Value)
     .await
 }
 
-fn leftovers(daemon: &Daemon) -> Vec<String> {
-    daemon.staging_leftovers()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn qdrant_collection_snapshots_restore_to_the_exact_points() {
     let daemon = Daemon::start(&[]);
@@ -71,26 +67,18 @@ async fn qdrant_collection_snapshots_restore_to_the_exact_points() {
                 .collect::<Vec<_>>()
         );
     }
-    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+    assert!(
+        daemon.staging_leftovers().is_empty(),
+        "{:?}",
+        daemon.staging_leftovers()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stored_snapshot_restores_its_state_and_replaces_the_collection() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    create_collection(
-        &client,
-        "docs",
-        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 3}),
-    )
-    .await;
-    upsert(
-        &client,
-        "docs",
-        (0..300).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    seeded_collection(&client, "docs", 3, 300).await;
     let before = all_points(&client, "docs").await;
     let (status, body) = call(&client, Method::POST, "/collections/docs/snapshots", None).await;
     assert_eq!(status, 200, "{body}");
@@ -132,7 +120,11 @@ async fn a_stored_snapshot_restores_its_state_and_replaces_the_collection() {
     // Writes go on after a restore, and survive a restart.
     upsert(&client, "copy", vec![point(9999, 8)], true).await;
     assert_eq!(count(&client, "copy").await, 301);
-    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+    assert!(
+        daemon.staging_leftovers().is_empty(),
+        "{:?}",
+        daemon.staging_leftovers()
+    );
 }
 
 /// Build a tar with Python's tarfile from a small script body; `t` is the open archive.
@@ -150,19 +142,7 @@ fn python_tar(dir: &Path, name: &str, body: &str) -> PathBuf {
 async fn hostile_and_broken_archives_change_nothing() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    create_collection(
-        &client,
-        "keep",
-        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 2}),
-    )
-    .await;
-    upsert(
-        &client,
-        "keep",
-        (0..100).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    seeded_collection(&client, "keep", 2, 100).await;
     let before = by_id(&all_points(&client, "keep").await);
     let (_, body) = call(&client, Method::POST, "/collections/keep/snapshots", None).await;
     let good_name = body["result"]["name"].as_str().unwrap().to_string();
@@ -337,9 +317,9 @@ async fn hostile_and_broken_archives_change_nothing() {
             "{what} changed the collection"
         );
         assert!(
-            leftovers(&daemon).is_empty(),
+            daemon.staging_leftovers().is_empty(),
             "{what} left {:?}",
-            leftovers(&daemon)
+            daemon.staging_leftovers()
         );
     }
 
@@ -365,7 +345,11 @@ async fn hostile_and_broken_archives_change_nothing() {
         "{body}"
     );
     assert!(by_id(&all_points(&client, "keep").await) == before);
-    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+    assert!(
+        daemon.staging_leftovers().is_empty(),
+        "{:?}",
+        daemon.staging_leftovers()
+    );
 
     // Locations outside the snapshots directory are forbidden; unknown priorities refused.
     let outside = dir.join("outside.snapshot");
@@ -465,19 +449,7 @@ async fn a_crash_around_the_switch_leaves_old_or_new() {
         let data = temp.path().join("data");
         let daemon = Daemon::start_in(&data, &[], &[("SNAPFS_CRASH_AT", crash_at)]);
         let client = daemon.client();
-        create_collection(
-            &client,
-            "keep",
-            json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 1}),
-        )
-        .await;
-        upsert(
-            &client,
-            "keep",
-            (0..50).map(|i| point(i, 8)).collect(),
-            true,
-        )
-        .await;
+        seeded_collection(&client, "keep", 1, 50).await;
         let base = if shard {
             "/collections/keep/shards/0/snapshots"
         } else {
@@ -540,9 +512,9 @@ async fn a_crash_around_the_switch_leaves_old_or_new() {
             want.len()
         );
         assert!(
-            leftovers(&daemon).is_empty(),
+            daemon.staging_leftovers().is_empty(),
             "{crash_at}: {:?}",
-            leftovers(&daemon)
+            daemon.staging_leftovers()
         );
         // And the collection takes writes again.
         upsert(&client, "keep", vec![point(7777, 8)], true).await;
@@ -580,7 +552,7 @@ async fn a_qdrant_full_storage_snapshot_restores_at_start() {
     // With --force: the snapshot's collections replace the current ones.
     let forced = Daemon::start_in(&data, &[args[0], args[1], "--force"], &[]);
     assert_eq!(count(&forced.client(), "docs").await, 200);
-    assert!(leftovers(&forced).is_empty());
+    assert!(forced.staging_leftovers().is_empty());
 }
 
 /// A real HTTP server on loopback (Python's), serving `dir` and requiring the
@@ -686,7 +658,11 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert!(leftovers(&daemon).is_empty(), "{:?}", leftovers(&daemon));
+    assert!(
+        daemon.staging_leftovers().is_empty(),
+        "{:?}",
+        daemon.staging_leftovers()
+    );
 }
 
 /// A test certificate authority and a server certificate for 127.0.0.1 it signed,
@@ -775,7 +751,7 @@ async fn recovery_from_an_https_url_checks_the_certificate() {
     assert_eq!(status, 400, "{body}");
     let error = body["status"]["error"].as_str().unwrap().to_lowercase();
     assert!(error.contains("certificate"), "{body}");
-    assert!(leftovers(&untrusting).is_empty());
+    assert!(untrusting.staging_leftovers().is_empty());
 
     // Trusted through SSL_CERT_FILE: restored, with the api-key sent.
     let data = tempfile::tempdir().unwrap();
@@ -791,7 +767,7 @@ async fn recovery_from_an_https_url_checks_the_certificate() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&client, "docs").await, 200);
-    assert!(leftovers(&daemon).is_empty());
+    assert!(daemon.staging_leftovers().is_empty());
 }
 
 /// A size-limited file system (a 1 MiB tmpfs) under storage and temp_path: a restore
@@ -912,22 +888,12 @@ async fn file_locations_are_confined_to_the_allowed_directories() {
 async fn a_snapshot_of_the_restored_state_is_byte_identical() {
     let data = tempfile::tempdir().unwrap();
     let mut first = Daemon::start_in(data.path(), &[], &[]);
-    create_collection(
-        &first.client(),
-        "orig",
-        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 2}),
-    )
-    .await;
-    upsert(
-        &first.client(),
-        "orig",
-        (0..300).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    seeded_collection(&first.client(), "orig", 2, 300).await;
     first.stop();
     let daemon = Daemon::start_in(data.path(), &[], &[]);
     let client = daemon.client();
+    // A stored snapshot of `scope` (`/collections/<c>[/shards/<id>]`): its file,
+    // which lives under the same path in the snapshots directory.
     let stored = |scope: &str| {
         let client = daemon.client();
         let scope = scope.to_string();
@@ -936,11 +902,9 @@ async fn a_snapshot_of_the_restored_state_is_byte_identical() {
             let (status, body) =
                 call(&client, Method::POST, &format!("{scope}/snapshots"), None).await;
             assert_eq!(status, 200, "{body}");
-            let name = body["result"]["name"].as_str().unwrap().to_string();
-            walk_files(&snapshots)
-                .into_iter()
-                .find(|p| p.file_name().unwrap().to_str() == Some(name.as_str()))
-                .unwrap()
+            snapshots
+                .join(scope.trim_start_matches("/collections/"))
+                .join(body["result"]["name"].as_str().unwrap())
         }
     };
     let original = stored("/collections/orig").await;
@@ -983,21 +947,4 @@ async fn a_snapshot_of_the_restored_state_is_byte_identical() {
         again == shard_bytes,
         "the restored shard's snapshot differs"
     );
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(walk_files(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    } else if dir.is_file() {
-        out.push(dir.to_path_buf());
-    }
-    out
 }

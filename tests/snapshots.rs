@@ -14,22 +14,6 @@ use serde_json::{Value, json};
 use snapfs::client::Client;
 use support::*;
 
-async fn fetch(client: &Client, path: &str) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    client
-        .download(
-            path,
-            |chunk| {
-                bytes.extend_from_slice(chunk);
-                Ok(())
-            },
-            |_| {},
-        )
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    bytes
-}
-
 /// GET with a Range header through a raw request; returns (status, headers text, body).
 async fn fetch_range(client: &Client, path: &str, range: &str) -> (u16, String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -222,6 +222,40 @@ pub async fn create_collection(client: &Client, name: &str, body: Value) {
     assert_eq!(status, 200, "create {name}: {value}");
 }
 
+/// Create `name` (8-dim Cosine vectors, `shards` shards) holding points `0..points`.
+pub async fn seeded_collection(client: &Client, name: &str, shards: u32, points: u64) {
+    create_collection(
+        client,
+        name,
+        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": shards}),
+    )
+    .await;
+    upsert(
+        client,
+        name,
+        (0..points).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+}
+
+/// GET `path` whole (a streamed body: snapshots).
+pub async fn fetch(client: &Client, path: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    client
+        .download(
+            path,
+            |chunk| {
+                bytes.extend_from_slice(chunk);
+                Ok(())
+            },
+            |_| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    bytes
+}
+
 pub fn point(id: u64, dim: usize) -> Value {
     let vector: Vec<f32> = (0..dim)
         .map(|i| ((id as f32 + 1.0) * (i as f32 + 1.0)).sin())
