@@ -1,5 +1,5 @@
 //! Point-to-shard routing equals Qdrant's, checked against shards a Qdrant 1.18.3
-//! server wrote (../shared/fixtures/qdrant-1.18.3): every point found in Qdrant's
+//! server wrote (tests/fixtures/qdrant-1.18.3): every point found in Qdrant's
 //! shard N must route to N here.
 
 use std::path::PathBuf;
@@ -9,13 +9,9 @@ use snapfs::storage::router::ShardRouter;
 
 fn fixture(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/qdrant-1.18.3")
+        .join("tests/fixtures/qdrant-1.18.3")
         .join(name);
-    assert!(
-        path.exists(),
-        "fixture {} is missing (shared/ must sit beside the repository)",
-        path.display()
-    );
+    assert!(path.exists(), "fixture {} is missing", path.display());
     path
 }
 

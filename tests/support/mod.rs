@@ -410,12 +410,12 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-// ---- Qdrant's own snapshots (../shared/fixtures/qdrant-1.18.3) ----
+// ---- Qdrant's own snapshots (tests/fixtures/qdrant-1.18.3) ----
 
 /// A file of the Qdrant 1.18.3 fixtures.
 pub fn qdrant_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/qdrant-1.18.3")
+        .join("tests/fixtures/qdrant-1.18.3")
         .join(name)
 }
 
