@@ -104,9 +104,10 @@ struct LiveState {
     mtime: SystemTime,
 }
 
-/// Identifies a state cheaply: for every covered shard, its collection object and
-/// its last-change clock (which moves with every change to the shard's files).
-type StateKey = Vec<(usize, u32, SystemTime)>;
+/// Identifies a state cheaply: every covered shard's change number (which moves
+/// with every change to the shard's files and is never reused, not even by a shard
+/// switched in or a collection re-created).
+type StateKey = Vec<(u32, u64)>;
 
 /// Which state a live file's page cache holds, and how many open handles read
 /// through it. Only one state at a time goes through the cache; a handle of another
@@ -330,10 +331,9 @@ impl SnapFs {
         let mut key = Vec::new();
         let mut add = |name: &str, only: Option<u32>| -> FsResult<()> {
             let collection = storage.collection(name)?;
-            let ptr = Arc::as_ptr(&collection) as usize;
             for shard in collection.shards() {
                 if only.is_none_or(|id| id == shard.id()) {
-                    key.push((ptr, shard.id(), shard.last_change()));
+                    key.push((shard.id(), shard.change_number()));
                 }
             }
             if let Some(id) = only {

@@ -5,6 +5,7 @@
 //! staging directory and renamed into place; a deleted one is renamed to a hidden
 //! name before it is removed. Hidden leftovers from a crash are removed at start.
 
+pub mod cache_pin;
 pub mod collection;
 pub mod collection_config;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod ops;
 pub mod pending_log;
 pub mod router;
 pub mod shard;
+pub mod switch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ pub use collection::{
 };
 pub use collection_config::{CollectionConfig, CreateCollection};
 pub use error::{Result, StorageError};
+pub(crate) use switch::crash_point;
 
 /// How often the maintenance thread looks for shards to flush or optimize.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
@@ -54,7 +57,7 @@ impl Storage {
         std::fs::create_dir_all(&collections_dir)?;
         // A restore interrupted by a crash is finished or undone before anything
         // else looks at the directory (its journal says which).
-        recover_interrupted_restores(&collections_dir)?;
+        switch::recover(&collections_dir)?;
         let mut collections = BTreeMap::new();
         for entry in std::fs::read_dir(&collections_dir)? {
             let entry = entry?;
@@ -186,160 +189,6 @@ impl Storage {
             .join(format!(".{purpose}-{}", uuid::Uuid::new_v4()))
     }
 
-    /// Replace (or create) collection `name` by the complete, validated collection
-    /// directory `staged` (made with [`Storage::staging_dir`]). The switch is two
-    /// renames under a journal: a crash at any point leaves the old collection or the
-    /// new one at the next start, never a mix. Readers of the old collection's
-    /// snapshots keep their open files.
-    pub async fn replace_collection(self: &Arc<Self>, name: &str, staged: PathBuf) -> Result<()> {
-        names::validate_collection_name(name)?;
-        let _layout = self.layout_lock.lock().await;
-        let this = self.clone();
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || this.replace_blocking(&name, &staged))
-            .await
-            .map_err(|e| StorageError::internal(e.to_string()))?
-    }
-
-    fn replace_blocking(&self, name: &str, staged: &Path) -> Result<()> {
-        let target = self.collections_dir.join(name);
-        let old = self.staging_dir("replaced");
-        let journal = RestoreJournal {
-            collection: name.to_string(),
-            shard: None,
-            // In full: it may be in temp_path (joining an absolute path replaces).
-            staged: staged.to_string_lossy().into_owned(),
-            old: file_name(&old),
-        };
-        let journal_path = journal_path(&self.collections_dir, name);
-        self.write_journal(&journal_path, &journal)?;
-        let previous = self.collections.write().unwrap().remove(name);
-        if let Some(previous) = &previous {
-            previous.shutdown();
-        }
-        if target.exists() {
-            std::fs::rename(&target, &old)?;
-        }
-        crash_point("restore-before-switch");
-        // The moment of truth: from here on the restored collection is the one.
-        std::fs::rename(staged, &target)?;
-        self.finish_switch(name, &target, &journal_path, &old, "restore-after-switch")?;
-        tracing::info!(
-            collection = name,
-            replaced = previous.is_some(),
-            "collection restored"
-        );
-        Ok(())
-    }
-
-    /// Replace shard `id` of collection `name` by the validated shard directory
-    /// `staged`. The old shard goes, with its pending log and clock, into one hidden
-    /// directory; the journal lets a crash at any point leave the old shard or the
-    /// new one. The collection is closed and reopened around the switch.
-    pub async fn replace_shard(
-        self: &Arc<Self>,
-        name: &str,
-        id: u32,
-        staged: PathBuf,
-        state_time: u64,
-    ) -> Result<()> {
-        let _layout = self.layout_lock.lock().await;
-        let this = self.clone();
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            this.replace_shard_blocking(&name, id, &staged, state_time)
-        })
-        .await
-        .map_err(|e| StorageError::internal(e.to_string()))?
-    }
-
-    fn replace_shard_blocking(
-        &self,
-        name: &str,
-        id: u32,
-        staged: &Path,
-        state_time: u64,
-    ) -> Result<()> {
-        let collection = self.collection(name)?;
-        collection.shard(id)?;
-        let dir = collection.dir().to_path_buf();
-        let old = self.staging_dir("replaced-shard");
-        let journal = RestoreJournal {
-            collection: name.to_string(),
-            shard: Some(id),
-            // In full: it may be in temp_path (joining an absolute path replaces).
-            staged: staged.to_string_lossy().into_owned(),
-            old: file_name(&old),
-        };
-        let journal_path = self
-            .collections_dir
-            .join(format!("{JOURNAL_PREFIX}{name}-shard-{id}"));
-        self.write_journal(&journal_path, &journal)?;
-        self.collections.write().unwrap().remove(name);
-        collection.shutdown();
-        drop(collection);
-        std::fs::create_dir(&old)?;
-        for (piece, saved) in shard_pieces(&dir, id) {
-            if piece.exists() {
-                std::fs::rename(&piece, old.join(saved))?;
-            }
-        }
-        crash_point("shard-restore-before-switch");
-        // The moment of truth.
-        std::fs::rename(staged, dir.join(id.to_string()))?;
-        // The snapshot's time, written only once the shard is the new one.
-        shard::write_restored_clock(&dir.join(format!("{id}.clock")), state_time)?;
-        self.finish_switch(
-            name,
-            &dir,
-            &journal_path,
-            &old,
-            "shard-restore-after-switch",
-        )?;
-        tracing::info!(collection = name, shard = id, "shard restored");
-        Ok(())
-    }
-
-    /// After the switching rename: make it durable, drop the journal, open the
-    /// collection at `dir` and serve it, remove the old files.
-    fn finish_switch(
-        &self,
-        name: &str,
-        dir: &Path,
-        journal_path: &Path,
-        old: &Path,
-        crash_at: &str,
-    ) -> Result<()> {
-        sync_dir(dir.parent().unwrap_or(dir))?;
-        sync_dir(dir)?;
-        crash_point(crash_at);
-        std::fs::remove_file(journal_path)?;
-        sync_dir(&self.collections_dir)?;
-        let collection = Collection::open(dir, name)?;
-        self.collections
-            .write()
-            .unwrap()
-            .insert(name.to_string(), Arc::new(collection));
-        if old.exists() {
-            remove_path(old)?;
-        }
-        Ok(())
-    }
-
-    fn write_journal(&self, path: &Path, journal: &RestoreJournal) -> Result<()> {
-        let text =
-            serde_json::to_vec(journal).map_err(|e| StorageError::internal(e.to_string()))?;
-        let temp = self.staging_dir("tmp-journal");
-        {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temp)?;
-            file.write_all(&text)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&temp, path)?;
-        sync_dir(&self.collections_dir)
-    }
-
     pub async fn delete_collection(self: &Arc<Self>, name: &str) -> Result<bool> {
         let _layout = self.layout_lock.lock().await;
         let Some(collection) = self.collections.write().unwrap().remove(name) else {
@@ -416,7 +265,7 @@ fn load_or_create_peer_id(storage_path: &Path) -> Result<u64> {
     Ok(id)
 }
 
-fn remove_path(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
     if path.is_dir() {
         std::fs::remove_dir_all(path)
     } else {
@@ -424,35 +273,13 @@ fn remove_path(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// What a collection swap is doing, written before it starts and removed after.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct RestoreJournal {
-    collection: String,
-    /// Set when one shard of the collection is replaced.
-    #[serde(default)]
-    shard: Option<u32>,
-    /// The staging directory holding the new collection or shard: a path (journals
-    /// written before restores staged in temp_path hold a name in the collections
-    /// directory; joining either to it gives the directory).
-    staged: String,
-    /// The hidden name the old collection is moved to.
-    old: String,
-}
-
-const JOURNAL_PREFIX: &str = ".restore-journal-";
-
-fn journal_path(collections_dir: &Path, name: &str) -> PathBuf {
-    collections_dir.join(format!("{JOURNAL_PREFIX}{name}"))
-}
-
-fn file_name(path: &Path) -> String {
+pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned()
 }
 
-/// `statvfs` of the file system holding `path`.
 /// Every regular file under `dir` (recursively) with its length, best effort: what
 /// cannot be read is skipped. Unsorted.
 pub fn regular_files(dir: &Path) -> Vec<(PathBuf, u64)> {
@@ -474,6 +301,7 @@ pub fn regular_files(dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// `statvfs` of the file system holding `path`.
 pub fn filesystem_stats(path: &Path) -> std::io::Result<libc::statvfs> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::other("path with a NUL byte"))?;
@@ -487,70 +315,3 @@ pub fn filesystem_stats(path: &Path) -> std::io::Result<libc::statvfs> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Finish or undo swaps a crash interrupted. The staged directory still there means
-/// the new collection never took the name: put the old one back. Otherwise the swap
-/// happened. Either way the hidden leftovers go with the start-up cleanup.
-fn recover_interrupted_restores(collections_dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(collections_dir)? {
-        let path = entry?.path();
-        if !file_name(&path).starts_with(JOURNAL_PREFIX) {
-            continue;
-        }
-        let journal: Option<RestoreJournal> = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        if let Some(journal) = journal {
-            let target = collections_dir.join(&journal.collection);
-            let staged = collections_dir.join(&journal.staged);
-            let old = collections_dir.join(&journal.old);
-            if let Some(id) = journal.shard {
-                if staged.exists() {
-                    // Put back whatever of the old shard had been moved aside.
-                    for (piece, saved) in shard_pieces(&target, id) {
-                        if !piece.exists() && old.join(saved).exists() {
-                            std::fs::rename(old.join(saved), &piece)?;
-                        }
-                    }
-                    tracing::warn!(collection = %journal.collection, shard = id, "a shard restore was interrupted before the switch: the old shard stays");
-                } else {
-                    tracing::warn!(collection = %journal.collection, shard = id, "a shard restore was interrupted after the switch: the restored shard stays");
-                }
-            } else if staged.exists() {
-                if !target.exists() && old.exists() {
-                    std::fs::rename(&old, &target)?;
-                }
-                tracing::warn!(collection = %journal.collection, "a restore was interrupted before the switch: the old collection stays");
-            } else {
-                tracing::warn!(collection = %journal.collection, "a restore was interrupted after the switch: the restored collection stays");
-            }
-        }
-        // An unreadable journal was torn while being written: nothing had moved yet.
-        std::fs::remove_file(&path)?;
-        sync_dir(collections_dir)?;
-    }
-    Ok(())
-}
-
-/// A shard's directory and the files beside it that belong to it, with the names
-/// they get while set aside.
-fn shard_pieces(collection_dir: &Path, id: u32) -> [(PathBuf, &'static str); 3] {
-    [
-        (collection_dir.join(id.to_string()), "shard"),
-        (collection_dir.join(format!("{id}.pending")), "pending"),
-        (collection_dir.join(format!("{id}.clock")), "clock"),
-    ]
-}
-
-/// Crash tests: `SNAPFS_CRASH_AT=<point>` makes the process abort right there, as a
-/// `kill -9` at that instant would (no destructors, no flush).
-pub(crate) fn crash_point(point: &str) {
-    if std::env::var("SNAPFS_CRASH_AT").is_ok_and(|at| at == point) {
-        eprintln!("SNAPFS_CRASH_AT={point}: aborting");
-        std::process::abort();
-    }
-}

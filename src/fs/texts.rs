@@ -55,9 +55,9 @@ pub fn info_json(collection: &Collection) -> FsResult<Vec<u8>> {
         .map_err(|e| super::error::FsError::Io(e.to_string()))?;
     let shards: Vec<_> = collection
         .shards()
-        .iter()
+        .into_iter()
         .map(|shard| {
-            let points = shard.engine().info().map(|i| i.points_count).ok();
+            let points = shard.engine().ok().and_then(|e| e.info().ok()).map(|i| i.points_count);
             json!({
                 "id": shard.id(),
                 "points_count": points,

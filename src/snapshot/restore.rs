@@ -18,6 +18,8 @@ use super::intake::{Intake, Received};
 use super::unpacked::normalize_segments;
 use super::verify::check_checksum;
 use crate::storage::collection::CONFIG_FILE;
+use crate::storage::cache_pin::CachePin;
+use crate::storage::switch::ShardReplacement;
 use crate::storage::{Collection, CollectionConfig, Result, Storage, StorageError};
 
 /// Files a collection snapshot carries beside its shard directories.
@@ -253,7 +255,16 @@ async fn run_restore(
         let state_time = received.report.newest_mtime;
         let switched = match shard {
             None => storage.replace_collection(name, staging).await,
-            Some(id) => storage.replace_shard(name, id, staging, state_time).await,
+            Some(id) => {
+                // Every file of the new shard is new: open views keep their own.
+                let new = ShardReplacement {
+                    staged: staging,
+                    state_time: Some(state_time),
+                    keep_pending: false,
+                    checked: true,
+                };
+                storage.replace_shard(name, id, new, Box::new(|| {})).await
+            }
         };
         // Whatever the switch did not take is removed with `received`.
         drop(received);
@@ -454,37 +465,6 @@ fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<Cac
         "staged collection checked"
     );
     Ok(pin)
-}
-
-/// The engine drops a segment's files from the page cache when it closes them
-/// (`posix_fadvise(DONTNEED)`, so that closed segments do not crowd the cache). For a
-/// restore that would mean reading everything from disk again when the collection
-/// reopens after the switch, a second pass over the bytes. The kernel never drops
-/// pages that are mapped, so the staged files are mapped (populated, which for
-/// pages in the cache only fills page tables) from before the check's engine closes
-/// until after the restored collection has opened.
-pub struct CachePin {
-    _maps: Vec<memmap2::Mmap>,
-}
-
-impl CachePin {
-    /// Files smaller than this are cheap to read again.
-    const MIN_SIZE: u64 = 1 << 20;
-
-    fn pin(dir: &Path) -> CachePin {
-        let maps = crate::storage::regular_files(dir)
-            .into_iter()
-            .filter(|(_, len)| *len >= CachePin::MIN_SIZE)
-            .filter_map(|(path, _)| {
-                let file = std::fs::File::open(path).ok()?;
-                // SAFETY: a read-only shared mapping of a staged file nobody truncates
-                // while the restore holds it; its bytes are never read through it (it
-                // only keeps the pages resident).
-                unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()
-            })
-            .collect();
-        CachePin { _maps: maps }
-    }
 }
 
 fn layout_refusal(err: std::io::Error) -> StorageError {

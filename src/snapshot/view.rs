@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::archive::{add_collection_files, add_manifest, add_shard};
 use super::layout::{ArchiveBuilder, ArchiveLayout};
-use crate::storage::{Collection, CollectionFreeze, Result, Storage, StorageError};
+use crate::storage::{CollectionFreeze, Result, Storage, StorageError};
 
 /// What a snapshot covers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -77,9 +77,10 @@ impl SnapshotView {
         let freezes = self.freezes.lock().unwrap();
         !freezes.is_empty()
             && freezes.iter().all(|f| {
-                storage
-                    .collection(f.collection().name())
-                    .is_ok_and(|c| Arc::ptr_eq(&c, f.collection()))
+                f.is_current()
+                    && storage
+                        .collection(f.collection().name())
+                        .is_ok_and(|c| Arc::ptr_eq(&c, f.collection()))
             })
     }
 
@@ -109,14 +110,15 @@ impl SnapshotView {
         match &scope {
             Scope::Collection(name) => {
                 let freeze = storage.collection(name)?.freeze()?;
-                let (layout, mtime) = collection_layout(freeze.collection(), peer).map_err(io)?;
+                let (layout, mtime) = collection_layout(&freeze, peer).map_err(io)?;
                 Ok(SnapshotView::new(scope, layout, mtime, vec![freeze]))
             }
             Scope::Shard(name, id) => {
                 let collection = storage.collection(name)?;
-                let shard_dir = collection.shard(*id)?.path().to_path_buf();
                 let freeze = collection.freeze_shards(&[*id])?;
-                let mtime = freeze.collection().shard(*id)?.last_change();
+                let shard = &freeze.shards()[0];
+                let shard_dir = shard.path().to_path_buf();
+                let mtime = shard.last_change();
                 let mut builder = ArchiveBuilder::new(unix_seconds(mtime));
                 add_shard(&mut builder, "", &shard_dir, peer).map_err(io)?;
                 add_manifest(&mut builder).map_err(io)?;
@@ -133,7 +135,7 @@ impl SnapshotView {
                     };
                     let freeze = collection.freeze()?;
                     let (layout, changed) =
-                        collection_layout(freeze.collection(), peer).map_err(io)?;
+                        collection_layout(&freeze, peer).map_err(io)?;
                     mtime = mtime.max(changed);
                     nested.push((name, Arc::new(layout)));
                     freezes.push(freeze);
@@ -189,14 +191,21 @@ impl SnapshotView {
     }
 }
 
-/// A collection archive: shard directories, collection files, manifest.
+/// A collection archive of the frozen shards: shard directories, collection files,
+/// manifest.
 fn collection_layout(
-    collection: &Arc<Collection>,
+    freeze: &CollectionFreeze,
     peer: u64,
 ) -> std::io::Result<(ArchiveLayout, SystemTime)> {
-    let mtime = collection.last_change();
+    let collection = freeze.collection();
+    let mtime = freeze
+        .shards()
+        .iter()
+        .map(|shard| shard.last_change())
+        .max()
+        .unwrap_or(UNIX_EPOCH);
     let mut builder = ArchiveBuilder::new(unix_seconds(mtime));
-    for shard in collection.shards() {
+    for shard in freeze.shards() {
         add_shard(
             &mut builder,
             &format!("{}/", shard.id()),

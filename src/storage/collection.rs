@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use qdrant_edge::{
@@ -30,10 +30,26 @@ pub struct Collection {
     name: String,
     dir: PathBuf,
     config: CollectionConfig,
-    shards: Vec<Shard>,
+    shards: Vec<ShardSlot>,
     router: ShardRouter,
-    /// Shared by update dispatch, exclusive for a freeze's cut.
+    /// Shared by update dispatch, exclusive for a freeze's cut and a shard switch.
     dispatch: RwLock<()>,
+}
+
+/// Where shard `id` lives: the shard serving it now. A read holds the slot's read
+/// guard while it asks the engine; a switch (a restore or a partial apply of that
+/// shard) takes the write guard, so reads wait for the switch instead of failing,
+/// and never read a closed engine.
+struct ShardSlot(RwLock<Arc<Shard>>);
+
+impl ShardSlot {
+    fn read(&self) -> RwLockReadGuard<'_, Arc<Shard>> {
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Arc<Shard>> {
+        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// What a read returns with each point.
@@ -115,6 +131,7 @@ impl Collection {
                     &pending_path(dir, id),
                     edge.clone(),
                 )
+                .map(|shard| ShardSlot(RwLock::new(Arc::new(shard))))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Collection {
@@ -139,26 +156,58 @@ impl Collection {
         &self.config
     }
 
-    pub fn shards(&self) -> &[Shard] {
-        &self.shards
+    /// The shards serving now, by id.
+    pub fn shards(&self) -> Vec<Arc<Shard>> {
+        self.shards.iter().map(|slot| slot.read().clone()).collect()
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
     }
 
     /// The last change to any of the collection's files.
     pub fn last_change(&self) -> SystemTime {
-        self.shards
+        self.shards()
             .iter()
-            .map(Shard::last_change)
+            .map(|shard| shard.last_change())
             .max()
             .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
-    pub fn shard(&self, id: u32) -> Result<&Shard> {
+    /// Shard `id` as it serves now.
+    pub fn shard(&self, id: u32) -> Result<Arc<Shard>> {
+        Ok(self.slot(id)?.read().clone())
+    }
+
+    fn slot(&self, id: u32) -> Result<&ShardSlot> {
         self.shards.get(id as usize).ok_or_else(|| {
             StorageError::NotFound(format!(
                 "Shard {id} of collection `{}` not found",
                 self.name
             ))
         })
+    }
+
+    /// Hold off updates and new freezes of this collection while the guard lives (a
+    /// shard switch).
+    pub(crate) fn pause_dispatch(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.dispatch.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Shard `id`'s slot, exclusively: no read runs on the shard while it is held.
+    pub(crate) fn shard_slot_mut(&self, id: u32) -> Result<RwLockWriteGuard<'_, Arc<Shard>>> {
+        Ok(self.slot(id)?.write())
+    }
+
+    /// Shard `id`'s directory and pending log.
+    pub(crate) fn shard_files(&self, id: u32) -> (PathBuf, PathBuf) {
+        (shard_dir(&self.dir, id), pending_path(&self.dir, id))
+    }
+
+    /// Run a read on shard `id`, holding it so a switch waits for the read to end.
+    fn read_shard<T>(&self, id: u32, read: impl FnOnce(&Shard) -> Result<T>) -> Result<T> {
+        let shard = self.slot(id)?.read();
+        read(&shard)
     }
 
     pub fn shard_for(&self, id: &PointId) -> u32 {
@@ -207,10 +256,8 @@ impl Collection {
     }
 
     pub async fn delete_by_filter(&self, filter: Filter, wait: bool) -> Result<()> {
-        let ops = self
-            .shards
-            .iter()
-            .map(|s| (s.id(), ShardOp::DeleteByFilter(filter.clone())))
+        let ops = (0..self.shard_count())
+            .map(|id| (id, ShardOp::DeleteByFilter(filter.clone())))
             .collect();
         self.dispatch(ops, wait).await
     }
@@ -219,7 +266,7 @@ impl Collection {
         let answers = {
             let _batch = self.dispatch.read().unwrap();
             ops.into_iter()
-                .map(|(shard, op)| self.shards[shard as usize].submit(op, wait))
+                .map(|(shard, op)| self.slot(shard)?.read().submit(op, wait))
                 .collect::<Result<Vec<_>>>()?
         };
         for answer in answers {
@@ -304,12 +351,12 @@ impl Collection {
                 with_payload: Some(read.with_payload.clone()),
                 with_vector: Some(read.with_vector.clone()),
             };
-            records.extend(
-                self.shards[shard as usize]
-                    .engine()
+            records.extend(self.read_shard(shard, |shard| {
+                shard
+                    .engine()?
                     .retrieve(request)
-                    .map_err(StorageError::from_engine)?,
-            );
+                    .map_err(StorageError::from_engine)
+            })?);
         }
         // Answer in the order asked, as Qdrant does.
         let order: BTreeMap<PointId, usize> =
@@ -326,7 +373,7 @@ impl Collection {
         read: &ReadOptions,
     ) -> Result<ScrollPage> {
         let mut points = Vec::new();
-        for shard in &self.shards {
+        for id in 0..self.shard_count() {
             let request = ScrollRequest {
                 offset,
                 limit: Some(limit + 1),
@@ -335,10 +382,12 @@ impl Collection {
                 with_vector: read.with_vector.clone(),
                 order_by: None,
             };
-            let (page, _) = shard
-                .engine()
-                .scroll(request)
-                .map_err(StorageError::from_engine)?;
+            let (page, _) = self.read_shard(id, |shard| {
+                shard
+                    .engine()?
+                    .scroll(request)
+                    .map_err(StorageError::from_engine)
+            })?;
             points.extend(page);
         }
         points.sort_by_key(|r| r.id);
@@ -352,15 +401,17 @@ impl Collection {
 
     pub fn count(&self, filter: Option<Filter>) -> Result<usize> {
         let mut total = 0;
-        for shard in &self.shards {
+        for id in 0..self.shard_count() {
             let request = CountRequest {
                 filter: filter.clone(),
                 exact: true,
             };
-            total += shard
-                .engine()
-                .count(request)
-                .map_err(StorageError::from_engine)?;
+            total += self.read_shard(id, |shard| {
+                shard
+                    .engine()?
+                    .count(request)
+                    .map_err(StorageError::from_engine)
+            })?;
         }
         Ok(total)
     }
@@ -390,7 +441,7 @@ impl Collection {
         }
         let using = (!query.using.is_empty()).then(|| query.using.clone());
         let mut scored = Vec::new();
-        for shard in &self.shards {
+        for id in 0..self.shard_count() {
             let mut request = QueryRequest::new(query.limit + query.offset);
             request.query = Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
                 query: VectorInternal::Dense(query.vector.clone()),
@@ -400,12 +451,12 @@ impl Collection {
             request.score_threshold = query.score_threshold;
             request.with_payload = query.read.with_payload.clone();
             request.with_vector = query.read.with_vector.clone();
-            scored.extend(
+            scored.extend(self.read_shard(id, |shard| {
                 shard
-                    .engine()
+                    .engine()?
                     .query(request)
-                    .map_err(StorageError::from_engine)?,
-            );
+                    .map_err(StorageError::from_engine)
+            })?);
         }
         let higher_is_better = params.distance.higher_is_better();
         scored.sort_by(|a, b| {
@@ -433,8 +484,9 @@ impl Collection {
             optimizing_shards: 0,
             last_change: SystemTime::UNIX_EPOCH,
         };
-        for shard in &self.shards {
-            let info = shard.engine().info().map_err(StorageError::from_engine)?;
+        for id in 0..self.shard_count() {
+            let shard = self.slot(id)?.read();
+            let info = shard.engine()?.info().map_err(StorageError::from_engine)?;
             stats.points_count += info.points_count;
             stats.segments_count += info.segments_count;
             stats.indexed_vectors_count += info.indexed_vectors_count;
@@ -452,16 +504,12 @@ impl Collection {
     /// hold one consistent state until the returned guard is dropped.
     /// Blocking: call from a blocking thread.
     pub fn freeze(self: &Arc<Self>) -> Result<CollectionFreeze> {
-        let all: Vec<u32> = self.shards.iter().map(Shard::id).collect();
+        let all: Vec<u32> = (0..self.shard_count()).collect();
         self.freeze_shards(&all)
     }
 
     /// Freeze only `ids` (a shard snapshot), at one cut in the update order.
     pub fn freeze_shards(self: &Arc<Self>, ids: &[u32]) -> Result<CollectionFreeze> {
-        let shards: Vec<&Shard> = ids
-            .iter()
-            .map(|id| self.shard(*id))
-            .collect::<Result<_>>()?;
         let mut guard = CollectionFreeze {
             collection: self.clone(),
             shards: Vec::new(),
@@ -469,51 +517,70 @@ impl Collection {
         let cuts = {
             let _exclusive = self.dispatch.write().unwrap();
             let mut cuts = Vec::new();
-            for shard in &shards {
+            for id in ids {
+                let shard = self.shard(*id)?;
                 cuts.push(shard.freeze_cut()?);
                 // From here on the guard owns this shard's freeze: an error below still thaws.
-                guard.shards.push(shard.id());
+                guard.shards.push(shard);
             }
             cuts
         };
         for cut in cuts {
             cut.recv().map_err(|_| StorageError::ShuttingDown)?;
         }
-        for shard in shards {
+        for shard in &guard.shards {
             shard.settle_frozen()?;
         }
         Ok(guard)
     }
 
+    /// Stop every writer, flush, and close every engine: the collection's files
+    /// may be moved or removed afterwards, even while views still hold it.
     pub fn shutdown(&self) {
-        for shard in &self.shards {
+        let shards = self.shards();
+        for shard in &shards {
             shard.shutdown();
         }
-        for shard in &self.shards {
+        for shard in &shards {
             if let Err(err) = shard.flush_at_shutdown() {
                 tracing::error!(collection = %self.name, shard = shard.id(), %err, "flush at shutdown failed");
             }
+            shard.close();
         }
     }
 }
 
-/// A frozen collection; dropping it thaws every shard.
+/// A frozen collection; dropping it thaws every shard it froze.
 pub struct CollectionFreeze {
     collection: Arc<Collection>,
-    /// The frozen shards' ids.
-    shards: Vec<u32>,
+    /// The frozen shards (the very objects: a shard switched meanwhile is not these).
+    shards: Vec<Arc<Shard>>,
 }
 
 impl CollectionFreeze {
     pub fn collection(&self) -> &Arc<Collection> {
         &self.collection
     }
+
+    /// The frozen shards, in the order asked.
+    pub fn shards(&self) -> &[Arc<Shard>] {
+        &self.shards
+    }
+
+    /// Every frozen shard still serves its slot (none was switched since).
+    pub fn is_current(&self) -> bool {
+        self.shards.iter().all(|shard| {
+            self.collection
+                .shard(shard.id())
+                .is_ok_and(|now| Arc::ptr_eq(&now, shard))
+        })
+    }
 }
 
 impl Drop for CollectionFreeze {
     fn drop(&mut self) {
-        for id in &self.shards {
-            self.collection.shards[*id as usize].thaw();
+        for shard in &self.shards {
+            shard.thaw();
         }
     }
 }

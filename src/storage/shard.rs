@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +36,22 @@ enum Command {
     Freeze { cut: mpsc::SyncSender<()> },
     Thaw,
     Shutdown,
+    /// Stop and hand over who waits for the pending log's records (a shard switch
+    /// whose new shard applies that log).
+    Handover { waiting: mpsc::SyncSender<Waiting> },
+}
+
+/// One entry per pending-log record: who waits for it to be applied (`None`: the
+/// caller was answered when it was logged).
+pub type Waiting = VecDeque<Option<Ack>>;
+
+/// A process-wide sequence every change of every shard takes a number from, so a
+/// shard's change number identifies its state: it moves with every change and is
+/// never reused, not even by another shard object opened on the same directory.
+static CHANGES: AtomicU64 = AtomicU64::new(1);
+
+fn next_change() -> u64 {
+    CHANGES.fetch_add(1, Ordering::SeqCst)
 }
 
 /// Bookkeeping shared by the writer, the maintenance thread and readers.
@@ -53,6 +69,10 @@ struct ShardState {
     dirty_since_optimize: AtomicBool,
     /// Unix nanoseconds of the last change to the shard's files.
     last_change_nanos: AtomicU64,
+    /// The number of the last change (see [`CHANGES`]).
+    change: AtomicU64,
+    /// Switched out: background maintenance leaves it alone.
+    retired: AtomicBool,
     /// Held by background maintenance while it works and by a freeze while it flushes.
     gate: Mutex<MaintenanceClock>,
 }
@@ -74,6 +94,7 @@ impl ShardState {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |prev| {
                 Some(nanos.max(prev + 1))
             });
+        self.change.store(next_change(), Ordering::SeqCst);
     }
 
     fn mark_applied(&self) {
@@ -88,7 +109,9 @@ pub struct Shard {
     /// `<id>.clock` beside the shard: last change and whether the stop was clean.
     clock_path: PathBuf,
     path: PathBuf,
-    engine: Arc<EdgeShard>,
+    /// `None` once closed ([`Shard::close`]): the engine flushes by path when it is
+    /// dropped, so it must be gone before another shard takes the path.
+    engine: RwLock<Option<Arc<EdgeShard>>>,
     state: Arc<ShardState>,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -98,19 +121,32 @@ impl Shard {
     /// Create a new, empty shard at `path`.
     pub fn create(id: u32, path: &Path, pending_path: &Path, config: EdgeConfig) -> Result<Self> {
         let engine = EdgeShard::new(path, config).map_err(StorageError::from_engine)?;
-        Self::start(id, path, pending_path, engine, true)
+        Self::start(id, path, pending_path, engine, true, Waiting::new())
     }
 
     /// Load an existing shard: the engine replays its WAL, then updates left in the
     /// pending log (acknowledged during a freeze, not applied before a stop) are applied.
     pub fn open(id: u32, path: &Path, pending_path: &Path, config: EdgeConfig) -> Result<Self> {
+        Self::open_after(id, path, pending_path, config, Waiting::new())
+    }
+
+    /// [`Shard::open`] in place of a shard that handed over `waiting` (see
+    /// [`Shard::hand_over`]): the pending log's records are applied here and their
+    /// callers answered.
+    pub fn open_after(
+        id: u32,
+        path: &Path,
+        pending_path: &Path,
+        config: EdgeConfig,
+        waiting: Waiting,
+    ) -> Result<Self> {
         let before = files_signature(path);
         let engine = EdgeShard::load(path, Some(config)).map_err(|e| {
             StorageError::internal(format!("cannot load shard {}: {e}", path.display()))
         })?;
         // Loading may rewrite files (WAL replay, journal compaction): that is a change.
         let changed = before != files_signature(path);
-        Self::start(id, path, pending_path, engine, changed)
+        Self::start(id, path, pending_path, engine, changed, waiting)
     }
 
     fn start(
@@ -119,6 +155,7 @@ impl Shard {
         pending_path: &Path,
         engine: EdgeShard,
         changed: bool,
+        mut waiting: Waiting,
     ) -> Result<Self> {
         let engine = Arc::new(engine);
         let state = Arc::new(ShardState {
@@ -129,6 +166,8 @@ impl Shard {
             unflushed_since_load: AtomicBool::new(true),
             dirty_since_optimize: AtomicBool::new(false),
             last_change_nanos: AtomicU64::new(0),
+            change: AtomicU64::new(next_change()),
+            retired: AtomicBool::new(false),
             gate: Mutex::new(MaintenanceClock {
                 last_flush: Instant::now(),
             }),
@@ -158,7 +197,11 @@ impl Shard {
                 updates = log.len(),
                 "applying updates left in the pending log"
             );
-            apply_pending(&engine, &state, &mut log, &mut VecDeque::new())?;
+            apply_pending(&engine, &state, &mut log, &mut waiting)?;
+        }
+        // Whoever still waits has nothing left to wait for (an empty log).
+        for ack in waiting.into_iter().flatten() {
+            let _ = ack.send(Ok(()));
         }
         let (tx, rx) = mpsc::channel();
         let writer = {
@@ -172,7 +215,7 @@ impl Shard {
             id,
             clock_path,
             path: path.to_path_buf(),
-            engine,
+            engine: RwLock::new(Some(engine)),
             state,
             commands: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
@@ -188,8 +231,29 @@ impl Shard {
     }
 
     /// The engine, for reads. Never write through it: the writer owns changes.
-    pub fn engine(&self) -> &EdgeShard {
-        &self.engine
+    pub fn engine(&self) -> Result<Arc<EdgeShard>> {
+        self.engine
+            .read()
+            .unwrap()
+            .clone()
+            .ok_or(StorageError::ShuttingDown)
+    }
+
+    /// Stop the writer and close the engine now (it flushes as it closes), even if
+    /// views of this shard still hold the `Shard`: its files may then be moved and
+    /// its path taken by another shard. Idempotent.
+    pub fn close(&self) {
+        self.retire();
+        self.shutdown();
+        let engine = {
+            let _gate = self.state.gate.lock().unwrap();
+            self.engine.write().unwrap().take()
+        };
+        if let Some(engine) = engine
+            && Arc::strong_count(&engine) > 1
+        {
+            tracing::warn!(shard = self.id, path = %self.path.display(), "the engine is still in use as it closes");
+        }
     }
 
     pub fn is_frozen(&self) -> bool {
@@ -208,6 +272,12 @@ impl Shard {
 
     pub fn last_change(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(self.state.last_change_nanos.load(Ordering::SeqCst))
+    }
+
+    /// The number of the state's last change: different for every state of every
+    /// shard object (see [`CHANGES`]); what caches of a state's size or manifest key on.
+    pub fn change_number(&self) -> u64 {
+        self.state.change.load(Ordering::SeqCst)
     }
 
     fn send(&self, command: Command) -> Result<()> {
@@ -241,7 +311,7 @@ impl Shard {
         // already frozen must not touch the files another view is laying out.
         let dirty = self.state.dirty_since_flush.load(Ordering::SeqCst);
         if dirty || self.state.unflushed_since_load.load(Ordering::SeqCst) {
-            self.engine.flush().map_err(StorageError::from_engine)?;
+            self.engine()?.flush().map_err(StorageError::from_engine)?;
             self.state
                 .unflushed_since_load
                 .store(false, Ordering::SeqCst);
@@ -265,7 +335,7 @@ impl Shard {
     /// `flush_interval` has passed, and optimize after changes. Never on a frozen shard.
     pub fn maintain(&self, flush_interval: Duration) -> Result<()> {
         let mut clock = self.state.gate.lock().unwrap();
-        if self.is_frozen() {
+        if self.is_frozen() || self.state.retired.load(Ordering::SeqCst) {
             return Ok(());
         }
         if self
@@ -274,7 +344,7 @@ impl Shard {
             .swap(false, Ordering::SeqCst)
         {
             self.state.optimizing.store(true, Ordering::SeqCst);
-            let optimized = self.engine.optimize();
+            let optimized = self.engine()?.optimize();
             self.state.optimizing.store(false, Ordering::SeqCst);
             let optimized = optimized.map_err(StorageError::from_engine)?;
             if optimized {
@@ -286,7 +356,7 @@ impl Shard {
         if clock.last_flush.elapsed() >= flush_interval
             && self.state.dirty_since_flush.swap(false, Ordering::SeqCst)
         {
-            self.engine.flush().map_err(StorageError::from_engine)?;
+            self.engine()?.flush().map_err(StorageError::from_engine)?;
             self.state
                 .unflushed_since_load
                 .store(false, Ordering::SeqCst);
@@ -294,6 +364,33 @@ impl Shard {
             clock.last_flush = Instant::now();
         }
         Ok(())
+    }
+
+    /// Stop the writer after the updates queued before this call and hand over who
+    /// waits for the pending log's records, for the shard that will apply that log
+    /// ([`Shard::open_after`]). Background maintenance leaves this shard alone from
+    /// now on (a running optimization is waited for).
+    pub fn hand_over(&self) -> Waiting {
+        self.retire();
+        let Some(sender) = self.commands.lock().unwrap().take() else {
+            return Waiting::new();
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let waiting = match sender.send(Command::Handover { waiting: tx }) {
+            Ok(()) => rx.recv().unwrap_or_default(),
+            Err(_) => Waiting::new(),
+        };
+        if let Some(writer) = self.writer.lock().unwrap().take() {
+            let _ = writer.join();
+        }
+        waiting
+    }
+
+    /// No more background maintenance (this shard is being switched out); waits for
+    /// one that runs.
+    pub fn retire(&self) {
+        let _gate = self.state.gate.lock().unwrap();
+        self.state.retired.store(true, Ordering::SeqCst);
     }
 
     /// Stop the writer after the updates already queued. Idempotent.
@@ -314,7 +411,7 @@ impl Shard {
         if self.is_frozen() {
             return Ok(());
         }
-        self.engine.flush().map_err(StorageError::from_engine)?;
+        self.engine()?.flush().map_err(StorageError::from_engine)?;
         let last_change_ns = self.state.last_change_nanos.load(Ordering::SeqCst);
         write_clock(
             &self.clock_path,
@@ -339,8 +436,7 @@ fn writer_loop(
     mut log: PendingLog,
     commands: mpsc::Receiver<Command>,
 ) {
-    // One entry per pending-log record: who waits for it to be applied.
-    let mut waiting: VecDeque<Option<Ack>> = VecDeque::new();
+    let mut waiting = Waiting::new();
     let mut frozen = 0usize;
     for command in commands {
         match command {
@@ -382,6 +478,11 @@ fn writer_loop(
                 state.frozen.store(frozen, Ordering::SeqCst);
             }
             Command::Shutdown => break,
+            Command::Handover { waiting: to } => {
+                // The log file is closed when this thread ends; the next shard reopens it.
+                let _ = to.send(std::mem::take(&mut waiting));
+                return;
+            }
         }
     }
     // Anything still waiting stays in the pending log and is applied at the next start.
@@ -395,7 +496,7 @@ fn apply_pending(
     engine: &EdgeShard,
     state: &ShardState,
     log: &mut PendingLog,
-    waiting: &mut VecDeque<Option<Ack>>,
+    waiting: &mut Waiting,
 ) -> Result<()> {
     if log.is_empty() {
         return Ok(());

@@ -1,0 +1,319 @@
+//! Switching a restored collection, or a new state of one shard, into place.
+//!
+//! A switch is a pair of renames under a journal: the old directory moves to a
+//! hidden name, the staged one takes its place, the journal goes. [`recover`] runs
+//! at start, before anything loads: a journal whose staged directory still exists
+//! means the new state never took the name (the old one is put back); otherwise the
+//! new one stays. A crash at any point leaves the old state or the new one, never a
+//! mix.
+//!
+//! A collection is switched whole: it is closed, swapped and reopened (requests
+//! for it meanwhile get 404). A shard is switched inside its running collection:
+//! updates and new freezes of the collection wait, reads of that shard wait for the
+//! moment the new shard opens, and every other shard keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::cache_pin::CachePin;
+use super::collection::Collection;
+use super::error::{Result, StorageError};
+use super::shard::{Shard, Waiting, write_restored_clock};
+use super::{Storage, file_name, names, remove_path};
+
+/// What replaces a shard (see [`Storage::replace_shard`]).
+pub struct ShardReplacement {
+    /// The new shard directory, in the engine's layout, on the collections' file
+    /// system (the switch is a rename).
+    pub staged: PathBuf,
+    /// The new state's last change, in whole seconds (an archive's state time);
+    /// `None`: the switch is the change.
+    pub state_time: Option<u64>,
+    /// Updates acknowledged to the old shard while it was frozen for this switch
+    /// are applied on the new shard (a partial apply: the pending log stays where
+    /// it is, and callers waiting for their update are answered once it is applied
+    /// there). Otherwise they go with the old shard (a restore replaces the state).
+    pub keep_pending: bool,
+    /// The engine has already opened `staged` where it lies. Otherwise it is opened
+    /// there first, inside the switch: after the old shard has closed, because the
+    /// staged files may be the live shard's own (hard links) and an engine opening
+    /// them may write.
+    pub checked: bool,
+}
+
+/// Runs inside a shard switch once no new freeze can start and before anything
+/// may write the shard's files (the snapshot layer copies open views' files aside).
+pub type BeforeSwitch = Box<dyn FnOnce() + Send>;
+
+impl Storage {
+    /// Replace (or create) collection `name` by the complete, validated collection
+    /// directory `staged`. Readers of the old collection's snapshots keep their open
+    /// files.
+    pub async fn replace_collection(self: &Arc<Self>, name: &str, staged: PathBuf) -> Result<()> {
+        names::validate_collection_name(name)?;
+        let _layout = self.layout_lock.lock().await;
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || this.replace_collection_blocking(&name, &staged))
+            .await
+            .map_err(|e| StorageError::internal(e.to_string()))?
+    }
+
+    fn replace_collection_blocking(&self, name: &str, staged: &Path) -> Result<()> {
+        let target = self.collections_dir.join(name);
+        let old = self.staging_dir("replaced");
+        let journal = Journal {
+            collection: name.to_string(),
+            shard: None,
+            // In full: it may be in temp_path (joining an absolute path replaces).
+            staged: staged.to_string_lossy().into_owned(),
+            old: file_name(&old),
+        };
+        let journal_path = self.collections_dir.join(format!("{JOURNAL_PREFIX}{name}"));
+        self.write_journal(&journal_path, &journal)?;
+        let previous = self.collections.write().unwrap().remove(name);
+        if let Some(previous) = &previous {
+            previous.shutdown();
+        }
+        if target.exists() {
+            std::fs::rename(&target, &old)?;
+        }
+        crash_point("restore-before-switch");
+        // The moment of truth: from here on the restored collection is the one.
+        std::fs::rename(staged, &target)?;
+        sync_dir(&self.collections_dir)?;
+        sync_dir(&target)?;
+        crash_point("restore-after-switch");
+        self.drop_journal(&journal_path)?;
+        let collection = Collection::open(&target, name)?;
+        self.collections
+            .write()
+            .unwrap()
+            .insert(name.to_string(), Arc::new(collection));
+        if old.exists() {
+            remove_path(&old)?;
+        }
+        tracing::info!(
+            collection = name,
+            replaced = previous.is_some(),
+            "collection restored"
+        );
+        Ok(())
+    }
+
+    /// Replace shard `id` of collection `name` by `new.staged`, inside the running
+    /// collection. `before` runs once updates and new freezes of the collection are
+    /// held off, before the old shard closes.
+    pub async fn replace_shard(
+        self: &Arc<Self>,
+        name: &str,
+        id: u32,
+        new: ShardReplacement,
+        before: BeforeSwitch,
+    ) -> Result<()> {
+        let _layout = self.layout_lock.lock().await;
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || this.replace_shard_blocking(&name, id, new, before))
+            .await
+            .map_err(|e| StorageError::internal(e.to_string()))?
+    }
+
+    fn replace_shard_blocking(
+        &self,
+        name: &str,
+        id: u32,
+        new: ShardReplacement,
+        before: BeforeSwitch,
+    ) -> Result<()> {
+        let collection = self.collection(name)?;
+        let edge = collection.config().edge_config()?;
+        let (dir, pending) = collection.shard_files(id);
+        let collection_dir = collection.dir().to_path_buf();
+        let _paused = collection.pause_dispatch();
+        before();
+        let mut slot = collection.shard_slot_mut(id)?;
+        let old: Arc<Shard> = slot.clone();
+        let waiting = if new.keep_pending {
+            old.hand_over()
+        } else {
+            old.shutdown();
+            Waiting::new()
+        };
+        // Closed (flushed) before anything else opens these files or takes the path.
+        old.close();
+        let reopen_old = |waiting: Waiting| Shard::open_after(id, &dir, &pending, edge.clone(), waiting);
+        // Keeps the checked files cached across the engine's close and reopen.
+        let mut _pin = None;
+        if !new.checked {
+            _pin = Some(CachePin::pin(&new.staged));
+            let checked = qdrant_edge::EdgeShard::load(&new.staged, Some(edge.clone()));
+            if let Err(err) = checked {
+                *slot = Arc::new(reopen_old(waiting)?);
+                return Err(StorageError::bad_request(format!(
+                    "the new state of shard {id} does not open: {err}"
+                )));
+            }
+        }
+        let aside = self.staging_dir("replaced-shard");
+        let journal = Journal {
+            collection: name.to_string(),
+            shard: Some(id),
+            // In full: it may be in temp_path (joining an absolute path replaces).
+            staged: new.staged.to_string_lossy().into_owned(),
+            old: file_name(&aside),
+        };
+        let journal_path = self
+            .collections_dir
+            .join(format!("{JOURNAL_PREFIX}{name}-shard-{id}"));
+        self.write_journal(&journal_path, &journal)?;
+        std::fs::create_dir(&aside)?;
+        for (piece, saved) in shard_pieces(&collection_dir, id) {
+            if saved == "pending" && new.keep_pending {
+                continue;
+            }
+            if piece.exists() {
+                std::fs::rename(&piece, aside.join(saved))?;
+            }
+        }
+        crash_point("shard-restore-before-switch");
+        // The moment of truth.
+        std::fs::rename(&new.staged, &dir)?;
+        // The snapshot's time, written only once the shard is the new one.
+        if let Some(secs) = new.state_time {
+            write_restored_clock(&collection_dir.join(format!("{id}.clock")), secs)?;
+        }
+        sync_dir(&collection_dir)?;
+        sync_dir(&dir)?;
+        crash_point("shard-restore-after-switch");
+        self.drop_journal(&journal_path)?;
+        let opened = Shard::open_after(id, &dir, &pending, edge.clone(), waiting);
+        match opened {
+            Ok(shard) => *slot = Arc::new(shard),
+            Err(err) => {
+                // Checked before the switch, so this is not the input's fault; the
+                // old shard is kept so the collection still serves.
+                tracing::error!(collection = name, shard = id, %err, "the switched-in shard does not open: putting the old one back");
+                let failed = self.staging_dir("failed-shard");
+                std::fs::rename(&dir, &failed)?;
+                for (piece, saved) in shard_pieces(&collection_dir, id) {
+                    if aside.join(saved).exists() {
+                        std::fs::rename(aside.join(saved), &piece)?;
+                    }
+                }
+                *slot = Arc::new(reopen_old(Waiting::new())?);
+                let _ = remove_path(&failed);
+                let _ = remove_path(&aside);
+                return Err(err);
+            }
+        }
+        drop(slot);
+        remove_path(&aside)?;
+        tracing::info!(collection = name, shard = id, "shard switched");
+        Ok(())
+    }
+
+    fn write_journal(&self, path: &Path, journal: &Journal) -> Result<()> {
+        let text =
+            serde_json::to_vec(journal).map_err(|e| StorageError::internal(e.to_string()))?;
+        let temp = self.staging_dir("tmp-journal");
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(&text)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temp, path)?;
+        sync_dir(&self.collections_dir)
+    }
+
+    fn drop_journal(&self, path: &Path) -> Result<()> {
+        std::fs::remove_file(path)?;
+        sync_dir(&self.collections_dir)
+    }
+}
+
+/// What a switch is doing, written before it starts and removed after.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Journal {
+    collection: String,
+    /// Set when one shard of the collection is replaced.
+    #[serde(default)]
+    shard: Option<u32>,
+    /// The staging directory holding the new collection or shard: a path (journals
+    /// written before restores staged in temp_path hold a name in the collections
+    /// directory; joining either to it gives the directory).
+    staged: String,
+    /// The hidden name the old collection (or shard's pieces) is moved to.
+    old: String,
+}
+
+const JOURNAL_PREFIX: &str = ".restore-journal-";
+
+/// Finish or undo switches a crash interrupted. The staged directory still there
+/// means the new state never took the name: put the old one back. Otherwise the
+/// switch happened. Either way the hidden leftovers go with the start-up cleanup.
+pub(super) fn recover(collections_dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(collections_dir)? {
+        let path = entry?.path();
+        if !file_name(&path).starts_with(JOURNAL_PREFIX) {
+            continue;
+        }
+        let journal: Option<Journal> = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if let Some(journal) = journal {
+            let target = collections_dir.join(&journal.collection);
+            let staged = collections_dir.join(&journal.staged);
+            let old = collections_dir.join(&journal.old);
+            if let Some(id) = journal.shard {
+                if staged.exists() {
+                    // Put back whatever of the old shard had been moved aside.
+                    for (piece, saved) in shard_pieces(&target, id) {
+                        if !piece.exists() && old.join(saved).exists() {
+                            std::fs::rename(old.join(saved), &piece)?;
+                        }
+                    }
+                    tracing::warn!(collection = %journal.collection, shard = id, "a shard switch was interrupted before it happened: the old shard stays");
+                } else {
+                    tracing::warn!(collection = %journal.collection, shard = id, "a shard switch was interrupted after it happened: the new shard stays");
+                }
+            } else if staged.exists() {
+                if !target.exists() && old.exists() {
+                    std::fs::rename(&old, &target)?;
+                }
+                tracing::warn!(collection = %journal.collection, "a restore was interrupted before the switch: the old collection stays");
+            } else {
+                tracing::warn!(collection = %journal.collection, "a restore was interrupted after the switch: the restored collection stays");
+            }
+        }
+        // An unreadable journal was torn while being written: nothing had moved yet.
+        std::fs::remove_file(&path)?;
+        sync_dir(collections_dir)?;
+    }
+    Ok(())
+}
+
+/// A shard's directory and the files beside it that belong to it, with the names
+/// they get while set aside.
+fn shard_pieces(collection_dir: &Path, id: u32) -> [(PathBuf, &'static str); 3] {
+    [
+        (collection_dir.join(id.to_string()), "shard"),
+        (collection_dir.join(format!("{id}.pending")), "pending"),
+        (collection_dir.join(format!("{id}.clock")), "clock"),
+    ]
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Crash tests: `SNAPFS_CRASH_AT=<point>` makes the process abort right there, as a
+/// `kill -9` at that instant would (no destructors, no flush).
+pub(crate) fn crash_point(point: &str) {
+    if std::env::var("SNAPFS_CRASH_AT").is_ok_and(|at| at == point) {
+        eprintln!("SNAPFS_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
+}
