@@ -8,6 +8,7 @@
 
 pub mod collections;
 pub mod envelope;
+pub mod partial;
 pub mod points;
 pub mod ranges;
 pub mod recover;
@@ -48,7 +49,7 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(collections::root))
         .route("/metrics", get(|| async { crate::metrics::render() }))
         .route("/collections", get(collections::list))
@@ -102,6 +103,23 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
             post(recover::shard_upload).layer(DefaultBodyLimit::disable()),
         )
         .route(
+            "/collections/{name}/shards/{shard}/snapshot/partial/manifest",
+            get(partial::manifest),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshot/partial/create",
+            post(partial::create_partial),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshot/partial/recover",
+            // Uploads are streamed into the restore: no request-size limit applies.
+            post(partial::recover_partial).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshot/partial/recover_from",
+            post(partial::recover_from),
+        )
+        .route(
             "/collections/{name}/shards/{shard}/snapshots/{snapshot}",
             get(snapshots::shard_download).delete(snapshots::shard_delete),
         )
@@ -115,5 +133,34 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
         )
         .fallback(|| async { ApiError::not_found("Not found: no such API path") })
         .layer(DefaultBodyLimit::max(max_request_bytes))
-        .with_state(state)
+        .with_state(state);
+    // Routing sees the path with runs of slashes merged: Qdrant's peers ask for
+    // `{peer_url}/collections/…`, and a peer URL ending in `/` doubles the slash.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_request(merge_slashes))
+}
+
+async fn merge_slashes(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    if uri.path().contains("//") {
+        let mut path = String::with_capacity(uri.path().len());
+        for c in uri.path().chars() {
+            if !(c == '/' && path.ends_with('/')) {
+                path.push(c);
+            }
+        }
+        let path_and_query = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let mut parts = uri.clone().into_parts();
+        if let Ok(merged) = path_and_query.parse() {
+            parts.path_and_query = Some(merged);
+            if let Ok(merged) = axum::http::Uri::from_parts(parts) {
+                *request.uri_mut() = merged;
+            }
+        }
+    }
+    request
 }

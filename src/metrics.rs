@@ -15,6 +15,7 @@ pub const SNAPSHOT_BYTES_STREAMED_TOTAL: &str = "snapfs_snapshot_bytes_streamed_
 pub const SNAPSHOT_FREEZE_SECONDS: &str = "snapfs_snapshot_freeze_seconds";
 pub const FUSE_ERRORS_TOTAL: &str = "snapfs_fuse_errors_total";
 pub const RESTORE_FAILURES_TOTAL: &str = "snapfs_restore_failures_total";
+pub const PARTIAL_BYTES_TOTAL: &str = "snapfs_partial_snapshot_bytes_total";
 
 /// Where snapshot bytes left the daemon.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +24,19 @@ pub enum Via {
     Fuse,
 }
 
+/// Which way partial-snapshot bytes went.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    /// Partial archives served to receivers.
+    Sent,
+    /// Partial archives applied here.
+    Received,
+}
+
 #[derive(Default)]
 struct Registry {
+    partial_sent: AtomicU64,
+    partial_received: AtomicU64,
     creation_running: AtomicI64,
     recovery_running: AtomicI64,
     created: Mutex<BTreeMap<String, u64>>,
@@ -102,6 +114,14 @@ pub fn bytes_streamed(via: Via, bytes: u64) {
     counter.fetch_add(bytes, Ordering::Relaxed);
 }
 
+pub fn partial_bytes(direction: Direction, bytes: u64) {
+    let counter = match direction {
+        Direction::Sent => &registry().partial_sent,
+        Direction::Received => &registry().partial_received,
+    };
+    counter.fetch_add(bytes, Ordering::Relaxed);
+}
+
 /// A freeze ended after `held`.
 pub fn freeze_ended(held: Duration) {
     let nanos = held.as_nanos() as u64;
@@ -154,6 +174,11 @@ pub fn render() -> String {
         "How long shards stayed frozen for a snapshot.",
     );
     metric(
+        PARTIAL_BYTES_TOTAL,
+        "counter",
+        "Bytes of partial snapshots sent to receivers and applied here, by direction.",
+    );
+    metric(
         RESTORE_FAILURES_TOTAL,
         "counter",
         "Restores refused or failed, by reason.",
@@ -191,6 +216,13 @@ pub fn render() -> String {
         secs(r.freeze_nanos.load(Ordering::Relaxed)),
         secs(r.freeze_max_nanos.load(Ordering::Relaxed)),
     );
+    for (direction, counter) in [("sent", &r.partial_sent), ("received", &r.partial_received)] {
+        let _ = writeln!(
+            out,
+            "{PARTIAL_BYTES_TOTAL}{{direction=\"{direction}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
     for (reason, n) in r.restore_failures.lock().unwrap().iter() {
         let _ = writeln!(out, "{RESTORE_FAILURES_TOTAL}{{reason=\"{reason}\"}} {n}");
     }

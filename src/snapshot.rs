@@ -16,6 +16,7 @@ pub mod extents;
 pub mod intake;
 pub mod layout;
 pub mod names;
+pub mod partial;
 pub mod restore;
 pub mod sparse;
 pub mod stored;

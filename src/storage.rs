@@ -45,6 +45,8 @@ pub struct Storage {
     /// Where restores unpack (`temp_path` when it shares the collections' file
     /// system, see [`Storage::stage_restores_in`]); beside the collections if unset.
     restore_staging: std::sync::OnceLock<PathBuf>,
+    /// `temp_path` (see [`Storage::stage_restores_in`]).
+    temp_path: std::sync::OnceLock<PathBuf>,
 }
 
 /// Prefix of a restore's staging directory.
@@ -85,6 +87,7 @@ impl Storage {
             stopping: Arc::new(AtomicBool::new(false)),
             maintenance: Mutex::new(None),
             restore_staging: std::sync::OnceLock::new(),
+            temp_path: std::sync::OnceLock::new(),
         });
         storage.start_maintenance()?;
         Ok(storage)
@@ -161,6 +164,7 @@ impl Storage {
     pub fn stage_restores_in(&self, temp_path: &Path) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         std::fs::create_dir_all(temp_path)?;
+        let _ = self.temp_path.set(temp_path.to_path_buf());
         for entry in std::fs::read_dir(temp_path)? {
             let path = entry?.path();
             if file_name(&path).starts_with(RESTORING_PREFIX) {
@@ -174,6 +178,15 @@ impl Storage {
             tracing::info!(temp_path = %temp_path.display(), "temp_path is on another file system than the collections: restores unpack beside the collections instead");
         }
         Ok(())
+    }
+
+    /// Where temporary files go (`temp_path`; the collections directory before
+    /// [`Storage::stage_restores_in`] named one).
+    pub fn temp_path(&self) -> PathBuf {
+        self.temp_path
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.collections_dir.clone())
     }
 
     /// A fresh staging directory for a restore (see [`Storage::stage_restores_in`]).

@@ -38,6 +38,13 @@ impl Timer {
         Json(json!({"result": result, "status": "ok", "time": self.seconds()})).into_response()
     }
 
+    /// [`Timer::ok`] with snapfs's own figures beside Qdrant's envelope, under
+    /// `snapfs` (clients ignore fields they do not know).
+    pub fn ok_with_details<T: Serialize>(&self, result: T, details: serde_json::Value) -> Response {
+        Json(json!({"result": result, "status": "ok", "time": self.seconds(), "snapfs": details}))
+            .into_response()
+    }
+
     /// A body that is not wrapped in the envelope (Qdrant's `GET /`).
     pub fn ok_raw(&self, body: serde_json::Value) -> Response {
         Json(body).into_response()
@@ -86,6 +93,8 @@ impl From<StorageError> for ApiError {
             StorageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             StorageError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             StorageError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
+            StorageError::Peer(_) => StatusCode::BAD_GATEWAY,
+            StorageError::AlreadyInProgress(_) => StatusCode::SERVICE_UNAVAILABLE,
             StorageError::Internal(_) | StorageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, err.to_string())

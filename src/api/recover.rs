@@ -255,7 +255,7 @@ async fn finish(intake: Intake) -> Result<Received, ApiError> {
 }
 
 /// The multipart field `snapshot`, streamed into an intake.
-async fn receive_upload(
+pub(crate) async fn receive_upload(
     app: &AppState,
     scope: &Scope,
     multipart: &mut axum::extract::Multipart,

@@ -13,6 +13,7 @@ use super::envelope::{ApiError, ApiResult, Timer};
 use super::ranges::{ReadAt, stream_response};
 use super::{AppState, blocking};
 use crate::snapshot::checksum::SequentialHasher;
+use crate::snapshot::layout::ArchiveLayout;
 use crate::snapshot::names::validate_snapshot_name;
 use crate::snapshot::{Scope, SnapshotView, stored};
 
@@ -197,15 +198,31 @@ pub fn live_response(
     view: Arc<SnapshotView>,
     name: &str,
 ) -> Result<Response, ApiError> {
-    let size = view.size();
-    let hasher = Arc::new(std::sync::Mutex::new(SequentialHasher::for_layout(
-        view.layout(),
-    )));
-    let read_view = view.clone();
-    let read_at: ReadAt = Arc::new(move |offset, buf| read_view.layout().read_at(offset, buf));
+    let layout = view.layout().clone();
+    stream_layout(headers, layout, view, name, None)
+}
+
+/// Stream an archive layout while `keep` (what holds its files frozen) lives; a
+/// reader that goes from start to end also records the archive's checksum. `also`
+/// sees every chunk sent.
+pub fn stream_layout(
+    headers: &HeaderMap,
+    layout: Arc<ArchiveLayout>,
+    keep: Arc<dyn std::any::Any + Send + Sync>,
+    name: &str,
+    also: Option<super::ranges::OnChunk>,
+) -> Result<Response, ApiError> {
+    let size = layout.size();
+    let hasher = Arc::new(std::sync::Mutex::new(SequentialHasher::for_layout(&layout)));
+    let read_layout = layout.clone();
+    let read_at: ReadAt = Arc::new(move |offset, buf| read_layout.read_at(offset, buf));
     let on_chunk = Arc::new(move |offset: u64, data: &[u8]| {
+        let _held = &keep;
         crate::metrics::bytes_streamed(crate::metrics::Via::Http, data.len() as u64);
-        hasher.lock().unwrap().observe(view.layout(), offset, data);
+        hasher.lock().unwrap().observe(&layout, offset, data);
+        if let Some(also) = &also {
+            also(offset, data);
+        }
     });
     stream_response(headers, size, name, read_at, Some(on_chunk))
 }

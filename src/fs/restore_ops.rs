@@ -135,7 +135,10 @@ impl SnapFs {
                 ))
             }
             Scope::Shard(c, id) => {
-                runtime.block_on(restore::restore_shard(&storage, c, *id, received, checksum))
+                // A full shard snapshot or a partial one, told apart by content.
+                return runtime.block_on(restore::restore_or_apply_shard(
+                    &storage, c, *id, received, checksum,
+                ));
             }
         };
         restored.map(|_| ())

@@ -18,9 +18,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::digest::{bytes_sha256, file_sha256, hex};
-use super::layout::{ArchiveBuilder, ArchiveLayout, EntryKind, Generator};
+use super::layout::{ArchiveBuilder, ArchiveLayout, EntryKind, FrozenFile, Generator};
 
 pub const MANIFEST_NAME: &str = "snapfs-manifest.json";
+/// The engine's repair journal beside a payload tracker (see [`add_shard`]).
+pub const TRACKER_JOURNAL: &str = "tracker_journal.dat";
 /// What Qdrant 1.18.3 writes into a collection snapshot's `version.info` (the version
 /// of its collection storage format, not of the server).
 pub const COLLECTION_FORMAT_VERSION: &str = "0.4.2";
@@ -44,52 +46,78 @@ pub fn add_shard(
         if usable {
             collect_files(&segment, &format!("segments/{name}/files"), &mut files)?;
         }
+        // A payload tracker's journal only repairs writes a crash tore; the frozen
+        // tracker is whole (flushed). Qdrant leaves it out of snapshots too, and the
+        // engine removes it when it loads a shard, so leaving it out also gives the
+        // same archive before and after a load.
+        files.retain(|(path, _)| !path.ends_with(&format!("/{TRACKER_JOURNAL}")));
     }
     collect_files(&shard_dir.join("wal"), "wal", &mut files)?;
     let edge_config = shard_dir.join("edge_config.json");
     if edge_config.exists() {
         files.push(("edge_config.json".to_string(), edge_config));
     }
+    let mut items: Vec<(String, Item)> = files
+        .into_iter()
+        .map(|(path, source)| (path, Item::File(source)))
+        .collect();
+    items.extend(replica_files(peer_id));
+    add_items(builder, prefix, items)
+}
+
+/// The files Qdrant writes beside a shard's data in every shard snapshot: this node
+/// as the shard's one active replica, and the shard's type.
+pub fn replica_files(peer_id: u64) -> [(String, Item); 2] {
     let replica_state = json!({"is_local": true, "this_peer_id": peer_id, "peers": {peer_id.to_string(): "Active"}});
-    let generated: Vec<(String, Vec<u8>)> = vec![
+    [
         (
             "replica_state.json".into(),
-            replica_state.to_string().into_bytes(),
+            Item::Bytes(replica_state.to_string().into_bytes()),
         ),
         (
             "shard_config.json".into(),
-            br#"{"type":"ReplicaSet"}"#.to_vec(),
+            Item::Bytes(br#"{"type":"ReplicaSet"}"#.to_vec()),
         ),
-    ];
+    ]
+}
 
-    enum Item {
-        Dir,
-        File(PathBuf),
-        Bytes(Vec<u8>),
-    }
-    let mut items: Vec<(String, Item)> = Vec::new();
+/// What an entry of a shard archive is made of.
+pub enum Item {
+    /// A file on disk, frozen when added.
+    File(PathBuf),
+    /// A file another layout already froze.
+    Frozen(Arc<FrozenFile>),
+    Bytes(Vec<u8>),
+}
+
+/// Add `items` under `prefix` sorted by path, each directory on the way as an entry
+/// before its contents: the same items always give the same bytes.
+pub fn add_items(
+    builder: &mut ArchiveBuilder,
+    prefix: &str,
+    mut items: Vec<(String, Item)>,
+) -> io::Result<()> {
     let mut dirs = BTreeSet::new();
-    for (path, _) in &files {
+    for (path, _) in &items {
         let mut at = path.as_str();
         while let Some(slash) = at.rfind('/') {
             at = &at[..slash];
             dirs.insert(format!("{at}/"));
         }
     }
-    items.extend(dirs.into_iter().map(|d| (d, Item::Dir)));
-    items.extend(files.into_iter().map(|(p, s)| (p, Item::File(s))));
-    items.extend(generated.into_iter().map(|(p, b)| (p, Item::Bytes(b))));
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-
+    let mut all: Vec<(String, Option<Item>)> = dirs.into_iter().map(|d| (d, None)).collect();
+    all.extend(items.drain(..).map(|(p, i)| (p, Some(i))));
+    all.sort_by(|a, b| a.0.cmp(&b.0));
     if !prefix.is_empty() {
         builder.dir(prefix);
     }
-    for (path, item) in items {
+    for (path, item) in all {
         let full = format!("{prefix}{path}");
         match item {
-            Item::Dir => builder.dir(&full),
-            Item::File(source) => builder.file(&full, &source)?,
-            Item::Bytes(bytes) => builder.bytes(&full, bytes),
+            None => builder.dir(&full),
+            Some(Item::File(source)) => builder.file(&full, &source)?,
+            Some(Item::Frozen(frozen)) => builder.frozen_file(&full, frozen),
+            Some(Item::Bytes(bytes)) => builder.bytes(&full, bytes),
         }
     }
     Ok(())

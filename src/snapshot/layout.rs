@@ -70,9 +70,35 @@ pub struct FrozenFile {
     file: RwLock<File>,
     pub size: u64,
     pub extents: Vec<(u64, u64)>,
+    /// (device, inode) of the file as frozen: whose bytes these are.
+    pub identity: (u64, u64),
+    /// Already read from a private copy.
+    copied: std::sync::atomic::AtomicBool,
 }
 
 impl FrozenFile {
+    /// Open `source` as it is now (its data extents found once).
+    pub fn open(source: &Path) -> io::Result<FrozenFile> {
+        use std::os::unix::fs::MetadataExt;
+        let file = File::open(source)?;
+        let meta = file.metadata()?;
+        let size = meta.len();
+        let extents = data_extents(&file, size)?;
+        let dense = extents.len() == 1 && extents[0] == (0, size) || size == 0;
+        Ok(FrozenFile {
+            file: RwLock::new(file),
+            size,
+            extents: if dense { vec![(0, size)] } else { extents },
+            identity: (meta.dev(), meta.ino()),
+            copied: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// No holes: stored as a regular entry.
+    fn is_dense(&self) -> bool {
+        self.extents == [(0, self.size)] || self.size == 0
+    }
+
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read().unwrap().read_exact_at(buf, offset)
     }
@@ -83,21 +109,26 @@ impl FrozenFile {
 
     /// Copy the data extents into a new sparse file in `dir` and read from it from now on.
     fn copy_aside(&self, dir: &Path) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        // Held for writing throughout, so two copiers do not both copy.
+        let mut current = self.file.write().unwrap();
+        if self.copied.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let copy = tempfile::tempfile_in(dir)?;
         copy.set_len(self.size)?;
-        let source = self.file.read().unwrap();
         let mut buf = vec![0u8; COPY_CHUNK];
         for (offset, len) in &self.extents {
             let mut done = 0u64;
             while done < *len {
                 let n = (len - done).min(COPY_CHUNK as u64) as usize;
-                source.read_exact_at(&mut buf[..n], offset + done)?;
+                current.read_exact_at(&mut buf[..n], offset + done)?;
                 copy.write_all_at(&buf[..n], offset + done)?;
                 done += n as u64;
             }
         }
-        drop(source);
-        *self.file.write().unwrap() = copy;
+        *current = copy;
+        self.copied.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -107,7 +138,9 @@ const COPY_CHUNK: usize = 1 << 20;
 
 pub struct ArchiveLayout {
     pieces: Vec<Piece>,
-    files: Vec<FrozenFile>,
+    /// Shared with other layouts of the same frozen files (a partial archive and the
+    /// shard view it is cut from), so a copy aside serves them all.
+    files: Vec<Arc<FrozenFile>>,
     nested: Vec<Arc<ArchiveLayout>>,
     entries: Vec<EntryInfo>,
     size: u64,
@@ -198,12 +231,16 @@ impl ArchiveBuilder {
     /// A file from disk: a regular entry if it has no holes, a sparse entry holding
     /// only its data extents otherwise.
     pub fn file(&mut self, path: &str, source: &Path) -> io::Result<()> {
-        let file = File::open(source)?;
-        let size = file.metadata()?.len();
-        let extents = data_extents(&file, size)?;
+        self.frozen_file(path, Arc::new(FrozenFile::open(source)?));
+        Ok(())
+    }
+
+    /// An entry for a file another layout already froze (same bytes, and a copy
+    /// aside made for either serves both).
+    pub fn frozen_file(&mut self, path: &str, frozen: Arc<FrozenFile>) {
         let index = self.layout.files.len();
-        let dense = extents.len() == 1 && extents[0] == (0, size) || size == 0;
-        if dense {
+        let size = frozen.size;
+        if frozen.is_dense() {
             self.headers(path, &Kind::File { size });
             self.push(
                 size,
@@ -214,6 +251,7 @@ impl ArchiveBuilder {
             );
             self.pad(size);
         } else {
+            let extents = &frozen.extents;
             let stored: u64 = extents.iter().map(|(_, len)| len).sum();
             let mut map = extents.clone();
             let ends_in_hole = extents.last().is_none_or(|(o, l)| o + l < size);
@@ -229,7 +267,7 @@ impl ArchiveBuilder {
                     map: &map,
                 },
             );
-            for (offset, len) in &extents {
+            for (offset, len) in extents {
                 self.push(
                     *len,
                     Source::File {
@@ -240,25 +278,15 @@ impl ArchiveBuilder {
             }
             self.pad(stored);
         }
-        let kind = EntryKind::File {
-            file: index,
-            extents: if dense {
-                vec![(0, size)]
-            } else {
-                extents.clone()
-            },
-        };
-        self.layout.files.push(FrozenFile {
-            file: RwLock::new(file),
-            size,
-            extents: if dense { vec![(0, size)] } else { extents },
-        });
         self.layout.entries.push(EntryInfo {
             path: path.to_string(),
             size,
-            kind,
+            kind: EntryKind::File {
+                file: index,
+                extents: frozen.extents.clone(),
+            },
         });
-        Ok(())
+        self.layout.files.push(frozen);
     }
 
     /// Another archive as one regular entry.
@@ -334,7 +362,7 @@ impl ArchiveBuilder {
         &self.layout.entries
     }
 
-    pub fn files(&self) -> &[FrozenFile] {
+    pub fn files(&self) -> &[Arc<FrozenFile>] {
         &self.layout.files
     }
 }
@@ -348,8 +376,16 @@ impl ArchiveLayout {
         &self.entries
     }
 
-    pub fn files(&self) -> &[FrozenFile] {
+    pub fn files(&self) -> &[Arc<FrozenFile>] {
         &self.files
+    }
+
+    /// The frozen file behind the entry at `path`, if it is one.
+    pub fn frozen_at(&self, path: &str) -> Option<&Arc<FrozenFile>> {
+        self.entries.iter().find_map(|entry| match &entry.kind {
+            EntryKind::File { file, .. } if entry.path == path => Some(&self.files[*file]),
+            _ => None,
+        })
     }
 
     pub fn nested(&self) -> &[Arc<ArchiveLayout>] {
@@ -363,11 +399,19 @@ impl ArchiveLayout {
     /// Replace every frozen file (nested archives included) by a private copy in
     /// `dir`, so the originals may change again while this layout is still read.
     pub fn copy_aside(&self, dir: &Path) -> io::Result<()> {
+        self.copy_aside_if(dir, &|_| true)
+    }
+
+    /// [`ArchiveLayout::copy_aside`] for the frozen files whose (device, inode)
+    /// `wanted` accepts.
+    pub fn copy_aside_if(&self, dir: &Path, wanted: &dyn Fn((u64, u64)) -> bool) -> io::Result<()> {
         for file in &self.files {
-            file.copy_aside(dir)?;
+            if wanted(file.identity) {
+                file.copy_aside(dir)?;
+            }
         }
         for nested in &self.nested {
-            nested.copy_aside(dir)?;
+            nested.copy_aside_if(dir, wanted)?;
         }
         Ok(())
     }

@@ -107,7 +107,7 @@ impl Drop for Running {
 
 /// One restore per collection at a time (as Qdrant: a second one waits for the
 /// first); different collections in parallel.
-fn collection_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
+pub(crate) fn collection_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
     LOCKS
         .get_or_init(Default::default)
@@ -197,6 +197,29 @@ pub async fn restore_shard(
     .await
 }
 
+/// Restore shard `id` from a full shard snapshot, or apply a partial one to it:
+/// what a shard's `recover/` directory does (it tells them apart by content).
+pub async fn restore_or_apply_shard(
+    storage: &Arc<Storage>,
+    name: &str,
+    id: u32,
+    received: Received,
+    checksum: Option<String>,
+) -> Result<()> {
+    let (received, partial) = tokio::task::spawn_blocking(move || {
+        let partial = super::partial::apply::detect(&received).map(|p| p.is_some());
+        (received, partial)
+    })
+    .await
+    .map_err(|e| StorageError::internal(e.to_string()))?;
+    if partial? {
+        super::partial::apply::apply(storage, name, id, received, checksum, None).await?;
+    } else {
+        restore_shard(storage, name, id, received, checksum).await?;
+    }
+    Ok(())
+}
+
 /// What a restore replaces.
 enum Target {
     Collection,
@@ -237,6 +260,7 @@ async fn run_restore(
                 check_checksum(&expected, &received.report.sha256)
                     .map_err(|e| StorageError::bad_request(e.to_string()))?;
             }
+            refuse_partial(&received)?;
             let state_time = received.report.newest_mtime;
             let pin = match target {
                 Target::Collection => {
@@ -291,6 +315,23 @@ async fn run_restore(
         }
     }
     result.map(|_| Restored { sha256, files })
+}
+
+/// A full restore takes full snapshots only.
+fn refuse_partial(received: &Received) -> Result<()> {
+    let staging = received.staging();
+    let mut dirs = vec![staging.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(staging) {
+        dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    if received.report.partial_target.is_some()
+        || dirs.iter().any(|dir| super::partial::apply::is_partial_tree(dir))
+    {
+        return Err(StorageError::bad_request(
+            "this is a partial snapshot: apply it to its shard with POST /collections/{c}/shards/{id}/snapshot/partial/recover (or write it into collections/<c>/shards/<id>/recover/)",
+        ));
+    }
+    Ok(())
 }
 
 /// Check a staged shard snapshot and open it with the collection's config (which

@@ -29,6 +29,17 @@ pub struct VerifyReport {
     pub manifest_checked: Option<usize>,
     /// The newest entry mtime (seconds): a snapfs archive's state time.
     pub newest_mtime: u64,
+    /// A partial archive of the content form: every file of the state it leads to
+    /// (its embedded manifest), of which the archive carried only some.
+    pub partial_target: Option<Vec<TargetFile>>,
+}
+
+/// A file of the state a content-form partial archive leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +63,10 @@ pub enum VerifyError {
 #[derive(Deserialize)]
 struct Manifest {
     entries: Vec<ManifestEntry>,
+    /// A partial archive's manifest lists the whole new state; the archive carries
+    /// the files that changed.
+    #[serde(default)]
+    partial: bool,
 }
 
 #[derive(Deserialize)]
@@ -300,6 +315,19 @@ pub fn unpack_entries(
     }
     if let Some(manifest) = manifest {
         report.manifest_checked = Some(check_manifest(&manifest, &digests)?);
+        if manifest.partial {
+            report.partial_target = Some(
+                manifest
+                    .entries
+                    .into_iter()
+                    .map(|e| TargetFile {
+                        path: e.path,
+                        size: e.size,
+                        sha256: e.sha256,
+                    })
+                    .collect(),
+            );
+        }
     }
     Ok(report)
 }
@@ -401,14 +429,29 @@ fn duplicate_or_io(err: io::Error, shown: &str) -> VerifyError {
 }
 
 /// Every file the manifest lists is in the archive with its size and SHA-256, and
-/// nothing else is. Returns how many it confirmed.
+/// nothing else is (a partial archive's manifest may list files the archive does
+/// not carry: the receiver has them). Returns how many it confirmed.
 fn check_manifest(
     manifest: &Manifest,
     digests: &BTreeMap<String, (u64, String)>,
 ) -> Result<usize, VerifyError> {
     let mut listed = 0;
+    let mut paths = std::collections::BTreeSet::new();
     for item in &manifest.entries {
+        check_entry_path(Path::new(&item.path)).map_err(|why| VerifyError::ManifestMismatch {
+            path: item.path.clone(),
+            why,
+        })?;
+        if !paths.insert(item.path.as_str()) {
+            return Err(VerifyError::ManifestMismatch {
+                path: item.path.clone(),
+                why: "listed twice in the manifest".into(),
+            });
+        }
         let Some((size, sha)) = digests.get(&item.path) else {
+            if manifest.partial {
+                continue;
+            }
             return Err(VerifyError::ManifestMismatch {
                 path: item.path.clone(),
                 why: "listed in the manifest but missing from the archive".into(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::archive::{add_collection_files, add_manifest, add_shard};
 use super::layout::{ArchiveBuilder, ArchiveLayout};
+use super::partial::VersionManifest;
 use crate::storage::{CollectionFreeze, Result, Storage, StorageError};
 
 /// What a snapshot covers.
@@ -23,12 +24,21 @@ pub struct SnapshotView {
     scope: Scope,
     layout: Arc<ArchiveLayout>,
     mtime: SystemTime,
+    /// Of a shard view: the engine's version manifest of the frozen state and the
+    /// shard's change number (what partial snapshots are cut from).
+    shard_state: Option<ShardState>,
     opened: Instant,
     /// Held while the view reads the shards' own files; dropping them thaws the
     /// shards. Emptied early when the freeze outlives its limit and the files are
     /// copied aside.
     freezes: Mutex<Vec<CollectionFreeze>>,
     _running: crate::metrics::CreationRunning,
+}
+
+/// What a shard view knows of its frozen shard beyond its files.
+pub struct ShardState {
+    pub versions: VersionManifest,
+    pub change: u64,
 }
 
 impl Drop for SnapshotView {
@@ -39,9 +49,36 @@ impl Drop for SnapshotView {
     }
 }
 
-fn live_views() -> &'static Mutex<HashMap<Scope, Weak<SnapshotView>>> {
-    static VIEWS: OnceLock<Mutex<HashMap<Scope, Weak<SnapshotView>>>> = OnceLock::new();
+/// Every view alive, by scope (more than one when a newer state came while an
+/// older view was still read).
+fn live_views() -> &'static Mutex<HashMap<Scope, Vec<Weak<SnapshotView>>>> {
+    static VIEWS: OnceLock<Mutex<HashMap<Scope, Vec<Weak<SnapshotView>>>>> = OnceLock::new();
     VIEWS.get_or_init(Default::default)
+}
+
+fn all_live_views() -> Vec<Arc<SnapshotView>> {
+    live_views()
+        .lock()
+        .unwrap()
+        .values()
+        .flatten()
+        .filter_map(Weak::upgrade)
+        .collect()
+}
+
+/// Give every live view a private copy of the frozen files whose (device, inode)
+/// `shared` holds, before something writes them in place (a shard switch whose new
+/// files are hard links of the old ones).
+pub fn copy_aside_shared(
+    shared: &std::collections::HashSet<(u64, u64)>,
+    temp_path: &std::path::Path,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(temp_path)?;
+    for view in all_live_views() {
+        view.layout
+            .copy_aside_if(temp_path, &|identity| shared.contains(&identity))?;
+    }
+    Ok(())
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -53,21 +90,25 @@ fn unix_seconds(time: SystemTime) -> u64 {
 impl SnapshotView {
     /// Open (or join) the view of `scope`. Blocking: flushes and reads directories.
     pub fn open(storage: &Storage, scope: Scope) -> Result<Arc<SnapshotView>> {
-        let existing = live_views()
+        let existing: Vec<Arc<SnapshotView>> = live_views()
             .lock()
             .unwrap()
             .get(&scope)
-            .and_then(Weak::upgrade);
-        // Join it if it still covers the same collection objects (none was deleted or
-        // re-created since).
-        if let Some(view) = existing.filter(|v| v.still_current(storage)) {
+            .map(|views| views.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default();
+        // Join one that still covers the same collection and shard objects (none was
+        // deleted, re-created or switched since).
+        if let Some(view) = existing.into_iter().find(|v| v.still_current(storage)) {
             return Ok(view);
         }
         // Built without the registry lock: freezing may wait for an optimization.
         let view = Arc::new(Self::build(storage, scope.clone())?);
         let mut views = live_views().lock().unwrap();
-        views.retain(|_, weak| weak.strong_count() > 0);
-        views.insert(scope, Arc::downgrade(&view));
+        for list in views.values_mut() {
+            list.retain(|weak| weak.strong_count() > 0);
+        }
+        views.retain(|_, list| !list.is_empty());
+        views.entry(scope).or_default().push(Arc::downgrade(&view));
         Ok(view)
     }
 
@@ -111,7 +152,7 @@ impl SnapshotView {
             Scope::Collection(name) => {
                 let freeze = storage.collection(name)?.freeze()?;
                 let (layout, mtime) = collection_layout(&freeze, peer).map_err(io)?;
-                Ok(SnapshotView::new(scope, layout, mtime, vec![freeze]))
+                Ok(SnapshotView::new(scope, layout, mtime, vec![freeze], None))
             }
             Scope::Shard(name, id) => {
                 let collection = storage.collection(name)?;
@@ -119,11 +160,21 @@ impl SnapshotView {
                 let shard = &freeze.shards()[0];
                 let shard_dir = shard.path().to_path_buf();
                 let mtime = shard.last_change();
+                let state = ShardState {
+                    versions: super::partial::engine_manifest(shard)?,
+                    change: shard.change_number(),
+                };
                 let mut builder = ArchiveBuilder::new(unix_seconds(mtime));
                 add_shard(&mut builder, "", &shard_dir, peer).map_err(io)?;
                 add_manifest(&mut builder).map_err(io)?;
                 let layout = builder.finish().map_err(io)?;
-                Ok(SnapshotView::new(scope, layout, mtime, vec![freeze]))
+                Ok(SnapshotView::new(
+                    scope,
+                    layout,
+                    mtime,
+                    vec![freeze],
+                    Some(state),
+                ))
             }
             Scope::Full => {
                 let mut freezes = Vec::new();
@@ -156,7 +207,7 @@ impl SnapshotView {
                 );
                 add_manifest(&mut builder).map_err(io)?;
                 let layout = builder.finish().map_err(io)?;
-                Ok(SnapshotView::new(scope, layout, mtime, freezes))
+                Ok(SnapshotView::new(scope, layout, mtime, freezes, None))
             }
         }
     }
@@ -166,11 +217,13 @@ impl SnapshotView {
         layout: ArchiveLayout,
         mtime: SystemTime,
         freezes: Vec<CollectionFreeze>,
+        shard_state: Option<ShardState>,
     ) -> Self {
         SnapshotView {
             scope,
             layout: Arc::new(layout),
             mtime,
+            shard_state,
             opened: Instant::now(),
             freezes: Mutex::new(freezes),
             _running: crate::metrics::CreationRunning::start(),
@@ -188,6 +241,15 @@ impl SnapshotView {
     /// The state's last change: every header's mtime, and the live file's mtime.
     pub fn mtime(&self) -> SystemTime {
         self.mtime
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// A shard view's version manifest and change number.
+    pub fn shard_state(&self) -> Option<&ShardState> {
+        self.shard_state.as_ref()
     }
 }
 
@@ -232,8 +294,7 @@ pub fn start_freeze_watchdog(temp_path: PathBuf, limit: Duration) -> std::io::Re
     std::thread::Builder::new().name("freeze-watchdog".into()).spawn(move || {
         loop {
             std::thread::sleep(tick);
-            let views: Vec<Arc<SnapshotView>> = live_views().lock().unwrap().values().filter_map(Weak::upgrade).collect();
-            for view in views {
+            for view in all_live_views() {
                 if view.is_frozen() && view.opened.elapsed() > limit {
                     let started = Instant::now();
                     match view.copy_aside_and_thaw(&temp_path) {

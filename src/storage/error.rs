@@ -22,6 +22,12 @@ pub enum StorageError {
     /// Not enough room on disk for what was asked (a restore).
     #[error("{0}")]
     NoSpace(String),
+    /// Another server (a peer asked for a partial snapshot) failed or refused.
+    #[error("{0}")]
+    Peer(String),
+    /// The same kind of work is already running on the same target.
+    #[error("{0}")]
+    AlreadyInProgress(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -438,3 +438,36 @@ pub fn qdrant_expected(collection: &str) -> std::collections::BTreeMap<String, V
         serde_json::from_slice(&std::fs::read(qdrant_fixture("expected.json")).unwrap()).unwrap();
     by_id(expected["collections"][collection].as_array().unwrap())
 }
+
+// ---- peers: daemons with a TCP listener ----
+
+/// The API key every test peer uses.
+pub const PEER_KEY: &str = "peer-key";
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon that also serves HTTP on a loopback port (key [`PEER_KEY`]); returns it
+/// with its base URL.
+pub fn peer_daemon() -> (Daemon, String) {
+    let port = free_port();
+    let temp = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_in(
+        temp.path(),
+        &["--http", &format!("127.0.0.1:{port}")],
+        &[("SNAPFS_API_KEY", PEER_KEY)],
+    );
+    daemon._temp = Some(temp);
+    (daemon, format!("http://127.0.0.1:{port}"))
+}
+
+/// The error text of a failed answer.
+pub fn error_of(body: &Value) -> String {
+    body["status"]["error"].as_str().unwrap_or_default().to_string()
+}

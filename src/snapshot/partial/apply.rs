@@ -1,0 +1,550 @@
+//! Applying a partial archive to a shard, atomically, while reads keep answering.
+//!
+//! The received archive is unpacked in staging like any restore (checksum, safe
+//! paths, embedded digests). Then, with the shard frozen (its files hold still;
+//! updates are acknowledged into its pending log), a new shard directory is staged
+//! beside the live one: every file the new state shares with the frozen one is a
+//! hard link to it (no byte copied), the archive's files are moved in, and what the
+//! new state no longer has is left out. The storage layer switches it in
+//! ([`crate::storage::Storage::replace_shard`]): updates wait, live views are given
+//! private copies of the shared files (the new shard writes in place), the old shard
+//! closes, the engine opens the staged directory, a journaled rename makes it the
+//! shard, and updates acknowledged meanwhile are applied on it. Reads wait only for
+//! that last step; a crash anywhere leaves the old shard or the new one.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::manifest::{SegmentVersions, VersionManifest};
+use super::{engine_manifest, shard_path};
+use crate::snapshot::digest::{file_sha256, hex};
+use crate::snapshot::intake::Received;
+use crate::snapshot::layout::FrozenFile;
+use crate::snapshot::restore::{self, Running};
+use crate::snapshot::unpacked::normalize_segments;
+use crate::snapshot::verify::{TargetFile, check_checksum};
+use crate::storage::switch::ShardReplacement;
+use crate::storage::{CollectionConfig, CollectionFreeze, Result, Storage, StorageError};
+
+/// Files a partial archive may carry at the top besides `segments/` and `wal/`.
+const SHARD_FILES: [&str; 7] = [
+    "replica_state.json",
+    "shard_config.json",
+    "edge_config.json",
+    "newest_clocks.json",
+    "oldest_clocks.json",
+    "applied_seq.json",
+    crate::snapshot::archive::MANIFEST_NAME,
+];
+/// Kept from the archive when present (Qdrant's shard clocks), as Qdrant merges them.
+const CLOCK_FILES: [&str; 3] = ["newest_clocks.json", "oldest_clocks.json", "applied_seq.json"];
+const SEGMENT_MANIFEST: &str = "segment_manifest.json";
+const TRACKER: &str = "tracker.dat";
+const TRACKER_JOURNAL: &str = "tracker_journal.dat";
+
+/// What kind of partial archive was received.
+pub enum Partial {
+    /// Qdrant's form: every segment's `segment_manifest.json`.
+    Versions(VersionManifest),
+    /// snapfs's content form: every file of the new state.
+    Content(Vec<TargetFile>),
+}
+
+impl Partial {
+    pub fn form(&self) -> &'static str {
+        match self {
+            Partial::Versions(_) => "versions",
+            Partial::Content(_) => "content",
+        }
+    }
+}
+
+/// Tell a received shard archive apart: a partial one (of which form) or a full
+/// one (`None`). Turns streamable segments into engine segments on the way.
+/// Blocking.
+pub fn detect(received: &Received) -> Result<Option<Partial>> {
+    let staging = received.staging();
+    if let Some(target) = &received.report.partial_target {
+        normalize_segments(staging).map_err(layout_refusal)?;
+        return Ok(Some(Partial::Content(target.clone())));
+    }
+    normalize_segments(staging).map_err(layout_refusal)?;
+    let segments = staging.join("segments");
+    let mut manifests = VersionManifest::default();
+    let mut without = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&segments) else {
+        return Ok(None);
+    };
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path().join(SEGMENT_MANIFEST);
+        if !path.exists() {
+            without.push(id);
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        let segment: SegmentVersions = serde_json::from_slice(&bytes).map_err(|e| {
+            StorageError::bad_request(format!(
+                "invalid partial snapshot: the manifest of segment {id} is unreadable: {e}"
+            ))
+        })?;
+        manifests.segments.insert(id, segment);
+    }
+    if manifests.segments.is_empty() {
+        return Ok(None);
+    }
+    if let Some(id) = without.first() {
+        return Err(StorageError::bad_request(format!(
+            "invalid partial snapshot: segment {id} has no segment manifest (is this a mix of a full and a partial snapshot?)"
+        )));
+    }
+    manifests
+        .validate()
+        .map_err(|why| StorageError::bad_request(format!("invalid partial snapshot: {why}")))?;
+    Ok(Some(Partial::Versions(manifests)))
+}
+
+/// Whether a received collection or full shard archive holds partial pieces (which
+/// a full restore must refuse).
+pub fn is_partial_tree(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir.join("segments")) else {
+        return false;
+    };
+    entries.flatten().any(|segment| {
+        let path = segment.path();
+        path.join(SEGMENT_MANIFEST).exists() || path.join("files").join(SEGMENT_MANIFEST).exists()
+    })
+}
+
+/// A partial apply (or pull) of a shard under way: a second one for the same shard
+/// is refused at once (Qdrant answers 503 `already_in_progress`).
+pub struct ShardClaim {
+    key: (String, u32),
+}
+
+fn claims() -> &'static Mutex<HashSet<(String, u32)>> {
+    static CLAIMS: OnceLock<Mutex<HashSet<(String, u32)>>> = OnceLock::new();
+    CLAIMS.get_or_init(Default::default)
+}
+
+impl ShardClaim {
+    pub fn try_take(collection: &str, id: u32) -> Option<ShardClaim> {
+        let key = (collection.to_string(), id);
+        claims()
+            .lock()
+            .unwrap()
+            .insert(key.clone())
+            .then_some(ShardClaim { key })
+    }
+}
+
+impl Drop for ShardClaim {
+    fn drop(&mut self) {
+        claims().lock().unwrap().remove(&self.key);
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub form: &'static str,
+    /// Bytes of the partial archive.
+    pub archive_bytes: u64,
+    /// Files taken from the archive; files kept (hard links of the old state).
+    pub files_received: usize,
+    pub files_kept: usize,
+}
+
+/// Apply the partial archive `received` to shard `id` of `collection`. `frozen`:
+/// the shard's freeze taken by the caller at the start (a pull freezes before it
+/// asks the peer, so the manifest it sent stays true); otherwise one is taken here.
+/// Serialized with restores of the collection.
+pub async fn apply(
+    storage: &Arc<Storage>,
+    collection: &str,
+    id: u32,
+    received: Received,
+    checksum: Option<String>,
+    frozen: Option<CollectionFreeze>,
+) -> Result<Applied> {
+    let target = storage.collection(collection)?;
+    target.shard(id)?;
+    let config = target.config().clone();
+    drop(target);
+    let lock = restore::collection_lock(collection);
+    let _serialized = lock.lock().await;
+    let _metric = crate::metrics::RecoveryRunning::start();
+    let archive_bytes = received.report.archive_bytes;
+    let _shown = Running::start(
+        collection,
+        format!("shard {id} (partial)"),
+        "switching",
+        Arc::new(AtomicU64::new(archive_bytes)),
+    );
+    let started = std::time::Instant::now();
+    let result = async {
+        let staged = {
+            let storage = storage.clone();
+            let name = collection.to_string();
+            tokio::task::spawn_blocking(move || -> Result<(Staged, CollectionFreeze, &'static str)> {
+                if let Some(expected) = checksum {
+                    check_checksum(&expected, &received.report.sha256)
+                        .map_err(|e| StorageError::bad_request(e.to_string()))?;
+                }
+                let partial = detect(&received)?.ok_or_else(|| {
+                    StorageError::bad_request(
+                        "this is a full shard snapshot, not a partial one: restore it with …/shards/{id}/snapshots/upload (or its recover/ directory)",
+                    )
+                })?;
+                let frozen = match frozen {
+                    Some(frozen) => frozen,
+                    None => storage.collection(&name)?.freeze_shards(&[id])?,
+                };
+                if !frozen.is_current() {
+                    return Err(StorageError::bad_request(format!(
+                        "shard {id} of `{name}` was replaced while the partial snapshot arrived: take the manifest again"
+                    )));
+                }
+                let staged = stage(&storage, &frozen, &received, &partial, &config)?;
+                Ok((staged, frozen, partial.form()))
+            })
+            .await
+            .map_err(|e| StorageError::internal(e.to_string()))??
+        };
+        let (mut staged, frozen, form) = staged;
+        let (files_received, files_kept) = (staged.received, staged.kept);
+        crate::storage::crash_point("partial-staged");
+        let shared = std::mem::take(&mut staged.shared);
+        let temp = storage.temp_path();
+        let new = ShardReplacement {
+            staged: staged.dir.clone(),
+            state_time: None,
+            keep_pending: true,
+            checked: false,
+        };
+        let before = Box::new(move || {
+            if let Err(err) = crate::snapshot::view::copy_aside_shared(&shared, &temp) {
+                tracing::error!(%err, "copying open views' files aside before a partial apply failed");
+            }
+        });
+        let switched = storage.replace_shard(collection, id, new, before).await;
+        // The staged directory is the shard now, or is removed here.
+        drop(staged);
+        drop(frozen);
+        switched?;
+        Ok(Applied {
+            form,
+            archive_bytes,
+            files_received,
+            files_kept,
+        })
+    }
+    .await;
+    match &result {
+        Ok(applied) => {
+            crate::metrics::partial_bytes(crate::metrics::Direction::Received, archive_bytes);
+            tracing::info!(collection, shard = id, form = applied.form, archive_bytes, files_received = applied.files_received, files_kept = applied.files_kept, ms = started.elapsed().as_millis() as u64, "partial snapshot applied");
+        }
+        Err(err) => {
+            restore::count_refusal(err);
+            tracing::warn!(collection, shard = id, %err, "partial snapshot refused");
+        }
+    }
+    result
+}
+
+/// A new shard directory being assembled; removed on drop unless the switch took it.
+struct Staged {
+    dir: PathBuf,
+    /// (device, inode) of every file shared with the live shard through a hard link.
+    shared: HashSet<(u64, u64)>,
+    received: usize,
+    kept: usize,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.dir.exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Staged {
+    /// Hard-link the live file `from` to `relative` in the staged directory.
+    fn link(&mut self, from: &Path, relative: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let to = self.dir.join(relative);
+        make_parent(&to)?;
+        std::fs::hard_link(from, &to)?;
+        let meta = std::fs::metadata(&to)?;
+        self.shared.insert((meta.dev(), meta.ino()));
+        self.kept += 1;
+        Ok(())
+    }
+
+    /// Move a received file in (replacing a link, if one was there).
+    fn take(&mut self, from: &Path, relative: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let to = self.dir.join(relative);
+        make_parent(&to)?;
+        if let Ok(linked) = std::fs::symlink_metadata(&to) {
+            // The archive's version replaces a file we had.
+            self.shared.remove(&(linked.dev(), linked.ino()));
+            self.kept -= 1;
+        }
+        std::fs::rename(from, &to)?;
+        self.received += 1;
+        Ok(())
+    }
+}
+
+fn make_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(())
+}
+
+/// Assemble the new shard in a staging directory. Blocking.
+fn stage(
+    storage: &Storage,
+    frozen: &CollectionFreeze,
+    received: &Received,
+    partial: &Partial,
+    config: &CollectionConfig,
+) -> Result<Staged> {
+    let live = frozen.shards()[0].clone();
+    let live_dir = live.path().to_path_buf();
+    let incoming = received.staging();
+    check_top_level(incoming)?;
+    let mut staged = Staged {
+        dir: storage.restore_staging_dir(),
+        shared: HashSet::new(),
+        received: 0,
+        kept: 0,
+    };
+    std::fs::create_dir(&staged.dir)?;
+    match partial {
+        Partial::Versions(theirs) => {
+            let ours = engine_manifest(&live)?;
+            merge_versions(&mut staged, &live_dir, &ours, incoming, theirs)?
+        }
+        Partial::Content(target) => merge_content(&mut staged, &live_dir, incoming, target)?,
+    }
+    check_vectors(&staged.dir, config)?;
+    Ok(staged)
+}
+
+/// Only a shard's own pieces at the top of a partial archive.
+fn check_top_level(incoming: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(incoming)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let known = name == "segments" || name == "wal" || SHARD_FILES.contains(&name.as_str());
+        if !known {
+            return Err(StorageError::bad_request(format!(
+                "unexpected entry `{name}` at the top of a partial shard snapshot"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Qdrant's merge: keep our segments the archive still lists (minus files it no
+/// longer lists), take every file it carries, take its WAL and clocks. Tracker
+/// journals of kept segments go: they repair torn writes of the tracker they were
+/// written with, which the archive may replace.
+fn merge_versions(
+    staged: &mut Staged,
+    live_dir: &Path,
+    ours: &VersionManifest,
+    incoming: &Path,
+    theirs: &VersionManifest,
+) -> Result<()> {
+    if !incoming.join("wal").is_dir() {
+        return Err(StorageError::bad_request(
+            "invalid partial snapshot: it has no wal/ directory",
+        ));
+    }
+    // The shard's own files beside its data (edge_config.json, …).
+    for entry in std::fs::read_dir(live_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_file() && !CLOCK_FILES.contains(&name.as_str()) {
+            staged.link(&entry.path(), &name)?;
+        }
+    }
+    for (id, segment) in &ours.segments {
+        let Some(new) = theirs.segments.get(id) else {
+            continue; // gone in the new state
+        };
+        let segment_dir = live_dir.join("segments").join(id);
+        for (path, _) in crate::storage::regular_files(&segment_dir) {
+            let relative = path
+                .strip_prefix(&segment_dir)
+                .map_err(|e| StorageError::internal(e.to_string()))?
+                .to_string_lossy()
+                .into_owned();
+            let listed_by_us = segment.file_versions.contains_key(&relative);
+            let dropped = listed_by_us && new.file_version(&relative).is_none();
+            let journal = relative.ends_with(TRACKER_JOURNAL)
+                && segment
+                    .file_versions
+                    .contains_key(&relative.replace(TRACKER_JOURNAL, TRACKER));
+            if dropped || journal || relative == SEGMENT_MANIFEST {
+                continue;
+            }
+            staged.link(&path, &format!("segments/{id}/{relative}"))?;
+        }
+    }
+    // The archive's segment files over ours.
+    for id in theirs.segments.keys() {
+        let segment_dir = incoming.join("segments").join(id);
+        for (path, _) in crate::storage::regular_files(&segment_dir) {
+            let relative = path
+                .strip_prefix(&segment_dir)
+                .map_err(|e| StorageError::internal(e.to_string()))?
+                .to_string_lossy()
+                .into_owned();
+            if relative == SEGMENT_MANIFEST {
+                continue;
+            }
+            staged.take(&path, &format!("segments/{id}/{relative}"))?;
+        }
+    }
+    staged.take(&incoming.join("wal"), "wal")?;
+    for clock in CLOCK_FILES {
+        let path = incoming.join(clock);
+        if path.is_file() {
+            staged.take(&path, clock)?;
+        }
+    }
+    // Every file the new state lists is there now, from the archive or from us.
+    for (id, segment) in &theirs.segments {
+        let dir = staged.dir.join("segments").join(id);
+        for file in segment
+            .file_versions
+            .keys()
+            .map(String::as_str)
+            .chain(["segment.json", "version.info"])
+        {
+            if !dir.join(file).is_file() {
+                return Err(StorageError::bad_request(format!(
+                    "the partial snapshot does not fit this shard: segment {id} needs {file}, which neither the archive nor this shard has (was it made against another state? take the manifest again)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// snapfs's merge: the new state is exactly the manifest's files; each comes from
+/// the archive or, with the same digest, from us.
+fn merge_content(
+    staged: &mut Staged,
+    live_dir: &Path,
+    incoming: &Path,
+    target: &[TargetFile],
+) -> Result<()> {
+    let mut mismatched = Vec::new();
+    // Checked (from the digest cache, before linking changes the files' ctime) and
+    // linked per file.
+    for file in target {
+        let relative = shard_path(&file.path);
+        let arrived = incoming.join(&relative);
+        if arrived.is_file() {
+            staged.take(&arrived, &relative)?;
+            continue;
+        }
+        let ours = live_dir.join(&relative);
+        let digest = match FrozenFile::open(&ours) {
+            Ok(frozen) => frozen
+                .with_file(|f| file_sha256(f, frozen.size, &frozen.extents))
+                .map(|d| hex(&d))
+                .ok(),
+            Err(_) => None,
+        };
+        if digest.as_deref() != Some(file.sha256.as_str()) {
+            mismatched.push(file.path.clone());
+            continue;
+        }
+        staged.link(&ours, &relative)?;
+    }
+    if let Some(first) = mismatched.first() {
+        return Err(StorageError::bad_request(format!(
+            "the partial snapshot does not fit this shard: {} file(s) it keeps from the receiver differ here or are missing (first: {first}); it was made against another state: take the manifest again",
+            mismatched.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The new state's segments hold the collection's vectors (names, sizes,
+/// distances): another collection's shard is refused before anything switches.
+fn check_vectors(shard_dir: &Path, config: &CollectionConfig) -> Result<()> {
+    let want: BTreeMap<String, (u64, String)> = config
+        .params
+        .vectors
+        .by_name()
+        .into_iter()
+        .map(|(name, p)| (name.to_string(), (p.size, format!("{:?}", p.distance))))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(shard_dir.join("segments")) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path().join("segment.json");
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let segment: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            StorageError::bad_request(format!("{}: unreadable segment.json: {e}", entry.path().display()))
+        })?;
+        let Some(vectors) = segment["config"]["vector_data"].as_object() else {
+            continue;
+        };
+        let have: BTreeMap<String, (u64, String)> = vectors
+            .iter()
+            .map(|(name, v)| {
+                (
+                    name.clone(),
+                    (
+                        v["size"].as_u64().unwrap_or(0),
+                        v["distance"].as_str().unwrap_or_default().to_string(),
+                    ),
+                )
+            })
+            .collect();
+        if have != want {
+            return Err(StorageError::bad_request(format!(
+                "the partial snapshot's shard has other vectors than this collection: it has {}, the collection {}",
+                describe(&have),
+                describe(&want)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn describe(vectors: &BTreeMap<String, (u64, String)>) -> String {
+    vectors
+        .iter()
+        .map(|(name, (size, distance))| {
+            let name = if name.is_empty() { "(unnamed)" } else { name };
+            format!("{name}: {size} {distance}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn layout_refusal(err: std::io::Error) -> StorageError {
+    StorageError::bad_request(format!(
+        "the snapshot's segments are not laid out as Qdrant writes them: {err}"
+    ))
+}

@@ -1,0 +1,184 @@
+//! Cutting a partial archive from a frozen shard view: the files the receiver lacks,
+//! taken from the view's own frozen files (so the view's freeze, its copy aside at
+//! the freeze limit and its bytes serve the partial archive too), laid out like any
+//! snapfs archive.
+//!
+//! - Qdrant's form: for every current segment its `segment_manifest.json` (so the
+//!   receiver learns which files are gone), `segment.json`, `version.info` and the
+//!   files the version rule selects, then `wal/`, `replica_state.json` and
+//!   `shard_config.json`; `snapfs-manifest.json` last, as in every snapfs archive.
+//! - The content form: the files whose content differs, and last a
+//!   `snapfs-manifest.json` marked `"partial": true` that lists every file of the
+//!   new state with its digest, so the receiver knows what to keep, what to drop and
+//!   how to check both.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::manifest::{ManifestRequest, VersionManifest, files_to_send};
+use super::{ContentManifest, manifests_of};
+use crate::metrics::CreationRunning;
+use crate::snapshot::archive::{Item, MANIFEST_NAME, add_items, add_manifest, replica_files};
+use crate::snapshot::layout::{ArchiveBuilder, ArchiveLayout, EntryKind, FrozenFile};
+use crate::snapshot::{Scope, SnapshotView};
+use crate::storage::{Result, Storage, StorageError};
+
+/// A partial archive, readable for as long as it is held (it holds the shard view).
+pub struct PartialArchive {
+    pub view: Arc<SnapshotView>,
+    pub layout: Arc<ArchiveLayout>,
+    _running: CreationRunning,
+}
+
+impl PartialArchive {
+    /// The size of a full shard archive of the same state.
+    pub fn full_size(&self) -> u64 {
+        self.view.size()
+    }
+}
+
+pub enum Created {
+    /// The receiver already has this state (HTTP 304).
+    NotModified,
+    Archive(PartialArchive),
+}
+
+/// The partial archive that takes a receiver described by `request` to the current
+/// state of shard `id` of `collection`. Blocking (freezes, may hash files).
+pub fn create(
+    storage: &Storage,
+    collection: &str,
+    id: u32,
+    request: &ManifestRequest,
+) -> Result<Created> {
+    let view = SnapshotView::open(storage, Scope::Shard(collection.to_string(), id))?;
+    let layout = match request {
+        ManifestRequest::Versions(known) => {
+            let state = view
+                .shard_state()
+                .ok_or_else(|| StorageError::internal("a shard view without its manifest"))?;
+            // Exact equality, as Qdrant decides: the most careful answer.
+            if *known == state.versions {
+                return Ok(Created::NotModified);
+            }
+            version_layout(&view, &state.versions, known, storage.peer_id())?
+        }
+        ManifestRequest::Content(known) => {
+            let manifests = manifests_of(&view, true)?;
+            let current = manifests
+                .content()
+                .ok_or_else(|| StorageError::internal("the content manifest was not computed"))?;
+            match content_layout(&view, current, known)? {
+                Some(layout) => layout,
+                None => return Ok(Created::NotModified),
+            }
+        }
+    };
+    Ok(Created::Archive(PartialArchive {
+        view,
+        layout: Arc::new(layout),
+        _running: CreationRunning::start(),
+    }))
+}
+
+/// The view's frozen files by archive path.
+fn frozen_files(view: &SnapshotView) -> HashMap<&str, &Arc<FrozenFile>> {
+    let layout = view.layout();
+    layout
+        .entries()
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            EntryKind::File { file, .. } => Some((entry.path.as_str(), &layout.files()[*file])),
+            _ => None,
+        })
+        .collect()
+}
+
+fn frozen(files: &HashMap<&str, &Arc<FrozenFile>>, path: &str) -> Result<Item> {
+    files
+        .get(path)
+        .map(|f| Item::Frozen(Arc::clone(f)))
+        .ok_or_else(|| {
+            StorageError::internal(format!(
+                "{path} is in the shard's manifest but not among its files"
+            ))
+        })
+}
+
+fn version_layout(
+    view: &SnapshotView,
+    current: &VersionManifest,
+    known: &VersionManifest,
+    peer_id: u64,
+) -> Result<ArchiveLayout> {
+    let files = frozen_files(view);
+    let mut items = Vec::new();
+    for (id, segment) in &current.segments {
+        let prefix = format!("segments/{id}/files/");
+        let manifest =
+            serde_json::to_vec(segment).map_err(|e| StorageError::internal(e.to_string()))?;
+        items.push((format!("{prefix}segment_manifest.json"), Item::Bytes(manifest)));
+        let mut send = files_to_send(known.segments.get(id), segment);
+        // Every segment keeps these whatever changed.
+        send.insert("segment.json".into());
+        send.insert("version.info".into());
+        for file in send {
+            let path = format!("{prefix}{file}");
+            items.push((path.clone(), frozen(&files, &path)?));
+        }
+    }
+    for (path, file) in &files {
+        if path.starts_with("wal/") {
+            items.push((path.to_string(), Item::Frozen(Arc::clone(file))));
+        }
+    }
+    items.extend(replica_files(peer_id));
+    let mut builder = ArchiveBuilder::new(mtime_secs(view));
+    let io = |e: std::io::Error| StorageError::internal(format!("laying out the partial snapshot: {e}"));
+    add_items(&mut builder, "", items).map_err(io)?;
+    add_manifest(&mut builder).map_err(io)?;
+    builder.finish().map_err(io)
+}
+
+/// `None` when the receiver has exactly this content already.
+fn content_layout(
+    view: &SnapshotView,
+    current: &ContentManifest,
+    known: &ContentManifest,
+) -> Result<Option<ArchiveLayout>> {
+    let files = frozen_files(view);
+    let theirs = known.by_path();
+    let mut items = Vec::new();
+    for entry in &current.files {
+        if theirs.get(entry.path.as_str()) != Some(&(entry.hash.as_str(), entry.size)) {
+            items.push((entry.path.clone(), frozen(&files, &entry.path)?));
+        }
+    }
+    let ours = current.by_path();
+    let gone = theirs.keys().any(|path| !ours.contains_key(path));
+    if items.is_empty() && !gone {
+        return Ok(None);
+    }
+    let entries: Vec<_> = current
+        .files
+        .iter()
+        .map(|e| json!({"path": e.path, "size": e.size, "sha256": e.hash}))
+        .collect();
+    let manifest = json!({"format": "snapfs-manifest", "version": 1, "partial": true, "entries": entries});
+    let mut manifest = serde_json::to_vec(&manifest).map_err(|e| StorageError::internal(e.to_string()))?;
+    manifest.push(b'\n');
+    let mut builder = ArchiveBuilder::new(mtime_secs(view));
+    let io = |e: std::io::Error| StorageError::internal(format!("laying out the partial snapshot: {e}"));
+    add_items(&mut builder, "", items).map_err(io)?;
+    builder.bytes(MANIFEST_NAME, manifest);
+    Ok(Some(builder.finish().map_err(io)?))
+}
+
+fn mtime_secs(view: &SnapshotView) -> u64 {
+    view.mtime()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}

@@ -1,0 +1,323 @@
+//! Pulling a partial snapshot of a shard from a peer: another snapfs (content form)
+//! or a Qdrant server (Qdrant's form), as Qdrant's `partial/recover_from` does.
+//!
+//! The local shard is frozen first, so the manifest sent describes its files until
+//! the new state is switched in (updates meanwhile are acknowledged and applied
+//! afterwards). The peer's answer streams into a restore intake (no copy of the
+//! archive is kept); a transfer that stalls longer than the inactivity limit fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::apply::{Applied, apply};
+use super::manifest::{ContentManifest, VersionManifest};
+use super::manifests_of;
+use crate::snapshot::restore;
+use crate::snapshot::{Scope, SnapshotView};
+use crate::storage::{CollectionConfig, Result, Storage, StorageError};
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// `None`: the peer answered 304, this shard has its state already.
+    pub applied: Option<Applied>,
+    /// `content` (a snapfs peer) or `versions` (Qdrant's form).
+    pub form: &'static str,
+    /// The size of a full shard snapshot of the state now here.
+    pub full_size: u64,
+}
+
+/// How long a transfer may stall before it is given up.
+pub const DEFAULT_INACTIVITY: Duration = Duration::from_secs(60);
+
+/// Pull shard `id` of `collection` from the snapfs or Qdrant server at `peer_url`.
+pub async fn pull(
+    storage: &Arc<Storage>,
+    collection: &str,
+    id: u32,
+    peer_url: &str,
+    api_key: Option<&str>,
+    inactivity: Duration,
+) -> Result<Pulled> {
+    let local = storage.collection(collection)?;
+    local.shard(id)?;
+    let config = local.config().clone();
+    drop(local);
+    let peer = Peer::new(peer_url, api_key)?;
+    let snapfs = peer.is_snapfs().await?;
+    peer.check_collection(collection, &config).await?;
+    // Frozen from here to the switch: the manifest sent stays true.
+    let (frozen, view) = {
+        let storage = storage.clone();
+        let name = collection.to_string();
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let frozen = storage.collection(&name)?.freeze_shards(&[id])?;
+            let view = SnapshotView::open(&storage, Scope::Shard(name, id))?;
+            Ok((frozen, view))
+        })
+        .await
+        .map_err(|e| StorageError::internal(e.to_string()))??
+    };
+    let (form, body) = if snapfs {
+        let view = view.clone();
+        let manifest: ContentManifest = tokio::task::spawn_blocking(move || {
+            manifests_of(&view, true).map(|m| m.content().cloned().unwrap_or_default())
+        })
+        .await
+        .map_err(|e| StorageError::internal(e.to_string()))??;
+        ("content", serde_json::to_vec(&manifest))
+    } else {
+        let versions: VersionManifest = view
+            .shard_state()
+            .map(|s| s.versions.clone())
+            .unwrap_or_default();
+        ("versions", serde_json::to_vec(&versions))
+    };
+    drop(view);
+    let body = body.map_err(|e| StorageError::internal(e.to_string()))?;
+    let path = format!(
+        "/collections/{}/shards/{id}/snapshot/partial/create",
+        encode_segment(collection)
+    );
+    let Some(mut response) = peer.post(&path, body).await? else {
+        drop(frozen);
+        let full_size = full_size(storage, collection, id).await?;
+        return Ok(Pulled {
+            applied: None,
+            form,
+            full_size,
+        });
+    };
+    let shown = Some((collection.to_string(), format!("shard {id} (partial)")));
+    let mut intake = {
+        let storage = storage.clone();
+        tokio::task::spawn_blocking(move || restore::begin(&storage, shown))
+            .await
+            .map_err(|e| StorageError::internal(e.to_string()))??
+    };
+    if let Some(length) = response.content_length() {
+        intake.expect_size(length)?;
+    }
+    loop {
+        let chunk = tokio::time::timeout(inactivity, response.chunk())
+            .await
+            .map_err(|_| {
+                StorageError::Peer(format!(
+                    "the transfer from {} stalled: nothing arrived for {} s",
+                    peer.base,
+                    inactivity.as_secs()
+                ))
+            })?
+            .map_err(|e| StorageError::Peer(format!("the transfer from {} broke off: {}", peer.base, error_chain(&e))))?;
+        let Some(chunk) = chunk else { break };
+        intake.push(chunk).await?;
+    }
+    let received = tokio::task::spawn_blocking(move || intake.finish())
+        .await
+        .map_err(|e| StorageError::internal(e.to_string()))??;
+    let applied = apply(storage, collection, id, received, None, Some(frozen)).await?;
+    let full_size = full_size(storage, collection, id).await?;
+    Ok(Pulled {
+        applied: Some(applied),
+        form,
+        full_size,
+    })
+}
+
+/// The size a full shard snapshot of the current state has.
+async fn full_size(storage: &Arc<Storage>, collection: &str, id: u32) -> Result<u64> {
+    let storage = storage.clone();
+    let scope = Scope::Shard(collection.to_string(), id);
+    tokio::task::spawn_blocking(move || SnapshotView::open(&storage, scope).map(|v| v.size()))
+        .await
+        .map_err(|e| StorageError::internal(e.to_string()))?
+}
+
+/// The peer: its base URL and key.
+struct Peer {
+    base: String,
+    api_key: Option<String>,
+    client: reqwest::Client,
+}
+
+impl Peer {
+    fn new(url: &str, api_key: Option<&str>) -> Result<Peer> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| StorageError::bad_request(format!("peer_url {url:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(StorageError::bad_request(format!(
+                "peer_url must be http:// or https://, got {url:?}"
+            )));
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("snapfs/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            // The key goes to the peer named, never to where it redirects.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| StorageError::internal(e.to_string()))?;
+        Ok(Peer {
+            base: url.trim_end_matches('/').to_string(),
+            api_key: api_key.map(str::to_string),
+            client,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = &self.api_key {
+            request = request.header("api-key", key);
+        }
+        request
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        request.send().await.map_err(|e| {
+            StorageError::Peer(format!(
+                "cannot reach the peer at {}: {}",
+                self.base,
+                error_chain(&e)
+            ))
+        })
+    }
+
+    /// A failed answer, in words.
+    async fn refusal(&self, what: &str, response: reqwest::Response) -> StorageError {
+        let status = response.status();
+        let body: Value = json_of(response).await;
+        let said = body["status"]["error"]
+            .as_str()
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        let why = match status.as_u16() {
+            401 => "refused: it needs an API key (pass api_key)".to_string(),
+            403 => "refused the API key".to_string(),
+            code => format!("answered HTTP {code}"),
+        };
+        StorageError::Peer(format!("{what}: the peer at {} {why}{said}", self.base))
+    }
+
+    /// snapfs says so in its root document (`snapfs_version`).
+    async fn is_snapfs(&self) -> Result<bool> {
+        let response = self.send(self.request(reqwest::Method::GET, "/")).await?;
+        if !response.status().is_success() {
+            return Err(self.refusal("asking what the peer is", response).await);
+        }
+        let root: Value = json_of(response).await;
+        Ok(root.get("snapfs_version").is_some())
+    }
+
+    /// The peer's collection must hold the same vectors as ours.
+    async fn check_collection(&self, collection: &str, ours: &CollectionConfig) -> Result<()> {
+        let path = format!("/collections/{}", encode_segment(collection));
+        let response = self.send(self.request(reqwest::Method::GET, &path)).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(StorageError::Peer(format!(
+                "the peer at {} has no collection `{collection}`",
+                self.base
+            )));
+        }
+        if !response.status().is_success() {
+            return Err(self.refusal("reading the peer's collection", response).await);
+        }
+        let info: Value = json_of(response).await;
+        let theirs = vectors_of(&info["result"]["config"]["params"]["vectors"]);
+        let mine = vectors_of(&serde_json::to_value(&ours.params.vectors).unwrap_or(Value::Null));
+        if theirs != mine {
+            return Err(StorageError::bad_request(format!(
+                "the peer's collection `{collection}` has other vectors ({}) than this one ({}): it cannot be mirrored here",
+                describe(&theirs),
+                describe(&mine)
+            )));
+        }
+        let shards = info["result"]["config"]["params"]["shard_number"].as_u64();
+        if shards.is_some_and(|n| n != u64::from(ours.shard_count())) {
+            return Err(StorageError::bad_request(format!(
+                "the peer's collection `{collection}` has {} shards, this one {}: shards would hold other points",
+                shards.unwrap_or(0),
+                ours.shard_count()
+            )));
+        }
+        Ok(())
+    }
+
+    /// POST a manifest to `path`: the response to stream, or `None` for 304.
+    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Option<reqwest::Response>> {
+        let request = self
+            .request(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body);
+        let response = self.send(request).await?;
+        match response.status().as_u16() {
+            304 => Ok(None),
+            200..=299 => Ok(Some(response)),
+            _ => Err(self.refusal("asking the peer for a partial snapshot", response).await),
+        }
+    }
+}
+
+/// A JSON answer (`null` if it is none).
+async fn json_of(response: reqwest::Response) -> Value {
+    match response.bytes().await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Vector name → (size, distance), from either shape of a `vectors` config.
+fn vectors_of(vectors: &Value) -> Vec<(String, u64, String)> {
+    let one = |name: &str, v: &Value| {
+        (
+            name.to_string(),
+            v["size"].as_u64().unwrap_or(0),
+            v["distance"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    match vectors.as_object() {
+        Some(map) if map.contains_key("size") => vec![one("", vectors)],
+        Some(map) => {
+            let mut all: Vec<_> = map.iter().map(|(name, v)| one(name, v)).collect();
+            all.sort();
+            all
+        }
+        None => Vec::new(),
+    }
+}
+
+fn describe(vectors: &[(String, u64, String)]) -> String {
+    vectors
+        .iter()
+        .map(|(name, size, distance)| {
+            let name = if name.is_empty() { "unnamed" } else { name };
+            format!("{name}: {size} {distance}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A collection name as one URL path segment.
+fn encode_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// An error with its causes (reqwest's own text hides the connect reason).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
