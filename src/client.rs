@@ -44,17 +44,48 @@ impl Client {
     pub async fn download(
         &self,
         path: &str,
+        out: impl FnMut(&[u8]) -> anyhow::Result<()>,
+        on_length: impl FnMut(u64),
+    ) -> anyhow::Result<u64> {
+        let length = self
+            .stream(Method::GET, path, Bytes::new(), out, on_length)
+            .await?;
+        length.ok_or_else(|| anyhow!("the daemon answered 304 Not Modified to a download"))
+    }
+
+    /// POST `body` (JSON) and stream the response body into `out`: `None` when the
+    /// daemon answers 304 Not Modified (a partial snapshot with nothing in it).
+    pub async fn post_download(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        out: impl FnMut(&[u8]) -> anyhow::Result<()>,
+        on_length: impl FnMut(u64),
+    ) -> anyhow::Result<Option<u64>> {
+        self.stream(Method::POST, path, Bytes::from(body), out, on_length)
+            .await
+    }
+
+    async fn stream(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
         mut out: impl FnMut(&[u8]) -> anyhow::Result<()>,
         mut on_length: impl FnMut(u64),
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<Option<u64>> {
         let mut sender = self.connect().await?;
         let request = Request::builder()
-            .method(Method::GET)
+            .method(method)
             .uri(path)
             .header("host", "snapfs")
-            .body(Full::new(Bytes::new()))?;
+            .header("content-type", "application/json")
+            .body(Full::new(body))?;
         let response = sender.send_request(request).await?;
         let status = response.status();
+        if status == hyper::StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
         if !status.is_success() {
             let body = response.into_body().collect().await?.to_bytes();
             let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -80,7 +111,7 @@ impl Client {
         if received != length {
             bail!("download ended after {received} of {length} bytes");
         }
-        Ok(length)
+        Ok(Some(length))
     }
 
     async fn connect<B>(&self) -> anyhow::Result<hyper::client::conn::http1::SendRequest<B>>

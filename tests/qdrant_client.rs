@@ -6,44 +6,11 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::Daemon;
-
-/// A virtualenv with qdrant-client, made once and reused by later runs.
-fn python_with_qdrant_client() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv");
-    let python = venv.join("bin/python");
-    let has_client = python.exists()
-        && Command::new(&python)
-            .args(["-c", "import qdrant_client"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if !has_client {
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is installed");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "qdrant-client",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "pip install qdrant-client failed");
-    }
-    python
-}
+use support::{Daemon, python_venv};
 
 #[test]
 fn official_qdrant_client_works_against_snapfs() {
-    let python = python_with_qdrant_client();
+    let python = python_venv();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

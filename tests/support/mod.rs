@@ -471,3 +471,38 @@ pub fn peer_daemon() -> (Daemon, String) {
 pub fn error_of(body: &Value) -> String {
     body["status"]["error"].as_str().unwrap_or_default().to_string()
 }
+
+// ---- Python: the official clients from PyPI ----
+
+/// The PyPI packages the Python checks use.
+const PYTHON_PACKAGES: [&str; 2] = ["qdrant-client", "qdrant-edge-py"];
+
+/// A virtualenv under target/ with the official Qdrant packages, made once and
+/// reused by later runs (and by concurrent tests: made under a lock).
+pub fn python_venv() -> PathBuf {
+    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv");
+    let python = venv.join("bin/python");
+    let ready = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import qdrant_client, qdrant_edge"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if !ready {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is installed");
+        assert!(status.success(), "python3 -m venv failed");
+        let status = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(PYTHON_PACKAGES)
+            .status()
+            .unwrap();
+        assert!(status.success(), "pip install {PYTHON_PACKAGES:?} failed");
+    }
+    python
+}
