@@ -36,6 +36,8 @@ pub struct AppState {
     pub recover_dirs: Vec<PathBuf>,
     /// Restores must name a checksum (`storage.require_checksum`).
     pub require_checksum: bool,
+    /// A download that receives nothing this long is given up.
+    pub transfer_stall: std::time::Duration,
 }
 
 /// Run blocking storage work off the async threads.

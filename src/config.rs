@@ -16,6 +16,10 @@ pub const ENV_PREFIX: &str = "SNAPFS__";
 /// aside: long enough for a local copy of a large collection, short enough that
 /// `wait=true` writers are not held for minutes by a slow reader.
 pub const DEFAULT_SNAPSHOT_MAX_FREEZE_SECS: f64 = 60.0;
+/// How long a download from another server (a partial pull, a recovery from a URL)
+/// may receive nothing before it is given up: far above any pause of a healthy
+/// peer, short enough that a dead one does not pin a restore for long.
+pub const DEFAULT_TRANSFER_STALL_SECS: f64 = 60.0;
 
 /// The resolved configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +34,9 @@ pub struct Config {
     pub allow_non_loopback: bool,
     pub max_request_size_mb: usize,
     pub snapshot_max_freeze: std::time::Duration,
+    /// A download that receives nothing this long is given up
+    /// (`storage.transfer_stall_secs`).
+    pub transfer_stall: std::time::Duration,
     pub demo: bool,
     /// Where to mount the filesystem (`snapfs.mount`, `--mount`); no mount if unset.
     pub mount: Option<PathBuf>,
@@ -103,6 +110,8 @@ struct StorageSection {
     temp_path: Option<PathBuf>,
     #[serde(deserialize_with = "lenient_number")]
     snapshot_max_freeze_secs: Option<f64>,
+    #[serde(deserialize_with = "lenient_number")]
+    transfer_stall_secs: Option<f64>,
     #[serde(deserialize_with = "lenient_bool")]
     require_checksum: Option<bool>,
     #[serde(deserialize_with = "path_list")]
@@ -275,6 +284,18 @@ impl ConfigLayers {
                 if !(secs > 0.0 && secs.is_finite()) {
                     bail!(
                         "storage.snapshot_max_freeze_secs must be a positive number of seconds, got {secs}"
+                    );
+                }
+                std::time::Duration::from_secs_f64(secs)
+            },
+            transfer_stall: {
+                let secs = self
+                    .storage
+                    .transfer_stall_secs
+                    .unwrap_or(DEFAULT_TRANSFER_STALL_SECS);
+                if !(secs > 0.0 && secs.is_finite()) {
+                    bail!(
+                        "storage.transfer_stall_secs must be a positive number of seconds, got {secs}"
                     );
                 }
                 std::time::Duration::from_secs_f64(secs)

@@ -111,6 +111,7 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
             .chain(config.recover_dirs.iter().cloned())
             .collect(),
         require_checksum: config.require_checksum,
+        transfer_stall: config.transfer_stall,
     });
     let router = api::router(state, config.max_request_bytes());
     let (stop_tx, stop_rx) = watch::channel(false);

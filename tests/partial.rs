@@ -305,3 +305,355 @@ async fn the_engine_applies_snapfs_partials_and_gnu_tar_reads_them() {
         .collect();
     assert!(applied == want, "the engine's apply gives snapfs's points");
 }
+
+/// Every query answers while a pull runs (receiving, switching); updates are
+/// acknowledged meanwhile and applied on the new state.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_answer_and_writes_are_kept_while_a_pull_is_applied() {
+    let (a, a_url) = peer_daemon();
+    let (b, _) = peer_daemon();
+    let (ca, cb) = (a.client(), b.client());
+    seeded_collection(&ca, "m", 1, 3000).await;
+    seeded_collection(&cb, "m", 1, 10).await;
+    let proxy = GateProxy::start(&a_url);
+    proxy.hold();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (cb, stop) = (cb.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut answered, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, body) = call(
+                    &cb,
+                    Method::POST,
+                    "/collections/m/points/query",
+                    Some(json!({"query": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "limit": 3})),
+                )
+                .await;
+                if status == 200 {
+                    answered += 1;
+                } else {
+                    failed.push(body);
+                }
+            }
+            (answered, failed)
+        })
+    };
+    let pulling = {
+        let (cb, url) = (cb.clone(), proxy.url.clone());
+        tokio::spawn(async move { pull(&cb, "m", 0, &url).await })
+    };
+    for _ in 0..500 {
+        if proxy.is_holding() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(proxy.is_holding(), "the archive is held midway");
+    // Acknowledged while the pull runs: one at once, one once applied.
+    upsert(&cb, "m", vec![point(900_001, 8)], false).await;
+    let waiting = {
+        let cb = cb.clone();
+        tokio::spawn(async move { upsert(&cb, "m", vec![point(900_002, 8)], true).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "wait=true is answered once applied, after the switch");
+    proxy.release();
+    let (status, body) = pulling.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], true, "{body}");
+    waiting.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (answered, failed) = reader.await.unwrap();
+    assert!(failed.is_empty(), "reads failed during the pull: {failed:?}");
+    assert!(answered > 5, "{answered} reads");
+
+    let mut want = by_id(&all_points(&ca, "m").await);
+    want.extend(by_id(&[point(900_001, 8), point(900_002, 8)]));
+    let got = by_id(&all_points(&cb, "m").await);
+    assert_eq!(got.len(), want.len());
+    assert!(got.keys().eq(want.keys()), "A's points and both updates");
+    assert!(b.staging_leftovers().is_empty(), "{:?}", b.staging_leftovers());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_pull_gives_up_and_changes_nothing() {
+    let (a, a_url) = peer_daemon();
+    let temp = tempfile::tempdir().unwrap();
+    let b = Daemon::start_in(temp.path(), &[], &[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")]);
+    let (ca, cb) = (a.client(), b.client());
+    seeded_collection(&ca, "s", 1, 3000).await;
+    seeded_collection(&cb, "s", 1, 10).await;
+    let before = by_id(&all_points(&cb, "s").await);
+    let proxy = GateProxy::start(&a_url);
+    proxy.hold();
+    let (status, body) = pull(&cb, "s", 0, &proxy.url).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(error_of(&body).contains("stalled"), "{body}");
+    assert!(by_id(&all_points(&cb, "s").await) == before);
+    assert!(b.staging_leftovers().is_empty(), "{:?}", b.staging_leftovers());
+    proxy.release();
+    let (status, body) = pull(&cb, "s", 0, &proxy.url).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(by_id(&all_points(&cb, "s").await) == by_id(&all_points(&ca, "s").await));
+}
+
+/// `kill -9` at each step of an apply: the next start finds the old shard or the
+/// new one, whole, with nothing left over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_at_any_step_of_an_apply_leaves_old_or_new() {
+    let (a, a_url) = peer_daemon();
+    let ca = a.client();
+    seeded_collection(&ca, "k", 1, 500).await;
+    let new_points = by_id(&all_points(&ca, "k").await);
+    for (crash_at, new_state) in [
+        ("partial-staged", false),
+        ("shard-restore-before-switch", false),
+        ("shard-restore-after-switch", true),
+    ] {
+        let temp = tempfile::tempdir().unwrap();
+        let data = temp.path().join("data");
+        let b = Daemon::start_in(&data, &[], &[("SNAPFS_CRASH_AT", crash_at)]);
+        let cb = b.client();
+        seeded_collection(&cb, "k", 1, 20).await;
+        upsert(&cb, "k", vec![point(70_000, 8)], true).await;
+        let old_points = by_id(&all_points(&cb, "k").await);
+        let answered = cb
+            .raw(
+                Method::POST,
+                "/collections/k/shards/0/snapshot/partial/recover_from",
+                Some(&json!({"peer_url": a_url, "api_key": PEER_KEY})),
+            )
+            .await;
+        assert!(answered.is_err(), "{crash_at}: should have crashed: {answered:?}");
+        let mut crashed = b;
+        assert!(!crashed.wait_exit().success());
+        assert!(crashed.log().contains(&format!("SNAPFS_CRASH_AT={crash_at}")));
+
+        let b = Daemon::start_in(&data, &[], &[]);
+        let cb = b.client();
+        let now = by_id(&all_points(&cb, "k").await);
+        let want = if new_state { &new_points } else { &old_points };
+        assert!(now == *want, "{crash_at}: {} points, want {}", now.len(), want.len());
+        assert!(b.staging_leftovers().is_empty(), "{crash_at}: {:?}", b.staging_leftovers());
+        upsert(&cb, "k", vec![point(80_000, 8)], true).await;
+        assert_eq!(count(&cb, "k").await, want.len() as u64 + 1, "{crash_at}: takes writes");
+    }
+}
+
+/// The fixture's partial archive unpacked by GNU tar, changed by `edit`, packed
+/// again (holes kept).
+fn edited_partial(work: &std::path::Path, name: &str, edit: impl FnOnce(&std::path::Path)) -> std::path::PathBuf {
+    let dir = work.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    run_ok(
+        std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(partial_fixture("partial.snapshot"))
+            .arg("-C")
+            .arg(&dir),
+    );
+    edit(&dir);
+    let out = work.join(format!("{name}.snapshot"));
+    run_ok(
+        std::process::Command::new("tar")
+            .arg("--sparse")
+            .arg("-cf")
+            .arg(&out)
+            .arg("-C")
+            .arg(&dir)
+            .args(["segments", "wal", "replica_state.json", "shard_config.json"]),
+    );
+    out
+}
+
+/// The first segment's manifest in an unpacked partial archive.
+fn first_segment_manifest(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    segments[0].join("files/segment_manifest.json")
+}
+
+fn edit_json(path: &std::path::Path, edit: impl FnOnce(&mut Value)) {
+    let mut value: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_vec(&value).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_partials_are_refused_with_words_and_change_nothing() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    qdrant_base(&daemon).await;
+    let base_manifest = manifest(&client, "p", 0).await;
+    let base_points = by_id(&all_points(&client, "p").await);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let good = std::fs::read(partial_fixture("partial.snapshot")).unwrap();
+    let truncated = dir.join("truncated.snapshot");
+    std::fs::write(&truncated, &good[..good.len() / 3]).unwrap();
+    let cases: Vec<(&str, std::path::PathBuf, &str, u16, &str)> = vec![
+        (
+            "segment manifest of another segment",
+            edited_partial(dir, "other-id", |d| {
+                edit_json(&first_segment_manifest(d), |m| m["segment_id"] = json!("00000000-0000-0000-0000-000000000000"))
+            }),
+            "",
+            400,
+            "holds the manifest of segment",
+        ),
+        (
+            "a file newer than its segment",
+            edited_partial(dir, "newer", |d| {
+                edit_json(&first_segment_manifest(d), |m| {
+                    let version = m["segment_version"].as_u64().unwrap();
+                    let file = m["file_versions"].as_object().unwrap().keys().next().unwrap().clone();
+                    m["file_versions"][file] = json!(version + 5);
+                })
+            }),
+            "",
+            400,
+            "newer than its segment",
+        ),
+        (
+            "a segment without its manifest",
+            edited_partial(dir, "no-manifest", |d| std::fs::remove_file(first_segment_manifest(d)).unwrap()),
+            "",
+            400,
+            "has no segment manifest",
+        ),
+        (
+            "an entry escaping the shard",
+            python_tar(dir, "escape.tar", "add('segments/x/files/../../../../evil')"),
+            "",
+            400,
+            "`..`",
+        ),
+        ("truncated", truncated, "", 400, ""),
+        (
+            "wrong checksum",
+            partial_fixture("partial.snapshot"),
+            &"?checksum=0000000000000000000000000000000000000000000000000000000000000000",
+            400,
+            "Checksum mismatch",
+        ),
+        (
+            "unknown shard",
+            partial_fixture("partial.snapshot"),
+            "",
+            404,
+            "Shard 3",
+        ),
+    ];
+    for (what, file, query, status_wanted, words) in cases {
+        let shard = if what == "unknown shard" { 3 } else { 0 };
+        let (status, body) = upload(
+            &daemon,
+            &format!("/collections/p/shards/{shard}/snapshot/partial/recover{query}"),
+            &file,
+        );
+        assert_eq!(status, status_wanted, "{what}: {body}");
+        assert!(error_of(&body).contains(words), "{what}: {body}");
+        assert_eq!(manifest(&client, "p", 0).await, base_manifest, "{what}: shard unchanged");
+        assert!(by_id(&all_points(&client, "p").await) == base_points, "{what}: points unchanged");
+        assert!(daemon.staging_leftovers().is_empty(), "{what}: {:?}", daemon.staging_leftovers());
+    }
+
+    // Manifests that are no manifests, and scopes that do not exist.
+    for (body, words) in [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        (r#"{"x": {"segment_id": "y", "segment_version": 1, "file_versions": {}}}"#, "holds the manifest"),
+        (r#"{"files": [{"path": "../x", "hash": "00", "size": 1}]}"#, "`..`"),
+    ] {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--unix-socket"])
+            .arg(&daemon.socket)
+            .args(["-H", "content-type: application/json", "-d", body, "-w", "\n%{http_code}"])
+            .arg("http://localhost/collections/p/shards/0/snapshot/partial/create")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (answer, code) = text.rsplit_once('\n').unwrap();
+        assert_eq!(code, "400", "{body}: {answer}");
+        assert!(answer.contains(words), "{body}: {answer}");
+    }
+    for path in [
+        "/collections/p/shards/3/snapshot/partial/manifest",
+        "/collections/nope/shards/0/snapshot/partial/manifest",
+    ] {
+        let (status, body) = call(&client, Method::GET, path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    assert_eq!(manifest(&client, "p", 0).await, base_manifest);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulls_from_peers_that_cannot_serve_fail_with_words() {
+    let (a, a_url) = peer_daemon();
+    let (b, _) = peer_daemon();
+    let (ca, cb) = (a.client(), b.client());
+    seeded_collection(&ca, "v", 1, 100).await;
+    seeded_collection(&cb, "v", 1, 10).await;
+    create_collection(&ca, "other", json!({"vectors": {"size": 4, "distance": "Dot"}})).await;
+    create_collection(&cb, "other", json!({"vectors": {"size": 8, "distance": "Cosine"}})).await;
+    create_collection(&cb, "only-here", json!({"vectors": {"size": 8, "distance": "Cosine"}})).await;
+    let before = by_id(&all_points(&cb, "v").await);
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let cases = [
+        ("v", json!({"peer_url": closed}), 502, "cannot reach the peer"),
+        ("v", json!({"peer_url": a_url}), 502, "needs an API key"),
+        ("v", json!({"peer_url": a_url, "api_key": "wrong"}), 502, "refused the API key"),
+        ("only-here", json!({"peer_url": a_url, "api_key": PEER_KEY}), 502, "has no collection"),
+        ("other", json!({"peer_url": a_url, "api_key": PEER_KEY}), 400, "other vectors"),
+        ("v", json!({"peer_url": "ftp://x"}), 400, "http:// or https://"),
+    ];
+    for (collection, request, status_wanted, words) in cases {
+        let (status, body) = call(
+            &cb,
+            Method::POST,
+            &format!("/collections/{collection}/shards/0/snapshot/partial/recover_from"),
+            Some(request.clone()),
+        )
+        .await;
+        assert_eq!(status, status_wanted, "{request}: {body}");
+        assert!(error_of(&body).contains(words), "{request}: {body}");
+    }
+    assert!(by_id(&all_points(&cb, "v").await) == before);
+    assert!(b.staging_leftovers().is_empty(), "{:?}", b.staging_leftovers());
+    // Qdrant's peers build the URL with a doubled slash: it still finds the path.
+    let (status, body) = pull(&cb, "v", 0, &format!("{a_url}/")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(&ca, Method::GET, "//collections//v", None).await;
+    assert_eq!(status, 200);
+}
+
+/// A content-form partial made for another receiver is refused: files it means to
+/// keep are not here (another shard's segments).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_content_partial_for_another_state_does_not_apply() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    seeded_collection(&client, "c", 1, 200).await;
+    seeded_collection(&client, "d", 1, 50).await;
+    let (_, body) = call(&client, Method::GET, "/collections/c/shards/0/snapshot/partial/manifest?format=files", None).await;
+    let old = body["result"].clone();
+    upsert(&client, "c", (200..260).map(|i| point(i, 8)).collect(), true).await;
+    let diff = create_partial(&client, "c", 0, &old).await.expect("a diff");
+    let before = by_id(&all_points(&client, "d").await);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("diff.snapshot");
+    std::fs::write(&file, diff).unwrap();
+    let (status, body) = upload(&daemon, "/collections/d/shards/0/snapshot/partial/recover", &file);
+    assert_eq!(status, 400, "{body}");
+    assert!(error_of(&body).contains("another state"), "{body}");
+    assert!(by_id(&all_points(&client, "d").await) == before);
+    // Where it was made for, it applies.
+    let (status, body) = upload(&daemon, "/collections/c/shards/0/snapshot/partial/recover", &file);
+    assert_eq!(status, 200, "{body}");
+    assert!(daemon.staging_leftovers().is_empty());
+}

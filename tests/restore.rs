@@ -127,17 +127,6 @@ async fn a_stored_snapshot_restores_its_state_and_replaces_the_collection() {
     );
 }
 
-/// Build a tar with Python's tarfile from a small script body; `t` is the open archive.
-fn python_tar(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    let script = format!(
-        "import tarfile, io\nt = tarfile.open({:?}, 'w', format=tarfile.GNU_FORMAT)\ndef add(n, data=b'x', **kw):\n    i = tarfile.TarInfo(n)\n    i.size = len(data)\n    for k, v in kw.items(): setattr(i, k, v)\n    t.addfile(i, io.BytesIO(data) if i.isreg() else None)\n{body}\nt.close()\n",
-        path.to_str().unwrap()
-    );
-    run_ok(Command::new("python3").arg("-c").arg(script));
-    path
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_and_broken_archives_change_nothing() {
     let daemon = Daemon::start(&[]);

@@ -20,7 +20,7 @@ use super::{AppState, blocking};
 use crate::snapshot::Scope;
 use crate::snapshot::partial::apply::{Applied, ShardClaim, apply};
 use crate::snapshot::partial::create::{Created, create};
-use crate::snapshot::partial::peer::{DEFAULT_INACTIVITY, pull};
+use crate::snapshot::partial::peer::pull;
 use crate::snapshot::partial::{ManifestRequest, manifests};
 
 fn shard_id(text: &str) -> Result<u32, ApiError> {
@@ -185,6 +185,7 @@ pub async fn recover_from(
         return Ok(already_in_progress());
     };
     let storage = app.storage.clone();
+    let stall = app.transfer_stall;
     let work = async move {
         let _claim = claim;
         pull(
@@ -193,7 +194,7 @@ pub async fn recover_from(
             id,
             &request.peer_url,
             request.api_key.as_deref(),
-            DEFAULT_INACTIVITY,
+            stall,
         )
         .await
     };

@@ -506,3 +506,106 @@ pub fn python_venv() -> PathBuf {
     }
     python
 }
+
+// ---- a slow link ----
+
+/// A TCP proxy in front of a peer that can hold back a streamed archive midway
+/// (after its first bytes), as a slow or stalled link would; everything else passes.
+pub struct GateProxy {
+    pub url: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    holding: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GateProxy {
+    /// Bytes of an archive that pass before the gate holds it.
+    const PASS: usize = 16 << 10;
+
+    pub fn start(upstream: &str) -> GateProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let open = Arc::new(AtomicBool::new(true));
+        let holding = Arc::new(AtomicBool::new(false));
+        let (gate, held) = (open.clone(), holding.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (gate, held) = (gate.clone(), held.clone());
+                let (mut to_server, mut from_client) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                });
+                std::thread::spawn(move || relay_answer(server, client, &gate, &held));
+            }
+        });
+        GateProxy { url, open, holding }
+    }
+
+    /// Hold archives from now on (after their first bytes).
+    pub fn hold(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn release(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// An archive is being held right now.
+    pub fn is_holding(&self) -> bool {
+        self.holding.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn relay_answer(
+    mut server: std::net::TcpStream,
+    mut client: std::net::TcpStream,
+    open: &std::sync::atomic::AtomicBool,
+    holding: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let mut buf = vec![0u8; 4096];
+    let mut head = Vec::new();
+    let mut sent = 0usize;
+    loop {
+        let n = match server.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if head.len() < 4096 {
+            head.extend_from_slice(&buf[..n]);
+        }
+        let archive = String::from_utf8_lossy(&head).contains("application/octet-stream");
+        while archive && sent > GateProxy::PASS && !open.load(Ordering::SeqCst) {
+            holding.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        holding.store(false, Ordering::SeqCst);
+        if client.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
+/// A tar archive written by Python's `tarfile` (GNU format): `body` calls
+/// `add(name, data=b'x', **tarinfo_fields)` for each entry. For archives no honest
+/// tool writes (`..` entries, links, devices, huge declared sizes).
+pub fn python_tar(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    let script = format!(
+        "import tarfile, io\nt = tarfile.open({:?}, 'w', format=tarfile.GNU_FORMAT)\ndef add(n, data=b'x', **kw):\n    i = tarfile.TarInfo(n)\n    i.size = len(data)\n    for k, v in kw.items(): setattr(i, k, v)\n    t.addfile(i, io.BytesIO(data) if i.isreg() else None)\n{body}\nt.close()\n",
+        path.to_str().unwrap()
+    );
+    run_ok(Command::new("python3").arg("-c").arg(script));
+    path
+}

@@ -29,10 +29,8 @@ pub struct Pulled {
     pub full_size: u64,
 }
 
-/// How long a transfer may stall before it is given up.
-pub const DEFAULT_INACTIVITY: Duration = Duration::from_secs(60);
-
-/// Pull shard `id` of `collection` from the snapfs or Qdrant server at `peer_url`.
+/// Pull shard `id` of `collection` from the snapfs or Qdrant server at `peer_url`;
+/// a transfer that receives nothing for `inactivity` fails.
 pub async fn pull(
     storage: &Arc<Storage>,
     collection: &str,
@@ -156,6 +154,8 @@ impl Peer {
             .connect_timeout(Duration::from_secs(10))
             // The key goes to the peer named, never to where it redirects.
             .redirect(reqwest::redirect::Policy::none())
+            // A pull makes three requests: no connection is worth keeping.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| StorageError::internal(e.to_string()))?;
         Ok(Peer {
