@@ -327,4 +327,3 @@ pub fn filesystem_stats(path: &Path) -> std::io::Result<libc::statvfs> {
         Ok(stats)
     }
 }
-

@@ -38,18 +38,35 @@ async fn a_daemon_pulls_a_peers_changes_shard_by_shard() {
     }
     assert!(by_id(&all_points(&cb, "docs").await) == by_id(&all_points(&ca, "docs").await));
     for shard in 0..3 {
-        let path = format!("/collections/docs/shards/{shard}/snapshot/partial/manifest?format=files");
+        let path =
+            format!("/collections/docs/shards/{shard}/snapshot/partial/manifest?format=files");
         let (_, ma) = call(&ca, Method::GET, &path, None).await;
         let (_, mb) = call(&cb, Method::GET, &path, None).await;
-        for (x, y) in ma["result"]["files"].as_array().unwrap().iter().zip(mb["result"]["files"].as_array().unwrap()) {
-            if x != y { println!("DIFF {x} {y}"); }
+        for (x, y) in ma["result"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(mb["result"]["files"].as_array().unwrap())
+        {
+            if x != y {
+                println!("DIFF {x} {y}");
+            }
         }
         let (status, body) = pull(&cb, "docs", shard, &a_url).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body["result"], false, "second pull of shard {shard}: {body}");
+        assert_eq!(
+            body["result"], false,
+            "second pull of shard {shard}: {body}"
+        );
     }
     // Changes on A: upserts, deletes; pulled again.
-    upsert(&ca, "docs", (590..650).map(|i| point(i * 3, 8)).collect(), true).await;
+    upsert(
+        &ca,
+        "docs",
+        (590..650).map(|i| point(i * 3, 8)).collect(),
+        true,
+    )
+    .await;
     let (status, body) = call(
         &ca,
         Method::POST,
@@ -128,7 +145,12 @@ fn expected_points() -> std::collections::BTreeMap<String, Value> {
 }
 
 /// POST a manifest to `partial/create`: the status and the archive (empty for 304).
-async fn create_partial(client: &snapfs::client::Client, c: &str, shard: u32, manifest: &Value) -> Option<Vec<u8>> {
+async fn create_partial(
+    client: &snapfs::client::Client,
+    c: &str,
+    shard: u32,
+    manifest: &Value,
+) -> Option<Vec<u8>> {
     let mut bytes = Vec::new();
     let answered = client
         .post_download(
@@ -151,8 +173,13 @@ async fn a_partial_snapshot_written_by_qdrant_applies_over_http() {
     let client = daemon.client();
     qdrant_base(&daemon).await;
     let base: Value =
-        serde_json::from_slice(&std::fs::read(partial_fixture("base.manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest(&client, "p", 0).await, base, "the restored shard's manifest is Qdrant's");
+        serde_json::from_slice(&std::fs::read(partial_fixture("base.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest(&client, "p", 0).await,
+        base,
+        "the restored shard's manifest is Qdrant's"
+    );
 
     // A full snapshot is refused by the partial endpoint, and the partial by the full one.
     let (status, body) = upload(
@@ -169,7 +196,11 @@ async fn a_partial_snapshot_written_by_qdrant_applies_over_http() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(error_of(&body).contains("partial snapshot"), "{body}");
-    assert_eq!(manifest(&client, "p", 0).await, base, "refusals changed nothing");
+    assert_eq!(
+        manifest(&client, "p", 0).await,
+        base,
+        "refusals changed nothing"
+    );
 
     let (status, body) = upload(
         &daemon,
@@ -181,10 +212,18 @@ async fn a_partial_snapshot_written_by_qdrant_applies_over_http() {
     assert!(by_id(&all_points(&client, "p").await) == expected_points());
 
     // The stale manifest gets a diff; the current one 304.
-    assert!(create_partial(&client, "p", 0, &base).await.is_some_and(|b| !b.is_empty()));
+    assert!(
+        create_partial(&client, "p", 0, &base)
+            .await
+            .is_some_and(|b| !b.is_empty())
+    );
     let now = manifest(&client, "p", 0).await;
     assert!(create_partial(&client, "p", 0, &now).await.is_none());
-    assert!(daemon.staging_leftovers().is_empty(), "{:?}", daemon.staging_leftovers());
+    assert!(
+        daemon.staging_leftovers().is_empty(),
+        "{:?}",
+        daemon.staging_leftovers()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,8 +247,8 @@ async fn a_qdrant_edge_shard_mirrors_a_snapfs_shard_with_partial_snapshots() {
     let client = daemon.client();
     seeded_collection(&client, "edge", 1, 300).await;
     let work = tempfile::tempdir().unwrap();
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/edge_partial_check.py");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/edge_partial_check.py");
     let output = std::process::Command::new(&python)
         .arg(&script)
         .env("SNAPFS_URL", &url)
@@ -275,17 +314,41 @@ async fn the_engine_applies_snapfs_partials_and_gnu_tar_reads_them() {
     qdrant_edge::EdgeShard::unpack_snapshot(&old_file, &shard_dir).unwrap();
     let engine = qdrant_edge::EdgeShard::load(&shard_dir, None).unwrap();
     let known = engine.snapshot_manifest().unwrap();
-    let content = call(&client, Method::GET, "/collections/e/shards/0/snapshot/partial/manifest?format=files", None).await.1["result"].clone();
+    let content = call(
+        &client,
+        Method::GET,
+        "/collections/e/shards/0/snapshot/partial/manifest?format=files",
+        None,
+    )
+    .await
+    .1["result"]
+        .clone();
 
-    upsert(&client, "e", (350..500).map(|i| point(i * 2, 8)).collect(), true).await;
-    let (status, body) = call(&client, Method::POST, "/collections/e/points/delete?wait=true", Some(json!({"points": [0, 1, 2, 3]}))).await;
+    upsert(
+        &client,
+        "e",
+        (350..500).map(|i| point(i * 2, 8)).collect(),
+        true,
+    )
+    .await;
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/collections/e/points/delete?wait=true",
+        Some(json!({"points": [0, 1, 2, 3]})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
     let known_json = serde_json::to_value(&known).unwrap();
-    let partial = create_partial(&client, "e", 0, &known_json).await.expect("a diff");
+    let partial = create_partial(&client, "e", 0, &known_json)
+        .await
+        .expect("a diff");
     gnu_tar_reads(&partial);
     assert!(partial.len() < old.len() * 2);
-    let by_content = create_partial(&client, "e", 0, &content).await.expect("a diff");
+    let by_content = create_partial(&client, "e", 0, &content)
+        .await
+        .expect("a diff");
     gnu_tar_reads(&by_content);
 
     // qdrant-edge's own apply, on the older shard.
@@ -293,9 +356,12 @@ async fn the_engine_applies_snapfs_partials_and_gnu_tar_reads_them() {
     std::fs::write(&partial_file, &partial).unwrap();
     let unpacked = work.path().join("unpacked");
     qdrant_edge::EdgeShard::unpack_snapshot(&partial_file, &unpacked).unwrap();
-    let theirs = qdrant_edge::internal::SnapshotManifest::load_from_snapshot(&unpacked, None).unwrap();
+    let theirs =
+        qdrant_edge::internal::SnapshotManifest::load_from_snapshot(&unpacked, None).unwrap();
     drop(engine);
-    let engine = qdrant_edge::EdgeShard::recover_partial_snapshot(&shard_dir, &known, &unpacked, &theirs).unwrap();
+    let engine =
+        qdrant_edge::EdgeShard::recover_partial_snapshot(&shard_dir, &known, &unpacked, &theirs)
+            .unwrap();
     let snapfs_now = by_id(&all_points(&client, "e").await);
     assert_eq!(snapfs_now.len(), 400 + 150 - 4);
     let applied = engine_payloads(&engine);
@@ -358,7 +424,10 @@ async fn reads_answer_and_writes_are_kept_while_a_pull_is_applied() {
         tokio::spawn(async move { upsert(&cb, "m", vec![point(900_002, 8)], true).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "wait=true is answered once applied, after the switch");
+    assert!(
+        !waiting.is_finished(),
+        "wait=true is answered once applied, after the switch"
+    );
     proxy.release();
     let (status, body) = pulling.await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -366,7 +435,10 @@ async fn reads_answer_and_writes_are_kept_while_a_pull_is_applied() {
     waiting.await.unwrap();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (answered, failed) = reader.await.unwrap();
-    assert!(failed.is_empty(), "reads failed during the pull: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "reads failed during the pull: {failed:?}"
+    );
     assert!(answered > 5, "{answered} reads");
 
     let mut want = by_id(&all_points(&ca, "m").await);
@@ -374,14 +446,22 @@ async fn reads_answer_and_writes_are_kept_while_a_pull_is_applied() {
     let got = by_id(&all_points(&cb, "m").await);
     assert_eq!(got.len(), want.len());
     assert!(got.keys().eq(want.keys()), "A's points and both updates");
-    assert!(b.staging_leftovers().is_empty(), "{:?}", b.staging_leftovers());
+    assert!(
+        b.staging_leftovers().is_empty(),
+        "{:?}",
+        b.staging_leftovers()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_pull_gives_up_and_changes_nothing() {
     let (a, a_url) = peer_daemon();
     let temp = tempfile::tempdir().unwrap();
-    let b = Daemon::start_in(temp.path(), &[], &[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")]);
+    let b = Daemon::start_in(
+        temp.path(),
+        &[],
+        &[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")],
+    );
     let (ca, cb) = (a.client(), b.client());
     seeded_collection(&ca, "s", 1, 3000).await;
     seeded_collection(&cb, "s", 1, 10).await;
@@ -392,7 +472,11 @@ async fn a_stalled_pull_gives_up_and_changes_nothing() {
     assert_eq!(status, 502, "{body}");
     assert!(error_of(&body).contains("stalled"), "{body}");
     assert!(by_id(&all_points(&cb, "s").await) == before);
-    assert!(b.staging_leftovers().is_empty(), "{:?}", b.staging_leftovers());
+    assert!(
+        b.staging_leftovers().is_empty(),
+        "{:?}",
+        b.staging_leftovers()
+    );
     proxy.release();
     let (status, body) = pull(&cb, "s", 0, &proxy.url).await;
     assert_eq!(status, 200, "{body}");
@@ -426,25 +510,49 @@ async fn a_crash_at_any_step_of_an_apply_leaves_old_or_new() {
                 Some(&json!({"peer_url": a_url, "api_key": PEER_KEY})),
             )
             .await;
-        assert!(answered.is_err(), "{crash_at}: should have crashed: {answered:?}");
+        assert!(
+            answered.is_err(),
+            "{crash_at}: should have crashed: {answered:?}"
+        );
         let mut crashed = b;
         assert!(!crashed.wait_exit().success());
-        assert!(crashed.log().contains(&format!("SNAPFS_CRASH_AT={crash_at}")));
+        assert!(
+            crashed
+                .log()
+                .contains(&format!("SNAPFS_CRASH_AT={crash_at}"))
+        );
 
         let b = Daemon::start_in(&data, &[], &[]);
         let cb = b.client();
         let now = by_id(&all_points(&cb, "k").await);
         let want = if new_state { &new_points } else { &old_points };
-        assert!(now == *want, "{crash_at}: {} points, want {}", now.len(), want.len());
-        assert!(b.staging_leftovers().is_empty(), "{crash_at}: {:?}", b.staging_leftovers());
+        assert!(
+            now == *want,
+            "{crash_at}: {} points, want {}",
+            now.len(),
+            want.len()
+        );
+        assert!(
+            b.staging_leftovers().is_empty(),
+            "{crash_at}: {:?}",
+            b.staging_leftovers()
+        );
         upsert(&cb, "k", vec![point(80_000, 8)], true).await;
-        assert_eq!(count(&cb, "k").await, want.len() as u64 + 1, "{crash_at}: takes writes");
+        assert_eq!(
+            count(&cb, "k").await,
+            want.len() as u64 + 1,
+            "{crash_at}: takes writes"
+        );
     }
 }
 
 /// The fixture's partial archive unpacked by GNU tar, changed by `edit`, packed
 /// again (holes kept).
-fn edited_partial(work: &std::path::Path, name: &str, edit: impl FnOnce(&std::path::Path)) -> std::path::PathBuf {
+fn edited_partial(
+    work: &std::path::Path,
+    name: &str,
+    edit: impl FnOnce(&std::path::Path),
+) -> std::path::PathBuf {
     let dir = work.join(name);
     std::fs::create_dir(&dir).unwrap();
     run_ok(
@@ -500,7 +608,9 @@ async fn bad_partials_are_refused_with_words_and_change_nothing() {
         (
             "segment manifest of another segment",
             edited_partial(dir, "other-id", |d| {
-                edit_json(&first_segment_manifest(d), |m| m["segment_id"] = json!("00000000-0000-0000-0000-000000000000"))
+                edit_json(&first_segment_manifest(d), |m| {
+                    m["segment_id"] = json!("00000000-0000-0000-0000-000000000000")
+                })
             }),
             "",
             400,
@@ -511,7 +621,13 @@ async fn bad_partials_are_refused_with_words_and_change_nothing() {
             edited_partial(dir, "newer", |d| {
                 edit_json(&first_segment_manifest(d), |m| {
                     let version = m["segment_version"].as_u64().unwrap();
-                    let file = m["file_versions"].as_object().unwrap().keys().next().unwrap().clone();
+                    let file = m["file_versions"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .next()
+                        .unwrap()
+                        .clone();
                     m["file_versions"][file] = json!(version + 5);
                 })
             }),
@@ -521,14 +637,20 @@ async fn bad_partials_are_refused_with_words_and_change_nothing() {
         ),
         (
             "a segment without its manifest",
-            edited_partial(dir, "no-manifest", |d| std::fs::remove_file(first_segment_manifest(d)).unwrap()),
+            edited_partial(dir, "no-manifest", |d| {
+                std::fs::remove_file(first_segment_manifest(d)).unwrap()
+            }),
             "",
             400,
             "has no segment manifest",
         ),
         (
             "an entry escaping the shard",
-            python_tar(dir, "escape.tar", "add('segments/x/files/../../../../evil')"),
+            python_tar(
+                dir,
+                "escape.tar",
+                "add('segments/x/files/../../../../evil')",
+            ),
             "",
             400,
             "`..`",
@@ -537,7 +659,7 @@ async fn bad_partials_are_refused_with_words_and_change_nothing() {
         (
             "wrong checksum",
             partial_fixture("partial.snapshot"),
-            &"?checksum=0000000000000000000000000000000000000000000000000000000000000000",
+            "?checksum=0000000000000000000000000000000000000000000000000000000000000000",
             400,
             "Checksum mismatch",
         ),
@@ -558,22 +680,46 @@ async fn bad_partials_are_refused_with_words_and_change_nothing() {
         );
         assert_eq!(status, status_wanted, "{what}: {body}");
         assert!(error_of(&body).contains(words), "{what}: {body}");
-        assert_eq!(manifest(&client, "p", 0).await, base_manifest, "{what}: shard unchanged");
-        assert!(by_id(&all_points(&client, "p").await) == base_points, "{what}: points unchanged");
-        assert!(daemon.staging_leftovers().is_empty(), "{what}: {:?}", daemon.staging_leftovers());
+        assert_eq!(
+            manifest(&client, "p", 0).await,
+            base_manifest,
+            "{what}: shard unchanged"
+        );
+        assert!(
+            by_id(&all_points(&client, "p").await) == base_points,
+            "{what}: points unchanged"
+        );
+        assert!(
+            daemon.staging_leftovers().is_empty(),
+            "{what}: {:?}",
+            daemon.staging_leftovers()
+        );
     }
 
     // Manifests that are no manifests, and scopes that do not exist.
     for (body, words) in [
         ("{not json", "not JSON"),
         ("[1, 2]", "JSON object"),
-        (r#"{"x": {"segment_id": "y", "segment_version": 1, "file_versions": {}}}"#, "holds the manifest"),
-        (r#"{"files": [{"path": "../x", "hash": "00", "size": 1}]}"#, "`..`"),
+        (
+            r#"{"x": {"segment_id": "y", "segment_version": 1, "file_versions": {}}}"#,
+            "holds the manifest",
+        ),
+        (
+            r#"{"files": [{"path": "../x", "hash": "00", "size": 1}]}"#,
+            "`..`",
+        ),
     ] {
         let out = std::process::Command::new("curl")
             .args(["-s", "--unix-socket"])
             .arg(&daemon.socket)
-            .args(["-H", "content-type: application/json", "-d", body, "-w", "\n%{http_code}"])
+            .args([
+                "-H",
+                "content-type: application/json",
+                "-d",
+                body,
+                "-w",
+                "\n%{http_code}",
+            ])
             .arg("http://localhost/collections/p/shards/0/snapshot/partial/create")
             .output()
             .unwrap();
@@ -599,18 +745,58 @@ async fn pulls_from_peers_that_cannot_serve_fail_with_words() {
     let (ca, cb) = (a.client(), b.client());
     seeded_collection(&ca, "v", 1, 100).await;
     seeded_collection(&cb, "v", 1, 10).await;
-    create_collection(&ca, "other", json!({"vectors": {"size": 4, "distance": "Dot"}})).await;
-    create_collection(&cb, "other", json!({"vectors": {"size": 8, "distance": "Cosine"}})).await;
-    create_collection(&cb, "only-here", json!({"vectors": {"size": 8, "distance": "Cosine"}})).await;
+    create_collection(
+        &ca,
+        "other",
+        json!({"vectors": {"size": 4, "distance": "Dot"}}),
+    )
+    .await;
+    create_collection(
+        &cb,
+        "other",
+        json!({"vectors": {"size": 8, "distance": "Cosine"}}),
+    )
+    .await;
+    create_collection(
+        &cb,
+        "only-here",
+        json!({"vectors": {"size": 8, "distance": "Cosine"}}),
+    )
+    .await;
     let before = by_id(&all_points(&cb, "v").await);
     let closed = format!("http://127.0.0.1:{}", free_port());
     let cases = [
-        ("v", json!({"peer_url": closed}), 502, "cannot reach the peer"),
+        (
+            "v",
+            json!({"peer_url": closed}),
+            502,
+            "cannot reach the peer",
+        ),
         ("v", json!({"peer_url": a_url}), 502, "needs an API key"),
-        ("v", json!({"peer_url": a_url, "api_key": "wrong"}), 502, "refused the API key"),
-        ("only-here", json!({"peer_url": a_url, "api_key": PEER_KEY}), 502, "has no collection"),
-        ("other", json!({"peer_url": a_url, "api_key": PEER_KEY}), 400, "other vectors"),
-        ("v", json!({"peer_url": "ftp://x"}), 400, "http:// or https://"),
+        (
+            "v",
+            json!({"peer_url": a_url, "api_key": "wrong"}),
+            502,
+            "refused the API key",
+        ),
+        (
+            "only-here",
+            json!({"peer_url": a_url, "api_key": PEER_KEY}),
+            502,
+            "has no collection",
+        ),
+        (
+            "other",
+            json!({"peer_url": a_url, "api_key": PEER_KEY}),
+            400,
+            "other vectors",
+        ),
+        (
+            "v",
+            json!({"peer_url": "ftp://x"}),
+            400,
+            "http:// or https://",
+        ),
     ];
     for (collection, request, status_wanted, words) in cases {
         let (status, body) = call(
@@ -624,7 +810,11 @@ async fn pulls_from_peers_that_cannot_serve_fail_with_words() {
         assert!(error_of(&body).contains(words), "{request}: {body}");
     }
     assert!(by_id(&all_points(&cb, "v").await) == before);
-    assert!(b.staging_leftovers().is_empty(), "{:?}", b.staging_leftovers());
+    assert!(
+        b.staging_leftovers().is_empty(),
+        "{:?}",
+        b.staging_leftovers()
+    );
     // Qdrant's peers build the URL with a doubled slash: it still finds the path.
     let (status, body) = pull(&cb, "v", 0, &format!("{a_url}/")).await;
     assert_eq!(status, 200, "{body}");
@@ -640,20 +830,40 @@ async fn a_content_partial_for_another_state_does_not_apply() {
     let client = daemon.client();
     seeded_collection(&client, "c", 1, 200).await;
     seeded_collection(&client, "d", 1, 50).await;
-    let (_, body) = call(&client, Method::GET, "/collections/c/shards/0/snapshot/partial/manifest?format=files", None).await;
+    let (_, body) = call(
+        &client,
+        Method::GET,
+        "/collections/c/shards/0/snapshot/partial/manifest?format=files",
+        None,
+    )
+    .await;
     let old = body["result"].clone();
-    upsert(&client, "c", (200..260).map(|i| point(i, 8)).collect(), true).await;
+    upsert(
+        &client,
+        "c",
+        (200..260).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
     let diff = create_partial(&client, "c", 0, &old).await.expect("a diff");
     let before = by_id(&all_points(&client, "d").await);
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("diff.snapshot");
     std::fs::write(&file, diff).unwrap();
-    let (status, body) = upload(&daemon, "/collections/d/shards/0/snapshot/partial/recover", &file);
+    let (status, body) = upload(
+        &daemon,
+        "/collections/d/shards/0/snapshot/partial/recover",
+        &file,
+    );
     assert_eq!(status, 400, "{body}");
     assert!(error_of(&body).contains("another state"), "{body}");
     assert!(by_id(&all_points(&client, "d").await) == before);
     // Where it was made for, it applies.
-    let (status, body) = upload(&daemon, "/collections/c/shards/0/snapshot/partial/recover", &file);
+    let (status, body) = upload(
+        &daemon,
+        "/collections/c/shards/0/snapshot/partial/recover",
+        &file,
+    );
     assert_eq!(status, 200, "{body}");
     assert!(daemon.staging_leftovers().is_empty());
 }

@@ -216,4 +216,3 @@ pub async fn recover_from(
         Ok(timer.accepted(true))
     }
 }
-

@@ -57,7 +57,11 @@ pub fn info_json(collection: &Collection) -> FsResult<Vec<u8>> {
         .shards()
         .into_iter()
         .map(|shard| {
-            let points = shard.engine().ok().and_then(|e| e.info().ok()).map(|i| i.points_count);
+            let points = shard
+                .engine()
+                .ok()
+                .and_then(|e| e.info().ok())
+                .map(|i| i.points_count);
             json!({
                 "id": shard.id(),
                 "points_count": points,

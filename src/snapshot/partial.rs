@@ -35,9 +35,12 @@ pub fn engine_manifest(shard: &Shard) -> Result<VersionManifest> {
         .engine()?
         .snapshot_manifest()
         .map_err(StorageError::from_engine)?;
-    let value = serde_json::to_value(&manifest).map_err(|e| StorageError::internal(e.to_string()))?;
+    let value =
+        serde_json::to_value(&manifest).map_err(|e| StorageError::internal(e.to_string()))?;
     serde_json::from_value(value).map_err(|e| {
-        StorageError::internal(format!("the engine's snapshot manifest has another shape: {e}"))
+        StorageError::internal(format!(
+            "the engine's snapshot manifest has another shape: {e}"
+        ))
     })
 }
 
@@ -73,7 +76,11 @@ const CACHED_STATES: usize = 256;
 
 fn cache() -> &'static Mutex<lru::LruCache<u64, Arc<ShardManifests>>> {
     static CACHE: OnceLock<Mutex<lru::LruCache<u64, Arc<ShardManifests>>>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(lru::LruCache::new(NonZeroUsize::new(CACHED_STATES).unwrap())))
+    CACHE.get_or_init(|| {
+        Mutex::new(lru::LruCache::new(
+            NonZeroUsize::new(CACHED_STATES).unwrap(),
+        ))
+    })
 }
 
 /// The manifests of shard `id` of `collection` as it is now: from the cache while
@@ -150,8 +157,14 @@ mod tests {
     #[test]
     fn streamable_segment_paths_map_to_the_shard() {
         let cases = [
-            ("segments/ab-1/files/payload_storage/page_0.dat", "segments/ab-1/payload_storage/page_0.dat"),
-            ("segments/ab-1/files/segment.json", "segments/ab-1/segment.json"),
+            (
+                "segments/ab-1/files/payload_storage/page_0.dat",
+                "segments/ab-1/payload_storage/page_0.dat",
+            ),
+            (
+                "segments/ab-1/files/segment.json",
+                "segments/ab-1/segment.json",
+            ),
             ("wal/open-1", "wal/open-1"),
             ("edge_config.json", "edge_config.json"),
             ("segments/ab-1/other/x", "segments/ab-1/other/x"),

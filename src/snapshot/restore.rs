@@ -17,8 +17,8 @@ use std::time::{Instant, SystemTime};
 use super::intake::{Intake, Received};
 use super::unpacked::normalize_segments;
 use super::verify::check_checksum;
-use crate::storage::collection::CONFIG_FILE;
 use crate::storage::cache_pin::CachePin;
+use crate::storage::collection::CONFIG_FILE;
 use crate::storage::switch::ShardReplacement;
 use crate::storage::{Collection, CollectionConfig, Result, Storage, StorageError};
 
@@ -325,7 +325,9 @@ fn refuse_partial(received: &Received) -> Result<()> {
         dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
     }
     if received.report.partial_target.is_some()
-        || dirs.iter().any(|dir| super::partial::apply::is_partial_tree(dir))
+        || dirs
+            .iter()
+            .any(|dir| super::partial::apply::is_partial_tree(dir))
     {
         return Err(StorageError::bad_request(
             "this is a partial snapshot: apply it to its shard with POST /collections/{c}/shards/{id}/snapshot/partial/recover (or write it into collections/<c>/shards/<id>/recover/)",

@@ -185,8 +185,7 @@ impl SnapshotView {
                         continue;
                     };
                     let freeze = collection.freeze()?;
-                    let (layout, changed) =
-                        collection_layout(&freeze, peer).map_err(io)?;
+                    let (layout, changed) = collection_layout(&freeze, peer).map_err(io)?;
                     mtime = mtime.max(changed);
                     nested.push((name, Arc::new(layout)));
                     freezes.push(freeze);

@@ -44,11 +44,15 @@ struct ShardSlot(RwLock<Arc<Shard>>);
 
 impl ShardSlot {
     fn read(&self) -> RwLockReadGuard<'_, Arc<Shard>> {
-        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Arc<Shard>> {
-        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -191,7 +195,9 @@ impl Collection {
     /// Hold off updates and new freezes of this collection while the guard lives (a
     /// shard switch).
     pub(crate) fn pause_dispatch(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        self.dispatch.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.dispatch
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Shard `id`'s slot, exclusively: no read runs on the shard while it is held.

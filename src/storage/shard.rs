@@ -32,13 +32,21 @@ use super::pending_log::PendingLog;
 pub type Ack = oneshot::Sender<Result<()>>;
 
 enum Command {
-    Update { op: ShardOp, wait: bool, ack: Ack },
-    Freeze { cut: mpsc::SyncSender<()> },
+    Update {
+        op: ShardOp,
+        wait: bool,
+        ack: Ack,
+    },
+    Freeze {
+        cut: mpsc::SyncSender<()>,
+    },
     Thaw,
     Shutdown,
     /// Stop and hand over who waits for the pending log's records (a shard switch
     /// whose new shard applies that log).
-    Handover { waiting: mpsc::SyncSender<Waiting> },
+    Handover {
+        waiting: mpsc::SyncSender<Waiting>,
+    },
 }
 
 /// One entry per pending-log record: who waits for it to be applied (`None`: the

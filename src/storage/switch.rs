@@ -142,7 +142,8 @@ impl Storage {
         };
         // Closed (flushed) before anything else opens these files or takes the path.
         old.close();
-        let reopen_old = |waiting: Waiting| Shard::open_after(id, &dir, &pending, edge.clone(), waiting);
+        let reopen_old =
+            |waiting: Waiting| Shard::open_after(id, &dir, &pending, edge.clone(), waiting);
         // Keeps the checked files cached across the engine's close and reopen.
         let mut _pin = None;
         if !new.checked {

@@ -469,7 +469,10 @@ pub fn peer_daemon() -> (Daemon, String) {
 
 /// The error text of a failed answer.
 pub fn error_of(body: &Value) -> String {
-    body["status"]["error"].as_str().unwrap_or_default().to_string()
+    body["status"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 // ---- Python: the official clients from PyPI ----
@@ -498,7 +501,13 @@ pub fn python_venv() -> PathBuf {
             .expect("python3 is installed");
         assert!(status.success(), "python3 -m venv failed");
         let status = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(PYTHON_PACKAGES)
             .status()
             .unwrap();
@@ -539,7 +548,8 @@ impl GateProxy {
                     continue;
                 };
                 let (gate, held) = (gate.clone(), held.clone());
-                let (mut to_server, mut from_client) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+                let (mut to_server, mut from_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut from_client, &mut to_server);
                 });

@@ -39,7 +39,11 @@ const SHARD_FILES: [&str; 7] = [
     crate::snapshot::archive::MANIFEST_NAME,
 ];
 /// Kept from the archive when present (Qdrant's shard clocks), as Qdrant merges them.
-const CLOCK_FILES: [&str; 3] = ["newest_clocks.json", "oldest_clocks.json", "applied_seq.json"];
+const CLOCK_FILES: [&str; 3] = [
+    "newest_clocks.json",
+    "oldest_clocks.json",
+    "applied_seq.json",
+];
 const SEGMENT_MANIFEST: &str = "segment_manifest.json";
 const TRACKER: &str = "tracker.dat";
 const TRACKER_JOURNAL: &str = "tracker_journal.dat";
@@ -249,7 +253,16 @@ pub async fn apply(
     match &result {
         Ok(applied) => {
             crate::metrics::partial_bytes(crate::metrics::Direction::Received, archive_bytes);
-            tracing::info!(collection, shard = id, form = applied.form, archive_bytes, files_received = applied.files_received, files_kept = applied.files_kept, ms = started.elapsed().as_millis() as u64, "partial snapshot applied");
+            tracing::info!(
+                collection,
+                shard = id,
+                form = applied.form,
+                archive_bytes,
+                files_received = applied.files_received,
+                files_kept = applied.files_kept,
+                ms = started.elapsed().as_millis() as u64,
+                "partial snapshot applied"
+            );
         }
         Err(err) => {
             restore::count_refusal(err);
@@ -504,7 +517,10 @@ fn check_vectors(shard_dir: &Path, config: &CollectionConfig) -> Result<()> {
             continue;
         };
         let segment: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            StorageError::bad_request(format!("{}: unreadable segment.json: {e}", entry.path().display()))
+            StorageError::bad_request(format!(
+                "{}: unreadable segment.json: {e}",
+                entry.path().display()
+            ))
         })?;
         let Some(vectors) = segment["config"]["vector_data"].as_object() else {
             continue;

@@ -119,7 +119,10 @@ fn version_layout(
         let prefix = format!("segments/{id}/files/");
         let manifest =
             serde_json::to_vec(segment).map_err(|e| StorageError::internal(e.to_string()))?;
-        items.push((format!("{prefix}segment_manifest.json"), Item::Bytes(manifest)));
+        items.push((
+            format!("{prefix}segment_manifest.json"),
+            Item::Bytes(manifest),
+        ));
         let mut send = files_to_send(known.segments.get(id), segment);
         // Every segment keeps these whatever changed.
         send.insert("segment.json".into());
@@ -136,7 +139,8 @@ fn version_layout(
     }
     items.extend(replica_files(peer_id));
     let mut builder = ArchiveBuilder::new(mtime_secs(view));
-    let io = |e: std::io::Error| StorageError::internal(format!("laying out the partial snapshot: {e}"));
+    let io =
+        |e: std::io::Error| StorageError::internal(format!("laying out the partial snapshot: {e}"));
     add_items(&mut builder, "", items).map_err(io)?;
     add_manifest(&mut builder).map_err(io)?;
     builder.finish().map_err(io)
@@ -166,11 +170,14 @@ fn content_layout(
         .iter()
         .map(|e| json!({"path": e.path, "size": e.size, "sha256": e.hash}))
         .collect();
-    let manifest = json!({"format": "snapfs-manifest", "version": 1, "partial": true, "entries": entries});
-    let mut manifest = serde_json::to_vec(&manifest).map_err(|e| StorageError::internal(e.to_string()))?;
+    let manifest =
+        json!({"format": "snapfs-manifest", "version": 1, "partial": true, "entries": entries});
+    let mut manifest =
+        serde_json::to_vec(&manifest).map_err(|e| StorageError::internal(e.to_string()))?;
     manifest.push(b'\n');
     let mut builder = ArchiveBuilder::new(mtime_secs(view));
-    let io = |e: std::io::Error| StorageError::internal(format!("laying out the partial snapshot: {e}"));
+    let io =
+        |e: std::io::Error| StorageError::internal(format!("laying out the partial snapshot: {e}"));
     add_items(&mut builder, "", items).map_err(io)?;
     builder.bytes(MANIFEST_NAME, manifest);
     Ok(Some(builder.finish().map_err(io)?))

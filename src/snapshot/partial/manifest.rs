@@ -55,7 +55,8 @@ impl VersionManifest {
             }
             check_segment_id(id)?;
             for (file, version) in &segment.file_versions {
-                check_relative(file).map_err(|why| format!("segment {id}, file {file:?}: {why}"))?;
+                check_relative(file)
+                    .map_err(|why| format!("segment {id}, file {file:?}: {why}"))?;
                 let version = version.unwrap_or(segment.segment_version);
                 if version > segment.segment_version {
                     return Err(format!(
@@ -73,10 +74,15 @@ impl VersionManifest {
 /// such segment) needs: those it does not list, those newer than its version, and
 /// those at version 0 on both sides (Qdrant cannot tell an empty segment from one
 /// with operation 0 applied, so it always sends them).
-pub fn files_to_send(known: Option<&SegmentVersions>, current: &SegmentVersions) -> BTreeSet<String> {
+pub fn files_to_send(
+    known: Option<&SegmentVersions>,
+    current: &SegmentVersions,
+) -> BTreeSet<String> {
     let mut send = BTreeSet::new();
     for file in current.file_versions.keys() {
-        let now = current.file_version(file).unwrap_or(current.segment_version);
+        let now = current
+            .file_version(file)
+            .unwrap_or(current.segment_version);
         let needed = match known.and_then(|k| k.file_version(file)) {
             None => true,
             Some(theirs) => theirs < now || (theirs == 0 && now == 0),
@@ -175,7 +181,9 @@ fn check_segment_id(id: &str) -> Result<(), String> {
         && id != "."
         && id != ".."
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if plain {
         Ok(())
     } else {
@@ -219,7 +227,10 @@ mod tests {
             send,
             ["b", "c", "d"].into_iter().map(String::from).collect()
         );
-        let same = segment(5, &[("a", Some(3)), ("b", None), ("c", Some(1)), ("d", Some(2))]);
+        let same = segment(
+            5,
+            &[("a", Some(3)), ("b", None), ("c", Some(1)), ("d", Some(2))],
+        );
         // c is 1 there, 0 here: not newer, not both 0.
         assert!(files_to_send(Some(&same), &current).is_empty());
     }
@@ -253,19 +264,47 @@ mod tests {
     fn bad_manifests_are_refused_with_the_cause() {
         let cases = [
             (json!([1, 2]), "JSON object"),
-            (json!({"x": {"segment_id": "y", "segment_version": 1, "file_versions": {}}}), "holds the manifest of segment"),
-            (json!({"x": {"segment_id": "x", "segment_version": 1, "file_versions": {"f": 2}}}), "newer than its segment"),
-            (json!({"x": {"segment_id": "x", "segment_version": 1, "file_versions": {"../f": 1}}}), "`..`"),
-            (json!({"..": {"segment_id": "..", "segment_version": 1, "file_versions": {}}}), "plain name"),
-            (json!({"x": {"segment_version": 1}}), "not a snapshot manifest"),
-            (json!({"files": [{"path": "/etc/passwd", "hash": "a".repeat(64), "size": 1}]}), "absolute"),
-            (json!({"files": [{"path": "a", "hash": "xyz", "size": 1}]}), "SHA-256"),
-            (json!({"files": [{"path": "a", "hash": "a".repeat(64), "size": 1}, {"path": "a", "hash": "b".repeat(64), "size": 1}]}), "twice"),
+            (
+                json!({"x": {"segment_id": "y", "segment_version": 1, "file_versions": {}}}),
+                "holds the manifest of segment",
+            ),
+            (
+                json!({"x": {"segment_id": "x", "segment_version": 1, "file_versions": {"f": 2}}}),
+                "newer than its segment",
+            ),
+            (
+                json!({"x": {"segment_id": "x", "segment_version": 1, "file_versions": {"../f": 1}}}),
+                "`..`",
+            ),
+            (
+                json!({"..": {"segment_id": "..", "segment_version": 1, "file_versions": {}}}),
+                "plain name",
+            ),
+            (
+                json!({"x": {"segment_version": 1}}),
+                "not a snapshot manifest",
+            ),
+            (
+                json!({"files": [{"path": "/etc/passwd", "hash": "a".repeat(64), "size": 1}]}),
+                "absolute",
+            ),
+            (
+                json!({"files": [{"path": "a", "hash": "xyz", "size": 1}]}),
+                "SHA-256",
+            ),
+            (
+                json!({"files": [{"path": "a", "hash": "a".repeat(64), "size": 1}, {"path": "a", "hash": "b".repeat(64), "size": 1}]}),
+                "twice",
+            ),
         ];
         for (body, expected) in cases {
             let err = ManifestRequest::parse(body.to_string().as_bytes()).unwrap_err();
             assert!(err.contains(expected), "{body}: {err}");
         }
-        assert!(ManifestRequest::parse(b"{not json").unwrap_err().contains("not JSON"));
+        assert!(
+            ManifestRequest::parse(b"{not json")
+                .unwrap_err()
+                .contains("not JSON")
+        );
     }
 }

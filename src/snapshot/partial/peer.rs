@@ -108,7 +108,13 @@ pub async fn pull(
                     inactivity.as_secs()
                 ))
             })?
-            .map_err(|e| StorageError::Peer(format!("the transfer from {} broke off: {}", peer.base, error_chain(&e))))?;
+            .map_err(|e| {
+                StorageError::Peer(format!(
+                    "the transfer from {} broke off: {}",
+                    peer.base,
+                    error_chain(&e)
+                ))
+            })?;
         let Some(chunk) = chunk else { break };
         intake.push(chunk).await?;
     }
@@ -142,8 +148,9 @@ struct Peer {
 
 impl Peer {
     fn new(url: &str, api_key: Option<&str>) -> Result<Peer> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| StorageError::bad_request(format!("peer_url {url:?} is not a URL: {e}")))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            StorageError::bad_request(format!("peer_url {url:?} is not a URL: {e}"))
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(StorageError::bad_request(format!(
                 "peer_url must be http:// or https://, got {url:?}"
@@ -220,7 +227,9 @@ impl Peer {
             )));
         }
         if !response.status().is_success() {
-            return Err(self.refusal("reading the peer's collection", response).await);
+            return Err(self
+                .refusal("reading the peer's collection", response)
+                .await);
         }
         let info: Value = json_of(response).await;
         let theirs = vectors_of(&info["result"]["config"]["params"]["vectors"]);
@@ -253,7 +262,9 @@ impl Peer {
         match response.status().as_u16() {
             304 => Ok(None),
             200..=299 => Ok(Some(response)),
-            _ => Err(self.refusal("asking the peer for a partial snapshot", response).await),
+            _ => Err(self
+                .refusal("asking the peer for a partial snapshot", response)
+                .await),
         }
     }
 }
