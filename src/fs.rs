@@ -265,6 +265,10 @@ impl SnapFs {
                 let state = self.live_state(scope)?;
                 Ok(file_attr(ino, state.size, state.mtime, true))
             }
+            Node::Manifest(c, id) => {
+                let (text, mtime) = self.manifest_json(c, *id)?;
+                Ok(file_attr(ino, text.len() as u64, mtime, true))
+            }
             Node::LiveChecksum(c) => {
                 let state = self.live_state(&Scope::Collection(c.clone()))?;
                 Ok(file_attr(
@@ -324,6 +328,19 @@ impl SnapFs {
                 .insert(scope.clone(), state.clone());
         }
         Ok(state)
+    }
+
+    /// A shard's partial-snapshot manifest (Qdrant's form) as the file shows it,
+    /// and the shard's last change: from the manifest cache while the shard is
+    /// unchanged, otherwise from a short freeze.
+    fn manifest_json(&self, collection: &str, id: u32) -> FsResult<(Vec<u8>, SystemTime)> {
+        let storage = self.ns.storage();
+        let found = crate::snapshot::partial::manifests(storage, collection, id, false)?;
+        let last_change = storage.collection(collection)?.shard(id)?.last_change();
+        let mut text =
+            serde_json::to_vec_pretty(&found.versions).map_err(|e| FsError::Io(e.to_string()))?;
+        text.push(b'\n');
+        Ok((text, last_change))
     }
 
     fn state_key(&self, scope: &Scope) -> FsResult<StateKey> {
@@ -437,6 +454,10 @@ impl SnapFs {
                     checksum_line(&c, &hex(&digest)).into_bytes(),
                     state.mtime,
                 ))
+            }
+            Node::Manifest(c, id) => {
+                let (text, mtime) = self.manifest_json(&c, id)?;
+                Ok(bytes(text, mtime))
             }
             Node::Readme => Ok(bytes(texts::README_TEXT.as_bytes().to_vec(), self.started)),
             Node::RecoverEntry(scope, name) => match self.recover.lookup(&scope, &name) {

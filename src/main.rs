@@ -66,6 +66,14 @@ enum Command {
         #[arg(long)]
         shard: Option<u32>,
     },
+    /// Partial snapshots of a shard: its manifest, a diff against a manifest,
+    /// applying a diff, pulling a peer's changes.
+    Partial {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(subcommand)]
+        command: PartialCommand,
+    },
     /// Check a snapshot file offline: structure, embedded digests, whole-file checksum.
     Verify {
         file: PathBuf,
@@ -119,6 +127,46 @@ enum SnapshotCommand {
         target: SnapshotTarget,
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartialCommand {
+    /// Print the shard's manifest (Qdrant's version form; --files: content hashes).
+    Manifest {
+        collection: String,
+        shard: u32,
+        /// The content form: every file with its SHA-256.
+        #[arg(long)]
+        files: bool,
+    },
+    /// Write the partial snapshot that takes a receiver with MANIFEST to the shard's state.
+    Create {
+        collection: String,
+        shard: u32,
+        /// The receiver's manifest (either form), as `partial manifest` prints it.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Output file.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Apply a partial snapshot file to the shard (atomically; reads keep answering).
+    Apply {
+        collection: String,
+        shard: u32,
+        file: PathBuf,
+    },
+    /// Pull the shard's changes from a peer (snapfs or Qdrant, e.g. http://peer:6333).
+    Pull {
+        collection: String,
+        shard: u32,
+        /// The peer's base URL.
+        #[arg(long)]
+        from: String,
+        /// The peer's API key.
+        #[arg(long, env = "SNAPFS_PEER_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
 }
 
@@ -294,6 +342,33 @@ fn main() -> ExitCode {
                 SnapshotCommand::Delete { target, name } => {
                     snapshots::delete(&client, &target_of(target)?, &name).await
                 }
+            }
+        }),
+        Command::Partial { socket, command } => client_command(socket, |client| async move {
+            use cli::partial;
+            match command {
+                PartialCommand::Manifest {
+                    collection,
+                    shard,
+                    files,
+                } => partial::manifest(&client, &collection, shard, files).await,
+                PartialCommand::Create {
+                    collection,
+                    shard,
+                    manifest,
+                    output,
+                } => partial::create(&client, &collection, shard, &manifest, &output).await,
+                PartialCommand::Apply {
+                    collection,
+                    shard,
+                    file,
+                } => partial::apply(&client, &collection, shard, &file).await,
+                PartialCommand::Pull {
+                    collection,
+                    shard,
+                    from,
+                    api_key,
+                } => partial::pull(&client, &collection, shard, &from, api_key.as_deref()).await,
             }
         }),
         Command::Verify { file, checksum } => cli::snapshots::verify(&file, checksum),

@@ -144,3 +144,157 @@ fn failures_exit_non_zero_with_the_servers_words() {
         text(&out)
     );
 }
+
+#[test]
+fn partial_commands() {
+    let (a, a_url) = support::peer_daemon();
+    let (b, _) = support::peer_daemon();
+    for daemon in [&a, &b] {
+        let out = snapfs(
+            daemon,
+            &[
+                "collections",
+                "create",
+                "docs",
+                "--dim",
+                "8",
+                "--shards",
+                "1",
+            ],
+        );
+        assert!(out.status.success(), "{:?}", text(&out));
+    }
+    let out = snapfs(
+        &a,
+        &[
+            "points", "generate", "docs", "--count", "3000", "--dim", "8",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let work = tempfile::tempdir().unwrap();
+
+    // The manifest of B (empty), a diff of A against it, applied to B.
+    let out = snapfs(&b, &["partial", "manifest", "docs", "0"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let manifest = work.path().join("b.json");
+    std::fs::write(&manifest, &out.stdout).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("the manifest is JSON");
+    let diff = work.path().join("diff.snapshot");
+    let out = snapfs(
+        &a,
+        &[
+            "partial",
+            "create",
+            "docs",
+            "0",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "-o",
+            diff.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("wrote"), "{:?}", text(&out));
+    let out = snapfs(
+        &b,
+        &["partial", "apply", "docs", "0", diff.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("applied"), "{:?}", text(&out));
+    let out = snapfs(&b, &["points", "count", "docs"]);
+    assert!(text(&out).0.contains("3000"), "{:?}", text(&out));
+
+    // Now equal: the content form says so.
+    let out = snapfs(&b, &["partial", "manifest", "docs", "0", "--files"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    std::fs::write(&manifest, &out.stdout).unwrap();
+    let out = snapfs(
+        &a,
+        &[
+            "partial",
+            "create",
+            "docs",
+            "0",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "-o",
+            diff.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("nothing to send"), "{:?}", text(&out));
+
+    // Pull: after a change on A, moved vs full; then up to date.
+    let out = snapfs(
+        &a,
+        &[
+            "points", "generate", "docs", "--count", "30", "--dim", "8", "--start", "10000",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = snapfs(
+        &b,
+        &[
+            "partial",
+            "pull",
+            "docs",
+            "0",
+            "--from",
+            &a_url,
+            "--api-key",
+            support::PEER_KEY,
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out).0.contains("moved") && text(&out).0.contains("of a full"),
+        "{:?}",
+        text(&out)
+    );
+    let out = snapfs(
+        &b,
+        &[
+            "partial",
+            "pull",
+            "docs",
+            "0",
+            "--from",
+            &a_url,
+            "--api-key",
+            support::PEER_KEY,
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("up to date"), "{:?}", text(&out));
+
+    // Words for what fails: a wrong key, a file that is no snapshot.
+    let out = snapfs(
+        &b,
+        &[
+            "partial",
+            "pull",
+            "docs",
+            "0",
+            "--from",
+            &a_url,
+            "--api-key",
+            "nope",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("refused the API key"),
+        "{:?}",
+        text(&out)
+    );
+    let out = snapfs(
+        &b,
+        &["partial", "apply", "docs", "0", manifest.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("not a readable tar"),
+        "{:?}",
+        text(&out)
+    );
+}

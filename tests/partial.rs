@@ -80,7 +80,29 @@ async fn a_daemon_pulls_a_peers_changes_shard_by_shard() {
         assert_eq!(status, 200, "{body}");
     }
     assert!(by_id(&all_points(&cb, "docs").await) == by_id(&all_points(&ca, "docs").await));
-    println!("{}", b.log());
+    let moved = |metrics: &str, direction: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "snapfs_partial_snapshot_bytes_total{{direction=\"{direction}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let sent = moved(
+        &String::from_utf8(fetch(&ca, "/metrics").await).unwrap(),
+        "sent",
+    );
+    let received = moved(
+        &String::from_utf8(fetch(&cb, "/metrics").await).unwrap(),
+        "received",
+    );
+    assert!(
+        sent > 0 && sent == received,
+        "sent {sent}, received {received}"
+    );
 }
 
 /// `curl` a multipart upload of `file` (field `snapshot`) to the daemon's socket.
@@ -417,6 +439,16 @@ async fn reads_answer_and_writes_are_kept_while_a_pull_is_applied() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(proxy.is_holding(), "the archive is held midway");
+    // The pull shows as a restore under way, and counts as one.
+    let (_, info) = call(&cb, Method::GET, "/collections/m", None).await;
+    let restore = &info["result"]["snapfs"]["restore"];
+    assert_eq!(restore["of"], "shard 0 (partial)", "{info}");
+    assert!(restore["bytes_received"].as_u64().unwrap() > 0, "{info}");
+    let metrics = String::from_utf8(fetch(&cb, "/metrics").await).unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "snapshot_recovery_running 1"),
+        "{metrics}"
+    );
     // Acknowledged while the pull runs: one at once, one once applied.
     upsert(&cb, "m", vec![point(900_001, 8)], false).await;
     let waiting = {
@@ -866,4 +898,37 @@ async fn a_content_partial_for_another_state_does_not_apply() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(daemon.staging_leftovers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mount_shows_each_shards_manifest() {
+    let m = MountedDaemon::start(&[]);
+    let client = m.client();
+    seeded_collection(&client, "mf", 2, 300).await;
+    for shard in 0..2 {
+        let path = m.path(&format!("collections/mf/shards/{shard}/manifest.json"));
+        let meta = std::fs::metadata(&path).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        assert_eq!(meta.len(), text.len() as u64, "exact size before reading");
+        let shown: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(shown, manifest(&client, "mf", shard).await);
+        assert!(!shown.as_object().unwrap().is_empty());
+    }
+    let listed = std::fs::read_dir(m.path("collections/mf/shards/0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert!(listed.contains(&"manifest.json".to_string()), "{listed:?}");
+    // A change shows at once.
+    let before = std::fs::read(m.path("collections/mf/shards/0/manifest.json")).unwrap();
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/collections/mf/points/delete?wait=true",
+        Some(json!({"filter": {"must": [{"key": "tag", "match": {"value": "t1"}}]}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let after = std::fs::read(m.path("collections/mf/shards/0/manifest.json")).unwrap();
+    assert_ne!(before, after);
 }

@@ -21,6 +21,8 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const COLLECTIONS: &str = "collections";
 pub const INFO: &str = "info.json";
 pub const SHARDS: &str = "shards";
+/// `collections/<c>/shards/<id>/manifest.json`: the shard's partial-snapshot manifest.
+pub const MANIFEST: &str = "manifest.json";
 /// `live/<c>.snapshot.sha256`: the live snapshot's checksum in `sha256sum` format.
 pub const SHA256_EXT: &str = ".sha256";
 
@@ -49,6 +51,8 @@ pub enum Node {
     Info(String),
     Shards(String),
     Shard(String, u32),
+    /// `collections/<c>/shards/<id>/manifest.json`.
+    Manifest(String, u32),
 }
 
 impl Node {
@@ -100,6 +104,7 @@ impl Node {
             Node::Info(c) => join(collection(c), INFO),
             Node::Shards(c) => join(collection(c), SHARDS),
             Node::Shard(c, id) => shard(c, *id),
+            Node::Manifest(c, id) => join(shard(c, *id), MANIFEST),
         }
     }
 
@@ -211,6 +216,7 @@ impl Namespace {
                 self.check_scope(&scope)?;
                 vec![
                     (live_shard_name(c, *id), Node::Live(scope.clone())),
+                    (MANIFEST.into(), Node::Manifest(c.clone(), *id)),
                     (SNAPSHOTS.into(), Node::Snapshots(scope.clone())),
                     (RECOVER.into(), Node::Recover(scope)),
                 ]
@@ -328,6 +334,10 @@ mod tests {
                 "snapshots/full-snapshot-x.snapshot",
             ),
             (Node::Info(c()), "collections/docs/info.json"),
+            (
+                Node::Manifest(c(), 1),
+                "collections/docs/shards/1/manifest.json",
+            ),
         ];
         for (node, path) in table {
             assert_eq!(node.path(), path, "{node:?}");

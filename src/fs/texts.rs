@@ -91,12 +91,7 @@ pub fn info_json(collection: &Collection) -> FsResult<Vec<u8>> {
         "state_version": state_version,
         "last_update": creation_time(stats.last_change),
         "restore": crate::snapshot::restore::running_restore(collection.name())
-            .map(|r| json!({
-                "state": r.phase,
-                "of": r.of,
-                "since": creation_time(r.since),
-                "bytes_received": r.bytes.load(std::sync::atomic::Ordering::Relaxed),
-            })),
+            .map(|r| r.to_json()),
         "config": config,
     });
     let mut text =

@@ -50,6 +50,18 @@ pub struct RestoreState {
     pub bytes: Arc<AtomicU64>,
 }
 
+impl RestoreState {
+    /// As `info.json` and `GET /collections/{c}` (under `snapfs`) show it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "state": self.phase,
+            "of": self.of,
+            "since": super::names::creation_time(self.since),
+            "bytes_received": self.bytes.load(Ordering::Relaxed),
+        })
+    }
+}
+
 type Registry = Mutex<HashMap<String, (u64, RestoreState)>>;
 
 fn running() -> &'static Registry {
