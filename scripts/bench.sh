@@ -23,8 +23,16 @@
 #  8. restore of the big collection's stored snapshot, end to end (until the
 #     collection answers with the restored count): `cp` into mnt/recover/ and
 #     `snapfs recover` (HTTP upload) vs `tar -xf` of the same archive.
+#  9. partial snapshots: a second daemon mirrors the big collection's shard; 1% of
+#     its points change (spread over ids); the partial archive (both manifest forms)
+#     vs the full shard snapshot, in bytes and time, and the bytes the daemon read
+#     for it; a pull (recover_from) between the daemons vs a full restore of the same
+#     state from the peer; manifest latency (unchanged shard, after one upsert);
+#     references: `rsync --no-whole-file` of the live file from before to after (its
+#     literal data) and restic's "Added to the repository".
 #
-# Usage: scripts/bench.sh    (env: POINTS=100000 DIM=128 BATCH=1000 BIG_MB=1024)
+# Usage: scripts/bench.sh    (env: POINTS=100000 DIM=128 BATCH=1000 BIG_MB=1024,
+#        SECTIONS="1 2 … 9" to run only some; the big collection is always built)
 # Figures go to docs/BENCHMARKS.md; nothing here is a pass/fail test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,15 +55,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
+SECTIONS=${SECTIONS:-1 2 3 4 5 6 7 8 9}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 export SNAPFS_SOCKET=$work/data/snapfs.sock
-SNAPFS_LOG=warn,snapfs::snapshot::restore=info SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS=600 "$BIN" serve --data-dir "$work/data" --mount "$work/mnt" 2>"$work/daemon.log" &
+export SNAPFS_API_KEY=bench-key
+port_a=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+SNAPFS_LOG=warn,snapfs::snapshot::restore=info,snapfs::snapshot::partial=info SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS=600 "$BIN" serve --data-dir "$work/data" --mount "$work/mnt" --http "127.0.0.1:$port_a" 2>"$work/daemon.log" &
 pid=$!
 for _ in $(seq 1 600); do [ -S "$SNAPFS_SOCKET" ] && break; sleep 0.1; done
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 rss_anon() { awk '/RssAnon/ {print $2}' "/proc/$pid/status"; }
 url=http://localhost
+mnt=$work/mnt
+# Best of three runs each: the machine is small and shared, the minimum is the least noisy.
+best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 
+if want 1 || want 6; then
 echo "== 1. upsert throughput"
 "$BIN" collections create bench --dim "$DIM" >/dev/null
 t0=$(now); "$BIN" points generate bench --count "$POINTS" --dim "$DIM" --batch "$BATCH" >/dev/null; t1=$(now)
@@ -63,6 +80,8 @@ head -c $((POINTS * DIM * 4)) /dev/urandom >"$work/raw.bin"; cat "$work/raw.bin"
 r0=$(now); cp "$work/raw.bin" "$work/raw-copy.bin"; r1=$(now); rm -f "$work/raw.bin" "$work/raw-copy.bin"
 up=$(secs "$t0" "$t1"); ref=$(secs "$r0" "$r1")
 python3 -c "print(f'upsert {$POINTS} x {$DIM}-dim in batches of {$BATCH}: {$up} s = {$POINTS/$up:,.0f} points/s ({$POINTS*$DIM*4/1e6/$up:.1f} MB/s of vectors); cp of the same raw bytes: {$ref} s')"
+
+fi
 
 echo "== building a ${BIG_MB} MB collection (${BIG_POINTS} x ${BIG_DIM}-dim) and a 10 MB one"
 "$BIN" collections create big --dim $BIG_DIM >/dev/null
@@ -81,6 +100,7 @@ done
 shard=$work/data/storage/collections/big/0
 echo "big shard on disk: $(du -sh --apparent-size "$shard" | cut -f1) apparent, $(du -sh "$shard" | cut -f1) allocated"
 
+if want 2 || want 5; then
 echo "== 2. streaming a live snapshot (warm cache)"
 curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big/shards/0/snapshot -o /dev/null   # warm
 anon_before=$(rss_anon); peak_anon=$anon_before
@@ -89,8 +109,6 @@ sampler=$!
 size=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big/shards/0/snapshot -o /dev/null -w '%{size_download}')
 kill $sampler; wait $sampler 2>/dev/null || true
 peak_anon=$(sort -n "$work/anon.log" | tail -1)
-# Best of three runs each: the machine is small and shared, the minimum is the least noisy.
-best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
 runs_s=(); runs_a=(); runs_b=()
 for _ in 1 2 3; do
   s0=$(now); curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big/shards/0/snapshot -o /dev/null; s1=$(now); runs_s+=("$(secs "$s0" "$s1")")
@@ -100,12 +118,18 @@ done
 stream=$(best "${runs_s[@]}"); tar_plain=$(best "${runs_a[@]}"); tar_sparse=$(best "${runs_b[@]}")
 python3 -c "print(f'live snapshot over HTTP: {$size/1e6:.0f} MB in {$stream} s ({$size/1e6/$stream:.0f} MB/s); tar -cf | cat: {$tar_plain} s; tar -cSf | cat: {$tar_sparse} s; ratio snapfs/tar-cf = {$stream/$tar_plain:.2f}, snapfs/tar-cSf = {$stream/$tar_sparse:.2f}')"
 
+fi
+
+if want 3; then
 echo "== 3. time to first byte"
 for c in small big; do
   ttfb=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/$c/shards/0/snapshot -o /dev/null -w '%{time_starttransfer}')
   echo "$c: first byte after ${ttfb} s"
 done
 
+fi
+
+if want 4 || want 7 || want 8; then
 echo "== 4. stored snapshot creation"
 c0=$(now); name=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST $url/collections/big/snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["name"])'); c1=$(now)
 stored=$work/data/snapshots/big/$name
@@ -113,10 +137,16 @@ cat "$stored" >/dev/null
 d0=$(now); cp "$stored" "$work/copy.snapshot"; d1=$(now); rm -f "$work/copy.snapshot"
 python3 -c "print(f'POST /collections/big/snapshots: {$(secs "$c0" "$c1")} s for {$(stat -c %s "$stored")/1e6:.0f} MB (streamed, hashed, fsynced); cp of that file: {$(secs "$d0" "$d1")} s')"
 
+fi
+
+if want 5; then
 echo "== 5. memory"
 python3 -c "print(f'daemon RssAnon: {$anon_before/1024:.0f} MiB before streaming, peak {$peak_anon/1024:.0f} MiB while streaming {$size/1e6:.0f} MB')"
 echo "daemon peak RSS (VmHWM, whole run, file-backed mmap pages included): $(awk '/VmHWM/ {print int($2/1024)}' /proc/$pid/status) MiB"
 
+fi
+
+if want 6; then
 echo "== 6. upsert acknowledgement latency"
 idle=$(python3 scripts/bench_latency.py "$SNAPFS_SOCKET" bench "$DIM" 300 1000000)
 curl -s --unix-socket "$SNAPFS_SOCKET" --limit-rate 20M $url/collections/bench/shards/0/snapshot -o /dev/null &
@@ -126,8 +156,10 @@ busy=$(python3 scripts/bench_latency.py "$SNAPFS_SOCKET" bench "$DIM" 300 200000
 kill $slow 2>/dev/null || true; wait $slow 2>/dev/null || true
 echo "idle: p50/p99 = ${idle// / / } ms; while a snapshot streams: p50/p99 = ${busy// / / } ms"
 
+fi
+
+if want 7; then
 echo "== 7. the mount"
-mnt=$work/mnt
 big_dir=$work/data/storage/collections/big
 msize=$(stat -c %s "$mnt/live/big.snapshot")
 head -c "$msize" /dev/urandom >"$work/plain.bin"; cat "$work/plain.bin" >/dev/null
@@ -171,12 +203,14 @@ ttfb_big=$(python3 -c "
 import time; t=time.perf_counter(); f=open('$mnt/live/big.snapshot','rb'); f.read(1); print(f'{time.perf_counter()-t:.4f}')")
 echo "first byte through the mount (open + read 1 byte): small ${ttfb} s, big ${ttfb_big} s"
 
+fi
+
+if want 8; then
 echo "== 8. restore"
 want=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST $url/collections/big/points/count -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])')
 count_of() { curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/$1/points/count" -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])'; }
 sum=$(cat "$stored.checksum")
 cat "$stored" >/dev/null
-median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 runs_fs=(); runs_http=(); runs_tar=(); runs_tar_sync=()
 for round in 1 2 3; do
   mkdir -p "$work/untar"
@@ -200,3 +234,92 @@ echo "runs (s): cp ${runs_fs[*]} | upload ${runs_http[*]} | tar -xf ${runs_tar[*
 # one pass over the bytes), checking (engine open, syncfs), switching (reopen).
 sed 's/\x1b\[[0-9;]*m//g' "$work/daemon.log" | grep ' restored ' | grep -o 'collection="[^"]*".*switched_ms=[0-9]*' | sed 's/sha256=[0-9a-f]* //' || true
 python3 -c "print(f'restore of a {$(stat -c %s "$stored")/1e6:.0f} MB snapshot ({$want} points), checksum verified, medians of 3: cp into recover/ {$via_fs} s, snapfs recover (upload) {$via_http} s; tar -xf of the same archive {$untar} s, tar -xf then sync {$untar_sync} s; ratios to tar -xf {$via_fs/$untar:.2f} / {$via_http/$untar:.2f}, to tar -xf + sync {$via_fs/$untar_sync:.2f} / {$via_http/$untar_sync:.2f}')"
+fi
+
+if want 9; then
+echo "== 9. partial snapshots"
+command -v restic >/dev/null || { apt-get install -y -qq restic >/dev/null 2>&1 || true; }
+key=$SNAPFS_API_KEY
+peer_a=http://127.0.0.1:$port_a
+# B: a second daemon that mirrors the big collection's shard.
+port_b=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sock_b=$work/b/snapfs.sock
+SNAPFS_LOG=warn,snapfs::snapshot::partial=info "$BIN" serve --data-dir "$work/b" --http "127.0.0.1:$port_b" 2>"$work/daemon-b.log" &
+pid_b=$!
+for _ in $(seq 1 600); do [ -S "$sock_b" ] && break; sleep 0.1; done
+SNAPFS_SOCKET=$sock_b "$BIN" collections create big --dim $BIG_DIM >/dev/null
+pull_b() {  # prints "seconds bytes_moved full_size"
+  local t0 t1 out
+  t0=$(now)
+  out=$(curl -s --unix-socket "$sock_b" -X POST "$url/collections/big/shards/0/snapshot/partial/recover_from" \
+    -H 'content-type: application/json' -d "{\"peer_url\": \"$peer_a\", \"api_key\": \"$key\"}")
+  t1=$(now)
+  echo "$(secs "$t0" "$t1") $(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["snapfs"]["bytes"], d["snapfs"]["full_size"])')"
+}
+read -r first_s first_bytes full_bytes <<<"$(pull_b)"
+python3 -c "print(f'first pull into an empty shard (everything): {$first_bytes/1e6:.0f} MB in {$first_s} s')"
+# The state before: the live shard file, and B's manifests of it.
+cp "$mnt/collections/big/shards/0/big-shard-0.snapshot" "$work/before.snapshot"
+curl -s --unix-socket "$sock_b" "$url/collections/big/shards/0/snapshot/partial/manifest?format=files" | python3 -c 'import json,sys; json.dump(json.load(sys.stdin)["result"], sys.stdout)' >"$work/content.json"
+curl -s --unix-socket "$sock_b" "$url/collections/big/shards/0/snapshot/partial/manifest" | python3 -c 'import json,sys; json.dump(json.load(sys.stdin)["result"], sys.stdout)' >"$work/versions.json"
+if command -v restic >/dev/null; then
+  export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$work/restic
+  restic init >/dev/null
+  restic backup --quiet "$work/before.snapshot" >/dev/null
+fi
+
+# 1% of the points, spread over the ids (every 100th).
+changed=$((BIG_POINTS / 100))
+python3 scripts/bench_spread_upsert.py "$SNAPFS_SOCKET" big $BIG_DIM $changed 100
+for _ in $(seq 1 900); do
+  st=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')
+  [ "$st" = green ] && break
+  sleep 1
+done
+python3 -c "print(f'changed {$changed} of {$BIG_POINTS} points ({$changed * $BIG_DIM * 4 / 1e6:.1f} MB of vectors)')"
+
+# The partial archives A makes for B, against a full shard snapshot of A.
+read_bytes() { awk '/^rchar/ {print $2}' "/proc/$pid/io"; }
+curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/shards/0/snapshot/partial/manifest" >/dev/null  # settle the state
+for form in content versions; do
+  r0=$(read_bytes); p0=$(now)
+  psize=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/big/shards/0/snapshot/partial/create" \
+    -H 'content-type: application/json' --data-binary @"$work/$form.json" -o /dev/null -w '%{size_download}')
+  p1=$(now); r1=$(read_bytes)
+  python3 -c "print(f'partial ({\"$form\"} manifest): {$psize/1e6:.1f} MB in {$(secs "$p0" "$p1")} s; the daemon read {($r1-$r0)/1e6:.1f} MB for it')"
+done
+r0=$(read_bytes); f0=$(now)
+fsize=$(curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/shards/0/snapshot" -o /dev/null -w '%{size_download}')
+f1=$(now); r1=$(read_bytes)
+python3 -c "print(f'full shard snapshot: {$fsize/1e6:.1f} MB in {$(secs "$f0" "$f1")} s; the daemon read {($r1-$r0)/1e6:.1f} MB for it')"
+
+# References: rsync's delta of the live file from before to after; restic.
+mkdir -p "$work/rsync" && cp "$work/before.snapshot" "$work/rsync/big.snapshot"
+literal=$(rsync --no-whole-file --stats "$mnt/live/big.snapshot" "$work/rsync/big.snapshot" | awk '/Literal data/ {gsub(",", "", $3); print $3}')
+python3 -c "print(f'rsync --no-whole-file before -> after: literal data {$literal/1e6:.1f} MB ({$literal*100/$fsize:.1f}% of the archive), reading both whole files')"
+if command -v restic >/dev/null; then
+  cp "$mnt/live/big.snapshot" "$work/before.snapshot"
+  added=$(restic backup "$work/before.snapshot" 2>/dev/null | awk '/Added to the repository/ {print $5, $6}')
+  echo "restic backup of the new state after the old one: added to the repository $added"
+fi
+
+# Pull vs a full restore of the same state from the peer.
+read -r pull_s pull_bytes full_bytes <<<"$(pull_b)"
+python3 -c "print(f'pull (recover_from) of the change: moved {$pull_bytes/1e6:.1f} MB of a full {$full_bytes/1e6:.0f} MB ({$pull_bytes*100/$full_bytes:.2f}%) in {$pull_s} s')"
+r0=$(now)
+curl -s --unix-socket "$sock_b" -X PUT "$url/collections/big/shards/0/snapshots/recover" -H 'content-type: application/json' \
+  -d "{\"location\": \"$peer_a/collections/big/shards/0/snapshot\", \"api_key\": \"$key\"}" >/dev/null
+r1=$(now)
+python3 -c "print(f'full restore of the same state from the peer (recover from its live shard URL): {$(secs "$r0" "$r1")} s')"
+
+# Manifest latency: an unchanged shard (cache), and right after one upsert.
+lat() { curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/shards/0/snapshot/partial/manifest$1" -o /dev/null -w '%{time_total}'; }
+lat "" >/dev/null; lat "?format=files" >/dev/null
+unchanged=$(lat ""); unchanged_files=$(lat "?format=files")
+"$BIN" points generate big --count 1 --dim $BIG_DIM --batch 1 --start 900000000 >/dev/null
+after=$(lat "")
+"$BIN" points generate big --count 1 --dim $BIG_DIM --batch 1 --start 900000001 >/dev/null
+after_files=$(lat "?format=files")
+echo "manifest latency: unchanged shard ${unchanged} s (content form ${unchanged_files} s); after one upsert ${after} s (content form ${after_files} s)"
+kill $pid_b 2>/dev/null; wait $pid_b 2>/dev/null || true
+fi
