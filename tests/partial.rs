@@ -526,7 +526,10 @@ async fn a_crash_at_any_step_of_an_apply_leaves_old_or_new() {
     for (crash_at, new_state) in [
         ("partial-staged", false),
         ("shard-restore-before-switch", false),
-        ("shard-restore-after-switch", true),
+        // Renamed into place but not yet opened by the engine: not committed.
+        ("shard-restore-after-switch", false),
+        ("shard-switch-opened", false),
+        ("shard-switch-committed", true),
     ] {
         let temp = tempfile::tempdir().unwrap();
         let data = temp.path().join("data");

@@ -15,7 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::cache_pin::CachePin;
 use super::collection::Collection;
 use super::error::{Result, StorageError};
 use super::shard::{Shard, Waiting, write_restored_clock};
@@ -34,10 +33,12 @@ pub struct ShardReplacement {
     /// it is, and callers waiting for their update are answered once it is applied
     /// there). Otherwise they go with the old shard (a restore replaces the state).
     pub keep_pending: bool,
-    /// The engine has already opened `staged` where it lies. Otherwise it is opened
-    /// there first, inside the switch: after the old shard has closed, because the
-    /// staged files may be the live shard's own (hard links) and an engine opening
-    /// them may write.
+    /// The engine has already opened `staged` where it lies (a restore checks it in
+    /// staging): the rename is the commit. Otherwise (a partial apply, whose staged
+    /// files are hard links of the live shard's, which nothing may open before the
+    /// live shard has closed) the new shard is first opened where it belongs, and
+    /// the switch commits only once that succeeded: until then a failure, or a crash,
+    /// puts the old shard back.
     pub checked: bool,
 }
 
@@ -68,6 +69,7 @@ impl Storage {
             // In full: it may be in temp_path (joining an absolute path replaces).
             staged: staged.to_string_lossy().into_owned(),
             old: file_name(&old),
+            checked: true,
         };
         let journal_path = self.collections_dir.join(format!("{JOURNAL_PREFIX}{name}"));
         self.write_journal(&journal_path, &journal)?;
@@ -144,18 +146,6 @@ impl Storage {
         old.close();
         let reopen_old =
             |waiting: Waiting| Shard::open_after(id, &dir, &pending, edge.clone(), waiting);
-        // Keeps the checked files cached across the engine's close and reopen.
-        let mut _pin = None;
-        if !new.checked {
-            _pin = Some(CachePin::pin(&new.staged));
-            let checked = qdrant_edge::EdgeShard::load(&new.staged, Some(edge.clone()));
-            if let Err(err) = checked {
-                *slot = Arc::new(reopen_old(waiting)?);
-                return Err(StorageError::bad_request(format!(
-                    "the new state of shard {id} does not open: {err}"
-                )));
-            }
-        }
         let aside = self.staging_dir("replaced-shard");
         let journal = Journal {
             collection: name.to_string(),
@@ -163,6 +153,7 @@ impl Storage {
             // In full: it may be in temp_path (joining an absolute path replaces).
             staged: new.staged.to_string_lossy().into_owned(),
             old: file_name(&aside),
+            checked: new.checked,
         };
         let journal_path = self
             .collections_dir
@@ -178,7 +169,6 @@ impl Storage {
             }
         }
         crash_point("shard-restore-before-switch");
-        // The moment of truth.
         std::fs::rename(&new.staged, &dir)?;
         // The snapshot's time, written only once the shard is the new one.
         if let Some(secs) = new.state_time {
@@ -187,27 +177,46 @@ impl Storage {
         sync_dir(&collection_dir)?;
         sync_dir(&dir)?;
         crash_point("shard-restore-after-switch");
-        self.drop_journal(&journal_path)?;
+        if new.checked {
+            // Checked in staging: the rename was the moment of truth.
+            self.drop_journal(&journal_path)?;
+        }
         let opened = Shard::open_after(id, &dir, &pending, edge.clone(), waiting);
-        match opened {
-            Ok(shard) => *slot = Arc::new(shard),
+        let shard = match opened {
+            Ok(shard) => shard,
             Err(err) => {
-                // Checked before the switch, so this is not the input's fault; the
-                // old shard is kept so the collection still serves.
-                tracing::error!(collection = name, shard = id, %err, "the switched-in shard does not open: putting the old one back");
+                tracing::error!(collection = name, shard = id, %err, "the new shard does not open: the old one is put back");
                 let failed = self.staging_dir("failed-shard");
                 std::fs::rename(&dir, &failed)?;
                 for (piece, saved) in shard_pieces(&collection_dir, id) {
                     if aside.join(saved).exists() {
+                        let _ = remove_path(&piece);
                         std::fs::rename(aside.join(saved), &piece)?;
                     }
+                }
+                sync_dir(&collection_dir)?;
+                if !new.checked {
+                    self.drop_journal(&journal_path)?;
                 }
                 *slot = Arc::new(reopen_old(Waiting::new())?);
                 let _ = remove_path(&failed);
                 let _ = remove_path(&aside);
-                return Err(err);
+                return Err(if new.checked {
+                    err
+                } else {
+                    StorageError::bad_request(format!(
+                        "the new state of shard {id} does not open, so the old one stays: {err}"
+                    ))
+                });
             }
+        };
+        if !new.checked {
+            crash_point("shard-switch-opened");
+            // It opened: now it is the shard.
+            self.drop_journal(&journal_path)?;
+            crash_point("shard-switch-committed");
         }
+        *slot = Arc::new(shard);
         drop(slot);
         remove_path(&aside)?;
         tracing::info!(collection = name, shard = id, "shard switched");
@@ -247,6 +256,15 @@ struct Journal {
     staged: String,
     /// The hidden name the old collection (or shard's pieces) is moved to.
     old: String,
+    /// The new state was opened by the engine before the switch: the rename commits
+    /// it. Otherwise it commits only when this journal goes, after it opened where it
+    /// belongs.
+    #[serde(default = "yes")]
+    checked: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 const JOURNAL_PREFIX: &str = ".restore-journal-";
@@ -268,14 +286,22 @@ pub(super) fn recover(collections_dir: &Path) -> Result<()> {
             let staged = collections_dir.join(&journal.staged);
             let old = collections_dir.join(&journal.old);
             if let Some(id) = journal.shard {
-                if staged.exists() {
-                    // Put back whatever of the old shard had been moved aside.
+                if staged.exists() || !journal.checked {
+                    // Never switched, or switched but not yet opened: the new
+                    // directory (if it took the name) goes, the old pieces come back.
+                    let shard_dir = target.join(id.to_string());
+                    if !staged.exists() && shard_dir.exists() && old.join("shard").exists() {
+                        remove_path(&shard_dir)?;
+                    }
                     for (piece, saved) in shard_pieces(&target, id) {
-                        if !piece.exists() && old.join(saved).exists() {
+                        if old.join(saved).exists() {
+                            if piece.exists() {
+                                remove_path(&piece)?;
+                            }
                             std::fs::rename(old.join(saved), &piece)?;
                         }
                     }
-                    tracing::warn!(collection = %journal.collection, shard = id, "a shard switch was interrupted before it happened: the old shard stays");
+                    tracing::warn!(collection = %journal.collection, shard = id, "a shard switch was interrupted before the new shard was committed: the old shard stays");
                 } else {
                     tracing::warn!(collection = %journal.collection, shard = id, "a shard switch was interrupted after it happened: the new shard stays");
                 }
