@@ -284,9 +284,25 @@ curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/shards/0/snapshot/p
 for form in content versions; do
   r0=$(read_bytes); p0=$(now)
   psize=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/big/shards/0/snapshot/partial/create" \
-    -H 'content-type: application/json' --data-binary @"$work/$form.json" -o /dev/null -w '%{size_download}')
+    -H 'content-type: application/json' --data-binary @"$work/$form.json" -o "$work/$form.partial" -w '%{size_download}')
   p1=$(now); r1=$(read_bytes)
-  python3 -c "print(f'partial ({\"$form\"} manifest): {$psize/1e6:.1f} MB in {$(secs "$p0" "$p1")} s; the daemon read {($r1-$r0)/1e6:.1f} MB for it')"
+  python3 -c "print(f'partial ({\"$form\"} manifest of {$(stat -c %s "$work/$form.json")/1e3:.0f} kB): {$psize/1e6:.1f} MB in {$(secs "$p0" "$p1")} s; the daemon read {($r1-$r0)/1e6:.1f} MB for it')"
+  # Where its bytes are: the largest entries (stored bytes; patches marked).
+  python3 - "$work/$form.partial" <<'PY'
+import json, sys, tarfile
+t = tarfile.open(sys.argv[1])
+manifest = {}
+if "snapfs-manifest.json" in t.getnames():
+    manifest = {e["path"]: e for e in json.load(t.extractfile("snapfs-manifest.json")).get("entries", [])}
+sizes = []
+for m in t.getmembers():
+    if m.isfile():
+        stored = sum(l for _, l in m.sparse) if m.sparse else m.size
+        kind = "patch" if "patch" in manifest.get(m.name, {}) else "whole"
+        sizes.append((stored, m.name, kind))
+for stored, name, kind in sorted(sizes, reverse=True)[:6]:
+    print(f"    {stored/1e6:7.2f} MB  {kind:5}  {name}")
+PY
 done
 r0=$(read_bytes); f0=$(now)
 fsize=$(curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/shards/0/snapshot" -o /dev/null -w '%{size_download}')

@@ -15,6 +15,7 @@ pub mod pending_log;
 pub mod router;
 pub mod shard;
 pub mod switch;
+pub mod wal;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

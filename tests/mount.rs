@@ -87,7 +87,12 @@ async fn layout_follows_the_design_and_listings_follow_changes() {
     assert_eq!(names(&m.path("collections/docs/shards")), ["0", "1"]);
     assert_eq!(
         names(&m.path("collections/docs/shards/1")),
-        ["docs-shard-1.snapshot", "manifest.json", "recover", "snapshots"]
+        [
+            "docs-shard-1.snapshot",
+            "manifest.json",
+            "recover",
+            "snapshots"
+        ]
     );
     assert!(names(&m.path("recover")).is_empty());
     assert!(names(&m.path("snapshots")).is_empty());

@@ -935,3 +935,125 @@ async fn the_mount_shows_each_shards_manifest() {
     let after = std::fs::read(m.path("collections/mf/shards/0/manifest.json")).unwrap();
     assert_ne!(before, after);
 }
+
+/// Files the receiver has in another version go as patches (only their changed
+/// blocks); a patch that does not give the file the manifest describes is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn changed_files_travel_as_patches_of_their_changed_blocks() {
+    let (a, _) = peer_daemon();
+    let (b, _) = peer_daemon();
+    let (ca, cb) = (a.client(), b.client());
+    for client in [&ca, &cb] {
+        create_collection(
+            client,
+            "pt",
+            json!({"vectors": {"size": 256, "distance": "Dot"}}),
+        )
+        .await;
+    }
+    upsert(&ca, "pt", (0..2000).map(|i| point(i, 256)).collect(), true).await;
+    // B gets A's state whole (its manifest is empty), then A changes a little.
+    let everything = create_partial(&ca, "pt", 0, &json!({"files": []}))
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("first.snapshot");
+    std::fs::write(&first, &everything).unwrap();
+    let (status, body) = upload(
+        &b,
+        "/collections/pt/shards/0/snapshot/partial/recover",
+        &first,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = call(
+        &cb,
+        Method::GET,
+        "/collections/pt/shards/0/snapshot/partial/manifest?format=files",
+        None,
+    )
+    .await;
+    let known = body["result"].clone();
+    assert!(known["block_size"].as_u64().is_some(), "{known}");
+    upsert(
+        &ca,
+        "pt",
+        (0..2000)
+            .step_by(100)
+            .map(|i| point(i + 5000, 256))
+            .collect(),
+        true,
+    )
+    .await;
+
+    let diff = create_partial(&ca, "pt", 0, &known).await.expect("a diff");
+    let full = fetch(&ca, "/collections/pt/shards/0/snapshot").await;
+    assert!(
+        diff.len() * 5 < full.len(),
+        "diff {} of full {}",
+        diff.len(),
+        full.len()
+    );
+    gnu_tar_reads(&diff);
+    let mut archive = tar::Archive::new(&diff[..]);
+    let mut manifest = Value::Null;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy() == "snapfs-manifest.json" {
+            manifest = serde_json::from_reader(&mut entry).unwrap();
+        }
+    }
+    let patched: Vec<&Value> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.get("patch").is_some())
+        .collect();
+    assert!(!patched.is_empty(), "no patch in {manifest}");
+
+    // A patch with a flipped byte: refused, B unchanged.
+    let flipped = work.path().join("flipped.snapshot");
+    std::fs::write(&flipped, &diff).unwrap();
+    let script = format!(
+        "import tarfile\nt = tarfile.open({path:?})\nm = [m for m in t.getmembers() if m.name == {name:?}][0]\nt.close()\nf = open({path:?}, 'r+b'); f.seek(m.offset_data); b = f.read(1); f.seek(m.offset_data); f.write(bytes([b[0] ^ 1])); f.close()",
+        path = flipped.to_str().unwrap(),
+        name = patched[0]["path"].as_str().unwrap()
+    );
+    run_ok(std::process::Command::new("python3").arg("-c").arg(script));
+    let before = by_id(&all_points(&cb, "pt").await);
+    let (status, body) = upload(
+        &b,
+        "/collections/pt/shards/0/snapshot/partial/recover",
+        &flipped,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(error_of(&body).contains("checksum mismatch"), "{body}");
+    assert!(by_id(&all_points(&cb, "pt").await) == before);
+    assert!(
+        b.staging_leftovers().is_empty(),
+        "{:?}",
+        b.staging_leftovers()
+    );
+
+    let good = work.path().join("diff.snapshot");
+    std::fs::write(&good, &diff).unwrap();
+    let (status, body) = upload(
+        &b,
+        "/collections/pt/shards/0/snapshot/partial/recover",
+        &good,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(by_id(&all_points(&cb, "pt").await) == by_id(&all_points(&ca, "pt").await));
+    let (_, body) = call(
+        &cb,
+        Method::GET,
+        "/collections/pt/shards/0/snapshot/partial/manifest?format=files",
+        None,
+    )
+    .await;
+    assert!(
+        create_partial(&ca, "pt", 0, &body["result"])
+            .await
+            .is_none(),
+        "in step: 304"
+    );
+}

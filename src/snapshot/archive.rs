@@ -87,6 +87,9 @@ pub enum Item {
     File(PathBuf),
     /// A file another layout already froze.
     Frozen(Arc<FrozenFile>),
+    /// Only these `(offset, length)` ranges of a frozen file, the rest left as holes
+    /// (a partial snapshot's changed blocks).
+    Ranges(Arc<FrozenFile>, Vec<(u64, u64)>),
     Bytes(Vec<u8>),
 }
 
@@ -117,6 +120,7 @@ pub fn add_items(
             None => builder.dir(&full),
             Some(Item::File(source)) => builder.file(&full, &source)?,
             Some(Item::Frozen(frozen)) => builder.frozen_file(&full, frozen),
+            Some(Item::Ranges(frozen, ranges)) => builder.frozen_ranges(&full, frozen, ranges),
             Some(Item::Bytes(bytes)) => builder.bytes(&full, bytes),
         }
     }

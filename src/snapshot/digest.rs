@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
@@ -18,8 +18,6 @@ const CACHE_ENTRIES: usize = 100_000;
 /// How old a file's last change must be for its digest to be cached: well above
 /// the coarsest file-system timestamp granularity (a jiffy, up to 10 ms).
 const SETTLED_NS: i128 = 1_000_000_000;
-/// Read size when hashing: large enough for full-speed sequential reads.
-const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FileIdentity {
@@ -41,8 +39,29 @@ fn identity(file: &File) -> io::Result<FileIdentity> {
     })
 }
 
-fn cache() -> &'static Mutex<lru::LruCache<FileIdentity, [u8; 32]>> {
-    static CACHE: OnceLock<Mutex<lru::LruCache<FileIdentity, [u8; 32]>>> = OnceLock::new();
+/// What is known of a file's content: its SHA-256 and, for files of more than one
+/// block, each block's hash (what partial snapshots compare).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    pub sha256: [u8; 32],
+    /// One per [`BLOCK`] of the logical size; `None` when not asked for, or for a
+    /// file of one block.
+    pub blocks: Option<Vec<BlockHash>>,
+}
+
+/// A block's hash: the first 8 bytes of its SHA-256. Enough to tell changed blocks
+/// apart (a false "same" has odds of 2^-64 per block); what a partial snapshot
+/// patches is checked again by the whole file's SHA-256 after it is applied.
+pub type BlockHash = [u8; 8];
+
+/// Blocks of partial snapshots' content form: fine enough that an append or an
+/// in-place change moves little more than itself (measured: 32 KiB moves 7% less
+/// than 128 KiB after a 1% change), coarse enough that a manifest stays small (holes,
+/// most of a shard's logical size, take one character per block).
+pub const BLOCK: u64 = 32 << 10;
+
+fn cache() -> &'static Mutex<lru::LruCache<FileIdentity, Arc<FileDigest>>> {
+    static CACHE: OnceLock<Mutex<lru::LruCache<FileIdentity, Arc<FileDigest>>>> = OnceLock::new();
     CACHE.get_or_init(|| {
         Mutex::new(lru::LruCache::new(
             NonZeroUsize::new(CACHE_ENTRIES).unwrap(),
@@ -56,34 +75,51 @@ pub fn hex(digest: &[u8]) -> String {
 
 /// SHA-256 of the logical content of `file` (size `size`, data only in `extents`).
 pub fn file_sha256(file: &File, size: u64, extents: &[(u64, u64)]) -> io::Result<[u8; 32]> {
+    Ok(file_digest(file, size, extents, false)?.sha256)
+}
+
+/// The file's digest; with `blocks`, its block hashes too (files of more than one
+/// block). Reads only the data extents (holes hash as zeros without being read), and
+/// only once per file identity.
+pub fn file_digest(
+    file: &File,
+    size: u64,
+    extents: &[(u64, u64)],
+    blocks: bool,
+) -> io::Result<Arc<FileDigest>> {
     let id = identity(file)?;
-    if let Some(hit) = cache().lock().unwrap().get(&id) {
-        return Ok(*hit);
+    let blocks = blocks && size > BLOCK;
+    if let Some(hit) = cache().lock().unwrap().get(&id)
+        && (!blocks || hit.blocks.is_some())
+    {
+        return Ok(hit.clone());
     }
-    let mut hasher = Sha256::new();
-    let zeros = vec![0u8; CHUNK];
-    let mut buf = vec![0u8; CHUNK];
-    let mut position = 0u64;
-    let feed_zeros = |hasher: &mut Sha256, mut len: u64| {
-        while len > 0 {
-            let n = len.min(CHUNK as u64) as usize;
-            hasher.update(&zeros[..n]);
-            len -= n as u64;
+    let mut whole = Sha256::new();
+    let mut block_hashes = Vec::new();
+    let mut buf = vec![0u8; BLOCK as usize];
+    let mut next_extent = 0usize;
+    let mut start = 0u64;
+    while start < size {
+        let len = (size - start).min(BLOCK);
+        let block = &mut buf[..len as usize];
+        let data = read_block(file, extents, &mut next_extent, start, block)?;
+        whole.update(&*block);
+        if blocks {
+            let zeros = !data || block.iter().all(|b| *b == 0);
+            let hash = if zeros {
+                ZERO_BLOCK
+            } else {
+                let digest = Sha256::digest(&*block);
+                digest[..8].try_into().expect("8 bytes")
+            };
+            block_hashes.push(hash);
         }
-    };
-    for (offset, len) in extents {
-        feed_zeros(&mut hasher, offset - position);
-        let mut done = 0u64;
-        while done < *len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            file.read_exact_at(&mut buf[..n], offset + done)?;
-            hasher.update(&buf[..n]);
-            done += n as u64;
-        }
-        position = offset + len;
+        start += len;
     }
-    feed_zeros(&mut hasher, size - position);
-    let digest: [u8; 32] = hasher.finalize().into();
+    let digest = Arc::new(FileDigest {
+        sha256: whole.finalize().into(),
+        blocks: blocks.then_some(block_hashes),
+    });
     // A change in the same clock tick as the last one would keep the mtime: only
     // remember digests of files whose last change is safely in the past.
     let now_ns = std::time::SystemTime::now()
@@ -91,11 +127,131 @@ pub fn file_sha256(file: &File, size: u64, extents: &[(u64, u64)]) -> io::Result
         .unwrap_or_default()
         .as_nanos() as i128;
     if now_ns - id.mtime_ns.max(id.ctime_ns) > SETTLED_NS {
-        cache().lock().unwrap().put(id, digest);
+        cache().lock().unwrap().put(id, digest.clone());
     }
     Ok(digest)
 }
 
+/// Fill `block` (the bytes at `start`) from the file's data extents, zeros
+/// elsewhere; `next` walks the sorted extents along. Whether any data was read.
+fn read_block(
+    file: &File,
+    extents: &[(u64, u64)],
+    next: &mut usize,
+    start: u64,
+    block: &mut [u8],
+) -> io::Result<bool> {
+    let end = start + block.len() as u64;
+    block.fill(0);
+    while *next < extents.len() && extents[*next].0 + extents[*next].1 <= start {
+        *next += 1;
+    }
+    let mut any = false;
+    let mut i = *next;
+    while i < extents.len() && extents[i].0 < end {
+        let (offset, len) = extents[i];
+        let from = offset.max(start);
+        let to = (offset + len).min(end);
+        if from < to {
+            file.read_exact_at(
+                &mut block[(from - start) as usize..(to - start) as usize],
+                from,
+            )?;
+            any = true;
+        }
+        i += 1;
+    }
+    Ok(any)
+}
+
+/// The "hash" of a block of zeros (a hole, or zeros written): all zero bytes, told
+/// apart from every real hash (whose odds of being all zeros are 2^-64).
+pub const ZERO_BLOCK: BlockHash = [0; 8];
+
+/// Block hashes as text: 16 hex digits per block, `.` for a block of zeros (most
+/// blocks of the engine's preallocated files).
+pub fn blocks_text(blocks: &[BlockHash]) -> String {
+    let mut text = String::with_capacity(blocks.len() * 4);
+    for block in blocks {
+        if *block == ZERO_BLOCK {
+            text.push('.');
+        } else {
+            text.push_str(&hex(block));
+        }
+    }
+    text
+}
+
+/// The blocks of [`blocks_text`], one token per block (`.` or 16 hex digits);
+/// `None` if the text is not made of such tokens.
+pub fn parse_blocks(text: &str) -> Option<Vec<&str>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            out.push(".");
+            rest = after;
+        } else {
+            let token = rest.get(..16)?;
+            if !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(token);
+            rest = &rest[16..];
+        }
+    }
+    Some(out)
+}
+
 pub fn bytes_sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+
+    #[test]
+    fn digests_read_data_extents_and_hash_holes_as_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse.bin");
+        let mut file = File::create(&path).unwrap();
+        let size = 10 * BLOCK + 1234;
+        file.set_len(size).unwrap();
+        // Data crossing a block boundary, data inside one block, a hole block between.
+        for (at, byte) in [(BLOCK - 100, 7u8), (4 * BLOCK + 5, 9u8)] {
+            file.seek(SeekFrom::Start(at)).unwrap();
+            file.write_all(&[byte; 300]).unwrap();
+        }
+        drop(file);
+        let file = File::open(&path).unwrap();
+        let extents = super::super::extents::data_extents(&file, size).unwrap();
+        let digest = file_digest(&file, size, &extents, true).unwrap();
+        let content = std::fs::read(&path).unwrap();
+        assert_eq!(digest.sha256, <[u8; 32]>::from(Sha256::digest(&content)));
+        let blocks = digest.blocks.as_ref().unwrap();
+        assert_eq!(blocks.len(), 11);
+        for (i, hash) in blocks.iter().enumerate() {
+            let start = i * BLOCK as usize;
+            let end = (start + BLOCK as usize).min(content.len());
+            let piece = &content[start..end];
+            let want: BlockHash = if piece.iter().all(|b| *b == 0) {
+                ZERO_BLOCK
+            } else {
+                Sha256::digest(piece)[..8].try_into().unwrap()
+            };
+            assert_eq!(*hash, want, "block {i}");
+        }
+        assert_eq!(blocks[2], ZERO_BLOCK);
+        assert_ne!(blocks[0], blocks[2]);
+        let text = blocks_text(blocks);
+        let tokens = parse_blocks(&text).unwrap();
+        assert_eq!(tokens.len(), blocks.len());
+        assert_eq!(tokens[2], ".");
+        assert_eq!(tokens[0], hex(&blocks[0]));
+        assert!(parse_blocks("abc").is_none());
+        // Asked without blocks: the same file digest.
+        assert_eq!(file_sha256(&file, size, &extents).unwrap(), digest.sha256);
+    }
 }

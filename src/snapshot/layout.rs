@@ -94,11 +94,6 @@ impl FrozenFile {
         })
     }
 
-    /// No holes: stored as a regular entry.
-    fn is_dense(&self) -> bool {
-        self.extents == [(0, self.size)] || self.size == 0
-    }
-
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read().unwrap().read_exact_at(buf, offset)
     }
@@ -238,9 +233,17 @@ impl ArchiveBuilder {
     /// An entry for a file another layout already froze (same bytes, and a copy
     /// aside made for either serves both).
     pub fn frozen_file(&mut self, path: &str, frozen: Arc<FrozenFile>) {
+        let extents = frozen.extents.clone();
+        self.frozen_ranges(path, frozen, extents);
+    }
+
+    /// An entry of the file's logical size holding only `extents` of it (sorted,
+    /// disjoint); the rest reads as holes.
+    pub fn frozen_ranges(&mut self, path: &str, frozen: Arc<FrozenFile>, extents: Vec<(u64, u64)>) {
         let index = self.layout.files.len();
         let size = frozen.size;
-        if frozen.is_dense() {
+        let dense = extents == [(0, size)] || size == 0;
+        if dense {
             self.headers(path, &Kind::File { size });
             self.push(
                 size,
@@ -251,7 +254,6 @@ impl ArchiveBuilder {
             );
             self.pad(size);
         } else {
-            let extents = &frozen.extents;
             let stored: u64 = extents.iter().map(|(_, len)| len).sum();
             let mut map = extents.clone();
             let ends_in_hole = extents.last().is_none_or(|(o, l)| o + l < size);
@@ -267,7 +269,7 @@ impl ArchiveBuilder {
                     map: &map,
                 },
             );
-            for (offset, len) in extents {
+            for (offset, len) in &extents {
                 self.push(
                     *len,
                     Source::File {
@@ -283,7 +285,7 @@ impl ArchiveBuilder {
             size,
             kind: EntryKind::File {
                 file: index,
-                extents: frozen.extents.clone(),
+                extents,
             },
         });
         self.layout.files.push(frozen);

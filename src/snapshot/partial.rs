@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use manifest::{ContentEntry, ContentManifest, ManifestRequest, VersionManifest};
 
-use super::digest::{file_sha256, hex};
+use super::digest::{BLOCK, blocks_text, file_digest, hex};
 use super::layout::EntryKind;
 use super::{Scope, SnapshotView};
 use crate::storage::shard::Shard;
@@ -130,8 +130,8 @@ pub fn manifests_of(view: &SnapshotView, content: bool) -> Result<Arc<ShardManif
     Ok(entry)
 }
 
-/// Every file of a shard view's archive with its SHA-256 (generated entries, which
-/// are no file of the shard, are left out).
+/// Every file of a shard view's archive with its SHA-256 and block hashes, but the
+/// WAL (generated entries, which are no file of the shard, are left out too).
 fn content_manifest(view: &SnapshotView) -> Result<ContentManifest> {
     let layout = view.layout();
     let mut files = Vec::new();
@@ -139,17 +139,26 @@ fn content_manifest(view: &SnapshotView) -> Result<ContentManifest> {
         let EntryKind::File { file, extents } = &entry.kind else {
             continue;
         };
+        // The WAL is not the state: after the freeze's flush the segments hold every
+        // operation in it. A receiver writes an empty WAL numbered after them.
+        if entry.path.starts_with("wal/") {
+            continue;
+        }
         let frozen = &layout.files()[*file];
         let digest = frozen
-            .with_file(|f| file_sha256(f, frozen.size, extents))
+            .with_file(|f| file_digest(f, frozen.size, extents, true))
             .map_err(|e| StorageError::internal(format!("hashing {}: {e}", entry.path)))?;
         files.push(ContentEntry {
             path: entry.path.clone(),
-            hash: hex(&digest),
+            hash: hex(&digest.sha256),
             size: entry.size,
+            blocks: digest.blocks.as_deref().map(blocks_text),
         });
     }
-    Ok(ContentManifest { files })
+    Ok(ContentManifest {
+        block_size: Some(BLOCK),
+        files,
+    })
 }
 
 #[cfg(test)]

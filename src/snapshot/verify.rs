@@ -40,6 +40,16 @@ pub struct TargetFile {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+    /// The archive carries only these blocks of it, to be written over the
+    /// receiver's version (whose SHA-256 is `base`).
+    pub patch: Option<Patch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    pub base: String,
+    pub blocks: Vec<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +77,9 @@ struct Manifest {
     /// the files that changed.
     #[serde(default)]
     partial: bool,
+    /// The block size of patches' block numbers.
+    #[serde(default)]
+    block_size: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +87,10 @@ struct ManifestEntry {
     path: String,
     size: u64,
     sha256: String,
+    /// A partial archive's patched file: its entry holds only the changed blocks,
+    /// checked once they are applied.
+    #[serde(default)]
+    patch: Option<Patch>,
 }
 
 /// Hashes everything read through it.
@@ -324,6 +341,7 @@ pub fn unpack_entries(
                         path: e.path,
                         size: e.size,
                         sha256: e.sha256,
+                        patch: e.patch,
                     })
                     .collect(),
             );
@@ -437,6 +455,16 @@ fn check_manifest(
 ) -> Result<usize, VerifyError> {
     let mut listed = 0;
     let mut paths = std::collections::BTreeSet::new();
+    let patches = manifest.entries.iter().any(|e| e.patch.is_some());
+    if patches && (!manifest.partial || manifest.block_size != Some(super::digest::BLOCK)) {
+        return Err(VerifyError::ManifestMismatch {
+            path: MANIFEST_NAME.into(),
+            why: format!(
+                "patched files need a partial manifest with block_size {}",
+                super::digest::BLOCK
+            ),
+        });
+    }
     for item in &manifest.entries {
         check_entry_path(Path::new(&item.path)).map_err(|why| VerifyError::ManifestMismatch {
             path: item.path.clone(),
@@ -463,7 +491,7 @@ fn check_manifest(
                 why: format!("size {size}, manifest says {}", item.size),
             });
         }
-        if *sha != item.sha256 {
+        if *sha != item.sha256 && !(manifest.partial && item.patch.is_some()) {
             return Err(VerifyError::ManifestMismatch {
                 path: item.path.clone(),
                 why: format!("Checksum mismatch: expected {}, got {sha}", item.sha256),

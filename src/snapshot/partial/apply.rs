@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::manifest::{SegmentVersions, VersionManifest};
 use super::{engine_manifest, shard_path};
-use crate::snapshot::digest::{file_sha256, hex};
+use crate::snapshot::digest::{BLOCK, file_sha256, hex};
 use crate::snapshot::intake::Received;
 use crate::snapshot::layout::FrozenFile;
 use crate::snapshot::restore::{self, Running};
@@ -318,11 +318,85 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// A new file from ours with `blocks` (of [`BLOCK`] bytes) taken from the
+    /// archive's entry at `arrived` (which holds just those blocks), checked whole
+    /// against the target digest.
+    fn patch(
+        &mut self,
+        ours: &Path,
+        arrived: &Path,
+        relative: &str,
+        target: &TargetFile,
+        blocks: &[u64],
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let refused = |why: &str| {
+            StorageError::bad_request(format!(
+                "the partial snapshot's patch of {} {why}",
+                target.path
+            ))
+        };
+        let base = FrozenFile::open(ours)?;
+        let changes =
+            std::fs::File::open(arrived).map_err(|_| refused("is missing from the archive"))?;
+        if changes.metadata()?.len() != target.size {
+            return Err(refused("has another size than the manifest says"));
+        }
+        let to = self.dir.join(relative);
+        make_parent(&to)?;
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&to)?;
+        out.set_len(target.size)?;
+        let mut buf = vec![0u8; BLOCK as usize];
+        // Our data, where the new file still has room for it.
+        for &(offset, len) in &base.extents {
+            let mut at = offset;
+            let end = (offset + len).min(target.size);
+            while at < end {
+                let n = ((end - at) as usize).min(buf.len());
+                base.read_exact_at(&mut buf[..n], at)?;
+                out.write_all_at(&buf[..n], at)?;
+                at += n as u64;
+            }
+        }
+        // The changed blocks over it.
+        for &block in blocks {
+            let start = block
+                .checked_mul(BLOCK)
+                .filter(|s| *s < target.size)
+                .ok_or_else(|| refused(&format!("names block {block}, past the file's end")))?;
+            let n = (target.size - start).min(BLOCK) as usize;
+            changes.read_exact_at(&mut buf[..n], start)?;
+            out.write_all_at(&buf[..n], start)?;
+        }
+        drop(out);
+        if digest_of(&to).as_deref() != Some(target.sha256.as_str()) {
+            return Err(refused(
+                "does not give the file the manifest describes (checksum mismatch)",
+            ));
+        }
+        self.received += 1;
+        Ok(())
+    }
+}
+
 fn make_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     Ok(())
+}
+
+/// The SHA-256 of a file (from the digest cache when it is unchanged).
+fn digest_of(path: &Path) -> Option<String> {
+    let frozen = FrozenFile::open(path).ok()?;
+    frozen
+        .with_file(|f| file_sha256(f, frozen.size, &frozen.extents))
+        .map(|d| hex(&d))
+        .ok()
 }
 
 /// Assemble the new shard in a staging directory. Blocking.
@@ -349,7 +423,14 @@ fn stage(
             let ours = engine_manifest(&live)?;
             merge_versions(&mut staged, &live_dir, &ours, incoming, theirs)?
         }
-        Partial::Content(target) => merge_content(&mut staged, &live_dir, incoming, target)?,
+        Partial::Content(target) => {
+            merge_content(&mut staged, &live_dir, incoming, target)?;
+            // The content form carries no WAL: one that numbers the next operation
+            // above every operation in the new segments.
+            let next = max_segment_version(&staged.dir)? + 1;
+            let capacity = config.wal_config.wal_capacity_mb as u64 * 1024 * 1024;
+            crate::storage::wal::write_empty(&staged.dir.join("wal"), next, capacity)?;
+        }
     }
     check_vectors(&staged.dir, config)?;
     Ok(staged)
@@ -471,19 +552,24 @@ fn merge_content(
     for file in target {
         let relative = shard_path(&file.path);
         let arrived = incoming.join(&relative);
+        let ours = live_dir.join(&relative);
+        if let Some(patch) = &file.patch {
+            let digest = digest_of(&ours);
+            if digest.as_deref() == Some(file.sha256.as_str()) {
+                // Ours is the new version already.
+                staged.link(&ours, &relative)?;
+            } else if digest.as_deref() == Some(patch.base.as_str()) {
+                staged.patch(&ours, &arrived, &relative, file, &patch.blocks)?;
+            } else {
+                mismatched.push(file.path.clone());
+            }
+            continue;
+        }
         if arrived.is_file() {
             staged.take(&arrived, &relative)?;
             continue;
         }
-        let ours = live_dir.join(&relative);
-        let digest = match FrozenFile::open(&ours) {
-            Ok(frozen) => frozen
-                .with_file(|f| file_sha256(f, frozen.size, &frozen.extents))
-                .map(|d| hex(&d))
-                .ok(),
-            Err(_) => None,
-        };
-        if digest.as_deref() != Some(file.sha256.as_str()) {
+        if digest_of(&ours).as_deref() != Some(file.sha256.as_str()) {
             mismatched.push(file.path.clone());
             continue;
         }
@@ -496,6 +582,26 @@ fn merge_content(
         )));
     }
     Ok(())
+}
+
+/// The highest operation any of the shard's segments holds (`version` in each
+/// `segment.json`).
+fn max_segment_version(shard_dir: &Path) -> Result<u64> {
+    let mut max = 0;
+    for entry in std::fs::read_dir(shard_dir.join("segments"))? {
+        let path = entry?.path().join("segment.json");
+        let segment: serde_json::Value = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| {
+                StorageError::bad_request(format!(
+                    "the new state's segment has no readable segment.json ({})",
+                    path.display()
+                ))
+            })?;
+        max = max.max(segment["version"].as_u64().unwrap_or(0));
+    }
+    Ok(max)
 }
 
 /// The new state's segments hold the collection's vectors (names, sizes,

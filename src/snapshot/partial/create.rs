@@ -21,6 +21,7 @@ use super::manifest::{ManifestRequest, VersionManifest, files_to_send};
 use super::{ContentManifest, manifests_of};
 use crate::metrics::CreationRunning;
 use crate::snapshot::archive::{Item, MANIFEST_NAME, add_items, add_manifest, replica_files};
+use crate::snapshot::digest::BLOCK;
 use crate::snapshot::layout::{ArchiveBuilder, ArchiveLayout, EntryKind, FrozenFile};
 use crate::snapshot::{Scope, SnapshotView};
 use crate::storage::{Result, Storage, StorageError};
@@ -97,14 +98,15 @@ fn frozen_files(view: &SnapshotView) -> HashMap<&str, &Arc<FrozenFile>> {
 }
 
 fn frozen(files: &HashMap<&str, &Arc<FrozenFile>>, path: &str) -> Result<Item> {
-    files
-        .get(path)
-        .map(|f| Item::Frozen(Arc::clone(f)))
-        .ok_or_else(|| {
-            StorageError::internal(format!(
-                "{path} is in the shard's manifest but not among its files"
-            ))
-        })
+    frozen_file(files, path).map(Item::Frozen)
+}
+
+fn frozen_file(files: &HashMap<&str, &Arc<FrozenFile>>, path: &str) -> Result<Arc<FrozenFile>> {
+    files.get(path).map(|f| Arc::clone(f)).ok_or_else(|| {
+        StorageError::internal(format!(
+            "{path} is in the shard's manifest but not among its files"
+        ))
+    })
 }
 
 fn version_layout(
@@ -146,7 +148,9 @@ fn version_layout(
     builder.finish().map_err(io)
 }
 
-/// `None` when the receiver has exactly this content already.
+/// `None` when the receiver has exactly this content already. A file the
+/// receiver has in another version, both with block hashes, goes as a patch: only
+/// its changed blocks, the rest left as holes in the entry.
 fn content_layout(
     view: &SnapshotView,
     current: &ContentManifest,
@@ -154,24 +158,45 @@ fn content_layout(
 ) -> Result<Option<ArchiveLayout>> {
     let files = frozen_files(view);
     let theirs = known.by_path();
+    let theirs_block_size = known.block_size;
     let mut items = Vec::new();
+    let mut entries = Vec::new();
     for entry in &current.files {
-        if theirs.get(entry.path.as_str()) != Some(&(entry.hash.as_str(), entry.size)) {
-            items.push((entry.path.clone(), frozen(&files, &entry.path)?));
+        let mut listed = json!({"path": entry.path, "size": entry.size, "sha256": entry.hash});
+        match theirs.get(entry.path.as_str()) {
+            Some(known) if known.hash == entry.hash && known.size == entry.size => {}
+            Some(known)
+                if let (Some(ours), Some(old), Some(BLOCK)) = (
+                    entry.block_hashes(),
+                    known.block_hashes(),
+                    theirs_block_size,
+                ) =>
+            {
+                let changed: Vec<u64> = (0..ours.len())
+                    .filter(|i| old.get(*i) != Some(&ours[*i]))
+                    .map(|i| i as u64)
+                    .collect();
+                let frozen = frozen_file(&files, &entry.path)?;
+                items.push((
+                    entry.path.clone(),
+                    Item::Ranges(frozen, block_ranges(&changed, entry.size)),
+                ));
+                listed["patch"] = json!({"base": known.hash, "blocks": changed});
+            }
+            _ => items.push((
+                entry.path.clone(),
+                Item::Frozen(frozen_file(&files, &entry.path)?),
+            )),
         }
+        entries.push(listed);
     }
     let ours = current.by_path();
     let gone = theirs.keys().any(|path| !ours.contains_key(path));
     if items.is_empty() && !gone {
         return Ok(None);
     }
-    let entries: Vec<_> = current
-        .files
-        .iter()
-        .map(|e| json!({"path": e.path, "size": e.size, "sha256": e.hash}))
-        .collect();
-    let manifest =
-        json!({"format": "snapfs-manifest", "version": 1, "partial": true, "entries": entries});
+    let manifest = json!({"format": "snapfs-manifest", "version": 1, "partial": true,
+                          "block_size": BLOCK, "entries": entries});
     let mut manifest =
         serde_json::to_vec(&manifest).map_err(|e| StorageError::internal(e.to_string()))?;
     manifest.push(b'\n');
@@ -183,9 +208,40 @@ fn content_layout(
     Ok(Some(builder.finish().map_err(io)?))
 }
 
+/// The byte ranges of blocks `changed` (sorted) in a file of `size` bytes, adjacent
+/// blocks merged.
+fn block_ranges(changed: &[u64], size: u64) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for &block in changed {
+        let start = block * BLOCK;
+        let end = (start + BLOCK).min(size);
+        match ranges.last_mut() {
+            Some((offset, len)) if *offset + *len == start => *len = end - *offset,
+            _ => ranges.push((start, end - start)),
+        }
+    }
+    ranges
+}
+
 fn mtime_secs(view: &SnapshotView) -> u64 {
     view.mtime()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_blocks_become_merged_ranges() {
+        assert_eq!(block_ranges(&[], 10), vec![]);
+        assert_eq!(
+            block_ranges(&[0, 1, 3], 4 * BLOCK),
+            vec![(0, 2 * BLOCK), (3 * BLOCK, BLOCK)]
+        );
+        // The last block is cut at the file's end.
+        assert_eq!(block_ranges(&[2], 2 * BLOCK + 5), vec![(2 * BLOCK, 5)]);
+    }
 }

@@ -17,6 +17,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::snapshot::digest::{BLOCK, parse_blocks};
+
 /// Qdrant's version-based manifest of a shard, keyed by segment id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -98,21 +100,51 @@ pub fn files_to_send(
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContentManifest {
+    /// The block size of the entries' `blocks` (snapfs's [`BLOCK`]); absent when no
+    /// entry has blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u64>,
     pub files: Vec<ContentEntry>,
 }
 
 /// A file of a shard archive: its path in the archive, SHA-256 (lowercase hex) and
-/// logical size.
+/// logical size; for files of more than one block, every block's hash (16 hex
+/// digits, or `.` for a block of zeros, concatenated), so a sender can send only the
+/// blocks that differ.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContentEntry {
     pub path: String,
     pub hash: String,
     pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<String>,
+}
+
+/// Hex digits of one block hash.
+pub const BLOCK_HASH_HEX: usize = 16;
+
+impl ContentEntry {
+    /// The hex block hashes, one per block.
+    pub fn block_hashes(&self) -> Option<Vec<&str>> {
+        let blocks = self.blocks.as_deref()?;
+        Some(
+            (0..blocks.len() / BLOCK_HASH_HEX)
+                .map(|i| &blocks[i * BLOCK_HASH_HEX..(i + 1) * BLOCK_HASH_HEX])
+                .collect(),
+        )
+    }
 }
 
 impl ContentManifest {
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(size) = self.block_size
+            && size != BLOCK
+        {
+            return Err(format!(
+                "block_size must be {BLOCK} (snapfs's block), got {size}"
+            ));
+        }
         let mut seen = BTreeSet::new();
         for entry in &self.files {
             check_relative(&entry.path).map_err(|why| format!("file {:?}: {why}", entry.path))?;
@@ -122,6 +154,21 @@ impl ContentManifest {
                     entry.path
                 ));
             }
+            if let Some(blocks) = &entry.blocks {
+                if self.block_size.is_none() {
+                    return Err(format!(
+                        "file {:?} lists blocks but the manifest has no block_size",
+                        entry.path
+                    ));
+                }
+                let want = entry.size.div_ceil(BLOCK) as usize;
+                if parse_blocks(blocks).is_none_or(|tokens| tokens.len() != want) {
+                    return Err(format!(
+                        "file {:?}: `blocks` must hold {want} block hashes (16 hex digits, or `.` for zeros)",
+                        entry.path
+                    ));
+                }
+            }
             if !seen.insert(entry.path.as_str()) {
                 return Err(format!("file {:?} is listed twice", entry.path));
             }
@@ -129,12 +176,9 @@ impl ContentManifest {
         Ok(())
     }
 
-    /// Hash and size by path.
-    pub fn by_path(&self) -> BTreeMap<&str, (&str, u64)> {
-        self.files
-            .iter()
-            .map(|e| (e.path.as_str(), (e.hash.as_str(), e.size)))
-            .collect()
+    /// Entries by path.
+    pub fn by_path(&self) -> BTreeMap<&str, &ContentEntry> {
+        self.files.iter().map(|e| (e.path.as_str(), e)).collect()
     }
 }
 
@@ -254,6 +298,8 @@ mod tests {
         let original: Value = serde_json::from_slice(&fixture).unwrap();
         assert_eq!(serde_json::to_value(&versions).unwrap(), original);
         let content = json!({"files": [{"path": "wal/open-1", "hash": "a".repeat(64), "size": 3}]});
+        let with_blocks = json!({"block_size": BLOCK, "files": [{"path": "w", "hash": "a".repeat(64), "size": BLOCK + 1, "blocks": format!("{}.", "0".repeat(16))}]});
+        assert!(ManifestRequest::parse(with_blocks.to_string().as_bytes()).is_ok());
         assert!(matches!(
             ManifestRequest::parse(content.to_string().as_bytes()).unwrap(),
             ManifestRequest::Content(_)
