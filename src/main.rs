@@ -167,6 +167,10 @@ enum PartialCommand {
         /// The peer's API key.
         #[arg(long, env = "SNAPFS_PEER_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
+        /// The manifest to send: content (snapfs peers' default) or versions (Qdrant's;
+        /// the default for other peers).
+        #[arg(long, value_parser = ["content", "versions"])]
+        form: Option<String>,
     },
 }
 
@@ -368,7 +372,18 @@ fn main() -> ExitCode {
                     shard,
                     from,
                     api_key,
-                } => partial::pull(&client, &collection, shard, &from, api_key.as_deref()).await,
+                    form,
+                } => {
+                    partial::pull(
+                        &client,
+                        &collection,
+                        shard,
+                        &from,
+                        api_key.as_deref(),
+                        form.as_deref(),
+                    )
+                    .await
+                }
             }
         }),
         Command::Verify { file, checksum } => cli::snapshots::verify(&file, checksum),

@@ -22,15 +22,19 @@ async fn a_daemon_pulls_a_peers_changes_shard_by_shard() {
     let (a, a_url) = peer_daemon();
     let (b, _) = peer_daemon();
     let (ca, cb) = (a.client(), b.client());
+    // A low indexing threshold makes the optimizer rebuild A's segments as they
+    // fill: pulls see segments merged, replaced and new.
     for client in [&ca, &cb] {
         create_collection(
             client,
             "docs",
-            json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 3}),
+            json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 3,
+                   "optimizers_config": {"indexing_threshold": 5, "default_segment_number": 1}}),
         )
         .await;
     }
     upsert(&ca, "docs", (0..600).map(|i| point(i, 8)).collect(), true).await;
+    wait_settled(&ca, "docs").await;
     for shard in 0..3 {
         let (status, body) = pull(&cb, "docs", shard, &a_url).await;
         assert_eq!(status, 200, "{body}");
@@ -75,6 +79,7 @@ async fn a_daemon_pulls_a_peers_changes_shard_by_shard() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    wait_settled(&ca, "docs").await;
     for shard in 0..3 {
         let (status, body) = pull(&cb, "docs", shard, &a_url).await;
         assert_eq!(status, 200, "{body}");
@@ -986,6 +991,30 @@ async fn changed_files_travel_as_patches_of_their_changed_blocks() {
     .await;
 
     let diff = create_partial(&ca, "pt", 0, &known).await.expect("a diff");
+    // The same state and manifest give the same bytes; any range of them can be read.
+    assert!(create_partial(&ca, "pt", 0, &known).await.unwrap() == diff);
+    let manifest_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(manifest_file.path(), serde_json::to_vec(&known).unwrap()).unwrap();
+    let ranged = std::process::Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&a.socket)
+        .args([
+            "-H",
+            "range: bytes=1000-2999",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", manifest_file.path().display()))
+        .arg("http://localhost/collections/pt/shards/0/snapshot/partial/create")
+        .output()
+        .unwrap();
+    assert!(
+        ranged.stdout == diff[1000..3000],
+        "a range of the partial: {} bytes, {}",
+        ranged.stdout.len(),
+        String::from_utf8_lossy(&ranged.stdout[..ranged.stdout.len().min(300)])
+    );
     let full = fetch(&ca, "/collections/pt/shards/0/snapshot").await;
     assert!(
         diff.len() * 5 < full.len(),
@@ -1056,4 +1085,47 @@ async fn changed_files_travel_as_patches_of_their_changed_blocks() {
             .is_none(),
         "in step: 304"
     );
+}
+
+/// Qdrant's form between two daemons (what a Qdrant server would be sent): the
+/// same end state, then nothing to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_in_qdrants_form_gives_the_peers_state() {
+    let (a, a_url) = peer_daemon();
+    let (b, _) = peer_daemon();
+    let (ca, cb) = (a.client(), b.client());
+    seeded_collection(&ca, "q", 1, 800).await;
+    seeded_collection(&cb, "q", 1, 30).await;
+    let pull_versions = |cb: snapfs::client::Client, url: String| async move {
+        call(
+            &cb,
+            Method::POST,
+            "/collections/q/shards/0/snapshot/partial/recover_from",
+            Some(json!({"peer_url": url, "api_key": PEER_KEY, "manifest": "versions"})),
+        )
+        .await
+    };
+    let (status, body) = pull_versions(cb.clone(), a_url.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["snapfs"]["form"], "versions", "{body}");
+    assert!(by_id(&all_points(&cb, "q").await) == by_id(&all_points(&ca, "q").await));
+    upsert(&ca, "q", (790..900).map(|i| point(i, 8)).collect(), true).await;
+    let (status, body) = pull_versions(cb.clone(), a_url.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(by_id(&all_points(&cb, "q").await) == by_id(&all_points(&ca, "q").await));
+    let (status, body) = pull_versions(cb.clone(), a_url.clone()).await;
+    assert_eq!(
+        (status, body["result"].clone()),
+        (200, json!(false)),
+        "{body}"
+    );
+    let (status, body) = call(
+        &cb,
+        Method::POST,
+        "/collections/q/shards/0/snapshot/partial/recover_from",
+        Some(json!({"peer_url": a_url, "manifest": "sideways"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    drop(b);
 }

@@ -20,7 +20,7 @@ use super::{AppState, blocking};
 use crate::snapshot::Scope;
 use crate::snapshot::partial::apply::{Applied, ShardClaim, apply};
 use crate::snapshot::partial::create::{Created, create};
-use crate::snapshot::partial::peer::pull;
+use crate::snapshot::partial::peer::{Form, pull};
 use crate::snapshot::partial::{ManifestRequest, manifests};
 
 fn shard_id(text: &str) -> Result<u32, ApiError> {
@@ -162,6 +162,10 @@ pub struct RecoverFrom {
     peer_url: String,
     #[serde(default)]
     api_key: Option<String>,
+    /// snapfs's addition: `versions` (Qdrant's form) or `content`; by default the
+    /// content form for a snapfs peer, Qdrant's for any other.
+    #[serde(default)]
+    manifest: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +184,16 @@ pub async fn recover_from(
     ApiJson(request): ApiJson<RecoverFrom>,
 ) -> Result<Response, ApiError> {
     let id = shard_id(&id)?;
+    let form = match request.manifest.as_deref() {
+        None => None,
+        Some("versions") => Some(Form::Versions),
+        Some("content") => Some(Form::Content),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown manifest form `{other}`: use versions (Qdrant's) or content"
+            )));
+        }
+    };
     app.storage.collection(&c)?.shard(id)?;
     let Some(claim) = ShardClaim::try_take(&c, id) else {
         return Ok(already_in_progress());
@@ -194,6 +208,7 @@ pub async fn recover_from(
             id,
             &request.peer_url,
             request.api_key.as_deref(),
+            form,
             stall,
         )
         .await

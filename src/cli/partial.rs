@@ -124,10 +124,14 @@ pub async fn pull(
     shard: u32,
     from: &str,
     api_key: Option<&str>,
+    form: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut body = json!({"peer_url": from});
     if let Some(key) = api_key {
         body["api_key"] = json!(key);
+    }
+    if let Some(form) = form {
+        body["manifest"] = json!(form);
     }
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));

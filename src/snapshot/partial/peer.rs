@@ -29,14 +29,25 @@ pub struct Pulled {
     pub full_size: u64,
 }
 
-/// Pull shard `id` of `collection` from the snapfs or Qdrant server at `peer_url`;
-/// a transfer that receives nothing for `inactivity` fails.
+/// Which manifest a pull sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Qdrant's version form (what a Qdrant server understands).
+    Versions,
+    /// snapfs's content form.
+    Content,
+}
+
+/// Pull shard `id` of `collection` from the snapfs or Qdrant server at `peer_url`,
+/// with the manifest form `form` (by default: content for a snapfs peer, versions for
+/// any other); a transfer that receives nothing for `inactivity` fails.
 pub async fn pull(
     storage: &Arc<Storage>,
     collection: &str,
     id: u32,
     peer_url: &str,
     api_key: Option<&str>,
+    form: Option<Form>,
     inactivity: Duration,
 ) -> Result<Pulled> {
     let local = storage.collection(collection)?;
@@ -45,6 +56,11 @@ pub async fn pull(
     drop(local);
     let peer = Peer::new(peer_url, api_key)?;
     let snapfs = peer.is_snapfs().await?;
+    let form = form.unwrap_or(if snapfs {
+        Form::Content
+    } else {
+        Form::Versions
+    });
     peer.check_collection(collection, &config).await?;
     // Frozen from here to the switch: the manifest sent stays true.
     let (frozen, view) = {
@@ -58,7 +74,7 @@ pub async fn pull(
         .await
         .map_err(|e| StorageError::internal(e.to_string()))??
     };
-    let (form, body) = if snapfs {
+    let (form, body) = if form == Form::Content {
         let view = view.clone();
         let manifest: ContentManifest = tokio::task::spawn_blocking(move || {
             manifests_of(&view, true).map(|m| m.content().cloned().unwrap_or_default())
