@@ -298,7 +298,7 @@ sizes = []
 for m in t.getmembers():
     if m.isfile():
         stored = sum(l for _, l in m.sparse) if m.sparse else m.size
-        kind = "patch" if "patch" in manifest.get(m.name, {}) else "whole"
+        kind = "delta" if "copies" in manifest.get(m.name, {}) else "whole"
         sizes.append((stored, m.name, kind))
 for stored, name, kind in sorted(sizes, reverse=True)[:6]:
     print(f"    {stored/1e6:7.2f} MB  {kind:5}  {name}")

@@ -941,10 +941,11 @@ async fn the_mount_shows_each_shards_manifest() {
     assert_ne!(before, after);
 }
 
-/// Files the receiver has in another version go as patches (only their changed
-/// blocks); a patch that does not give the file the manifest describes is refused.
+/// Files the receiver has in another version go as deltas (the bytes it lacks, the
+/// rest copied from its own files); one that does not assemble into the file the
+/// manifest describes is refused.
 #[tokio::test(flavor = "multi_thread")]
-async fn changed_files_travel_as_patches_of_their_changed_blocks() {
+async fn changed_files_travel_as_deltas_against_the_receivers_blocks() {
     let (a, _) = peer_daemon();
     let (b, _) = peer_daemon();
     let (ca, cb) = (a.client(), b.client());
@@ -1035,9 +1036,12 @@ async fn changed_files_travel_as_patches_of_their_changed_blocks() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e.get("patch").is_some())
+        .filter(|e| e.get("copies").is_some())
         .collect();
-    assert!(!patched.is_empty(), "no patch in {manifest}");
+    assert!(
+        !patched.is_empty(),
+        "no file assembled from copies in {manifest}"
+    );
 
     // A patch with a flipped byte: refused, B unchanged.
     let flipped = work.path().join("flipped.snapshot");

@@ -40,19 +40,70 @@ fn identity(file: &File) -> io::Result<FileIdentity> {
 }
 
 /// What is known of a file's content: its SHA-256 and, for files of more than one
-/// block, each block's hash (what partial snapshots compare).
+/// block, each block's signature (what partial snapshots match).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigest {
     pub sha256: [u8; 32],
     /// One per [`BLOCK`] of the logical size; `None` when not asked for, or for a
     /// file of one block.
-    pub blocks: Option<Vec<BlockHash>>,
+    pub blocks: Option<Vec<BlockSig>>,
 }
 
-/// A block's hash: the first 8 bytes of its SHA-256. Enough to tell changed blocks
-/// apart (a false "same" has odds of 2^-64 per block); what a partial snapshot
-/// patches is checked again by the whole file's SHA-256 after it is applied.
-pub type BlockHash = [u8; 8];
+/// A block's signature: a rolling checksum ([`Rolling`]), cheap to slide over
+/// another file byte by byte to find the block anywhere in it, and the first 8
+/// bytes of its SHA-256 to confirm a find (a false confirmation has odds of 2^-64;
+/// what a partial snapshot assembles is checked again by the whole file's SHA-256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockSig {
+    pub weak: u32,
+    pub strong: [u8; 8],
+}
+
+/// The first 8 bytes of `data`'s SHA-256.
+pub fn strong_hash(data: &[u8]) -> [u8; 8] {
+    Sha256::digest(data)[..8].try_into().expect("8 bytes")
+}
+
+/// The rolling checksum of a window of bytes (the one rsync made known): `a`, the
+/// sum of the bytes, and `b`, the sum of each byte times its distance from the
+/// window's end, both modulo 2^16. Moving the window by one byte updates both in
+/// constant time.
+#[derive(Debug, Clone, Copy)]
+pub struct Rolling {
+    a: u32,
+    b: u32,
+    len: u32,
+}
+
+impl Rolling {
+    pub fn of(window: &[u8]) -> Rolling {
+        let len = window.len() as u32;
+        let (mut a, mut b) = (0u32, 0u32);
+        for (i, byte) in window.iter().enumerate() {
+            a = a.wrapping_add(u32::from(*byte));
+            b = b.wrapping_add((len - i as u32).wrapping_mul(u32::from(*byte)));
+        }
+        Rolling { a, b, len }
+    }
+
+    /// Slide the window one byte: `out` leaves at the front, `into` enters at the back.
+    #[inline]
+    pub fn roll(&mut self, out: u8, into: u8) {
+        self.a = self
+            .a
+            .wrapping_sub(u32::from(out))
+            .wrapping_add(u32::from(into));
+        self.b = self
+            .b
+            .wrapping_sub(self.len.wrapping_mul(u32::from(out)))
+            .wrapping_add(self.a);
+    }
+
+    #[inline]
+    pub fn value(&self) -> u32 {
+        (self.a & 0xffff) | (self.b << 16)
+    }
+}
 
 /// Blocks of partial snapshots' content form: fine enough that an append or an
 /// in-place change moves little more than itself (measured: 32 KiB moves 7% less
@@ -106,13 +157,14 @@ pub fn file_digest(
         whole.update(&*block);
         if blocks {
             let zeros = !data || block.iter().all(|b| *b == 0);
-            let hash = if zeros {
+            block_hashes.push(if zeros {
                 ZERO_BLOCK
             } else {
-                let digest = Sha256::digest(&*block);
-                digest[..8].try_into().expect("8 bytes")
-            };
-            block_hashes.push(hash);
+                BlockSig {
+                    weak: Rolling::of(block).value(),
+                    strong: strong_hash(block),
+                }
+            });
         }
         start += len;
     }
@@ -164,40 +216,48 @@ fn read_block(
     Ok(any)
 }
 
-/// The "hash" of a block of zeros (a hole, or zeros written): all zero bytes, told
-/// apart from every real hash (whose odds of being all zeros are 2^-64).
-pub const ZERO_BLOCK: BlockHash = [0; 8];
+/// The signature of a block of zeros (a hole, or zeros written): all zero bits,
+/// which no real block has (its strong hash would have to be all zeros).
+pub const ZERO_BLOCK: BlockSig = BlockSig {
+    weak: 0,
+    strong: [0; 8],
+};
 
-/// Block hashes as text: 16 hex digits per block, `.` for a block of zeros (most
-/// blocks of the engine's preallocated files).
-pub fn blocks_text(blocks: &[BlockHash]) -> String {
+/// Hex digits of one block signature: 8 for the rolling checksum, 16 for the hash.
+pub const SIG_HEX: usize = 24;
+
+/// Block signatures as text: 24 hex digits per block, `.` for a block of zeros
+/// (most blocks of the engine's preallocated files).
+pub fn blocks_text(blocks: &[BlockSig]) -> String {
     let mut text = String::with_capacity(blocks.len() * 4);
     for block in blocks {
         if *block == ZERO_BLOCK {
             text.push('.');
         } else {
-            text.push_str(&hex(block));
+            text.push_str(&format!("{:08x}", block.weak));
+            text.push_str(&hex(&block.strong));
         }
     }
     text
 }
 
-/// The blocks of [`blocks_text`], one token per block (`.` or 16 hex digits);
-/// `None` if the text is not made of such tokens.
-pub fn parse_blocks(text: &str) -> Option<Vec<&str>> {
+/// The blocks of [`blocks_text`]; `None` if the text is not made of such tokens.
+pub fn parse_blocks(text: &str) -> Option<Vec<BlockSig>> {
     let mut out = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
         if let Some(after) = rest.strip_prefix('.') {
-            out.push(".");
+            out.push(ZERO_BLOCK);
             rest = after;
         } else {
-            let token = rest.get(..16)?;
+            let token = rest.get(..SIG_HEX)?;
+            let weak = u32::from_str_radix(token.get(..8)?, 16).ok()?;
+            let strong = u64::from_str_radix(token.get(8..)?, 16).ok()?.to_be_bytes();
             if !token.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return None;
             }
-            out.push(token);
-            rest = &rest[16..];
+            out.push(BlockSig { weak, strong });
+            rest = &rest[SIG_HEX..];
         }
     }
     Some(out)
@@ -211,6 +271,23 @@ pub fn bytes_sha256(data: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
     use std::io::{Seek, SeekFrom, Write};
+
+    #[test]
+    fn the_rolling_checksum_slides() {
+        let data: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        let n = 700;
+        let mut rolling = Rolling::of(&data[..n]);
+        for start in 1..data.len() - n {
+            rolling.roll(data[start - 1], data[start + n - 1]);
+            assert_eq!(
+                rolling.value(),
+                Rolling::of(&data[start..start + n]).value(),
+                "at {start}"
+            );
+        }
+    }
 
     #[test]
     fn digests_read_data_extents_and_hash_holes_as_zeros() {
@@ -236,20 +313,20 @@ mod tests {
             let start = i * BLOCK as usize;
             let end = (start + BLOCK as usize).min(content.len());
             let piece = &content[start..end];
-            let want: BlockHash = if piece.iter().all(|b| *b == 0) {
+            let want = if piece.iter().all(|b| *b == 0) {
                 ZERO_BLOCK
             } else {
-                Sha256::digest(piece)[..8].try_into().unwrap()
+                BlockSig {
+                    weak: Rolling::of(piece).value(),
+                    strong: strong_hash(piece),
+                }
             };
             assert_eq!(*hash, want, "block {i}");
         }
         assert_eq!(blocks[2], ZERO_BLOCK);
         assert_ne!(blocks[0], blocks[2]);
         let text = blocks_text(blocks);
-        let tokens = parse_blocks(&text).unwrap();
-        assert_eq!(tokens.len(), blocks.len());
-        assert_eq!(tokens[2], ".");
-        assert_eq!(tokens[0], hex(&blocks[0]));
+        assert_eq!(parse_blocks(&text).unwrap(), *blocks, "round trip");
         assert!(parse_blocks("abc").is_none());
         // Asked without blocks: the same file digest.
         assert_eq!(file_sha256(&file, size, &extents).unwrap(), digest.sha256);

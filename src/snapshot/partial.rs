@@ -14,6 +14,7 @@
 
 pub mod apply;
 pub mod create;
+pub mod delta;
 pub mod manifest;
 pub mod peer;
 

@@ -40,17 +40,15 @@ pub struct TargetFile {
     pub path: String,
     pub size: u64,
     pub sha256: String,
-    /// The archive carries only these blocks of it, to be written over the
-    /// receiver's version (whose SHA-256 is `base`).
-    pub patch: Option<Patch>,
+    /// The archive carries only some bytes of it (its entry's data); these runs
+    /// are copied from the receiver's own files.
+    pub copies: Option<Vec<CopyFrom>>,
 }
 
+/// `[at, path, from, len]`: `len` bytes at `from` in the receiver's file `path` (an
+/// archive path) go to `at` in this file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Patch {
-    pub base: String,
-    pub blocks: Vec<u64>,
-}
+pub struct CopyFrom(pub u64, pub String, pub u64, pub u64);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -77,9 +75,6 @@ struct Manifest {
     /// the files that changed.
     #[serde(default)]
     partial: bool,
-    /// The block size of patches' block numbers.
-    #[serde(default)]
-    block_size: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -87,10 +82,10 @@ struct ManifestEntry {
     path: String,
     size: u64,
     sha256: String,
-    /// A partial archive's patched file: its entry holds only the changed blocks,
-    /// checked once they are applied.
+    /// A partial archive's file assembled from the receiver's bytes and the
+    /// entry's: checked once assembled.
     #[serde(default)]
-    patch: Option<Patch>,
+    copies: Option<Vec<CopyFrom>>,
 }
 
 /// Hashes everything read through it.
@@ -341,7 +336,7 @@ pub fn unpack_entries(
                         path: e.path,
                         size: e.size,
                         sha256: e.sha256,
-                        patch: e.patch,
+                        copies: e.copies,
                     })
                     .collect(),
             );
@@ -455,14 +450,11 @@ fn check_manifest(
 ) -> Result<usize, VerifyError> {
     let mut listed = 0;
     let mut paths = std::collections::BTreeSet::new();
-    let patches = manifest.entries.iter().any(|e| e.patch.is_some());
-    if patches && (!manifest.partial || manifest.block_size != Some(super::digest::BLOCK)) {
+    let assembled = manifest.entries.iter().any(|e| e.copies.is_some());
+    if assembled && !manifest.partial {
         return Err(VerifyError::ManifestMismatch {
             path: MANIFEST_NAME.into(),
-            why: format!(
-                "patched files need a partial manifest with block_size {}",
-                super::digest::BLOCK
-            ),
+            why: "only a partial manifest may copy from the receiver's files".into(),
         });
     }
     for item in &manifest.entries {
@@ -491,7 +483,7 @@ fn check_manifest(
                 why: format!("size {size}, manifest says {}", item.size),
             });
         }
-        if *sha != item.sha256 && !(manifest.partial && item.patch.is_some()) {
+        if *sha != item.sha256 && item.copies.is_none() {
             return Err(VerifyError::ManifestMismatch {
                 path: item.path.clone(),
                 why: format!("Checksum mismatch: expected {}, got {sha}", item.sha256),

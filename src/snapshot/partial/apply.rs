@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::manifest::{SegmentVersions, VersionManifest};
 use super::{engine_manifest, shard_path};
-use crate::snapshot::digest::{BLOCK, file_sha256, hex};
+use crate::snapshot::digest::{file_sha256, hex};
 use crate::snapshot::intake::Received;
 use crate::snapshot::layout::FrozenFile;
 use crate::snapshot::restore::{self, Running};
 use crate::snapshot::unpacked::normalize_segments;
-use crate::snapshot::verify::{TargetFile, check_checksum};
+use crate::snapshot::verify::{CopyFrom, TargetFile, check_checksum};
 use crate::storage::switch::ShardReplacement;
 use crate::storage::{CollectionConfig, CollectionFreeze, Result, Storage, StorageError};
 
@@ -319,29 +319,25 @@ impl Staged {
 }
 
 impl Staged {
-    /// A new file from ours with `blocks` (of [`BLOCK`] bytes) taken from the
-    /// archive's entry at `arrived` (which holds just those blocks), checked whole
-    /// against the target digest.
-    fn patch(
+    /// A new file from the archive's bytes for it (its entry at `arrived` holds
+    /// them; the rest are holes there) and `copies` of our own files' bytes,
+    /// checked whole against the target digest.
+    fn assemble(
         &mut self,
-        ours: &Path,
+        live_dir: &Path,
         arrived: &Path,
         relative: &str,
         target: &TargetFile,
-        blocks: &[u64],
+        copies: &[CopyFrom],
     ) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let refused = |why: &str| {
-            StorageError::bad_request(format!(
-                "the partial snapshot's patch of {} {why}",
-                target.path
-            ))
+        let refused = |why: String| {
+            StorageError::bad_request(format!("the partial snapshot's {} {why}", target.path))
         };
-        let base = FrozenFile::open(ours)?;
-        let changes =
-            std::fs::File::open(arrived).map_err(|_| refused("is missing from the archive"))?;
-        if changes.metadata()?.len() != target.size {
-            return Err(refused("has another size than the manifest says"));
+        let sent =
+            FrozenFile::open(arrived).map_err(|_| refused("is missing from the archive".into()))?;
+        if sent.size != target.size {
+            return Err(refused("has another size than the manifest says".into()));
         }
         let to = self.dir.join(relative);
         make_parent(&to)?;
@@ -350,38 +346,55 @@ impl Staged {
             .create_new(true)
             .open(&to)?;
         out.set_len(target.size)?;
-        let mut buf = vec![0u8; BLOCK as usize];
-        // Our data, where the new file still has room for it.
-        for &(offset, len) in &base.extents {
-            let mut at = offset;
-            let end = (offset + len).min(target.size);
-            while at < end {
-                let n = ((end - at) as usize).min(buf.len());
-                base.read_exact_at(&mut buf[..n], at)?;
-                out.write_all_at(&buf[..n], at)?;
-                at += n as u64;
+        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut copy = |from: &FrozenFile, from_at: u64, to_at: u64, len: u64| -> Result<()> {
+            let mut done = 0u64;
+            while done < len {
+                let n = ((len - done) as usize).min(buf.len());
+                from.read_exact_at(&mut buf[..n], from_at + done)?;
+                out.write_all_at(&buf[..n], to_at + done)?;
+                done += n as u64;
             }
+            Ok(())
+        };
+        // The sent bytes first (a file system rounds data extents to its blocks,
+        // with zeros around them), then the copies, which never overlap sent bytes.
+        for &(offset, len) in &sent.extents {
+            copy(&sent, offset, offset, len)?;
         }
-        // The changed blocks over it.
-        for &block in blocks {
-            let start = block
-                .checked_mul(BLOCK)
-                .filter(|s| *s < target.size)
-                .ok_or_else(|| refused(&format!("names block {block}, past the file's end")))?;
-            let n = (target.size - start).min(BLOCK) as usize;
-            changes.read_exact_at(&mut buf[..n], start)?;
-            out.write_all_at(&buf[..n], start)?;
+        let mut sources: BTreeMap<&str, FrozenFile> = BTreeMap::new();
+        for CopyFrom(at, path, from, len) in copies {
+            let in_range = at.checked_add(*len).is_some_and(|end| end <= target.size);
+            if !in_range {
+                return Err(refused(format!("copies past its end ({at} + {len})")));
+            }
+            if !sources.contains_key(path.as_str()) {
+                let ours = FrozenFile::open(&live_dir.join(shard_path(path))).map_err(|_| {
+                    refused(format!(
+                        "copies from {path}, which this shard does not have"
+                    ))
+                })?;
+                sources.insert(path, ours);
+            }
+            let source = &sources[path.as_str()];
+            if from.checked_add(*len).is_none_or(|end| end > source.size) {
+                return Err(refused(format!("copies past the end of {path}")));
+            }
+            copy(source, *from, *at, *len)?;
         }
         drop(out);
         if digest_of(&to).as_deref() != Some(target.sha256.as_str()) {
             return Err(refused(
-                "does not give the file the manifest describes (checksum mismatch)",
+                "does not assemble into the file the manifest describes (checksum mismatch): was it made for another state of this shard?".into(),
             ));
         }
         self.received += 1;
         Ok(())
     }
 }
+
+/// Copy buffer for assembling files.
+const COPY_BUFFER: usize = 1 << 20;
 
 fn make_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -553,15 +566,12 @@ fn merge_content(
         let relative = shard_path(&file.path);
         let arrived = incoming.join(&relative);
         let ours = live_dir.join(&relative);
-        if let Some(patch) = &file.patch {
-            let digest = digest_of(&ours);
-            if digest.as_deref() == Some(file.sha256.as_str()) {
+        if let Some(copies) = &file.copies {
+            if digest_of(&ours).as_deref() == Some(file.sha256.as_str()) {
                 // Ours is the new version already.
                 staged.link(&ours, &relative)?;
-            } else if digest.as_deref() == Some(patch.base.as_str()) {
-                staged.patch(&ours, &arrived, &relative, file, &patch.blocks)?;
             } else {
-                mismatched.push(file.path.clone());
+                staged.assemble(live_dir, &arrived, &relative, file, copies)?;
             }
             continue;
         }

@@ -7,16 +7,18 @@
 //!   receiver learns which files are gone), `segment.json`, `version.info` and the
 //!   files the version rule selects, then `wal/`, `replica_state.json` and
 //!   `shard_config.json`; `snapfs-manifest.json` last, as in every snapfs archive.
-//! - The content form: the files whose content differs, and last a
-//!   `snapfs-manifest.json` marked `"partial": true` that lists every file of the
-//!   new state with its digest, so the receiver knows what to keep, what to drop and
-//!   how to check both.
+//! - The content form: the files whose content differs — each as the bytes the
+//!   receiver does not have, the rest to be copied from its own files — and last a
+//!   `snapfs-manifest.json` marked `"partial": true` that lists every file of the new
+//!   state with its digest (and the copies that make it), so the receiver knows what
+//!   to keep, what to drop, how to assemble and how to check.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::json;
 
+use super::delta::{BlockIndex, Delta, delta};
 use super::manifest::{ManifestRequest, VersionManifest, files_to_send};
 use super::{ContentManifest, manifests_of};
 use crate::metrics::CreationRunning;
@@ -148,9 +150,10 @@ fn version_layout(
     builder.finish().map_err(io)
 }
 
-/// `None` when the receiver has exactly this content already. A file the
-/// receiver has in another version, both with block hashes, goes as a patch: only
-/// its changed blocks, the rest left as holes in the entry.
+/// `None` when the receiver has exactly this content already. A file that
+/// differs and is larger than a block goes as its delta against everything the
+/// receiver has ([`super::delta`]): the bytes it lacks, and where to copy the rest
+/// from in its own files.
 fn content_layout(
     view: &SnapshotView,
     current: &ContentManifest,
@@ -158,35 +161,46 @@ fn content_layout(
 ) -> Result<Option<ArchiveLayout>> {
     let files = frozen_files(view);
     let theirs = known.by_path();
-    let theirs_block_size = known.block_size;
+    let index = if known.block_size == Some(BLOCK) {
+        BlockIndex::new(
+            known
+                .files
+                .iter()
+                .filter_map(|e| Some((e.path.as_str(), e.size, e.block_sigs()?))),
+        )
+    } else {
+        BlockIndex::default()
+    };
     let mut items = Vec::new();
     let mut entries = Vec::new();
     for entry in &current.files {
         let mut listed = json!({"path": entry.path, "size": entry.size, "sha256": entry.hash});
-        match theirs.get(entry.path.as_str()) {
-            Some(known) if known.hash == entry.hash && known.size == entry.size => {}
-            Some(known)
-                if let (Some(ours), Some(old), Some(BLOCK)) = (
-                    entry.block_hashes(),
-                    known.block_hashes(),
-                    theirs_block_size,
-                ) =>
-            {
-                let changed: Vec<u64> = (0..ours.len())
-                    .filter(|i| old.get(*i) != Some(&ours[*i]))
-                    .map(|i| i as u64)
+        let same = theirs
+            .get(entry.path.as_str())
+            .is_some_and(|known| known.hash == entry.hash && known.size == entry.size);
+        if !same {
+            let frozen = frozen_file(&files, &entry.path)?;
+            let delta = if entry.size > BLOCK && !index.is_empty() {
+                delta(&frozen, &index).map_err(|e| {
+                    StorageError::internal(format!(
+                        "comparing {} with the receiver's: {e}",
+                        entry.path
+                    ))
+                })?
+            } else {
+                Delta::default()
+            };
+            if delta.copies.is_empty() {
+                items.push((entry.path.clone(), Item::Frozen(frozen)));
+            } else {
+                let copies: Vec<_> = delta
+                    .copies
+                    .iter()
+                    .map(|c| json!([c.at, index.paths[c.path], c.from, c.len]))
                     .collect();
-                let frozen = frozen_file(&files, &entry.path)?;
-                items.push((
-                    entry.path.clone(),
-                    Item::Ranges(frozen, block_ranges(&changed, entry.size)),
-                ));
-                listed["patch"] = json!({"base": known.hash, "blocks": changed});
+                listed["copies"] = json!(copies);
+                items.push((entry.path.clone(), Item::Ranges(frozen, delta.literal)));
             }
-            _ => items.push((
-                entry.path.clone(),
-                Item::Frozen(frozen_file(&files, &entry.path)?),
-            )),
         }
         entries.push(listed);
     }
@@ -195,8 +209,8 @@ fn content_layout(
     if items.is_empty() && !gone {
         return Ok(None);
     }
-    let manifest = json!({"format": "snapfs-manifest", "version": 1, "partial": true,
-                          "block_size": BLOCK, "entries": entries});
+    let manifest =
+        json!({"format": "snapfs-manifest", "version": 1, "partial": true, "entries": entries});
     let mut manifest =
         serde_json::to_vec(&manifest).map_err(|e| StorageError::internal(e.to_string()))?;
     manifest.push(b'\n');
@@ -208,40 +222,9 @@ fn content_layout(
     Ok(Some(builder.finish().map_err(io)?))
 }
 
-/// The byte ranges of blocks `changed` (sorted) in a file of `size` bytes, adjacent
-/// blocks merged.
-fn block_ranges(changed: &[u64], size: u64) -> Vec<(u64, u64)> {
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    for &block in changed {
-        let start = block * BLOCK;
-        let end = (start + BLOCK).min(size);
-        match ranges.last_mut() {
-            Some((offset, len)) if *offset + *len == start => *len = end - *offset,
-            _ => ranges.push((start, end - start)),
-        }
-    }
-    ranges
-}
-
 fn mtime_secs(view: &SnapshotView) -> u64 {
     view.mtime()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn changed_blocks_become_merged_ranges() {
-        assert_eq!(block_ranges(&[], 10), vec![]);
-        assert_eq!(
-            block_ranges(&[0, 1, 3], 4 * BLOCK),
-            vec![(0, 2 * BLOCK), (3 * BLOCK, BLOCK)]
-        );
-        // The last block is cut at the file's end.
-        assert_eq!(block_ranges(&[2], 2 * BLOCK + 5), vec![(2 * BLOCK, 5)]);
-    }
 }

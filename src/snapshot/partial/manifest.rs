@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::snapshot::digest::{BLOCK, parse_blocks};
+use crate::snapshot::digest::{BLOCK, BlockSig, parse_blocks};
 
 /// Qdrant's version-based manifest of a shard, keyed by segment id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,8 +109,8 @@ pub struct ContentManifest {
 
 /// A file of a shard archive: its path in the archive, SHA-256 (lowercase hex) and
 /// logical size; for files of more than one block, every block's hash (16 hex
-/// digits, or `.` for a block of zeros, concatenated), so a sender can send only the
-/// blocks that differ.
+/// digits of rolling checksum and 16 of hash, or `.` for a block of zeros,
+/// concatenated), so a sender can find the receiver's blocks in what it sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContentEntry {
@@ -121,18 +121,11 @@ pub struct ContentEntry {
     pub blocks: Option<String>,
 }
 
-/// Hex digits of one block hash.
-pub const BLOCK_HASH_HEX: usize = 16;
-
 impl ContentEntry {
-    /// The hex block hashes, one per block.
-    pub fn block_hashes(&self) -> Option<Vec<&str>> {
-        let blocks = self.blocks.as_deref()?;
-        Some(
-            (0..blocks.len() / BLOCK_HASH_HEX)
-                .map(|i| &blocks[i * BLOCK_HASH_HEX..(i + 1) * BLOCK_HASH_HEX])
-                .collect(),
-        )
+    /// The block signatures, one per block (`None`: the entry lists none, or the
+    /// list is not well formed).
+    pub fn block_sigs(&self) -> Option<Vec<BlockSig>> {
+        parse_blocks(self.blocks.as_deref()?)
     }
 }
 
@@ -164,7 +157,7 @@ impl ContentManifest {
                 let want = entry.size.div_ceil(BLOCK) as usize;
                 if parse_blocks(blocks).is_none_or(|tokens| tokens.len() != want) {
                     return Err(format!(
-                        "file {:?}: `blocks` must hold {want} block hashes (16 hex digits, or `.` for zeros)",
+                        "file {:?}: `blocks` must hold {want} block signatures (24 hex digits, or `.` for zeros)",
                         entry.path
                     ));
                 }
@@ -298,7 +291,7 @@ mod tests {
         let original: Value = serde_json::from_slice(&fixture).unwrap();
         assert_eq!(serde_json::to_value(&versions).unwrap(), original);
         let content = json!({"files": [{"path": "wal/open-1", "hash": "a".repeat(64), "size": 3}]});
-        let with_blocks = json!({"block_size": BLOCK, "files": [{"path": "w", "hash": "a".repeat(64), "size": BLOCK + 1, "blocks": format!("{}.", "0".repeat(16))}]});
+        let with_blocks = json!({"block_size": BLOCK, "files": [{"path": "w", "hash": "a".repeat(64), "size": BLOCK + 1, "blocks": format!("{}.", "0".repeat(24))}]});
         assert!(ManifestRequest::parse(with_blocks.to_string().as_bytes()).is_ok());
         assert!(matches!(
             ManifestRequest::parse(content.to_string().as_bytes()).unwrap(),
