@@ -1133,3 +1133,79 @@ async fn a_pull_in_qdrants_form_gives_the_peers_state() {
     assert_eq!(status, 400, "{body}");
     drop(b);
 }
+
+/// A reader of a live snapshot of the old state keeps its bytes across an apply
+/// whose new shard shares (hard links) and then writes files of the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_live_snapshot_keeps_its_bytes_across_an_apply() {
+    let (a, a_url) = peer_daemon();
+    let m = MountedDaemon::start(&[]);
+    let (ca, cb) = (a.client(), m.client());
+    seeded_collection(&ca, "o", 1, 1500).await;
+    seeded_collection(&cb, "o", 1, 1000).await;
+    // B mirrors A once; then A changes and B's live file is opened before the next pull.
+    let (status, body) = pull(&cb, "o", 0, &a_url).await;
+    assert_eq!(status, 200, "{body}");
+    upsert(
+        &ca,
+        "o",
+        (0..1500).step_by(10).map(|i| point(i + 3, 8)).collect(),
+        true,
+    )
+    .await;
+    use std::io::Read;
+    let live = m.path("collections/o/shards/0/o-shard-0.snapshot");
+    let mut reader = std::fs::File::open(&live).unwrap();
+    let mut bytes = vec![0u8; 4096];
+    reader.read_exact(&mut bytes).unwrap();
+    // While it is open: a pull switches B's shard (updates and reads go on).
+    let (status, body) = pull(&cb, "o", 0, &a_url).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], true);
+    upsert(&cb, "o", (5000..5200).map(|i| point(i, 8)).collect(), true).await;
+    reader.read_to_end(&mut bytes).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("old.snapshot");
+    std::fs::write(&file, &bytes).unwrap();
+    // Every file's digest in the embedded manifest still matches: no byte changed.
+    run_ok(std::process::Command::new(BIN).arg("verify").arg(&file));
+    assert!(
+        by_id(&all_points(&cb, "o").await).len() == by_id(&all_points(&ca, "o").await).len() + 200
+    );
+}
+
+/// A second partial apply or pull of a shard while one runs is refused at once,
+/// as Qdrant answers it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_apply_of_a_busy_shard_is_503_already_in_progress() {
+    let (a, a_url) = peer_daemon();
+    let (b, _) = peer_daemon();
+    let (ca, cb) = (a.client(), b.client());
+    seeded_collection(&ca, "busy", 1, 3000).await;
+    seeded_collection(&cb, "busy", 1, 10).await;
+    let proxy = GateProxy::start(&a_url);
+    proxy.hold();
+    let pulling = {
+        let (cb, url) = (cb.clone(), proxy.url.clone());
+        tokio::spawn(async move { pull(&cb, "busy", 0, &url).await })
+    };
+    for _ in 0..500 {
+        if proxy.is_holding() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(proxy.is_holding(), "the first pull is held midway");
+    let (status, body) = pull(&cb, "busy", 0, &a_url).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "already_in_progress", "{body}");
+    let (status, body) = upload(
+        &b,
+        "/collections/busy/shards/0/snapshot/partial/recover",
+        &partial_fixture("partial.snapshot"),
+    );
+    assert_eq!(status, 503, "{body}");
+    proxy.release();
+    let (status, body) = pulling.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+}

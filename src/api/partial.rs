@@ -195,7 +195,9 @@ pub async fn recover_from(
         }
     };
     app.storage.collection(&c)?.shard(id)?;
+    tracing::debug!(collection = %c, shard = id, peer = %request.peer_url, "partial pull asked");
     let Some(claim) = ShardClaim::try_take(&c, id) else {
+        tracing::debug!(collection = %c, shard = id, "partial pull refused: one runs already");
         return Ok(already_in_progress());
     };
     let storage = app.storage.clone();

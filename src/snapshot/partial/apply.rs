@@ -140,11 +140,12 @@ fn claims() -> &'static Mutex<HashSet<(String, u32)>> {
 impl ShardClaim {
     pub fn try_take(collection: &str, id: u32) -> Option<ShardClaim> {
         let key = (collection.to_string(), id);
-        claims()
-            .lock()
-            .unwrap()
-            .insert(key.clone())
-            .then_some(ShardClaim { key })
+        // Built only when taken: dropping a claim gives its key back.
+        if claims().lock().unwrap().insert(key.clone()) {
+            Some(ShardClaim { key })
+        } else {
+            None
+        }
     }
 }
 
