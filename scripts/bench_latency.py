@@ -4,22 +4,12 @@ Usage: bench_latency.py SOCKET COLLECTION DIM COUNT FIRST_ID
 Sends COUNT single-point upserts (wait=false) one after another and prints
 "p50_ms p99_ms" of the time from sending a request to its answer.
 """
-import http.client
 import json
 import random
-import socket
 import sys
 import time
 
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost")
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
+from bench_socket import UnixConnection  # beside this script
 
 
 def main():

@@ -4,21 +4,11 @@ Usage: bench_spread_upsert.py SOCKET COLLECTION DIM COUNT STEP
 Upserts COUNT points with ids 0, STEP, 2*STEP, ... (new random vectors, wait=true)
 in batches of 100 over the control socket.
 """
-import http.client
 import json
 import random
-import socket
 import sys
 
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost")
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
+from bench_socket import UnixConnection  # beside this script
 
 
 def main():

@@ -40,6 +40,12 @@ pub struct AppState {
     pub transfer_stall: std::time::Duration,
 }
 
+/// A shard id from a path segment.
+pub fn shard_id(text: &str) -> Result<u32, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("shard id must be a number, got `{text}`")))
+}
+
 /// Run blocking storage work off the async threads.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,

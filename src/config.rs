@@ -21,6 +21,19 @@ pub const DEFAULT_SNAPSHOT_MAX_FREEZE_SECS: f64 = 60.0;
 /// peer, short enough that a dead one does not pin a restore for long.
 pub const DEFAULT_TRANSFER_STALL_SECS: f64 = 60.0;
 
+/// A duration given in seconds (`default` when unset), which must be positive.
+fn positive_secs(
+    key: &str,
+    value: Option<f64>,
+    default: f64,
+) -> anyhow::Result<std::time::Duration> {
+    let secs = value.unwrap_or(default);
+    if !(secs > 0.0 && secs.is_finite()) {
+        bail!("{key} must be a positive number of seconds, got {secs}");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 /// The resolved configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -276,30 +289,16 @@ impl ConfigLayers {
                 .service
                 .max_request_size_mb
                 .unwrap_or(DEFAULT_MAX_REQUEST_SIZE_MB),
-            snapshot_max_freeze: {
-                let secs = self
-                    .storage
-                    .snapshot_max_freeze_secs
-                    .unwrap_or(DEFAULT_SNAPSHOT_MAX_FREEZE_SECS);
-                if !(secs > 0.0 && secs.is_finite()) {
-                    bail!(
-                        "storage.snapshot_max_freeze_secs must be a positive number of seconds, got {secs}"
-                    );
-                }
-                std::time::Duration::from_secs_f64(secs)
-            },
-            transfer_stall: {
-                let secs = self
-                    .storage
-                    .transfer_stall_secs
-                    .unwrap_or(DEFAULT_TRANSFER_STALL_SECS);
-                if !(secs > 0.0 && secs.is_finite()) {
-                    bail!(
-                        "storage.transfer_stall_secs must be a positive number of seconds, got {secs}"
-                    );
-                }
-                std::time::Duration::from_secs_f64(secs)
-            },
+            snapshot_max_freeze: positive_secs(
+                "storage.snapshot_max_freeze_secs",
+                self.storage.snapshot_max_freeze_secs,
+                DEFAULT_SNAPSHOT_MAX_FREEZE_SECS,
+            )?,
+            transfer_stall: positive_secs(
+                "storage.transfer_stall_secs",
+                self.storage.transfer_stall_secs,
+                DEFAULT_TRANSFER_STALL_SECS,
+            )?,
             demo: self.snapfs.demo.unwrap_or(false),
             mount: self.snapfs.mount.filter(|p| !p.as_os_str().is_empty()),
             require_checksum: self.storage.require_checksum.unwrap_or(false),

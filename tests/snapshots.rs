@@ -581,7 +581,7 @@ async fn async_creation_appears_complete_and_names_are_plain() {
             body["status"]["error"]
                 .as_str()
                 .unwrap()
-                .contains("invalid shard id"),
+                .contains("shard id must be a number"),
             "{body}"
         );
     }

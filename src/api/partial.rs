@@ -23,11 +23,6 @@ use crate::snapshot::partial::create::{Created, create};
 use crate::snapshot::partial::peer::{Form, pull};
 use crate::snapshot::partial::{ManifestRequest, manifests};
 
-fn shard_id(text: &str) -> Result<u32, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad_request(format!("shard id must be a number, got `{text}`")))
-}
-
 #[derive(Debug, Deserialize)]
 pub struct ManifestQuery {
     /// `versions` (Qdrant's, the default) or `files` (content hashes).
@@ -43,7 +38,7 @@ pub async fn manifest(
     Path((c, id)): Path<(String, String)>,
     Query(q): Query<ManifestQuery>,
 ) -> ApiResult {
-    let id = shard_id(&id)?;
+    let id = super::shard_id(&id)?;
     let content = match q.format.as_deref() {
         None | Some("versions") => false,
         Some("files") => true,
@@ -70,7 +65,7 @@ pub async fn create_partial(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = shard_id(&id)?;
+    let id = super::shard_id(&id)?;
     let request = ManifestRequest::parse(&body).map_err(ApiError::bad_request)?;
     app.storage.collection(&c)?.shard(id)?;
     let storage = app.storage.clone();
@@ -135,7 +130,7 @@ pub async fn recover_partial(
     Query(q): Query<RecoverQuery>,
     mut multipart: axum::extract::Multipart,
 ) -> Result<Response, ApiError> {
-    let id = shard_id(&id)?;
+    let id = super::shard_id(&id)?;
     check_priority(q.priority.as_deref())?;
     app.storage.collection(&c)?.shard(id)?;
     let Some(claim) = ShardClaim::try_take(&c, id) else {
@@ -183,7 +178,7 @@ pub async fn recover_from(
     Query(q): Query<WaitQuery>,
     ApiJson(request): ApiJson<RecoverFrom>,
 ) -> Result<Response, ApiError> {
-    let id = shard_id(&id)?;
+    let id = super::shard_id(&id)?;
     let form = match request.manifest.as_deref() {
         None => None,
         Some("versions") => Some(Form::Versions),

@@ -92,7 +92,7 @@ pub async fn shard_recover(
     Query(q): Query<RecoverQuery>,
     ApiJson(request): ApiJson<RecoverRequest>,
 ) -> ApiResult {
-    let scope = Scope::Shard(c, shard_number(&id)?);
+    let scope = Scope::Shard(c, super::shard_id(&id)?);
     recover(timer, app, scope, q.wait, request).await
 }
 
@@ -117,7 +117,7 @@ pub async fn shard_upload(
     Query(q): Query<UploadQuery>,
     multipart: axum::extract::Multipart,
 ) -> ApiResult {
-    let id = shard_number(&id)?;
+    let id = super::shard_id(&id)?;
     app.storage.collection(&c)?.shard(id)?;
     upload(timer, app, Scope::Shard(c, id), q, multipart).await
 }
@@ -278,11 +278,6 @@ pub(crate) async fn receive_upload(
     ))
 }
 
-fn shard_number(text: &str) -> Result<u32, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad_request(format!("shard id must be a number, got `{text}`")))
-}
-
 /// Download an `http(s)://` URL into an intake, streamed; `api_key` goes in the
 /// `api-key` header (a Qdrant peer's).
 async fn download(
@@ -296,7 +291,10 @@ async fn download(
     if let Some(key) = api_key {
         request = request.header("api-key", key);
     }
-    let mut response = request.send().await.map_err(|e| failed(error_chain(&e)))?;
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| failed(crate::storage::error::with_causes(&e)))?;
     if !response.status().is_success() {
         return Err(failed(format!("HTTP {}", response.status().as_u16())));
     }
@@ -307,7 +305,7 @@ async fn download(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| failed(error_chain(&e)))?
+        .map_err(|e| failed(crate::storage::error::with_causes(&e)))?
     {
         intake.push(chunk).await?;
     }
@@ -325,16 +323,4 @@ fn http_client() -> &'static reqwest::Client {
             .build()
             .expect("the HTTP client's settings are valid")
     })
-}
-
-/// An error with its causes (reqwest's own text hides the TLS or connect reason).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -28,11 +28,6 @@ fn yes() -> bool {
     true
 }
 
-fn shard_id(text: &str) -> Result<u32, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad_request(format!("Wrong input: invalid shard id {text:?}")))
-}
-
 /// Check the scope exists (collection, shard) before touching its snapshots.
 fn checked_scope(app: &AppState, scope: Scope) -> Result<Scope, ApiError> {
     match &scope {
@@ -150,7 +145,7 @@ pub async fn shard_create(
     Path((c, id)): Path<(String, String)>,
     Query(q): Query<WaitParam>,
 ) -> ApiResult {
-    create(timer, app, Scope::Shard(c, shard_id(&id)?), q.wait).await
+    create(timer, app, Scope::Shard(c, super::shard_id(&id)?), q.wait).await
 }
 
 pub async fn shard_list(
@@ -158,7 +153,7 @@ pub async fn shard_list(
     State(app): State<Arc<AppState>>,
     Path((c, id)): Path<(String, String)>,
 ) -> ApiResult {
-    list(timer, app, Scope::Shard(c, shard_id(&id)?)).await
+    list(timer, app, Scope::Shard(c, super::shard_id(&id)?)).await
 }
 
 pub async fn shard_download(
@@ -166,7 +161,7 @@ pub async fn shard_download(
     Path((c, id, name)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(app, Scope::Shard(c, shard_id(&id)?), name, headers).await
+    download(app, Scope::Shard(c, super::shard_id(&id)?), name, headers).await
 }
 
 pub async fn shard_delete(
@@ -174,7 +169,7 @@ pub async fn shard_delete(
     State(app): State<Arc<AppState>>,
     Path((c, id, name)): Path<(String, String, String)>,
 ) -> ApiResult {
-    delete(timer, app, Scope::Shard(c, shard_id(&id)?), name).await
+    delete(timer, app, Scope::Shard(c, super::shard_id(&id)?), name).await
 }
 
 /// `GET /collections/{c}/shards/{id}/snapshot`: a fresh shard snapshot, streamed
@@ -184,7 +179,7 @@ pub async fn shard_stream(
     Path((c, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let scope = checked_scope(&app, Scope::Shard(c.clone(), shard_id(&id)?))?;
+    let scope = checked_scope(&app, Scope::Shard(c.clone(), super::shard_id(&id)?))?;
     let storage = app.storage.clone();
     let view = blocking(move || SnapshotView::open(&storage, scope)).await?;
     let name = format!("{c}-shard-{id}.snapshot");

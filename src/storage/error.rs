@@ -63,3 +63,16 @@ impl StorageError {
         }
     }
 }
+
+/// An error with its causes, `: `-joined (a client library's own text often hides
+/// the connect or TLS reason in a cause).
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -492,13 +492,7 @@ fn merge_versions(
         let Some(new) = theirs.segments.get(id) else {
             continue; // gone in the new state
         };
-        let segment_dir = live_dir.join("segments").join(id);
-        for (path, _) in crate::storage::regular_files(&segment_dir) {
-            let relative = path
-                .strip_prefix(&segment_dir)
-                .map_err(|e| StorageError::internal(e.to_string()))?
-                .to_string_lossy()
-                .into_owned();
+        for (path, relative) in files_under(&live_dir.join("segments").join(id)) {
             let listed_by_us = segment.file_versions.contains_key(&relative);
             let dropped = listed_by_us && new.file_version(&relative).is_none();
             let journal = relative.ends_with(TRACKER_JOURNAL)
@@ -513,13 +507,7 @@ fn merge_versions(
     }
     // The archive's segment files over ours.
     for id in theirs.segments.keys() {
-        let segment_dir = incoming.join("segments").join(id);
-        for (path, _) in crate::storage::regular_files(&segment_dir) {
-            let relative = path
-                .strip_prefix(&segment_dir)
-                .map_err(|e| StorageError::internal(e.to_string()))?
-                .to_string_lossy()
-                .into_owned();
+        for (path, relative) in files_under(&incoming.join("segments").join(id)) {
             if relative == SEGMENT_MANIFEST {
                 continue;
             }
@@ -550,6 +538,17 @@ fn merge_versions(
         }
     }
     Ok(())
+}
+
+/// Every regular file under `dir`, with its path relative to `dir`.
+fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    crate::storage::regular_files(dir)
+        .into_iter()
+        .filter_map(|(path, _)| {
+            let relative = path.strip_prefix(dir).ok()?.to_string_lossy().into_owned();
+            Some((path, relative))
+        })
+        .collect()
 }
 
 /// snapfs's merge: the new state is exactly the manifest's files; each comes from

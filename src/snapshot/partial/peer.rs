@@ -128,7 +128,7 @@ pub async fn pull(
                 StorageError::Peer(format!(
                     "the transfer from {} broke off: {}",
                     peer.base,
-                    error_chain(&e)
+                    crate::storage::error::with_causes(&e)
                 ))
             })?;
         let Some(chunk) = chunk else { break };
@@ -201,7 +201,7 @@ impl Peer {
             StorageError::Peer(format!(
                 "cannot reach the peer at {}: {}",
                 self.base,
-                error_chain(&e)
+                crate::storage::error::with_causes(&e)
             ))
         })
     }
@@ -335,16 +335,4 @@ fn encode_segment(name: &str) -> String {
             }
         })
         .collect()
-}
-
-/// An error with its causes (reqwest's own text hides the connect reason).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
