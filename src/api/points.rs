@@ -64,7 +64,7 @@ impl BatchBody {
         let mismatch = |what: &str, len: usize| {
             ApiError::bad_request(format!("Wrong input: batch has {n} ids but {len} {what}"))
         };
-        let mut vectors: Vec<VectorStructPersisted> = match self.vectors {
+        let vectors: Vec<VectorStructPersisted> = match self.vectors {
             BatchVectors::Single(list) => {
                 if list.len() != n {
                     return Err(mismatch("vectors", list.len()));
@@ -97,10 +97,11 @@ impl BatchBody {
         Ok(self
             .ids
             .into_iter()
+            .zip(vectors)
             .zip(payloads)
-            .map(|(id, payload)| PointStructPersisted {
+            .map(|((id, vector), payload)| PointStructPersisted {
                 id,
-                vector: vectors.remove(0),
+                vector,
                 payload,
             })
             .collect())
@@ -440,4 +441,30 @@ fn scored_json(point: ScoredPoint) -> Value {
     value["version"] = json!(point.version);
     value["score"] = json!(point.score);
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_becomes_points_in_order() {
+        let n = 5000;
+        let body: BatchBody = serde_json::from_value(json!({
+            "ids": (0..n).collect::<Vec<u64>>(),
+            "vectors": (0..n).map(|i| vec![i as f32, 1.0]).collect::<Vec<_>>(),
+            "payloads": (0..n).map(|i| json!({"i": i})).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        let points = body.into_points().unwrap();
+        assert_eq!(points.len(), n as usize);
+        for (i, point) in points.iter().enumerate() {
+            assert_eq!(point.id, PointId::NumId(i as u64));
+            let VectorStructPersisted::Single(v) = &point.vector else {
+                panic!("a single vector")
+            };
+            assert_eq!(v[0], i as f32, "point {i} has its own vector");
+            assert_eq!(point.payload.as_ref().unwrap().0["i"], json!(i));
+        }
+    }
 }
