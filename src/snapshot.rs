@@ -5,14 +5,13 @@
 //! archive is a *layout* ([`layout`]) of pieces (headers, ranges of frozen files) whose
 //! offsets are known before the first byte. Nothing is copied: any byte range is
 //! produced by pread of the frozen files. Preallocated sparse files become GNU sparse
-//! entries ([`tar_header`], [`extents`]). [`archive`] decides what goes where;
+//! entries ([`tar_header`], `storage::extents`). [`archive`] decides what goes where;
 //! [`checksum`] and [`digest`] compute and cache SHA-256s; [`stored`] writes archives
 //! to the snapshots directory.
 
 pub mod archive;
 pub mod checksum;
 pub mod digest;
-pub mod extents;
 pub mod intake;
 pub mod layout;
 pub mod names;

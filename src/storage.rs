@@ -9,6 +9,7 @@ pub mod cache_pin;
 pub mod collection;
 pub mod collection_config;
 pub mod error;
+pub mod extents;
 pub mod names;
 pub mod ops;
 pub mod pending_log;

@@ -1217,3 +1217,40 @@ async fn every_kind_of_snapfs_snapshot_restores_to_the_same_points() {
         "full: src"
     );
 }
+
+/// A collection whose archive is small but whose files are large and sparse (the
+/// engine preallocates) restores on a small disk: what a restore needs is the bytes
+/// it writes, not the files' logical sizes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sparse_snapshot_restores_on_a_small_disk() {
+    let temp = tempfile::tempdir().unwrap();
+    let small = Tmpfs::mount(&temp.path().join("small"), "64m");
+    let m = MountedDaemon::start_with_env(&[
+        ("SNAPFS__STORAGE__STORAGE_PATH", small.path.join("storage").to_str().unwrap()),
+        ("SNAPFS__STORAGE__TEMP_PATH", small.path.join("tmp").to_str().unwrap()),
+    ]);
+    let client = m.client();
+    seeded_collection(&client, "sparse", 1, 300).await;
+    let copy = temp.path().join("sparse.snapshot");
+    run_ok(Command::new("cp").arg(m.path("live/sparse.snapshot")).arg(&copy));
+    let logical: u64 = snapfs::storage::regular_files(&small.path.join("storage"))
+        .iter()
+        .map(|(_, len)| len)
+        .sum();
+    assert!(logical > 64 << 20, "the files are larger than the disk: {logical}");
+    eprintln!("{}", String::from_utf8_lossy(&Command::new("du").arg("-sh").arg("--apparent-size").arg(&small.path).output().unwrap().stdout));
+    eprintln!("{}", String::from_utf8_lossy(&Command::new("du").arg("-sh").arg(&small.path).output().unwrap().stdout));
+    eprintln!("{}", String::from_utf8_lossy(&Command::new("df").arg(&small.path).output().unwrap().stdout));
+    let out = Command::new("cp")
+        .arg(&copy)
+        .arg(m.path("recover/again.snapshot"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {:?}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(m.path("recover/again.snapshot.error"))
+    );
+    assert_eq!(count(&client, "again").await, 300);
+}

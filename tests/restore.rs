@@ -765,20 +765,8 @@ async fn recovery_from_an_https_url_checks_the_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn too_little_disk_is_refused_cleanly() {
     let temp = tempfile::tempdir().unwrap();
-    let small = temp.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    run_ok(
-        Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(&small),
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(small.clone());
+    let tmpfs = Tmpfs::mount(&temp.path().join("small"), "1m");
+    let small = tmpfs.path.clone();
     let storage = small.join("storage");
     let tmp = small.join("tmp");
     let daemon = Daemon::start_in(

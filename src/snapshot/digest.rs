@@ -303,7 +303,7 @@ mod tests {
         }
         drop(file);
         let file = File::open(&path).unwrap();
-        let extents = super::super::extents::data_extents(&file, size).unwrap();
+        let extents = crate::storage::extents::data_extents(&file, size).unwrap();
         let digest = file_digest(&file, size, &extents, true).unwrap();
         let content = std::fs::read(&path).unwrap();
         assert_eq!(digest.sha256, <[u8; 32]>::from(Sha256::digest(&content)));

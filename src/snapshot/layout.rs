@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use super::extents::data_extents;
+use crate::storage::extents::data_extents;
 use super::tar_header::{BLOCK, Kind, entry_headers, padded};
 
 /// Bytes generated on first use (the manifest, whose digests need the data), with a

@@ -142,7 +142,7 @@ mod tests {
     fn extents(path: &Path) -> Vec<(u64, u64)> {
         let file = File::open(path).unwrap();
         let size = file.metadata().unwrap().len();
-        crate::snapshot::extents::data_extents(&file, size).unwrap()
+        crate::storage::extents::data_extents(&file, size).unwrap()
     }
 
     #[test]

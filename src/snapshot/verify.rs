@@ -266,7 +266,10 @@ pub fn unpack_entries(
                 why: format!("entry type {kind:?} is not allowed (only files and directories)"),
             });
         }
-        declared = declared.saturating_add(entry.size());
+        // What will really be written: a sparse entry's stored bytes, not its
+        // logical size (the engine preallocates; a 1 MB archive of a small shard
+        // describes files of some hundred MB, mostly holes).
+        declared = declared.saturating_add(stored);
         if let Some(free) = space
             && declared > free
         {

@@ -7,7 +7,9 @@
 //! belongs would read everything from disk a second time. The kernel never drops
 //! pages that are mapped, so the files are mapped (populated, which for pages
 //! already cached only fills page tables) from before the first close until after
-//! the last open.
+//! the last open. Only their data extents are mapped: the engine preallocates
+//! sparse files, and populating a hole would allocate it on some file systems
+//! (tmpfs gives every faulted page of a shared mapping memory of its own).
 
 use std::path::Path;
 
@@ -20,17 +22,32 @@ impl CachePin {
     const MIN_SIZE: u64 = 1 << 20;
 
     pub fn pin(dir: &Path) -> CachePin {
-        let maps = super::regular_files(dir)
-            .into_iter()
-            .filter(|(_, len)| *len >= CachePin::MIN_SIZE)
-            .filter_map(|(path, _)| {
-                let file = std::fs::File::open(path).ok()?;
+        let mut maps = Vec::new();
+        for (path, len) in super::regular_files(dir) {
+            if len < CachePin::MIN_SIZE {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let extents = crate::storage::extents::data_extents(&file, len).unwrap_or_default();
+            for (offset, extent) in extents {
                 // SAFETY: a read-only shared mapping of a file nobody truncates while
                 // the pin is held; its bytes are never read through it (it only keeps
-                // the pages resident).
-                unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()
-            })
-            .collect();
+                // the pages resident). Extents start on file-system block (and so
+                // page) boundaries.
+                let map = unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(offset)
+                        .len(extent as usize)
+                        .populate()
+                        .map(&file)
+                };
+                if let Ok(map) = map {
+                    maps.push(map);
+                }
+            }
+        }
         CachePin { _maps: maps }
     }
 }

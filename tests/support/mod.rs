@@ -619,3 +619,30 @@ pub fn python_tar(dir: &Path, name: &str, body: &str) -> PathBuf {
     run_ok(Command::new("python3").arg("-c").arg(script));
     path
 }
+
+// ---- a small file system ----
+
+/// A size-limited tmpfs mounted for a test (root), unmounted on drop.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(path),
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
