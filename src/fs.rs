@@ -565,7 +565,11 @@ impl SnapFs {
                 self.recover.closed_hidden(upload);
             }
             Handle::Upload(upload) if !upload.done.load(Ordering::SeqCst) => {
-                self.recover.abandon(upload);
+                if upload.written() == 0 {
+                    self.recover.closed_empty(upload);
+                } else {
+                    self.recover.abandon(upload);
+                }
             }
             _ => {}
         }

@@ -1254,3 +1254,35 @@ async fn a_sparse_snapshot_restores_on_a_small_disk() {
     );
     assert_eq!(count(&client, "again").await, 300);
 }
+
+/// An empty file written into recover/ (`cp` of an empty file, `touch`) restores
+/// nothing and leaves an `.error` that says so; over HTTP an empty upload is 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_file_in_recover_leaves_an_error() {
+    let m = MountedDaemon::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let empty = work.path().join("empty.snapshot");
+    std::fs::write(&empty, b"").unwrap();
+    run_ok(Command::new("cp").arg(&empty).arg(m.path("recover/empty.snapshot")));
+    run_ok(Command::new("touch").arg(m.path("recover/touched.snapshot")));
+    for name in ["empty", "touched"] {
+        let error = std::fs::read_to_string(m.path(&format!("recover/{name}.snapshot.error")))
+            .unwrap_or_else(|e| panic!("{name}: no .error ({e})"));
+        assert!(error.contains("the file is empty"), "{error}");
+        assert!(!m.path(&format!("live/{name}.snapshot")).exists());
+    }
+    let out = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&m.daemon.socket)
+        .arg("-F")
+        .arg(format!("snapshot=@{}", empty.display()))
+        .arg("http://localhost/collections/empty/snapshots/upload")
+        .output()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        body["status"]["error"].as_str().unwrap().contains("no entries"),
+        "{body}"
+    );
+    assert!(m.daemon.staging_leftovers().is_empty());
+}

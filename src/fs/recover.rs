@@ -408,6 +408,22 @@ impl RecoverDirs {
         Ok(())
     }
 
+    /// A visible upload closed for the last time with nothing written (`cp` of an
+    /// empty file, `touch`): nothing to restore, and an `.error` that says so (the
+    /// close itself cannot fail any more: the kernel reports the last close after
+    /// the file's flushes, which could not know it was the last).
+    pub fn closed_empty(&self, upload: &Upload) {
+        if !is_hidden(&upload.name) && sidecar_target(&upload.name).is_none() {
+            tracing::warn!(name = %upload.name, "an empty file was written into recover/: nothing restored");
+            self.record_error(
+                &upload.scope,
+                &upload.name,
+                error_text("the file is empty (nothing was written into it): there is nothing to restore"),
+            );
+        }
+        self.abandon(upload);
+    }
+
     /// An upload abandoned before it was complete (closed without being visible).
     pub fn abandon(&self, upload: &Upload) {
         let removed = {
