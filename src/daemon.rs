@@ -88,6 +88,7 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
         tokio::task::spawn_blocking(move || Storage::open(&path)).await??
     };
     storage.stage_restores_in(&config.temp_path)?;
+    crate::snapshot::stored::clean_leftovers(&config.snapshots_path)?;
     crate::snapshot::view::start_freeze_watchdog(
         config.temp_path.clone(),
         config.snapshot_max_freeze,

@@ -54,6 +54,20 @@ pub struct Storage {
 /// Prefix of a restore's staging directory.
 const RESTORING_PREFIX: &str = ".restoring-";
 
+/// What the daemon writes into `temp_path` while it works, by name prefix; found at
+/// start, it is a crash's leftover.
+const TEMP_LEFTOVERS: [(&str, &str); 3] = [
+    (
+        RESTORING_PREFIX,
+        "an interrupted restore's staging directory",
+    ),
+    (
+        ".full-",
+        "an interrupted full-storage restore's unpacked archive",
+    ),
+    (".snapshot-", "a stored snapshot being written"),
+];
+
 impl Storage {
     /// Open (or initialize) the storage at `storage_path` and load every collection.
     pub fn open(storage_path: &Path) -> Result<Arc<Self>> {
@@ -169,8 +183,12 @@ impl Storage {
         let _ = self.temp_path.set(temp_path.to_path_buf());
         for entry in std::fs::read_dir(temp_path)? {
             let path = entry?.path();
-            if file_name(&path).starts_with(RESTORING_PREFIX) {
-                tracing::info!(path = %path.display(), "removing an interrupted restore's staging directory");
+            let name = file_name(&path);
+            if let Some((_, what)) = TEMP_LEFTOVERS
+                .iter()
+                .find(|(prefix, _)| name.starts_with(prefix))
+            {
+                tracing::info!(path = %path.display(), "removing {what} a crash left");
                 remove_path(&path)?;
             }
         }

@@ -1226,21 +1226,58 @@ async fn a_sparse_snapshot_restores_on_a_small_disk() {
     let temp = tempfile::tempdir().unwrap();
     let small = Tmpfs::mount(&temp.path().join("small"), "64m");
     let m = MountedDaemon::start_with_env(&[
-        ("SNAPFS__STORAGE__STORAGE_PATH", small.path.join("storage").to_str().unwrap()),
-        ("SNAPFS__STORAGE__TEMP_PATH", small.path.join("tmp").to_str().unwrap()),
+        (
+            "SNAPFS__STORAGE__STORAGE_PATH",
+            small.path.join("storage").to_str().unwrap(),
+        ),
+        (
+            "SNAPFS__STORAGE__TEMP_PATH",
+            small.path.join("tmp").to_str().unwrap(),
+        ),
     ]);
     let client = m.client();
     seeded_collection(&client, "sparse", 1, 300).await;
     let copy = temp.path().join("sparse.snapshot");
-    run_ok(Command::new("cp").arg(m.path("live/sparse.snapshot")).arg(&copy));
+    run_ok(
+        Command::new("cp")
+            .arg(m.path("live/sparse.snapshot"))
+            .arg(&copy),
+    );
     let logical: u64 = snapfs::storage::regular_files(&small.path.join("storage"))
         .iter()
         .map(|(_, len)| len)
         .sum();
-    assert!(logical > 64 << 20, "the files are larger than the disk: {logical}");
-    eprintln!("{}", String::from_utf8_lossy(&Command::new("du").arg("-sh").arg("--apparent-size").arg(&small.path).output().unwrap().stdout));
-    eprintln!("{}", String::from_utf8_lossy(&Command::new("du").arg("-sh").arg(&small.path).output().unwrap().stdout));
-    eprintln!("{}", String::from_utf8_lossy(&Command::new("df").arg(&small.path).output().unwrap().stdout));
+    assert!(
+        logical > 64 << 20,
+        "the files are larger than the disk: {logical}"
+    );
+    eprintln!(
+        "{}",
+        String::from_utf8_lossy(
+            &Command::new("du")
+                .arg("-sh")
+                .arg("--apparent-size")
+                .arg(&small.path)
+                .output()
+                .unwrap()
+                .stdout
+        )
+    );
+    eprintln!(
+        "{}",
+        String::from_utf8_lossy(
+            &Command::new("du")
+                .arg("-sh")
+                .arg(&small.path)
+                .output()
+                .unwrap()
+                .stdout
+        )
+    );
+    eprintln!(
+        "{}",
+        String::from_utf8_lossy(&Command::new("df").arg(&small.path).output().unwrap().stdout)
+    );
     let out = Command::new("cp")
         .arg(&copy)
         .arg(m.path("recover/again.snapshot"))
@@ -1263,7 +1300,11 @@ async fn an_empty_file_in_recover_leaves_an_error() {
     let work = tempfile::tempdir().unwrap();
     let empty = work.path().join("empty.snapshot");
     std::fs::write(&empty, b"").unwrap();
-    run_ok(Command::new("cp").arg(&empty).arg(m.path("recover/empty.snapshot")));
+    run_ok(
+        Command::new("cp")
+            .arg(&empty)
+            .arg(m.path("recover/empty.snapshot")),
+    );
     run_ok(Command::new("touch").arg(m.path("recover/touched.snapshot")));
     for name in ["empty", "touched"] {
         let error = std::fs::read_to_string(m.path(&format!("recover/{name}.snapshot.error")))
@@ -1281,7 +1322,10 @@ async fn an_empty_file_in_recover_leaves_an_error() {
         .unwrap();
     let body: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        body["status"]["error"].as_str().unwrap().contains("no entries"),
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no entries"),
         "{body}"
     );
     assert!(m.daemon.staging_leftovers().is_empty());

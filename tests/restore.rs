@@ -925,3 +925,42 @@ async fn a_snapshot_of_the_restored_state_is_byte_identical() {
         "the restored shard's snapshot differs"
     );
 }
+
+/// What a crash leaves in temp_path and among the stored snapshots (a full-storage
+/// restore's unpacked archive, stored snapshots being written) is gone at the next
+/// start; complete snapshots stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_leftovers_in_temp_and_snapshots_go_at_start() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let mut daemon = Daemon::start_in(&data, &[], &[]);
+    seeded_collection(&daemon.client(), "keep", 1, 20).await;
+    let (status, body) = call(
+        &daemon.client(),
+        Method::POST,
+        "/collections/keep/snapshots",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let stored = body["result"]["name"].as_str().unwrap().to_string();
+    assert!(daemon.stop().success());
+    let leftovers = [
+        data.join("tmp/.full-0b8e/keep.snapshot"),
+        data.join("tmp/.snapshot-Xy12.partial"),
+        data.join("tmp/.restoring-1234/0/x"),
+        data.join("snapshots/keep/.snapshot-Ab34.partial"),
+        data.join("snapshots/keep/.tmp-Cd56"),
+    ];
+    for file in &leftovers {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, b"left by a crash").unwrap();
+    }
+    let daemon = Daemon::start_in(&data, &[], &[]);
+    for file in &leftovers {
+        assert!(!file.exists(), "{} is still there", file.display());
+    }
+    assert!(!data.join("tmp/.full-0b8e").exists());
+    assert!(data.join("snapshots/keep").join(&stored).exists());
+    assert_eq!(count(&daemon.client(), "keep").await, 20);
+}

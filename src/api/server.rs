@@ -15,21 +15,30 @@ use tokio::net::{TcpListener, UnixListener};
 
 use super::envelope::ApiError;
 
-/// Bind the socket so that only the owner can ever connect: the umask is
-/// tightened around `bind` (no window with a wider mode), then the mode is fixed.
+/// Bind the socket so that only the owner can ever connect: it is bound inside a
+/// fresh directory only the owner may enter, given mode 0600 there, and only then
+/// renamed to its path. (Tightening the process's umask around `bind` would race
+/// with threads creating files meanwhile.)
 pub fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+    let cannot =
+        |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot listen on {}: {e}", path.display());
     if path.exists() {
         // The data-dir lock is held, so any socket file here is a crash leftover.
         std::fs::remove_file(path)?;
     }
-    // SAFETY: umask only changes this process's file-creation mask; it has no memory effects.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let listener =
-        bound.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // tempfile makes the directory with mode 0700.
+    let private = tempfile::Builder::new()
+        .prefix(".snapfs-socket-")
+        .tempdir_in(parent)
+        .map_err(|e| cannot(&e))?;
+    let bound_at = private.path().join("socket");
+    let listener = UnixListener::bind(&bound_at).map_err(|e| cannot(&e))?;
+    std::fs::set_permissions(&bound_at, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&bound_at, path).map_err(|e| cannot(&e))?;
     Ok(listener)
 }
 
@@ -84,4 +93,30 @@ where
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    #[tokio::test]
+    async fn the_socket_is_the_owners_only_and_answers_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapfs.sock");
+        std::fs::write(&path, b"left by a crash").unwrap();
+        let listener = super::bind_unix(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let connect = tokio::net::UnixStream::connect(&path);
+        let (accepted, connected) = tokio::join!(listener.accept(), connect);
+        accepted.unwrap();
+        connected.unwrap();
+        // Only the socket is left: the private directory is gone.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["snapfs.sock"]);
+    }
 }

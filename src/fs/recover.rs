@@ -418,7 +418,9 @@ impl RecoverDirs {
             self.record_error(
                 &upload.scope,
                 &upload.name,
-                error_text("the file is empty (nothing was written into it): there is nothing to restore"),
+                error_text(
+                    "the file is empty (nothing was written into it): there is nothing to restore",
+                ),
             );
         }
         self.abandon(upload);

@@ -10,8 +10,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use crate::storage::extents::data_extents;
 use super::tar_header::{BLOCK, Kind, entry_headers, padded};
+use crate::storage::extents::data_extents;
 
 /// Bytes generated on first use (the manifest, whose digests need the data), with a
 /// length fixed in advance.

@@ -117,17 +117,47 @@ impl Drop for Running {
     }
 }
 
-/// One restore per collection at a time (as Qdrant: a second one waits for the
-/// first); different collections in parallel.
-pub(crate) fn collection_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    LOCKS
-        .get_or_init(Default::default)
+type Locks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+fn locks() -> &'static Locks {
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    LOCKS.get_or_init(Default::default)
+}
+
+/// A collection's turn to restore or apply (see [`serialize`]); the last one out
+/// removes the collection's lock, so the map holds only collections in use.
+pub(crate) struct Turn {
+    name: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut locks = locks().lock().unwrap();
+        // Ours and the map's: nobody else holds or waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.name);
+        }
+    }
+}
+
+/// One restore (or partial apply) per collection at a time (as Qdrant: a second
+/// one waits for the first); different collections in parallel.
+pub(crate) async fn serialize(name: &str) -> Turn {
+    let lock = locks()
         .lock()
         .unwrap()
         .entry(name.to_string())
         .or_default()
-        .clone()
+        .clone();
+    let guard = lock.clone().lock_owned().await;
+    Turn {
+        name: name.to_string(),
+        lock,
+        guard: Some(guard),
+    }
 }
 
 /// Start receiving an archive for a restore into a new staging directory on the
@@ -252,8 +282,7 @@ async fn run_restore(
         Target::Collection => None,
         Target::Shard(id, _) => Some(*id),
     };
-    let lock = collection_lock(name);
-    let _serialized = lock.lock().await;
+    let _turn = serialize(name).await;
     let _metric = crate::metrics::RecoveryRunning::start();
     let _shown = Running::start(
         name,
@@ -562,4 +591,20 @@ pub fn sidecar_checksum(text: &str) -> Option<String> {
     let hex = text.split_whitespace().next()?;
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| hex.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn restore_locks_go_with_the_last_turn() {
+        let name = "locks-test-collection";
+        let first = super::serialize(name).await;
+        let waiting = tokio::spawn(async move { super::serialize(name).await });
+        tokio::task::yield_now().await;
+        drop(first);
+        let second = waiting.await.unwrap();
+        assert!(super::locks().lock().unwrap().contains_key(name));
+        drop(second);
+        assert!(!super::locks().lock().unwrap().contains_key(name));
+    }
 }

@@ -201,6 +201,30 @@ fn write_stored(view: &SnapshotView, target: &Path, temp_path: &Path) -> Result<
     Ok(())
 }
 
+/// Remove what an interrupted creation left among the stored snapshots: hidden
+/// `.snapshot-…` and `.tmp-…` files (a complete snapshot is never hidden). Run at
+/// start, before anything writes there.
+pub fn clean_leftovers(snapshots_path: &Path) -> io::Result<()> {
+    let mut dirs = vec![snapshots_path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if name.starts_with(".snapshot-") || name.starts_with(".tmp-") {
+                tracing::info!(path = %path.display(), "removing a stored snapshot's leftover from an interrupted creation");
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Rename into place; across file systems, copy into a hidden temp beside the target first.
 fn persist(temp: tempfile::NamedTempFile, target: &Path) -> Result<()> {
     match temp.persist_noclobber(target) {

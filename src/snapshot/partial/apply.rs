@@ -182,8 +182,7 @@ pub async fn apply(
     target.shard(id)?;
     let config = target.config().clone();
     drop(target);
-    let lock = restore::collection_lock(collection);
-    let _serialized = lock.lock().await;
+    let _turn = restore::serialize(collection).await;
     let _metric = crate::metrics::RecoveryRunning::start();
     let archive_bytes = received.report.archive_bytes;
     let _shown = Running::start(
