@@ -119,7 +119,9 @@ struct CachedState {
 
 pub struct SnapFs {
     ns: Namespace,
-    inodes: Mutex<HashMap<u64, Node>>,
+    /// Nodes the kernel knows by inode number, with how many lookups it holds of
+    /// each; `forget` drops them (the root is never forgotten).
+    inodes: Mutex<HashMap<u64, (Node, u64)>>,
     handles: Handles,
     live_states: Mutex<HashMap<Scope, LiveState>>,
     /// By live file inode.
@@ -134,7 +136,7 @@ pub struct SnapFs {
 impl SnapFs {
     pub fn new(storage: Arc<Storage>, snapshots_path: PathBuf) -> Self {
         let mut inodes = HashMap::new();
-        inodes.insert(ROOT_INO, Node::Root);
+        inodes.insert(ROOT_INO, (Node::Root, u64::MAX));
         SnapFs {
             ns: Namespace::new(storage, snapshots_path.clone()),
             inodes: Mutex::new(inodes),
@@ -159,14 +161,35 @@ impl SnapFs {
             .lock()
             .unwrap()
             .get(&ino)
-            .cloned()
+            .map(|(node, _)| node.clone())
             .ok_or(FsError::NotFound)
     }
 
+    /// The kernel learns `node` (a lookup, a create): one more lookup to forget.
     fn remember_node(&self, node: &Node) -> u64 {
         let ino = node.ino();
-        self.inodes.lock().unwrap().insert(ino, node.clone());
+        let mut inodes = self.inodes.lock().unwrap();
+        let entry = inodes.entry(ino).or_insert_with(|| (node.clone(), 0));
+        entry.0 = node.clone();
+        entry.1 = entry.1.saturating_add(1);
         ino
+    }
+
+    /// The kernel forgets `nlookup` lookups of `ino`; at none left the node goes
+    /// (names come and go: timestamped snapshot names, uploads, collections).
+    pub fn forget(&self, ino: u64, nlookup: u64) {
+        let mut inodes = self.inodes.lock().unwrap();
+        if let Some(entry) = inodes.get_mut(&ino) {
+            entry.1 = entry.1.saturating_sub(nlookup);
+            if entry.1 == 0 && ino != ROOT_INO {
+                inodes.remove(&ino);
+            }
+        }
+    }
+
+    /// Nodes the kernel holds now.
+    pub fn known_inodes(&self) -> usize {
+        self.inodes.lock().unwrap().len()
     }
 
     // ---- names ----
@@ -392,8 +415,9 @@ impl SnapFs {
             },
         ];
         for (name, child) in self.children(&node)? {
+            // A listing gives the kernel no lookup: it looks names up before use.
             entries.push(DirEntry {
-                ino: self.remember_node(&child),
+                ino: child.ino(),
                 is_dir: child.is_dir(),
                 name,
             });

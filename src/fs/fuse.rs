@@ -161,8 +161,9 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
-        // Inode numbers are derived from paths; nothing to free per lookup.
+    // fuser's batch_forget hands each node to this.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {

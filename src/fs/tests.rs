@@ -130,3 +130,40 @@ fn page_cache_is_shared_only_by_one_state() {
     assert_eq!(fs.enter_cache(7, s1), (false, false));
     storage.shutdown();
 }
+
+/// Nodes the kernel forgets leave the inode table: names that come and go
+/// (timestamped snapshots, uploads) do not make it grow without bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn forgotten_inodes_leave_the_table() {
+    let temp = tempfile::tempdir().unwrap();
+    let storage = Storage::open(&temp.path().join("storage")).unwrap();
+    let fs = Arc::new(SnapFs::new(storage, temp.path().join("snapshots")));
+    let core = fs.clone();
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(core.known_inodes(), 1, "the root");
+        let mut looked_up = Vec::new();
+        for _ in 0..3 {
+            for name in [namespace::LIVE, namespace::COLLECTIONS, namespace::README] {
+                looked_up.push(core.lookup(ROOT_INO, name).unwrap().ino);
+            }
+        }
+        assert_eq!(core.known_inodes(), 4);
+        // A listing alone gives the kernel nothing to forget.
+        let dir = core.opendir(ROOT_INO).unwrap();
+        core.release(dir);
+        assert_eq!(core.known_inodes(), 4);
+        for ino in &looked_up[..3] {
+            core.forget(*ino, 2);
+        }
+        assert_eq!(core.known_inodes(), 4, "one lookup of each is still held");
+        for ino in &looked_up[..3] {
+            core.forget(*ino, 1);
+        }
+        assert_eq!(core.known_inodes(), 1);
+        core.forget(ROOT_INO, 1_000);
+        assert_eq!(core.known_inodes(), 1, "the root stays");
+        assert!(core.getattr(ROOT_INO, None).is_ok());
+    })
+    .await
+    .unwrap();
+}
