@@ -56,6 +56,19 @@ fn live_views() -> &'static Mutex<HashMap<Scope, Vec<Weak<SnapshotView>>>> {
     VIEWS.get_or_init(Default::default)
 }
 
+/// Per scope, the lock its openers take turns on (entries stay for scopes ever
+/// opened: a handful per collection).
+fn scope_turn(scope: &Scope) -> Arc<Mutex<()>> {
+    static TURNS: OnceLock<Mutex<HashMap<Scope, Arc<Mutex<()>>>>> = OnceLock::new();
+    TURNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(scope.clone())
+        .or_default()
+        .clone()
+}
+
 fn all_live_views() -> Vec<Arc<SnapshotView>> {
     live_views()
         .lock()
@@ -89,7 +102,11 @@ fn unix_seconds(time: SystemTime) -> u64 {
 
 impl SnapshotView {
     /// Open (or join) the view of `scope`. Blocking: flushes and reads directories.
+    /// Openers of one scope take turns, so two at once share one view (and so one
+    /// freeze) instead of building two.
     pub fn open(storage: &Storage, scope: Scope) -> Result<Arc<SnapshotView>> {
+        let turn = scope_turn(&scope);
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
         let existing: Vec<Arc<SnapshotView>> = live_views()
             .lock()
             .unwrap()
@@ -308,4 +325,35 @@ pub fn start_freeze_watchdog(temp_path: PathBuf, limit: Duration) -> std::io::Re
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Openers of one scope at the same moment share one view and one freeze.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn simultaneous_opens_share_one_view() {
+        let temp = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&temp.path().join("storage")).unwrap();
+        crate::demo::create_demo_collection(&storage).await.unwrap();
+        let scope = Scope::Shard("demo".into(), 0);
+        let views: Vec<Arc<SnapshotView>> = std::thread::scope(|threads| {
+            let opening: Vec<_> = (0..8)
+                .map(|_| threads.spawn(|| SnapshotView::open(&storage, scope.clone()).unwrap()))
+                .collect();
+            opening.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(views.iter().all(|v| Arc::ptr_eq(v, &views[0])), "one view");
+        let shard = storage.collection("demo").unwrap().shard(0).unwrap();
+        assert_eq!(shard.freezes(), 1, "one freeze");
+        drop(views);
+        for _ in 0..100 {
+            if shard.freezes() == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the shard did not thaw");
+    }
 }

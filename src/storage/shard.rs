@@ -265,7 +265,12 @@ impl Shard {
     }
 
     pub fn is_frozen(&self) -> bool {
-        self.state.frozen.load(Ordering::SeqCst) > 0
+        self.freezes() > 0
+    }
+
+    /// Freezes holding the shard now.
+    pub fn freezes(&self) -> usize {
+        self.state.frozen.load(Ordering::SeqCst)
     }
 
     /// An optimization is running, or changes since the last one wait for it.
