@@ -145,6 +145,9 @@ pub struct ArchiveLayout {
 pub struct ArchiveBuilder {
     layout: ArchiveLayout,
     mtime: u64,
+    /// What identifies the state the files hold, beyond their identity (the
+    /// frozen shards' change numbers): part of the fingerprint.
+    state: Vec<u64>,
 }
 
 impl ArchiveBuilder {
@@ -160,7 +163,15 @@ impl ArchiveBuilder {
                 fingerprint: [0; 32],
             },
             mtime,
+            state: Vec::new(),
         }
+    }
+
+    /// Name the state the files hold (the frozen shards' change numbers): a file
+    /// changed in place within one tick of the file system's clock keeps its
+    /// identity (device, inode, size, mtime, ctime), the state's number does not.
+    pub fn state(&mut self, numbers: &[u64]) {
+        self.state.extend_from_slice(numbers);
     }
 
     fn push(&mut self, len: u64, source: Source) {
@@ -313,14 +324,19 @@ impl ArchiveBuilder {
         Ok(self.layout)
     }
 
-    /// Identifies the archive's bytes without reading the data: entry paths and
-    /// sizes, inline contents, and for files their identity (device, inode, mtime,
-    /// ctime) and extents. Two layouts with the same fingerprint give the same bytes.
+    /// Identifies the archive's bytes without reading the data: the state's
+    /// numbers, entry paths and sizes, inline contents, and for files their identity
+    /// (device, inode, mtime, ctime) and extents. Two layouts with the same
+    /// fingerprint give the same bytes.
     fn fingerprint(&self) -> io::Result<[u8; 32]> {
         use sha2::{Digest, Sha256};
         use std::os::unix::fs::MetadataExt;
         let mut h = Sha256::new();
         h.update(self.mtime.to_le_bytes());
+        h.update((self.state.len() as u64).to_le_bytes());
+        for number in &self.state {
+            h.update(number.to_le_bytes());
+        }
         h.update(self.layout.size.to_le_bytes());
         for entry in &self.layout.entries {
             h.update(entry.path.as_bytes());
@@ -627,5 +643,17 @@ mod tests {
         // A change to a file changes the fingerprint.
         std::fs::write(&files[0].1, b"changed").unwrap();
         assert_ne!(build().fingerprint(), a.fingerprint());
+        // So does another state number, whatever the files look like.
+        let numbered = |n: u64| {
+            let mut builder = ArchiveBuilder::new(42);
+            builder.state(&[n]);
+            for (path, source) in &files {
+                builder.file(path, source).unwrap();
+            }
+            builder.finish().unwrap().fingerprint()
+        };
+        assert_eq!(numbered(7), numbered(7));
+        assert_ne!(numbered(7), numbered(8));
     }
+
 }

@@ -182,6 +182,7 @@ impl SnapshotView {
                     change: shard.change_number(),
                 };
                 let mut builder = ArchiveBuilder::new(unix_seconds(mtime));
+                builder.state(&[state.change]);
                 add_shard(&mut builder, "", &shard_dir, peer).map_err(io)?;
                 add_manifest(&mut builder).map_err(io)?;
                 let layout = builder.finish().map_err(io)?;
@@ -283,6 +284,8 @@ fn collection_layout(
         .max()
         .unwrap_or(UNIX_EPOCH);
     let mut builder = ArchiveBuilder::new(unix_seconds(mtime));
+    let numbers: Vec<u64> = freeze.shards().iter().map(|s| s.change_number()).collect();
+    builder.state(&numbers);
     for shard in freeze.shards() {
         add_shard(
             &mut builder,
