@@ -78,9 +78,11 @@ pub async fn create_partial(
     let layout = archive.layout.clone();
     let full_size = archive.full_size();
     let name = format!("{c}-shard-{id}-partial.snapshot");
+    let mtime = archive.view.mtime();
     let mut response = stream_layout(
         &headers,
         layout,
+        mtime,
         Arc::new(archive),
         &name,
         Some(Arc::new(|_, data: &[u8]| {

@@ -1,5 +1,8 @@
 //! Streaming a byte source as an HTTP body, honouring a single `Range` request
 //! (`bytes=a-b`, `bytes=a-`, `bytes=-n`): the live view and stored files share it.
+//! Every answer names its bytes (`ETag`, `Last-Modified`), and a `Range` with an
+//! `If-Range` that no longer names them gets the whole new resource instead of a
+//! piece of it (so a resumed download never joins two states).
 
 use std::io;
 use std::sync::Arc;
@@ -62,16 +65,92 @@ pub fn parse_range(
     Ok(Some((start, end)))
 }
 
+/// What names a resource's bytes: a strong entity tag (the same tag, the same
+/// bytes) and when they last changed.
+#[derive(Debug, Clone)]
+pub struct Validators {
+    pub etag: String,
+    pub last_modified: std::time::SystemTime,
+}
+
+impl Validators {
+    /// A strong tag from a digest of what determines the bytes.
+    pub fn from_digest(digest: &[u8], last_modified: std::time::SystemTime) -> Self {
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Validators {
+            etag: format!("\"{hex}\""),
+            last_modified,
+        }
+    }
+
+    /// Does an `If-Range` value still name these bytes? A tag must be ours exactly
+    /// (and strong); a date must be our Last-Modified, to the second.
+    fn still(&self, if_range: &HeaderValue) -> bool {
+        let Ok(text) = if_range.to_str() else {
+            return false;
+        };
+        let text = text.trim();
+        if text.starts_with('"') {
+            return text == self.etag;
+        }
+        if text.starts_with("W/") {
+            return false;
+        }
+        httpdate::parse_http_date(text).is_ok_and(|date| {
+            httpdate::fmt_http_date(date) == httpdate::fmt_http_date(self.last_modified)
+        })
+    }
+}
+
+/// `Content-Disposition` for a download: the name as a quoted string (quotes and
+/// backslashes escaped, anything but printable ASCII replaced), and the exact name
+/// in RFC 5987 form when it is not plain ASCII.
+pub fn content_disposition(file_name: &str) -> String {
+    let plain: String = file_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let quoted = plain.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut value = format!("attachment; filename=\"{quoted}\"");
+    if plain != file_name {
+        let encoded: String = file_name
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        value.push_str(&format!("; filename*=UTF-8''{encoded}"));
+    }
+    value
+}
+
 /// A streamed response of the source, whole or the requested range, with exact
-/// `Content-Length` and a download file name. `on_chunk` sees every chunk sent.
+/// `Content-Length`, its validators and a download file name. `on_chunk` sees every
+/// chunk sent.
 pub fn stream_response(
     headers: &HeaderMap,
     size: u64,
     file_name: &str,
+    validators: &Validators,
     read_at: ReadAt,
     on_chunk: Option<OnChunk>,
 ) -> Result<Response, ApiError> {
-    let range = parse_range(headers.get(header::RANGE), size).map_err(|_| {
+    let still = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|value| validators.still(value));
+    // A Range whose If-Range names other bytes: the whole resource, 200.
+    let range_header = headers.get(header::RANGE).filter(|_| still);
+    let range = parse_range(range_header, size).map_err(|_| {
         ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             format!("Range not satisfiable for a resource of {size} bytes"),
@@ -123,10 +202,12 @@ pub fn stream_response(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, &validators.etag)
         .header(
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{file_name}\""),
-        );
+            header::LAST_MODIFIED,
+            httpdate::fmt_http_date(validators.last_modified),
+        )
+        .header(header::CONTENT_DISPOSITION, content_disposition(file_name));
     if status == StatusCode::PARTIAL_CONTENT {
         response = response.header(
             header::CONTENT_RANGE,
@@ -141,6 +222,38 @@ pub fn stream_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_range_names_the_bytes_or_not() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let v = Validators::from_digest(&[0xab; 32], at);
+        let value = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert!(v.still(&value(&v.etag)));
+        assert!(!v.still(&value("\"00\"")));
+        assert!(!v.still(&value(&format!("W/{}", v.etag))));
+        assert!(v.still(&value(&httpdate::fmt_http_date(at))));
+        assert!(!v.still(&value(&httpdate::fmt_http_date(
+            at + std::time::Duration::from_secs(1)
+        ))));
+        assert!(!v.still(&value("yesterday")));
+    }
+
+    #[test]
+    fn file_names_are_quoted_safely() {
+        assert_eq!(
+            content_disposition("a.snapshot"),
+            "attachment; filename=\"a.snapshot\""
+        );
+        assert_eq!(
+            content_disposition("x\"y\\z.snapshot"),
+            "attachment; filename=\"x\\\"y\\\\z.snapshot\""
+        );
+        let fancy = content_disposition("café.snapshot");
+        assert_eq!(
+            fancy,
+            "attachment; filename=\"caf_.snapshot\"; filename*=UTF-8''caf%C3%A9.snapshot"
+        );
+    }
 
     fn range(text: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
         parse_range(Some(&HeaderValue::from_str(text).unwrap()), size)

@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::envelope::{ApiError, ApiResult, Timer};
-use super::ranges::{ReadAt, stream_response};
+use super::ranges::{ReadAt, Validators, stream_response};
 use super::{AppState, blocking};
 use crate::snapshot::checksum::SequentialHasher;
 use crate::snapshot::layout::ArchiveLayout;
@@ -76,10 +76,24 @@ async fn download(
     let scope = checked_scope(&app, scope)?;
     let path = stored::stored_path(&app.snapshots_path, &scope, &name)?;
     let file = Arc::new(std::fs::File::open(&path).map_err(crate::storage::StorageError::from)?);
-    let size = file
+    let meta = file
         .metadata()
-        .map_err(crate::storage::StorageError::from)?
-        .len();
+        .map_err(crate::storage::StorageError::from)?;
+    let size = meta.len();
+    let validators = {
+        use sha2::Digest;
+        use std::os::unix::fs::MetadataExt;
+        // A stored snapshot never changes in place: its identity names its bytes.
+        let identity = [
+            meta.dev(),
+            meta.ino(),
+            size,
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+        ];
+        let digest = sha2::Sha256::digest(identity.map(u64::to_le_bytes).concat());
+        Validators::from_digest(&digest, meta.modified().unwrap_or(std::time::UNIX_EPOCH))
+    };
     let read_at: ReadAt = Arc::new(move |offset, buf| {
         use std::os::unix::fs::FileExt;
         let mut done = 0;
@@ -91,7 +105,7 @@ async fn download(
         }
         Ok(done)
     });
-    stream_response(&headers, size, &name, read_at, None)
+    stream_response(&headers, size, &name, &validators, read_at, None)
 }
 
 async fn delete(timer: Timer, app: Arc<AppState>, scope: Scope, name: String) -> ApiResult {
@@ -194,7 +208,8 @@ pub fn live_response(
     name: &str,
 ) -> Result<Response, ApiError> {
     let layout = view.layout().clone();
-    stream_layout(headers, layout, view, name, None)
+    let mtime = view.mtime();
+    stream_layout(headers, layout, mtime, view, name, None)
 }
 
 /// Stream an archive layout while `keep` (what holds its files frozen) lives; a
@@ -203,11 +218,14 @@ pub fn live_response(
 pub fn stream_layout(
     headers: &HeaderMap,
     layout: Arc<ArchiveLayout>,
+    last_modified: std::time::SystemTime,
     keep: Arc<dyn std::any::Any + Send + Sync>,
     name: &str,
     also: Option<super::ranges::OnChunk>,
 ) -> Result<Response, ApiError> {
     let size = layout.size();
+    // The fingerprint names the archive's bytes (the same state, the same bytes).
+    let validators = Validators::from_digest(&layout.fingerprint(), last_modified);
     let hasher = Arc::new(std::sync::Mutex::new(SequentialHasher::for_layout(&layout)));
     let read_layout = layout.clone();
     let read_at: ReadAt = Arc::new(move |offset, buf| read_layout.read_at(offset, buf));
@@ -219,7 +237,7 @@ pub fn stream_layout(
             also(offset, data);
         }
     });
-    stream_response(headers, size, name, read_at, Some(on_chunk))
+    stream_response(headers, size, name, &validators, read_at, Some(on_chunk))
 }
 
 // ---- full storage snapshots ----

@@ -655,5 +655,4 @@ mod tests {
         assert_eq!(numbered(7), numbered(7));
         assert_ne!(numbered(7), numbered(8));
     }
-
 }
