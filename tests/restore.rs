@@ -964,3 +964,66 @@ async fn crash_leftovers_in_temp_and_snapshots_go_at_start() {
     assert!(data.join("snapshots/keep").join(&stored).exists());
     assert_eq!(count(&daemon.client(), "keep").await, 20);
 }
+
+/// Recovery from a URL follows redirects but gives the API key only to the origin
+/// it was meant for, and gives up on a transfer that stalls.
+#[tokio::test(flavor = "multi_thread")]
+async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
+    let temp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(
+        temp.path(),
+        &[],
+        &[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")],
+    );
+    let client = daemon.client();
+    let file = qdrant_fixture("qdrant-docs.snapshot");
+    // Another origin: serves the snapshot, but refuses a request that carries a key.
+    let elsewhere = PyHttp::start(
+        &file,
+        "if self.headers.get('api-key') is not None:\n    self.send_error(400, 'a key reached another origin'); return\n\
+         self.send_response(200); self.send_header('content-length', str(len(FILE))); self.end_headers(); self.wfile.write(FILE)",
+    );
+    // Home: needs the key; /same redirects within itself, /away to the other origin.
+    let home = PyHttp::start(
+        &file,
+        &format!(
+            "if self.headers.get('api-key') != 'secret':\n    self.send_error(403); return\n\
+             if self.path == '/same':\n    self.send_response(302); self.send_header('location', '/docs.snapshot'); self.end_headers(); return\n\
+             if self.path == '/away':\n    self.send_response(302); self.send_header('location', 'http://127.0.0.1:{}/docs.snapshot'); self.end_headers(); return\n\
+             self.send_response(200); self.send_header('content-length', str(len(FILE))); self.end_headers(); self.wfile.write(FILE)",
+            elsewhere.port
+        ),
+    );
+    for path in ["/same", "/away"] {
+        let (status, body) = recover(
+            &client,
+            "docs",
+            json!({"location": home.url(path), "api_key": "secret"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(count(&client, "docs").await, 200);
+    }
+    // A server that sends half the snapshot, then nothing.
+    let stalled = PyHttp::start(
+        &file,
+        "self.send_response(200); self.send_header('content-length', str(len(FILE))); self.end_headers()\n\
+         self.wfile.write(FILE[:len(FILE) // 2]); self.wfile.flush(); time.sleep(60)",
+    );
+    let (status, body) = recover(&client, "stalled", json!({"location": stalled.url("/x")})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("stalled"),
+        "{body}"
+    );
+    let (status, _) = call(&client, Method::GET, "/collections/stalled", None).await;
+    assert_eq!(status, 404);
+    assert!(
+        daemon.staging_leftovers().is_empty(),
+        "{:?}",
+        daemon.staging_leftovers()
+    );
+}

@@ -17,6 +17,7 @@ use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
 use crate::snapshot::intake::{Intake, Received};
 use crate::snapshot::restore::{self, restore_collection, restore_shard};
 use crate::snapshot::{Scope, stored};
+use crate::storage::error::with_causes;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,8 +279,13 @@ pub(crate) async fn receive_upload(
     ))
 }
 
-/// Download an `http(s)://` URL into an intake, streamed; `api_key` goes in the
-/// `api-key` header (a Qdrant peer's).
+/// Redirects followed at most.
+const MAX_REDIRECTS: usize = 10;
+
+/// Download an `http(s)://` URL into an intake, streamed. `api_key` goes in the
+/// `api-key` header (a Qdrant peer's) to the URL's own origin only: redirects are
+/// followed by hand, and one to another scheme, host or port goes without it. A
+/// transfer that receives nothing for `storage.transfer_stall_secs` is given up.
 async fn download(
     app: &AppState,
     scope: &Scope,
@@ -287,14 +293,39 @@ async fn download(
     api_key: Option<&str>,
 ) -> Result<Received, ApiError> {
     let failed = |why: String| ApiError::bad_request(format!("cannot fetch {url}: {why}"));
-    let mut request = http_client().get(url);
-    if let Some(key) = api_key {
-        request = request.header("api-key", key);
+    let origin = reqwest::Url::parse(url).map_err(|e| failed(e.to_string()))?;
+    let mut at = origin.clone();
+    let mut response = None;
+    for _ in 0..=MAX_REDIRECTS {
+        let mut request = http_client().get(at.clone());
+        let home = at.origin() == origin.origin();
+        if let Some(key) = api_key.filter(|_| home) {
+            request = request.header("api-key", key);
+        }
+        let answer = request.send().await.map_err(|e| failed(with_causes(&e)))?;
+        if !answer.status().is_redirection() {
+            response = Some(answer);
+            break;
+        }
+        let location = answer
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| {
+                failed(format!(
+                    "HTTP {} without a location",
+                    answer.status().as_u16()
+                ))
+            })?;
+        at = at
+            .join(location)
+            .map_err(|e| failed(format!("bad redirect {location:?}: {e}")))?;
+        if at.origin() != origin.origin() && api_key.is_some() {
+            tracing::info!(from = %origin, to = %at, "recovery redirected to another origin: the api key stays behind");
+        }
     }
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| failed(crate::storage::error::with_causes(&e)))?;
+    let mut response =
+        response.ok_or_else(|| failed(format!("more than {MAX_REDIRECTS} redirects")))?;
     if !response.status().is_success() {
         return Err(failed(format!("HTTP {}", response.status().as_u16())));
     }
@@ -302,11 +333,18 @@ async fn download(
     if let Some(length) = response.content_length() {
         intake.expect_size(length)?;
     }
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| failed(crate::storage::error::with_causes(&e)))?
-    {
+    let stall = app.transfer_stall;
+    loop {
+        let chunk = tokio::time::timeout(stall, response.chunk())
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "the transfer stalled: nothing arrived for {} s (storage.transfer_stall_secs)",
+                    stall.as_secs_f64()
+                ))
+            })?
+            .map_err(|e| failed(with_causes(&e)))?;
+        let Some(chunk) = chunk else { break };
         intake.push(chunk).await?;
     }
     finish(intake).await
@@ -320,6 +358,8 @@ fn http_client() -> &'static reqwest::Client {
         reqwest::Client::builder()
             .user_agent(concat!("snapfs/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(30))
+            // Followed by hand (see `download`): the key must not follow to others.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the HTTP client's settings are valid")
     })

@@ -646,3 +646,54 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+// ---- small HTTP servers (Python's http.server) ----
+
+/// A real HTTP server on loopback run by Python's `http.server`: `do_get` is the
+/// body of the handler's `do_GET` (it sees `self`, `PORT`, and `FILE`, the bytes of
+/// `file`). Killed on drop.
+pub struct PyHttp {
+    child: Child,
+    pub port: u16,
+}
+
+impl PyHttp {
+    pub fn start(file: &Path, do_get: &str) -> PyHttp {
+        let port = free_port();
+        let indented: String = do_get.lines().map(|l| format!("        {l}\n")).collect();
+        let script = format!(
+            "import http.server, time\n\
+             PORT = {port}\n\
+             FILE = open({file:?}, 'rb').read()\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   def log_message(self, *args): pass\n\
+             \x20   def do_GET(self):\n{indented}\
+             http.server.ThreadingHTTPServer(('127.0.0.1', PORT), H).serve_forever()\n",
+            file = file.to_str().unwrap(),
+        );
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .spawn()
+            .unwrap();
+        let server = PyHttp { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the HTTP server did not start");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for PyHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
