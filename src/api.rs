@@ -59,7 +59,15 @@ pub async fn blocking<T: Send + 'static>(
 pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
     let routes = Router::new()
         .route("/", get(collections::root))
-        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                    crate::metrics::render(),
+                )
+            }),
+        )
         .route("/collections", get(collections::list))
         .route(
             "/collections/{name}",

@@ -1,21 +1,58 @@
-//! Process-wide counters in Prometheus text format, served by `GET /metrics` and the
-//! mount's `metrics` file. Plain atomics and a few small maps: a daemon this size
-//! needs no registry library, and every name is a constant here, in one place.
+//! Process-wide metrics, served by `GET /metrics` and the mount's `metrics` file in
+//! the Prometheus (OpenMetrics) text format, written by the Prometheus project's own
+//! client library so the exposition is valid for any scraper. Every name and label is
+//! a constant here, in one place (docs/METRICS.md lists them); Qdrant's snapshot
+//! metrics keep Qdrant's names and their `id` label (the collection).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+// Counter names go without `_total`: the library adds it to the samples.
 pub const SNAPSHOT_CREATION_RUNNING: &str = "snapshot_creation_running";
 pub const SNAPSHOT_RECOVERY_RUNNING: &str = "snapshot_recovery_running";
-pub const SNAPSHOT_CREATED_TOTAL: &str = "snapshot_created_total";
-pub const SNAPSHOT_BYTES_STREAMED_TOTAL: &str = "snapfs_snapshot_bytes_streamed_total";
+pub const SNAPSHOT_CREATED: &str = "snapshot_created";
+pub const SNAPSHOT_BYTES_STREAMED: &str = "snapfs_snapshot_bytes_streamed";
 pub const SNAPSHOT_FREEZE_SECONDS: &str = "snapfs_snapshot_freeze_seconds";
-pub const FUSE_ERRORS_TOTAL: &str = "snapfs_fuse_errors_total";
-pub const RESTORE_FAILURES_TOTAL: &str = "snapfs_restore_failures_total";
-pub const PARTIAL_BYTES_TOTAL: &str = "snapfs_partial_snapshot_bytes_total";
+pub const FUSE_ERRORS: &str = "snapfs_fuse_errors";
+pub const RESTORE_FAILURES: &str = "snapfs_restore_failures";
+pub const PARTIAL_BYTES: &str = "snapfs_partial_snapshot_bytes";
+
+/// How long freezes lasted: from a stat's few milliseconds to the default limit
+/// (60 s) and past it.
+const FREEZE_BUCKETS: [f64; 9] = [0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0];
+
+/// `id`: the collection ("" for the full storage), as Qdrant labels it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Collection {
+    id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViaLabel {
+    via: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrnoLabel {
+    errno: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
 
 /// Where snapshot bytes left the daemon.
 #[derive(Debug, Clone, Copy)]
@@ -33,211 +70,173 @@ pub enum Direction {
     Received,
 }
 
-#[derive(Default)]
-struct Registry {
-    partial_sent: AtomicU64,
-    partial_received: AtomicU64,
-    creation_running: AtomicI64,
-    recovery_running: AtomicI64,
-    created: Mutex<BTreeMap<String, u64>>,
-    streamed_http: AtomicU64,
-    streamed_fuse: AtomicU64,
-    freeze_count: AtomicU64,
-    freeze_nanos: AtomicU64,
-    freeze_max_nanos: AtomicU64,
-    fuse_errors: Mutex<BTreeMap<&'static str, u64>>,
-    restore_failures: Mutex<BTreeMap<&'static str, u64>>,
+struct Metrics {
+    registry: Registry,
+    creation_running: Family<Collection, Gauge>,
+    recovery_running: Family<Collection, Gauge>,
+    created: Family<Collection, Counter>,
+    streamed: Family<ViaLabel, Counter>,
+    freeze: Histogram,
+    fuse_errors: Family<ErrnoLabel, Counter>,
+    restore_failures: Family<ReasonLabel, Counter>,
+    partial_bytes: Family<DirectionLabel, Counter>,
 }
 
-fn registry() -> &'static Registry {
-    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(Registry::default)
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            creation_running: Family::default(),
+            recovery_running: Family::default(),
+            created: Family::default(),
+            streamed: Family::default(),
+            freeze: Histogram::new(FREEZE_BUCKETS),
+            fuse_errors: Family::default(),
+            restore_failures: Family::default(),
+            partial_bytes: Family::default(),
+        };
+        let registry = &mut m.registry;
+        registry.register(
+            SNAPSHOT_CREATION_RUNNING,
+            "Snapshots being produced now (open live views, partial archives), by collection (id)",
+            m.creation_running.clone(),
+        );
+        registry.register(
+            SNAPSHOT_RECOVERY_RUNNING,
+            "Snapshot restores and partial applies running now, by collection (id)",
+            m.recovery_running.clone(),
+        );
+        registry.register(
+            SNAPSHOT_CREATED,
+            "Snapshots produced whole (stored, or read to their end), by collection (id)",
+            m.created.clone(),
+        );
+        registry.register(
+            SNAPSHOT_BYTES_STREAMED,
+            "Snapshot bytes sent to readers, by path (via)",
+            m.streamed.clone(),
+        );
+        registry.register(
+            SNAPSHOT_FREEZE_SECONDS,
+            "How long shards stayed frozen for a snapshot",
+            m.freeze.clone(),
+        );
+        registry.register(
+            RESTORE_FAILURES,
+            "Restores and partial applies refused or failed, by reason",
+            m.restore_failures.clone(),
+        );
+        registry.register(
+            FUSE_ERRORS,
+            "FUSE operations answered with an error, by errno",
+            m.fuse_errors.clone(),
+        );
+        registry.register(
+            PARTIAL_BYTES,
+            "Bytes of partial snapshots sent to receivers and applied here, by direction",
+            m.partial_bytes.clone(),
+        );
+        m
+    })
 }
 
-/// A snapshot is being produced (a live view exists) for as long as the guard lives.
-pub struct CreationRunning(());
+fn collection(id: &str) -> Collection {
+    Collection { id: id.to_string() }
+}
+
+/// A snapshot of collection `id` ("" for the full storage) is being produced for as
+/// long as the guard lives.
+pub struct CreationRunning(Collection);
 
 impl CreationRunning {
-    pub fn start() -> Self {
-        registry().creation_running.fetch_add(1, Ordering::Relaxed);
-        CreationRunning(())
+    pub fn start(id: &str) -> Self {
+        let label = collection(id);
+        metrics().creation_running.get_or_create(&label).inc();
+        CreationRunning(label)
     }
 }
 
 impl Drop for CreationRunning {
     fn drop(&mut self) {
-        registry().creation_running.fetch_sub(1, Ordering::Relaxed);
+        metrics().creation_running.get_or_create(&self.0).dec();
     }
 }
 
-/// A restore is running for as long as the guard lives.
-pub struct RecoveryRunning(());
+/// A restore (or partial apply) of collection `id` runs for as long as the guard lives.
+pub struct RecoveryRunning(Collection);
 
 impl RecoveryRunning {
-    pub fn start() -> Self {
-        registry().recovery_running.fetch_add(1, Ordering::Relaxed);
-        RecoveryRunning(())
+    pub fn start(id: &str) -> Self {
+        let label = collection(id);
+        metrics().recovery_running.get_or_create(&label).inc();
+        RecoveryRunning(label)
     }
 }
 
 impl Drop for RecoveryRunning {
     fn drop(&mut self) {
-        registry().recovery_running.fetch_sub(1, Ordering::Relaxed);
+        metrics().recovery_running.get_or_create(&self.0).dec();
     }
 }
 
 /// A restore was refused or failed, by reason (checksum, space, invalid, internal).
 pub fn restore_failed(reason: &'static str) {
-    *registry()
+    metrics()
         .restore_failures
-        .lock()
-        .unwrap()
-        .entry(reason)
-        .or_default() += 1;
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
 }
 
 /// A snapshot of collection `id` was produced whole (stored, or read to its end).
 pub fn snapshot_created(id: &str) {
-    *registry()
-        .created
-        .lock()
-        .unwrap()
-        .entry(id.to_string())
-        .or_default() += 1;
+    metrics().created.get_or_create(&collection(id)).inc();
 }
 
 pub fn bytes_streamed(via: Via, bytes: u64) {
-    let counter = match via {
-        Via::Http => &registry().streamed_http,
-        Via::Fuse => &registry().streamed_fuse,
+    let via = match via {
+        Via::Http => "http",
+        Via::Fuse => "fuse",
     };
-    counter.fetch_add(bytes, Ordering::Relaxed);
+    metrics()
+        .streamed
+        .get_or_create(&ViaLabel { via })
+        .inc_by(bytes);
 }
 
 pub fn partial_bytes(direction: Direction, bytes: u64) {
-    let counter = match direction {
-        Direction::Sent => &registry().partial_sent,
-        Direction::Received => &registry().partial_received,
+    let direction = match direction {
+        Direction::Sent => "sent",
+        Direction::Received => "received",
     };
-    counter.fetch_add(bytes, Ordering::Relaxed);
+    metrics()
+        .partial_bytes
+        .get_or_create(&DirectionLabel { direction })
+        .inc_by(bytes);
 }
 
 /// A freeze ended after `held`.
 pub fn freeze_ended(held: Duration) {
-    let nanos = held.as_nanos() as u64;
-    let r = registry();
-    r.freeze_count.fetch_add(1, Ordering::Relaxed);
-    r.freeze_nanos.fetch_add(nanos, Ordering::Relaxed);
-    r.freeze_max_nanos.fetch_max(nanos, Ordering::Relaxed);
+    metrics().freeze.observe(held.as_secs_f64());
 }
 
 /// A FUSE operation answered with an error.
-pub fn fuse_error(errno_name: &'static str) {
-    *registry()
+pub fn fuse_error(errno: &'static str) {
+    metrics()
         .fuse_errors
-        .lock()
-        .unwrap()
-        .entry(errno_name)
-        .or_default() += 1;
+        .get_or_create(&ErrnoLabel { errno })
+        .inc();
 }
 
-/// Everything, in Prometheus text exposition format.
+/// The `Content-Type` of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Everything, in the OpenMetrics text format (which Prometheus scrapes).
 pub fn render() -> String {
-    let r = registry();
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    metric(
-        SNAPSHOT_CREATION_RUNNING,
-        "gauge",
-        "Snapshots being produced now (open live views).",
-    );
-    metric(
-        SNAPSHOT_RECOVERY_RUNNING,
-        "gauge",
-        "Snapshot restores running now.",
-    );
-    metric(
-        SNAPSHOT_CREATED_TOTAL,
-        "counter",
-        "Snapshots produced whole, by collection (id).",
-    );
-    metric(
-        SNAPSHOT_BYTES_STREAMED_TOTAL,
-        "counter",
-        "Snapshot bytes sent to readers, by path (via).",
-    );
-    metric(
-        SNAPSHOT_FREEZE_SECONDS,
-        "summary",
-        "How long shards stayed frozen for a snapshot.",
-    );
-    metric(
-        PARTIAL_BYTES_TOTAL,
-        "counter",
-        "Bytes of partial snapshots sent to receivers and applied here, by direction.",
-    );
-    metric(
-        RESTORE_FAILURES_TOTAL,
-        "counter",
-        "Restores refused or failed, by reason.",
-    );
-    metric(
-        FUSE_ERRORS_TOTAL,
-        "counter",
-        "FUSE operations answered with an error, by errno.",
-    );
-    let _ = writeln!(
-        out,
-        "{SNAPSHOT_CREATION_RUNNING} {}",
-        r.creation_running.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "{SNAPSHOT_RECOVERY_RUNNING} {}",
-        r.recovery_running.load(Ordering::Relaxed)
-    );
-    for (id, n) in r.created.lock().unwrap().iter() {
-        let _ = writeln!(out, "{SNAPSHOT_CREATED_TOTAL}{{id=\"{}\"}} {n}", escape(id));
-    }
-    for (via, counter) in [("http", &r.streamed_http), ("fuse", &r.streamed_fuse)] {
-        let _ = writeln!(
-            out,
-            "{SNAPSHOT_BYTES_STREAMED_TOTAL}{{via=\"{via}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-    let secs = |nanos: u64| nanos as f64 / 1e9;
-    let _ = writeln!(
-        out,
-        "{SNAPSHOT_FREEZE_SECONDS}_count {}\n{SNAPSHOT_FREEZE_SECONDS}_sum {}\n{SNAPSHOT_FREEZE_SECONDS}_max {}",
-        r.freeze_count.load(Ordering::Relaxed),
-        secs(r.freeze_nanos.load(Ordering::Relaxed)),
-        secs(r.freeze_max_nanos.load(Ordering::Relaxed)),
-    );
-    for (direction, counter) in [("sent", &r.partial_sent), ("received", &r.partial_received)] {
-        let _ = writeln!(
-            out,
-            "{PARTIAL_BYTES_TOTAL}{{direction=\"{direction}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-    for (reason, n) in r.restore_failures.lock().unwrap().iter() {
-        let _ = writeln!(out, "{RESTORE_FAILURES_TOTAL}{{reason=\"{reason}\"}} {n}");
-    }
-    for (errno, n) in r.fuse_errors.lock().unwrap().iter() {
-        let _ = writeln!(out, "{FUSE_ERRORS_TOTAL}{{errno=\"{errno}\"}} {n}");
-    }
+    prometheus_client::encoding::text::encode(&mut out, &metrics().registry)
+        .expect("writing to a String cannot fail");
     out
-}
-
-/// Label values are collection names: escape what the text format reserves.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -245,12 +244,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counts_and_labels() {
+    fn renders_families_with_their_labels() {
         snapshot_created("metrics-test\"x");
         bytes_streamed(Via::Fuse, 10);
+        let running = CreationRunning::start("metrics-test");
         let text = render();
-        assert!(text.contains("snapshot_created_total{id=\"metrics-test\\\"x\"} 1"));
+        assert!(text.contains("snapshot_created_total{id=\"metrics-test\\\"x\"} 1"), "{text}");
         assert!(text.contains("# TYPE snapshot_creation_running gauge"));
+        assert!(text.contains("snapshot_creation_running{id=\"metrics-test\"} 1"), "{text}");
+        drop(running);
+        assert!(render().contains("snapshot_creation_running{id=\"metrics-test\"} 0"));
         let fuse: u64 = text
             .lines()
             .find_map(|l| l.strip_prefix("snapfs_snapshot_bytes_streamed_total{via=\"fuse\"} "))
@@ -258,5 +261,6 @@ mod tests {
             .parse()
             .unwrap();
         assert!(fuse >= 10);
+        assert!(text.ends_with("# EOF\n"));
     }
 }

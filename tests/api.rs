@@ -415,3 +415,44 @@ async fn demo_flag_creates_a_populated_collection_once() {
         snapfs::demo::DEMO_POINTS - 1
     );
 }
+
+/// /metrics is valid exposition: the Prometheus project's own parser reads every
+/// family with its type, Qdrant's snapshot metrics carry the collection as `id`.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_with_a_real_parser() {
+    let python = support::python_venv();
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    support::seeded_collection(&client, "measured", 1, 30).await;
+    let (status, body) = call(&client, Method::POST, "/collections/measured/snapshots", None).await;
+    assert_eq!(status, 200, "{body}");
+    let name = body["result"]["name"].as_str().unwrap().to_string();
+    let _ = support::fetch(&client, "/collections/measured/shards/0/snapshot").await;
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/measured/snapshots/recover",
+        Some(json!({"location": name, "checksum": "0".repeat(64)})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let text = support::fetch(&client, "/metrics").await;
+    let mut check = std::process::Command::new(&python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/metrics_check.py"))
+        .arg("measured")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check.stdin.take().unwrap().write_all(&text).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("all checks passed"),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&text)
+    );
+}

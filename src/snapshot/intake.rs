@@ -103,7 +103,9 @@ impl Intake {
             started: std::time::Instant::now(),
             staging: Some(staging),
             failed: None,
-            _running: crate::metrics::RecoveryRunning::start(),
+            _running: crate::metrics::RecoveryRunning::start(
+                shown_as.as_ref().map_or("", |(collection, _)| collection.as_str()),
+            ),
             _shown: shown_as
                 .map(|(collection, of)| Running::start(&collection, of, "receiving", received)),
         })

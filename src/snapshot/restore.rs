@@ -283,7 +283,7 @@ async fn run_restore(
         Target::Shard(id, _) => Some(*id),
     };
     let _turn = serialize(name).await;
-    let _metric = crate::metrics::RecoveryRunning::start();
+    let _metric = crate::metrics::RecoveryRunning::start(name);
     let _shown = Running::start(
         name,
         shard.map_or_else(|| "collection".into(), |id| format!("shard {id}")),

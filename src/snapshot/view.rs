@@ -236,6 +236,10 @@ impl SnapshotView {
         freezes: Vec<CollectionFreeze>,
         shard_state: Option<ShardState>,
     ) -> Self {
+        let _running = crate::metrics::CreationRunning::start(match &scope {
+            Scope::Collection(c) | Scope::Shard(c, _) => c,
+            Scope::Full => "",
+        });
         SnapshotView {
             scope,
             layout: Arc::new(layout),
@@ -243,7 +247,7 @@ impl SnapshotView {
             shard_state,
             opened: Instant::now(),
             freezes: Mutex::new(freezes),
-            _running: crate::metrics::CreationRunning::start(),
+            _running,
         }
     }
 

@@ -478,7 +478,7 @@ pub fn error_of(body: &Value) -> String {
 // ---- Python: the official clients from PyPI ----
 
 /// The PyPI packages the Python checks use.
-const PYTHON_PACKAGES: [&str; 2] = ["qdrant-client", "qdrant-edge-py"];
+const PYTHON_PACKAGES: [&str; 3] = ["qdrant-client", "qdrant-edge-py", "prometheus-client"];
 
 /// A virtualenv under target/ with the official Qdrant packages, made once and
 /// reused by later runs (and by concurrent tests: made under a lock).
@@ -489,7 +489,7 @@ pub fn python_venv() -> PathBuf {
     let python = venv.join("bin/python");
     let ready = python.exists()
         && Command::new(&python)
-            .args(["-c", "import qdrant_client, qdrant_edge"])
+            .args(["-c", "import qdrant_client, qdrant_edge, prometheus_client"])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);

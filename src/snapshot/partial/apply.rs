@@ -183,7 +183,7 @@ pub async fn apply(
     let config = target.config().clone();
     drop(target);
     let _turn = restore::serialize(collection).await;
-    let _metric = crate::metrics::RecoveryRunning::start();
+    let _metric = crate::metrics::RecoveryRunning::start(collection);
     let archive_bytes = received.report.archive_bytes;
     let _shown = Running::start(
         collection,

@@ -82,7 +82,7 @@ pub fn create(
     Ok(Created::Archive(PartialArchive {
         view,
         layout: Arc::new(layout),
-        _running: CreationRunning::start(),
+        _running: CreationRunning::start(collection),
     }))
 }
 
