@@ -20,6 +20,9 @@ pub const DEFAULT_SNAPSHOT_MAX_FREEZE_SECS: f64 = 60.0;
 /// may receive nothing before it is given up: far above any pause of a healthy
 /// peer, short enough that a dead one does not pin a restore for long.
 pub const DEFAULT_TRANSFER_STALL_SECS: f64 = 60.0;
+/// How long a stop waits for requests in flight before it cuts them: inside the
+/// 90 s a service manager usually allows, leaving time for the final flush.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 30.0;
 
 /// A duration given in seconds (`default` when unset), which must be positive.
 fn positive_secs(
@@ -50,6 +53,9 @@ pub struct Config {
     /// A download that receives nothing this long is given up
     /// (`storage.transfer_stall_secs`).
     pub transfer_stall: std::time::Duration,
+    /// On SIGTERM/SIGINT, requests in flight get this long to finish before they are
+    /// cut (`snapfs.shutdown_grace_secs`).
+    pub shutdown_grace: std::time::Duration,
     pub demo: bool,
     /// Where to mount the filesystem (`snapfs.mount`, `--mount`); no mount if unset.
     pub mount: Option<PathBuf>,
@@ -110,6 +116,8 @@ struct SnapfsSection {
     demo: Option<bool>,
     #[serde(deserialize_with = "lenient_path")]
     mount: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient_number")]
+    shutdown_grace_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -298,6 +306,11 @@ impl ConfigLayers {
                 "storage.transfer_stall_secs",
                 self.storage.transfer_stall_secs,
                 DEFAULT_TRANSFER_STALL_SECS,
+            )?,
+            shutdown_grace: positive_secs(
+                "snapfs.shutdown_grace_secs",
+                self.snapfs.shutdown_grace_secs,
+                DEFAULT_SHUTDOWN_GRACE_SECS,
             )?,
             demo: self.snapfs.demo.unwrap_or(false),
             mount: self.snapfs.mount.filter(|p| !p.as_os_str().is_empty()),

@@ -1,13 +1,16 @@
 //! `snapfs serve`: open the storage under an exclusive lock, listen, and on
 //! SIGINT/SIGTERM stop accepting, finish in-flight requests, stop every writer
 //! after its queued updates, flush every shard and exit 0. With a mount, it is
-//! unmounted first (on every exit path, errors included).
+//! unmounted first (on every exit path, errors included). A stop is bounded:
+//! requests in flight get `snapfs.shutdown_grace_secs`, the rest of the stop
+//! `FINAL_STOP_LIMIT`, and a second signal exits at once.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
@@ -49,6 +52,15 @@ impl DataDirLock {
     }
 }
 
+/// After the grace for requests in flight, how long the rest of a stop (unmount,
+/// writers draining their queues, the final flush) may take before the process
+/// exits anyway. Nothing acknowledged is lost by that: it is in the pending logs
+/// and the engines' WALs, replayed at the next start.
+const FINAL_STOP_LIMIT: Duration = Duration::from_secs(60);
+/// Blocking work still running once the storage is closed (engine reads for a cut
+/// stream) is abandoned after this.
+const BLOCKING_WORK_LIMIT: Duration = Duration::from_secs(2);
+
 pub fn run(config: Config) -> anyhow::Result<()> {
     for dir in [
         &config.data_dir,
@@ -76,17 +88,34 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(serve(&config, mount_point));
-    // Blocking work (engine reads) may still be finishing; give it a moment, not forever.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    runtime.shutdown_timeout(BLOCKING_WORK_LIMIT);
     let _ = std::fs::remove_file(&config.socket);
     result
 }
 
+/// Open the storage, serve, and close the storage on every way out: a clean stop
+/// and an error alike flush every shard and keep its clock, so the next start does
+/// not take unchanged shards for changed ones.
 async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<()> {
     let storage = {
         let path = config.storage_path.clone();
         tokio::task::spawn_blocking(move || Storage::open(&path)).await??
     };
+    let result = serve_storage(config, &storage, mount_point).await;
+    let closing = storage.clone();
+    tokio::task::spawn_blocking(move || closing.shutdown()).await?;
+    match &result {
+        Ok(()) => tracing::info!("stopped cleanly"),
+        Err(err) => tracing::info!(err = %format!("{err:#}"), "storage closed after an error"),
+    }
+    result
+}
+
+async fn serve_storage(
+    config: &Config,
+    storage: &Arc<Storage>,
+    mount_point: Option<PathBuf>,
+) -> anyhow::Result<()> {
     storage.stage_restores_in(&config.temp_path)?;
     crate::snapshot::stored::clean_leftovers(&config.snapshots_path)?;
     crate::snapshot::view::start_freeze_watchdog(
@@ -95,13 +124,13 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
     )?;
     if let Some(file) = &config.storage_snapshot {
         let restored =
-            crate::snapshot::restore::restore_full(&storage, file, &config.temp_path, config.force)
+            crate::snapshot::restore::restore_full(storage, file, &config.temp_path, config.force)
                 .await
                 .with_context(|| format!("restoring the storage snapshot {}", file.display()))?;
         tracing::info!(collections = ?restored, "full-storage snapshot restored");
     }
     if config.demo && storage.is_empty() {
-        crate::demo::create_demo_collection(&storage).await?;
+        crate::demo::create_demo_collection(storage).await?;
     }
 
     let state = Arc::new(AppState {
@@ -119,13 +148,17 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let grace = config.shutdown_grace;
 
-    let unix = server::bind_unix(&config.socket)?;
+    // Dropped on every way out of this function: listener tasks are cancelled
+    // with their connections.
     let mut servers = tokio::task::JoinSet::new();
+    let unix = server::bind_unix(&config.socket)?;
     servers.spawn(server::serve(
         unix,
         router.clone(),
         stopped(stop_rx.clone()),
+        grace,
     ));
     if let (Some(addr), Some(key)) = (config.http, config.api_key.clone()) {
         let tcp = server::bind_tcp(&addr.to_string()).await?;
@@ -133,6 +166,7 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
             tcp,
             server::require_api_key(router, key),
             stopped(stop_rx.clone()),
+            grace,
         ));
         tracing::info!(%addr, "HTTP API on TCP (api-key required)");
     }
@@ -159,20 +193,49 @@ async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<
         _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
         Some(result) = servers.join_next() => {
-            result??;
+            result?;
             bail!("a listener stopped unexpectedly");
         }
     }
+    bound_the_stop(grace + FINAL_STOP_LIMIT, sigterm, sigint);
     let _ = stop_tx.send(true);
     if let Some(mut mount) = mounted.take() {
         tokio::task::spawn_blocking(move || mount.unmount()).await?;
     }
-    while let Some(result) = servers.join_next().await {
-        if let Err(err) = result? {
-            tracing::warn!(%err, "listener ended with an error");
-        }
+    let mut abandoned = 0;
+    while let Some(drained) = servers.join_next().await {
+        abandoned += drained?.abandoned;
     }
-    tokio::task::spawn_blocking(move || storage.shutdown()).await?;
-    tracing::info!("stopped cleanly");
+    if abandoned > 0 {
+        tracing::warn!(
+            connections = abandoned,
+            "requests still in flight after snapfs.shutdown_grace_secs ({grace:?}) were abandoned"
+        );
+    }
     Ok(())
+}
+
+/// Once a stop has begun, it ends within `limit` whatever hangs, and a second
+/// signal ends it at once. Either way the process exits 1 without the final
+/// flush: acknowledged updates are in the pending logs and WALs.
+fn bound_the_stop(
+    limit: Duration,
+    mut sigterm: tokio::signal::unix::Signal,
+    mut sigint: tokio::signal::unix::Signal,
+) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+        tracing::error!("a second signal: exiting now, without the final flush");
+        std::process::exit(1);
+    });
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        tracing::error!(
+            "the stop did not finish within {limit:?}: exiting without the final flush"
+        );
+        std::process::exit(1);
+    });
 }

@@ -5,13 +5,23 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use subtle::ConstantTimeEq;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 use super::envelope::ApiError;
 
@@ -79,20 +89,61 @@ fn presented_key(request: &Request) -> Option<String> {
     bearer.strip_prefix("Bearer ").map(str::to_string)
 }
 
-/// Serve `router` on any listener (Unix or TCP) until `shutdown` completes, then
-/// finish the requests in flight.
+/// How a listener's connections ended once it was told to stop.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Connections still busy when the grace ran out, cut there.
+    pub abandoned: usize,
+}
+
+/// Serve `router` on any listener (Unix or TCP) until `stop` completes. Then no
+/// new connection is accepted, idle ones close, and requests in flight get `grace`
+/// to finish; whatever still runs after that is cut: its task is dropped, so a
+/// handler's staging files go with it and the daemon's stop stays bounded.
+///
+/// (axum's own `serve` waits for requests in flight without a limit, and its
+/// connection tasks cannot be cancelled from outside; hence this loop on hyper.)
 pub async fn serve<L>(
-    listener: L,
+    mut listener: L,
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
+    stop: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Drained
 where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
 {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut builder = http1::Builder::new();
+    // Slow-loris: a client must finish its request head within hyper's default limit.
+    builder.timer(TokioTimer::new());
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            (io, _addr) = listener.accept() => {
+                let service = TowerToHyperService::new(
+                    router.clone().map_request(|request: Request<Incoming>| request.map(Body::new)),
+                );
+                let connection = builder.serve_connection(TokioIo::new(io), service);
+                let watched = graceful.watch(connection);
+                connections.spawn(async move {
+                    if let Err(err) = watched.await {
+                        tracing::trace!(%err, "connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut stop => break,
+        }
+    }
+    drop(listener);
+    let mut drained = Drained::default();
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        drained.abandoned = connections.len();
+        connections.abort_all();
+    }
+    while connections.join_next().await.is_some() {}
+    drained
 }
 
 #[cfg(test)]

@@ -577,12 +577,16 @@ fn write_clock(path: &Path, clock: ShardClock) -> Result<()> {
 
 /// What identifies a shard directory's content cheaply: every file's relative path
 /// and size, and the content of small files (configs, versions). Timestamps are left
-/// out: the engine rewrites unchanged configs at load.
+/// out: the engine rewrites unchanged configs at load. Payload trackers' journals
+/// are left out as archives leave them out: the engine removes them at every load
+/// after a flush, which changes nothing a snapshot holds.
 fn files_signature(dir: &Path) -> Vec<(PathBuf, u64, Option<Vec<u8>>)> {
     /// Files up to this size are compared by content.
     const SMALL: u64 = 64 * 1024;
+    let tracker_journal = std::ffi::OsStr::new(crate::snapshot::archive::TRACKER_JOURNAL);
     let mut out: Vec<_> = super::regular_files(dir)
         .into_iter()
+        .filter(|(path, _)| path.file_name() != Some(tracker_journal))
         .map(|(path, len)| {
             let content = (len <= SMALL).then(|| std::fs::read(&path).unwrap_or_default());
             (

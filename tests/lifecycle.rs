@@ -1,0 +1,163 @@
+//! The daemon's way out: a stop is bounded whatever is in flight, and an error exit
+//! after the storage opened still closes it cleanly (its clocks survive).
+
+mod support;
+
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::json;
+use support::*;
+
+/// Last-Modified of shard 0's live snapshot: the shard's last change, which only a
+/// clean stop carries over to the next start.
+fn last_modified(daemon: &Daemon, collection: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--unix-socket"])
+        .arg(&daemon.socket)
+        .arg(format!(
+            "http://localhost/collections/{collection}/shards/0/snapshot"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("last-modified: "))
+        .unwrap_or_else(|| panic!("no last-modified in {text}"));
+    value.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_exit_after_the_storage_opened_still_stops_it_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_in(dir.path(), &[], &[]);
+    seeded_collection(&daemon.client(), "kept", 1, 100).await;
+    wait_settled(&daemon.client(), "kept").await;
+    let before = last_modified(&daemon, "kept");
+    assert!(daemon.stop().success());
+    // Whole seconds: a clock reset at the next start would show.
+    std::thread::sleep(Duration::from_millis(1100));
+    // A plain restart keeps it (the engine's load tidies files no archive holds).
+    let mut daemon = Daemon::start_in(dir.path(), &[], &[]);
+    assert_eq!(last_modified(&daemon, "kept"), before);
+    assert!(daemon.stop().success());
+
+    // The TCP port is taken: the daemon fails after it opened the storage.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut failing =
+        Daemon::spawn(dir.path(), &["--http", &addr, "--api-key", "k"], &[]);
+    let status = failing.wait_exit();
+    assert!(!status.success());
+    assert!(
+        failing.log().contains("cannot listen"),
+        "{}",
+        failing.log()
+    );
+
+    let daemon = Daemon::start_in(dir.path(), &[], &[]);
+    assert_eq!(
+        last_modified(&daemon, "kept"),
+        before,
+        "the failed start left the shard marked as changed; log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(count(&daemon.client(), "kept").await, 100);
+}
+
+/// A recovery from a server that trickles a byte at a time: a request that would
+/// not finish for hours. Returns once it is under way (its staging directory exists).
+fn start_a_never_ending_request(
+    daemon: &Daemon,
+) -> (
+    PyHttp,
+    tokio::task::JoinHandle<anyhow::Result<(hyper::StatusCode, serde_json::Value)>>,
+) {
+    let trickle = PyHttp::start(
+        &qdrant_fixture("qdrant-docs.snapshot"),
+        "self.send_response(200); self.send_header('content-length', str(len(FILE))); self.end_headers()\n\
+         for i in range(len(FILE)):\n    self.wfile.write(FILE[i:i + 1]); self.wfile.flush(); time.sleep(0.2)",
+    );
+    let url = trickle.url("/docs.snapshot");
+    let client = daemon.client();
+    let in_flight = tokio::spawn(async move {
+        client
+            .raw(
+                Method::PUT,
+                "/collections/docs/snapshots/recover",
+                Some(&json!({ "location": url })),
+            )
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while daemon.staging_leftovers().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (trickle, in_flight)
+}
+
+/// After a stop, nothing was restored, nothing acknowledged was lost and nothing
+/// is left over.
+async fn assert_restart_is_whole(dir: &std::path::Path) {
+    let daemon = Daemon::start_in(dir, &[], &[]);
+    let (status, _) = call(&daemon.client(), Method::GET, "/collections/docs", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(count(&daemon.client(), "kept").await, 50);
+    assert!(
+        daemon.staging_leftovers().is_empty(),
+        "{:?}",
+        daemon.staging_leftovers()
+    );
+}
+
+/// A request in flight does not hold the stop beyond `snapfs.shutdown_grace_secs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_does_not_wait_forever_for_a_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_in(
+        dir.path(),
+        &[],
+        &[("SNAPFS__SNAPFS__SHUTDOWN_GRACE_SECS", "1")],
+    );
+    seeded_collection(&daemon.client(), "kept", 1, 50).await;
+    let (_trickle, in_flight) = start_a_never_ending_request(&daemon);
+
+    let status = daemon.stop();
+    assert!(status.success(), "{status}; log:\n{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("abandoned"), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
+    // The client saw its request cut, not a success.
+    match in_flight.await.unwrap() {
+        Ok((status, body)) => assert_ne!(status.as_u16(), 200, "{body}"),
+        Err(_cut) => {}
+    }
+    assert_restart_is_whole(dir.path()).await;
+}
+
+/// A second SIGTERM ends a stop at once (exit 1); what was acknowledged survives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_in(
+        dir.path(),
+        &[],
+        &[("SNAPFS__SNAPFS__SHUTDOWN_GRACE_SECS", "600")],
+    );
+    seeded_collection(&daemon.client(), "kept", 1, 50).await;
+    let (_trickle, _in_flight) = start_a_never_ending_request(&daemon);
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(daemon.pid(), libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !daemon.log().contains("SIGTERM: shutting down") {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(daemon.pid(), libc::SIGTERM) };
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", daemon.log());
+    assert!(daemon.log().contains("second signal"), "{}", daemon.log());
+    assert_restart_is_whole(dir.path()).await;
+}
