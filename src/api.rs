@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post, put};
 
 use crate::storage::{Result, Storage, StorageError};
@@ -61,10 +61,10 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
         .route("/", get(collections::root))
         .route(
             "/metrics",
-            get(|| async {
+            get(|State(state): State<Arc<AppState>>| async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-                    crate::metrics::render(),
+                    crate::metrics::render(&state.storage.collection_names()),
                 )
             }),
         )

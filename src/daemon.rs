@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +35,8 @@ impl DataDirLock {
             .write(true)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        let locked =
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok();
         if !locked {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
             bail!(
@@ -124,7 +123,7 @@ async fn serve_storage(
     )?;
     if let Some(file) = &config.storage_snapshot {
         let restored =
-            crate::snapshot::restore::restore_full(storage, file, &config.temp_path, config.force)
+            crate::snapshot::restore::full::restore_full(storage, file, &config.temp_path, config.force)
                 .await
                 .with_context(|| format!("restoring the storage snapshot {}", file.display()))?;
         tracing::info!(collections = ?restored, "full-storage snapshot restored");

@@ -270,7 +270,7 @@ impl SnapFs {
             }),
             Node::Metrics => Ok(file_attr(
                 ino,
-                metrics::render().len() as u64,
+                metrics::render(&self.ns.storage().collection_names()).len() as u64,
                 SystemTime::now(),
                 true,
             )),
@@ -319,7 +319,7 @@ impl SnapFs {
                     ..file_attr(ino, meta.len(), meta.modified()?, false)
                 })
             }
-            _ => Err(FsError::Io(format!("no attributes for {node:?}"))),
+            _ => Err(FsError::io(format!("no attributes for {node:?}"))),
         }
     }
 
@@ -361,7 +361,7 @@ impl SnapFs {
         let found = crate::snapshot::partial::manifests(storage, collection, id, false)?;
         let last_change = storage.collection(collection)?.shard(id)?.last_change();
         let mut text =
-            serde_json::to_vec_pretty(&found.versions).map_err(|e| FsError::Io(e.to_string()))?;
+            serde_json::to_vec_pretty(&found.versions).map_err(|e| FsError::io(e.to_string()))?;
         text.push(b'\n');
         Ok((text, last_change))
     }
@@ -491,7 +491,10 @@ impl SnapFs {
                 )),
                 None => Err(FsError::NotFound),
             },
-            Node::Metrics => Ok(bytes(metrics::render().into_bytes(), SystemTime::now())),
+            Node::Metrics => Ok(bytes(
+                metrics::render(&self.ns.storage().collection_names()).into_bytes(),
+                SystemTime::now(),
+            )),
             Node::Info(c) => {
                 let collection = self.ns.storage().collection(&c)?;
                 Ok(bytes(
@@ -532,7 +535,7 @@ impl SnapFs {
                     Ok(n) => n,
                     Err(err) => {
                         live.hasher.finish(layout, offset, &[]);
-                        return Err(FsError::Io(err.to_string()));
+                        return Err(FsError::Io(err));
                     }
                 };
                 sent(&buf[..n]);

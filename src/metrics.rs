@@ -61,6 +61,18 @@ pub enum Via {
     Fuse,
 }
 
+impl Via {
+    const ALL: [Via; 2] = [Via::Http, Via::Fuse];
+
+    fn label(self) -> ViaLabel {
+        let via = match self {
+            Via::Http => "http",
+            Via::Fuse => "fuse",
+        };
+        ViaLabel { via }
+    }
+}
+
 /// Which way partial-snapshot bytes went.
 #[derive(Debug, Clone, Copy)]
 pub enum Direction {
@@ -68,6 +80,50 @@ pub enum Direction {
     Sent,
     /// Partial archives applied here.
     Received,
+}
+
+impl Direction {
+    const ALL: [Direction; 2] = [Direction::Sent, Direction::Received];
+
+    fn label(self) -> DirectionLabel {
+        let direction = match self {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        };
+        DirectionLabel { direction }
+    }
+}
+
+/// Why a restore (or partial apply) was refused or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The bytes are not the ones the checksum names.
+    Checksum,
+    /// Not enough room on disk.
+    Space,
+    /// The archive or request is not a valid snapshot (unsafe entries included).
+    Invalid,
+    /// Anything else: an I/O error, a peer, the engine.
+    Internal,
+}
+
+impl FailureReason {
+    const ALL: [FailureReason; 4] = [
+        FailureReason::Checksum,
+        FailureReason::Space,
+        FailureReason::Invalid,
+        FailureReason::Internal,
+    ];
+
+    fn label(self) -> ReasonLabel {
+        let reason = match self {
+            FailureReason::Checksum => "checksum",
+            FailureReason::Space => "space",
+            FailureReason::Invalid => "invalid",
+            FailureReason::Internal => "internal",
+        };
+        ReasonLabel { reason }
+    }
 }
 
 struct Metrics {
@@ -137,6 +193,16 @@ fn metrics() -> &'static Metrics {
             "Bytes of partial snapshots sent to receivers and applied here, by direction",
             m.partial_bytes.clone(),
         );
+        // Series with fixed labels show from the start, at zero.
+        for via in Via::ALL {
+            let _ = m.streamed.get_or_create(&via.label());
+        }
+        for direction in Direction::ALL {
+            let _ = m.partial_bytes.get_or_create(&direction.label());
+        }
+        for reason in FailureReason::ALL {
+            let _ = m.restore_failures.get_or_create(&reason.label());
+        }
         m
     })
 }
@@ -180,11 +246,11 @@ impl Drop for RecoveryRunning {
     }
 }
 
-/// A restore was refused or failed, by reason (checksum, space, invalid, internal).
-pub fn restore_failed(reason: &'static str) {
+/// A restore was refused or failed.
+pub fn restore_failed(reason: FailureReason) {
     metrics()
         .restore_failures
-        .get_or_create(&ReasonLabel { reason })
+        .get_or_create(&reason.label())
         .inc();
 }
 
@@ -194,24 +260,13 @@ pub fn snapshot_created(id: &str) {
 }
 
 pub fn bytes_streamed(via: Via, bytes: u64) {
-    let via = match via {
-        Via::Http => "http",
-        Via::Fuse => "fuse",
-    };
-    metrics()
-        .streamed
-        .get_or_create(&ViaLabel { via })
-        .inc_by(bytes);
+    metrics().streamed.get_or_create(&via.label()).inc_by(bytes);
 }
 
 pub fn partial_bytes(direction: Direction, bytes: u64) {
-    let direction = match direction {
-        Direction::Sent => "sent",
-        Direction::Received => "received",
-    };
     metrics()
         .partial_bytes
-        .get_or_create(&DirectionLabel { direction })
+        .get_or_create(&direction.label())
         .inc_by(bytes);
 }
 
@@ -231,8 +286,17 @@ pub fn fuse_error(errno: &'static str) {
 /// The `Content-Type` of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Everything, in the OpenMetrics text format (which Prometheus scrapes).
-pub fn render() -> String {
+/// Everything, in the OpenMetrics text format (which Prometheus scrapes). Each of
+/// `collections` has its per-collection series, at zero if nothing happened to it
+/// yet (a family without series would not show at all).
+pub fn render<S: AsRef<str>>(collections: &[S]) -> String {
+    let m = metrics();
+    for name in collections {
+        let label = collection(name.as_ref());
+        let _ = m.creation_running.get_or_create(&label);
+        let _ = m.recovery_running.get_or_create(&label);
+        let _ = m.created.get_or_create(&label);
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &metrics().registry)
         .expect("writing to a String cannot fail");
@@ -248,12 +312,22 @@ mod tests {
         snapshot_created("metrics-test\"x");
         bytes_streamed(Via::Fuse, 10);
         let running = CreationRunning::start("metrics-test");
-        let text = render();
+        let text = render(&["metrics-test-idle"]);
         assert!(text.contains("snapshot_created_total{id=\"metrics-test\\\"x\"} 1"), "{text}");
         assert!(text.contains("# TYPE snapshot_creation_running gauge"));
         assert!(text.contains("snapshot_creation_running{id=\"metrics-test\"} 1"), "{text}");
+        // A collection nothing happened to yet has its series at zero.
+        for family in ["snapshot_creation_running", "snapshot_recovery_running"] {
+            assert!(
+                text.contains(&format!("{family}{{id=\"metrics-test-idle\"}} 0")),
+                "{text}"
+            );
+        }
+        assert!(text.contains("snapshot_created_total{id=\"metrics-test-idle\"} 0"));
+        assert!(text.contains("snapfs_restore_failures_total{reason=\"space\"} 0"));
         drop(running);
-        assert!(render().contains("snapshot_creation_running{id=\"metrics-test\"} 0"));
+        let none: [&str; 0] = [];
+        assert!(render(&none).contains("snapshot_creation_running{id=\"metrics-test\"} 0"));
         let fuse: u64 = text
             .lines()
             .find_map(|l| l.strip_prefix("snapfs_snapshot_bytes_streamed_total{via=\"fuse\"} "))

@@ -12,16 +12,19 @@
 pub mod archive;
 pub mod checksum;
 pub mod digest;
+pub mod error;
 pub mod intake;
 pub mod layout;
 pub mod names;
 pub mod partial;
+pub mod progress;
 pub mod restore;
 pub mod sparse;
 pub mod stored;
 pub mod tar_header;
-pub mod unpacked;
-pub mod verify;
+pub mod segment_layout;
+pub mod unpack;
 pub mod view;
 
+pub use error::SnapshotError;
 pub use view::{Scope, SnapshotView};

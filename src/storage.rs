@@ -335,15 +335,6 @@ pub fn regular_files(dir: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 /// `statvfs` of the file system holding `path`.
-pub fn filesystem_stats(path: &Path) -> std::io::Result<libc::statvfs> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::Error::other("path with a NUL byte"))?;
-    // SAFETY: statvfs fills a zeroed struct we own; the path is a valid C string.
-    unsafe {
-        let mut stats: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c_path.as_ptr(), &mut stats) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stats)
-    }
+pub fn filesystem_stats(path: &Path) -> std::io::Result<rustix::fs::StatVfs> {
+    Ok(rustix::fs::statvfs(path)?)
 }

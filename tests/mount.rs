@@ -107,7 +107,12 @@ async fn layout_follows_the_design_and_listings_follow_changes() {
     let readme = std::fs::read_to_string(m.path("README.txt")).unwrap();
     assert!(readme.contains("sha256sum -c"), "{readme}");
     let metrics = std::fs::read_to_string(m.path("metrics")).unwrap();
-    assert!(metrics.contains("snapshot_creation_running "), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"snapshot_creation_running{id="docs"} 0"#),
+        "{metrics}"
+    );
     let mut http_metrics = Vec::new();
     client
         .download(
@@ -1083,7 +1088,9 @@ async fn a_restore_under_way_shows_in_info_json() {
     assert_eq!(shown["restore"]["bytes_received"], half as u64, "{shown}");
     let metrics = std::fs::read_to_string(m.path("metrics")).unwrap();
     assert!(
-        metrics.lines().any(|l| l == "snapshot_recovery_running 1"),
+        metrics
+            .lines()
+            .any(|l| l == r#"snapshot_recovery_running{id="docs"} 1"#),
         "{metrics}"
     );
     file.write_all(&docs[half..]).unwrap();
@@ -1093,7 +1100,9 @@ async fn a_restore_under_way_shows_in_info_json() {
     assert!(names(&m.path("collections/docs/recover")).is_empty());
     let metrics = std::fs::read_to_string(m.path("metrics")).unwrap();
     assert!(
-        metrics.lines().any(|l| l == "snapshot_recovery_running 0"),
+        metrics
+            .lines()
+            .any(|l| l == r#"snapshot_recovery_running{id="docs"} 0"#),
         "{metrics}"
     );
 }

@@ -451,7 +451,9 @@ async fn reads_answer_and_writes_are_kept_while_a_pull_is_applied() {
     assert!(restore["bytes_received"].as_u64().unwrap() > 0, "{info}");
     let metrics = String::from_utf8(fetch(&cb, "/metrics").await).unwrap();
     assert!(
-        metrics.lines().any(|l| l == "snapshot_recovery_running 1"),
+        metrics
+            .lines()
+            .any(|l| l == r#"snapshot_recovery_running{id="m"} 1"#),
         "{metrics}"
     );
     // Acknowledged while the pull runs: one at once, one once applied.

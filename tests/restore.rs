@@ -288,7 +288,22 @@ async fn hostile_and_broken_archives_change_nothing() {
         if let Some(sum) = checksum {
             request["checksum"] = json!(sum);
         }
+        let failures_before = restore_failures(&client).await;
         let (status, body) = recover(&client, "keep", request).await;
+        // Counted once, under the reason its kind gives (never read from the text).
+        let reason = if words.contains("Checksum") {
+            "checksum"
+        } else if words.contains("free space") {
+            "space"
+        } else {
+            "invalid"
+        };
+        let failures_after = restore_failures(&client).await;
+        for (label, count) in &failures_after {
+            let added = count - failures_before[label];
+            let expected = if label == reason { 1.0 } else { 0.0 };
+            assert_eq!(added, expected, "{what}: reason {label} counted {added} times");
+        }
         let expected_status = if words.contains("free space") {
             507
         } else {
@@ -350,6 +365,25 @@ async fn hostile_and_broken_archives_change_nothing() {
     )
     .await;
     assert_eq!(status, 403, "{body}");
+    // Qdrant's rule: a file:// location is absolute or on localhost; other schemes
+    // are refused with words.
+    for (location, words) in [
+        ("file://keep.snapshot", "Invalid snapshot URI, file path must be absolute or on localhost"),
+        ("file://otherhost/tmp/x.snapshot", "Invalid snapshot URI"),
+        ("ftp://example.com/x.snapshot", "is not available"),
+    ] {
+        let (status, body) = recover(&client, "keep", json!({"location": location})).await;
+        assert_eq!(status, 400, "{location}: {body}");
+        assert!(error_of(&body).contains(words), "{location}: {body}");
+    }
+    // Percent-escapes and a localhost host are a path like any other.
+    let escaped = format!(
+        "file://localhost{}",
+        outside.display().to_string().replace("outside", "%6Futside")
+    );
+    let (status, body) = recover(&client, "keep", json!({"location": escaped})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(error_of(&body).contains("outside.snapshot"), "{body}");
     let (status, body) = recover(
         &client,
         "keep",
@@ -1026,4 +1060,16 @@ async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
         "{:?}",
         daemon.staging_leftovers()
     );
+}
+
+/// `snapfs_restore_failures_total` by reason, from `/metrics`.
+async fn restore_failures(client: &Client) -> std::collections::BTreeMap<String, f64> {
+    let text = String::from_utf8(fetch(client, "/metrics").await).unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("snapfs_restore_failures_total{reason=\""))
+        .map(|rest| {
+            let (label, value) = rest.split_once("\"} ").unwrap();
+            (label.to_string(), value.trim().parse().unwrap())
+        })
+        .collect()
 }

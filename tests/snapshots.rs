@@ -169,7 +169,7 @@ async fn shard_stream_is_a_valid_tar_the_engine_loads() {
             seen.insert(n);
         }
         // Unpacked by plain GNU tar, once segments are back in the engine's layout, it loads too.
-        snapfs::snapshot::unpacked::normalize_segments(&extracted).unwrap();
+        snapfs::snapshot::segment_layout::normalize_segments(&extracted).unwrap();
         assert_eq!(shard_points(&extracted).len(), points.len());
     }
     assert_eq!(
@@ -626,7 +626,7 @@ async fn snapshots_under_a_write_storm_hold_whole_batches_in_order() {
         let mut batches: BTreeMap<u64, u64> = BTreeMap::new();
         for shard in 0..3 {
             let shard_dir = out.join(shard.to_string());
-            snapfs::snapshot::unpacked::normalize_segments(&shard_dir).unwrap();
+            snapfs::snapshot::segment_layout::normalize_segments(&shard_dir).unwrap();
             for (_, (payload, _)) in shard_points(&shard_dir) {
                 *batches
                     .entry(payload["batch"].as_u64().unwrap())

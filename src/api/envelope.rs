@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::snapshot::SnapshotError;
 use crate::storage::StorageError;
 
 /// When the request started; every answer reports the time since.
@@ -92,7 +93,9 @@ impl From<StorageError> for ApiError {
             StorageError::CollectionExists(_) => StatusCode::CONFLICT,
             StorageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             StorageError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            StorageError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
+            StorageError::Snapshot(err) if err.is_no_space() => StatusCode::INSUFFICIENT_STORAGE,
+            StorageError::Snapshot(SnapshotError::Io(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            StorageError::Snapshot(_) => StatusCode::BAD_REQUEST,
             StorageError::Peer(_) => StatusCode::BAD_GATEWAY,
             StorageError::AlreadyInProgress(_) => StatusCode::SERVICE_UNAVAILABLE,
             StorageError::Internal(_) | StorageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -186,18 +186,29 @@ async fn obtain(
     location: &str,
     api_key: Option<&str>,
 ) -> Result<Received, ApiError> {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        return download(app, scope, location, api_key).await;
-    }
-    let path = if let Some(path) = location.strip_prefix("file://") {
-        confined_file(app, path)?
-    } else if location.contains("://") {
-        return Err(ApiError::bad_request(format!(
-            "recovery from `{location}` is not available: use http(s)://…, a file:// path inside {} or a stored snapshot's name",
-            allowed_list(app)
-        )));
-    } else {
-        stored::stored_path(&app.snapshots_path, scope, location)?
+    let path = match url::Url::parse(location) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            return download(app, scope, location, api_key).await;
+        }
+        Ok(url) if url.scheme() == "file" => {
+            // As Qdrant: `file:///abs/path` or `file://localhost/abs/path` only
+            // (percent-escapes decoded); `file://name` names a host.
+            let host_is_local = matches!(url.host_str(), None | Some("") | Some("localhost"));
+            let path = url.to_file_path().ok().filter(|_| host_is_local).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Invalid snapshot URI, file path must be absolute or on localhost: {location}"
+                ))
+            })?;
+            confined_file(app, &path.to_string_lossy())?
+        }
+        Ok(url) if url.scheme().len() > 1 => {
+            return Err(ApiError::bad_request(format!(
+                "recovery from `{location}` is not available: use http(s)://…, a file:// path inside {} or a stored snapshot's name",
+                allowed_list(app)
+            )));
+        }
+        // No scheme (or a one-letter one, a Windows drive): a stored snapshot's name.
+        _ => stored::stored_path(&app.snapshots_path, scope, location)?,
     };
     Ok(restore::receive_file(&app.storage, &path, restore::shown_as(scope)).await?)
 }

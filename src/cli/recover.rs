@@ -23,7 +23,7 @@ pub struct RecoverArgs {
 fn read_checksum_file(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    crate::snapshot::restore::sidecar_checksum(&text).ok_or_else(|| {
+    crate::snapshot::checksum::sidecar_checksum(&text).ok_or_else(|| {
         anyhow::anyhow!(
             "{} holds no SHA-256 (64 hex digits, or a sha256sum line)",
             path.display()

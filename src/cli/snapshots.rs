@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::client::Client;
 use crate::snapshot::digest::hex;
-use crate::snapshot::verify::verify_archive;
+use crate::snapshot::unpack::verify_archive;
 
 /// Which snapshots a command addresses: a collection's, one shard's, or full storage.
 pub enum Target {

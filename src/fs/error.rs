@@ -27,18 +27,24 @@ pub enum FsError {
     #[error("busy: {0}")]
     Busy(String),
     #[error("I/O error: {0}")]
-    Io(String),
-    /// No room for a restore; the reason is in `<name>.error`.
-    #[error("no space: {0}")]
-    NoSpace(String),
-    /// A restore refused the snapshot; the reason is in `<name>.error`.
+    Io(#[source] std::io::Error),
+    /// The storage failed what the operation asked of it.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// A restore refused the snapshot (or found no room); the reason is in
+    /// `<name>.error`.
     #[error("restore failed: {0}")]
-    RestoreFailed(String),
+    RestoreFailed(#[source] StorageError),
 }
 
 pub type FsResult<T> = Result<T, FsError>;
 
 impl FsError {
+    /// An I/O failure of the filesystem's own (no system error behind it).
+    pub fn io(message: impl Into<String>) -> Self {
+        FsError::Io(std::io::Error::other(message.into()))
+    }
+
     /// The errno the kernel passes on to the caller, and its name for logs and metrics.
     pub fn errno(&self) -> (i32, &'static str) {
         match self {
@@ -53,8 +59,10 @@ impl FsError {
             FsError::Unsupported(_) => (libc::EOPNOTSUPP, "EOPNOTSUPP"),
             FsError::Busy(_) => (libc::EBUSY, "EBUSY"),
             FsError::Io(_) => (libc::EIO, "EIO"),
-            FsError::RestoreFailed(_) => (libc::EIO, "EIO"),
-            FsError::NoSpace(_) => (libc::ENOSPC, "ENOSPC"),
+            FsError::Storage(err) | FsError::RestoreFailed(err) if err.is_no_space() => {
+                (libc::ENOSPC, "ENOSPC")
+            }
+            FsError::Storage(_) | FsError::RestoreFailed(_) => (libc::EIO, "EIO"),
         }
     }
 
@@ -80,8 +88,7 @@ impl From<StorageError> for FsError {
             | StorageError::PointNotFound(_) => FsError::NotFound,
             StorageError::Io(e) => FsError::from(e),
             StorageError::ShuttingDown => FsError::Busy(err.to_string()),
-            StorageError::NoSpace(message) => FsError::NoSpace(message),
-            other => FsError::Io(other.to_string()),
+            other => FsError::Storage(other),
         }
     }
 }
@@ -90,7 +97,7 @@ impl From<std::io::Error> for FsError {
     fn from(err: std::io::Error) -> Self {
         match err.kind() {
             std::io::ErrorKind::NotFound => FsError::NotFound,
-            _ => FsError::Io(err.to_string()),
+            _ => FsError::Io(err),
         }
     }
 }

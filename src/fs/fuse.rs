@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle,
+    AccessFlags, BackingId, BsdFileFlags, Errno, FileAttr, FileHandle,
     FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig,
-    LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags, ReplyAttr,
-    ReplyBmap, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyLock, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr,
+    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
 };
 
@@ -60,8 +60,8 @@ struct Backings {
 
 impl FuseAdapter {
     pub fn new(core: Arc<SnapFs>, runtime: tokio::runtime::Handle) -> Self {
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
         FuseAdapter {
             core,
             runtime,
@@ -610,42 +610,10 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn getlk(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
-        _typ: i32,
-        _pid: u32,
-        reply: ReplyLock,
-    ) {
-        // ENOSYS tells the kernel to handle POSIX locks locally.
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn setlk(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
-        _typ: i32,
-        _pid: u32,
-        _sleep: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
-        // Not a block device filesystem.
-        reply.error(Errno::ENOSYS);
-    }
+    // Not here: getlk/setlk, bmap, poll, lseek and copy_file_range keep fuser's
+    // answer, ENOSYS, which the kernel takes as "do it yourself": local locks,
+    // always-ready polling, its own seeking (every byte of an archive is data),
+    // read + write instead of a server-side copy.
 
     fn ioctl(
         &self,
@@ -661,20 +629,6 @@ impl Filesystem for FuseAdapter {
         reply.error(Errno::ENOTTY);
     }
 
-    fn poll(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _ph: PollNotifier,
-        _events: PollEvents,
-        _flags: PollFlags,
-        reply: ReplyPoll,
-    ) {
-        // ENOSYS: the kernel then treats files as always ready, as for regular files.
-        reply.error(Errno::ENOSYS);
-    }
-
     fn fallocate(
         &self,
         _req: &Request,
@@ -686,38 +640,5 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         answer!(reply, "fallocate", self.core.refuse_change(ino.0));
-    }
-
-    fn lseek(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: i64,
-        _whence: i32,
-        reply: ReplyLseek,
-    ) {
-        // ENOSYS: the kernel seeks itself (and treats every byte as data for
-        // SEEK_DATA/SEEK_HOLE), which is right for archives that are all data.
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn copy_file_range(
-        &self,
-        _req: &Request,
-        _ino_in: INodeNo,
-        _fh_in: FileHandle,
-        _offset_in: u64,
-        ino_out: INodeNo,
-        _fh_out: FileHandle,
-        _offset_out: u64,
-        _len: u64,
-        _flags: CopyFileRangeFlags,
-        reply: ReplyWrite,
-    ) {
-        // Copies into the mount are refused like any write; copies out fall back
-        // to read + write in the kernel (ENOSYS).
-        let _ = ino_out;
-        reply.error(Errno::ENOSYS);
     }
 }

@@ -4,7 +4,6 @@
 //! alive: the connection is aborted (its reads fail with an error, never garbage)
 //! and the mount detached.
 
-use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use fuser::{Config, MountOption, SessionACL};
+use rustix::mount::UnmountFlags;
 
 use super::SnapFs;
 use super::fuse::{FuseAdapter, READAHEAD};
@@ -190,7 +190,7 @@ fn answer_within(mount_point: &Path, limit: Duration) -> anyhow::Result<std::fs:
 /// Kernel readahead for a FUSE mount starts at 128 KiB whatever init asked; the
 /// mount's bdi takes a larger value from root. Best effort.
 fn raise_readahead(dev: u64) {
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
     let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     if let Err(err) = std::fs::write(&knob, (READAHEAD / 1024).to_string()) {
         tracing::debug!(%err, knob, "could not raise the mount's readahead");
@@ -208,7 +208,7 @@ impl Mounted {
         let Some(session) = self.session.take() else {
             return;
         };
-        match umount(&self.path, 0) {
+        match umount(&self.path, UnmountFlags::empty()) {
             Ok(()) => tracing::info!("unmounted {}", self.path.display()),
             Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
                 tracing::warn!(
@@ -248,28 +248,21 @@ impl Drop for Mounted {
     }
 }
 
-fn umount(path: &Path, flags: libc::c_int) -> std::io::Result<()> {
-    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::Error::other("mount path contains a NUL byte"))?;
-    // SAFETY: umount2 reads a valid NUL-terminated path; no memory is shared.
-    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+fn umount(path: &Path, flags: UnmountFlags) -> std::io::Result<()> {
+    Ok(rustix::mount::unmount(path, flags)?)
 }
 
 /// Lazy unmount: the mount disappears from the namespace now, and is released
 /// once nothing uses it.
 pub fn detach(path: &Path) -> std::io::Result<()> {
-    umount(path, libc::MNT_DETACH)
+    umount(path, UnmountFlags::DETACH)
 }
 
 /// End a FUSE connection through fusectl: pending and future requests fail with
 /// ENOTCONN, and the session loop sees the device close. Best effort.
 fn abort_connection(dev: u64) {
     let dir = Path::new("/sys/fs/fuse/connections");
-    let control = dir.join(libc::minor(dev).to_string()).join("abort");
+    let control = dir.join(rustix::fs::minor(dev).to_string()).join("abort");
     if !control.exists() {
         // fusectl may not be mounted yet (root can mount it).
         let _ = std::process::Command::new("mount")

@@ -442,12 +442,10 @@ impl RecoverDirs {
     }
 }
 
-/// The errno a failed restore gives its writer: ENOSPC for want of room, EIO else.
+/// A failed restore as its writer sees it (ENOSPC for want of room, EIO else: the
+/// one errno map, [`FsError::errno`], decides).
 pub fn restore_error(err: &StorageError) -> FsError {
-    match err {
-        StorageError::NoSpace(message) => FsError::NoSpace(message.clone()),
-        other => FsError::RestoreFailed(other.to_string()),
-    }
+    FsError::RestoreFailed(err.duplicate())
 }
 
 /// Error files carry a timestamp for the user; their mtime is when they were written.
@@ -458,7 +456,7 @@ pub fn error_text(message: &str) -> String {
     )
 }
 
-pub use crate::snapshot::restore::sidecar_checksum;
+pub use crate::snapshot::checksum::sidecar_checksum;
 
 #[cfg(test)]
 mod tests {

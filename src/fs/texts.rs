@@ -52,7 +52,7 @@ The HTTP API on the control socket does what a file cannot say (see the README).
 pub fn info_json(collection: &Collection) -> FsResult<Vec<u8>> {
     let stats = collection.stats()?;
     let config: serde_json::Value = serde_json::to_value(collection.config())
-        .map_err(|e| super::error::FsError::Io(e.to_string()))?;
+        .map_err(|e| super::error::FsError::io(e.to_string()))?;
     let shards: Vec<_> = collection
         .shards()
         .into_iter()
@@ -90,12 +90,12 @@ pub fn info_json(collection: &Collection) -> FsResult<Vec<u8>> {
         // Moves whenever the collection's files (and so its snapshot bytes) change.
         "state_version": state_version,
         "last_update": creation_time(stats.last_change),
-        "restore": crate::snapshot::restore::running_restore(collection.name())
+        "restore": crate::snapshot::progress::running_restore(collection.name())
             .map(|r| r.to_json()),
         "config": config,
     });
     let mut text =
-        serde_json::to_vec_pretty(&info).map_err(|e| super::error::FsError::Io(e.to_string()))?;
+        serde_json::to_vec_pretty(&info).map_err(|e| super::error::FsError::io(e.to_string()))?;
     text.push(b'\n');
     Ok(text)
 }

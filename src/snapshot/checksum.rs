@@ -106,3 +106,10 @@ impl SequentialHasher {
         }
     }
 }
+
+/// The checksum in a sidecar: bare hex, or a `sha256sum` line (`<hex>  <name>`).
+pub fn sidecar_checksum(text: &str) -> Option<String> {
+    let hex = text.split_whitespace().next()?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}

@@ -4,7 +4,7 @@
 //!
 //! Two worker threads share the work so that two cores can: one hashes the whole
 //! stream (the checksum a user compares), the other walks the tar, hashes each file
-//! (the manifest's digests) and writes it ([`super::verify::unpack_entries`]). Both
+//! (the manifest's digests) and writes it ([`super::unpack::unpack_entries`]). Both
 //! get the same reference-counted chunks; the queues are bounded, so memory stays a
 //! few MiB at any archive size and a slow disk slows the sender instead of filling
 //! memory. When the unpacker refuses the archive, the next push says why at once.
@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::digest::hex;
-use super::restore::Running;
-use super::verify::{VerifyError, VerifyReport, unpack_entries};
+use super::progress::Running;
+use super::SnapshotError;
+use super::unpack::{VerifyReport, unpack_entries};
 use crate::storage::{Result, StorageError};
 
 /// Bytes handed to the workers at a time.
@@ -33,7 +34,7 @@ const QUEUE: usize = 4;
 pub struct Intake {
     unpack_tx: Option<mpsc::Sender<Bytes>>,
     hash_tx: Option<mpsc::Sender<Bytes>>,
-    unpacker: Option<JoinHandle<std::result::Result<VerifyReport, VerifyError>>>,
+    unpacker: Option<JoinHandle<std::result::Result<VerifyReport, SnapshotError>>>,
     hasher: Option<JoinHandle<(String, u64)>>,
     pending: BytesMut,
     /// Bytes received so far (shown in `info.json` while the restore runs).
@@ -41,7 +42,7 @@ pub struct Intake {
     started: std::time::Instant,
     staging: Option<PathBuf>,
     /// Why the unpacker stopped early, once known.
-    failed: Option<String>,
+    failed: Option<SnapshotError>,
     /// Counts this restore in `snapshot_recovery_running` while its bytes arrive.
     _running: crate::metrics::RecoveryRunning,
     /// Shows it in its collection's `info.json`, when the collection is known.
@@ -75,7 +76,7 @@ impl Intake {
     /// `staging` has free. `shown_as` (collection, what) makes the restore visible in
     /// that collection's `info.json` while the bytes arrive.
     pub fn start(staging: PathBuf, shown_as: Option<(String, String)>) -> Result<Intake> {
-        std::fs::create_dir(&staging)?;
+        fs_err::create_dir(&staging)?;
         let free = match free_space(&staging) {
             Ok(free) => free,
             Err(err) => {
@@ -117,9 +118,7 @@ impl Intake {
         let staging = self.staging.as_deref().expect("intake in use");
         let free = free_space(staging)?;
         if size > free {
-            return Err(StorageError::NoSpace(format!(
-                "not enough free space to restore: the archive is {size} bytes, {free} are free where collections are stored"
-            )));
+            return Err(SnapshotError::TooLarge { size, free }.into());
         }
         Ok(())
     }
@@ -175,7 +174,9 @@ impl Intake {
             .expect("hasher runs until finish")
             .join()
             .map_err(|_| StorageError::internal("the restore's hashing thread panicked"))?;
-        let mut report = unpacked.map_err(|e| refused(refusal(e, self.received())))?;
+        let received = self.received();
+        let mut report = unpacked
+            .map_err(|e| refused(SnapshotError::from_unpacking(e, received).into()))?;
         report.sha256 = sha256;
         report.archive_bytes = bytes;
         let staging = self.staging.take().expect("intake in use");
@@ -220,29 +221,29 @@ impl Intake {
 
     fn check_failed(&self) -> Result<()> {
         match &self.failed {
-            Some(why) => Err(StorageError::bad_request(why.clone())),
+            Some(refusal) => Err(refusal.duplicate().into()),
             None => Ok(()),
         }
     }
 
     /// The unpacker stopped taking bytes: it refused the archive. Say why.
     fn unpacker_failure(&mut self) -> StorageError {
-        let err = refused(match self.join_unpacker() {
-            Err(err) => refusal(err, self.received()),
-            Ok(_) => StorageError::internal("the archive's unpacker stopped early"),
-        });
-        self.failed = Some(err.to_string());
-        err
+        let err = match self.join_unpacker() {
+            Err(err) => SnapshotError::from_unpacking(err, self.received()),
+            Ok(_) => SnapshotError::Io(io::Error::other("the archive's unpacker stopped early")),
+        };
+        self.failed = Some(err.duplicate());
+        refused(err.into())
     }
 
-    fn join_unpacker(&mut self) -> std::result::Result<VerifyReport, VerifyError> {
+    fn join_unpacker(&mut self) -> std::result::Result<VerifyReport, SnapshotError> {
         match self.unpacker.take() {
             Some(handle) => handle.join().unwrap_or_else(|_| {
-                Err(VerifyError::Io(io::Error::other(
+                Err(SnapshotError::Io(io::Error::other(
                     "the restore's unpacking thread panicked",
                 )))
             }),
-            None => Err(VerifyError::Io(io::Error::other("already stopped"))),
+            None => Err(SnapshotError::Io(io::Error::other("already stopped"))),
         }
     }
 }
@@ -270,7 +271,7 @@ fn unpack_from(
     rx: mpsc::Receiver<Bytes>,
     dest: &Path,
     free: u64,
-) -> std::result::Result<VerifyReport, VerifyError> {
+) -> std::result::Result<VerifyReport, SnapshotError> {
     let mut reader = QueueReader {
         rx,
         current: Bytes::new(),
@@ -312,24 +313,9 @@ impl Read for QueueReader {
     }
 }
 
-/// The unpacker's complaint as the restore's error. `received` tells a truncated
-/// archive apart in the message.
-fn refusal(err: VerifyError, received: u64) -> StorageError {
-    match err {
-        VerifyError::NoSpace { .. } => StorageError::NoSpace(err.to_string()),
-        VerifyError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-            StorageError::NoSpace(format!(
-                "not enough free space to restore: the disk holding the collections filled up after {received} bytes of the archive"
-            ))
-        }
-        VerifyError::Io(e) => StorageError::Io(e),
-        other => StorageError::bad_request(other.to_string()),
-    }
-}
-
 /// A refusal while receiving: logged and counted like one at the switch.
 fn refused(err: StorageError) -> StorageError {
-    super::restore::count_refusal(&err);
+    super::progress::count_refusal(&err);
     tracing::warn!(%err, "restore refused while the archive arrived");
     err
 }
@@ -341,7 +327,7 @@ pub fn free_space(dir: &Path) -> io::Result<u64> {
 }
 
 fn remove_staging(staging: &Path) {
-    if let Err(err) = std::fs::remove_dir_all(staging)
+    if let Err(err) = fs_err::remove_dir_all(staging)
         && err.kind() != io::ErrorKind::NotFound
     {
         tracing::warn!(path = %staging.display(), %err, "could not remove a restore's staging directory");

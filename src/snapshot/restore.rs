@@ -10,17 +10,21 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
+use super::SnapshotError;
 use super::intake::{Intake, Received};
-use super::unpacked::normalize_segments;
-use super::verify::check_checksum;
+use super::progress::{Running, count_refusal};
+use super::segment_layout::normalize_segments;
+use super::unpack::check_checksum;
 use crate::storage::cache_pin::CachePin;
 use crate::storage::collection::CONFIG_FILE;
 use crate::storage::switch::ShardReplacement;
 use crate::storage::{Collection, CollectionConfig, Result, Storage, StorageError};
+
+pub mod full;
 
 /// Files a collection snapshot carries beside its shard directories.
 const COLLECTION_FILES: [&str; 5] = [
@@ -36,85 +40,6 @@ const COLLECTION_FILES: [&str; 5] = [
 pub struct Restored {
     pub sha256: String,
     pub files: usize,
-}
-
-/// A restore under way, as `info.json` shows it.
-#[derive(Debug, Clone)]
-pub struct RestoreState {
-    /// `collection` or `shard <id>`.
-    pub of: String,
-    /// `receiving` (bytes arriving and being unpacked) or `switching` (checked and
-    /// swapped in).
-    pub phase: &'static str,
-    pub since: SystemTime,
-    pub bytes: Arc<AtomicU64>,
-}
-
-impl RestoreState {
-    /// As `info.json` and `GET /collections/{c}` (under `snapfs`) show it.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "state": self.phase,
-            "of": self.of,
-            "since": super::names::creation_time(self.since),
-            "bytes_received": self.bytes.load(Ordering::Relaxed),
-        })
-    }
-}
-
-type Registry = Mutex<HashMap<String, (u64, RestoreState)>>;
-
-fn running() -> &'static Registry {
-    static RUNNING: OnceLock<Registry> = OnceLock::new();
-    RUNNING.get_or_init(Default::default)
-}
-
-/// The restore of `collection` under way, if any.
-pub fn running_restore(collection: &str) -> Option<RestoreState> {
-    running()
-        .lock()
-        .unwrap()
-        .get(collection)
-        .map(|(_, state)| state.clone())
-}
-
-/// Shows a restore of a collection as running for as long as it lives.
-pub struct Running {
-    collection: String,
-    id: u64,
-}
-
-impl Running {
-    pub fn start(collection: &str, of: String, phase: &'static str, bytes: Arc<AtomicU64>) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        let state = RestoreState {
-            of,
-            phase,
-            since: SystemTime::now(),
-            bytes,
-        };
-        running()
-            .lock()
-            .unwrap()
-            .insert(collection.to_string(), (id, state));
-        Running {
-            collection: collection.to_string(),
-            id,
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut running = running().lock().unwrap();
-        if running
-            .get(&self.collection)
-            .is_some_and(|(id, _)| *id == self.id)
-        {
-            running.remove(&self.collection);
-        }
-    }
 }
 
 type Locks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
@@ -298,8 +223,7 @@ async fn run_restore(
         let name_owned = name.to_string();
         let received = tokio::task::spawn_blocking(move || {
             if let Some(expected) = checksum {
-                check_checksum(&expected, &received.report.sha256)
-                    .map_err(|e| StorageError::bad_request(e.to_string()))?;
+                check_checksum(&expected, &received.report.sha256)?;
             }
             refuse_partial(&received)?;
             let state_time = received.report.newest_mtime;
@@ -362,7 +286,7 @@ async fn run_restore(
 fn refuse_partial(received: &Received) -> Result<()> {
     let staging = received.staging();
     let mut dirs = vec![staging.to_path_buf()];
-    if let Ok(entries) = std::fs::read_dir(staging) {
+    if let Ok(entries) = fs_err::read_dir(staging) {
         dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
     }
     if received.report.partial_target.is_some()
@@ -370,9 +294,9 @@ fn refuse_partial(received: &Received) -> Result<()> {
             .iter()
             .any(|dir| super::partial::apply::is_partial_tree(dir))
     {
-        return Err(StorageError::bad_request(
+        return Err(SnapshotError::invalid(
             "this is a partial snapshot: apply it to its shard with POST /collections/{c}/shards/{id}/snapshot/partial/recover (or write it into collections/<c>/shards/<id>/recover/)",
-        ));
+        ).into());
     }
     Ok(())
 }
@@ -381,19 +305,19 @@ fn refuse_partial(received: &Received) -> Result<()> {
 /// refuses other vector names or sizes). Blocking.
 fn prepare_shard(staging: &Path, edge: qdrant_edge::EdgeConfig) -> Result<CachePin> {
     if staging.join(CONFIG_FILE).exists() || staging.join("0").is_dir() {
-        return Err(StorageError::bad_request(
+        return Err(SnapshotError::invalid(
             "this is a collection snapshot, not a shard snapshot: restore it into the collection (collections/<c>/recover/ or recover/<c>.snapshot)",
-        ));
+        ).into());
     }
     if !staging.join("segments").is_dir() {
-        return Err(StorageError::bad_request(
+        return Err(SnapshotError::invalid(
             "not a shard snapshot: it has no segments/ directory",
-        ));
+        ).into());
     }
-    let _ = std::fs::remove_file(staging.join(super::archive::MANIFEST_NAME));
+    let _ = fs_err::remove_file(staging.join(super::archive::MANIFEST_NAME));
     normalize_segments(staging).map_err(layout_refusal)?;
     let engine = qdrant_edge::EdgeShard::load(staging, Some(edge)).map_err(|e| {
-        StorageError::bad_request(format!(
+        SnapshotError::invalid(format!(
             "the shard snapshot does not fit this collection: {e}"
         ))
     })?;
@@ -403,125 +327,46 @@ fn prepare_shard(staging: &Path, edge: qdrant_edge::EdgeConfig) -> Result<CacheP
     Ok(pin)
 }
 
-/// Restore every collection of a full-storage snapshot (`config.json` with
-/// `collections_mapping`, one collection snapshot per collection). Collections that
-/// exist are replaced only with `force`; others are left alone. The archive's
-/// `<file>.checksum` is checked when present.
-pub async fn restore_full(
-    storage: &Arc<Storage>,
-    archive: &Path,
-    temp_path: &Path,
-    force: bool,
-) -> Result<Vec<String>> {
-    let staging = temp_path.join(format!(".full-{}", uuid::Uuid::new_v4()));
-    let result = restore_full_in(storage, archive, &staging, force).await;
-    let _ = std::fs::remove_dir_all(&staging);
-    result
-}
-
-async fn restore_full_in(
-    storage: &Arc<Storage>,
-    archive: &Path,
-    staging: &Path,
-    force: bool,
-) -> Result<Vec<String>> {
-    let mut sidecar = archive.as_os_str().to_owned();
-    sidecar.push(super::stored::CHECKSUM_EXT);
-    let checksum = std::fs::read_to_string(&sidecar)
-        .ok()
-        .and_then(|t| sidecar_checksum(&t));
-    let mapping = {
-        let (archive, staging) = (archive.to_path_buf(), staging.to_path_buf());
-        tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>> {
-            // The outer archive is unpacked whole (each collection inside it is then
-            // received like any other archive): a start-up operation, two passes.
-            std::fs::create_dir_all(&staging)?;
-            let file = std::fs::File::open(&archive)?;
-            super::verify::unpack_verified(
-                std::io::BufReader::with_capacity(1 << 20, file),
-                checksum.as_deref(),
-                Some(&staging),
-            )
-            .map_err(|e| StorageError::bad_request(e.to_string()))?;
-            let config: serde_json::Value = std::fs::read(staging.join(CONFIG_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| StorageError::bad_request("not a full-storage snapshot: config.json with collections_mapping is missing"))?;
-            let mapping = config["collections_mapping"].as_object().ok_or_else(|| {
-                StorageError::bad_request("not a full-storage snapshot: config.json has no collections_mapping")
-            })?;
-            mapping
-                .iter()
-                .map(|(name, file)| {
-                    let file = file.as_str().unwrap_or_default().to_string();
-                    super::verify::check_entry_path(Path::new(&file))
-                        .map_err(|why| StorageError::bad_request(format!("collection {name}: {why}")))?;
-                    Ok((name.clone(), file))
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| StorageError::internal(e.to_string()))??
-    };
-    if !force
-        && let Some((existing, _)) = mapping
-            .iter()
-            .find(|(name, _)| storage.collection(name).is_ok())
-    {
-        return Err(StorageError::bad_request(format!(
-            "collection {existing} already exists; pass --force to replace the collections in the snapshot"
-        )));
-    }
-    let mut restored = Vec::new();
-    for (name, file) in mapping {
-        let shown = Some((name.clone(), "collection".to_string()));
-        let received = receive_file(storage, &staging.join(&file), shown).await?;
-        restore_collection(storage, &name, received, None).await?;
-        restored.push(name);
-    }
-    Ok(restored)
-}
-
 /// Check a staged collection snapshot and open every shard with the engine.
 /// Blocking.
 fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<CachePin> {
     let mut shard_dirs = BTreeSet::new();
-    for entry in std::fs::read_dir(staging)? {
+    for entry in fs_err::read_dir(staging)? {
         let entry = entry?;
         let entry_name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type()?.is_dir() && entry_name.parse::<u32>().is_ok() {
             shard_dirs.insert(entry_name.parse::<u32>().unwrap());
         } else if matches!(entry_name.as_str(), "segments" | "wal") {
-            return Err(StorageError::bad_request(
+            return Err(SnapshotError::invalid(
                 "this is a shard snapshot, not a collection snapshot: restore it into a shard (collections/<c>/shards/<id>/recover/)",
-            ));
+            ).into());
         } else if !COLLECTION_FILES.contains(&entry_name.as_str()) {
-            return Err(StorageError::bad_request(format!(
+            return Err(SnapshotError::invalid(format!(
                 "unexpected entry `{entry_name}` at the top of a collection snapshot"
-            )));
+            )).into());
         }
     }
-    let config_bytes = std::fs::read(staging.join(CONFIG_FILE)).map_err(|_| {
-        StorageError::bad_request("not a collection snapshot: config.json is missing")
+    let config_bytes = fs_err::read(staging.join(CONFIG_FILE)).map_err(|_| {
+        SnapshotError::invalid("not a collection snapshot: config.json is missing")
     })?;
     let config: CollectionConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
-        StorageError::bad_request(format!(
+        SnapshotError::invalid(format!(
             "the snapshot's config.json is not a collection config: {e}"
         ))
     })?;
     config.validate()?;
     let expected: BTreeSet<u32> = (0..config.shard_count()).collect();
     if shard_dirs != expected {
-        return Err(StorageError::bad_request(format!(
+        return Err(SnapshotError::invalid(format!(
             "the snapshot holds shards {shard_dirs:?} but its config says shard_number {}",
             config.shard_count()
-        )));
+        )).into());
     }
     for id in &shard_dirs {
         normalize_segments(&staging.join(id.to_string())).map_err(layout_refusal)?;
     }
     for extra in &COLLECTION_FILES[1..] {
-        let _ = std::fs::remove_file(staging.join(extra));
+        let _ = fs_err::remove_file(staging.join(extra));
     }
     for id in &shard_dirs {
         crate::storage::shard::write_restored_clock(
@@ -532,7 +377,7 @@ fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<Cac
     // Every shard must open with the engine before the collection is switched.
     let started = Instant::now();
     let collection = Collection::open(staging, name).map_err(|e| {
-        StorageError::bad_request(format!("the snapshot's shards do not open: {e}"))
+        SnapshotError::invalid(format!("the snapshot's shards do not open: {e}"))
     })?;
     let opened = started.elapsed();
     let pin = CachePin::pin(staging);
@@ -551,46 +396,14 @@ fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<Cac
     Ok(pin)
 }
 
-fn layout_refusal(err: std::io::Error) -> StorageError {
-    StorageError::bad_request(format!(
-        "the snapshot's segments are not laid out as Qdrant writes them: {err}"
-    ))
+fn layout_refusal(err: std::io::Error) -> SnapshotError {
+    SnapshotError::BadLayout(err.to_string())
 }
 
 fn sync_filesystem(dir: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let handle = std::fs::File::open(dir)?;
-    // SAFETY: syncfs on a descriptor we own.
-    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+    let handle = fs_err::File::open(dir)?;
+    rustix::fs::syncfs(&handle).map_err(std::io::Error::from)?;
     Ok(())
-}
-
-/// Count a refused restore in `snapfs_restore_failures_total`, by reason.
-pub(crate) fn count_refusal(err: &StorageError) {
-    crate::metrics::restore_failed(failure_reason(err));
-}
-
-/// A short label for the failures metric.
-fn failure_reason(err: &StorageError) -> &'static str {
-    let text = err.to_string();
-    if text.contains("Checksum mismatch") {
-        "checksum"
-    } else if matches!(err, StorageError::NoSpace(_)) {
-        "space"
-    } else if matches!(err, StorageError::BadRequest(_)) {
-        "invalid"
-    } else {
-        "internal"
-    }
-}
-
-/// The checksum in a sidecar: bare hex, or a `sha256sum` line (`<hex>  <name>`).
-pub fn sidecar_checksum(text: &str) -> Option<String> {
-    let hex = text.split_whitespace().next()?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| hex.to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Checking an archive, and unpacking it in the same pass: it must be a tar of plain
+//! The unpacker: checking an archive, and unpacking it in the same pass: it must be a tar of plain
 //! files and directories with safe relative paths; a snapfs archive's embedded
 //! manifest must match every file's size and SHA-256; the whole file may be checked
 //! against a known checksum. One sequential pass over the bytes, from any reader, so
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::archive::MANIFEST_NAME;
+use super::error::SnapshotError;
 use super::digest::hex;
 use super::sparse::SparseWriter;
 use super::tar_header::{DataLayout, data_layout, padded};
@@ -50,23 +51,6 @@ pub struct TargetFile {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CopyFrom(pub u64, pub String, pub u64, pub u64);
 
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error("not a readable tar archive: {0}")]
-    NotTar(String),
-    #[error("unsafe entry {path:?}: {why}")]
-    UnsafeEntry { path: String, why: String },
-    #[error("Checksum mismatch: expected {expected}, got {actual}")]
-    ChecksumMismatch { expected: String, actual: String },
-    #[error("manifest mismatch for {path}: {why}")]
-    ManifestMismatch { path: String, why: String },
-    #[error(
-        "not enough free space to restore: the archive's entries need more than {needed} bytes, {free} are free where collections are stored"
-    )]
-    NoSpace { needed: u64, free: u64 },
-    #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
-}
 
 #[derive(Deserialize)]
 struct Manifest {
@@ -170,7 +154,7 @@ pub fn check_entry_path(path: &Path) -> Result<(), String> {
 pub fn verify_archive(
     reader: impl Read,
     expected: Option<&str>,
-) -> Result<VerifyReport, VerifyError> {
+) -> Result<VerifyReport, SnapshotError> {
     unpack_verified(reader, expected, None)
 }
 
@@ -181,7 +165,7 @@ pub fn unpack_verified(
     reader: impl Read,
     expected: Option<&str>,
     dest: Option<&Path>,
-) -> Result<VerifyReport, VerifyError> {
+) -> Result<VerifyReport, SnapshotError> {
     let mut hashing = HashingReader {
         inner: reader,
         hasher: Sha256::new(),
@@ -198,10 +182,10 @@ pub fn unpack_verified(
 }
 
 /// `Checksum mismatch: …` unless `actual` is the `expected` SHA-256 (any case).
-pub fn check_checksum(expected: &str, actual: &str) -> Result<(), VerifyError> {
+pub fn check_checksum(expected: &str, actual: &str) -> Result<(), SnapshotError> {
     let expected = expected.trim().to_ascii_lowercase();
     if expected != actual {
-        return Err(VerifyError::ChecksumMismatch {
+        return Err(SnapshotError::ChecksumMismatch {
             expected,
             actual: actual.to_string(),
         });
@@ -221,7 +205,7 @@ pub fn unpack_entries(
     reader: impl Read,
     dest: Option<&Path>,
     space: Option<u64>,
-) -> Result<VerifyReport, VerifyError> {
+) -> Result<VerifyReport, SnapshotError> {
     let mut report = VerifyReport::default();
     let mut digests: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
@@ -247,7 +231,7 @@ pub fn unpack_entries(
         padding = (padded(stored) - stored) as usize;
         let path = entry.path().map_err(|e| not_tar(&e))?.into_owned();
         let shown = path.display().to_string();
-        check_entry_path(&path).map_err(|why| VerifyError::UnsafeEntry {
+        check_entry_path(&path).map_err(|why| SnapshotError::UnsafeEntry {
             path: shown.clone(),
             why,
         })?;
@@ -256,12 +240,12 @@ pub fn unpack_entries(
         report.newest_mtime = report.newest_mtime.max(entry.header().mtime().unwrap_or(0));
         if kind.is_dir() {
             if let Some(dest) = dest {
-                std::fs::create_dir_all(dest.join(&path))?;
+                fs_err::create_dir_all(dest.join(&path))?;
             }
             continue;
         }
         if !(kind.is_file() || kind.is_gnu_sparse()) {
-            return Err(VerifyError::UnsafeEntry {
+            return Err(SnapshotError::UnsafeEntry {
                 path: shown,
                 why: format!("entry type {kind:?} is not allowed (only files and directories)"),
             });
@@ -273,7 +257,7 @@ pub fn unpack_entries(
         if let Some(free) = space
             && declared > free
         {
-            return Err(VerifyError::NoSpace {
+            return Err(SnapshotError::NoSpace {
                 needed: declared,
                 free,
             });
@@ -310,7 +294,7 @@ pub fn unpack_entries(
         report.logical_bytes += size;
         if is_manifest {
             manifest = Some(serde_json::from_slice(&content).map_err(|e| {
-                VerifyError::ManifestMismatch {
+                SnapshotError::ManifestMismatch {
                     path: MANIFEST_NAME.into(),
                     why: format!("unreadable manifest: {e}"),
                 }
@@ -319,14 +303,14 @@ pub fn unpack_entries(
             .insert(shown.clone(), (size, hex(&hashing.hasher.finalize())))
             .is_some()
         {
-            return Err(VerifyError::UnsafeEntry {
+            return Err(SnapshotError::UnsafeEntry {
                 path: shown,
                 why: "duplicate entry".into(),
             });
         }
     }
     if report.entries == 0 {
-        return Err(VerifyError::NotTar("no entries".into()));
+        return Err(SnapshotError::NotTar("no entries".into()));
     }
     if let Some(manifest) = manifest {
         report.manifest_checked = Some(check_manifest(&manifest, &digests)?);
@@ -353,7 +337,7 @@ fn copy_entry(
     entry: &mut impl Read,
     shown: &str,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
-) -> Result<(), VerifyError> {
+) -> Result<(), SnapshotError> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = entry
@@ -380,22 +364,22 @@ fn unpack_nested_segment(
     reader: &mut impl Read,
     target: &Path,
     shown: &str,
-) -> Result<usize, VerifyError> {
+) -> Result<usize, SnapshotError> {
     let prefix = Path::new("snapshot/files");
     if target.exists() {
-        return Err(VerifyError::UnsafeEntry {
+        return Err(SnapshotError::UnsafeEntry {
             path: shown.into(),
             why: "the segment is present both as a directory and as a nested archive".into(),
         });
     }
-    std::fs::create_dir_all(target)?;
+    fs_err::create_dir_all(target)?;
     let mut files = 0;
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(|e| nested(shown, &e))? {
         let mut entry = entry.map_err(|e| nested(shown, &e))?;
         let path = entry.path().map_err(|e| nested(shown, &e))?.into_owned();
         let inner = format!("{shown}/{}", path.display());
-        check_entry_path(&path).map_err(|why| VerifyError::UnsafeEntry {
+        check_entry_path(&path).map_err(|why| SnapshotError::UnsafeEntry {
             path: inner.clone(),
             why,
         })?;
@@ -408,7 +392,7 @@ fn unpack_nested_segment(
             continue;
         };
         if kind.is_dir() {
-            std::fs::create_dir_all(target.join(relative))?;
+            fs_err::create_dir_all(target.join(relative))?;
         } else if kind.is_file() || kind.is_gnu_sparse() {
             let mut out = SparseWriter::create(&target.join(relative), DataLayout::Dense)
                 .map_err(|e| duplicate_or_io(e, &inner))?;
@@ -422,25 +406,25 @@ fn unpack_nested_segment(
     Ok(files)
 }
 
-fn not_allowed(path: String, kind: tar::EntryType) -> VerifyError {
-    VerifyError::UnsafeEntry {
+fn not_allowed(path: String, kind: tar::EntryType) -> SnapshotError {
+    SnapshotError::UnsafeEntry {
         path,
         why: format!("entry type {kind:?} is not allowed (only files and directories)"),
     }
 }
 
-fn nested(shown: &str, err: &dyn std::fmt::Display) -> VerifyError {
+fn nested(shown: &str, err: &dyn std::fmt::Display) -> SnapshotError {
     not_tar(&format!("nested segment archive {shown}: {err}"))
 }
 
-fn duplicate_or_io(err: io::Error, shown: &str) -> VerifyError {
+fn duplicate_or_io(err: io::Error, shown: &str) -> SnapshotError {
     if err.kind() == io::ErrorKind::AlreadyExists {
-        VerifyError::UnsafeEntry {
+        SnapshotError::UnsafeEntry {
             path: shown.into(),
             why: "duplicate entry".into(),
         }
     } else {
-        VerifyError::Io(err)
+        SnapshotError::Io(err)
     }
 }
 
@@ -450,23 +434,23 @@ fn duplicate_or_io(err: io::Error, shown: &str) -> VerifyError {
 fn check_manifest(
     manifest: &Manifest,
     digests: &BTreeMap<String, (u64, String)>,
-) -> Result<usize, VerifyError> {
+) -> Result<usize, SnapshotError> {
     let mut listed = 0;
     let mut paths = std::collections::BTreeSet::new();
     let assembled = manifest.entries.iter().any(|e| e.copies.is_some());
     if assembled && !manifest.partial {
-        return Err(VerifyError::ManifestMismatch {
+        return Err(SnapshotError::ManifestMismatch {
             path: MANIFEST_NAME.into(),
             why: "only a partial manifest may copy from the receiver's files".into(),
         });
     }
     for item in &manifest.entries {
-        check_entry_path(Path::new(&item.path)).map_err(|why| VerifyError::ManifestMismatch {
+        check_entry_path(Path::new(&item.path)).map_err(|why| SnapshotError::ManifestMismatch {
             path: item.path.clone(),
             why,
         })?;
         if !paths.insert(item.path.as_str()) {
-            return Err(VerifyError::ManifestMismatch {
+            return Err(SnapshotError::ManifestMismatch {
                 path: item.path.clone(),
                 why: "listed twice in the manifest".into(),
             });
@@ -475,21 +459,22 @@ fn check_manifest(
             if manifest.partial {
                 continue;
             }
-            return Err(VerifyError::ManifestMismatch {
+            return Err(SnapshotError::ManifestMismatch {
                 path: item.path.clone(),
                 why: "listed in the manifest but missing from the archive".into(),
             });
         };
         if *size != item.size {
-            return Err(VerifyError::ManifestMismatch {
+            return Err(SnapshotError::ManifestMismatch {
                 path: item.path.clone(),
                 why: format!("size {size}, manifest says {}", item.size),
             });
         }
         if *sha != item.sha256 && item.copies.is_none() {
-            return Err(VerifyError::ManifestMismatch {
+            return Err(SnapshotError::EntryChecksumMismatch {
                 path: item.path.clone(),
-                why: format!("Checksum mismatch: expected {}, got {sha}", item.sha256),
+                expected: item.sha256.clone(),
+                actual: sha.clone(),
             });
         }
         listed += 1;
@@ -500,7 +485,7 @@ fn check_manifest(
             .find(|p| !manifest.entries.iter().any(|e| &e.path == *p))
             .cloned()
             .unwrap_or_default();
-        return Err(VerifyError::ManifestMismatch {
+        return Err(SnapshotError::ManifestMismatch {
             path: extra,
             why: "in the archive but not in the manifest".into(),
         });
@@ -509,7 +494,7 @@ fn check_manifest(
 }
 
 /// The tar reader's complaint, made printable (it may quote the garbage it found).
-fn not_tar(err: &dyn std::fmt::Display) -> VerifyError {
+fn not_tar(err: &dyn std::fmt::Display) -> SnapshotError {
     let text: String = err
         .to_string()
         .chars()
@@ -522,5 +507,5 @@ fn not_tar(err: &dyn std::fmt::Display) -> VerifyError {
         })
         .take(160)
         .collect();
-    VerifyError::NotTar(text)
+    SnapshotError::NotTar(text)
 }

@@ -19,15 +19,15 @@ pub enum StorageError {
     ShuttingDown,
     #[error("{0}")]
     Internal(String),
-    /// Not enough room on disk for what was asked (a restore).
-    #[error("{0}")]
-    NoSpace(String),
     /// Another server (a peer asked for a partial snapshot) failed or refused.
     #[error("{0}")]
     Peer(String),
     /// The same kind of work is already running on the same target.
     #[error("{0}")]
     AlreadyInProgress(String),
+    /// A snapshot refused, or a restore that failed: its kind says why.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -41,6 +41,42 @@ impl StorageError {
 
     pub fn internal(message: impl Into<String>) -> Self {
         StorageError::Internal(message.into())
+    }
+
+    /// The same error again, for a second reader of one failure (an upload that
+    /// failed answers every later write with it); an I/O error keeps its kind and text.
+    pub fn duplicate(&self) -> StorageError {
+        use StorageError::*;
+        match self {
+            CollectionNotFound(name) => CollectionNotFound(name.clone()),
+            CollectionExists(name) => CollectionExists(name.clone()),
+            BadRequest(why) => BadRequest(why.clone()),
+            NotFound(why) => NotFound(why.clone()),
+            PointNotFound(id) => PointNotFound(id.clone()),
+            ShuttingDown => ShuttingDown,
+            Internal(why) => Internal(why.clone()),
+            Peer(why) => Peer(why.clone()),
+            AlreadyInProgress(why) => AlreadyInProgress(why.clone()),
+            Snapshot(err) => Snapshot(err.duplicate()),
+            Io(err) => Io(std::io::Error::new(err.kind(), err.to_string())),
+        }
+    }
+
+    /// Refused for lack of room on disk.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::Snapshot(err) if err.is_no_space())
+    }
+
+    /// The `reason` label of `snapfs_restore_failures_total`.
+    pub fn failure_reason(&self) -> crate::metrics::FailureReason {
+        use crate::metrics::FailureReason;
+        match self {
+            StorageError::Snapshot(err) => err.reason(),
+            StorageError::BadRequest(_) | StorageError::CollectionNotFound(_) => {
+                FailureReason::Invalid
+            }
+            _ => FailureReason::Internal,
+        }
     }
 
     /// Engine errors: the ones caused by the request (a wrong vector size, a bad

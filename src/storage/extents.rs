@@ -3,38 +3,30 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+
+use rustix::fs::{SeekFrom, seek};
+use rustix::io::Errno;
 
 /// `(offset, length)` of each data extent of `file` (of logical size `size`), in order.
 /// Where the file system cannot tell (no SEEK_DATA), the whole file is one extent.
 pub fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
-    let fd = file.as_raw_fd();
     let mut extents: Vec<(u64, u64)> = Vec::new();
     let mut position = 0u64;
     while position < size {
-        // SAFETY: lseek on a descriptor we own; it only moves the file offset.
-        let data = unsafe { libc::lseek(fd, position as libc::off_t, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                // ENXIO: no data after `position`, the rest is a hole.
-                Some(libc::ENXIO) => Ok(extents),
-                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) if extents.is_empty() => {
-                    Ok(vec![(0, size)])
-                }
-                _ => Err(err),
-            };
-        }
-        let data = data as u64;
+        let data = match seek(file, SeekFrom::Data(position)) {
+            Ok(data) => data,
+            // ENXIO: no data after `position`, the rest is a hole.
+            Err(Errno::NXIO) => return Ok(extents),
+            Err(Errno::INVAL | Errno::OPNOTSUPP) if extents.is_empty() => {
+                return Ok(vec![(0, size)]);
+            }
+            Err(err) => return Err(err.into()),
+        };
         if data >= size {
             break;
         }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let end = (hole as u64).min(size);
+        let hole = seek(file, SeekFrom::Hole(data))?;
+        let end = hole.min(size);
         match extents.last_mut() {
             Some((start, len)) if *start + *len == data => *len = end - *start,
             _ => extents.push((data, end - data)),

@@ -78,11 +78,11 @@ impl Storage {
             previous.shutdown();
         }
         if target.exists() {
-            std::fs::rename(&target, &old)?;
+            fs_err::rename(&target, &old)?;
         }
         crash_point("restore-before-switch");
         // The moment of truth: from here on the restored collection is the one.
-        std::fs::rename(staged, &target)?;
+        fs_err::rename(staged, &target)?;
         sync_dir(&self.collections_dir)?;
         sync_dir(&target)?;
         crash_point("restore-after-switch");
@@ -159,17 +159,17 @@ impl Storage {
             .collections_dir
             .join(format!("{JOURNAL_PREFIX}{name}-shard-{id}"));
         self.write_journal(&journal_path, &journal)?;
-        std::fs::create_dir(&aside)?;
+        fs_err::create_dir(&aside)?;
         for (piece, saved) in shard_pieces(&collection_dir, id) {
             if saved == "pending" && new.keep_pending {
                 continue;
             }
             if piece.exists() {
-                std::fs::rename(&piece, aside.join(saved))?;
+                fs_err::rename(&piece, aside.join(saved))?;
             }
         }
         crash_point("shard-restore-before-switch");
-        std::fs::rename(&new.staged, &dir)?;
+        fs_err::rename(&new.staged, &dir)?;
         // The snapshot's time, written only once the shard is the new one.
         if let Some(secs) = new.state_time {
             write_restored_clock(&collection_dir.join(format!("{id}.clock")), secs)?;
@@ -187,11 +187,11 @@ impl Storage {
             Err(err) => {
                 tracing::error!(collection = name, shard = id, %err, "the new shard does not open: the old one is put back");
                 let failed = self.staging_dir("failed-shard");
-                std::fs::rename(&dir, &failed)?;
+                fs_err::rename(&dir, &failed)?;
                 for (piece, saved) in shard_pieces(&collection_dir, id) {
                     if aside.join(saved).exists() {
                         let _ = remove_path(&piece);
-                        std::fs::rename(aside.join(saved), &piece)?;
+                        fs_err::rename(aside.join(saved), &piece)?;
                     }
                 }
                 sync_dir(&collection_dir)?;
@@ -233,12 +233,12 @@ impl Storage {
             file.write_all(&text)?;
             file.sync_all()?;
         }
-        std::fs::rename(&temp, path)?;
+        fs_err::rename(&temp, path)?;
         sync_dir(&self.collections_dir)
     }
 
     fn drop_journal(&self, path: &Path) -> Result<()> {
-        std::fs::remove_file(path)?;
+        fs_err::remove_file(path)?;
         sync_dir(&self.collections_dir)
     }
 }
@@ -273,12 +273,12 @@ const JOURNAL_PREFIX: &str = ".restore-journal-";
 /// means the new state never took the name: put the old one back. Otherwise the
 /// switch happened. Either way the hidden leftovers go with the start-up cleanup.
 pub(super) fn recover(collections_dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(collections_dir)? {
+    for entry in fs_err::read_dir(collections_dir)? {
         let path = entry?.path();
         if !file_name(&path).starts_with(JOURNAL_PREFIX) {
             continue;
         }
-        let journal: Option<Journal> = std::fs::read(&path)
+        let journal: Option<Journal> = fs_err::read(&path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         if let Some(journal) = journal {
@@ -298,7 +298,7 @@ pub(super) fn recover(collections_dir: &Path) -> Result<()> {
                             if piece.exists() {
                                 remove_path(&piece)?;
                             }
-                            std::fs::rename(old.join(saved), &piece)?;
+                            fs_err::rename(old.join(saved), &piece)?;
                         }
                     }
                     tracing::warn!(collection = %journal.collection, shard = id, "a shard switch was interrupted before the new shard was committed: the old shard stays");
@@ -307,7 +307,7 @@ pub(super) fn recover(collections_dir: &Path) -> Result<()> {
                 }
             } else if staged.exists() {
                 if !target.exists() && old.exists() {
-                    std::fs::rename(&old, &target)?;
+                    fs_err::rename(&old, &target)?;
                 }
                 tracing::warn!(collection = %journal.collection, "a restore was interrupted before the switch: the old collection stays");
             } else {
@@ -315,7 +315,7 @@ pub(super) fn recover(collections_dir: &Path) -> Result<()> {
             }
         }
         // An unreadable journal was torn while being written: nothing had moved yet.
-        std::fs::remove_file(&path)?;
+        fs_err::remove_file(&path)?;
         sync_dir(collections_dir)?;
     }
     Ok(())

@@ -22,9 +22,11 @@ use super::{engine_manifest, shard_path};
 use crate::snapshot::digest::{file_sha256, hex};
 use crate::snapshot::intake::Received;
 use crate::snapshot::layout::FrozenFile;
-use crate::snapshot::restore::{self, Running};
-use crate::snapshot::unpacked::normalize_segments;
-use crate::snapshot::verify::{CopyFrom, TargetFile, check_checksum};
+use crate::snapshot::SnapshotError;
+use crate::snapshot::progress::Running;
+use crate::snapshot::restore;
+use crate::snapshot::segment_layout::normalize_segments;
+use crate::snapshot::unpack::{CopyFrom, TargetFile, check_checksum};
 use crate::storage::switch::ShardReplacement;
 use crate::storage::{CollectionConfig, CollectionFreeze, Result, Storage, StorageError};
 
@@ -78,7 +80,7 @@ pub fn detect(received: &Received) -> Result<Option<Partial>> {
     let segments = staging.join("segments");
     let mut manifests = VersionManifest::default();
     let mut without = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&segments) else {
+    let Ok(entries) = fs_err::read_dir(&segments) else {
         return Ok(None);
     };
     for entry in entries {
@@ -92,9 +94,9 @@ pub fn detect(received: &Received) -> Result<Option<Partial>> {
             without.push(id);
             continue;
         }
-        let bytes = std::fs::read(&path)?;
+        let bytes = fs_err::read(&path)?;
         let segment: SegmentVersions = serde_json::from_slice(&bytes).map_err(|e| {
-            StorageError::bad_request(format!(
+            SnapshotError::invalid(format!(
                 "invalid partial snapshot: the manifest of segment {id} is unreadable: {e}"
             ))
         })?;
@@ -104,20 +106,20 @@ pub fn detect(received: &Received) -> Result<Option<Partial>> {
         return Ok(None);
     }
     if let Some(id) = without.first() {
-        return Err(StorageError::bad_request(format!(
+        return Err(SnapshotError::invalid(format!(
             "invalid partial snapshot: segment {id} has no segment manifest (is this a mix of a full and a partial snapshot?)"
-        )));
+        )).into());
     }
     manifests
         .validate()
-        .map_err(|why| StorageError::bad_request(format!("invalid partial snapshot: {why}")))?;
+        .map_err(|why| SnapshotError::invalid(format!("invalid partial snapshot: {why}")))?;
     Ok(Some(Partial::Versions(manifests)))
 }
 
 /// Whether a received collection or full shard archive holds partial pieces (which
 /// a full restore must refuse).
 pub fn is_partial_tree(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir.join("segments")) else {
+    let Ok(entries) = fs_err::read_dir(dir.join("segments")) else {
         return false;
     };
     entries.flatten().any(|segment| {
@@ -198,11 +200,10 @@ pub async fn apply(
             let name = collection.to_string();
             tokio::task::spawn_blocking(move || -> Result<(Staged, CollectionFreeze, &'static str)> {
                 if let Some(expected) = checksum {
-                    check_checksum(&expected, &received.report.sha256)
-                        .map_err(|e| StorageError::bad_request(e.to_string()))?;
+                    check_checksum(&expected, &received.report.sha256)?;
                 }
                 let partial = detect(&received)?.ok_or_else(|| {
-                    StorageError::bad_request(
+                    SnapshotError::invalid(
                         "this is a full shard snapshot, not a partial one: restore it with …/shards/{id}/snapshots/upload (or its recover/ directory)",
                     )
                 })?;
@@ -211,9 +212,9 @@ pub async fn apply(
                     None => storage.collection(&name)?.freeze_shards(&[id])?,
                 };
                 if !frozen.is_current() {
-                    return Err(StorageError::bad_request(format!(
+                    return Err(SnapshotError::invalid(format!(
                         "shard {id} of `{name}` was replaced while the partial snapshot arrived: take the manifest again"
-                    )));
+                    )).into());
                 }
                 let staged = stage(&storage, &frozen, &received, &partial, &config)?;
                 Ok((staged, frozen, partial.form()))
@@ -265,7 +266,7 @@ pub async fn apply(
             );
         }
         Err(err) => {
-            restore::count_refusal(err);
+            crate::snapshot::progress::count_refusal(err);
             tracing::warn!(collection, shard = id, %err, "partial snapshot refused");
         }
     }
@@ -284,7 +285,7 @@ struct Staged {
 impl Drop for Staged {
     fn drop(&mut self) {
         if self.dir.exists() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = fs_err::remove_dir_all(&self.dir);
         }
     }
 }
@@ -295,8 +296,8 @@ impl Staged {
         use std::os::unix::fs::MetadataExt;
         let to = self.dir.join(relative);
         make_parent(&to)?;
-        std::fs::hard_link(from, &to)?;
-        let meta = std::fs::metadata(&to)?;
+        fs_err::hard_link(from, &to)?;
+        let meta = fs_err::metadata(&to)?;
         self.shared.insert((meta.dev(), meta.ino()));
         self.kept += 1;
         Ok(())
@@ -312,7 +313,7 @@ impl Staged {
             self.shared.remove(&(linked.dev(), linked.ino()));
             self.kept -= 1;
         }
-        std::fs::rename(from, &to)?;
+        fs_err::rename(from, &to)?;
         self.received += 1;
         Ok(())
     }
@@ -331,8 +332,8 @@ impl Staged {
         copies: &[CopyFrom],
     ) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let refused = |why: String| {
-            StorageError::bad_request(format!("the partial snapshot's {} {why}", target.path))
+        let refused = |why: String| -> StorageError {
+            SnapshotError::invalid(format!("the partial snapshot's {} {why}", target.path)).into()
         };
         let sent =
             FrozenFile::open(arrived).map_err(|_| refused("is missing from the archive".into()))?;
@@ -398,7 +399,7 @@ const COPY_BUFFER: usize = 1 << 20;
 
 fn make_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        fs_err::create_dir_all(parent)?;
     }
     Ok(())
 }
@@ -430,7 +431,7 @@ fn stage(
         received: 0,
         kept: 0,
     };
-    std::fs::create_dir(&staged.dir)?;
+    fs_err::create_dir(&staged.dir)?;
     match partial {
         Partial::Versions(theirs) => {
             let ours = engine_manifest(&live)?;
@@ -451,13 +452,13 @@ fn stage(
 
 /// Only a shard's own pieces at the top of a partial archive.
 fn check_top_level(incoming: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(incoming)? {
+    for entry in fs_err::read_dir(incoming)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
         let known = name == "segments" || name == "wal" || SHARD_FILES.contains(&name.as_str());
         if !known {
-            return Err(StorageError::bad_request(format!(
+            return Err(SnapshotError::invalid(format!(
                 "unexpected entry `{name}` at the top of a partial shard snapshot"
-            )));
+            )).into());
         }
     }
     Ok(())
@@ -475,12 +476,12 @@ fn merge_versions(
     theirs: &VersionManifest,
 ) -> Result<()> {
     if !incoming.join("wal").is_dir() {
-        return Err(StorageError::bad_request(
+        return Err(SnapshotError::invalid(
             "invalid partial snapshot: it has no wal/ directory",
-        ));
+        ).into());
     }
     // The shard's own files beside its data (edge_config.json, …).
-    for entry in std::fs::read_dir(live_dir)? {
+    for entry in fs_err::read_dir(live_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type()?.is_file() && !CLOCK_FILES.contains(&name.as_str()) {
@@ -530,9 +531,9 @@ fn merge_versions(
             .chain(["segment.json", "version.info"])
         {
             if !dir.join(file).is_file() {
-                return Err(StorageError::bad_request(format!(
+                return Err(SnapshotError::invalid(format!(
                     "the partial snapshot does not fit this shard: segment {id} needs {file}, which neither the archive nor this shard has (was it made against another state? take the manifest again)"
-                )));
+                )).into());
             }
         }
     }
@@ -585,10 +586,10 @@ fn merge_content(
         staged.link(&ours, &relative)?;
     }
     if let Some(first) = mismatched.first() {
-        return Err(StorageError::bad_request(format!(
+        return Err(SnapshotError::invalid(format!(
             "the partial snapshot does not fit this shard: {} file(s) it keeps from the receiver differ here or are missing (first: {first}); it was made against another state: take the manifest again",
             mismatched.len()
-        )));
+        )).into());
     }
     Ok(())
 }
@@ -597,13 +598,13 @@ fn merge_content(
 /// `segment.json`).
 fn max_segment_version(shard_dir: &Path) -> Result<u64> {
     let mut max = 0;
-    for entry in std::fs::read_dir(shard_dir.join("segments"))? {
+    for entry in fs_err::read_dir(shard_dir.join("segments"))? {
         let path = entry?.path().join("segment.json");
-        let segment: serde_json::Value = std::fs::read(&path)
+        let segment: serde_json::Value = fs_err::read(&path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .ok_or_else(|| {
-                StorageError::bad_request(format!(
+                SnapshotError::invalid(format!(
                     "the new state's segment has no readable segment.json ({})",
                     path.display()
                 ))
@@ -623,16 +624,16 @@ fn check_vectors(shard_dir: &Path, config: &CollectionConfig) -> Result<()> {
         .into_iter()
         .map(|(name, p)| (name.to_string(), (p.size, format!("{:?}", p.distance))))
         .collect();
-    let Ok(entries) = std::fs::read_dir(shard_dir.join("segments")) else {
+    let Ok(entries) = fs_err::read_dir(shard_dir.join("segments")) else {
         return Ok(());
     };
     for entry in entries.flatten() {
         let path = entry.path().join("segment.json");
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(bytes) = fs_err::read(&path) else {
             continue;
         };
         let segment: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            StorageError::bad_request(format!(
+            SnapshotError::invalid(format!(
                 "{}: unreadable segment.json: {e}",
                 entry.path().display()
             ))
@@ -653,11 +654,11 @@ fn check_vectors(shard_dir: &Path, config: &CollectionConfig) -> Result<()> {
             })
             .collect();
         if have != want {
-            return Err(StorageError::bad_request(format!(
+            return Err(SnapshotError::invalid(format!(
                 "the partial snapshot's shard has other vectors than this collection: it has {}, the collection {}",
                 describe(&have),
                 describe(&want)
-            )));
+            )).into());
         }
     }
     Ok(())
@@ -674,8 +675,6 @@ fn describe(vectors: &BTreeMap<String, (u64, String)>) -> String {
         .join(", ")
 }
 
-fn layout_refusal(err: std::io::Error) -> StorageError {
-    StorageError::bad_request(format!(
-        "the snapshot's segments are not laid out as Qdrant writes them: {err}"
-    ))
+fn layout_refusal(err: std::io::Error) -> SnapshotError {
+    SnapshotError::BadLayout(err.to_string())
 }

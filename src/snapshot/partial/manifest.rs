@@ -229,7 +229,7 @@ fn check_segment_id(id: &str) -> Result<(), String> {
 }
 
 fn check_relative(path: &str) -> Result<(), String> {
-    super::super::verify::check_entry_path(Path::new(path))?;
+    super::super::unpack::check_entry_path(Path::new(path))?;
     if path.starts_with('/') || path.split('/').any(|part| part.is_empty() || part == ".") {
         return Err("not a plain relative path".into());
     }
