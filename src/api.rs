@@ -8,6 +8,7 @@
 
 pub mod collections;
 pub mod envelope;
+pub mod indexes;
 pub mod partial;
 pub mod points;
 pub mod ranges;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
 use crate::storage::{Result, Storage, StorageError};
 use envelope::ApiError;
@@ -76,6 +77,8 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
                 .delete(collections::delete),
         )
         .route("/collections/{name}/exists", get(collections::exists))
+        .route("/collections/{name}/index", put(indexes::create))
+        .route("/collections/{name}/index/{field}", delete(indexes::delete))
         .route(
             "/collections/{name}/points",
             put(points::upsert).post(points::retrieve),

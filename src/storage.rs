@@ -26,7 +26,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use collection::{
-    Collection, CollectionFreeze, CollectionStats, NearestQuery, ReadOptions, ScrollPage,
+    Collection, CollectionFreeze, CollectionStats, NearestQuery, QueryVector, ReadOptions,
+    ScrollPage,
 };
 pub use collection_config::{CollectionConfig, CreateCollection};
 pub use error::{Result, StorageError};

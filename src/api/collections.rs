@@ -62,9 +62,9 @@ pub async fn info(
     Path(name): Path<String>,
 ) -> ApiResult {
     let collection = app.storage.collection(&name)?;
-    let stats = {
+    let (stats, payload_schema) = {
         let collection = collection.clone();
-        super::blocking(move || collection.stats()).await?
+        super::blocking(move || Ok((collection.stats()?, collection.payload_schema()?))).await?
     };
     let config = collection.config();
     let last_change = stats
@@ -79,8 +79,8 @@ pub async fn info(
         "indexed_vectors_count": stats.indexed_vectors_count,
         "points_count": stats.points_count,
         "segments_count": stats.segments_count,
-        "config": config,
-        "payload_schema": {},
+        "config": shown_config(config),
+        "payload_schema": payload_schema,
         "snapfs": {
             "shards": config.shard_count(),
             "frozen_shards": stats.frozen_shards,
@@ -90,4 +90,14 @@ pub async fn info(
             "restore": crate::snapshot::progress::running_restore(&name).map(|r| r.to_json()),
         },
     })))
+}
+
+/// The config as Qdrant's `GET /collections/{name}` shows it: `config.json` without
+/// the storage-only `uuid`.
+fn shown_config(config: &crate::storage::CollectionConfig) -> serde_json::Value {
+    let mut shown = serde_json::to_value(config).expect("plain data");
+    if let Some(map) = shown.as_object_mut() {
+        map.remove("uuid");
+    }
+    shown
 }

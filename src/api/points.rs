@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
 use super::{AppState, blocking};
-use crate::storage::{NearestQuery, ReadOptions, StorageError};
+use crate::storage::{NearestQuery, QueryVector, ReadOptions, StorageError};
 
 /// Qdrant's default page size for scroll and query.
 const DEFAULT_LIMIT: usize = 10;
@@ -21,7 +21,7 @@ const DEFAULT_LIMIT: usize = 10;
 pub struct WaitParam {
     /// Qdrant's default: answer once the update is durable, not once it is applied.
     #[serde(default)]
-    wait: bool,
+    pub wait: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,8 +42,10 @@ pub struct BatchBody {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum BatchVectors {
-    Single(Vec<Vec<f32>>),
-    Named(std::collections::HashMap<String, Vec<Vec<f32>>>),
+    /// One dense vector (or one multivector) per point.
+    Single(Vec<VectorStructPersisted>),
+    /// Per name, one vector per point: dense, sparse or multi.
+    Named(std::collections::HashMap<String, Vec<VectorPersisted>>),
 }
 
 impl UpsertBody {
@@ -69,9 +71,15 @@ impl BatchBody {
                 if list.len() != n {
                     return Err(mismatch("vectors", list.len()));
                 }
-                list.into_iter()
-                    .map(VectorStructPersisted::Single)
-                    .collect()
+                if list
+                    .iter()
+                    .any(|v| matches!(v, VectorStructPersisted::Named(_)))
+                {
+                    return Err(ApiError::bad_request(
+                        "Format error in JSON body: a batch's `vectors` is a list of vectors, or lists per name",
+                    ));
+                }
+                list
             }
             BatchVectors::Named(by_name) => {
                 let mut per_point = vec![std::collections::HashMap::new(); n];
@@ -80,7 +88,7 @@ impl BatchBody {
                         return Err(mismatch(&format!("vectors named `{name}`"), list.len()));
                     }
                     for (slot, v) in per_point.iter_mut().zip(list) {
-                        slot.insert(name.clone(), VectorPersisted::Dense(v));
+                        slot.insert(name.clone(), v);
                     }
                 }
                 per_point
@@ -108,7 +116,7 @@ impl BatchBody {
     }
 }
 
-fn update_answer(timer: &Timer, wait: bool) -> ApiResult {
+pub fn update_answer(timer: &Timer, wait: bool) -> ApiResult {
     let status = if wait { "completed" } else { "acknowledged" };
     Ok(timer.ok(json!({"operation_id": null, "status": status})))
 }
@@ -281,7 +289,7 @@ pub struct QueryBody {
 
 /// What to look near: a vector, or the vector of a stored point.
 enum Target {
-    Vector(Vec<f32>),
+    Vector(QueryVector),
     Point(PointId),
 }
 
@@ -290,8 +298,26 @@ fn parse_target(query: Value) -> Result<Target, ApiError> {
         Value::Object(mut map) if map.contains_key("nearest") => {
             parse_target(map.remove("nearest").unwrap())
         }
+        Value::Object(map) if map.contains_key("indices") => {
+            serde_json::from_value(Value::Object(map))
+                .map(|v| Target::Vector(QueryVector::Sparse(v)))
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "Wrong input: a sparse query vector is {{\"indices\": [...], \"values\": [...]}}: {e}"
+                    ))
+                })
+        }
+        Value::Array(items) if items.first().is_some_and(Value::is_array) => {
+            serde_json::from_value(Value::Array(items))
+                .map(|v| Target::Vector(QueryVector::Multi(v)))
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "Wrong input: a multivector query is a list of lists of numbers: {e}"
+                    ))
+                })
+        }
         Value::Array(_) => serde_json::from_value(query)
-            .map(Target::Vector)
+            .map(|v| Target::Vector(QueryVector::Dense(v)))
             .map_err(|e| {
                 ApiError::bad_request(format!(
                     "Wrong input: query vector must be a list of numbers: {e}"
@@ -303,7 +329,7 @@ fn parse_target(query: Value) -> Result<Target, ApiError> {
                 ApiError::bad_request(format!("Wrong input: invalid point id in query: {e}"))
             }),
         other => Err(ApiError::bad_request(format!(
-            "Wrong input: snapfs answers nearest-neighbour queries (a vector, {{\"nearest\": …}} or a point id), got {other}"
+            "Wrong input: snapfs answers nearest-neighbour queries (a dense, sparse or multi vector, {{\"nearest\": …}} or a point id), got {other}"
         ))),
     }
 }
@@ -355,7 +381,7 @@ fn stored_vector(
     collection: &crate::storage::Collection,
     id: PointId,
     using: &str,
-) -> Result<Vec<f32>, StorageError> {
+) -> Result<QueryVector, StorageError> {
     let read = ReadOptions {
         with_payload: WithPayloadInterface::Bool(false),
         with_vector: WithVector::Bool(true),
@@ -366,18 +392,23 @@ fn stored_vector(
         .next()
         .ok_or_else(|| StorageError::PointNotFound(id.to_string()))?;
     let vector = match record.vector {
-        Some(VectorStructInternal::Single(v)) if using.is_empty() => Some(v),
-        Some(VectorStructInternal::Named(mut named)) => match named.remove(using) {
-            Some(VectorInternal::Dense(v)) => Some(v),
-            _ => None,
-        },
+        Some(VectorStructInternal::Single(v)) if using.is_empty() => Some(VectorInternal::Dense(v)),
+        Some(VectorStructInternal::MultiDense(m)) if using.is_empty() => {
+            Some(VectorInternal::MultiDense(m))
+        }
+        Some(VectorStructInternal::Named(mut named)) => named.remove(using),
         _ => None,
     };
-    vector.ok_or_else(|| {
-        StorageError::bad_request(format!(
-            "Wrong input: point {id} has no dense vector {using:?}"
-        ))
-    })
+    match vector {
+        Some(VectorInternal::Dense(v)) => Ok(QueryVector::Dense(v)),
+        Some(VectorInternal::Sparse(s)) => Ok(QueryVector::Sparse(s)),
+        Some(VectorInternal::MultiDense(m)) => Ok(QueryVector::Multi(
+            m.multi_vectors().map(|v| v.to_vec()).collect(),
+        )),
+        None => Err(StorageError::bad_request(format!(
+            "Wrong input: point {id} has no vector {using:?}"
+        ))),
+    }
 }
 
 /// A dense vector as Qdrant prints it: each f32 in its shortest form (`0.520808`),
@@ -401,7 +432,7 @@ fn vector_json(vector: VectorInternal) -> Value {
         VectorInternal::Dense(v) => dense_json(&v),
         VectorInternal::Sparse(s) => json!({"indices": s.indices, "values": s.values}),
         VectorInternal::MultiDense(m) => {
-            json!(m.multi_vectors().map(|v| v.to_vec()).collect::<Vec<_>>())
+            Value::Array(m.multi_vectors().map(dense_json).collect())
         }
     }
 }

@@ -127,15 +127,20 @@ pub fn add_items(
     Ok(())
 }
 
-/// The collection-level files that follow the shard directories.
-pub fn add_collection_files(builder: &mut ArchiveBuilder, config_json: Vec<u8>) {
+/// The collection-level files that follow the shard directories. `payload_index` is
+/// Qdrant's `payload_index.json`, `{"schema": {field: type or params}}`.
+pub fn add_collection_files(
+    builder: &mut ArchiveBuilder,
+    config_json: Vec<u8>,
+    payload_index: Vec<u8>,
+) {
     builder.bytes(
         "version.info",
         COLLECTION_FORMAT_VERSION.as_bytes().to_vec(),
     );
     builder.bytes("config.json", config_json);
     builder.bytes("shard_key_mapping.json", b"[]".to_vec());
-    builder.bytes("payload_index.json", br#"{"schema":{}}"#.to_vec());
+    builder.bytes("payload_index.json", payload_index);
 }
 
 #[derive(Serialize)]
@@ -222,4 +227,23 @@ fn collect_files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> 
         }
     }
     Ok(())
+}
+
+/// Qdrant's `payload_index.json` for the indexed fields of a collection (fields in
+/// name order, so the same state gives the same bytes).
+pub fn payload_index_json(
+    schema: &std::collections::BTreeMap<String, qdrant_edge::PayloadIndexInfo>,
+) -> Vec<u8> {
+    let fields: serde_json::Map<String, serde_json::Value> = schema
+        .iter()
+        .map(|(field, info)| {
+            let schema = match &info.params {
+                Some(params) => serde_json::to_value(params),
+                None => serde_json::to_value(info.data_type),
+            }
+            .expect("plain data");
+            (field.clone(), schema)
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "schema": fields })).expect("plain data")
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::archive::{add_collection_files, add_manifest, add_shard};
+use super::archive::{add_collection_files, add_manifest, add_shard, payload_index_json};
 use super::layout::{ArchiveBuilder, ArchiveLayout};
 use super::partial::VersionManifest;
 use crate::storage::{CollectionFreeze, Result, Storage, StorageError};
@@ -303,7 +303,10 @@ fn collection_layout(
             .dir()
             .join(crate::storage::collection::CONFIG_FILE),
     )?;
-    add_collection_files(&mut builder, config);
+    let schema = collection
+        .payload_schema()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    add_collection_files(&mut builder, config, payload_index_json(&schema));
     add_manifest(&mut builder)?;
     Ok((builder.finish()?, mtime))
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use qdrant_edge::{
-    CountRequest, EdgeConfig, Filter, NamedQuery, PointId, PointStructPersisted, QueryEnum,
+    CountRequest, EdgeConfig, Filter, JsonPath, NamedQuery, PayloadFieldSchema, PayloadIndexInfo, PointId, PointStructPersisted, QueryEnum,
     QueryRequest, Record, RetrieveRequest, ScoredPoint, ScoringQuery, ScrollRequest,
     VectorInternal, VectorPersisted, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
@@ -64,13 +64,22 @@ pub struct ReadOptions {
 }
 
 pub struct NearestQuery {
-    pub vector: Vec<f32>,
+    /// Dense, sparse or a list of vectors (a multivector), for the vector `using`.
+    pub vector: QueryVector,
     pub using: String,
     pub filter: Option<Filter>,
     pub limit: usize,
     pub offset: usize,
     pub score_threshold: Option<f32>,
     pub read: ReadOptions,
+}
+
+/// What a nearest-neighbour query looks near.
+#[derive(Debug, Clone)]
+pub enum QueryVector {
+    Dense(Vec<f32>),
+    Sparse(qdrant_edge::SparseVector),
+    Multi(Vec<Vec<f32>>),
 }
 
 pub struct ScrollPage {
@@ -268,6 +277,57 @@ impl Collection {
         self.dispatch(ops, wait).await
     }
 
+    /// Index payload field `field` on every shard (Qdrant's `PUT …/index`).
+    pub async fn create_index(
+        &self,
+        field: JsonPath,
+        schema: PayloadFieldSchema,
+        wait: bool,
+    ) -> Result<()> {
+        let schema = schema.normalized();
+        schema
+            .validate_for_field(&field)
+            .map_err(|e| StorageError::bad_request(format!("Wrong input: {e}")))?;
+        let ops = (0..self.shard_count())
+            .map(|id| {
+                let op = ShardOp::CreateIndex {
+                    field_name: field.clone(),
+                    field_schema: Box::new(schema.clone()),
+                };
+                (id, op)
+            })
+            .collect();
+        self.dispatch(ops, wait).await
+    }
+
+    /// Drop the index of payload field `field` on every shard.
+    pub async fn delete_index(&self, field: JsonPath, wait: bool) -> Result<()> {
+        let ops = (0..self.shard_count())
+            .map(|id| (id, ShardOp::DeleteIndex(field.clone())))
+            .collect();
+        self.dispatch(ops, wait).await
+    }
+
+    /// The indexed payload fields, as Qdrant's `payload_schema` shows them: per field
+    /// its type, parameters and the points indexed, summed over the shards.
+    pub fn payload_schema(&self) -> Result<BTreeMap<String, PayloadIndexInfo>> {
+        let mut schema: BTreeMap<String, PayloadIndexInfo> = BTreeMap::new();
+        for id in 0..self.shard_count() {
+            let info = self.read_shard(id, |shard| {
+                shard.engine()?.info().map_err(StorageError::from_engine)
+            })?;
+            for (field, index) in info.payload_schema {
+                match schema.get_mut(&field.to_string()) {
+                    Some(known) => known.points += index.points,
+                    None => {
+                        schema.insert(field.to_string(), index);
+                    }
+                }
+            }
+        }
+        Ok(schema)
+    }
+
     async fn dispatch(&self, ops: Vec<(u32, ShardOp)>, wait: bool) -> Result<()> {
         let answers = {
             let _batch = self.dispatch.read().unwrap();
@@ -281,52 +341,99 @@ impl Collection {
         Ok(())
     }
 
-    /// Reject what the engine would reject later: vector names and sizes.
+    /// Reject what the engine would reject later: vector names, kinds and sizes.
     fn check_point(&self, point: &PointStructPersisted) -> Result<()> {
-        let vectors = &self.config.params.vectors;
-        let check_dense = |name: &str, len: usize| -> Result<()> {
-            let Some(params) = vectors.get(name) else {
-                return Err(StorageError::bad_request(format!(
-                    "Wrong input: Not existing vector name error: {}{}",
-                    if name.is_empty() {
-                        "(unnamed vector); this collection has named vectors: "
-                    } else {
-                        name
-                    },
-                    if name.is_empty() {
-                        self.vector_names()
-                    } else {
-                        String::new()
-                    }
-                )));
-            };
-            if params.size as usize != len {
-                return Err(StorageError::bad_request(format!(
-                    "Wrong input: Vector dimension error: expected dim: {}, got {len}",
-                    params.size
-                )));
-            }
-            Ok(())
-        };
         match &point.vector {
-            VectorStructPersisted::Single(v) => check_dense("", v.len()),
-            VectorStructPersisted::MultiDense(_) => Err(StorageError::bad_request(
-                "Wrong input: multivectors are not supported by snapfs yet",
-            )),
+            VectorStructPersisted::Single(v) => self.check_vector("", VectorKind::Dense(v.len())),
+            VectorStructPersisted::MultiDense(m) => self.check_vector("", VectorKind::Multi(m)),
             VectorStructPersisted::Named(named) => {
                 for (name, vector) in named {
-                    match vector {
-                        VectorPersisted::Dense(v) => check_dense(name, v.len())?,
-                        _ => {
-                            return Err(StorageError::bad_request(format!(
-                                "Wrong input: vector `{name}` must be a dense vector (a list of numbers)"
-                            )));
+                    let kind = match vector {
+                        VectorPersisted::Dense(v) => VectorKind::Dense(v.len()),
+                        VectorPersisted::MultiDense(m) => VectorKind::Multi(m),
+                        VectorPersisted::Sparse(sparse) => {
+                            if sparse.indices.len() != sparse.values.len() {
+                                return Err(StorageError::bad_request(format!(
+                                    "Wrong input: sparse vector `{name}` has {} indices and {} values",
+                                    sparse.indices.len(),
+                                    sparse.values.len()
+                                )));
+                            }
+                            let unique: std::collections::HashSet<_> =
+                                sparse.indices.iter().collect();
+                            if unique.len() != sparse.indices.len() {
+                                return Err(StorageError::bad_request(format!(
+                                    "Wrong input: sparse vector `{name}` repeats an index"
+                                )));
+                            }
+                            VectorKind::Sparse
                         }
-                    }
+                    };
+                    self.check_vector(name, kind)?;
                 }
                 Ok(())
             }
         }
+    }
+
+    /// One vector of a point against the collection's config for its name.
+    fn check_vector(&self, name: &str, kind: VectorKind<'_>) -> Result<()> {
+        let sparse = self.config.sparse_vectors();
+        if let VectorKind::Sparse = kind {
+            if !sparse.contains_key(name) {
+                return Err(StorageError::bad_request(format!(
+                    "Wrong input: Not existing vector name error: {name} (not a sparse vector of this collection)"
+                )));
+            }
+            return Ok(());
+        }
+        let Some(params) = self.config.params.vectors.get(name) else {
+            let hint = if sparse.contains_key(name) {
+                " (a sparse vector: give it as {\"indices\": [...], \"values\": [...]})".to_string()
+            } else if name.is_empty() {
+                format!(
+                    "(unnamed vector); this collection has named vectors: {}",
+                    self.vector_names()
+                )
+            } else {
+                String::new()
+            };
+            return Err(StorageError::bad_request(format!(
+                "Wrong input: Not existing vector name error: {name}{hint}"
+            )));
+        };
+        let label = if name.is_empty() { "the vector" } else { name };
+        let is_multi = params
+            .multivector_config
+            .as_ref()
+            .is_some_and(|m| !m.is_null());
+        let lengths: Vec<usize> = match kind {
+            VectorKind::Dense(_) if is_multi => {
+                return Err(StorageError::bad_request(format!(
+                    "Wrong input: {label} is a multivector: give a list of vectors"
+                )));
+            }
+            VectorKind::Multi(_) if !is_multi => {
+                return Err(StorageError::bad_request(format!(
+                    "Wrong input: {label} takes one vector, not a list of vectors"
+                )));
+            }
+            VectorKind::Multi([]) => {
+                return Err(StorageError::bad_request(format!(
+                    "Wrong input: multivector {label} must hold at least one vector"
+                )));
+            }
+            VectorKind::Dense(len) => vec![len],
+            VectorKind::Multi(m) => m.iter().map(|v| v.len()).collect(),
+            VectorKind::Sparse => unreachable!("handled above"),
+        };
+        if let Some(len) = lengths.into_iter().find(|len| *len != params.size as usize) {
+            return Err(StorageError::bad_request(format!(
+                "Wrong input: Vector dimension error: expected dim: {}, got {len}",
+                params.size
+            )));
+        }
+        Ok(())
     }
 
     fn vector_names(&self) -> String {
@@ -423,34 +530,13 @@ impl Collection {
     }
 
     pub fn query(&self, query: NearestQuery) -> Result<Vec<ScoredPoint>> {
-        let params = self
-            .config
-            .params
-            .vectors
-            .get(&query.using)
-            .ok_or_else(|| {
-                StorageError::bad_request(format!(
-                    "Wrong input: Not existing vector name error: {}",
-                    if query.using.is_empty() {
-                        "(unnamed vector)"
-                    } else {
-                        &query.using
-                    }
-                ))
-            })?;
-        if params.size as usize != query.vector.len() {
-            return Err(StorageError::bad_request(format!(
-                "Wrong input: Vector dimension error: expected dim: {}, got {}",
-                params.size,
-                query.vector.len()
-            )));
-        }
+        let (vector, higher_is_better) = self.query_vector(&query.using, query.vector)?;
         let using = (!query.using.is_empty()).then(|| query.using.clone());
         let mut scored = Vec::new();
         for id in 0..self.shard_count() {
             let mut request = QueryRequest::new(query.limit + query.offset);
             request.query = Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
-                query: VectorInternal::Dense(query.vector.clone()),
+                query: vector.clone(),
                 using: using.clone(),
             })));
             request.filter = query.filter.clone();
@@ -464,7 +550,6 @@ impl Collection {
                     .map_err(StorageError::from_engine)
             })?);
         }
-        let higher_is_better = params.distance.higher_is_better();
         scored.sort_by(|a, b| {
             let order = a.score.total_cmp(&b.score);
             if higher_is_better {
@@ -478,6 +563,54 @@ impl Collection {
             .skip(query.offset)
             .take(query.limit)
             .collect())
+    }
+
+    /// The engine's form of a query vector for `using`, checked against its config,
+    /// and whether a higher score is a better match.
+    fn query_vector(&self, using: &str, vector: QueryVector) -> Result<(VectorInternal, bool)> {
+        let label = if using.is_empty() { "(unnamed vector)" } else { using };
+        if let QueryVector::Sparse(sparse) = vector {
+            self.check_vector(using, VectorKind::Sparse)?;
+            if sparse.indices.len() != sparse.values.len() {
+                return Err(StorageError::bad_request(
+                    "Wrong input: a sparse query needs as many values as indices",
+                ));
+            }
+            // Sparse scores are dot products: higher is better.
+            return Ok((VectorInternal::Sparse(sparse), true));
+        }
+        let params = self.config.params.vectors.get(using).ok_or_else(|| {
+            let sparse = self.config.sparse_vectors();
+            let hint = if sparse.contains_key(using) {
+                " (a sparse vector: query it with {\"indices\": [...], \"values\": [...]})"
+            } else {
+                ""
+            };
+            StorageError::bad_request(format!(
+                "Wrong input: Not existing vector name error: {label}{hint}"
+            ))
+        })?;
+        let is_multi = params
+            .multivector_config
+            .as_ref()
+            .is_some_and(|m| !m.is_null());
+        let vectors = match vector {
+            // A single vector against a multivector field is a list of one, as in Qdrant.
+            QueryVector::Dense(v) if is_multi => vec![v],
+            QueryVector::Dense(v) => {
+                self.check_vector(using, VectorKind::Dense(v.len()))?;
+                return Ok((VectorInternal::Dense(v), params.distance.higher_is_better()));
+            }
+            QueryVector::Multi(m) => m,
+            QueryVector::Sparse(_) => unreachable!("handled above"),
+        };
+        self.check_vector(using, VectorKind::Multi(&vectors))?;
+        let multi = qdrant_edge::TypedMultiDenseVector::try_from_matrix(vectors)
+            .map_err(StorageError::from_engine)?;
+        Ok((
+            VectorInternal::MultiDense(multi),
+            params.distance.higher_is_better(),
+        ))
     }
 
     pub fn stats(&self) -> Result<CollectionStats> {
@@ -589,4 +722,11 @@ impl Drop for CollectionFreeze {
             shard.thaw();
         }
     }
+}
+
+/// What a point gives for one vector name.
+enum VectorKind<'a> {
+    Dense(usize),
+    Multi(&'a [Vec<f32>]),
+    Sparse,
 }

@@ -33,20 +33,59 @@ impl Distance {
     }
 }
 
+/// A dense vector's parameters, as Qdrant's `VectorParams`. The nested settings are
+/// kept as Qdrant wrote them (so `config.json` round-trips byte for byte) and checked
+/// by the engine's own types in [`CollectionConfig::edge_config`]. Unknown fields are
+/// refused by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VectorParams {
     pub size: u64,
     pub distance: Distance,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_disk: Option<bool>,
+    /// A diff over the collection's `hnsw_config`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hnsw_config: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization_config: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_disk: Option<bool>,
+    /// `float32` (default), `float16` or `uint8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datatype: Option<Value>,
+    /// `{"comparator": "max_sim"}`: each point holds a list of vectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multivector_config: Option<Value>,
+}
+
+/// A sparse vector's parameters, as Qdrant's `SparseVectorParams`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseVectorParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<SparseIndexParams>,
+    /// `idf` (inverse document frequency) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modifier: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseIndexParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_scan_threshold: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_disk: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datatype: Option<Value>,
+}
+
+/// Qdrant's `sharding_method`: `auto` (points routed by id) is what snapfs does;
+/// `custom` (user-defined shard keys) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardingMethod {
+    Auto,
+    Custom,
 }
 
 /// One unnamed vector (`{"size":8,"distance":"Cosine"}`) or named ones
@@ -106,10 +145,16 @@ pub struct CollectionParams {
     #[serde(default = "yes")]
     pub on_disk_payload: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sparse_vectors: Option<Value>,
+    pub sparse_vectors: Option<BTreeMap<String, SparseVectorParams>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharding_method: Option<ShardingMethod>,
+    /// Read fan-out in a cluster; kept as given (one node reads every shard itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_fan_out_factor: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HnswConfig {
     pub m: usize,
     pub ef_construct: usize,
@@ -120,9 +165,14 @@ pub struct HnswConfig {
     pub on_disk: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_m: Option<usize>,
+    /// Qdrant 1.16+: vectors stored inside the HNSW graph file; kept as given (the
+    /// engine decides its own storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_storage: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OptimizersConfig {
     pub deleted_threshold: f64,
     pub vacuum_min_vector_number: usize,
@@ -141,6 +191,7 @@ pub struct OptimizersConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WalConfig {
     pub wal_capacity_mb: usize,
     pub wal_segments_ahead: usize,
@@ -156,6 +207,9 @@ pub struct CollectionConfig {
     pub wal_config: WalConfig,
     #[serde(default)]
     pub quantization_config: Option<Value>,
+    /// Free-form user data (Qdrant's collection `metadata`), stored and shown as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
     #[serde(default)]
     pub uuid: Option<String>,
 }
@@ -187,11 +241,15 @@ fn default_sections() -> Value {
 }
 
 /// The body of `PUT /collections/{name}` (Qdrant's `CreateCollection`). The config
-/// sections are partial diffs over Qdrant's defaults.
+/// sections are partial diffs over Qdrant's defaults. Fields Qdrant has but snapfs
+/// cannot honour are refused by name (see [`CreateCollection::into_config`]); fields
+/// Qdrant does not have are refused by serde.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateCollection {
     pub vectors: Option<VectorsConfig>,
     pub shard_number: Option<u32>,
+    pub sharding_method: Option<ShardingMethod>,
     pub replication_factor: Option<u32>,
     pub write_consistency_factor: Option<u32>,
     pub on_disk_payload: Option<bool>,
@@ -199,27 +257,43 @@ pub struct CreateCollection {
     pub optimizers_config: Option<Value>,
     pub wal_config: Option<Value>,
     pub quantization_config: Option<Value>,
-    pub sparse_vectors: Option<Value>,
+    pub sparse_vectors: Option<BTreeMap<String, SparseVectorParams>>,
+    pub metadata: Option<Value>,
+    pub strict_mode_config: Option<Value>,
+    pub init_from: Option<Value>,
 }
 
 impl CreateCollection {
     pub fn into_config(self) -> Result<CollectionConfig> {
-        let vectors = self.vectors.ok_or_else(|| {
-            StorageError::bad_request(
-                "`vectors` is required: e.g. {\"size\": 128, \"distance\": \"Cosine\"}",
-            )
-        })?;
-        if self.sparse_vectors.as_ref().is_some_and(|v| !v.is_null()) {
+        if self.strict_mode_config.as_ref().is_some_and(|v| !v.is_null()) {
             return Err(StorageError::bad_request(
-                "sparse vectors are not supported by snapfs yet",
+                "`strict_mode_config` is not supported by snapfs: it would not be enforced",
             ));
         }
+        if self.init_from.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(StorageError::bad_request(
+                "`init_from` is not supported by snapfs (Qdrant deprecated it): restore a snapshot instead",
+            ));
+        }
+        let sparse = self.sparse_vectors.filter(|s| !s.is_empty());
+        let vectors = match (self.vectors, &sparse) {
+            (Some(vectors), _) => vectors,
+            (None, Some(_)) => VectorsConfig::Named(BTreeMap::new()),
+            (None, None) => {
+                return Err(StorageError::bad_request(
+                    "`vectors` is required: e.g. {\"size\": 128, \"distance\": \"Cosine\"} (or `sparse_vectors`)",
+                ));
+            }
+        };
         let mut config = default_sections();
         merge_section(&mut config, "hnsw_config", self.hnsw_config)?;
         merge_section(&mut config, "optimizer_config", self.optimizers_config)?;
         merge_section(&mut config, "wal_config", self.wal_config)?;
         if let Some(q) = self.quantization_config {
             config["quantization_config"] = q;
+        }
+        if let Some(metadata) = self.metadata.filter(|m| !m.is_null()) {
+            config["metadata"] = metadata;
         }
         config["params"] = json!({
             "vectors": vectors,
@@ -228,6 +302,12 @@ impl CreateCollection {
             "write_consistency_factor": self.write_consistency_factor.unwrap_or(1),
             "on_disk_payload": self.on_disk_payload.unwrap_or(true),
         });
+        if let Some(sparse) = sparse {
+            config["params"]["sparse_vectors"] = json!(sparse);
+        }
+        if let Some(method) = self.sharding_method {
+            config["params"]["sharding_method"] = json!(method);
+        }
         let config: CollectionConfig = serde_json::from_value(config)
             .map_err(|e| StorageError::bad_request(format!("Invalid collection config: {e}")))?;
         config.validate()?;
@@ -262,10 +342,15 @@ impl CollectionConfig {
                 "shard_number must be between 1 and {MAX_SHARDS}, got {shards}"
             )));
         }
-        let vectors = self.params.vectors.by_name();
-        if vectors.is_empty() {
+        if self.params.sharding_method == Some(ShardingMethod::Custom) {
             return Err(StorageError::bad_request(
-                "at least one vector must be configured",
+                "sharding_method `custom` is not supported by snapfs: points are routed to shards by id (`auto`)",
+            ));
+        }
+        let vectors = self.params.vectors.by_name();
+        if vectors.is_empty() && self.sparse_vectors().is_empty() {
+            return Err(StorageError::bad_request(
+                "at least one vector (dense or sparse) must be configured",
             ));
         }
         for (name, params) in vectors {
@@ -280,14 +365,15 @@ impl CollectionConfig {
                     params.size
                 )));
             }
-            if params
-                .multivector_config
-                .as_ref()
-                .is_some_and(|v| !v.is_null())
-            {
-                return Err(StorageError::bad_request(
-                    "multivectors are not supported by snapfs yet",
-                ));
+        }
+        for name in self.sparse_vectors().keys() {
+            if name.is_empty() {
+                return Err(StorageError::bad_request("a sparse vector needs a name"));
+            }
+            if self.params.vectors.get(name).is_some() {
+                return Err(StorageError::bad_request(format!(
+                    "`{name}` is both a dense and a sparse vector: names must be unique"
+                )));
             }
         }
         if self.wal_config.wal_capacity_mb == 0 {
@@ -295,6 +381,9 @@ impl CollectionConfig {
                 "wal_capacity_mb must be at least 1",
             ));
         }
+        // The engine's own types check every nested setting (datatypes, quantization,
+        // multivector comparators, modifiers) and name what they refuse.
+        self.edge_config()?;
         Ok(())
     }
 
@@ -302,28 +391,77 @@ impl CollectionConfig {
         self.params.shard_number
     }
 
+    /// The sparse vectors, by name (none: empty).
+    pub fn sparse_vectors(&self) -> BTreeMap<String, SparseVectorParams> {
+        self.params.sparse_vectors.clone().unwrap_or_default()
+    }
+
     /// The engine configuration every shard of this collection is created and loaded with.
     pub fn edge_config(&self) -> Result<EdgeConfig> {
+        let hnsw = serde_json::to_value(&self.hnsw_config).expect("plain data");
         let mut vectors = serde_json::Map::new();
         for (name, params) in self.params.vectors.by_name() {
+            let label = if name.is_empty() { "the vector" } else { name };
             let mut v = json!({"size": params.size, "distance": params.distance});
             if let Some(on_disk) = params.on_disk {
                 v["on_disk"] = json!(on_disk);
             }
+            for (key, value) in [
+                ("datatype", &params.datatype),
+                ("multivector_config", &params.multivector_config),
+                ("quantization_config", &params.quantization_config),
+            ] {
+                if let Some(value) = value.as_ref().filter(|v| !v.is_null()) {
+                    v[key] = value.clone();
+                }
+            }
+            if let Some(diff) = params.hnsw_config.as_ref().filter(|v| !v.is_null()) {
+                let Value::Object(diff) = diff else {
+                    return Err(StorageError::bad_request(format!(
+                        "`hnsw_config` of {label} must be an object"
+                    )));
+                };
+                let mut merged = hnsw.clone();
+                for (key, value) in diff {
+                    merged[key] = value.clone();
+                }
+                // Checked against the collection-level fields (unknown keys named).
+                serde_json::from_value::<HnswConfig>(merged.clone()).map_err(|e| {
+                    StorageError::bad_request(format!("`hnsw_config` of {label}: {e}"))
+                })?;
+                v["hnsw_config"] = merged;
+            }
+            serde_json::from_value::<qdrant_edge::EdgeVectorParams>(v.clone())
+                .map_err(|e| StorageError::bad_request(format!("vector {label}: {e}")))?;
             vectors.insert(name.to_string(), v);
         }
-        let hnsw = &self.hnsw_config;
+        let mut sparse_vectors = serde_json::Map::new();
+        for (name, params) in self.sparse_vectors() {
+            let index = params.index.unwrap_or_default();
+            let mut v = json!({});
+            if let Some(threshold) = index.full_scan_threshold {
+                v["full_scan_threshold"] = json!(threshold);
+            }
+            if let Some(on_disk) = index.on_disk {
+                v["on_disk"] = json!(on_disk);
+            }
+            if let Some(datatype) = index.datatype.filter(|d| !d.is_null()) {
+                v["datatype"] = datatype;
+            }
+            if let Some(modifier) = params.modifier.filter(|m| !m.is_null()) {
+                v["modifier"] = modifier;
+            }
+            serde_json::from_value::<qdrant_edge::EdgeSparseVectorParams>(v.clone())
+                .map_err(|e| StorageError::bad_request(format!("sparse vector {name}: {e}")))?;
+            sparse_vectors.insert(name, v);
+        }
         let opt = &self.optimizer_config;
         let wal = &self.wal_config;
         let edge = json!({
             "on_disk_payload": self.params.on_disk_payload,
             "vectors": vectors,
-            "hnsw_config": {
-                "m": hnsw.m, "ef_construct": hnsw.ef_construct,
-                "full_scan_threshold": hnsw.full_scan_threshold,
-                "max_indexing_threads": hnsw.max_indexing_threads,
-                "on_disk": hnsw.on_disk, "payload_m": hnsw.payload_m,
-            },
+            "sparse_vectors": sparse_vectors,
+            "hnsw_config": hnsw,
             "quantization_config": self.quantization_config,
             "optimizers": {
                 "deleted_threshold": opt.deleted_threshold,
@@ -380,6 +518,32 @@ mod tests {
     }
 
     #[test]
+    fn takes_what_qdrant_collections_hold() {
+        let config = create(json!({
+            "vectors": {
+                "dense": {"size": 8, "distance": "Cosine", "datatype": "float16",
+                          "quantization_config": {"scalar": {"type": "int8", "always_ram": true}},
+                          "hnsw_config": {"m": 8}},
+                "colbert": {"size": 4, "distance": "Dot", "multivector_config": {"comparator": "max_sim"}},
+                "bytes": {"size": 4, "distance": "Euclid", "datatype": "uint8", "on_disk": true,
+                          "quantization_config": {"binary": {"always_ram": false}}}
+            },
+            "sparse_vectors": {"text": {"modifier": "idf", "index": {"on_disk": true}}},
+            "sharding_method": "auto",
+            "metadata": {"team": "search"}
+        }))
+        .unwrap();
+        let edge = config.edge_config().unwrap();
+        assert_eq!(edge.vectors.len(), 3);
+        assert_eq!(edge.sparse_vectors.len(), 1);
+        // The per-vector HNSW diff is merged over the collection's.
+        assert_eq!(edge.vectors["dense"].hnsw_config.as_ref().unwrap().m, 8);
+        assert_eq!(edge.vectors["dense"].hnsw_config.as_ref().unwrap().ef_construct, 100);
+        // Only sparse vectors is a collection too.
+        create(json!({"sparse_vectors": {"text": {}}})).unwrap();
+    }
+
+    #[test]
     fn rejects_bad_configs_with_the_cause() {
         let cases = [
             (
@@ -396,8 +560,44 @@ mod tests {
             ),
             (json!({}), "`vectors` is required"),
             (
-                json!({"vectors": {"a": {"size": 4, "distance": "Dot"}}, "sparse_vectors": {"s": {}}}),
-                "sparse",
+                json!({"vectors": {"size": 4, "distance": "Dot", "colour": "blue"}}),
+                "unknown field `colour`",
+            ),
+            (
+                json!({"vectors": {"size": 4, "distance": "Dot"}, "sharding_method": "custom"}),
+                "sharding_method `custom`",
+            ),
+            (
+                json!({"vectors": {"size": 4, "distance": "Dot"}, "strict_mode_config": {"enabled": true}}),
+                "strict_mode_config",
+            ),
+            (
+                json!({"vectors": {"size": 4, "distance": "Dot"}, "hnsw_config": {"mm": 3}}),
+                "unknown field `mm`",
+            ),
+            (
+                json!({"vectors": {"size": 4, "distance": "Dot", "datatype": "float64"}}),
+                "float64",
+            ),
+            (
+                json!({"vectors": {"size": 4, "distance": "Dot", "multivector_config": {"comparator": "min_sim"}}}),
+                "min_sim",
+            ),
+            (
+                json!({"sparse_vectors": {"s": {"modifier": "bm42"}}}),
+                "bm42",
+            ),
+            (
+                json!({"sparse_vectors": {"s": {"index": {"on_disk": true, "fast": 1}}}}),
+                "unknown field `fast`",
+            ),
+            (
+                json!({"vectors": {"s": {"size": 4, "distance": "Dot"}}, "sparse_vectors": {"s": {}}}),
+                "both a dense and a sparse vector",
+            ),
+            (
+                json!({"vectors": {"size": 4, "distance": "Dot"}, "payload_things": 1}),
+                "unknown field `payload_things`",
             ),
         ];
         for (body, expected) in cases {
