@@ -554,7 +554,8 @@ async fn async_creation_appears_complete_and_names_are_plain() {
         None,
     )
     .await;
-    assert_eq!(status, 400, "{body}");
+    // A name that is no plain file name names no stored snapshot: 404, as Qdrant.
+    assert_eq!(status, 404, "{body}");
     assert!(
         body["status"]["error"]
             .as_str()
@@ -703,7 +704,16 @@ async fn a_slow_reader_cannot_hold_writers_past_the_freeze_limit() {
         "the update was applied during the freeze ({waited:?})"
     );
     assert_eq!(count(&client, "slow").await, 4001);
-    let log = daemon.log();
+    // The watchdog logs once the shards thawed, which is also when the update
+    // returns: give its line a moment to reach the log.
+    let mut log = daemon.log();
+    for _ in 0..100 {
+        if log.contains("copied aside") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        log = daemon.log();
+    }
     assert!(log.contains("copied aside"), "{log}");
 
     // The slow reader still receives the frozen state, whole and valid.

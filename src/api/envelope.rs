@@ -1,7 +1,7 @@
 //! Qdrant's response envelope, and the one place where errors become HTTP statuses.
 //!
 //! Success: `{"result": …, "status": "ok", "time": seconds}`; accepted (`wait=false`):
-//! `{"result": …, "status": "accepted", "time": …}` with 202 where Qdrant does;
+//! `{"status": "accepted", "time": …}` with 202 where Qdrant does;
 //! failure: `{"status": {"error": "…"}, "time": …}`.
 
 use std::time::Instant;
@@ -51,11 +51,12 @@ impl Timer {
         Json(body).into_response()
     }
 
-    /// A `wait=false` answer: the work continues after this reply.
-    pub fn accepted<T: Serialize>(&self, result: T) -> Response {
+    /// A `wait=false` answer, 202 `{"status": "accepted", "time": …}` (no `result`,
+    /// as Qdrant): the work continues after this reply.
+    pub fn accepted(&self) -> Response {
         (
             StatusCode::ACCEPTED,
-            Json(json!({"result": result, "status": "accepted", "time": self.seconds()})),
+            Json(json!({"status": "accepted", "time": self.seconds()})),
         )
             .into_response()
     }

@@ -150,7 +150,7 @@ pub async fn recover_partial(
         Ok(timer.ok_with_details(true, applied_json(&applied)))
     } else {
         tokio::spawn(work);
-        Ok(timer.accepted(true))
+        Ok(timer.accepted())
     }
 }
 
@@ -227,6 +227,6 @@ pub async fn recover_from(
                 tracing::warn!(%err, "background partial pull failed");
             }
         });
-        Ok(timer.accepted(true))
+        Ok(timer.accepted())
     }
 }

@@ -19,8 +19,10 @@ use crate::snapshot::restore::{self, restore_collection, restore_shard};
 use crate::snapshot::{Scope, stored};
 use crate::storage::error::with_causes;
 
+/// Qdrant's `SnapshotRecover` / `ShardSnapshotRecover`. Fields it does not use are
+/// ignored, as Qdrant's own parsing ignores them (its tests send `"wait": "true"`
+/// in the body); the ones it uses are checked by type and value.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RecoverRequest {
     location: String,
     #[serde(default)]
@@ -93,8 +95,9 @@ pub async fn shard_recover(
     Query(q): Query<RecoverQuery>,
     ApiJson(request): ApiJson<RecoverRequest>,
 ) -> ApiResult {
-    let scope = Scope::Shard(c, super::shard_id(&id)?);
-    recover(timer, app, scope, q.wait, request).await
+    let id = super::shard_id(&id)?;
+    app.storage.collection(&c)?.shard(id)?;
+    recover(timer, app, Scope::Shard(c, id), q.wait, request).await
 }
 
 /// `POST /collections/{c}/snapshots/upload` (multipart, field `snapshot`): the file is
@@ -174,7 +177,7 @@ async fn run(
         Ok(timer.ok(true))
     } else {
         tokio::spawn(work);
-        Ok(timer.accepted(true))
+        Ok(timer.accepted())
     }
 }
 
@@ -191,15 +194,16 @@ async fn obtain(
             return download(app, scope, location, api_key).await;
         }
         Ok(url) if url.scheme() == "file" => {
-            // As Qdrant: `file:///abs/path` or `file://localhost/abs/path` only
-            // (percent-escapes decoded); `file://name` names a host.
+            // As Qdrant, with its words: `file:///abs/path` or
+            // `file://localhost/abs/path` only (percent-escapes decoded);
+            // `file://name` names a host.
             let host_is_local = matches!(url.host_str(), None | Some("") | Some("localhost"));
             let path = url.to_file_path().ok().filter(|_| host_is_local).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "Invalid snapshot URI, file path must be absolute or on localhost: {location}"
-                ))
+                ApiError::bad_request(
+                    "Bad request: Invalid snapshot URI, file path must be absolute or on localhost",
+                )
             })?;
-            confined_file(app, &path.to_string_lossy())?
+            confined_file(app, &path)?
         }
         Ok(url) if url.scheme().len() > 1 => {
             return Err(ApiError::bad_request(format!(
@@ -214,11 +218,20 @@ async fn obtain(
 }
 
 /// A `file://` path, which must lie inside a directory snapshots may be recovered
-/// from (`storage.recover_dirs`, by default the snapshots directory); anything
-/// else is 403.
-fn confined_file(app: &AppState, path: &str) -> Result<PathBuf, ApiError> {
-    let resolved = std::fs::canonicalize(path)
-        .map_err(|e| ApiError::bad_request(format!("cannot read {path}: {e}")))?;
+/// from (`storage.recover_dirs`, by default the snapshots directory), symlinks
+/// resolved; anything else is 403. As in Qdrant, a path that does not exist is
+/// 400 first (both answers only `stat`: nothing outside is opened).
+fn confined_file(app: &AppState, path: &std::path::Path) -> Result<PathBuf, ApiError> {
+    if !path.exists() {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: Snapshot file {path:?} does not exist"
+        )));
+    }
+    let resolved = std::fs::canonicalize(path).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Bad request: Failed to resolve snapshot path {path:?}: {e}"
+        ))
+    })?;
     let inside = app
         .recover_dirs
         .iter()
@@ -228,13 +241,17 @@ fn confined_file(app: &AppState, path: &str) -> Result<PathBuf, ApiError> {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
-                "{path} is outside the directories snapshots may be recovered from ({}; set storage.recover_dirs to allow others)",
-                allowed_list(app)
+                "Forbidden: Snapshot file path must be inside the snapshots directory or storage.recover_dirs ({}): {} is outside them",
+                allowed_list(app),
+                path.display(),
             ),
         ));
     }
     if !resolved.is_file() {
-        return Err(ApiError::bad_request(format!("{path} is not a file")));
+        return Err(ApiError::bad_request(format!(
+            "Bad request: {} is not a file",
+            path.display()
+        )));
     }
     Ok(resolved)
 }

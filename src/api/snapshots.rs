@@ -57,7 +57,7 @@ async fn create(timer: Timer, app: Arc<AppState>, scope: Scope, wait: bool) -> A
             tracing::error!(%err, "background snapshot creation failed");
         }
     });
-    Ok(timer.accepted(serde_json::Value::Null))
+    Ok(timer.accepted())
 }
 
 async fn list(timer: Timer, app: Arc<AppState>, scope: Scope) -> ApiResult {
@@ -74,8 +74,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     validate_snapshot_name(&name)?;
     let scope = checked_scope(&app, scope)?;
-    let path = stored::stored_path(&app.snapshots_path, &scope, &name)?;
-    let file = Arc::new(std::fs::File::open(&path).map_err(crate::storage::StorageError::from)?);
+    let file = Arc::new(stored::open_stored(&app.snapshots_path, &scope, &name)?);
     let meta = file
         .metadata()
         .map_err(crate::storage::StorageError::from)?;
@@ -108,12 +107,30 @@ async fn download(
     stream_response(&headers, size, &name, &validators, read_at, None)
 }
 
-async fn delete(timer: Timer, app: Arc<AppState>, scope: Scope, name: String) -> ApiResult {
+/// Delete a stored snapshot. The name is resolved first, whatever `wait` says: one
+/// that names no stored snapshot is 404 and nothing is touched; with `wait=false`
+/// the removal then runs in the background (202, as Qdrant answers).
+async fn delete(
+    timer: Timer,
+    app: Arc<AppState>,
+    scope: Scope,
+    name: String,
+    wait: bool,
+) -> ApiResult {
     validate_snapshot_name(&name)?;
     let scope = checked_scope(&app, scope)?;
     let snapshots_path = app.snapshots_path.clone();
-    blocking(move || stored::delete(&snapshots_path, &scope, &name)).await?;
-    Ok(timer.ok(true))
+    let path = blocking(move || stored::stored_path(&snapshots_path, &scope, &name)).await?;
+    if wait {
+        blocking(move || stored::remove(&path)).await?;
+        return Ok(timer.ok(true));
+    }
+    tokio::task::spawn_blocking(move || {
+        if let Err(err) = stored::remove(&path) {
+            tracing::error!(%err, path = %path.display(), "background snapshot deletion failed");
+        }
+    });
+    Ok(timer.accepted())
 }
 
 // ---- collection snapshots ----
@@ -147,8 +164,9 @@ pub async fn collection_delete(
     timer: Timer,
     State(app): State<Arc<AppState>>,
     Path((c, name)): Path<(String, String)>,
+    Query(q): Query<WaitParam>,
 ) -> ApiResult {
-    delete(timer, app, Scope::Collection(c), name).await
+    delete(timer, app, Scope::Collection(c), name, q.wait).await
 }
 
 // ---- shard snapshots ----
@@ -182,8 +200,16 @@ pub async fn shard_delete(
     timer: Timer,
     State(app): State<Arc<AppState>>,
     Path((c, id, name)): Path<(String, String, String)>,
+    Query(q): Query<WaitParam>,
 ) -> ApiResult {
-    delete(timer, app, Scope::Shard(c, super::shard_id(&id)?), name).await
+    delete(
+        timer,
+        app,
+        Scope::Shard(c, super::shard_id(&id)?),
+        name,
+        q.wait,
+    )
+    .await
 }
 
 /// `GET /collections/{c}/shards/{id}/snapshot`: a fresh shard snapshot, streamed
@@ -266,6 +292,7 @@ pub async fn full_delete(
     timer: Timer,
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
+    Query(q): Query<WaitParam>,
 ) -> ApiResult {
-    delete(timer, app, Scope::Full, name).await
+    delete(timer, app, Scope::Full, name, q.wait).await
 }

@@ -46,7 +46,9 @@ pub fn creation_time(time: SystemTime) -> String {
 }
 
 /// A snapshot name from a request must be a plain file name: no path, no hidden
-/// or temporary names, no control characters.
+/// or temporary names, no control characters. Anything else names no stored
+/// snapshot, so it is "not found" (404, as in Qdrant), decided from the text alone:
+/// nothing outside the snapshots directory is looked at.
 pub fn validate_snapshot_name(name: &str) -> Result<()> {
     let bad = name.is_empty()
         || name.len() > 255
@@ -55,8 +57,8 @@ pub fn validate_snapshot_name(name: &str) -> Result<()> {
         || name.contains('\\')
         || name.chars().any(char::is_control);
     if bad {
-        return Err(StorageError::bad_request(format!(
-            "Invalid snapshot name {name:?}: it must be a plain file name (no `/`, no leading `.`)"
+        return Err(StorageError::NotFound(format!(
+            "Snapshot {name:?} not found: a snapshot name is a plain file name (no `/`, no leading `.`)"
         )));
     }
     Ok(())
@@ -85,7 +87,10 @@ mod tests {
     #[test]
     fn snapshot_names_are_plain() {
         for bad in ["", "..", "../x", "a/b", ".hidden", "a\\b", "x\u{1}"] {
-            assert!(validate_snapshot_name(bad).is_err(), "{bad:?}");
+            assert!(
+                matches!(validate_snapshot_name(bad), Err(StorageError::NotFound(_))),
+                "{bad:?}"
+            );
         }
         assert!(validate_snapshot_name("docs-2026-01-01-00-00-00.snapshot").is_ok());
     }

@@ -124,22 +124,53 @@ pub fn list(snapshots_path: &Path, scope: &Scope) -> Result<Vec<SnapshotDescript
     Ok(out)
 }
 
-/// The path of stored snapshot `name` of `scope`, which must exist.
+/// The path of stored snapshot `name` of `scope`, which must exist: a plain name
+/// (see [`validate_snapshot_name`]) of a regular file directly in the scope's
+/// directory, named `*.snapshot` like every listed one. Anything else, a symlink
+/// included (it could lead out of the snapshots directory), is not found.
 pub fn stored_path(snapshots_path: &Path, scope: &Scope, name: &str) -> Result<PathBuf> {
     validate_snapshot_name(name)?;
+    let not_found = || StorageError::NotFound(format!("Snapshot {name} not found"));
+    if !name.ends_with(SNAPSHOT_EXT) {
+        return Err(not_found());
+    }
     let path = scope_dir(snapshots_path, scope).join(name);
-    if !path.is_file() {
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_file() => Ok(path),
+        _ => Err(not_found()),
+    }
+}
+
+/// Open stored snapshot `name` of `scope` for reading, never through a symlink.
+pub fn open_stored(snapshots_path: &Path, scope: &Scope, name: &str) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = stored_path(snapshots_path, scope, name)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound(format!("Snapshot {name} not found")),
+            _ => e.into(),
+        })?;
+    if !file.metadata()?.file_type().is_file() {
         return Err(StorageError::NotFound(format!("Snapshot {name} not found")));
     }
-    Ok(path)
+    Ok(file)
 }
 
 pub fn delete(snapshots_path: &Path, scope: &Scope, name: &str) -> Result<()> {
-    let path = stored_path(snapshots_path, scope, name)?;
-    std::fs::remove_file(&path)?;
-    match std::fs::remove_file(sidecar(&path)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-        _ => {}
+    remove(&stored_path(snapshots_path, scope, name)?)
+}
+
+/// Remove a stored snapshot found by [`stored_path`], and its checksum. One
+/// already gone (a concurrent delete) is no error.
+pub fn remove(path: &Path) -> Result<()> {
+    for file in [path.to_path_buf(), sidecar(path)] {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
     }
     Ok(())
 }
