@@ -10,6 +10,17 @@ use support::{Daemon, python_venv};
 
 #[test]
 fn official_qdrant_client_works_against_snapfs() {
+    run_check("qdrant_client_check.py", "qdrant-client: all checks passed");
+}
+
+/// Sparse (idf) and dense vectors, a payload index, a sparse query, a snapshot and
+/// its recovery from a URL — all through qdrant-client's own calls.
+#[test]
+fn a_hybrid_collection_through_qdrant_client() {
+    run_check("qdrant_client_hybrid_check.py", "qdrant-client hybrid: all checks passed");
+}
+
+fn run_check(script: &str, passed: &str) {
     let python = python_venv();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -23,7 +34,7 @@ fn official_qdrant_client_works_against_snapfs() {
         &[("SNAPFS_API_KEY", "py-key")],
     );
     let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/qdrant_client_check.py");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
     let output = Command::new(&python)
         .arg(&script)
         .env("SNAPFS_URL", format!("http://127.0.0.1:{port}"))
@@ -37,5 +48,5 @@ fn official_qdrant_client_works_against_snapfs() {
         "qdrant-client check failed:\n{stdout}\n{stderr}\ndaemon log:\n{}",
         daemon.log()
     );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
+    assert!(stdout.contains(passed), "{stdout}");
 }

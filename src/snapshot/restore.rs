@@ -321,6 +321,7 @@ fn prepare_shard(staging: &Path, edge: qdrant_edge::EdgeConfig) -> Result<CacheP
             "the shard snapshot does not fit this collection: {e}"
         ))
     })?;
+    crate::storage::shard::settle_engine_json(staging)?;
     let pin = CachePin::pin(staging);
     drop(engine);
     sync_filesystem(staging)?;

@@ -148,10 +148,12 @@ impl Shard {
         config: EdgeConfig,
         waiting: Waiting,
     ) -> Result<Self> {
+        settle_engine_json(path)?;
         let before = files_signature(path);
         let engine = EdgeShard::load(path, Some(config)).map_err(|e| {
             StorageError::internal(format!("cannot load shard {}: {e}", path.display()))
         })?;
+        settle_engine_json(path)?;
         // Loading may rewrite files (WAL replay, journal compaction): that is a change.
         let changed = before != files_signature(path);
         Self::start(id, path, pending_path, engine, changed, waiting)
@@ -325,6 +327,7 @@ impl Shard {
         let dirty = self.state.dirty_since_flush.load(Ordering::SeqCst);
         if dirty || self.state.unflushed_since_load.load(Ordering::SeqCst) {
             self.engine()?.flush().map_err(StorageError::from_engine)?;
+            settle_engine_json(&self.path)?;
             self.state
                 .unflushed_since_load
                 .store(false, Ordering::SeqCst);
@@ -360,6 +363,7 @@ impl Shard {
             let optimized = self.engine()?.optimize();
             self.state.optimizing.store(false, Ordering::SeqCst);
             let optimized = optimized.map_err(StorageError::from_engine)?;
+            settle_engine_json(&self.path)?;
             if optimized {
                 tracing::debug!(shard = self.id, path = %self.path.display(), "optimized");
                 self.state.dirty_since_flush.store(true, Ordering::SeqCst);
@@ -370,6 +374,7 @@ impl Shard {
             && self.state.dirty_since_flush.swap(false, Ordering::SeqCst)
         {
             self.engine()?.flush().map_err(StorageError::from_engine)?;
+            settle_engine_json(&self.path)?;
             self.state
                 .unflushed_since_load
                 .store(false, Ordering::SeqCst);
@@ -425,6 +430,7 @@ impl Shard {
             return Ok(());
         }
         self.engine()?.flush().map_err(StorageError::from_engine)?;
+        settle_engine_json(&self.path)?;
         let last_change_ns = self.state.last_change_nanos.load(Ordering::SeqCst);
         write_clock(
             &self.clock_path,
@@ -572,6 +578,61 @@ fn write_clock(path: &Path, clock: ShardClock) -> Result<()> {
     let bytes = serde_json::to_vec(&clock).map_err(|e| StorageError::internal(e.to_string()))?;
     std::fs::write(&temp, bytes)?;
     std::fs::rename(&temp, path)?;
+    Ok(())
+}
+
+/// The engine's own config file in a shard directory (its name is private to the engine).
+pub const ENGINE_CONFIG_FILE: &str = "edge_config.json";
+
+/// The engine writes its JSON metadata (`edge_config.json` at every load, each
+/// segment's `segment.json` at every flush) with its maps — vector names — in hash
+/// order: the same state would give other bytes each time, so a snapshot of an
+/// unchanged shard would differ and a load would count as a change. Written again
+/// with keys sorted, the same state is always the same bytes. Called only where the
+/// engine cannot be writing them: before and after a load, and after our own flushes
+/// and optimizations (under the maintenance gate).
+pub fn settle_engine_json(shard_dir: &Path) -> Result<()> {
+    settle_json_file(&shard_dir.join(ENGINE_CONFIG_FILE))?;
+    if let Ok(segments) = std::fs::read_dir(shard_dir.join("segments")) {
+        for segment in segments.flatten() {
+            settle_json_file(&segment.path().join(SEGMENT_STATE_FILE))?;
+        }
+    }
+    Ok(())
+}
+
+/// The segment state file the engine writes in each segment directory.
+const SEGMENT_STATE_FILE: &str = "segment.json";
+
+fn settle_json_file(path: &Path) -> Result<()> {
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(());
+    };
+    let settled = serde_json::to_vec(&sorted(value)).expect("plain data");
+    if settled != bytes {
+        // Replaced by rename, as the engine writes it: never half a file.
+        let temp = path.with_extension("json.settling");
+        std::fs::write(&temp, &settled)?;
+        std::fs::rename(&temp, path)?;
+    }
     Ok(())
 }
 
