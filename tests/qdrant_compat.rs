@@ -483,3 +483,32 @@ fn differing_entries(a: &Path, b: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Qdrant's `multi` collection carries a keyword index on `tag`: it is in the
+/// payload_schema after the restore and in the payload_index.json of a fresh snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_qdrant_snapshots_index_survives_restore_and_snapshot() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    let location = stage(&daemon, &qdrant_fixture("qdrant-multi.snapshot"), "multi.snapshot");
+    let (status, body) = recover(&client, "multi", &location).await;
+    assert_eq!(status, 200, "{body}");
+    let schema = info(&client, "multi").await["payload_schema"].clone();
+    assert_eq!(schema, json!({"tag": {"data_type": "keyword", "points": 1800}}));
+    let (status, body) = call(&client, Method::POST, "/collections/multi/snapshots", None).await;
+    assert_eq!(status, 200, "{body}");
+    let stored = daemon
+        .data_dir
+        .join("snapshots/multi")
+        .join(body["result"]["name"].as_str().unwrap());
+    let out = std::process::Command::new("tar")
+        .arg("-xOf")
+        .arg(&stored)
+        .arg("payload_index.json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!({"schema": {"tag": "keyword"}})
+    );
+}
