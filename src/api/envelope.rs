@@ -99,7 +99,9 @@ impl From<StorageError> for ApiError {
             StorageError::Snapshot(_) => StatusCode::BAD_REQUEST,
             StorageError::Peer(_) => StatusCode::BAD_GATEWAY,
             StorageError::AlreadyInProgress(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StorageError::Internal(_) | StorageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StorageError::Internal(_) | StorageError::Io(_) | StorageError::StaleFreeze { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         ApiError::new(status, err.to_string())
     }

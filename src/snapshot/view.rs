@@ -32,6 +32,12 @@ pub struct SnapshotView {
     /// shards. Emptied early when the freeze outlives its limit and the files are
     /// copied aside.
     freezes: Mutex<Vec<CollectionFreeze>>,
+    /// The collections and shard objects the view's state is of (kept past the
+    /// freeze, to tell whether it is still the current objects' state).
+    covers: Vec<(Arc<crate::storage::Collection>, Vec<Arc<crate::storage::shard::Shard>>)>,
+    /// Copied aside early for a newer snapshot of another scope (not at the freeze
+    /// limit): readers of this scope still share it while it is open.
+    shared_after_copy: std::sync::atomic::AtomicBool,
     _running: crate::metrics::CreationRunning,
 }
 
@@ -119,7 +125,7 @@ impl SnapshotView {
             return Ok(view);
         }
         // Built without the registry lock: freezing may wait for an optimization.
-        let view = Arc::new(Self::build(storage, scope.clone())?);
+        let view = Arc::new(Self::build_fresh(storage, &scope)?);
         let mut views = live_views().lock().unwrap();
         for list in views.values_mut() {
             list.retain(|weak| weak.strong_count() > 0);
@@ -129,16 +135,25 @@ impl SnapshotView {
         Ok(view)
     }
 
-    /// Still frozen (not copied aside), over the same collection objects (none was
-    /// deleted or re-created since): a new reader may join it.
+    /// Still frozen (or copied aside early for another scope's snapshot), over the
+    /// same collection and shard objects (none was deleted, re-created or switched
+    /// since): a new reader may join it.
     fn still_current(&self, storage: &Storage) -> bool {
-        let freezes = self.freezes.lock().unwrap();
-        !freezes.is_empty()
-            && freezes.iter().all(|f| {
-                f.is_current()
-                    && storage
-                        .collection(f.collection().name())
-                        .is_ok_and(|c| Arc::ptr_eq(&c, f.collection()))
+        let frozen = !self.freezes.lock().unwrap().is_empty();
+        let shared = self
+            .shared_after_copy
+            .load(std::sync::atomic::Ordering::SeqCst);
+        (frozen || shared)
+            && !self.covers.is_empty()
+            && self.covers.iter().all(|(collection, shards)| {
+                storage
+                    .collection(collection.name())
+                    .is_ok_and(|c| Arc::ptr_eq(&c, collection))
+                    && shards.iter().all(|shard| {
+                        collection
+                            .shard(shard.id())
+                            .is_ok_and(|now| Arc::ptr_eq(&now, shard))
+                    })
             })
     }
 
@@ -160,6 +175,48 @@ impl SnapshotView {
         Ok(())
     }
 
+    /// [`Self::build`], ending older views' freezes that cannot join this cut (a
+    /// shard they hold frozen has taken updates since): they are copied aside, as at
+    /// the freeze limit, so every snapshot is one state holding every update
+    /// acknowledged before it.
+    fn build_fresh(storage: &Storage, scope: &Scope) -> Result<SnapshotView> {
+        const ATTEMPTS: usize = 50;
+        let mut attempt = 0;
+        loop {
+            match Self::build(storage, scope.clone()) {
+                Err(StorageError::StaleFreeze { collection, shards }) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    let temp_path = storage.temp_path();
+                    for view in all_live_views() {
+                        if view.holds_frozen(&collection, &shards) {
+                            // Its readers go on with the copies, and new readers of
+                            // its scope still share it: one scope, one state.
+                            view.shared_after_copy
+                                .store(true, std::sync::atomic::Ordering::SeqCst);
+                            view.copy_aside_and_thaw(&temp_path).map_err(|e| {
+                                StorageError::internal(format!(
+                                    "ending an older snapshot's freeze failed: {e}"
+                                ))
+                            })?;
+                            tracing::debug!(scope = ?view.scope, "older freeze ended for a new snapshot");
+                        }
+                    }
+                    // A thaw is applied by the shard's writer: give it a moment.
+                    std::thread::sleep(Duration::from_millis(2 * attempt as u64));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Still frozen, holding shard `shards` of `collection`.
+    fn holds_frozen(&self, collection: &str, shards: &[u32]) -> bool {
+        self.freezes.lock().unwrap().iter().any(|freeze| {
+            freeze.collection().name() == collection
+                && freeze.shards().iter().any(|s| shards.contains(&s.id()))
+        })
+    }
+
     fn build(storage: &Storage, scope: Scope) -> Result<SnapshotView> {
         let io = |e: std::io::Error| {
             StorageError::internal(format!("building the snapshot failed: {e}"))
@@ -168,7 +225,9 @@ impl SnapshotView {
         match &scope {
             Scope::Collection(name) => {
                 let freeze = storage.collection(name)?.freeze()?;
-                let (layout, mtime) = collection_layout(&freeze, peer).map_err(io)?;
+                let (layout, mtime) = collection_layout(&freeze, peer)
+                    .map_err(io)
+                    .map_err(|e| switched_meanwhile(&freeze, e))?;
                 Ok(SnapshotView::new(scope, layout, mtime, vec![freeze], None))
             }
             Scope::Shard(name, id) => {
@@ -178,7 +237,8 @@ impl SnapshotView {
                 let shard_dir = shard.path().to_path_buf();
                 let mtime = shard.last_change();
                 let state = ShardState {
-                    versions: super::partial::engine_manifest(shard)?,
+                    versions: super::partial::engine_manifest(shard)
+                        .map_err(|e| switched_meanwhile(&freeze, e))?,
                     change: shard.change_number(),
                 };
                 let mut builder = ArchiveBuilder::new(unix_seconds(mtime));
@@ -203,7 +263,9 @@ impl SnapshotView {
                         continue;
                     };
                     let freeze = collection.freeze()?;
-                    let (layout, changed) = collection_layout(&freeze, peer).map_err(io)?;
+                    let (layout, changed) = collection_layout(&freeze, peer)
+                        .map_err(io)
+                        .map_err(|e| switched_meanwhile(&freeze, e))?;
                     mtime = mtime.max(changed);
                     nested.push((name, Arc::new(layout)));
                     freezes.push(freeze);
@@ -240,6 +302,10 @@ impl SnapshotView {
             Scope::Collection(c) | Scope::Shard(c, _) => c,
             Scope::Full => "",
         });
+        let covers = freezes
+            .iter()
+            .map(|f| (f.collection().clone(), f.shards().to_vec()))
+            .collect();
         SnapshotView {
             scope,
             layout: Arc::new(layout),
@@ -247,6 +313,8 @@ impl SnapshotView {
             shard_state,
             opened: Instant::now(),
             freezes: Mutex::new(freezes),
+            covers,
+            shared_after_copy: std::sync::atomic::AtomicBool::new(false),
             _running,
         }
     }
@@ -303,12 +371,24 @@ fn collection_layout(
             .dir()
             .join(crate::storage::collection::CONFIG_FILE),
     )?;
-    let schema = collection
-        .payload_schema()
+    let schema = crate::storage::collection::payload_schema_of(freeze.shards())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     add_collection_files(&mut builder, config, payload_index_json(&schema));
     add_manifest(&mut builder)?;
     Ok((builder.finish()?, mtime))
+}
+
+/// A view's build that failed because a frozen shard was switched (restored)
+/// while the view was being laid out: not an error of the snapshot, build again.
+fn switched_meanwhile(freeze: &CollectionFreeze, err: StorageError) -> StorageError {
+    if freeze.is_current() {
+        err
+    } else {
+        StorageError::StaleFreeze {
+            collection: freeze.collection().name().to_string(),
+            shards: Vec::new(),
+        }
+    }
 }
 
 /// Ends freezes that outlive `limit`: their remaining files are copied into

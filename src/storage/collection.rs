@@ -311,21 +311,10 @@ impl Collection {
     /// The indexed payload fields, as Qdrant's `payload_schema` shows them: per field
     /// its type, parameters and the points indexed, summed over the shards.
     pub fn payload_schema(&self) -> Result<BTreeMap<String, PayloadIndexInfo>> {
-        let mut schema: BTreeMap<String, PayloadIndexInfo> = BTreeMap::new();
-        for id in 0..self.shard_count() {
-            let info = self.read_shard(id, |shard| {
-                shard.engine()?.info().map_err(StorageError::from_engine)
-            })?;
-            for (field, index) in info.payload_schema {
-                match schema.get_mut(&field.to_string()) {
-                    Some(known) => known.points += index.points,
-                    None => {
-                        schema.insert(field.to_string(), index);
-                    }
-                }
-            }
-        }
-        Ok(schema)
+        let shards = (0..self.shard_count())
+            .map(|id| self.shard(id))
+            .collect::<Result<Vec<_>>>()?;
+        payload_schema_of(&shards)
     }
 
     async fn dispatch(&self, ops: Vec<(u32, ShardOp)>, wait: bool) -> Result<()> {
@@ -647,8 +636,23 @@ impl Collection {
         self.freeze_shards(&all)
     }
 
-    /// Freeze only `ids` (a shard snapshot), at one cut in the update order.
+    /// Freeze only `ids` (a shard snapshot), at one cut in the update order. A shard
+    /// still frozen by an older view that updates have passed since cannot join this
+    /// cut (its files hold an older state than the other shards' would): the freeze
+    /// is undone and [`StorageError::StaleFreeze`] names those shards, so the caller
+    /// can end the older freezes and try again.
     pub fn freeze_shards(self: &Arc<Self>, ids: &[u32]) -> Result<CollectionFreeze> {
+        self.freeze_at_cut(ids, false)
+    }
+
+    /// Freeze `ids`, joining freezes already in place whatever state they hold: for
+    /// work that only needs the files to stay put (a partial apply stages from them
+    /// and keeps the pending log), or that holds a view's freeze a little longer.
+    pub fn join_freeze(self: &Arc<Self>, ids: &[u32]) -> Result<CollectionFreeze> {
+        self.freeze_at_cut(ids, true)
+    }
+
+    fn freeze_at_cut(self: &Arc<Self>, ids: &[u32], join_any: bool) -> Result<CollectionFreeze> {
         let mut guard = CollectionFreeze {
             collection: self.clone(),
             shards: Vec::new(),
@@ -664,8 +668,20 @@ impl Collection {
             }
             cuts
         };
-        for cut in cuts {
-            cut.recv().map_err(|_| StorageError::ShuttingDown)?;
+        // This cut holds every update acknowledged before it only if no shard
+        // joined a freeze that updates have passed since.
+        let mut lagging = Vec::new();
+        for (cut, id) in cuts.into_iter().zip(ids) {
+            if cut.recv().map_err(|_| StorageError::ShuttingDown)? {
+                lagging.push(*id);
+            }
+        }
+        if !lagging.is_empty() && !join_any {
+            let stale = lagging;
+            return Err(StorageError::StaleFreeze {
+                collection: self.name.clone(),
+                shards: stale,
+            });
         }
         for shard in &guard.shards {
             shard.settle_frozen()?;
@@ -717,7 +733,14 @@ impl CollectionFreeze {
 }
 
 impl Drop for CollectionFreeze {
+    /// Thaws every shard at one point in the update order, as the freeze cut them:
+    /// a freeze placed meanwhile cuts all of them before or all after.
     fn drop(&mut self) {
+        let _exclusive = self
+            .collection
+            .dispatch
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         for shard in &self.shards {
             shard.thaw();
         }
@@ -729,4 +752,22 @@ enum VectorKind<'a> {
     Dense(usize),
     Multi(&'a [Vec<f32>]),
     Sparse,
+}
+
+/// [`Collection::payload_schema`] over the given shard objects (a freeze's: the
+/// state it holds, even if a shard was switched meanwhile).
+pub fn payload_schema_of(shards: &[Arc<Shard>]) -> Result<BTreeMap<String, PayloadIndexInfo>> {
+    let mut schema: BTreeMap<String, PayloadIndexInfo> = BTreeMap::new();
+    for shard in shards {
+        let info = shard.engine()?.info().map_err(StorageError::from_engine)?;
+        for (field, index) in info.payload_schema {
+            match schema.get_mut(&field.to_string()) {
+                Some(known) => known.points += index.points,
+                None => {
+                    schema.insert(field.to_string(), index);
+                }
+            }
+        }
+    }
+    Ok(schema)
 }

@@ -25,6 +25,10 @@ pub enum StorageError {
     /// The same kind of work is already running on the same target.
     #[error("{0}")]
     AlreadyInProgress(String),
+    /// A freeze found shards still frozen by an older view that updates have passed
+    /// since: it was undone; end those freezes and freeze again.
+    #[error("shards {shards:?} of `{collection}` are still frozen at an older state")]
+    StaleFreeze { collection: String, shards: Vec<u32> },
     /// A snapshot refused, or a restore that failed: its kind says why.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
@@ -58,6 +62,10 @@ impl StorageError {
             Peer(why) => Peer(why.clone()),
             AlreadyInProgress(why) => AlreadyInProgress(why.clone()),
             Snapshot(err) => Snapshot(err.duplicate()),
+            StaleFreeze { collection, shards } => StaleFreeze {
+                collection: collection.clone(),
+                shards: shards.clone(),
+            },
             Io(err) => Io(std::io::Error::new(err.kind(), err.to_string())),
         }
     }

@@ -37,8 +37,11 @@ enum Command {
         wait: bool,
         ack: Ack,
     },
+    /// A cut. Answers whether it joined a freeze that updates have passed since
+    /// (they wait in the pending log): the files then hold an older state than
+    /// this cut's.
     Freeze {
-        cut: mpsc::SyncSender<()>,
+        cut: mpsc::SyncSender<bool>,
     },
     Thaw,
     Shutdown,
@@ -310,7 +313,7 @@ impl Shard {
 
     /// First half of a freeze: place the cut in the update order. Updates queued
     /// before it are applied first; the receiver fires once the writer reached it.
-    pub fn freeze_cut(&self) -> Result<mpsc::Receiver<()>> {
+    pub fn freeze_cut(&self) -> Result<mpsc::Receiver<bool>> {
         let (cut, reached) = mpsc::sync_channel(1);
         self.send(Command::Freeze { cut })?;
         Ok(reached)
@@ -483,9 +486,12 @@ fn writer_loop(
                 }
             },
             Command::Freeze { cut } => {
+                // Joining a freeze that updates have passed gives an older state
+                // than this cut: say so (the caller decides whether it may use it).
+                let lags = frozen > 0 && state.pending.load(Ordering::SeqCst) > 0;
                 frozen += 1;
                 state.frozen.store(frozen, Ordering::SeqCst);
-                let _ = cut.send(());
+                let _ = cut.send(lags);
             }
             Command::Thaw => {
                 frozen = frozen.saturating_sub(1);

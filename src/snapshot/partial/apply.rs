@@ -209,7 +209,7 @@ pub async fn apply(
                 })?;
                 let frozen = match frozen {
                     Some(frozen) => frozen,
-                    None => storage.collection(&name)?.freeze_shards(&[id])?,
+                    None => storage.collection(&name)?.join_freeze(&[id])?,
                 };
                 if !frozen.is_current() {
                     return Err(SnapshotError::invalid(format!(

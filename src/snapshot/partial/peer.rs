@@ -67,8 +67,10 @@ pub async fn pull(
         let storage = storage.clone();
         let name = collection.to_string();
         tokio::task::spawn_blocking(move || -> Result<_> {
-            let frozen = storage.collection(&name)?.freeze_shards(&[id])?;
-            let view = SnapshotView::open(&storage, Scope::Shard(name, id))?;
+            // The view first (a fresh cut), then a freeze of our own that joins it,
+            // so the state stays put even if the view is copied aside at its limit.
+            let view = SnapshotView::open(&storage, Scope::Shard(name.clone(), id))?;
+            let frozen = storage.collection(&name)?.join_freeze(&[id])?;
             Ok((frozen, view))
         })
         .await
