@@ -39,6 +39,12 @@ pub struct AppState {
     pub require_checksum: bool,
     /// A download that receives nothing this long is given up.
     pub transfer_stall: std::time::Duration,
+    /// Stored snapshots live in S3 (`snapshots_storage: s3`) instead of
+    /// `snapshots_path`.
+    pub s3: Option<Arc<crate::snapshot::s3::S3Snapshots>>,
+    /// S3 settings for `s3://` recovery locations (endpoint, region, credentials),
+    /// when configured.
+    pub s3_recovery: Option<crate::snapshot::s3::S3Config>,
 }
 
 /// A shard id from a path segment.

@@ -67,6 +67,12 @@ pub struct Config {
     pub storage_snapshot: Option<PathBuf>,
     /// Let `storage_snapshot` replace collections that exist (`--force`).
     pub force: bool,
+    /// Where stored snapshots go: `None` is the local snapshots directory,
+    /// `Some` an S3 bucket (`storage.snapshots_config.snapshots_storage: s3`).
+    pub s3: Option<crate::snapshot::s3::S3Config>,
+    /// The S3 settings, also when snapshots are stored locally: `s3://` recovery
+    /// locations use their endpoint, region and credentials.
+    pub s3_recovery: Option<crate::snapshot::s3::S3Config>,
 }
 
 impl Default for Config {
@@ -137,6 +143,69 @@ struct StorageSection {
     require_checksum: Option<bool>,
     #[serde(deserialize_with = "path_list")]
     recover_dirs: Option<Vec<PathBuf>>,
+    snapshots_config: SnapshotsConfigSection,
+}
+
+/// Qdrant's `storage.snapshots_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct SnapshotsConfigSection {
+    #[serde(deserialize_with = "lenient_string")]
+    snapshots_storage: Option<String>,
+    s3_config: Option<S3Section>,
+}
+
+/// Qdrant's `storage.snapshots_config.s3_config`, plus `prefix`, `part_size_bytes`
+/// and `parts_in_flight` (ours). Its `Debug` hides the keys.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct S3Section {
+    #[serde(deserialize_with = "lenient_string")]
+    bucket: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    region: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    access_key: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    secret_key: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    endpoint_url: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    prefix: Option<String>,
+    #[serde(deserialize_with = "lenient_number")]
+    part_size_bytes: Option<usize>,
+    #[serde(deserialize_with = "lenient_number")]
+    parts_in_flight: Option<usize>,
+}
+
+impl std::fmt::Debug for S3Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Section")
+            .field("bucket", &self.bucket)
+            .field("endpoint_url", &self.endpoint_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Section {
+    fn resolve(self) -> crate::snapshot::s3::S3Config {
+        use crate::snapshot::s3::{DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT, S3Config};
+        let set = |v: Option<String>| v.filter(|v| !v.is_empty());
+        S3Config {
+            bucket: set(self.bucket),
+            region: set(self.region),
+            access_key: set(self.access_key),
+            secret_key: set(self.secret_key),
+            endpoint_url: set(self.endpoint_url),
+            prefix: self
+                .prefix
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_string(),
+            part_size: self.part_size_bytes.unwrap_or(DEFAULT_PART_SIZE),
+            parts_in_flight: self.parts_in_flight.unwrap_or(DEFAULT_PARTS_IN_FLIGHT),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -273,7 +342,31 @@ impl ConfigLayers {
             }
         };
         let api_key = self.service.api_key.filter(|k| !k.is_empty());
+        let snapshots_config = self.storage.snapshots_config;
+        let s3_section = snapshots_config.s3_config.map(S3Section::resolve);
+        let s3 = match snapshots_config.snapshots_storage.as_deref() {
+            None | Some("local") => None,
+            Some("s3") => {
+                let s3 = s3_section.clone().unwrap_or_default();
+                if s3.bucket.is_none() && std::env::var("AWS_BUCKET").is_err() {
+                    bail!(
+                        "storage.snapshots_config.snapshots_storage is s3 but s3_config.bucket is not set"
+                    );
+                }
+                if s3.part_size == 0 || s3.parts_in_flight == 0 {
+                    bail!(
+                        "storage.snapshots_config.s3_config: part_size_bytes and parts_in_flight must be at least 1"
+                    );
+                }
+                Some(s3)
+            }
+            Some(other) => bail!(
+                "storage.snapshots_config.snapshots_storage must be local or s3, got {other:?}"
+            ),
+        };
         let config = Config {
+            s3_recovery: s3.clone().or(s3_section),
+            s3,
             storage_path: self
                 .storage
                 .storage_path
@@ -528,6 +621,71 @@ mod tests {
         assert_eq!(
             ok.snapshot_max_freeze,
             std::time::Duration::from_millis(2500)
+        );
+    }
+
+    #[test]
+    fn s3_snapshot_storage_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "storage:\n  snapshots_config:\n    snapshots_storage: s3\n    s3_config:\n      bucket: b\n      region: eu-west-1\n      access_key: AKIAFILE\n      secret_key: from-file\n      endpoint_url: http://127.0.0.1:9000\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config_file: Some(file),
+            ..Flags::default()
+        };
+        let config = load(
+            &flags,
+            env(&[
+                (
+                    "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__SECRET_KEY",
+                    "from-env",
+                ),
+                (
+                    "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__PREFIX",
+                    "/backups/",
+                ),
+                (
+                    "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__PARTS_IN_FLIGHT",
+                    "2",
+                ),
+            ]),
+        )
+        .unwrap();
+        let s3 = config.s3.clone().unwrap();
+        assert_eq!(s3.bucket.as_deref(), Some("b"));
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s3.secret_key.as_deref(), Some("from-env"));
+        assert_eq!(s3.endpoint_url.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.prefix, "backups");
+        assert_eq!(s3.parts_in_flight, 2);
+        assert_eq!(s3.part_size, crate::snapshot::s3::DEFAULT_PART_SIZE);
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("from-env") && !shown.contains("AKIAFILE"),
+            "{shown}"
+        );
+
+        // local is the default; an unknown backend or key is refused.
+        assert!(load(&Flags::default(), vec![]).unwrap().s3.is_none());
+        let err = load(
+            &Flags::default(),
+            env(&[(
+                "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE",
+                "gcs",
+            )]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("local or s3"), "{err:#}");
+        assert!(
+            load(
+                &Flags::default(),
+                env(&[("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__BUKET", "x")])
+            )
+            .is_err()
         );
     }
 }

@@ -141,6 +141,16 @@ async fn serve_storage(
             .collect(),
         require_checksum: config.require_checksum,
         transfer_stall: config.transfer_stall,
+        s3: match &config.s3 {
+            Some(s3) => {
+                let backend = crate::snapshot::s3::S3Snapshots::new(s3)?;
+                let endpoint = s3.effective_endpoint().unwrap_or_else(|| "AWS".to_string());
+                tracing::info!(bucket = backend.bucket(), prefix = %s3.prefix, %endpoint, "stored snapshots go to S3");
+                Some(Arc::new(backend))
+            }
+            None => None,
+        },
+        s3_recovery: config.s3_recovery.clone(),
     });
     let router = api::router(state, config.max_request_bytes());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -19,6 +19,7 @@ pub mod names;
 pub mod partial;
 pub mod progress;
 pub mod restore;
+pub mod s3;
 pub mod sparse;
 pub mod stored;
 pub mod tar_header;

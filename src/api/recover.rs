@@ -135,8 +135,11 @@ async fn recover(
 ) -> ApiResult {
     check_priority(request.priority.as_deref())?;
     check_checksum(&app, request.checksum.as_deref())?;
-    let received = obtain(&app, &scope, &request.location, request.api_key.as_deref()).await?;
-    run(timer, &app, scope, received, request.checksum, wait).await
+    let (received, sidecar) =
+        obtain(&app, &scope, &request.location, request.api_key.as_deref()).await?;
+    // Without a checksum in the request, an S3 object's `.checksum` beside it is used.
+    let checksum = request.checksum.or(sidecar);
+    run(timer, &app, scope, received, checksum, wait).await
 }
 
 async fn upload(
@@ -181,17 +184,21 @@ async fn run(
     }
 }
 
-/// The archive a location names, received: downloaded (`http://`, `https://`), a
-/// confined `file://` path, or a stored snapshot of `scope`.
+/// The archive a location names, received: downloaded (`http://`, `https://`,
+/// `s3://bucket/key`), a confined `file://` path, or a stored snapshot of `scope`
+/// (in S3 with `snapshots_storage: s3`); with the checksum stored beside it in S3.
 async fn obtain(
     app: &AppState,
     scope: &Scope,
     location: &str,
     api_key: Option<&str>,
-) -> Result<Received, ApiError> {
+) -> Result<(Received, Option<String>), ApiError> {
     let path = match url::Url::parse(location) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {
-            return download(app, scope, location, api_key).await;
+            return Ok((download(app, scope, location, api_key).await?, None));
+        }
+        Ok(url) if url.scheme() == "s3" => {
+            return s3_location(app, scope, location, &url, api_key).await;
         }
         Ok(url) if url.scheme() == "file" => {
             // As Qdrant, with its words: `file:///abs/path` or
@@ -212,9 +219,102 @@ async fn obtain(
             )));
         }
         // No scheme (or a one-letter one, a Windows drive): a stored snapshot's name.
-        _ => stored::stored_path(&app.snapshots_path, scope, location)?,
+        _ => match &app.s3 {
+            Some(s3) => {
+                let (object, checksum) = s3.open_stream(scope, location).await?;
+                let shown = format!("s3://{}/{}", s3.bucket(), object.meta.location);
+                return Ok((receive_object(app, scope, &shown, object).await?, checksum));
+            }
+            None => stored::stored_path(&app.snapshots_path, scope, location)?,
+        },
     };
-    Ok(restore::receive_file(&app.storage, &path, restore::shown_as(scope)).await?)
+    Ok((
+        restore::receive_file(&app.storage, &path, restore::shown_as(scope)).await?,
+        None,
+    ))
+}
+
+/// `s3://bucket/key`: read with the configured S3 endpoint, region and credentials,
+/// or with `api_key` = `ACCESS_KEY:SECRET_KEY`.
+async fn s3_location(
+    app: &AppState,
+    scope: &Scope,
+    location: &str,
+    url: &url::Url,
+    api_key: Option<&str>,
+) -> Result<(Received, Option<String>), ApiError> {
+    let config = match &app.s3_recovery {
+        Some(config) => config.clone(),
+        None => {
+            let config = crate::snapshot::s3::S3Config::default();
+            if config.effective_endpoint().is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "recovery from `{location}` needs S3 settings: set storage.snapshots_config.s3_config (endpoint_url, region, keys) or AWS_ENDPOINT_URL"
+                )));
+            }
+            config
+        }
+    };
+    let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
+        ApiError::bad_request(format!("`{location}` names no bucket: use s3://bucket/key"))
+    })?;
+    let key = url.path().trim_start_matches('/');
+    if key.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "`{location}` names no object: use s3://bucket/key"
+        )));
+    }
+    let key = percent_decode(key);
+    let (object, checksum) =
+        crate::snapshot::s3::open_location(&config, bucket, &key, api_key).await?;
+    Ok((
+        receive_object(app, scope, location, object).await?,
+        checksum,
+    ))
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("k={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| text.to_string())
+}
+
+/// Stream an S3 object's body into an intake, in one pass; a transfer that
+/// receives nothing for `storage.transfer_stall_secs` is given up.
+async fn receive_object(
+    app: &AppState,
+    scope: &Scope,
+    shown: &str,
+    object: object_store::GetResult,
+) -> Result<Received, ApiError> {
+    use futures_util::StreamExt;
+    let failed = |why: String| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot read {shown}: {why}"),
+        )
+    };
+    let mut intake = begin(app, scope).await?;
+    intake.expect_size(object.meta.size)?;
+    let mut body = object.into_stream();
+    let stall = app.transfer_stall;
+    loop {
+        let chunk = tokio::time::timeout(stall, body.next())
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "the transfer stalled: nothing arrived for {} s (storage.transfer_stall_secs)",
+                    stall.as_secs_f64()
+                ))
+            })?;
+        match chunk {
+            None => break,
+            Some(Ok(bytes)) => intake.push(bytes).await?,
+            Some(Err(e)) => return Err(failed(with_causes(&e))),
+        }
+    }
+    finish(intake).await
 }
 
 /// A `file://` path, which must lie inside a directory snapshots may be recovered

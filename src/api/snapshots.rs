@@ -46,7 +46,11 @@ async fn create(timer: Timer, app: Arc<AppState>, scope: Scope, wait: bool) -> A
     let scope = checked_scope(&app, scope)?;
     let work = {
         let app = app.clone();
-        move || stored::create(&app.storage, &app.snapshots_path, &app.temp_path, scope)
+        move || match &app.s3 {
+            // Streamed into a multipart upload (src/snapshot/s3.rs).
+            Some(s3) => s3.create(&app.storage, scope),
+            None => stored::create(&app.storage, &app.snapshots_path, &app.temp_path, scope),
+        }
     };
     if wait {
         let description = blocking(work).await?;
@@ -62,6 +66,9 @@ async fn create(timer: Timer, app: Arc<AppState>, scope: Scope, wait: bool) -> A
 
 async fn list(timer: Timer, app: Arc<AppState>, scope: Scope) -> ApiResult {
     let scope = checked_scope(&app, scope)?;
+    if let Some(s3) = &app.s3 {
+        return Ok(timer.ok(s3.list(&scope).await?));
+    }
     let snapshots_path = app.snapshots_path.clone();
     Ok(timer.ok(blocking(move || stored::list(&snapshots_path, &scope)).await?))
 }
@@ -74,6 +81,9 @@ async fn download(
 ) -> Result<Response, ApiError> {
     validate_snapshot_name(&name)?;
     let scope = checked_scope(&app, scope)?;
+    if let Some(s3) = &app.s3 {
+        return s3_download(s3.clone(), scope, name, headers).await;
+    }
     let file = Arc::new(stored::open_stored(&app.snapshots_path, &scope, &name)?);
     let meta = file
         .metadata()
@@ -107,6 +117,31 @@ async fn download(
     stream_response(&headers, size, &name, &validators, read_at, None)
 }
 
+/// A stored snapshot in S3, streamed with ranged GETs (one per chunk sent), so
+/// `Range` requests read only what they ask for.
+async fn s3_download(
+    s3: Arc<crate::snapshot::s3::S3Snapshots>,
+    scope: Scope,
+    name: String,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (key, meta) = s3.head(&scope, &name).await?;
+    let last_modified: std::time::SystemTime = meta.last_modified.into();
+    let validators = {
+        use sha2::Digest;
+        // The object's identity (key, size, ETag, time) names its bytes.
+        let identity = format!(
+            "{key}\n{}\n{}\n{}",
+            meta.size,
+            meta.e_tag.as_deref().unwrap_or(""),
+            meta.last_modified.timestamp_nanos_opt().unwrap_or(0)
+        );
+        Validators::from_digest(&sha2::Sha256::digest(identity.as_bytes()), last_modified)
+    };
+    let read_at: ReadAt = Arc::new(move |offset, buf| s3.read_at_blocking(&key, offset, buf));
+    stream_response(&headers, meta.size, &name, &validators, read_at, None)
+}
+
 /// Delete a stored snapshot. The name is resolved first, whatever `wait` says: one
 /// that names no stored snapshot is 404 and nothing is touched; with `wait=false`
 /// the removal then runs in the background (202, as Qdrant answers).
@@ -119,6 +154,19 @@ async fn delete(
 ) -> ApiResult {
     validate_snapshot_name(&name)?;
     let scope = checked_scope(&app, scope)?;
+    if let Some(s3) = app.s3.clone() {
+        let (key, _) = s3.head(&scope, &name).await?;
+        if wait {
+            s3.delete(&key).await?;
+            return Ok(timer.ok(true));
+        }
+        tokio::spawn(async move {
+            if let Err(err) = s3.delete(&key).await {
+                tracing::error!(%err, %key, "background snapshot deletion failed");
+            }
+        });
+        return Ok(timer.accepted());
+    }
     let snapshots_path = app.snapshots_path.clone();
     let path = blocking(move || stored::stored_path(&snapshots_path, &scope, &name)).await?;
     if wait {
