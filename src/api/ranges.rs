@@ -56,7 +56,9 @@ pub fn parse_range(
             if end < start {
                 return Err(Unsatisfiable);
             }
-            (start, (end + 1).min(size))
+            // A last byte past the end means the end (RFC 9110); `end + 1` would
+            // overflow for the largest `end`.
+            (start, end.saturating_add(1).min(size))
         }
     };
     if start >= size {
@@ -277,5 +279,14 @@ mod tests {
         ] {
             assert_eq!(range(bad, 10), Err(Unsatisfiable), "{bad}");
         }
+    }
+
+    /// Found by fuzzing (fuzz/ `range`): the largest last-byte position overflowed
+    /// `end + 1` (a panic with overflow checks; without them, a range ending at 0).
+    #[test]
+    fn a_last_byte_of_u64_max_means_the_end() {
+        let max = u64::MAX;
+        assert_eq!(range(&format!("bytes=0-{max}"), max), Ok(Some((0, max))));
+        assert_eq!(range(&format!("bytes=5-{max}"), 10), Ok(Some((5, 10))));
     }
 }

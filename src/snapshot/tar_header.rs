@@ -193,7 +193,7 @@ pub enum DataLayout {
 /// entries first, then the main header and, for a sparse file, its extension
 /// blocks), or `None` when they do not read that way to the last byte.
 pub fn data_layout(raw: &[u8]) -> Option<DataLayout> {
-    let block = |at: usize| raw.get(at..at + BLOCK as usize);
+    let block = |at: usize| raw.get(at..at.checked_add(BLOCK as usize)?);
     let mut at = 0;
     loop {
         let header = block(at)?;
@@ -201,15 +201,25 @@ pub fn data_layout(raw: &[u8]) -> Option<DataLayout> {
             // Long names and pax records precede the entry they describe.
             b'L' | b'K' | b'x' | b'g' => {
                 let size = read_number(&header[124..136])?;
-                at += (BLOCK + padded(size)) as usize;
+                // Checked: a size near 2^64 must not wrap the skip (to zero: no end).
+                let skip = size.checked_next_multiple_of(BLOCK)?.checked_add(BLOCK)?;
+                at = at.checked_add(usize::try_from(skip).ok()?)?;
             }
             b'S' => {
                 let (map, end) = sparse_map(raw, at)?;
                 // The map must describe exactly the data stored.
                 let stored = read_number(&header[124..136])?;
-                let mapped: u64 = map.iter().map(|(_, len)| len).sum();
-                let ordered = map.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0);
-                return (end == raw.len() && mapped == stored && ordered)
+                let mapped = map
+                    .iter()
+                    .try_fold(0u64, |sum, (_, len)| sum.checked_add(*len));
+                // In order, not overlapping, and none ending past 2^64.
+                let ordered = map
+                    .iter()
+                    .try_fold(0u64, |end, &(offset, len)| {
+                        (offset >= end).then(|| offset.checked_add(len)).flatten()
+                    })
+                    .is_some();
+                return (end == raw.len() && mapped == Some(stored) && ordered)
                     .then_some(DataLayout::Sparse(map));
             }
             _ => return (at + BLOCK as usize == raw.len()).then_some(DataLayout::Dense),
@@ -312,6 +322,35 @@ mod tests {
                     headers_len(path, kind)
                 );
             }
+        }
+    }
+
+    /// Found by fuzzing (fuzz/ `sparse_map`): sizes near 2^64 in the header blocks
+    /// overflowed (a panic with overflow checks; without them a long-name size that
+    /// rounds to 2^64 - 512 made the skip zero, an endless loop).
+    #[test]
+    fn sizes_near_2_pow_64_are_refused_not_overflowed() {
+        let base_256 = |field: &mut [u8], value: u64| {
+            field.fill(0);
+            field[4..].copy_from_slice(&value.to_be_bytes());
+            field[0] = 0x80;
+        };
+        for size in [u64::MAX - 511, u64::MAX] {
+            let mut raw = [0u8; 1024];
+            raw[156] = b'L';
+            base_256(&mut raw[124..136], size);
+            assert_eq!(data_layout(&raw), None, "long name of {size} bytes");
+        }
+        // Sparse maps whose lengths add up past 2^64, or whose extent ends past it.
+        for map in [[(0, 1 << 63), (1 << 63, 1 << 63)], [(0, 0), (u64::MAX, 2)]] {
+            let mut raw = [0u8; 512];
+            raw[156] = b'S';
+            for (i, (offset, len)) in map.iter().enumerate() {
+                base_256(&mut raw[386 + i * 24..398 + i * 24], *offset);
+                base_256(&mut raw[398 + i * 24..410 + i * 24], *len);
+            }
+            base_256(&mut raw[124..136], map[1].1);
+            assert_eq!(data_layout(&raw), None, "{map:?}");
         }
     }
 
