@@ -70,7 +70,10 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
             "/metrics",
             get(|State(state): State<Arc<AppState>>| async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        crate::metrics::CONTENT_TYPE,
+                    )],
                     crate::metrics::render(&state.storage.collection_names()),
                 )
             }),

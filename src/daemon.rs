@@ -122,10 +122,14 @@ async fn serve_storage(
         config.snapshot_max_freeze,
     )?;
     if let Some(file) = &config.storage_snapshot {
-        let restored =
-            crate::snapshot::restore::full::restore_full(storage, file, &config.temp_path, config.force)
-                .await
-                .with_context(|| format!("restoring the storage snapshot {}", file.display()))?;
+        let restored = crate::snapshot::restore::full::restore_full(
+            storage,
+            file,
+            &config.temp_path,
+            config.force,
+        )
+        .await
+        .with_context(|| format!("restoring the storage snapshot {}", file.display()))?;
         tracing::info!(collections = ?restored, "full-storage snapshot restored");
     }
     if config.demo && storage.is_empty() {

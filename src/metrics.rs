@@ -313,9 +313,15 @@ mod tests {
         bytes_streamed(Via::Fuse, 10);
         let running = CreationRunning::start("metrics-test");
         let text = render(&["metrics-test-idle"]);
-        assert!(text.contains("snapshot_created_total{id=\"metrics-test\\\"x\"} 1"), "{text}");
+        assert!(
+            text.contains("snapshot_created_total{id=\"metrics-test\\\"x\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE snapshot_creation_running gauge"));
-        assert!(text.contains("snapshot_creation_running{id=\"metrics-test\"} 1"), "{text}");
+        assert!(
+            text.contains("snapshot_creation_running{id=\"metrics-test\"} 1"),
+            "{text}"
+        );
         // A collection nothing happened to yet has its series at zero.
         for family in ["snapshot_creation_running", "snapshot_recovery_running"] {
             assert!(

@@ -20,10 +20,10 @@ pub mod partial;
 pub mod progress;
 pub mod restore;
 pub mod s3;
+pub mod segment_layout;
 pub mod sparse;
 pub mod stored;
 pub mod tar_header;
-pub mod segment_layout;
 pub mod unpack;
 pub mod view;
 

@@ -427,7 +427,13 @@ async fn metrics_parse_with_a_real_parser() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
     support::seeded_collection(&client, "measured", 1, 30).await;
-    let (status, body) = call(&client, Method::POST, "/collections/measured/snapshots", None).await;
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/collections/measured/snapshots",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let name = body["result"]["name"].as_str().unwrap().to_string();
     let _ = support::fetch(&client, "/collections/measured/shards/0/snapshot").await;

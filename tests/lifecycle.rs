@@ -46,15 +46,10 @@ async fn an_error_exit_after_the_storage_opened_still_stops_it_cleanly() {
     // The TCP port is taken: the daemon fails after it opened the storage.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let mut failing =
-        Daemon::spawn(dir.path(), &["--http", &addr, "--api-key", "k"], &[]);
+    let mut failing = Daemon::spawn(dir.path(), &["--http", &addr, "--api-key", "k"], &[]);
     let status = failing.wait_exit();
     assert!(!status.success());
-    assert!(
-        failing.log().contains("cannot listen"),
-        "{}",
-        failing.log()
-    );
+    assert!(failing.log().contains("cannot listen"), "{}", failing.log());
 
     let daemon = Daemon::start_in(dir.path(), &[], &[]);
     assert_eq!(

@@ -17,7 +17,10 @@ fn official_qdrant_client_works_against_snapfs() {
 /// its recovery from a URL — all through qdrant-client's own calls.
 #[test]
 fn a_hybrid_collection_through_qdrant_client() {
-    run_check("qdrant_client_hybrid_check.py", "qdrant-client hybrid: all checks passed");
+    run_check(
+        "qdrant_client_hybrid_check.py",
+        "qdrant-client hybrid: all checks passed",
+    );
 }
 
 fn run_check(script: &str, passed: &str) {
@@ -33,8 +36,9 @@ fn run_check(script: &str, passed: &str) {
         &["--http", &format!("127.0.0.1:{port}")],
         &[("SNAPFS_API_KEY", "py-key")],
     );
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let output = Command::new(&python)
         .arg(&script)
         .env("SNAPFS_URL", format!("http://127.0.0.1:{port}"))

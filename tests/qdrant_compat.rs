@@ -32,7 +32,13 @@ async fn recover(client: &Client, collection: &str, location: &str) -> (u16, Val
 }
 
 async fn info(client: &Client, collection: &str) -> Value {
-    let (status, body) = call(client, Method::GET, &format!("/collections/{collection}"), None).await;
+    let (status, body) = call(
+        client,
+        Method::GET,
+        &format!("/collections/{collection}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     body["result"].clone()
 }
@@ -70,7 +76,10 @@ fn assert_same_points(
         .take(2)
         .map(|(id, p)| (p.clone(), got.get(id).cloned()))
         .collect();
-    assert!(differing.is_empty(), "{what}: points differ (want, got): {differing:?}");
+    assert!(
+        differing.is_empty(),
+        "{what}: points differ (want, got): {differing:?}"
+    );
 }
 
 /// Qdrant's hybrid collection (dense + scalar quantization, a ColBERT-style
@@ -81,18 +90,24 @@ fn assert_same_points(
 async fn a_qdrant_hybrid_collection_restores_exactly_and_round_trips() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    let expected: Value = serde_json::from_slice(
-        &std::fs::read(qdrant_fixture("expected-hybrid.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(qdrant_fixture("expected-hybrid.json")).unwrap())
+            .unwrap();
     let want = by_id(expected["points"].as_array().unwrap());
 
-    let location = stage(&daemon, &qdrant_fixture("qdrant-hybrid.snapshot"), "hybrid.snapshot");
+    let location = stage(
+        &daemon,
+        &qdrant_fixture("qdrant-hybrid.snapshot"),
+        "hybrid.snapshot",
+    );
     let (status, body) = recover(&client, "hybrid", &location).await;
     assert_eq!(status, 200, "{body}");
     let restored = info(&client, "hybrid").await;
     assert_eq!(restored["config"], expected["config"], "config");
-    assert_eq!(restored["payload_schema"], expected["payload_schema"], "payload_schema");
+    assert_eq!(
+        restored["payload_schema"], expected["payload_schema"],
+        "payload_schema"
+    );
     assert_same_points("restored", &want, &points_of(&client, "hybrid").await);
 
     // A fresh snapshot of it carries the real index schema and restores again.
@@ -115,14 +130,20 @@ async fn a_qdrant_hybrid_collection_restores_exactly_and_round_trips() {
     let (status, body) = recover(&client, "hybrid2", &location).await;
     assert_eq!(status, 200, "{body}");
     let again = info(&client, "hybrid2").await;
-    assert_eq!(again["config"], expected["config"], "config after the round trip");
+    assert_eq!(
+        again["config"], expected["config"],
+        "config after the round trip"
+    );
     assert_eq!(again["payload_schema"], expected["payload_schema"]);
     assert_same_points("round trip", &want, &points_of(&client, "hybrid2").await);
 
     // Queries by each kind of vector answer, as Qdrant's would.
     for (using, query) in [
         ("text", json!({"indices": [346, 557], "values": [1.0, 0.5]})),
-        ("colbert", json!([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])),
+        (
+            "colbert",
+            json!([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]),
+        ),
         ("dense", json!([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])),
     ] {
         let (status, body) = call(
@@ -135,8 +156,14 @@ async fn a_qdrant_hybrid_collection_restores_exactly_and_round_trips() {
         assert_eq!(status, 200, "{using}: {body}");
         let points = body["result"]["points"].as_array().unwrap();
         assert_eq!(points.len(), 5, "{using}: {body}");
-        let scores: Vec<f64> = points.iter().map(|p| p["score"].as_f64().unwrap()).collect();
-        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{using}: {scores:?}");
+        let scores: Vec<f64> = points
+            .iter()
+            .map(|p| p["score"].as_f64().unwrap())
+            .collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "{using}: {scores:?}"
+        );
     }
 }
 
@@ -150,7 +177,14 @@ impl FileServer {
     fn start(dir: &Path) -> FileServer {
         let port = free_port();
         let child = std::process::Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -207,15 +241,23 @@ fn rich_point(i: u64) -> Value {
         vector.insert("dense".into(), json!((0..8).map(f).collect::<Vec<_>>()));
     }
     if i.is_multiple_of(2) {
-        vector.insert("bytes".into(), json!((0..4).map(|k| ((i + k) % 256) as f64).collect::<Vec<_>>()));
+        vector.insert(
+            "bytes".into(),
+            json!((0..4).map(|k| ((i + k) % 256) as f64).collect::<Vec<_>>()),
+        );
     }
     if i % 4 != 1 {
         let rows = (i % 3 + 1) as usize;
-        let multi: Vec<Vec<f64>> = (0..rows).map(|r| (0..4).map(|k| f(k + r as u64)).collect()).collect();
+        let multi: Vec<Vec<f64>> = (0..rows)
+            .map(|r| (0..4).map(|k| f(k + r as u64)).collect())
+            .collect();
         vector.insert("colbert".into(), json!(multi));
     }
     if i.is_multiple_of(5) {
-        vector.insert("plain".into(), json!({"indices": [1, 2], "values": [f(4), f(5)]}));
+        vector.insert(
+            "plain".into(),
+            json!({"indices": [1, 2], "values": [f(4), f(5)]}),
+        );
     }
     json!({
         "id": i,
@@ -233,7 +275,10 @@ fn rich_point(i: u64) -> Value {
 const RICH_INDEXES: [(&str, &str); 8] = [
     ("n", r#"{"type": "integer", "lookup": true, "range": true}"#),
     ("tag", r#""keyword""#),
-    ("words", r#"{"type": "text", "tokenizer": "word", "lowercase": true}"#),
+    (
+        "words",
+        r#"{"type": "text", "tokenizer": "word", "lowercase": true}"#,
+    ),
     ("loc", r#""geo""#),
     ("when", r#""datetime""#),
     ("flag", r#""bool""#),
@@ -254,7 +299,13 @@ async fn rich_collections_restore_every_way_byte_identical() {
     {
         let mut first = Daemon::start_in(&data, &[], &[]);
         let client = first.client();
-        let (status, body) = call(&client, Method::PUT, "/collections/rich", Some(rich_collection())).await;
+        let (status, body) = call(
+            &client,
+            Method::PUT,
+            "/collections/rich",
+            Some(rich_collection()),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         for (field, schema) in RICH_INDEXES {
             let schema: Value = serde_json::from_str(schema).unwrap();
@@ -285,21 +336,42 @@ async fn rich_collections_restore_every_way_byte_identical() {
     for (field, _) in RICH_INDEXES {
         assert_eq!(schema[field]["points"], json!(120), "{field}: {schema}");
     }
-    assert_eq!(schema["words"]["params"]["tokenizer"], json!("word"), "{schema}");
-    assert_eq!(original_info["config"]["metadata"], json!({"owner": "tests"}));
+    assert_eq!(
+        schema["words"]["params"]["tokenizer"],
+        json!("word"),
+        "{schema}"
+    );
+    assert_eq!(
+        original_info["config"]["metadata"],
+        json!({"owner": "tests"})
+    );
     let original_points = points_of(&client, "rich").await;
     // Points lack what they were not given, and keep every kind they were.
     assert!(original_points["0"]["vector"].get("dense").is_none());
-    assert_eq!(original_points["4"]["vector"]["colbert"].as_array().unwrap().len(), 2);
-    assert_eq!(original_points["10"]["vector"]["bytes"], json!([10.0, 11.0, 12.0, 13.0]));
+    assert_eq!(
+        original_points["4"]["vector"]["colbert"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        original_points["10"]["vector"]["bytes"],
+        json!([10.0, 11.0, 12.0, 13.0])
+    );
 
     let snapshot = |collection: &str| {
         let client = daemon.client();
         let dir = daemon.data_dir.join("snapshots").join(collection);
         let collection = collection.to_string();
         async move {
-            let (status, body) =
-                call(&client, Method::POST, &format!("/collections/{collection}/snapshots"), None).await;
+            let (status, body) = call(
+                &client,
+                Method::POST,
+                &format!("/collections/{collection}/snapshots"),
+                None,
+            )
+            .await;
             assert_eq!(status, 200, "{body}");
             dir.join(body["result"]["name"].as_str().unwrap())
         }
@@ -335,8 +407,14 @@ async fn rich_collections_restore_every_way_byte_identical() {
 
     for copy in ["viamount", "viaupload", "viaurl"] {
         let restored = info(&client, copy).await;
-        assert_eq!(restored["config"], original_info["config"], "{copy}: config");
-        assert_eq!(restored["payload_schema"], original_info["payload_schema"], "{copy}: schema");
+        assert_eq!(
+            restored["config"], original_info["config"],
+            "{copy}: config"
+        );
+        assert_eq!(
+            restored["payload_schema"], original_info["payload_schema"],
+            "{copy}: schema"
+        );
         assert_same_points(copy, &original_points, &points_of(&client, copy).await);
         let again_path = snapshot(copy).await;
         let again = std::fs::read(&again_path).unwrap();
@@ -357,11 +435,22 @@ async fn rich_collections_restore_every_way_byte_identical() {
 async fn payload_indexes_are_made_shown_and_dropped() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    let (status, body) = call(&client, Method::PUT, "/collections/ix", Some(rich_collection())).await;
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/ix",
+        Some(rich_collection()),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let points: Vec<Value> = (0..40).map(rich_point).collect();
-    let (status, body) =
-        call(&client, Method::PUT, "/collections/ix/points?wait=true", Some(json!({"points": points}))).await;
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/ix/points?wait=true",
+        Some(json!({"points": points})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
     let (status, body) = call(
@@ -374,21 +463,59 @@ async fn payload_indexes_are_made_shown_and_dropped() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["status"], json!("completed"), "{body}");
     let schema = info(&client, "ix").await["payload_schema"].clone();
-    assert_eq!(schema, json!({"tag": {"data_type": "keyword", "points": 40}}));
+    assert_eq!(
+        schema,
+        json!({"tag": {"data_type": "keyword", "points": 40}})
+    );
 
     let bad = [
-        ("/collections/ix/index", json!({"field_name": "tag", "field_schema": "colour"}), 400, "colour"),
-        ("/collections/ix/index", json!({"field_name": "n", "field_schema": {"type": "integer", "lookup": "yes"}}), 400, "field_schema"),
-        ("/collections/ix/index", json!({"field_name": "n"}), 400, "field_schema` is required"),
-        ("/collections/ix/index", json!({"field_schema": "keyword"}), 400, "field_name"),
-        ("/collections/nope/index", json!({"field_name": "n", "field_schema": "integer"}), 404, "nope"),
+        (
+            "/collections/ix/index",
+            json!({"field_name": "tag", "field_schema": "colour"}),
+            400,
+            "colour",
+        ),
+        (
+            "/collections/ix/index",
+            json!({"field_name": "n", "field_schema": {"type": "integer", "lookup": "yes"}}),
+            400,
+            "field_schema",
+        ),
+        (
+            "/collections/ix/index",
+            json!({"field_name": "n"}),
+            400,
+            "field_schema` is required",
+        ),
+        (
+            "/collections/ix/index",
+            json!({"field_schema": "keyword"}),
+            400,
+            "field_name",
+        ),
+        (
+            "/collections/nope/index",
+            json!({"field_name": "n", "field_schema": "integer"}),
+            404,
+            "nope",
+        ),
     ];
     for (path, body, want_status, words) in bad {
-        let (status, answer) = call(&client, Method::PUT, &format!("{path}?wait=true"), Some(body.clone())).await;
+        let (status, answer) = call(
+            &client,
+            Method::PUT,
+            &format!("{path}?wait=true"),
+            Some(body.clone()),
+        )
+        .await;
         assert_eq!(status, want_status, "{body}: {answer}");
         assert!(error_of(&answer).contains(words), "{body}: {answer}");
     }
-    assert_eq!(info(&client, "ix").await["payload_schema"], schema, "a refusal changed the schema");
+    assert_eq!(
+        info(&client, "ix").await["payload_schema"],
+        schema,
+        "a refusal changed the schema"
+    );
 
     // wait=false is acknowledged and lands.
     let (status, body) = call(
@@ -414,13 +541,24 @@ async fn payload_indexes_are_made_shown_and_dropped() {
         &client,
         Method::POST,
         "/collections/ix/points/count",
-        Some(json!({"filter": {"must": [{"key": "tag", "match": {"value": "t3"}}]}, "exact": true})),
+        Some(
+            json!({"filter": {"must": [{"key": "tag", "match": {"value": "t3"}}]}, "exact": true}),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["result"]["count"], json!((0..40).filter(|i| i % 7 == 3).count()));
+    assert_eq!(
+        body["result"]["count"],
+        json!((0..40).filter(|i| i % 7 == 3).count())
+    );
 
-    let (status, body) = call(&client, Method::DELETE, "/collections/ix/index/tag?wait=true", None).await;
+    let (status, body) = call(
+        &client,
+        Method::DELETE,
+        "/collections/ix/index/tag?wait=true",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         info(&client, "ix").await["payload_schema"],
@@ -437,15 +575,30 @@ async fn payload_indexes_are_made_shown_and_dropped() {
 async fn points_of_the_wrong_kind_are_refused() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    let (status, body) = call(&client, Method::PUT, "/collections/k", Some(rich_collection())).await;
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/k",
+        Some(rich_collection()),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let cases = [
-        (json!({"dense": {"indices": [1], "values": [0.5]}}), "Not existing vector name"),
+        (
+            json!({"dense": {"indices": [1], "values": [0.5]}}),
+            "Not existing vector name",
+        ),
         (json!({"colbert": [0.1, 0.2, 0.3, 0.4]}), "multivector"),
         (json!({"colbert": [[0.1, 0.2, 0.3]]}), "expected dim: 4"),
         (json!({"text": [0.1, 0.2]}), "sparse"),
-        (json!({"text": {"indices": [1, 1], "values": [0.1, 0.2]}}), "repeats an index"),
-        (json!({"text": {"indices": [1, 2], "values": [0.1]}}), "indices"),
+        (
+            json!({"text": {"indices": [1, 1], "values": [0.1, 0.2]}}),
+            "repeats an index",
+        ),
+        (
+            json!({"text": {"indices": [1, 2], "values": [0.1]}}),
+            "indices",
+        ),
         (json!({"nope": [0.1]}), "Not existing vector name"),
     ];
     for (vector, words) in cases {
@@ -490,11 +643,18 @@ fn differing_entries(a: &Path, b: &Path) -> String {
 async fn a_qdrant_snapshots_index_survives_restore_and_snapshot() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    let location = stage(&daemon, &qdrant_fixture("qdrant-multi.snapshot"), "multi.snapshot");
+    let location = stage(
+        &daemon,
+        &qdrant_fixture("qdrant-multi.snapshot"),
+        "multi.snapshot",
+    );
     let (status, body) = recover(&client, "multi", &location).await;
     assert_eq!(status, 200, "{body}");
     let schema = info(&client, "multi").await["payload_schema"].clone();
-    assert_eq!(schema, json!({"tag": {"data_type": "keyword", "points": 1800}}));
+    assert_eq!(
+        schema,
+        json!({"tag": {"data_type": "keyword", "points": 1800}})
+    );
     let (status, body) = call(&client, Method::POST, "/collections/multi/snapshots", None).await;
     assert_eq!(status, 200, "{body}");
     let stored = daemon

@@ -302,7 +302,10 @@ async fn hostile_and_broken_archives_change_nothing() {
         for (label, count) in &failures_after {
             let added = count - failures_before[label];
             let expected = if label == reason { 1.0 } else { 0.0 };
-            assert_eq!(added, expected, "{what}: reason {label} counted {added} times");
+            assert_eq!(
+                added, expected,
+                "{what}: reason {label} counted {added} times"
+            );
         }
         let expected_status = if words.contains("free space") {
             507
@@ -368,7 +371,10 @@ async fn hostile_and_broken_archives_change_nothing() {
     // Qdrant's rule: a file:// location is absolute or on localhost; other schemes
     // are refused with words.
     for (location, words) in [
-        ("file://keep.snapshot", "Invalid snapshot URI, file path must be absolute or on localhost"),
+        (
+            "file://keep.snapshot",
+            "Invalid snapshot URI, file path must be absolute or on localhost",
+        ),
         ("file://otherhost/tmp/x.snapshot", "Invalid snapshot URI"),
         ("ftp://example.com/x.snapshot", "is not available"),
     ] {
@@ -379,7 +385,10 @@ async fn hostile_and_broken_archives_change_nothing() {
     // Percent-escapes and a localhost host are a path like any other.
     let escaped = format!(
         "file://localhost{}",
-        outside.display().to_string().replace("outside", "%6Futside")
+        outside
+            .display()
+            .to_string()
+            .replace("outside", "%6Futside")
     );
     let (status, body) = recover(&client, "keep", json!({"location": escaped})).await;
     assert_eq!(status, 403, "{body}");

@@ -24,8 +24,9 @@ pub struct CreateIndexBody {
 }
 
 fn field_path(name: &str) -> Result<JsonPath, ApiError> {
-    name.parse()
-        .map_err(|_| ApiError::bad_request(format!("Wrong input: `{name}` is not a payload field path")))
+    name.parse().map_err(|_| {
+        ApiError::bad_request(format!("Wrong input: `{name}` is not a payload field path"))
+    })
 }
 
 pub async fn create(
@@ -43,7 +44,9 @@ pub async fn create(
         )
     })?;
     let schema: PayloadFieldSchema = serde_json::from_value(schema.clone()).map_err(|e| {
-        ApiError::bad_request(format!("Wrong input: field_schema {schema} is not an index type: {e}"))
+        ApiError::bad_request(format!(
+            "Wrong input: field_schema {schema} is not an index type: {e}"
+        ))
     })?;
     collection.create_index(field, schema, params.wait).await?;
     update_answer(&timer, params.wait)

@@ -431,9 +431,7 @@ fn vector_json(vector: VectorInternal) -> Value {
     match vector {
         VectorInternal::Dense(v) => dense_json(&v),
         VectorInternal::Sparse(s) => json!({"indices": s.indices, "values": s.values}),
-        VectorInternal::MultiDense(m) => {
-            Value::Array(m.multi_vectors().map(dense_json).collect())
-        }
+        VectorInternal::MultiDense(m) => Value::Array(m.multi_vectors().map(dense_json).collect()),
     }
 }
 

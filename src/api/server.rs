@@ -13,12 +13,12 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
-use subtle::ConstantTimeEq;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
@@ -138,7 +138,10 @@ where
     }
     drop(listener);
     let mut drained = Drained::default();
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         drained.abandoned = connections.len();
         connections.abort_all();
     }

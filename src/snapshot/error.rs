@@ -102,20 +102,38 @@ impl SnapshotError {
         use SnapshotError::*;
         match self {
             NotTar(why) => NotTar(why.clone()),
-            UnsafeEntry { path, why } => UnsafeEntry { path: path.clone(), why: why.clone() },
+            UnsafeEntry { path, why } => UnsafeEntry {
+                path: path.clone(),
+                why: why.clone(),
+            },
             ChecksumMismatch { expected, actual } => ChecksumMismatch {
                 expected: expected.clone(),
                 actual: actual.clone(),
             },
-            ManifestMismatch { path, why } => ManifestMismatch { path: path.clone(), why: why.clone() },
-            EntryChecksumMismatch { path, expected, actual } => EntryChecksumMismatch {
+            ManifestMismatch { path, why } => ManifestMismatch {
+                path: path.clone(),
+                why: why.clone(),
+            },
+            EntryChecksumMismatch {
+                path,
+                expected,
+                actual,
+            } => EntryChecksumMismatch {
                 path: path.clone(),
                 expected: expected.clone(),
                 actual: actual.clone(),
             },
-            NoSpace { needed, free } => NoSpace { needed: *needed, free: *free },
-            TooLarge { size, free } => TooLarge { size: *size, free: *free },
-            DiskFull { received } => DiskFull { received: *received },
+            NoSpace { needed, free } => NoSpace {
+                needed: *needed,
+                free: *free,
+            },
+            TooLarge { size, free } => TooLarge {
+                size: *size,
+                free: *free,
+            },
+            DiskFull { received } => DiskFull {
+                received: *received,
+            },
             BadLayout(why) => BadLayout(why.clone()),
             Invalid(why) => Invalid(why.clone()),
             Io(err) => Io(io::Error::new(err.kind(), err.to_string())),

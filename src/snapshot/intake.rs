@@ -19,9 +19,9 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::SnapshotError;
 use super::digest::hex;
 use super::progress::Running;
-use super::SnapshotError;
 use super::unpack::{VerifyReport, unpack_entries};
 use crate::storage::{Result, StorageError};
 
@@ -105,7 +105,9 @@ impl Intake {
             staging: Some(staging),
             failed: None,
             _running: crate::metrics::RecoveryRunning::start(
-                shown_as.as_ref().map_or("", |(collection, _)| collection.as_str()),
+                shown_as
+                    .as_ref()
+                    .map_or("", |(collection, _)| collection.as_str()),
             ),
             _shown: shown_as
                 .map(|(collection, of)| Running::start(&collection, of, "receiving", received)),
@@ -175,8 +177,8 @@ impl Intake {
             .join()
             .map_err(|_| StorageError::internal("the restore's hashing thread panicked"))?;
         let received = self.received();
-        let mut report = unpacked
-            .map_err(|e| refused(SnapshotError::from_unpacking(e, received).into()))?;
+        let mut report =
+            unpacked.map_err(|e| refused(SnapshotError::from_unpacking(e, received).into()))?;
         report.sha256 = sha256;
         report.archive_bytes = bytes;
         let staging = self.staging.take().expect("intake in use");

@@ -310,9 +310,9 @@ fn prepare_shard(staging: &Path, edge: qdrant_edge::EdgeConfig) -> Result<CacheP
         ).into());
     }
     if !staging.join("segments").is_dir() {
-        return Err(SnapshotError::invalid(
-            "not a shard snapshot: it has no segments/ directory",
-        ).into());
+        return Err(
+            SnapshotError::invalid("not a shard snapshot: it has no segments/ directory").into(),
+        );
     }
     let _ = fs_err::remove_file(staging.join(super::archive::MANIFEST_NAME));
     normalize_segments(staging).map_err(layout_refusal)?;
@@ -344,12 +344,12 @@ fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<Cac
         } else if !COLLECTION_FILES.contains(&entry_name.as_str()) {
             return Err(SnapshotError::invalid(format!(
                 "unexpected entry `{entry_name}` at the top of a collection snapshot"
-            )).into());
+            ))
+            .into());
         }
     }
-    let config_bytes = fs_err::read(staging.join(CONFIG_FILE)).map_err(|_| {
-        SnapshotError::invalid("not a collection snapshot: config.json is missing")
-    })?;
+    let config_bytes = fs_err::read(staging.join(CONFIG_FILE))
+        .map_err(|_| SnapshotError::invalid("not a collection snapshot: config.json is missing"))?;
     let config: CollectionConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
         SnapshotError::invalid(format!(
             "the snapshot's config.json is not a collection config: {e}"
@@ -361,7 +361,8 @@ fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<Cac
         return Err(SnapshotError::invalid(format!(
             "the snapshot holds shards {shard_dirs:?} but its config says shard_number {}",
             config.shard_count()
-        )).into());
+        ))
+        .into());
     }
     for id in &shard_dirs {
         normalize_segments(&staging.join(id.to_string())).map_err(layout_refusal)?;
@@ -377,9 +378,8 @@ fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<Cac
     }
     // Every shard must open with the engine before the collection is switched.
     let started = Instant::now();
-    let collection = Collection::open(staging, name).map_err(|e| {
-        SnapshotError::invalid(format!("the snapshot's shards do not open: {e}"))
-    })?;
+    let collection = Collection::open(staging, name)
+        .map_err(|e| SnapshotError::invalid(format!("the snapshot's shards do not open: {e}")))?;
     let opened = started.elapsed();
     let pin = CachePin::pin(staging);
     collection.shutdown();

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::archive::MANIFEST_NAME;
-use super::error::SnapshotError;
 use super::digest::hex;
+use super::error::SnapshotError;
 use super::sparse::SparseWriter;
 use super::tar_header::{DataLayout, data_layout, padded};
 
@@ -50,7 +50,6 @@ pub struct TargetFile {
 /// archive path) go to `at` in this file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CopyFrom(pub u64, pub String, pub u64, pub u64);
-
 
 #[derive(Deserialize)]
 struct Manifest {

@@ -34,7 +34,10 @@ pub struct SnapshotView {
     freezes: Mutex<Vec<CollectionFreeze>>,
     /// The collections and shard objects the view's state is of (kept past the
     /// freeze, to tell whether it is still the current objects' state).
-    covers: Vec<(Arc<crate::storage::Collection>, Vec<Arc<crate::storage::shard::Shard>>)>,
+    covers: Vec<(
+        Arc<crate::storage::Collection>,
+        Vec<Arc<crate::storage::shard::Shard>>,
+    )>,
     /// Copied aside early for a newer snapshot of another scope (not at the freeze
     /// limit): readers of this scope still share it while it is open.
     shared_after_copy: std::sync::atomic::AtomicBool,

@@ -13,9 +13,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use qdrant_edge::{
-    CountRequest, EdgeConfig, Filter, JsonPath, NamedQuery, PayloadFieldSchema, PayloadIndexInfo, PointId, PointStructPersisted, QueryEnum,
-    QueryRequest, Record, RetrieveRequest, ScoredPoint, ScoringQuery, ScrollRequest,
-    VectorInternal, VectorPersisted, VectorStructPersisted, WithPayloadInterface, WithVector,
+    CountRequest, EdgeConfig, Filter, JsonPath, NamedQuery, PayloadFieldSchema, PayloadIndexInfo,
+    PointId, PointStructPersisted, QueryEnum, QueryRequest, Record, RetrieveRequest, ScoredPoint,
+    ScoringQuery, ScrollRequest, VectorInternal, VectorPersisted, VectorStructPersisted,
+    WithPayloadInterface, WithVector,
 };
 
 use super::collection_config::CollectionConfig;
@@ -557,7 +558,11 @@ impl Collection {
     /// The engine's form of a query vector for `using`, checked against its config,
     /// and whether a higher score is a better match.
     fn query_vector(&self, using: &str, vector: QueryVector) -> Result<(VectorInternal, bool)> {
-        let label = if using.is_empty() { "(unnamed vector)" } else { using };
+        let label = if using.is_empty() {
+            "(unnamed vector)"
+        } else {
+            using
+        };
         if let QueryVector::Sparse(sparse) = vector {
             self.check_vector(using, VectorKind::Sparse)?;
             if sparse.indices.len() != sparse.values.len() {

@@ -265,7 +265,11 @@ pub struct CreateCollection {
 
 impl CreateCollection {
     pub fn into_config(self) -> Result<CollectionConfig> {
-        if self.strict_mode_config.as_ref().is_some_and(|v| !v.is_null()) {
+        if self
+            .strict_mode_config
+            .as_ref()
+            .is_some_and(|v| !v.is_null())
+        {
             return Err(StorageError::bad_request(
                 "`strict_mode_config` is not supported by snapfs: it would not be enforced",
             ));
@@ -538,7 +542,14 @@ mod tests {
         assert_eq!(edge.sparse_vectors.len(), 1);
         // The per-vector HNSW diff is merged over the collection's.
         assert_eq!(edge.vectors["dense"].hnsw_config.as_ref().unwrap().m, 8);
-        assert_eq!(edge.vectors["dense"].hnsw_config.as_ref().unwrap().ef_construct, 100);
+        assert_eq!(
+            edge.vectors["dense"]
+                .hnsw_config
+                .as_ref()
+                .unwrap()
+                .ef_construct,
+            100
+        );
         // Only sparse vectors is a collection too.
         create(json!({"sparse_vectors": {"text": {}}})).unwrap();
     }

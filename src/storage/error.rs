@@ -28,7 +28,10 @@ pub enum StorageError {
     /// A freeze found shards still frozen by an older view that updates have passed
     /// since: it was undone; end those freezes and freeze again.
     #[error("shards {shards:?} of `{collection}` are still frozen at an older state")]
-    StaleFreeze { collection: String, shards: Vec<u32> },
+    StaleFreeze {
+        collection: String,
+        shards: Vec<u32>,
+    },
     /// A snapshot refused, or a restore that failed: its kind says why.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),

@@ -19,10 +19,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::manifest::{SegmentVersions, VersionManifest};
 use super::{engine_manifest, shard_path};
+use crate::snapshot::SnapshotError;
 use crate::snapshot::digest::{file_sha256, hex};
 use crate::snapshot::intake::Received;
 use crate::snapshot::layout::FrozenFile;
-use crate::snapshot::SnapshotError;
 use crate::snapshot::progress::Running;
 use crate::snapshot::restore;
 use crate::snapshot::segment_layout::normalize_segments;
@@ -458,7 +458,8 @@ fn check_top_level(incoming: &Path) -> Result<()> {
         if !known {
             return Err(SnapshotError::invalid(format!(
                 "unexpected entry `{name}` at the top of a partial shard snapshot"
-            )).into());
+            ))
+            .into());
         }
     }
     Ok(())
@@ -476,9 +477,9 @@ fn merge_versions(
     theirs: &VersionManifest,
 ) -> Result<()> {
     if !incoming.join("wal").is_dir() {
-        return Err(SnapshotError::invalid(
-            "invalid partial snapshot: it has no wal/ directory",
-        ).into());
+        return Err(
+            SnapshotError::invalid("invalid partial snapshot: it has no wal/ directory").into(),
+        );
     }
     // The shard's own files beside its data (edge_config.json, …).
     for entry in fs_err::read_dir(live_dir)? {
