@@ -483,13 +483,25 @@ const PYTHON_PACKAGES: [&str; 3] = ["qdrant-client", "qdrant-edge-py", "promethe
 /// A virtualenv under target/ with the official Qdrant packages, made once and
 /// reused by later runs (and by concurrent tests: made under a lock).
 pub fn python_venv() -> PathBuf {
+    venv(
+        "py-venv",
+        "import qdrant_client, qdrant_edge, prometheus_client",
+        &PYTHON_PACKAGES,
+    )
+}
+
+/// The virtualenv `target/<dir>` with `packages`, made unless `import_check` already
+/// runs in it; made under a lock, so concurrent tests wait for one install.
+pub fn venv(dir: &str, import_check: &str, packages: &[&str]) -> PathBuf {
     static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _made = MADE.lock().unwrap_or_else(|p| p.into_inner());
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv");
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(dir);
     let python = venv.join("bin/python");
     let ready = python.exists()
         && Command::new(&python)
-            .args(["-c", "import qdrant_client, qdrant_edge, prometheus_client"])
+            .args(["-c", import_check])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
@@ -508,10 +520,10 @@ pub fn python_venv() -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .args(PYTHON_PACKAGES)
+            .args(packages)
             .status()
             .unwrap();
-        assert!(status.success(), "pip install {PYTHON_PACKAGES:?} failed");
+        assert!(status.success(), "pip install {packages:?} failed");
     }
     python
 }

@@ -12,40 +12,14 @@ pub const ACCESS: &str = "snapfs-test-access";
 pub const SECRET: &str = "snapfs-test-secret";
 pub const REGION: &str = "us-east-1";
 
-/// target/moto-venv with `moto[server]`, made once (under a lock) and reused.
+/// target/moto-venv with `moto[server]` (pinned: the version the tests were written
+/// against), made once and reused.
 pub fn moto_venv() -> PathBuf {
-    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _made = MADE.lock().unwrap_or_else(|p| p.into_inner());
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv");
-    let python = venv.join("bin/python");
-    let ready = python.exists()
-        && Command::new(&python)
-            .args(["-c", "import moto.server, boto3"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if !ready {
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is installed");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            // Pinned: the version the tests were written against.
-            .arg("moto[server]==5.2.5")
-            .status()
-            .unwrap();
-        assert!(status.success(), "pip install moto[server] failed");
-    }
-    python
+    crate::support::venv(
+        "moto-venv",
+        "import moto.server, boto3",
+        &["moto[server]==5.2.5"],
+    )
 }
 
 /// A moto server on loopback. Its state is in memory: a restart starts empty.
