@@ -31,7 +31,7 @@ pub use collection::{
 };
 pub use collection_config::{CollectionConfig, CreateCollection};
 pub use error::{Result, StorageError};
-pub(crate) use switch::crash_point;
+pub(crate) use switch::{crash_point, pause_point};
 
 /// How often the maintenance thread looks for shards to flush or optimize.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(500);

@@ -1082,3 +1082,59 @@ async fn restore_failures(client: &Client) -> std::collections::BTreeMap<String,
         })
         .collect()
 }
+
+/// A freeze whose shard is switched (restored) between placing its cut and settling
+/// the frozen files builds its view again: a reader never sees "shutting down"
+/// because a restore ran (the 30-minute soak hit this once, as an EBUSY lookup).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
+    // Every freeze waits 1.5 s after its cut: the restore below lands in that window.
+    let temp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(
+        &temp.path().join("data"),
+        &[],
+        &[("SNAPFS_PAUSE_AT", "freeze-cut-placed:1500")],
+    );
+    let client = daemon.client();
+    seeded_collection(&client, "race", 1, 50).await;
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/collections/race/shards/0/snapshots",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let name = body["result"]["name"].as_str().unwrap().to_string();
+    let stored = daemon.data_dir.join("snapshots/race/shards/0").join(&name);
+    let location = stage(&daemon, &stored, "race-shard.snapshot");
+    // Unflushed changes: the freeze must flush, which needs the shard's engine.
+    upsert(
+        &client,
+        "race",
+        (50..80).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+
+    let reader = {
+        let client = daemon.client();
+        tokio::spawn(async move { fetch(&client, "/collections/race/shards/0/snapshot").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/race/shards/0/snapshots/recover",
+        Some(json!({"location": location})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let archive = reader.await.expect("the live stream answers");
+    // The view was built again, of the restored shard: a whole archive.
+    let file = daemon.data_dir.join("after-switch.snapshot");
+    std::fs::write(&file, &archive).unwrap();
+    run_ok(Command::new("tar").arg("-tf").arg(&file));
+    assert_eq!(count(&client, "race").await, 50);
+    assert!(!daemon.log().contains("shutting down"), "{}", daemon.log());
+}

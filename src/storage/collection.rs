@@ -312,10 +312,11 @@ impl Collection {
     /// The indexed payload fields, as Qdrant's `payload_schema` shows them: per field
     /// its type, parameters and the points indexed, summed over the shards.
     pub fn payload_schema(&self) -> Result<BTreeMap<String, PayloadIndexInfo>> {
-        let shards = (0..self.shard_count())
-            .map(|id| self.shard(id))
-            .collect::<Result<Vec<_>>>()?;
-        payload_schema_of(&shards)
+        let mut schema = BTreeMap::new();
+        for id in 0..self.shard_count() {
+            self.read_shard(id, |shard| add_payload_schema(&mut schema, shard))?;
+        }
+        Ok(schema)
     }
 
     async fn dispatch(&self, ops: Vec<(u32, ShardOp)>, wait: bool) -> Result<()> {
@@ -688,8 +689,20 @@ impl Collection {
                 shards: stale,
             });
         }
+        crate::storage::pause_point("freeze-cut-placed");
         for shard in &guard.shards {
-            shard.settle_frozen()?;
+            if let Err(err) = shard.settle_frozen() {
+                // A shard switched (restored) since its cut was closed with its
+                // engine: not a failure of this freeze, the caller freezes again.
+                return Err(if guard.is_current() {
+                    err
+                } else {
+                    StorageError::StaleFreeze {
+                        collection: self.name.clone(),
+                        shards: Vec::new(),
+                    }
+                });
+            }
         }
         Ok(guard)
     }
@@ -762,17 +775,26 @@ enum VectorKind<'a> {
 /// [`Collection::payload_schema`] over the given shard objects (a freeze's: the
 /// state it holds, even if a shard was switched meanwhile).
 pub fn payload_schema_of(shards: &[Arc<Shard>]) -> Result<BTreeMap<String, PayloadIndexInfo>> {
-    let mut schema: BTreeMap<String, PayloadIndexInfo> = BTreeMap::new();
+    let mut schema = BTreeMap::new();
     for shard in shards {
-        let info = shard.engine()?.info().map_err(StorageError::from_engine)?;
-        for (field, index) in info.payload_schema {
-            match schema.get_mut(&field.to_string()) {
-                Some(known) => known.points += index.points,
-                None => {
-                    schema.insert(field.to_string(), index);
-                }
+        add_payload_schema(&mut schema, shard)?;
+    }
+    Ok(schema)
+}
+
+/// Add `shard`'s indexed fields to `schema`, summing the points indexed.
+fn add_payload_schema(
+    schema: &mut BTreeMap<String, PayloadIndexInfo>,
+    shard: &Shard,
+) -> Result<()> {
+    let info = shard.engine()?.info().map_err(StorageError::from_engine)?;
+    for (field, index) in info.payload_schema {
+        match schema.get_mut(&field.to_string()) {
+            Some(known) => known.points += index.points,
+            None => {
+                schema.insert(field.to_string(), index);
             }
         }
     }
-    Ok(schema)
+    Ok(())
 }

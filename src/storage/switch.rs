@@ -344,3 +344,15 @@ pub(crate) fn crash_point(point: &str) {
         std::process::abort();
     }
 }
+
+/// Race tests: `SNAPFS_PAUSE_AT=<point>:<ms>` makes the thread passing `point` sleep
+/// that long, widening a window a test needs to hit every time.
+pub(crate) fn pause_point(point: &str) {
+    if let Ok(at) = std::env::var("SNAPFS_PAUSE_AT")
+        && let Some((name, ms)) = at.split_once(':')
+        && name == point
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
