@@ -136,6 +136,15 @@ async fn serve_storage(
         crate::demo::create_demo_collection(storage).await?;
     }
 
+    let s3 = match &config.s3 {
+        Some(s3) => {
+            let backend = crate::snapshot::s3::S3Snapshots::new(s3)?;
+            let endpoint = s3.effective_endpoint().unwrap_or_else(|| "AWS".to_string());
+            tracing::info!(bucket = backend.bucket(), prefix = %s3.prefix, %endpoint, "stored snapshots go to S3");
+            Some(Arc::new(backend))
+        }
+        None => None,
+    };
     let state = Arc::new(AppState {
         storage: storage.clone(),
         snapshots_path: config.snapshots_path.clone(),
@@ -145,15 +154,7 @@ async fn serve_storage(
             .collect(),
         require_checksum: config.require_checksum,
         transfer_stall: config.transfer_stall,
-        s3: match &config.s3 {
-            Some(s3) => {
-                let backend = crate::snapshot::s3::S3Snapshots::new(s3)?;
-                let endpoint = s3.effective_endpoint().unwrap_or_else(|| "AWS".to_string());
-                tracing::info!(bucket = backend.bucket(), prefix = %s3.prefix, %endpoint, "stored snapshots go to S3");
-                Some(Arc::new(backend))
-            }
-            None => None,
-        },
+        s3: s3.clone(),
         s3_recovery: config.s3_recovery.clone(),
     });
     let router = api::router(state, config.max_request_bytes());
@@ -188,7 +189,8 @@ async fn serve_storage(
         Some(path) => {
             let core = Arc::new(
                 SnapFs::new(storage.clone(), config.snapshots_path.clone())
-                    .with_require_checksum(config.require_checksum),
+                    .with_require_checksum(config.require_checksum)
+                    .with_s3(s3.clone()),
             );
             let runtime = tokio::runtime::Handle::current();
             Some(

@@ -19,6 +19,7 @@ pub mod mount;
 pub mod namespace;
 pub mod recover;
 mod restore_ops;
+pub mod stored_s3;
 pub mod texts;
 
 use std::collections::HashMap;
@@ -130,6 +131,8 @@ pub struct SnapFs {
     /// A snapshot written into recover/ waits for its checksum sidecar.
     require_checksum: bool,
     snapshots_path: PathBuf,
+    /// Stored snapshots live in S3 (`snapshots_storage: s3`), not in `snapshots_path`.
+    s3: Option<stored_s3::S3Stored>,
     started: SystemTime,
 }
 
@@ -146,8 +149,15 @@ impl SnapFs {
             recover: RecoverDirs::default(),
             require_checksum: false,
             snapshots_path,
+            s3: None,
             started: SystemTime::now(),
         }
+    }
+
+    /// Show the stored snapshots of an S3 backend in the `snapshots/` directories.
+    pub fn with_s3(mut self, s3: Option<Arc<crate::snapshot::s3::S3Snapshots>>) -> Self {
+        self.s3 = s3.map(stored_s3::S3Stored::new);
+        self
     }
 
     /// Make restores through recover/ wait for a checksum sidecar.
@@ -211,6 +221,11 @@ impl SnapFs {
                 .map(|_| Node::RecoverEntry(scope.clone(), name.to_string()))
                 .ok_or(FsError::NotFound);
         }
+        if let (Node::Snapshots(scope), Some(s3)) = (parent, &self.s3) {
+            self.ns.check_scope(scope)?;
+            s3.entry(scope, name)?;
+            return Ok(Node::Stored(scope.clone(), name.to_string()));
+        }
         self.ns.child(parent, name)
     }
 
@@ -222,6 +237,14 @@ impl SnapFs {
                 .entries(scope)
                 .into_iter()
                 .map(|(name, _)| (name.clone(), Node::RecoverEntry(scope.clone(), name)))
+                .collect());
+        }
+        if let (Node::Snapshots(scope), Some(s3)) = (node, &self.s3) {
+            self.ns.check_scope(scope)?;
+            return Ok(s3
+                .entries(scope)?
+                .iter()
+                .map(|(name, _)| (name.clone(), Node::Stored(scope.clone(), name.clone())))
                 .collect());
         }
         self.ns.children(node)
@@ -311,6 +334,10 @@ impl SnapFs {
                     perm,
                     ..file_attr(ino, size, SystemTime::now(), true)
                 })
+            }
+            Node::Stored(scope, name) if self.s3.is_some() => {
+                let entry = self.s3.as_ref().unwrap().entry(scope, name)?;
+                Ok(file_attr(ino, entry.size(), entry.mtime(), false))
             }
             Node::Stored(scope, name) => {
                 let meta = std::fs::metadata(self.ns.stored_file(scope, name))?;
@@ -502,6 +529,22 @@ impl SnapFs {
                     collection.last_change(),
                 ))
             }
+            Node::Stored(scope, name) if self.s3.is_some() => {
+                let s3 = self.s3.as_ref().unwrap();
+                match s3.entry(&scope, &name)? {
+                    stored_s3::S3Entry::Checksum { text, mtime } => {
+                        Ok(bytes(text.into_bytes(), mtime))
+                    }
+                    stored_s3::S3Entry::Snapshot { .. } => Ok(Opened {
+                        fh: self
+                            .handles
+                            .insert(Handle::S3(Box::new(s3.open(&scope, &name)?))),
+                        direct_io: false,
+                        keep_cache: false,
+                        backing: None,
+                    }),
+                }
+            }
             Node::Stored(scope, name) => {
                 let file = std::fs::File::open(self.ns.stored_file(&scope, &name))?;
                 let backing = file.try_clone().ok();
@@ -560,6 +603,11 @@ impl SnapFs {
                     }
                 }
                 sent(&buf[..done]);
+                Ok(())
+            }
+            Handle::S3(reader) => {
+                let n = reader.read_at(offset, buf)?;
+                sent(&buf[..n]);
                 Ok(())
             }
             Handle::Bytes { data, .. } => {
@@ -641,6 +689,17 @@ impl SnapFs {
                 "only stored snapshots can be deleted (collections: use the HTTP API)",
             ));
         };
+        if let Some(s3) = &self.s3 {
+            if !name.ends_with(crate::snapshot::stored::CHECKSUM_EXT) {
+                s3.delete(&scope, &name)?;
+                tracing::info!(snapshot = %name, scope = ?scope, "stored snapshot deleted from S3 through the mount");
+                return Ok(());
+            }
+            // A checksum object is listed only beside its snapshot.
+            return Err(FsError::NotPermitted(
+                "a checksum goes with its snapshot: delete the snapshot instead",
+            ));
+        }
         if let Some(snapshot) = name.strip_suffix(crate::snapshot::stored::CHECKSUM_EXT)
             && self.ns.stored_file(&scope, snapshot).exists()
         {

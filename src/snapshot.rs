@@ -20,6 +20,7 @@ pub mod partial;
 pub mod progress;
 pub mod restore;
 pub mod s3;
+pub mod s3_reader;
 pub mod segment_layout;
 pub mod sparse;
 pub mod stored;

@@ -550,3 +550,110 @@ async fn s3_server_killed_during_upload() {
     assert_eq!(listed["result"], json!([]));
     assert_eq!(moto.open_uploads(BUCKET), Vec::<String>::new());
 }
+
+/// The mount shows S3 snapshots in its `snapshots/` directories: `ls -l` with the
+/// objects' sizes, `cp` out (read ahead in small chunks here, so a copy spans many
+/// of them) checked by `sha256sum` against the checksum object, `rm` deleting the
+/// object and its checksum; writes stay refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_snapshots_in_the_mount() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let small_chunks = [
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__PART_SIZE_BYTES",
+            "65536",
+        ),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__PARTS_IN_FLIGHT",
+            "3",
+        ),
+    ];
+    let env = s3_env(&moto.endpoint(), ACCESS, SECRET, &small_chunks);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mounted = MountedDaemon::start_with_env(&env);
+    let client = mounted.client();
+    seeded_collection(&client, "docs", 2, 3000).await;
+    let (status, body) = call(&client, Method::POST, "/collections/docs/snapshots", None).await;
+    assert_eq!(status, 200, "{body}");
+    let name = body["result"]["name"].as_str().unwrap().to_string();
+    let size = body["result"]["size"].as_u64().unwrap();
+    assert!(size > 10 * 65536, "a copy should span many chunks: {size}");
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/collections/docs/shards/1/snapshots",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let shard_name = body["result"]["name"].as_str().unwrap().to_string();
+
+    // ls -l: the snapshot and its checksum, with the object's size.
+    let dir = mounted.path("collections/docs/snapshots");
+    let listing = run_ok(std::process::Command::new("ls").arg("-l").arg(&dir));
+    assert!(listing.contains(&name), "{listing}");
+    assert!(listing.contains(&format!("{name}.checksum")), "{listing}");
+    assert_eq!(std::fs::metadata(dir.join(&name)).unwrap().len(), size);
+    assert!(
+        !listing.contains(&shard_name),
+        "a shard snapshot listed at the collection's level: {listing}"
+    );
+    let shard_dir = mounted.path("collections/docs/shards/1/snapshots");
+    assert!(
+        std::fs::read_dir(&shard_dir)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy() == shard_name)
+    );
+
+    // cp out, sha256sum against the checksum object.
+    let out = tempfile::tempdir().unwrap();
+    let copy = out.path().join(&name);
+    run_ok(
+        std::process::Command::new("cp")
+            .arg(dir.join(&name))
+            .arg(&copy),
+    );
+    let copied = std::fs::read(&copy).unwrap();
+    assert_eq!(copied.len() as u64, size);
+    let sum = run_ok(std::process::Command::new("sha256sum").arg(&copy));
+    let checksum_object = moto.get(BUCKET, &format!("{PREFIX}/docs/{name}.checksum"));
+    let checksum_file = std::fs::read(dir.join(format!("{name}.checksum"))).unwrap();
+    assert_eq!(checksum_file, checksum_object);
+    assert_eq!(
+        sum.split_whitespace().next().unwrap().as_bytes(),
+        &checksum_object[..]
+    );
+    // The copy is the object's bytes (whole download over HTTP, same bytes).
+    let downloaded = fetch(&client, &format!("/collections/docs/snapshots/{name}")).await;
+    assert!(downloaded == copied);
+    // A read in the middle (no read-ahead) gives the same bytes.
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(dir.join(&name)).unwrap();
+        let mut middle = vec![0u8; 100_000];
+        let at = size / 2;
+        let n = file.read_at(&mut middle, at).unwrap();
+        assert!(n > 0);
+        assert!(middle[..n] == copied[at as usize..at as usize + n]);
+    }
+
+    // Writes are refused; the checksum alone cannot be removed.
+    let written = std::fs::write(dir.join("new.snapshot"), b"x");
+    assert!(written.is_err());
+    let err = std::fs::remove_file(dir.join(format!("{name}.checksum"))).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+
+    // rm deletes the object and its checksum object.
+    std::fs::remove_file(dir.join(&name)).unwrap();
+    let keys = moto.keys(BUCKET);
+    assert!(
+        !keys.iter().any(|k| k.contains(&name)),
+        "still in S3: {keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.contains(&shard_name)), "{keys:?}");
+    let (_, listed) = call(&client, Method::GET, "/collections/docs/snapshots", None).await;
+    assert_eq!(listed["result"], json!([]));
+    assert!(!dir.join(&name).exists());
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+}

@@ -117,8 +117,8 @@ async fn download(
     stream_response(&headers, size, &name, &validators, read_at, None)
 }
 
-/// A stored snapshot in S3, streamed with ranged GETs (one per chunk sent), so
-/// `Range` requests read only what they ask for.
+/// A stored snapshot in S3, streamed with ranged GETs read ahead (see
+/// [`crate::snapshot::s3_reader`]); a `Range` request reads from its start.
 async fn s3_download(
     s3: Arc<crate::snapshot::s3::S3Snapshots>,
     scope: Scope,
@@ -138,7 +138,8 @@ async fn s3_download(
         );
         Validators::from_digest(&sha2::Sha256::digest(identity.as_bytes()), last_modified)
     };
-    let read_at: ReadAt = Arc::new(move |offset, buf| s3.read_at_blocking(&key, offset, buf));
+    let reader = s3.reader(key, meta.size);
+    let read_at: ReadAt = Arc::new(move |offset, buf| reader.read_at(offset, buf));
     stream_response(&headers, meta.size, &name, &validators, read_at, None)
 }
 

@@ -19,6 +19,8 @@ pub enum Handle {
     Live(Box<LiveRead>),
     /// A stored snapshot or its checksum: a plain file, read with pread.
     Stored(File),
+    /// A stored snapshot in S3, read with ranged GETs (read ahead).
+    S3(Box<crate::snapshot::s3_reader::ObjectReader>),
     /// A small generated file, fixed at open.
     Bytes { data: Arc<[u8]>, mtime: SystemTime },
     /// A directory listing, fixed at opendir so offsets stay meaningful.

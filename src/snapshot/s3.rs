@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::digest::hex;
 use super::names::{creation_time, name_timestamp, validate_snapshot_name};
+use super::s3_reader::ObjectReader;
 use super::stored::{CHECKSUM_EXT, SNAPSHOT_EXT, SnapshotDescription};
 use super::view::{Scope, SnapshotView};
 use crate::storage::error::with_causes;
@@ -146,6 +147,16 @@ impl S3Config {
     }
 }
 
+/// A stored snapshot object as listed.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub name: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    /// The checksum object's text, if there is one.
+    pub checksum: Option<String>,
+}
+
 /// The S3 backend of stored snapshots.
 pub struct S3Snapshots {
     store: Arc<dyn ObjectStore>,
@@ -225,6 +236,21 @@ impl S3Snapshots {
 
     /// Stored snapshots of `scope`: the `.snapshot` objects directly at its level.
     pub async fn list(&self, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
+        Ok(self
+            .list_objects(scope)
+            .await?
+            .into_iter()
+            .map(|object| SnapshotDescription {
+                name: object.name,
+                creation_time: Some(creation_time(object.modified)),
+                size: object.size,
+                checksum: object.checksum,
+            })
+            .collect())
+    }
+
+    /// [`Self::list`] with the objects' times as times, sorted by name.
+    pub async fn list_objects(&self, scope: &Scope) -> Result<Vec<StoredObject>> {
         let dir = self.dir(scope);
         let prefix = (!dir.is_empty()).then(|| Key::from(dir.as_str()));
         let listing = self
@@ -238,13 +264,13 @@ impl S3Snapshots {
         });
         // The checksum objects are read 16 at a time.
         use futures_util::{StreamExt, TryStreamExt};
-        let mut out: Vec<SnapshotDescription> = futures_util::stream::iter(snapshots)
+        let mut out: Vec<StoredObject> = futures_util::stream::iter(snapshots)
             .map(|(name, object)| async move {
                 let checksum = self.checksum_of(scope, &name).await?;
-                Ok::<_, StorageError>(SnapshotDescription {
+                Ok::<_, StorageError>(StoredObject {
                     name,
-                    creation_time: Some(creation_time(object.last_modified.into())),
                     size: object.size,
+                    modified: object.last_modified.into(),
                     checksum,
                 })
             })
@@ -255,7 +281,8 @@ impl S3Snapshots {
         Ok(out)
     }
 
-    async fn checksum_of(&self, scope: &Scope, name: &str) -> Result<Option<String>> {
+    /// The checksum object beside stored snapshot `name`, if there is one.
+    pub async fn checksum_of(&self, scope: &Scope, name: &str) -> Result<Option<String>> {
         let key = self.key(scope, &format!("{name}{CHECKSUM_EXT}"));
         read_checksum(&*self.store, &key)
             .await
@@ -277,22 +304,18 @@ impl S3Snapshots {
         }
     }
 
-    /// Bytes `offset..offset + buf.len()` of `key` (a ranged GET); blocking.
-    pub fn read_at_blocking(
-        &self,
-        key: &Key,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> std::io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let range = offset..offset + buf.len() as u64;
-        let bytes = tokio::runtime::Handle::current()
-            .block_on(self.store.get_range(key, range))
-            .map_err(|e| std::io::Error::other(with_causes(&e)))?;
-        buf[..bytes.len()].copy_from_slice(&bytes);
-        Ok(bytes.len())
+    /// A reader of the `size` bytes of `key` that reads ahead while it goes
+    /// forward: chunks of `part_size`, `parts_in_flight` of them ahead. Call from
+    /// within the runtime; its reads block.
+    pub fn reader(&self, key: Key, size: u64) -> ObjectReader {
+        ObjectReader::new(
+            self.store.clone(),
+            key,
+            size,
+            self.config.part_size,
+            self.config.parts_in_flight,
+            tokio::runtime::Handle::current(),
+        )
     }
 
     /// Delete stored snapshot `name` (found by [`Self::head`]), then its checksum.
