@@ -30,6 +30,12 @@
 #     state from the peer; manifest latency (unchanged shard, after one upsert);
 #     references: `rsync --no-whole-file` of the live file from before to after (its
 #     literal data) and restic's "Added to the repository".
+# 10. S3 (stored snapshots in a moto server, started here from PyPI): the daemon is
+#     restarted with `snapshots_storage: s3`; POST …/snapshots of the big collection
+#     streamed into a multipart upload (RssAnon peak while it runs) vs boto3's
+#     `upload_file` of the same archive (8 MiB parts, 4 at a time: the same settings);
+#     GET of it over HTTP and `cp` out of the mount vs boto3's `download_fileobj` to
+#     /dev/null (a plain S3 client), RssAnon peak during the `cp`.
 #
 # Usage: scripts/bench.sh    (env: POINTS=100000 DIM=128 BATCH=1000 BIG_MB=1024,
 #        SECTIONS="1 2 … 9" to run only some; the big collection is always built)
@@ -48,14 +54,16 @@ cargo build --release --quiet
 BIN=$PWD/target/release/snapfs
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench.XXXXXX")
 pid=
+moto_pid=
 cleanup() {
+  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   umount -l "$work/mnt" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-SECTIONS=${SECTIONS:-1 2 3 4 5 6 7 8 9}
+SECTIONS=${SECTIONS:-1 2 3 4 5 6 7 8 9 10}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 export SNAPFS_SOCKET=$work/data/snapfs.sock
 export SNAPFS_API_KEY=bench-key
@@ -338,4 +346,66 @@ after=$(lat "")
 after_files=$(lat "?format=files")
 echo "manifest latency: unchanged shard ${unchanged} s (content form ${unchanged_files} s); after one upsert ${after} s (content form ${after_files} s)"
 kill $pid_b 2>/dev/null; wait $pid_b 2>/dev/null || true
+fi
+
+if want 10; then
+echo "== 10. S3: stored snapshots streamed to and from an S3-compatible server"
+venv=$PWD/target/moto-venv
+if ! "$venv/bin/python" -c 'import moto.server, boto3' 2>/dev/null; then
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q 'moto[server]==5.2.5'
+fi
+s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$venv/bin/python" -m moto.server -H 127.0.0.1 -p "$s3_port" >/dev/null 2>&1 &
+moto_pid=$!
+for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$s3_port) 2>/dev/null && break; sleep 0.1; done
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1
+s3py() { "$venv/bin/python" -c "
+import boto3, sys, time
+from boto3.s3.transfer import TransferConfig
+s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port')
+cfg = TransferConfig(multipart_chunksize=8 << 20, multipart_threshold=8 << 20, max_concurrency=4)
+$1"; }
+s3py "s3.create_bucket(Bucket='bench')"
+# The archive the plain client uploads: the big collection's live snapshot.
+cp "$mnt/live/big.snapshot" "$work/big-s3.snapshot"
+# Restart the daemon on the same data with S3 as the snapshot storage.
+kill "$pid"; wait "$pid" 2>/dev/null || true
+for _ in $(seq 1 100); do mountpoint -q "$mnt" || break; sleep 0.1; done
+SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE=s3 \
+SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__BUCKET=bench \
+SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__REGION=us-east-1 \
+SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ENDPOINT_URL="http://127.0.0.1:$s3_port" \
+SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ACCESS_KEY=bench \
+SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__SECRET_KEY=bench-secret \
+SNAPFS_LOG=warn "$BIN" serve --data-dir "$work/data" --mount "$mnt" 2>"$work/daemon-s3.log" &
+pid=$!
+for _ in $(seq 1 600); do [ -S "$SNAPFS_SOCKET" ] && mountpoint -q "$mnt" && break; sleep 0.1; done
+sleep 1
+anon_idle=$(rss_anon)
+( while kill -0 "$pid" 2>/dev/null; do rss_anon; sleep 0.05; done ) >"$work/anon-s3.log" &
+sampler=$!
+c0=$(now)
+created=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/big/snapshots?wait=true")
+c1=$(now)
+kill $sampler; wait $sampler 2>/dev/null || true
+anon_create=$(sort -n "$work/anon-s3.log" | tail -1)
+name=$(echo "$created" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["name"])')
+size=$(echo "$created" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["size"])')
+ref_up=$(s3py "t=time.time(); s3.upload_file('$work/big-s3.snapshot', 'bench', 'ref/big.snapshot', Config=cfg); print(f'{time.time()-t:.3f}')")
+create=$(secs "$c0" "$c1")
+python3 -c "print(f'create into S3: {$size/1e6:.0f} MB in {$create} s ({$size/1e6/$create:.0f} MB/s); boto3 upload_file of {$(stat -c %s "$work/big-s3.snapshot")/1e6:.0f} MB: {$ref_up} s; ratio {$create/$ref_up:.2f}; RssAnon idle {$anon_idle/1024:.1f} MiB, peak while creating {$anon_create/1024:.1f} MiB')"
+ref_get=$(s3py "
+import io
+class Null(io.RawIOBase):
+    def writable(self): return True
+    def write(self, b): return len(b)
+t=time.time(); s3.download_fileobj('bench', 'big/$name', Null(), Config=cfg); print(f'{time.time()-t:.3f}')")
+h0=$(now); curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/snapshots/$name" -o /dev/null; h1=$(now)
+( while kill -0 "$pid" 2>/dev/null; do rss_anon; sleep 0.05; done ) >"$work/anon-s3cp.log" &
+sampler=$!
+m0=$(now); cp "$mnt/collections/big/snapshots/$name" /dev/null; m1=$(now)
+kill $sampler; wait $sampler 2>/dev/null || true
+anon_cp=$(sort -n "$work/anon-s3cp.log" | tail -1)
+http=$(secs "$h0" "$h1"); cpm=$(secs "$m0" "$m1")
+python3 -c "print(f'download from S3: HTTP GET {$http} s, cp out of the mount {$cpm} s (RssAnon peak {$anon_cp/1024:.1f} MiB); boto3 download_fileobj {$ref_get} s; ratios {$http/$ref_get:.2f} and {$cpm/$ref_get:.2f}')"
 fi
