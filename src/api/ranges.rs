@@ -16,7 +16,9 @@ use super::envelope::ApiError;
 
 /// Bytes per body chunk: large enough that per-chunk costs (a blocking-pool hop, a
 /// write to the socket) vanish next to copying, small enough to bound memory per stream.
-const CHUNK: usize = 4 << 20;
+const CHUNK: usize = 2 << 20;
+/// Chunks read ahead of the one being sent: reading overlaps sending.
+const CHUNKS_AHEAD: usize = 2;
 
 /// Reads `buf.len()` bytes at an offset (short only at the end).
 pub type ReadAt = Arc<dyn Fn(u64, &mut [u8]) -> io::Result<usize> + Send + Sync>;
@@ -162,43 +164,7 @@ pub fn stream_response(
         None => (0, size, StatusCode::OK),
         Some((s, e)) => (s, e, StatusCode::PARTIAL_CONTENT),
     };
-    let body = Body::from_stream(stream::unfold(start, move |offset| {
-        let read_at = read_at.clone();
-        let on_chunk = on_chunk.clone();
-        async move {
-            if offset >= end {
-                return None;
-            }
-            let want = ((end - offset) as usize).min(CHUNK);
-            let chunk = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
-                let mut buf = vec![0u8; want];
-                let n = read_at(offset, &mut buf)?;
-                if n < want {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "source ended before its size",
-                    ));
-                }
-                if let Some(f) = on_chunk {
-                    f(offset, &buf);
-                }
-                Ok(buf)
-            })
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r);
-            match chunk {
-                Ok(buf) => {
-                    let next = offset + buf.len() as u64;
-                    Some((Ok::<_, io::Error>(axum::body::Bytes::from(buf)), next))
-                }
-                Err(err) => {
-                    tracing::error!(%err, offset, "streaming failed; the response is cut short");
-                    Some((Err(err), end))
-                }
-            }
-        }
-    }));
+    let body = Body::from_stream(read_ahead(start, end, read_at, on_chunk));
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -289,4 +255,48 @@ mod tests {
         assert_eq!(range(&format!("bytes=0-{max}"), max), Ok(Some((0, max))));
         assert_eq!(range(&format!("bytes=5-{max}"), 10), Ok(Some((5, 10))));
     }
+}
+
+/// Bytes `start..end` from `read_at`, in chunks, read on a blocking thread of their
+/// own while earlier chunks are being sent: the socket never waits for a read it
+/// could have had already. At most `CHUNKS_AHEAD` chunks wait, so memory per stream
+/// stays at a few chunks. A client that goes away stops the reading at the next chunk.
+fn read_ahead(
+    start: u64,
+    end: u64,
+    read_at: ReadAt,
+    on_chunk: Option<OnChunk>,
+) -> impl futures_util::Stream<Item = io::Result<axum::body::Bytes>> {
+    let (chunks, received) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut offset = start;
+        while offset < end {
+            let want = ((end - offset) as usize).min(CHUNK);
+            let mut buf = vec![0u8; want];
+            let chunk = match read_at(offset, &mut buf) {
+                Ok(n) if n == want => {
+                    if let Some(f) = &on_chunk {
+                        f(offset, &buf);
+                    }
+                    Ok(axum::body::Bytes::from(buf))
+                }
+                Ok(_) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "source ended before its size",
+                )),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = &chunk {
+                tracing::error!(%err, offset, "streaming failed; the response is cut short");
+            }
+            let failed = chunk.is_err();
+            if chunks.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+            offset += want as u64;
+        }
+    });
+    stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|chunk| (chunk, received))
+    })
 }
