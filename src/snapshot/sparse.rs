@@ -16,7 +16,7 @@ use std::path::Path;
 use super::tar_header::DataLayout;
 
 /// Start writeback of what was written once this much has piled up.
-const WRITEBACK_EVERY: u64 = 8 << 20;
+pub const WRITEBACK_EVERY: u64 = 8 << 20;
 
 pub struct SparseWriter {
     file: File,
@@ -105,20 +105,13 @@ impl SparseWriter {
         Ok(())
     }
 
-    /// Ask the kernel to begin writing back what was written since the last call;
-    /// it returns at once (durability still comes from the caller's `syncfs`).
+    /// Ask the kernel to begin writing back what was written since the last call.
     fn start_writeback(&mut self) {
-        let len = self.pos - self.unflushed_from;
-        // SAFETY: a plain system call on a descriptor we own; failure only means
-        // the data is written back later, by the sync.
-        unsafe {
-            libc::sync_file_range(
-                self.file.as_raw_fd(),
-                self.unflushed_from as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
+        start_writeback(
+            &self.file,
+            self.unflushed_from,
+            self.pos - self.unflushed_from,
+        );
         self.unflushed_from = self.pos;
     }
 
@@ -129,6 +122,21 @@ impl SparseWriter {
             self.start_writeback();
         }
         Ok(self.pos)
+    }
+}
+
+/// Ask the kernel to begin writing back bytes `from..from + len` of `file`; it
+/// returns at once, so the final `fsync`/`syncfs` finds little left to write.
+pub fn start_writeback(file: &File, from: u64, len: u64) {
+    // SAFETY: a plain system call on a descriptor the caller owns; failure only
+    // means the data is written back later, by the sync.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            from as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
@@ -203,25 +204,8 @@ fn write_stored(view: &SnapshotView, target: &Path, temp_path: &Path) -> Result<
         .prefix(".snapshot-")
         .suffix(".partial")
         .tempfile_in(temp_path)?;
-    let mut hasher = Sha256::new();
-    {
-        let mut out = io::BufWriter::with_capacity(CHUNK, temp.as_file());
-        let mut buf = vec![0u8; CHUNK];
-        let layout = view.layout();
-        let mut offset = 0u64;
-        while offset < layout.size() {
-            let n = layout.read_at(offset, &mut buf)?;
-            if n == 0 {
-                return Err(StorageError::internal("snapshot ended before its size"));
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            offset += n as u64;
-        }
-        out.flush()?;
-    }
+    let digest = copy_hashing(view, temp.as_file())?;
     temp.as_file().sync_all()?;
-    let digest: [u8; 32] = hasher.finalize().into();
     // The same state streamed later (live file, HTTP) need not hash again.
     super::checksum::remember(view.layout(), digest);
     let digest = hex(&digest);
@@ -230,6 +214,54 @@ fn write_stored(view: &SnapshotView, target: &Path, temp_path: &Path) -> Result<
     persist(temp, target)?;
     sync_dir(target.parent().unwrap())?;
     Ok(())
+}
+
+/// Write `view`'s archive into `file` and return its SHA-256, in one pass: hashing
+/// runs on a thread of its own beside the reading and writing (a state hashed before
+/// is not hashed again), and writeback starts every few MiB, so the `fsync` after
+/// finds little left to write.
+fn copy_hashing(view: &SnapshotView, file: &File) -> Result<[u8; 32]> {
+    let layout = view.layout();
+    let known = super::checksum::known_sha256(layout);
+    std::thread::scope(|threads| {
+        let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let hasher = known.is_none().then(|| {
+            threads.spawn(move || {
+                let mut hasher = Sha256::new();
+                for chunk in chunks {
+                    hasher.update(&chunk);
+                }
+                <[u8; 32]>::from(hasher.finalize())
+            })
+        });
+        let mut offset = 0u64;
+        let mut unsynced_from = 0u64;
+        while offset < layout.size() {
+            let mut buf = vec![0u8; CHUNK.min((layout.size() - offset) as usize)];
+            let n = layout.read_at(offset, &mut buf)?;
+            if n == 0 {
+                return Err(StorageError::internal("snapshot ended before its size"));
+            }
+            buf.truncate(n);
+            file.write_all_at(&buf, offset)?;
+            offset += n as u64;
+            if offset - unsynced_from >= super::sparse::WRITEBACK_EVERY {
+                super::sparse::start_writeback(file, unsynced_from, offset - unsynced_from);
+                unsynced_from = offset;
+            }
+            if hasher.is_some() && to_hasher.send(buf).is_err() {
+                return Err(StorageError::internal("the hashing thread ended early"));
+            }
+        }
+        drop(to_hasher);
+        match (hasher, known) {
+            (Some(hasher), _) => hasher
+                .join()
+                .map_err(|_| StorageError::internal("the hashing thread panicked")),
+            (None, Some(known)) => Ok(known),
+            (None, None) => unreachable!("a hasher runs when the digest is unknown"),
+        }
+    })
 }
 
 /// Remove what an interrupted creation left among the stored snapshots: hidden
