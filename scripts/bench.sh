@@ -7,7 +7,8 @@
 #  2. streaming a live snapshot of a ~BIG_MB collection (one shard) over HTTP to
 #     /dev/null; references: `tar -cf - <shard dir> | cat >/dev/null` (GNU tar reading
 #     every byte, holes as zeros) and `tar -cSf -` (GNU tar detecting holes, like ours).
-#  3. time to first byte of a live snapshot, small (~10 MB) and big collection.
+#  3. time to first byte of a live snapshot, small (~10 MB) and big collection, settled
+#     and right after an upsert (`wait=true`: the state to stream has unflushed changes).
 #  4. stored snapshot creation (POST …/snapshots) of the big collection; reference:
 #     `cp` of the resulting snapshot file.
 #  5. the daemon's anonymous memory (RssAnon) peak while streaming the big snapshot,
@@ -20,7 +21,7 @@
 #     `cat` of a plain file of the same size; `cp` of a stored snapshot through the
 #     mount vs `cat` of the same file on disk; first byte through the mount; RssAnon
 #     while copying.
-#  8. restore of the big collection's stored snapshot, end to end (until the
+#  8. restore of the big and the mid (~MID_MB) collections' stored snapshots, end to end (until the
 #     collection answers with the restored count): `cp` into mnt/recover/ and
 #     `snapfs recover` (HTTP upload) vs `tar -xf` of the same archive.
 #  9. partial snapshots: a second daemon mirrors the big collection's shard; 1% of
@@ -30,12 +31,20 @@
 #     state from the peer; manifest latency (unchanged shard, after one upsert);
 #     references: `rsync --no-whole-file` of the live file from before to after (its
 #     literal data) and restic's "Added to the repository".
-# 10. S3 (stored snapshots in a moto server, started here from PyPI): the daemon is
+# 10. (run last: it restarts the daemon) S3 (stored snapshots in a moto server, started here from PyPI): the daemon is
 #     restarted with `snapshots_storage: s3`; POST …/snapshots of the big collection
 #     streamed into a multipart upload (RssAnon peak while it runs) vs boto3's
 #     `upload_file` of the same archive (8 MiB parts, 4 at a time: the same settings);
 #     GET of it over HTTP and `cp` out of the mount vs boto3's `download_fileobj` to
 #     /dev/null (a plain S3 client), RssAnon peak during the `cp`.
+#
+# 11. Qdrant's flow for a verified snapshot file in hand, on the 100k x 128 `bench`
+#     collection of section 1: `POST …/snapshots?wait=true` + `GET` + `sha256sum`, and
+#     the mount's way (`cp live/bench.snapshot` + `sha256sum -c` of its `.sha256`), vs
+#     `cp` + `sync` of the same bytes (the ratio compares across runs: Qdrant 1.18.3 took
+#     0.67-0.69 s for this flow where `cp` + `sync` took 0.11 s, a ratio of ~6.2).
+# 12. memory: the daemon's RssAnon right after bulk-loading the big collection (batches
+#     of 250 x 1024-dim points, then 1000) and 5 s later.
 #
 # Usage: scripts/bench.sh    (env: POINTS=100000 DIM=128 BATCH=1000 BIG_MB=1024,
 #        SECTIONS="1 2 … 9" to run only some; the big collection is always built)
@@ -46,6 +55,8 @@ POINTS=${POINTS:-100000}
 DIM=${DIM:-128}
 BATCH=${BATCH:-1000}
 BIG_MB=${BIG_MB:-1024}
+MID_MB=${MID_MB:-300}
+MID_POINTS=$((MID_MB * 1024 * 1024 / (1024 * 4)))
 BIG_DIM=1024
 BIG_POINTS=$((BIG_MB * 1024 * 1024 / (BIG_DIM * 4)))
 SMALL_POINTS=$((10 * 1024 * 1024 / (BIG_DIM * 4)))
@@ -63,7 +74,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-SECTIONS=${SECTIONS:-1 2 3 4 5 6 7 8 9 10}
+SECTIONS=${SECTIONS:-1 2 3 4 5 6 7 8 9 10 11 12}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 export SNAPFS_SOCKET=$work/data/snapfs.sock
 export SNAPFS_API_KEY=bench-key
@@ -94,6 +105,12 @@ fi
 echo "== building a ${BIG_MB} MB collection (${BIG_POINTS} x ${BIG_DIM}-dim) and a 10 MB one"
 "$BIN" collections create big --dim $BIG_DIM >/dev/null
 "$BIN" points generate big --count "$BIG_POINTS" --dim $BIG_DIM --batch 250 >/dev/null
+anon_loaded=$(rss_anon); sleep 5; anon_loaded_later=$(rss_anon)
+if want 8; then
+  "$BIN" collections create mid --dim $BIG_DIM >/dev/null
+  "$BIN" points generate mid --count "$MID_POINTS" --dim $BIG_DIM --batch 1000 >/dev/null
+  anon_mid=$(rss_anon); sleep 5; anon_mid_later=$(rss_anon)
+fi
 "$BIN" collections create small --dim $BIG_DIM >/dev/null
 "$BIN" points generate small --count "$SMALL_POINTS" --dim $BIG_DIM --batch 250 >/dev/null
 # Let background flush and optimization (index building) finish: the collection
@@ -132,7 +149,12 @@ if want 3; then
 echo "== 3. time to first byte"
 for c in small big; do
   ttfb=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/$c/shards/0/snapshot -o /dev/null -w '%{time_starttransfer}')
-  echo "$c: first byte after ${ttfb} s"
+  after=()
+  for i in 1 2 3; do
+    "$BIN" points generate $c --count 1 --dim $BIG_DIM --batch 1 --start $((800000000 + i)) >/dev/null
+    after+=("$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/$c/shards/0/snapshot -o /dev/null -w '%{time_starttransfer}')")
+  done
+  echo "$c: first byte after ${ttfb} s settled; right after an upsert: ${after[*]} s (bar: < 0.050)"
 done
 
 fi
@@ -215,7 +237,14 @@ fi
 
 if want 8; then
 echo "== 8. restore"
-want=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST $url/collections/big/points/count -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])')
+for rc in mid big; do
+if [ $rc = mid ]; then
+  mname=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST $url/collections/mid/snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["name"])')
+  stored=$work/data/snapshots/mid/$mname
+else
+  stored=$work/data/snapshots/big/$name
+fi
+want=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST $url/collections/$rc/points/count -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])')
 count_of() { curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/$1/points/count" -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])'; }
 sum=$(cat "$stored.checksum")
 cat "$stored" >/dev/null
@@ -240,8 +269,9 @@ via_fs=$(median "${runs_fs[@]}"); via_http=$(median "${runs_http[@]}"); untar=$(
 echo "runs (s): cp ${runs_fs[*]} | upload ${runs_http[*]} | tar -xf ${runs_tar[*]} | tar -xf+sync ${runs_tar_sync[*]}"
 # Where each restore's time went, from the daemon's log: receiving and unpacking (the
 # one pass over the bytes), checking (engine open, syncfs), switching (reopen).
-sed 's/\x1b\[[0-9;]*m//g' "$work/daemon.log" | grep ' restored ' | grep -o 'collection="[^"]*".*switched_ms=[0-9]*' | sed 's/sha256=[0-9a-f]* //' || true
+sed 's/\x1b\[[0-9;]*m//g' "$work/daemon.log" | grep ' restored ' | grep -o 'collection="[^"]*".*switched_ms=[0-9]*' | sed 's/sha256=[0-9a-f]* //' | tail -6 || true
 python3 -c "print(f'restore of a {$(stat -c %s "$stored")/1e6:.0f} MB snapshot ({$want} points), checksum verified, medians of 3: cp into recover/ {$via_fs} s, snapfs recover (upload) {$via_http} s; tar -xf of the same archive {$untar} s, tar -xf then sync {$untar_sync} s; ratios to tar -xf {$via_fs/$untar:.2f} / {$via_http/$untar:.2f}, to tar -xf + sync {$via_fs/$untar_sync:.2f} / {$via_http/$untar_sync:.2f}')"
+done
 fi
 
 if want 9; then
@@ -346,6 +376,39 @@ after=$(lat "")
 after_files=$(lat "?format=files")
 echo "manifest latency: unchanged shard ${unchanged} s (content form ${unchanged_files} s); after one upsert ${after} s (content form ${after_files} s)"
 kill $pid_b 2>/dev/null; wait $pid_b 2>/dev/null || true
+fi
+
+if want 11 && want 1; then
+echo "== 11. a verified snapshot file in hand: Qdrant's flow and the mount's"
+runs_q=(); runs_m=(); runs_ref=()
+for i in 1 2 3; do
+  # A new state each round, as after real writes.
+  "$BIN" points generate bench --count 1 --dim "$DIM" --batch 1 --start $((700000000 + i)) >/dev/null
+  rm -f "$work/q.snapshot"
+  q0=$(now)
+  qname=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/bench/snapshots?wait=true" | python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["name"])')
+  curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/bench/snapshots/$qname" -o "$work/q.snapshot"
+  sha256sum "$work/q.snapshot" >/dev/null
+  q1=$(now); runs_q+=("$(secs "$q0" "$q1")")
+  "$BIN" points generate bench --count 1 --dim "$DIM" --batch 1 --start $((710000000 + i)) >/dev/null
+  rm -f "$work/m.snapshot"
+  m0=$(now)
+  cp "$mnt/live/bench.snapshot" "$work/m.snapshot"
+  (cd "$work" && sed 's/  bench.snapshot$/  m.snapshot/' "$mnt/live/bench.snapshot.sha256" | sha256sum -c --quiet)
+  m1=$(now); runs_m+=("$(secs "$m0" "$m1")")
+  qsize=$(stat -c %s "$work/q.snapshot")
+  r0=$(now); cp "$work/q.snapshot" "$work/ref.snapshot"; sync; r1=$(now); runs_ref+=("$(secs "$r0" "$r1")")
+  rm -f "$work/ref.snapshot" "$work/data/snapshots/bench/$qname" "$work/data/snapshots/bench/$qname.checksum"
+done
+qflow=$(best "${runs_q[@]}"); mflow=$(best "${runs_m[@]}"); ref=$(best "${runs_ref[@]}")
+python3 -c "print(f'{$qsize/1e6:.0f} MB: POST ?wait=true + GET + sha256sum {$qflow} s; cp live/bench.snapshot + sha256sum -c {$mflow} s; cp + sync of the same bytes {$ref} s; ratios to cp+sync {$qflow/$ref:.2f} and {$mflow/$ref:.2f} (Qdrant 1.18.3: ~6.2; bars: <= 3.1 and <= 2.1)')"
+fi
+
+if want 12; then
+echo "== 12. memory after bulk loading"
+python3 -c "print(f'RssAnon after loading {$BIG_MB} MB in batches of 250: {$anon_loaded/1024:.1f} MiB, 5 s later {$anon_loaded_later/1024:.1f} MiB')"
+[ -n "${anon_mid:-}" ] && python3 -c "print(f'RssAnon after loading {$MID_MB} MB more in batches of 1000: {$anon_mid/1024:.1f} MiB, 5 s later {$anon_mid_later/1024:.1f} MiB')"
+echo "daemon peak RSS (VmHWM, whole run, file-backed mmap pages included): $(awk '/VmHWM/ {print int($2/1024)}' /proc/$pid/status) MiB"
 fi
 
 if want 10; then
