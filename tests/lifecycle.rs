@@ -66,10 +66,10 @@ async fn an_error_exit_after_the_storage_opened_still_stops_it_cleanly() {
 fn start_a_never_ending_request(
     daemon: &Daemon,
 ) -> (
-    PyHttp,
+    ServerProcess,
     tokio::task::JoinHandle<anyhow::Result<(hyper::StatusCode, serde_json::Value)>>,
 ) {
-    let trickle = PyHttp::start(
+    let trickle = py_http(
         &qdrant_fixture("qdrant-docs.snapshot"),
         "self.send_response(200); self.send_header('content-length', str(len(FILE))); self.end_headers()\n\
          for i in range(len(FILE)):\n    self.wfile.write(FILE[i:i + 1]); self.wfile.flush(); time.sleep(0.2)",

@@ -167,16 +167,11 @@ async fn a_qdrant_hybrid_collection_restores_exactly_and_round_trips() {
     }
 }
 
-/// `python3 -m http.server` over a directory, on loopback; killed when dropped.
-struct FileServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl FileServer {
-    fn start(dir: &Path) -> FileServer {
-        let port = free_port();
-        let child = std::process::Command::new("python3")
+/// `python3 -m http.server` over a directory, on loopback.
+fn file_server(dir: &Path) -> ServerProcess {
+    ServerProcess::start(|port| {
+        let mut command = std::process::Command::new("python3");
+        command
             .args([
                 "-m",
                 "http.server",
@@ -187,26 +182,9 @@ impl FileServer {
             ])
             .arg(dir)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Owned by the server from here: dropped (killed and reaped) on any exit.
-        let server = FileServer { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("the file server did not start");
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .stderr(std::process::Stdio::null());
+        command
+    })
 }
 
 /// A collection with every kind of vector Qdrant has and indexes of every type.
@@ -400,7 +378,7 @@ async fn rich_collections_restore_every_way_byte_identical() {
     // A URL.
     let served = tempfile::tempdir().unwrap();
     std::fs::copy(&original, served.path().join("rich.snapshot")).unwrap();
-    let server = FileServer::start(served.path());
+    let server = file_server(served.path());
     let url = format!("http://127.0.0.1:{}/rich.snapshot", server.port);
     let (status, body) = recover(&client, "viaurl", &url).await;
     assert_eq!(status, 200, "{body}");

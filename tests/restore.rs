@@ -588,20 +588,9 @@ async fn a_qdrant_full_storage_snapshot_restores_at_start() {
 }
 
 /// A real HTTP server on loopback (Python's), serving `dir` and requiring the
-/// `api-key` header `secret`; killed on drop.
-struct KeyedServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl KeyedServer {
-    /// Serve `dir` over HTTP, or over HTTPS with `tls` = (certificate, key).
-    fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> KeyedServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+/// `api-key` header `secret`; over HTTPS with `tls` = (certificate, key).
+fn keyed_server(dir: &Path, tls: Option<(&Path, &Path)>) -> ServerProcess {
+    ServerProcess::start(|port| {
         let script = format!(
             "import functools, http.server\n\
              class H(http.server.SimpleHTTPRequestHandler):\n\
@@ -622,28 +611,10 @@ impl KeyedServer {
                 None => String::new(),
             }
         );
-        let child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .spawn()
-            .unwrap();
-        // Owned from here: killed and waited for on drop, also if it never starts.
-        let server = KeyedServer { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("the HTTP server did not start");
-    }
-}
-
-impl Drop for KeyedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        let mut command = Command::new("python3");
+        command.arg("-c").arg(script);
+        command
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -656,7 +627,7 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
         served.path().join("docs.snapshot"),
     )
     .unwrap();
-    let server = KeyedServer::start(served.path(), None);
+    let server = keyed_server(served.path(), None);
     let url = format!("http://127.0.0.1:{}/docs.snapshot", server.port);
     let checksum =
         std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
@@ -769,7 +740,7 @@ async fn recovery_from_an_https_url_checks_the_certificate() {
     .unwrap();
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = test_certificates(certs.path());
-    let server = KeyedServer::start(served.path(), Some((&cert, &key)));
+    let server = keyed_server(served.path(), Some((&cert, &key)));
     let url = format!("https://127.0.0.1:{}/docs.snapshot", server.port);
 
     // Not trusted: refused, nothing created or left.
@@ -1021,13 +992,13 @@ async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
     let client = daemon.client();
     let file = qdrant_fixture("qdrant-docs.snapshot");
     // Another origin: serves the snapshot, but refuses a request that carries a key.
-    let elsewhere = PyHttp::start(
+    let elsewhere = py_http(
         &file,
         "if self.headers.get('api-key') is not None:\n    self.send_error(400, 'a key reached another origin'); return\n\
          self.send_response(200); self.send_header('content-length', str(len(FILE))); self.end_headers(); self.wfile.write(FILE)",
     );
     // Home: needs the key; /same redirects within itself, /away to the other origin.
-    let home = PyHttp::start(
+    let home = py_http(
         &file,
         &format!(
             "if self.headers.get('api-key') != 'secret':\n    self.send_error(403); return\n\
@@ -1048,7 +1019,7 @@ async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
         assert_eq!(count(&client, "docs").await, 200);
     }
     // A server that sends half the snapshot, then nothing.
-    let stalled = PyHttp::start(
+    let stalled = py_http(
         &file,
         "self.send_response(200); self.send_header('content-length', str(len(FILE))); self.end_headers()\n\
          self.wfile.write(FILE[:len(FILE) // 2]); self.wfile.flush(); time.sleep(60)",

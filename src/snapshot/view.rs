@@ -128,7 +128,14 @@ impl SnapshotView {
             return Ok(view);
         }
         // Built without the registry lock: freezing may wait for an optimization.
+        let started = Instant::now();
         let view = Arc::new(Self::build_fresh(storage, &scope)?);
+        tracing::debug!(
+            ?scope,
+            size = view.size(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "view built"
+        );
         let mut views = live_views().lock().unwrap();
         for list in views.values_mut() {
             list.retain(|weak| weak.strong_count() > 0);

@@ -329,8 +329,14 @@ impl Shard {
         // already frozen must not touch the files another view is laying out.
         let dirty = self.state.dirty_since_flush.load(Ordering::SeqCst);
         if dirty || self.state.unflushed_since_load.load(Ordering::SeqCst) {
+            let started = Instant::now();
             self.engine()?.flush().map_err(StorageError::from_engine)?;
             settle_engine_json(&self.path)?;
+            tracing::debug!(
+                shard = self.id,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "flushed for a freeze"
+            );
             self.state
                 .unflushed_since_load
                 .store(false, Ordering::SeqCst);

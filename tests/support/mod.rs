@@ -661,18 +661,45 @@ impl Drop for Tmpfs {
 
 // ---- small HTTP servers (Python's http.server) ----
 
-/// A real HTTP server on loopback run by Python's `http.server`: `do_get` is the
-/// body of the handler's `do_GET` (it sees `self`, `PORT`, and `FILE`, the bytes of
-/// `file`). Killed on drop.
-pub struct PyHttp {
+/// A server process on a loopback port (Python's `http.server` in these tests);
+/// killed and reaped on drop, also when it never started.
+pub struct ServerProcess {
     child: Child,
     pub port: u16,
 }
 
-impl PyHttp {
-    pub fn start(file: &Path, do_get: &str) -> PyHttp {
+impl ServerProcess {
+    /// Run the command `make` builds for a free port; wait until the port answers.
+    pub fn start(make: impl FnOnce(u16) -> Command) -> ServerProcess {
         let port = free_port();
-        let indented: String = do_get.lines().map(|l| format!("        {l}\n")).collect();
+        let child = make(port).spawn().expect("start the server");
+        let server = ServerProcess { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not start on port {port}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real HTTP server run by Python's `http.server`: `do_get` is the body of the
+/// handler's `do_GET` (it sees `self`, `PORT`, and `FILE`, the bytes of `file`).
+pub fn py_http(file: &Path, do_get: &str) -> ServerProcess {
+    let indented: String = do_get.lines().map(|l| format!("        {l}\n")).collect();
+    ServerProcess::start(|port| {
         let script = format!(
             "import http.server, time\n\
              PORT = {port}\n\
@@ -683,29 +710,8 @@ impl PyHttp {
              http.server.ThreadingHTTPServer(('127.0.0.1', PORT), H).serve_forever()\n",
             file = file.to_str().unwrap(),
         );
-        let child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .spawn()
-            .unwrap();
-        let server = PyHttp { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the HTTP server did not start");
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for PyHttp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        let mut command = Command::new("python3");
+        command.arg("-c").arg(script);
+        command
+    })
 }
