@@ -177,7 +177,7 @@ async fn serve_storage(
         let tcp = server::bind_tcp(&addr.to_string()).await?;
         servers.spawn(server::serve(
             tcp,
-            server::require_api_key(router, key),
+            server::require_api_key(router, server::ApiKey::new(key)),
             stopped(stop_rx.clone()),
             grace,
         ));
