@@ -4,6 +4,8 @@
 //! status and changes nothing; a snapshot made over gRPC downloads over REST and
 //! restores through the mount.
 
+#[path = "support/moto.rs"]
+mod moto;
 mod support;
 
 use std::collections::HashMap;
@@ -685,6 +687,151 @@ async fn a_rust_client_serves_collections_points_and_snapshots() {
         started.elapsed() < Duration::from_secs(20),
         "stop took {:?}",
         started.elapsed()
+    );
+}
+
+// ---- snapshots stored in S3 ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_snapshots_go_where_rest_puts_them_in_s3_too() {
+    let s3 = moto::Moto::start();
+    s3.create_bucket("snaps");
+    let port = free_port();
+    let endpoint = s3.endpoint();
+    let env = [
+        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "s3"),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__BUCKET",
+            "snaps",
+        ),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__REGION",
+            moto::REGION,
+        ),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ENDPOINT_URL",
+            endpoint.as_str(),
+        ),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ACCESS_KEY",
+            moto::ACCESS,
+        ),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__SECRET_KEY",
+            moto::SECRET,
+        ),
+        ("AWS_PROFILE", "none"),
+        ("SNAPFS_API_KEY", KEY),
+    ];
+    let temp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(temp.path(), &["--grpc", &format!("127.0.0.1:{port}")], &env);
+    let mut c = connect(port, api_key(KEY)).await;
+    c.collections
+        .create(create_request("docs", 2))
+        .await
+        .unwrap();
+    c.points
+        .upsert(proto::UpsertPoints {
+            collection_name: "docs".into(),
+            wait: Some(true),
+            points: points(0..20),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let made = c
+        .snapshots
+        .create(proto::CreateSnapshotRequest {
+            collection_name: "docs".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot_description
+        .unwrap();
+    let key = format!("docs/{}", made.name);
+    assert!(
+        s3.keys("snaps").contains(&key),
+        "{key} not in {:?}",
+        s3.keys("snaps")
+    );
+    let object = s3.get("snaps", &key);
+    assert_eq!(object.len() as i64, made.size);
+    assert_eq!(
+        Some(format!("{:x}", sha2::Sha256::digest(&object))),
+        made.checksum
+    );
+    assert!(
+        !daemon
+            .data_dir
+            .join("snapshots/docs")
+            .join(&made.name)
+            .exists()
+    );
+    let listed = c
+        .snapshots
+        .list(proto::ListSnapshotsRequest {
+            collection_name: "docs".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot_descriptions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].size),
+        (made.name.as_str(), made.size)
+    );
+    assert_eq!(listed[0].checksum, made.checksum);
+    c.snapshots
+        .delete(proto::DeleteSnapshotRequest {
+            collection_name: "docs".into(),
+            snapshot_name: made.name.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        !s3.keys("snaps").iter().any(|k| k.starts_with(&key)),
+        "{:?}",
+        s3.keys("snaps")
+    );
+
+    let full = c
+        .snapshots
+        .create_full(proto::CreateFullSnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot_description
+        .unwrap();
+    assert!(
+        s3.keys("snaps").contains(&full.name),
+        "{:?}",
+        s3.keys("snaps")
+    );
+    let listed = c
+        .snapshots
+        .list_full(proto::ListFullSnapshotsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.snapshot_descriptions.len(), 1);
+    c.snapshots
+        .delete_full(proto::DeleteFullSnapshotRequest {
+            snapshot_name: full.name.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(s3.keys("snaps").is_empty(), "{:?}", s3.keys("snaps"));
+    assert_refused(
+        c.snapshots
+            .delete_full(proto::DeleteFullSnapshotRequest {
+                snapshot_name: full.name,
+            })
+            .await,
+        Code::NotFound,
+        "a deleted S3 snapshot",
     );
 }
 
