@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert::filter::optional_filter;
 use super::convert::points::{
-    optional_search_params, point, point_id, query_target, read_options, retrieved, scored,
-    search_target, update_result,
+    optional_search_params, point, point_id, point_id_out, query_target, read_options, retrieved,
+    scored, search_target, update_result,
 };
 use super::convert::{filter, known_enum, missing, refuse_if_set, unsupported};
 use super::proto::{self, points_selector::PointsSelectorOneOf, points_server::Points};
@@ -125,9 +125,7 @@ impl PointsService {
         };
         let page = scroll_points(&self.0, &request.collection_name, scroll).await?;
         Ok(proto::ScrollResponse {
-            next_page_offset: page
-                .next_page_offset
-                .map(super::convert::points::point_id_out),
+            next_page_offset: page.next_page_offset.map(point_id_out),
             result: page.points.into_iter().map(retrieved).collect(),
             time: seconds(started),
         })
