@@ -5,6 +5,12 @@
 //! Handlers are thin: parse, call the storage layer (reads on blocking threads,
 //! since the engine blocks), wrap the answer. Status codes come from one place,
 //! [`envelope::ApiError`].
+//!
+//! What a request does once it is parsed lives in protocol-neutral functions beside
+//! the handlers (`points::upsert_points`, `snapshots::create_snapshot`, …): they take
+//! the types the engine and the snapshot layer use and return `StorageError`s. The
+//! gRPC layer (`crate::grpc`) calls the same functions, so both protocols do the same
+//! thing and only translate.
 
 pub mod collections;
 pub mod envelope;
@@ -28,6 +34,9 @@ use envelope::ApiError;
 
 /// The Qdrant release whose REST API (and snapshot format) snapfs follows.
 pub const QDRANT_API_VERSION: &str = "1.18.3";
+
+/// The server's name in Qdrant's version document (`GET /`, gRPC `HealthCheck`).
+pub const SERVER_TITLE: &str = "snapfs - snapshots of vector collections as files";
 
 pub struct AppState {
     pub storage: Arc<Storage>,
@@ -57,10 +66,16 @@ pub fn shard_id(text: &str) -> Result<u32, ApiError> {
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
+    run_blocking(work).await.map_err(ApiError::from)
+}
+
+/// [`blocking`] for the protocol-neutral functions: the storage layer's error.
+pub async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::from(StorageError::internal(format!("worker failed: {e}"))))?
-        .map_err(ApiError::from)
+        .map_err(|e| StorageError::internal(format!("worker failed: {e}")))?
 }
 
 pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {

@@ -46,6 +46,8 @@ pub struct Config {
     pub temp_path: PathBuf,
     pub socket: PathBuf,
     pub http: Option<SocketAddr>,
+    /// The gRPC listener (`service.grpc_port`, `--grpc`); none if unset.
+    pub grpc: Option<SocketAddr>,
     pub api_key: Option<String>,
     pub allow_non_loopback: bool,
     pub max_request_size_mb: usize,
@@ -94,6 +96,7 @@ pub struct Flags {
     pub data_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub http: Option<SocketAddr>,
+    pub grpc: Option<SocketAddr>,
     pub api_key: Option<String>,
     pub allow_non_loopback: bool,
     pub demo: bool,
@@ -217,6 +220,12 @@ struct ServiceSection {
     host: Option<String>,
     #[serde(deserialize_with = "lenient_number")]
     http_port: Option<u16>,
+    /// Qdrant's key for its gRPC port (Qdrant's default is 6334; snapfs's is off).
+    #[serde(deserialize_with = "lenient_number")]
+    grpc_port: Option<u16>,
+    /// `--grpc ADDR`: host and port together, whatever `host` says.
+    #[serde(skip)]
+    grpc_flag: Option<SocketAddr>,
     #[serde(deserialize_with = "lenient_string")]
     api_key: Option<String>,
     #[serde(deserialize_with = "lenient_number")]
@@ -307,6 +316,9 @@ fn apply_flags(layers: &mut ConfigLayers, flags: &Flags) {
         layers.service.host = Some(addr.ip().to_string());
         layers.service.http_port = Some(addr.port());
     }
+    if let Some(addr) = flags.grpc {
+        layers.service.grpc_flag = Some(addr);
+    }
     if let Some(key) = &flags.api_key {
         layers.service.api_key = Some(key.clone());
     }
@@ -327,19 +339,11 @@ impl ConfigLayers {
             .snapfs
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./snapfs-data"));
-        let http = match (self.service.host, self.service.http_port) {
-            (_, None) => None,
-            (host, Some(port)) => {
-                let host = host.unwrap_or_else(|| "127.0.0.1".to_string());
-                let addr = format!("{host}:{port}");
-                Some(
-                    addr.parse()
-                        .or_else(|_| format!("[{host}]:{port}").parse())
-                        .with_context(|| {
-                            format!("service.host/http_port: {addr} is not an IP address and port")
-                        })?,
-                )
-            }
+        let host = self.service.host.as_deref();
+        let http = listen_address(host, self.service.http_port, "http_port")?;
+        let grpc = match self.service.grpc_flag {
+            Some(addr) => Some(addr),
+            None => listen_address(host, self.service.grpc_port, "grpc_port")?,
         };
         let api_key = self.service.api_key.filter(|k| !k.is_empty());
         let snapshots_config = self.storage.snapshots_config;
@@ -384,6 +388,7 @@ impl ConfigLayers {
                 .unix_socket
                 .unwrap_or_else(|| data_dir.join("snapfs.sock")),
             http,
+            grpc,
             api_key,
             allow_non_loopback: self.service.allow_non_loopback.unwrap_or(false),
             max_request_size_mb: self
@@ -418,12 +423,32 @@ impl ConfigLayers {
     }
 }
 
+/// `host:port` for a listener whose port is set (host defaults to loopback).
+fn listen_address(
+    host: Option<&str>,
+    port: Option<u16>,
+    port_key: &str,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(port) = port else { return Ok(None) };
+    let host = host.unwrap_or("127.0.0.1");
+    let addr = format!("{host}:{port}");
+    let parsed = addr
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .with_context(|| {
+            format!("service.host/{port_key}: {addr} is not an IP address and port")
+        })?;
+    Ok(Some(parsed))
+}
+
 impl Config {
     fn validate(&self) -> anyhow::Result<()> {
-        if let Some(addr) = self.http {
+        // The same rule for both TCP listeners: a key, and loopback unless allowed.
+        for (what, addr) in [("TCP listener", self.http), ("gRPC listener", self.grpc)] {
+            let Some(addr) = addr else { continue };
             if self.api_key.is_none() {
                 bail!(
-                    "the TCP listener ({addr}) needs an API key: pass --api-key, set SNAPFS_API_KEY or service.api_key"
+                    "the {what} ({addr}) needs an API key: pass --api-key, set SNAPFS_API_KEY or service.api_key"
                 );
             }
             if !addr.ip().is_loopback() && !self.allow_non_loopback {
@@ -431,6 +456,12 @@ impl Config {
                     "refusing to listen on {addr}, which is not a loopback address; pass --allow-non-loopback if you mean it"
                 );
             }
+        }
+        if self.http.is_some() && self.http == self.grpc {
+            bail!(
+                "the HTTP and gRPC listeners cannot share {}: give them different ports",
+                self.grpc.unwrap()
+            );
         }
         if self.max_request_size_mb == 0 {
             bail!("service.max_request_size_mb must be at least 1");
@@ -621,6 +652,62 @@ mod tests {
         assert_eq!(
             ok.snapshot_max_freeze,
             std::time::Duration::from_millis(2500)
+        );
+    }
+
+    #[test]
+    fn the_grpc_listener_follows_the_tcp_rules() {
+        let with_key = |grpc: Option<&str>| Flags {
+            grpc: grpc.map(|a| a.parse().unwrap()),
+            api_key: Some("k".into()),
+            ..Flags::default()
+        };
+        // Qdrant's key, on the shared host (loopback by default).
+        let config = load(
+            &with_key(None),
+            env(&[("SNAPFS__SERVICE__GRPC_PORT", "6334")]),
+        )
+        .unwrap();
+        assert_eq!(config.grpc, Some("127.0.0.1:6334".parse().unwrap()));
+        assert_eq!(config.http, None);
+        // The flag wins over the key.
+        let config = load(
+            &with_key(Some("127.0.0.1:7334")),
+            env(&[("SNAPFS__SERVICE__GRPC_PORT", "6334")]),
+        )
+        .unwrap();
+        assert_eq!(config.grpc, Some("127.0.0.1:7334".parse().unwrap()));
+        // No key, a non-loopback address, a port shared with HTTP: refused.
+        let no_key = Flags {
+            grpc: Some("127.0.0.1:6334".parse().unwrap()),
+            ..Flags::default()
+        };
+        let err = load(&no_key, vec![]).unwrap_err().to_string();
+        assert!(
+            err.contains("gRPC listener") && err.contains("needs an API key"),
+            "{err}"
+        );
+        let err = load(&with_key(Some("0.0.0.0:6334")), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a loopback"), "{err}");
+        let allowed = Flags {
+            allow_non_loopback: true,
+            ..with_key(Some("0.0.0.0:6334"))
+        };
+        assert_eq!(
+            load(&allowed, vec![]).unwrap().grpc,
+            Some("0.0.0.0:6334".parse().unwrap())
+        );
+        let clash = Flags {
+            http: Some("127.0.0.1:6334".parse().unwrap()),
+            ..with_key(Some("127.0.0.1:6334"))
+        };
+        assert!(
+            load(&clash, vec![])
+                .unwrap_err()
+                .to_string()
+                .contains("cannot share")
         );
     }
 

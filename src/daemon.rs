@@ -157,7 +157,7 @@ async fn serve_storage(
         s3: s3.clone(),
         s3_recovery: config.s3_recovery.clone(),
     });
-    let router = api::router(state, config.max_request_bytes());
+    let router = api::router(state.clone(), config.max_request_bytes());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -178,11 +178,25 @@ async fn serve_storage(
         let tcp = server::bind_tcp(&addr.to_string()).await?;
         servers.spawn(server::serve(
             tcp,
-            server::require_api_key(router, key),
+            server::require_api_key(router, server::ApiKey::new(key)),
             stopped(stop_rx.clone()),
             grace,
         ));
         tracing::info!(%addr, "HTTP API on TCP (api-key required)");
+    }
+    if let (Some(addr), Some(key)) = (config.grpc, config.api_key.clone()) {
+        let tcp = server::bind_tcp(&addr.to_string()).await?;
+        let grpc_router = crate::grpc::require_api_key(
+            crate::grpc::router(state, config.max_request_bytes()),
+            server::ApiKey::new(key),
+        );
+        servers.spawn(crate::grpc::serve(
+            tcp,
+            grpc_router,
+            stopped(stop_rx.clone()),
+            grace,
+        ));
+        tracing::info!(%addr, "gRPC API on TCP (api-key required)");
     }
     // Dropped (unmounted) on every way out of this function, errors included.
     let mut mounted = match mount_point {

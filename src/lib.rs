@@ -2,6 +2,8 @@
 //! Qdrant-compatible control socket and a FUSE mount of collections and snapshots.
 //!
 //! Layers, top to bottom; data flows one way and nothing below reaches up:
+//! - [`grpc`]: Qdrant's gRPC API (optional TCP listener): translates protobuf to the
+//!   API layer's protocol-neutral operations and back;
 //! - [`api`]: the HTTP/1.1 control API (Unix socket, optional TCP with an API key);
 //! - [`fs`]: the FUSE mount (a thin adapter over a fuser-free core);
 //! - [`client`] and [`cli`]: the command-line client that talks to that socket;
@@ -16,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod fs;
+pub mod grpc;
 pub mod metrics;
 pub mod snapshot;
 pub mod storage;

@@ -215,7 +215,11 @@ struct ServeArgs {
     /// Also serve the API on TCP at ADDR (e.g. 127.0.0.1:6333); needs an API key.
     #[arg(long, value_name = "ADDR", help_heading = "Listeners")]
     http: Option<SocketAddr>,
-    /// API key required on TCP (header `api-key`).
+    /// Also serve Qdrant's gRPC API on TCP at ADDR (Qdrant's port: 127.0.0.1:6334);
+    /// needs an API key.
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners")]
+    grpc: Option<SocketAddr>,
+    /// API key required on TCP, HTTP and gRPC (header or metadata `api-key`).
     #[arg(
         long,
         env = "SNAPFS_API_KEY",
@@ -223,7 +227,7 @@ struct ServeArgs {
         help_heading = "Listeners"
     )]
     api_key: Option<String>,
-    /// Allow --http on an address other than loopback.
+    /// Allow --http and --grpc on an address other than loopback.
     #[arg(long, help_heading = "Listeners")]
     allow_non_loopback: bool,
 }
@@ -441,6 +445,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         socket: args.socket,
         http: args.http,
+        grpc: args.grpc,
         api_key: args.api_key,
         allow_non_loopback: args.allow_non_loopback,
         demo: args.demo,

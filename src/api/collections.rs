@@ -1,28 +1,76 @@
 //! `/collections[/{name}]`: list, create, inspect, delete.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use axum::extract::{Path, State};
+use qdrant_edge::PayloadIndexInfo;
 use serde_json::json;
 
 use super::AppState;
 use super::envelope::{ApiJson, ApiResult, Timer};
-use crate::storage::CreateCollection;
+use crate::storage::{CollectionConfig, CollectionStats, CreateCollection, Result};
+
+// ---- what each request does, whatever the protocol ----
+
+/// Create collection `name` from Qdrant's create request (config diffs over Qdrant's
+/// defaults; every field checked).
+pub async fn create_collection(
+    app: &AppState,
+    name: &str,
+    request: CreateCollection,
+) -> Result<()> {
+    let config = request.into_config()?;
+    app.storage.create_collection(name, config).await
+}
+
+/// Delete collection `name`; `false` if there was none.
+pub async fn delete_collection(app: &AppState, name: &str) -> Result<bool> {
+    app.storage.delete_collection(name).await
+}
+
+pub fn collection_names(app: &AppState) -> Vec<String> {
+    app.storage.collection_names()
+}
+
+pub fn collection_exists(app: &AppState, name: &str) -> bool {
+    app.storage.collection(name).is_ok()
+}
+
+/// What `GET /collections/{name}` shows: the config, the counts, the payload indexes.
+pub struct CollectionOverview {
+    pub config: CollectionConfig,
+    pub stats: CollectionStats,
+    pub payload_schema: BTreeMap<String, PayloadIndexInfo>,
+}
+
+pub async fn collection_overview(app: &AppState, name: &str) -> Result<CollectionOverview> {
+    let collection = app.storage.collection(name)?;
+    let config = collection.config().clone();
+    let (stats, payload_schema) =
+        super::run_blocking(move || Ok((collection.stats()?, collection.payload_schema()?)))
+            .await?;
+    Ok(CollectionOverview {
+        config,
+        stats,
+        payload_schema,
+    })
+}
+
+// ---- REST ----
 
 pub async fn root(timer: Timer) -> ApiResult {
     // qdrant-client compares `version` with its own; we speak the API of this Qdrant release.
     Ok(timer.ok_raw(json!({
-        "title": "snapfs - snapshots of vector collections as files",
+        "title": super::SERVER_TITLE,
         "version": super::QDRANT_API_VERSION,
         "snapfs_version": env!("CARGO_PKG_VERSION"),
     })))
 }
 
 pub async fn list(timer: Timer, State(app): State<Arc<AppState>>) -> ApiResult {
-    let collections: Vec<_> = app
-        .storage
-        .collection_names()
+    let collections: Vec<_> = collection_names(&app)
         .into_iter()
         .map(|name| json!({"name": name}))
         .collect();
@@ -34,7 +82,7 @@ pub async fn exists(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    Ok(timer.ok(json!({"exists": app.storage.collection(&name).is_ok()})))
+    Ok(timer.ok(json!({"exists": collection_exists(&app, &name)})))
 }
 
 pub async fn create(
@@ -43,8 +91,7 @@ pub async fn create(
     Path(name): Path<String>,
     ApiJson(request): ApiJson<CreateCollection>,
 ) -> ApiResult {
-    let config = request.into_config()?;
-    app.storage.create_collection(&name, config).await?;
+    create_collection(&app, &name, request).await?;
     Ok(timer.ok(true))
 }
 
@@ -53,7 +100,7 @@ pub async fn delete(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    Ok(timer.ok(app.storage.delete_collection(&name).await?))
+    Ok(timer.ok(delete_collection(&app, &name).await?))
 }
 
 pub async fn info(
@@ -61,12 +108,12 @@ pub async fn info(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let collection = app.storage.collection(&name)?;
-    let (stats, payload_schema) = {
-        let collection = collection.clone();
-        super::blocking(move || Ok((collection.stats()?, collection.payload_schema()?))).await?
-    };
-    let config = collection.config();
+    let CollectionOverview {
+        config,
+        stats,
+        payload_schema,
+    } = collection_overview(&app, &name).await?;
+    let config = &config;
     let last_change = stats
         .last_change
         .duration_since(UNIX_EPOCH)

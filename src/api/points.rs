@@ -4,18 +4,19 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use qdrant_edge::{
-    Filter, Payload, PointId, PointStructPersisted, ScoredPoint, VectorInternal, VectorPersisted,
-    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+    Filter, Payload, PointId, PointStructPersisted, Record, ScoredPoint, SearchParams,
+    VectorInternal, VectorPersisted, VectorStructInternal, VectorStructPersisted,
+    WithPayloadInterface, WithVector,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
-use super::{AppState, blocking};
-use crate::storage::{NearestQuery, QueryVector, ReadOptions, StorageError};
+use super::{AppState, run_blocking};
+use crate::storage::{NearestQuery, QueryVector, ReadOptions, ScrollPage, StorageError};
 
 /// Qdrant's default page size for scroll and query.
-const DEFAULT_LIMIT: usize = 10;
+pub const DEFAULT_LIMIT: usize = 10;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct WaitParam {
@@ -116,6 +117,139 @@ impl BatchBody {
     }
 }
 
+// ---- what each request does, whatever the protocol ----
+
+/// Which points a delete removes.
+pub enum PointsSelection {
+    Ids(Vec<PointId>),
+    Filter(Filter),
+}
+
+/// Upsert `points` into `collection`; with `wait`, answer once they are applied.
+pub async fn upsert_points(
+    app: &AppState,
+    collection: &str,
+    points: Vec<PointStructPersisted>,
+    wait: bool,
+) -> Result<(), StorageError> {
+    app.storage
+        .collection(collection)?
+        .upsert(points, wait)
+        .await
+}
+
+pub async fn delete_points(
+    app: &AppState,
+    collection: &str,
+    selection: PointsSelection,
+    wait: bool,
+) -> Result<(), StorageError> {
+    let collection = app.storage.collection(collection)?;
+    match selection {
+        PointsSelection::Ids(ids) => collection.delete(ids, wait).await,
+        PointsSelection::Filter(filter) => collection.delete_by_filter(filter, wait).await,
+    }
+}
+
+pub async fn retrieve_points(
+    app: &AppState,
+    collection: &str,
+    ids: Vec<PointId>,
+    read: ReadOptions,
+) -> Result<Vec<Record>, StorageError> {
+    let collection = app.storage.collection(collection)?;
+    run_blocking(move || collection.retrieve(&ids, &read)).await
+}
+
+/// A page of a scroll: points by id from `offset`, at most `limit`.
+pub struct ScrollRequest {
+    pub offset: Option<PointId>,
+    pub limit: usize,
+    pub filter: Option<Filter>,
+    pub read: ReadOptions,
+}
+
+pub async fn scroll_points(
+    app: &AppState,
+    collection: &str,
+    request: ScrollRequest,
+) -> Result<ScrollPage, StorageError> {
+    let collection = app.storage.collection(collection)?;
+    run_blocking(move || {
+        collection.scroll(request.offset, request.limit, request.filter, &request.read)
+    })
+    .await
+}
+
+pub async fn count_points(
+    app: &AppState,
+    collection: &str,
+    filter: Option<Filter>,
+) -> Result<usize, StorageError> {
+    let collection = app.storage.collection(collection)?;
+    run_blocking(move || collection.count(filter)).await
+}
+
+/// What to look near: a vector, or the vector of a stored point.
+pub enum Target {
+    Vector(QueryVector),
+    Point(PointId),
+}
+
+/// A nearest-neighbour search, as REST's query and gRPC's query and search give it.
+pub struct NearestRequest {
+    pub target: Target,
+    /// The vector to search (`""`: the unnamed one).
+    pub using: String,
+    pub filter: Option<Filter>,
+    pub limit: usize,
+    pub offset: usize,
+    pub score_threshold: Option<f32>,
+    pub params: Option<SearchParams>,
+    pub read: ReadOptions,
+}
+
+pub async fn nearest_points(
+    app: &AppState,
+    collection: &str,
+    request: NearestRequest,
+) -> Result<Vec<ScoredPoint>, StorageError> {
+    let collection = app.storage.collection(collection)?;
+    let NearestRequest {
+        target,
+        using,
+        filter,
+        limit,
+        offset,
+        score_threshold,
+        params,
+        read,
+    } = request;
+    run_blocking(move || {
+        let (vector, exclude) = match target {
+            Target::Vector(v) => (v, None),
+            Target::Point(id) => (stored_vector(&collection, id, &using)?, Some(id)),
+        };
+        let mut found = collection.query(NearestQuery {
+            vector,
+            using,
+            filter,
+            limit: limit + usize::from(exclude.is_some()),
+            offset,
+            score_threshold,
+            params,
+            read,
+        })?;
+        // Querying by a point's id finds other points, as Qdrant does.
+        found.retain(|p| Some(p.id) != exclude);
+        found.truncate(limit);
+        Ok(found)
+    })
+    .await
+}
+
+// ---- REST ----
+
 pub fn update_answer(timer: &Timer, wait: bool) -> ApiResult {
     let status = if wait { "completed" } else { "acknowledged" };
     Ok(timer.ok(json!({"operation_id": null, "status": status})))
@@ -128,9 +262,9 @@ pub async fn upsert(
     Query(params): Query<WaitParam>,
     ApiJson(body): ApiJson<UpsertBody>,
 ) -> ApiResult {
-    let collection = app.storage.collection(&name)?;
+    app.storage.collection(&name)?;
     let points = body.into_points()?;
-    collection.upsert(points, params.wait).await?;
+    upsert_points(&app, &name, points, params.wait).await?;
     update_answer(&timer, params.wait)
 }
 
@@ -147,16 +281,17 @@ pub async fn delete(
     Query(params): Query<WaitParam>,
     ApiJson(body): ApiJson<DeleteBody>,
 ) -> ApiResult {
-    let collection = app.storage.collection(&name)?;
-    match (body.points, body.filter) {
-        (Some(ids), None) => collection.delete(ids, params.wait).await?,
-        (None, Some(filter)) => collection.delete_by_filter(filter, params.wait).await?,
+    app.storage.collection(&name)?;
+    let selection = match (body.points, body.filter) {
+        (Some(ids), None) => PointsSelection::Ids(ids),
+        (None, Some(filter)) => PointsSelection::Filter(filter),
         _ => {
             return Err(ApiError::bad_request(
                 "Format error in JSON body: expected exactly one of `points` or `filter`",
             ));
         }
-    }
+    };
+    delete_points(&app, &name, selection, params.wait).await?;
     update_answer(&timer, params.wait)
 }
 
@@ -184,9 +319,8 @@ pub async fn retrieve(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<RetrieveBody>,
 ) -> ApiResult {
-    let collection = app.storage.collection(&name)?;
     let read = read_options(body.with_payload, body.with_vector, true);
-    let records = blocking(move || collection.retrieve(&body.ids, &read)).await?;
+    let records = retrieve_points(&app, &name, body.ids, read).await?;
     let records: Vec<Value> = records
         .into_iter()
         .map(|r| record_json(r.id, r.payload, r.vector))
@@ -199,13 +333,13 @@ pub async fn get_point(
     State(app): State<Arc<AppState>>,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult {
-    let collection = app.storage.collection(&name)?;
+    app.storage.collection(&name)?;
     let point_id = parse_point_id(&id)?;
     let read = ReadOptions {
         with_payload: WithPayloadInterface::Bool(true),
         with_vector: WithVector::Bool(true),
     };
-    let records = blocking(move || collection.retrieve(&[point_id], &read)).await?;
+    let records = retrieve_points(&app, &name, vec![point_id], read).await?;
     let record = records
         .into_iter()
         .next()
@@ -234,6 +368,11 @@ pub struct ScrollBody {
     order_by: Option<Value>,
 }
 
+/// Refused by both protocols: ordering a scroll by a payload field.
+pub const ORDER_BY_REFUSED: &str = "`order_by` is not supported by snapfs yet";
+/// Refused by both protocols: multi-stage (prefetch) queries.
+pub const PREFETCH_REFUSED: &str = "`prefetch` is not supported by snapfs yet";
+
 pub async fn scroll(
     timer: Timer,
     State(app): State<Arc<AppState>>,
@@ -241,14 +380,15 @@ pub async fn scroll(
     ApiJson(body): ApiJson<ScrollBody>,
 ) -> ApiResult {
     if body.order_by.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::bad_request(
-            "`order_by` is not supported by snapfs yet",
-        ));
+        return Err(ApiError::bad_request(ORDER_BY_REFUSED));
     }
-    let collection = app.storage.collection(&name)?;
-    let read = read_options(body.with_payload, body.with_vector, true);
-    let limit = body.limit.unwrap_or(DEFAULT_LIMIT);
-    let page = blocking(move || collection.scroll(body.offset, limit, body.filter, &read)).await?;
+    let request = ScrollRequest {
+        offset: body.offset,
+        limit: body.limit.unwrap_or(DEFAULT_LIMIT),
+        filter: body.filter,
+        read: read_options(body.with_payload, body.with_vector, true),
+    };
+    let page = scroll_points(&app, &name, request).await?;
     let points: Vec<Value> = page
         .points
         .into_iter()
@@ -268,8 +408,7 @@ pub async fn count(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<CountBody>,
 ) -> ApiResult {
-    let collection = app.storage.collection(&name)?;
-    let count = blocking(move || collection.count(body.filter)).await?;
+    let count = count_points(&app, &name, body.filter).await?;
     Ok(timer.ok(json!({"count": count})))
 }
 
@@ -284,13 +423,8 @@ pub struct QueryBody {
     with_payload: Option<WithPayloadInterface>,
     with_vector: Option<WithVector>,
     score_threshold: Option<f32>,
+    params: Option<SearchParams>,
     prefetch: Option<Value>,
-}
-
-/// What to look near: a vector, or the vector of a stored point.
-enum Target {
-    Vector(QueryVector),
-    Point(PointId),
 }
 
 fn parse_target(query: Value) -> Result<Target, ApiError> {
@@ -341,38 +475,24 @@ pub async fn query(
     ApiJson(body): ApiJson<QueryBody>,
 ) -> ApiResult {
     if body.prefetch.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::bad_request(
-            "`prefetch` is not supported by snapfs yet",
-        ));
+        return Err(ApiError::bad_request(PREFETCH_REFUSED));
     }
-    let collection = app.storage.collection(&name)?;
+    app.storage.collection(&name)?;
     let target = parse_target(
         body.query
             .ok_or_else(|| ApiError::bad_request("Wrong input: `query` is required"))?,
     )?;
-    let using = body.using.unwrap_or_default();
-    let read = read_options(body.with_payload, body.with_vector, false);
-    let limit = body.limit.unwrap_or(DEFAULT_LIMIT);
-    let points = blocking(move || {
-        let (vector, exclude) = match target {
-            Target::Vector(v) => (v, None),
-            Target::Point(id) => (stored_vector(&collection, id, &using)?, Some(id)),
-        };
-        let mut found = collection.query(NearestQuery {
-            vector,
-            using,
-            filter: body.filter,
-            limit: limit + usize::from(exclude.is_some()),
-            offset: body.offset.unwrap_or(0),
-            score_threshold: body.score_threshold,
-            read,
-        })?;
-        // Querying by a point's id finds other points, as Qdrant does.
-        found.retain(|p| Some(p.id) != exclude);
-        found.truncate(limit);
-        Ok(found)
-    })
-    .await?;
+    let request = NearestRequest {
+        target,
+        using: body.using.unwrap_or_default(),
+        filter: body.filter,
+        limit: body.limit.unwrap_or(DEFAULT_LIMIT),
+        offset: body.offset.unwrap_or(0),
+        score_threshold: body.score_threshold,
+        params: body.params,
+        read: read_options(body.with_payload, body.with_vector, false),
+    };
+    let points = nearest_points(&app, &name, request).await?;
     let points: Vec<Value> = points.into_iter().map(scored_json).collect();
     Ok(timer.ok(json!({"points": points})))
 }

@@ -1,5 +1,7 @@
 //! Listeners: the Unix socket (mode 0600, no key: file permissions are the
-//! access control) and an optional TCP listener that requires the API key.
+//! access control) and optional TCP listeners that require the API key — HTTP/1.1
+//! for the REST API, HTTP/2 for gRPC (`crate::grpc`) — all on one accept loop
+//! with one bounded stop.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,12 +12,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use subtle::ConstantTimeEq;
@@ -58,35 +60,72 @@ pub async fn bind_tcp(address: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))
 }
 
+/// The API key the TCP listeners (HTTP and gRPC) require.
+#[derive(Clone)]
+pub struct ApiKey(Arc<String>);
+
+/// Why a request's key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// No `api-key` header and no `Authorization: Bearer` token.
+    Missing,
+    /// A key that is not the configured one.
+    Wrong,
+}
+
+impl KeyRefusal {
+    /// What the client is told (HTTP 401/403, gRPC UNAUTHENTICATED/PERMISSION_DENIED).
+    pub fn message(self) -> &'static str {
+        match self {
+            KeyRefusal::Missing => {
+                "Must provide an API key (header `api-key`) or an Authorization bearer token"
+            }
+            KeyRefusal::Wrong => "Invalid API key",
+        }
+    }
+}
+
+impl ApiKey {
+    pub fn new(key: String) -> Self {
+        ApiKey(Arc::new(key))
+    }
+
+    /// Check the key a request presents in `api-key` (or as `Authorization: Bearer
+    /// <key>`), compared in constant time. gRPC metadata are these same headers.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), KeyRefusal> {
+        let given = match headers.get("api-key") {
+            Some(key) => key.to_str().ok(),
+            None => headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ")),
+        };
+        match given {
+            None => Err(KeyRefusal::Missing),
+            Some(given) if bool::from(given.as_bytes().ct_eq(self.0.as_bytes())) => Ok(()),
+            Some(_) => Err(KeyRefusal::Wrong),
+        }
+    }
+}
+
 /// Wrap `router` so that every request must carry `api-key: <key>` (or
 /// `Authorization: Bearer <key>`), compared in constant time.
-pub fn require_api_key(router: Router, key: String) -> Router {
-    let key = Arc::new(key);
+pub fn require_api_key(router: Router, key: ApiKey) -> Router {
     router.layer(middleware::from_fn(move |request: Request, next: Next| {
-        let key = key.clone();
+        let checked = key.check(request.headers());
         async move {
-            match presented_key(&request) {
-                None => ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "Must provide an API key (header `api-key`) or an Authorization bearer token",
-                )
-                .into_response(),
-                Some(given) if bool::from(given.as_bytes().ct_eq(key.as_bytes())) => {
-                    next.run(request).await
+            match checked {
+                Ok(()) => next.run(request).await,
+                Err(refusal) => {
+                    let status = match refusal {
+                        KeyRefusal::Missing => StatusCode::UNAUTHORIZED,
+                        KeyRefusal::Wrong => StatusCode::FORBIDDEN,
+                    };
+                    ApiError::new(status, refusal.message()).into_response()
                 }
-                Some(_) => ApiError::new(StatusCode::FORBIDDEN, "Invalid API key").into_response(),
             }
         }
     }))
-}
-
-fn presented_key(request: &Request) -> Option<String> {
-    let headers = request.headers();
-    if let Some(key) = headers.get("api-key") {
-        return key.to_str().ok().map(str::to_string);
-    }
-    let bearer = headers.get("authorization")?.to_str().ok()?;
-    bearer.strip_prefix("Bearer ").map(str::to_string)
 }
 
 /// How a listener's connections ended once it was told to stop.
@@ -96,14 +135,48 @@ pub struct Drained {
     pub abandoned: usize,
 }
 
-/// Serve `router` on any listener (Unix or TCP) until `stop` completes. Then no
-/// new connection is accepted, idle ones close, and requests in flight get `grace`
-/// to finish; whatever still runs after that is cut: its task is dropped, so a
-/// handler's staging files go with it and the daemon's stop stays bounded.
+/// Serve `router` over HTTP/1.1 on any listener (Unix or TCP) until `stop`
+/// completes. Then no new connection is accepted, idle ones close, and requests in
+/// flight get `grace` to finish; whatever still runs after that is cut: its task is
+/// dropped, so a handler's staging files go with it and the daemon's stop stays
+/// bounded.
 ///
 /// (axum's own `serve` waits for requests in flight without a limit, and its
 /// connection tasks cannot be cancelled from outside; hence this loop on hyper.)
 pub async fn serve<L>(
+    listener: L,
+    router: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Drained
+where
+    L: axum::serve::Listener,
+{
+    serve_as(Protocol::Http1, listener, router, stop, grace).await
+}
+
+/// [`serve`] over HTTP/2 without TLS (what gRPC clients speak to a plain
+/// `host:port`), with the same bounded stop: a GOAWAY first, then the grace.
+pub async fn serve_http2<L>(
+    listener: L,
+    router: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Drained
+where
+    L: axum::serve::Listener,
+{
+    serve_as(Protocol::Http2, listener, router, stop, grace).await
+}
+
+#[derive(Clone, Copy)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+async fn serve_as<L>(
+    protocol: Protocol,
     mut listener: L,
     router: Router,
     stop: impl Future<Output = ()> + Send + 'static,
@@ -114,9 +187,11 @@ where
 {
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
-    let mut builder = http1::Builder::new();
+    let mut http1 = http1::Builder::new();
     // Slow-loris: a client must finish its request head within hyper's default limit.
-    builder.timer(TokioTimer::new());
+    http1.timer(TokioTimer::new());
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new());
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -124,13 +199,25 @@ where
                 let service = TowerToHyperService::new(
                     router.clone().map_request(|request: Request<Incoming>| request.map(Body::new)),
                 );
-                let connection = builder.serve_connection(TokioIo::new(io), service);
-                let watched = graceful.watch(connection);
-                connections.spawn(async move {
-                    if let Err(err) = watched.await {
-                        tracing::trace!(%err, "connection ended with an error");
+                let io = TokioIo::new(io);
+                match protocol {
+                    Protocol::Http1 => {
+                        let watched = graceful.watch(http1.serve_connection(io, service));
+                        connections.spawn(async move {
+                            if let Err(err) = watched.await {
+                                tracing::trace!(%err, "connection ended with an error");
+                            }
+                        });
                     }
-                });
+                    Protocol::Http2 => {
+                        let watched = graceful.watch(http2.serve_connection(io, service));
+                        connections.spawn(async move {
+                            if let Err(err) = watched.await {
+                                tracing::trace!(%err, "connection ended with an error");
+                            }
+                        });
+                    }
+                }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut stop => break,

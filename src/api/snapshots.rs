@@ -2,6 +2,7 @@
 //! the full storage (create, list, download with `Range`, delete) and the live shard
 //! snapshot stream.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -11,11 +12,13 @@ use serde::Deserialize;
 
 use super::envelope::{ApiError, ApiResult, Timer};
 use super::ranges::{ReadAt, Validators, stream_response};
-use super::{AppState, blocking};
+use super::{AppState, blocking, run_blocking};
 use crate::snapshot::checksum::SequentialHasher;
 use crate::snapshot::layout::ArchiveLayout;
 use crate::snapshot::names::validate_snapshot_name;
+use crate::snapshot::stored::SnapshotDescription;
 use crate::snapshot::{Scope, SnapshotView, stored};
+use crate::storage::Result;
 
 #[derive(Debug, Deserialize)]
 pub struct WaitParam {
@@ -28,8 +31,10 @@ fn yes() -> bool {
     true
 }
 
+// ---- what each request does, whatever the protocol ----
+
 /// Check the scope exists (collection, shard) before touching its snapshots.
-fn checked_scope(app: &AppState, scope: Scope) -> Result<Scope, ApiError> {
+fn checked_scope(app: &AppState, scope: Scope) -> Result<Scope> {
     match &scope {
         Scope::Collection(c) => {
             app.storage.collection(c)?;
@@ -42,20 +47,98 @@ fn checked_scope(app: &AppState, scope: Scope) -> Result<Scope, ApiError> {
     Ok(scope)
 }
 
-async fn create(timer: Timer, app: Arc<AppState>, scope: Scope, wait: bool) -> ApiResult {
-    let scope = checked_scope(&app, scope)?;
-    let work = {
-        let app = app.clone();
-        move || match &app.s3 {
-            // Streamed into a multipart upload (src/snapshot/s3.rs).
-            Some(s3) => s3.create(&app.storage, scope),
-            None => stored::create(&app.storage, &app.snapshots_path, &app.temp_path, scope),
-        }
-    };
-    if wait {
-        let description = blocking(work).await?;
-        return Ok(timer.ok(description));
+/// The creation of a stored snapshot of `scope`, checked and ready to run on a
+/// blocking thread: into `snapshots_path`, or streamed into S3 when snapshots are
+/// stored there. The caller waits for it or lets it run in the background.
+pub fn snapshot_creation(
+    app: &Arc<AppState>,
+    scope: Scope,
+) -> Result<impl FnOnce() -> Result<SnapshotDescription> + Send + 'static> {
+    let scope = checked_scope(app, scope)?;
+    let app = app.clone();
+    Ok(move || match &app.s3 {
+        // Streamed into a multipart upload (src/snapshot/s3.rs).
+        Some(s3) => s3.create(&app.storage, scope),
+        None => stored::create(&app.storage, &app.snapshots_path, &app.temp_path, scope),
+    })
+}
+
+/// Create a stored snapshot of `scope` and wait for it.
+pub async fn create_snapshot(app: &Arc<AppState>, scope: Scope) -> Result<SnapshotDescription> {
+    run_blocking(snapshot_creation(app, scope)?).await
+}
+
+/// The stored snapshots of `scope`, wherever they are stored.
+pub async fn list_snapshots(app: &AppState, scope: Scope) -> Result<Vec<SnapshotDescription>> {
+    let scope = checked_scope(app, scope)?;
+    if let Some(s3) = &app.s3 {
+        return s3.list(&scope).await;
     }
+    let snapshots_path = app.snapshots_path.clone();
+    run_blocking(move || stored::list(&snapshots_path, &scope)).await
+}
+
+/// A stored snapshot found by name, ready to be removed (with its checksum file).
+pub enum SnapshotRemoval {
+    Local(PathBuf),
+    S3 {
+        s3: Arc<crate::snapshot::s3::S3Snapshots>,
+        key: object_store::path::Path,
+    },
+}
+
+/// Resolve `name` in `scope`'s stored snapshots: one that names none is
+/// `NotFound`, and nothing is touched.
+pub async fn snapshot_removal(
+    app: &AppState,
+    scope: Scope,
+    name: String,
+) -> Result<SnapshotRemoval> {
+    validate_snapshot_name(&name)?;
+    let scope = checked_scope(app, scope)?;
+    if let Some(s3) = app.s3.clone() {
+        let (key, _) = s3.head(&scope, &name).await?;
+        return Ok(SnapshotRemoval::S3 { s3, key });
+    }
+    let snapshots_path = app.snapshots_path.clone();
+    let path = run_blocking(move || stored::stored_path(&snapshots_path, &scope, &name)).await?;
+    Ok(SnapshotRemoval::Local(path))
+}
+
+impl SnapshotRemoval {
+    pub async fn run(self) -> Result<()> {
+        match self {
+            SnapshotRemoval::Local(path) => run_blocking(move || stored::remove(&path)).await,
+            SnapshotRemoval::S3 { s3, key } => s3.delete(&key).await,
+        }
+    }
+
+    /// Remove it in the background; a failure is logged.
+    pub fn run_detached(self) {
+        tokio::spawn(async move {
+            let what = match &self {
+                SnapshotRemoval::Local(path) => path.display().to_string(),
+                SnapshotRemoval::S3 { key, .. } => key.to_string(),
+            };
+            if let Err(err) = self.run().await {
+                tracing::error!(%err, snapshot = %what, "background snapshot deletion failed");
+            }
+        });
+    }
+}
+
+/// Delete stored snapshot `name` of `scope` and wait for it.
+pub async fn delete_snapshot(app: &AppState, scope: Scope, name: String) -> Result<()> {
+    snapshot_removal(app, scope, name).await?.run().await
+}
+
+// ---- REST ----
+
+async fn create(timer: Timer, app: Arc<AppState>, scope: Scope, wait: bool) -> ApiResult {
+    if wait {
+        return Ok(timer.ok(create_snapshot(&app, scope).await?));
+    }
+    let work = snapshot_creation(&app, scope)?;
     tokio::task::spawn_blocking(move || {
         if let Err(err) = work() {
             tracing::error!(%err, "background snapshot creation failed");
@@ -65,12 +148,7 @@ async fn create(timer: Timer, app: Arc<AppState>, scope: Scope, wait: bool) -> A
 }
 
 async fn list(timer: Timer, app: Arc<AppState>, scope: Scope) -> ApiResult {
-    let scope = checked_scope(&app, scope)?;
-    if let Some(s3) = &app.s3 {
-        return Ok(timer.ok(s3.list(&scope).await?));
-    }
-    let snapshots_path = app.snapshots_path.clone();
-    Ok(timer.ok(blocking(move || stored::list(&snapshots_path, &scope)).await?))
+    Ok(timer.ok(list_snapshots(&app, scope).await?))
 }
 
 async fn download(
@@ -153,32 +231,12 @@ async fn delete(
     name: String,
     wait: bool,
 ) -> ApiResult {
-    validate_snapshot_name(&name)?;
-    let scope = checked_scope(&app, scope)?;
-    if let Some(s3) = app.s3.clone() {
-        let (key, _) = s3.head(&scope, &name).await?;
-        if wait {
-            s3.delete(&key).await?;
-            return Ok(timer.ok(true));
-        }
-        tokio::spawn(async move {
-            if let Err(err) = s3.delete(&key).await {
-                tracing::error!(%err, %key, "background snapshot deletion failed");
-            }
-        });
-        return Ok(timer.accepted());
-    }
-    let snapshots_path = app.snapshots_path.clone();
-    let path = blocking(move || stored::stored_path(&snapshots_path, &scope, &name)).await?;
+    let removal = snapshot_removal(&app, scope, name).await?;
     if wait {
-        blocking(move || stored::remove(&path)).await?;
+        removal.run().await?;
         return Ok(timer.ok(true));
     }
-    tokio::task::spawn_blocking(move || {
-        if let Err(err) = stored::remove(&path) {
-            tracing::error!(%err, path = %path.display(), "background snapshot deletion failed");
-        }
-    });
+    removal.run_detached();
     Ok(timer.accepted())
 }
 

@@ -72,6 +72,8 @@ pub struct NearestQuery {
     pub limit: usize,
     pub offset: usize,
     pub score_threshold: Option<f32>,
+    /// How the engine searches (beam size, exact search, quantization), as given.
+    pub params: Option<qdrant_edge::SearchParams>,
     pub read: ReadOptions,
 }
 
@@ -532,6 +534,7 @@ impl Collection {
             })));
             request.filter = query.filter.clone();
             request.score_threshold = query.score_threshold;
+            request.params = query.params.clone();
             request.with_payload = query.read.with_payload.clone();
             request.with_vector = query.read.with_vector.clone();
             scored.extend(self.read_shard(id, |shard| {

@@ -1,0 +1,120 @@
+//! The gRPC API: Qdrant's gRPC services — `Qdrant` (health), `Collections`,
+//! `Points`, `Snapshots` — on their own TCP listener (`--grpc`, Qdrant's port 6334),
+//! so code written for Qdrant with `prefer_grpc=True` runs unchanged.
+//!
+//! Why it is built so:
+//! - **One behaviour, two protocols.** This layer only translates: protobuf in →
+//!   the types the REST layer takes ([`convert`]), then the same protocol-neutral
+//!   functions REST calls (`api::points::upsert_points`, `api::snapshots::create_snapshot`,
+//!   …), then the answer back to protobuf. No storage or snapshot logic lives here.
+//!   Errors become statuses in one place ([`status`]), as `api::envelope` does for HTTP.
+//! - **Our own definitions.** `proto/qdrant/*.proto` state the part of Qdrant's API
+//!   snapfs serves, with Qdrant's package, service, method and message names and field
+//!   numbers, so the bytes on the wire are Qdrant's. `build.rs` compiles them with
+//!   protox (no system `protoc`).
+//! - **Nothing silently dropped.** A field snapfs does not serve is either declared
+//!   and refused when set, or unknown to our definitions and refused by the codec
+//!   ([`codec`]); either way the client gets `INVALID_ARGUMENT` naming it.
+//! - **The listeners' rules.** The HTTP/2 connections run on the same accept loop as
+//!   the REST listeners (`api::server::serve_http2`: the same bounded stop), behind
+//!   the same API-key check (`api::server::ApiKey`). gRPC is not offered on the Unix
+//!   socket: the socket speaks HTTP/1.1 to the CLI and `curl`, Qdrant's clients reach
+//!   gRPC by `host:port` only, and sharing would put protocol sniffing in front of
+//!   every socket request for no client that could use it.
+
+pub mod codec;
+pub mod collections;
+pub mod convert;
+pub mod health;
+pub mod points;
+pub mod snapshots;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use tracing::Instrument;
+
+use crate::api::AppState;
+use crate::api::server::{self, ApiKey, Drained};
+use crate::storage::StorageError;
+
+/// Messages, services and clients generated from `proto/qdrant/*.proto` by `build.rs`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("qdrant");
+}
+
+/// Qdrant's gRPC services as an HTTP router. Requests may be as large as REST
+/// bodies (`service.max_request_size_mb`); answers are not limited.
+pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> axum::Router {
+    use proto::collections_server::CollectionsServer;
+    use proto::points_server::PointsServer;
+    use proto::qdrant_server::QdrantServer;
+    use proto::snapshots_server::SnapshotsServer;
+    let routes = tonic::service::Routes::new(QdrantServer::new(health::HealthService))
+        .add_service(
+            CollectionsServer::new(collections::CollectionsService(state.clone()))
+                .max_decoding_message_size(max_request_bytes),
+        )
+        .add_service(
+            PointsServer::new(points::PointsService(state.clone()))
+                .max_decoding_message_size(max_request_bytes),
+        )
+        .add_service(
+            SnapshotsServer::new(snapshots::SnapshotsService(state))
+                .max_decoding_message_size(max_request_bytes),
+        );
+    routes
+        .prepare()
+        .into_axum_router()
+        .layer(middleware::from_fn(trace_call))
+}
+
+/// Every call (health checks included) must present the API key as `api-key`
+/// metadata or `authorization: Bearer <key>`: missing is UNAUTHENTICATED, wrong is
+/// PERMISSION_DENIED. The check is the REST listener's ([`ApiKey::check`]).
+pub fn require_api_key(router: axum::Router, key: ApiKey) -> axum::Router {
+    router.layer(middleware::from_fn(move |request: Request, next: Next| {
+        let checked = key.check(request.headers());
+        async move {
+            match checked {
+                Ok(()) => next.run(request).await,
+                Err(refusal) => {
+                    tracing::debug!(method = %request.uri().path(), ?refusal, "gRPC call refused");
+                    status::from_key_refusal(refusal).into_http()
+                }
+            }
+        }
+    }))
+}
+
+/// Serve `router` (with [`require_api_key`]) on `listener` until `stop`; then the
+/// bounded stop of every listener (see `api::server::serve`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Drained {
+    server::serve_http2(listener, router, stop, grace).await
+}
+
+async fn trace_call(request: Request, next: Next) -> axum::response::Response {
+    let span = tracing::debug_span!("grpc", method = %request.uri().path());
+    next.run(request).instrument(span).await
+}
+
+/// A handler's result as tonic wants it.
+fn answer<T>(result: Result<T, StorageError>) -> Result<tonic::Response<T>, tonic::Status> {
+    result
+        .map(tonic::Response::new)
+        .map_err(status::from_storage)
+}
+
+/// Qdrant's `time` field: seconds spent.
+fn seconds(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64()
+}
