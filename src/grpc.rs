@@ -73,12 +73,20 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> axum::Router {
         .layer(middleware::from_fn(trace_call))
 }
 
-/// Every call (health checks included) must present the API key as `api-key`
-/// metadata or `authorization: Bearer <key>`: missing is UNAUTHENTICATED, wrong is
+/// The health check needs no key (as in Qdrant: probes and clients' version checks
+/// run before they know one); it says nothing but the title and version.
+const OPEN_METHOD: &str = "/qdrant.Qdrant/HealthCheck";
+
+/// Every other call must present the API key as `api-key` metadata or
+/// `authorization: Bearer <key>`: missing is UNAUTHENTICATED, wrong is
 /// PERMISSION_DENIED. The check is the REST listener's ([`ApiKey::check`]).
 pub fn require_api_key(router: axum::Router, key: ApiKey) -> axum::Router {
     router.layer(middleware::from_fn(move |request: Request, next: Next| {
-        let checked = key.check(request.headers());
+        let checked = if request.uri().path() == OPEN_METHOD {
+            Ok(())
+        } else {
+            key.check(request.headers())
+        };
         async move {
             match checked {
                 Ok(()) => next.run(request).await,

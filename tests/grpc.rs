@@ -1111,15 +1111,23 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
     assert_refused(unserved, Code::Unimplemented, "SetPayload");
 
     // The API key: missing → UNAUTHENTICATED, wrong → PERMISSION_DENIED, for every
-    // method, health check included; nothing changes. A bearer token also works.
+    // method but the health check (open, as in Qdrant); nothing changes. A bearer
+    // token also works.
     let mut anonymous = connect(port, Key(None)).await;
+    let health = anonymous
+        .qdrant
+        .health_check(proto::HealthCheckRequest {})
+        .await
+        .expect("the health check needs no key")
+        .into_inner();
+    assert_eq!(health.version, snapfs::api::QDRANT_API_VERSION);
     let msg = assert_refused(
         anonymous
-            .qdrant
-            .health_check(proto::HealthCheckRequest {})
+            .collections
+            .list(proto::ListCollectionsRequest {})
             .await,
         Code::Unauthenticated,
-        "health without a key",
+        "list without a key",
     );
     assert!(msg.contains("api-key"), "{msg}");
     assert_refused(
