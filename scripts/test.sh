@@ -11,6 +11,7 @@ command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v g++ >/dev/null || missing+=(g++)
+command -v make >/dev/null || missing+=(make)   # jemalloc's build
 # The mount tests drive real tools against the mount.
 command -v rsync >/dev/null || missing+=(rsync)
 command -v curl >/dev/null || missing+=(curl)

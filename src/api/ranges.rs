@@ -187,6 +187,50 @@ pub fn stream_response(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+/// Bytes `start..end` from `read_at`, in chunks, read on a blocking thread of their
+/// own while earlier chunks are being sent: the socket never waits for a read it
+/// could have had already. At most `CHUNKS_AHEAD` chunks wait, so memory per stream
+/// stays at a few chunks. A client that goes away stops the reading at the next chunk.
+fn read_ahead(
+    start: u64,
+    end: u64,
+    read_at: ReadAt,
+    on_chunk: Option<OnChunk>,
+) -> impl futures_util::Stream<Item = io::Result<axum::body::Bytes>> {
+    let (chunks, received) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut offset = start;
+        while offset < end {
+            let want = ((end - offset) as usize).min(CHUNK);
+            let mut buf = vec![0u8; want];
+            let chunk = match read_at(offset, &mut buf) {
+                Ok(n) if n == want => {
+                    if let Some(f) = &on_chunk {
+                        f(offset, &buf);
+                    }
+                    Ok(axum::body::Bytes::from(buf))
+                }
+                Ok(_) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "source ended before its size",
+                )),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = &chunk {
+                tracing::error!(%err, offset, "streaming failed; the response is cut short");
+            }
+            let failed = chunk.is_err();
+            if chunks.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+            offset += want as u64;
+        }
+    });
+    stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|chunk| (chunk, received))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,48 +299,4 @@ mod tests {
         assert_eq!(range(&format!("bytes=0-{max}"), max), Ok(Some((0, max))));
         assert_eq!(range(&format!("bytes=5-{max}"), 10), Ok(Some((5, 10))));
     }
-}
-
-/// Bytes `start..end` from `read_at`, in chunks, read on a blocking thread of their
-/// own while earlier chunks are being sent: the socket never waits for a read it
-/// could have had already. At most `CHUNKS_AHEAD` chunks wait, so memory per stream
-/// stays at a few chunks. A client that goes away stops the reading at the next chunk.
-fn read_ahead(
-    start: u64,
-    end: u64,
-    read_at: ReadAt,
-    on_chunk: Option<OnChunk>,
-) -> impl futures_util::Stream<Item = io::Result<axum::body::Bytes>> {
-    let (chunks, received) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut offset = start;
-        while offset < end {
-            let want = ((end - offset) as usize).min(CHUNK);
-            let mut buf = vec![0u8; want];
-            let chunk = match read_at(offset, &mut buf) {
-                Ok(n) if n == want => {
-                    if let Some(f) = &on_chunk {
-                        f(offset, &buf);
-                    }
-                    Ok(axum::body::Bytes::from(buf))
-                }
-                Ok(_) => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "source ended before its size",
-                )),
-                Err(err) => Err(err),
-            };
-            if let Err(err) = &chunk {
-                tracing::error!(%err, offset, "streaming failed; the response is cut short");
-            }
-            let failed = chunk.is_err();
-            if chunks.blocking_send(chunk).is_err() || failed {
-                return;
-            }
-            offset += want as u64;
-        }
-    });
-    stream::unfold(received, |mut received| async move {
-        received.recv().await.map(|chunk| (chunk, received))
-    })
 }
