@@ -387,9 +387,12 @@ for i in 1 2 3; do
   rm -f "$work/q.snapshot"
   q0=$(now)
   qname=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/bench/snapshots?wait=true" | python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["name"])')
+  qa=$(now)
   curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/bench/snapshots/$qname" -o "$work/q.snapshot"
+  qb=$(now)
   sha256sum "$work/q.snapshot" >/dev/null
   q1=$(now); runs_q+=("$(secs "$q0" "$q1")")
+  echo "  round $i: create $(secs "$q0" "$qa") s, GET $(secs "$qa" "$qb") s, sha256sum $(secs "$qb" "$q1") s"
   "$BIN" points generate bench --count 1 --dim "$DIM" --batch 1 --start $((710000000 + i)) >/dev/null
   rm -f "$work/m.snapshot"
   m0=$(now)
