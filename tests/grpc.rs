@@ -293,6 +293,23 @@ fn keyword(key: &str, value: &str) -> proto::Filter {
     }
 }
 
+/// Create collection `name` with `shards` shards holding points `ids` (wait=true).
+async fn seed(c: &mut Clients, name: &str, shards: u32, ids: std::ops::Range<u64>) {
+    c.collections
+        .create(create_request(name, shards))
+        .await
+        .unwrap();
+    c.points
+        .upsert(proto::UpsertPoints {
+            collection_name: name.into(),
+            wait: Some(true),
+            points: points(ids),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 fn create_request(name: &str, shards: u32) -> proto::CreateCollection {
     let params = |size, distance: proto::Distance| proto::VectorParams {
         size,
@@ -726,19 +743,7 @@ async fn grpc_snapshots_go_where_rest_puts_them_in_s3_too() {
     let temp = tempfile::tempdir().unwrap();
     let daemon = Daemon::start_in(temp.path(), &["--grpc", &format!("127.0.0.1:{port}")], &env);
     let mut c = connect(port, api_key(KEY)).await;
-    c.collections
-        .create(create_request("docs", 2))
-        .await
-        .unwrap();
-    c.points
-        .upsert(proto::UpsertPoints {
-            collection_name: "docs".into(),
-            wait: Some(true),
-            points: points(0..20),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    seed(&mut c, "docs", 2, 0..20).await;
 
     let made = c
         .snapshots
@@ -855,19 +860,7 @@ fn assert_refused<T: std::fmt::Debug>(
 async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
     let (daemon, port) = grpc_daemon();
     let mut c = connect(port, api_key(KEY)).await;
-    c.collections
-        .create(create_request("kept", 2))
-        .await
-        .unwrap();
-    c.points
-        .upsert(proto::UpsertPoints {
-            collection_name: "kept".into(),
-            wait: Some(true),
-            points: points(0..10),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    seed(&mut c, "kept", 2, 0..10).await;
     let snapshots_dir = daemon.data_dir.join("snapshots");
     let state = |daemon: &Daemon| {
         let mut names: Vec<_> = std::fs::read_dir(daemon.data_dir.join("storage/collections"))
