@@ -54,19 +54,32 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> axum::Router {
     use proto::points_server::PointsServer;
     use proto::qdrant_server::QdrantServer;
     use proto::snapshots_server::SnapshotsServer;
-    let routes = tonic::service::Routes::new(QdrantServer::new(health::HealthService))
-        .add_service(
-            CollectionsServer::new(collections::CollectionsService(state.clone()))
-                .max_decoding_message_size(max_request_bytes),
-        )
-        .add_service(
-            PointsServer::new(points::PointsService(state.clone()))
-                .max_decoding_message_size(max_request_bytes),
-        )
-        .add_service(
-            SnapshotsServer::new(snapshots::SnapshotsService(state))
-                .max_decoding_message_size(max_request_bytes),
-        );
+    // gzip both ways, as Qdrant's server takes it (qdrant-client's `grpc_compression`);
+    // the size limit applies to the decompressed message.
+    use tonic::codec::CompressionEncoding::Gzip;
+    let routes = tonic::service::Routes::new(
+        QdrantServer::new(health::HealthService)
+            .accept_compressed(Gzip)
+            .send_compressed(Gzip),
+    )
+    .add_service(
+        CollectionsServer::new(collections::CollectionsService(state.clone()))
+            .max_decoding_message_size(max_request_bytes)
+            .accept_compressed(Gzip)
+            .send_compressed(Gzip),
+    )
+    .add_service(
+        PointsServer::new(points::PointsService(state.clone()))
+            .max_decoding_message_size(max_request_bytes)
+            .accept_compressed(Gzip)
+            .send_compressed(Gzip),
+    )
+    .add_service(
+        SnapshotsServer::new(snapshots::SnapshotsService(state))
+            .max_decoding_message_size(max_request_bytes)
+            .accept_compressed(Gzip)
+            .send_compressed(Gzip),
+    );
     routes
         .prepare()
         .into_axum_router()

@@ -465,3 +465,39 @@ async fn metrics_parse_with_a_real_parser() {
         String::from_utf8_lossy(&text)
     );
 }
+
+/// Querying by a point's id leaves that point out inside the search, so pages taken
+/// with `offset` follow each other without overlap or gap (Qdrant's behaviour).
+#[tokio::test(flavor = "multi_thread")]
+async fn query_by_point_id_pages_do_not_overlap() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    seeded_collection(&client, "paged", 2, 60).await;
+    let page = |offset: usize, limit: usize| {
+        let client = client.clone();
+        async move {
+            let (status, found) = call(
+                &client,
+                Method::POST,
+                "/collections/paged/points/query",
+                Some(json!({"query": 5, "limit": limit, "offset": offset})),
+            )
+            .await;
+            assert_eq!(status, 200, "{found}");
+            found["result"]["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_u64().unwrap())
+                .collect::<Vec<u64>>()
+        }
+    };
+    let whole = page(0, 12).await;
+    assert_eq!(whole.len(), 12);
+    assert!(!whole.contains(&5), "{whole:?}");
+    let mut paged = Vec::new();
+    for offset in (0..12).step_by(3) {
+        paged.extend(page(offset, 3).await);
+    }
+    assert_eq!(paged, whole);
+}

@@ -296,6 +296,42 @@ async fn point_level_errors_change_nothing() {
         "expected dim: 4, got 2",
     )
     .await;
+    // A field condition with nothing but a key: under `must_not` the engine would
+    // match (and delete) every point; refused as Qdrant refuses it.
+    expect_error(
+        &client,
+        Method::POST,
+        "/collections/docs/points/delete?wait=true",
+        Some(json!({"filter": {"must_not": [{"key": "n"}]}})),
+        400,
+        "At least one field condition must be specified",
+    )
+    .await;
+    expect_error(
+        &client,
+        Method::POST,
+        "/collections/docs/points/count",
+        Some(json!({"filter": {"must": [{"key": "n"}]}})),
+        400,
+        "At least one field condition must be specified",
+    )
+    .await;
+    // A page of no points (a scroll following next_page_offset would never end).
+    for path in ["scroll", "query"] {
+        let body = match path {
+            "scroll" => json!({"limit": 0}),
+            _ => json!({"query": [1, 2, 3, 4], "limit": 0}),
+        };
+        expect_error(
+            &client,
+            Method::POST,
+            &format!("/collections/docs/points/{path}"),
+            Some(body),
+            400,
+            "limit must be at least 1",
+        )
+        .await;
+    }
 
     assert_eq!(
         all_points(&client, "docs").await,

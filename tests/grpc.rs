@@ -963,6 +963,120 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
         "wrong query size",
     );
 
+    // Input Qdrant refuses and the engine would misread: INVALID_ARGUMENT, nothing
+    // changes (a condition with only a key under `must_not` would match every point).
+    let mut hollow = points(200..201);
+    hollow[0].vectors = Some(proto::Vectors {
+        vectors_options: Some(proto::vectors::VectorsOptions::Vectors(
+            proto::NamedVectors {
+                vectors: [(
+                    "a".to_string(),
+                    proto::Vector {
+                        vectors_count: Some(2),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+            },
+        )),
+    });
+    let mut vectorless = points(201..202);
+    vectorless[0].vectors = None;
+    for (batch, what) in [(hollow, "an empty multivector"), (vectorless, "no vectors")] {
+        assert_refused(
+            c.points
+                .upsert(proto::UpsertPoints {
+                    collection_name: "kept".into(),
+                    wait: Some(true),
+                    points: batch,
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+            what,
+        );
+    }
+    let condition = |one_of| proto::Condition {
+        condition_one_of: Some(one_of),
+    };
+    let key_only = condition(proto::condition::ConditionOneOf::Field(
+        proto::FieldCondition {
+            key: "n".into(),
+            ..Default::default()
+        },
+    ));
+    let msg = assert_refused(
+        c.points
+            .delete(proto::DeletePoints {
+                collection_name: "kept".into(),
+                wait: Some(true),
+                points: Some(proto::PointsSelector {
+                    points_selector_one_of: Some(
+                        proto::points_selector::PointsSelectorOneOf::Filter(proto::Filter {
+                            must_not: vec![key_only],
+                            ..Default::default()
+                        }),
+                    ),
+                }),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "a field condition with only a key",
+    );
+    assert!(msg.contains("At least one field condition"), "{msg}");
+    let nested_without_filter = condition(proto::condition::ConditionOneOf::Nested(
+        proto::NestedCondition {
+            key: "n".into(),
+            filter: None,
+        },
+    ));
+    assert_refused(
+        c.points
+            .count(proto::CountPoints {
+                collection_name: "kept".into(),
+                filter: Some(proto::Filter {
+                    must: vec![nested_without_filter],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "a nested condition without a filter",
+    );
+    assert_refused(
+        c.points
+            .scroll(proto::ScrollPoints {
+                collection_name: "kept".into(),
+                limit: Some(0),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "scroll of no points",
+    );
+    assert_eq!(count_of(&mut c, "kept").await, 10);
+
+    // gzip-compressed calls and answers, as qdrant-client's `grpc_compression` sends.
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut gzip = PointsClient::with_interceptor(channel, api_key(KEY))
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let counted = gzip
+        .count(proto::CountPoints {
+            collection_name: "kept".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a gzip call is served")
+        .into_inner();
+    assert_eq!(counted.result.unwrap().count, 10);
+
     // Invalid names: INVALID_ARGUMENT; an existing name: ALREADY_EXISTS, config kept.
     for bad in ["bad/name", "..", ""] {
         assert_refused(

@@ -230,20 +230,22 @@ pub async fn nearest_points(
             Target::Vector(v) => (v, None),
             Target::Point(id) => (stored_vector(&collection, id, &using)?, Some(id)),
         };
-        let mut found = collection.query(NearestQuery {
+        // Querying by a point's id finds other points, as Qdrant does: the point is
+        // left out by the search itself, so `offset` pages do not overlap.
+        let filter = match exclude {
+            Some(id) => Some(without_point(filter, id)?),
+            None => filter,
+        };
+        collection.query(NearestQuery {
             vector,
             using,
             filter,
-            limit: limit + usize::from(exclude.is_some()),
+            limit,
             offset,
             score_threshold,
             params,
             read,
-        })?;
-        // Querying by a point's id finds other points, as Qdrant does.
-        found.retain(|p| Some(p.id) != exclude);
-        found.truncate(limit);
-        Ok(found)
+        })
     })
     .await
 }
@@ -590,6 +592,16 @@ fn scored_json(point: ScoredPoint) -> Value {
     value["version"] = json!(point.version);
     value["score"] = json!(point.score);
     value
+}
+
+/// `filter` (if any) and "not point `id`".
+fn without_point(filter: Option<Filter>, id: PointId) -> Result<Filter, StorageError> {
+    let mut combined = serde_json::json!({"must_not": [{"has_id": [id]}]});
+    if let Some(filter) = filter {
+        combined["must"] = serde_json::json!([filter]);
+    }
+    serde_json::from_value(combined)
+        .map_err(|e| StorageError::internal(format!("combining the query's filter: {e}")))
 }
 
 #[cfg(test)]

@@ -100,7 +100,8 @@ impl PointsService {
             .into_iter()
             .map(point_id)
             .collect::<Result<_, _>>()?;
-        let read = read_options(request.with_payload, request.with_vectors, true)?;
+        // Qdrant's gRPC `Get` sends no payload unless asked (REST's retrieve does).
+        let read = read_options(request.with_payload, request.with_vectors, false)?;
         let records = retrieve_points(&self.0, &request.collection_name, ids, read).await?;
         Ok(proto::GetResponse {
             result: records.into_iter().map(retrieved).collect(),

@@ -274,6 +274,7 @@ impl Collection {
     }
 
     pub async fn delete_by_filter(&self, filter: Filter, wait: bool) -> Result<()> {
+        check_filter(Some(&filter))?;
         let ops = (0..self.shard_count())
             .map(|id| (id, ShardOp::DeleteByFilter(filter.clone())))
             .collect();
@@ -478,11 +479,13 @@ impl Collection {
         filter: Option<Filter>,
         read: &ReadOptions,
     ) -> Result<ScrollPage> {
+        check_limit(limit)?;
+        check_filter(filter.as_ref())?;
         let mut points = Vec::new();
         for id in 0..self.shard_count() {
             let request = ScrollRequest {
                 offset,
-                limit: Some(limit + 1),
+                limit: Some(limit.saturating_add(1)),
                 filter: filter.clone(),
                 with_payload: Some(read.with_payload.clone()),
                 with_vector: read.with_vector.clone(),
@@ -506,6 +509,7 @@ impl Collection {
     }
 
     pub fn count(&self, filter: Option<Filter>) -> Result<usize> {
+        check_filter(filter.as_ref())?;
         let mut total = 0;
         for id in 0..self.shard_count() {
             let request = CountRequest {
@@ -523,11 +527,17 @@ impl Collection {
     }
 
     pub fn query(&self, query: NearestQuery) -> Result<Vec<ScoredPoint>> {
+        check_limit(query.limit)?;
+        check_filter(query.filter.as_ref())?;
+        // Each shard answers its best `limit + offset`; the merge skips `offset`.
+        let per_shard = query.limit.checked_add(query.offset).ok_or_else(|| {
+            StorageError::bad_request("Validation error: limit + offset is too large")
+        })?;
         let (vector, higher_is_better) = self.query_vector(&query.using, query.vector)?;
         let using = (!query.using.is_empty()).then(|| query.using.clone());
         let mut scored = Vec::new();
         for id in 0..self.shard_count() {
-            let mut request = QueryRequest::new(query.limit + query.offset);
+            let mut request = QueryRequest::new(per_shard);
             request.query = Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
                 query: vector.clone(),
                 using: using.clone(),
@@ -773,6 +783,30 @@ enum VectorKind<'a> {
     Dense(usize),
     Multi(&'a [Vec<f32>]),
     Sparse,
+}
+
+/// A filter the engine would misread is refused, as Qdrant refuses it: a field
+/// condition with nothing but a key (under `must_not` it would match every point), a
+/// nested condition without its filter, … (the engine's own validation rules).
+fn check_filter(filter: Option<&Filter>) -> Result<()> {
+    use validator::Validate;
+    match filter.map(Validate::validate) {
+        Some(Err(errors)) => Err(StorageError::bad_request(format!(
+            "Validation error in filter: {errors}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A page of no points is refused (Qdrant: `limit` must be at least 1); a scroll
+/// asking for none would answer a next page that never advances.
+fn check_limit(limit: usize) -> Result<()> {
+    if limit == 0 {
+        return Err(StorageError::bad_request(
+            "Validation error: limit must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 /// [`Collection::payload_schema`] over the given shard objects (a freeze's: the

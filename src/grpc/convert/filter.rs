@@ -73,7 +73,9 @@ fn condition_json(condition: proto::Condition) -> Result<Json, StorageError> {
         Some(ConditionOneOf::Filter(f)) => filter_json(f)?,
         Some(ConditionOneOf::Nested(n)) => json!({"nested": {
             "key": n.key,
-            "filter": filter_json(n.filter.unwrap_or_default())?,
+            "filter": filter_json(n.filter.ok_or_else(|| {
+                StorageError::bad_request("Wrong input: a nested condition needs a filter")
+            })?)?,
         }}),
     })
 }

@@ -63,8 +63,12 @@ pub fn point_id_out(id: PointId) -> proto::PointId {
 pub fn point(point: proto::PointStruct) -> Result<PointStructPersisted, StorageError> {
     let id = required_point_id(point.id)?;
     let vector = match point.vectors {
-        None => VectorStructPersisted::Named(HashMap::new()),
-        Some(v) => vectors_in(v)?,
+        Some(v) if v.vectors_options.is_some() => vectors_in(v)?,
+        _ => {
+            return Err(StorageError::bad_request(format!(
+                "Wrong input: point {id} has no vectors (Expected some vectors)"
+            )));
+        }
     };
     Ok(PointStructPersisted {
         id,
@@ -122,7 +126,7 @@ fn flat_vector(
         (Some(indices), None) => Ok(VectorPersisted::Sparse(sparse(indices.data, data))),
         (None, Some(count)) => {
             let count = count as usize;
-            if count == 0 || !data.len().is_multiple_of(count) {
+            if count == 0 || data.is_empty() || !data.len().is_multiple_of(count) {
                 return Err(StorageError::bad_request(format!(
                     "Wrong input: {} numbers do not split into {count} vectors of one size",
                     data.len()
@@ -143,9 +147,9 @@ fn sparse(indices: Vec<u32>, values: Vec<f32>) -> qdrant_edge::SparseVector {
 
 // ---- what a read returns ----
 
-/// The read options of a request; an absent selector takes REST's default for the
-/// same request (`payload_default`: payload for retrieve and scroll, none for
-/// searches; vectors never unless asked).
+/// The read options of a request; an absent selector takes Qdrant's gRPC default
+/// for it (`payload_default`: payload for scroll, none for `Get` and searches;
+/// vectors never unless asked).
 pub fn read_options(
     with_payload: Option<proto::WithPayloadSelector>,
     with_vectors: Option<proto::WithVectorsSelector>,
