@@ -54,32 +54,27 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> axum::Router {
     use proto::points_server::PointsServer;
     use proto::qdrant_server::QdrantServer;
     use proto::snapshots_server::SnapshotsServer;
-    // gzip both ways, as Qdrant's server takes it (qdrant-client's `grpc_compression`);
-    // the size limit applies to the decompressed message.
-    use tonic::codec::CompressionEncoding::Gzip;
-    let routes = tonic::service::Routes::new(
-        QdrantServer::new(health::HealthService)
-            .accept_compressed(Gzip)
-            .send_compressed(Gzip),
-    )
-    .add_service(
-        CollectionsServer::new(collections::CollectionsService(state.clone()))
-            .max_decoding_message_size(max_request_bytes)
-            .accept_compressed(Gzip)
-            .send_compressed(Gzip),
-    )
-    .add_service(
-        PointsServer::new(points::PointsService(state.clone()))
-            .max_decoding_message_size(max_request_bytes)
-            .accept_compressed(Gzip)
-            .send_compressed(Gzip),
-    )
-    .add_service(
-        SnapshotsServer::new(snapshots::SnapshotsService(state))
-            .max_decoding_message_size(max_request_bytes)
-            .accept_compressed(Gzip)
-            .send_compressed(Gzip),
-    );
+    // Every service: gzip both ways, as Qdrant's server takes it (qdrant-client's
+    // `grpc_compression`), and requests as large as REST bodies (the limit applies
+    // to the decompressed message).
+    macro_rules! configured {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(max_request_bytes)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        };
+    }
+    let routes = tonic::service::Routes::new(configured!(QdrantServer::new(health::HealthService)))
+        .add_service(configured!(CollectionsServer::new(
+            collections::CollectionsService(state.clone())
+        )))
+        .add_service(configured!(PointsServer::new(points::PointsService(
+            state.clone()
+        ))))
+        .add_service(configured!(SnapshotsServer::new(
+            snapshots::SnapshotsService(state)
+        )));
     routes
         .prepare()
         .into_axum_router()

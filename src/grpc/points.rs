@@ -184,11 +184,7 @@ impl PointsService {
     ) -> Result<proto::SearchResponse, StorageError> {
         let started = Instant::now();
         refuse_if_set(&request.shard_key_selector, SHARD_KEYS_REFUSED)?;
-        if request.limit == 0 {
-            return Err(StorageError::bad_request(
-                "Wrong input: `limit` must be at least 1",
-            ));
-        }
+        // `limit: 0` is refused by the query itself, as for `Query` and REST.
         self.0.storage.collection(&request.collection_name)?;
         let nearest = NearestRequest {
             target: search_target(request.vector, request.sparse_indices),

@@ -65,10 +65,6 @@ impl ObjectReader {
         }
     }
 
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Fill `buf` from `offset` (short only at the end of the object); blocking.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
         if offset >= self.size || buf.is_empty() {

@@ -696,10 +696,9 @@ impl Collection {
             }
         }
         if !lagging.is_empty() && !join_any {
-            let stale = lagging;
             return Err(StorageError::StaleFreeze {
                 collection: self.name.clone(),
-                shards: stale,
+                shards: lagging,
             });
         }
         crate::storage::pause_point("freeze-cut-placed");

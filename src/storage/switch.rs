@@ -348,11 +348,16 @@ pub(crate) fn crash_point(point: &str) {
 /// Race tests: `SNAPFS_PAUSE_AT=<point>:<ms>` makes the thread passing `point` sleep
 /// that long, widening a window a test needs to hit every time.
 pub(crate) fn pause_point(point: &str) {
-    if let Ok(at) = std::env::var("SNAPFS_PAUSE_AT")
-        && let Some((name, ms)) = at.split_once(':')
+    // Read once: freezes pass here on every snapshot.
+    static PAUSE_AT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    let pause = PAUSE_AT.get_or_init(|| {
+        let at = std::env::var("SNAPFS_PAUSE_AT").ok()?;
+        let (name, ms) = at.split_once(':')?;
+        Some((name.to_string(), ms.parse().ok()?))
+    });
+    if let Some((name, ms)) = pause
         && name == point
-        && let Ok(ms) = ms.parse::<u64>()
     {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
     }
 }
