@@ -213,7 +213,7 @@ peak_anon=$(sort -n "$work/anon-mount.log" | tail -1)
 mnew=$(best "${runs_new[@]}"); msame=$(best "${runs_same[@]}"); mtar=$(best "${runs_t[@]}"); mcat=$(best "${runs_c[@]}")
 python3 -c "print(f'cp mnt/live/big.snapshot /dev/null ({$msize/1e6:.0f} MB): new state (through FUSE, hashed on the way) {$mnew} s ({$msize/1e6/$mnew:.0f} MB/s), same state again (kernel page cache) {$msame} s; tar -cf <shard> | cat: {$mtar} s; cat of a plain {$msize/1e6:.0f} MB file: {$mcat} s; ratio new-state cp/tar = {$mnew/$mtar:.2f}, cp/cat = {$mnew/$mcat:.2f}')"
 python3 -c "print(f'daemon RssAnon while copying through the mount: {$anon_before/1024:.0f} MiB before, peak {$peak_anon/1024:.0f} MiB')"
-sname=$(ls "$mnt/collections/big/snapshots" | grep -v checksum | head -1)
+sname=$name   # section 4's snapshot, the file `cat "$stored"` reads
 cat "$stored" >/dev/null
 runs_s=(); runs_d=()
 for _ in 1 2 3; do

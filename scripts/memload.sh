@@ -19,6 +19,6 @@ anon() { awk '/RssAnon/ {print $2}' "/proc/$pid/status"; }
 sampler=$!
 "$BIN" collections create load --dim 1024 >/dev/null
 "$BIN" points generate load --count "$COUNT" --dim 1024 --batch "${BATCH:-250}" >/dev/null
-after=$(anon); sleep 5; later=$(anon)
-kill $sampler
+after=$(anon); kill $sampler
+sleep 5; later=$(anon)
 echo "RssAnon: peak $(sort -n "$work/anon" | tail -1) kB during the load, $after kB right after, $later kB 5 s later"

@@ -1155,15 +1155,23 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
         "recommend",
     );
     assert!(msg.contains("recommend"), "{msg}");
-    let prefetch = proto::QueryPoints {
-        prefetch: vec![vec![]],
-        ..query
-    };
-    assert_refused(
+    // A query that is right but for its prefetch (the one above has a wrong size).
+    let mut prefetch = query;
+    prefetch.prefetch = vec![vec![]];
+    if let Some(proto::Query {
+        variant: Some(proto::query::Variant::Nearest(input)),
+    }) = &mut prefetch.query
+    {
+        input.variant = Some(proto::vector_input::Variant::Dense(proto::DenseVector {
+            data: vector_a(1),
+        }));
+    }
+    let msg = assert_refused(
         c.points.query(prefetch).await,
         Code::InvalidArgument,
         "prefetch",
     );
+    assert!(msg.contains("prefetch"), "{msg}");
     assert_refused(
         c.points
             .scroll(proto::ScrollPoints {

@@ -1107,5 +1107,24 @@ async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
     std::fs::write(&file, &archive).unwrap();
     run_ok(Command::new("tar").arg("-tf").arg(&file));
     assert_eq!(count(&client, "race").await, 50);
+    // …and of the restored state (50 points), not the 80 frozen before the switch:
+    // restoring the streamed archive leaves the shard at 50.
+    upsert(
+        &client,
+        "race",
+        (80..90).map(|i| point(i, 8)).collect(),
+        true,
+    )
+    .await;
+    let streamed = stage(&daemon, &file, "streamed.snapshot");
+    let (status, body) = call(
+        &client,
+        Method::PUT,
+        "/collections/race/shards/0/snapshots/recover",
+        Some(json!({"location": streamed})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&client, "race").await, 50);
     assert!(!daemon.log().contains("shutting down"), "{}", daemon.log());
 }
