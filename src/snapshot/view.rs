@@ -237,7 +237,7 @@ impl SnapshotView {
                 let freeze = storage.collection(name)?.freeze()?;
                 let (layout, mtime) = collection_layout(&freeze, peer)
                     .map_err(io)
-                    .map_err(|e| switched_meanwhile(&freeze, e))?;
+                    .map_err(|e| freeze.switched_meanwhile(e))?;
                 Ok(SnapshotView::new(scope, layout, mtime, vec![freeze], None))
             }
             Scope::Shard(name, id) => {
@@ -248,7 +248,7 @@ impl SnapshotView {
                 let mtime = shard.last_change();
                 let state = ShardState {
                     versions: super::partial::engine_manifest(shard)
-                        .map_err(|e| switched_meanwhile(&freeze, e))?,
+                        .map_err(|e| freeze.switched_meanwhile(e))?,
                     change: shard.change_number(),
                 };
                 let mut builder = ArchiveBuilder::new(unix_seconds(mtime));
@@ -275,7 +275,7 @@ impl SnapshotView {
                     let freeze = collection.freeze()?;
                     let (layout, changed) = collection_layout(&freeze, peer)
                         .map_err(io)
-                        .map_err(|e| switched_meanwhile(&freeze, e))?;
+                        .map_err(|e| freeze.switched_meanwhile(e))?;
                     mtime = mtime.max(changed);
                     nested.push((name, Arc::new(layout)));
                     freezes.push(freeze);
@@ -386,19 +386,6 @@ fn collection_layout(
     add_collection_files(&mut builder, config, payload_index_json(&schema));
     add_manifest(&mut builder)?;
     Ok((builder.finish()?, mtime))
-}
-
-/// A view's build that failed because a frozen shard was switched (restored)
-/// while the view was being laid out: not an error of the snapshot, build again.
-fn switched_meanwhile(freeze: &CollectionFreeze, err: StorageError) -> StorageError {
-    if freeze.is_current() {
-        err
-    } else {
-        StorageError::StaleFreeze {
-            collection: freeze.collection().name().to_string(),
-            shards: Vec::new(),
-        }
-    }
 }
 
 /// Ends freezes that outlive `limit`: their remaining files are copied into

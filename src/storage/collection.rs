@@ -703,18 +703,9 @@ impl Collection {
         }
         crate::storage::pause_point("freeze-cut-placed");
         for shard in &guard.shards {
-            if let Err(err) = shard.settle_frozen() {
-                // A shard switched (restored) since its cut was closed with its
-                // engine: not a failure of this freeze, the caller freezes again.
-                return Err(if guard.is_current() {
-                    err
-                } else {
-                    StorageError::StaleFreeze {
-                        collection: self.name.clone(),
-                        shards: Vec::new(),
-                    }
-                });
-            }
+            shard
+                .settle_frozen()
+                .map_err(|err| guard.switched_meanwhile(err))?;
         }
         Ok(guard)
     }
@@ -750,6 +741,20 @@ impl CollectionFreeze {
     /// The frozen shards, in the order asked.
     pub fn shards(&self) -> &[Arc<Shard>] {
         &self.shards
+    }
+
+    /// `err`, met while using the frozen shards, unless one of them was switched
+    /// (restored) meanwhile — its engine closed with it: then not a failure but a
+    /// stale freeze, which the caller places again.
+    pub fn switched_meanwhile(&self, err: StorageError) -> StorageError {
+        if self.is_current() {
+            err
+        } else {
+            StorageError::StaleFreeze {
+                collection: self.collection.name().to_string(),
+                shards: Vec::new(),
+            }
+        }
     }
 
     /// Every frozen shard still serves its slot (none was switched since).
