@@ -560,8 +560,7 @@ impl SnapFs {
     }
 
     /// Read up to `buf.len()` bytes at `offset`; returns how many (0 at the end).
-    /// `sent` is called with the bytes before a live reader's hashing, so the data
-    /// reaches the kernel first.
+    /// `sent` is called with the bytes read (the reply goes out of `buf`, no copy).
     pub fn read(
         &self,
         fh: u64,
@@ -573,17 +572,10 @@ impl SnapFs {
         match &*handle {
             Handle::Live(live) => {
                 let layout = live.view.layout();
-                live.hasher.begin(offset);
-                let n = match layout.read_at(offset, buf) {
-                    Ok(n) => n,
-                    Err(err) => {
-                        live.hasher.finish(layout, offset, &[]);
-                        return Err(FsError::Io(err));
-                    }
-                };
+                live.reading_at(offset);
+                let n = layout.read_at(offset, buf).map_err(FsError::Io)?;
                 sent(&buf[..n]);
                 metrics::bytes_streamed(metrics::Via::Fuse, n as u64);
-                live.hasher.finish(layout, offset, &buf[..n]);
                 if n > 0
                     && offset + n as u64 == layout.size()
                     && !live.finished.swap(true, Ordering::Relaxed)
@@ -628,6 +620,7 @@ impl SnapFs {
         };
         match &*handle {
             Handle::Live(live) => {
+                live.closed();
                 if let Some(ino) = live.cached_ino
                     && let Some(state) = self.cached_states.lock().unwrap().get_mut(&ino)
                 {

@@ -2,15 +2,14 @@
 //! come from a counter and are never reused, so a late request on a released
 //! handle fails instead of reading another file.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use super::error::{FsError, FsResult};
-use crate::snapshot::checksum::SequentialHasher;
-use crate::snapshot::layout::ArchiveLayout;
+use crate::snapshot::checksum::{BackgroundHash, hash_in_background};
 use crate::snapshot::{Scope, SnapshotView};
 
 pub enum Handle {
@@ -39,7 +38,9 @@ pub struct DirEntry {
 pub struct LiveRead {
     pub view: Arc<SnapshotView>,
     pub scope: Scope,
-    pub hasher: OrderedHasher,
+    /// The archive's SHA-256, computed beside the reader from its first read at
+    /// offset 0 (none when the checksum is known or being computed already).
+    hashing: OnceLock<Option<BackgroundHash>>,
     /// Whether a read reached the end (counted once as a snapshot produced).
     pub finished: AtomicBool,
     /// Reads go through the page cache of this inode (see `SnapFs::enter_cache`).
@@ -48,13 +49,31 @@ pub struct LiveRead {
 
 impl LiveRead {
     pub fn new(view: Arc<SnapshotView>, scope: Scope) -> Self {
-        let hasher = OrderedHasher::new(view.layout());
         LiveRead {
             view,
             scope,
-            hasher,
+            hashing: OnceLock::new(),
             finished: AtomicBool::new(false),
             cached_ino: None,
+        }
+    }
+
+    /// A read at `offset` starts: a reader starting at the beginning gets the
+    /// checksum computed beside it, so `<c>.snapshot.sha256` is ready when it ends.
+    pub fn reading_at(&self, offset: u64) {
+        if offset == 0 {
+            self.hashing
+                .get_or_init(|| hash_in_background(self.view.layout().clone(), self.view.clone()));
+        }
+    }
+
+    /// The handle is closed: a reader that reached the end lets the hash finish
+    /// (the view stays frozen until then); one that stopped early stops it.
+    pub fn closed(&self) {
+        if self.finished.load(Ordering::Relaxed)
+            && let Some(Some(hashing)) = self.hashing.get()
+        {
+            hashing.finish_alone();
         }
     }
 }
@@ -86,73 +105,5 @@ impl Handles {
     /// holds it.
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
         self.open.lock().unwrap().remove(&fh)
-    }
-}
-
-/// Reads that finished out of order wait for their turn to be hashed, but no more
-/// than this many at once; beyond it this reader's checksum is given up (it is
-/// computed on demand later) rather than holding buffers.
-const MAX_WAITING_READS: usize = 8;
-
-/// Feeds a live reader's bytes to a [`SequentialHasher`] in offset order, after the
-/// data went to the kernel: reads served by different threads may finish hashing
-/// out of order, and a read only waits while an earlier read, already under way,
-/// will fill the gap before it.
-pub struct OrderedHasher {
-    state: Mutex<HashState>,
-    turn: Condvar,
-}
-
-struct HashState {
-    hasher: SequentialHasher,
-    /// Start offsets of reads under way.
-    underway: BTreeSet<u64>,
-    waiting: usize,
-}
-
-impl OrderedHasher {
-    fn new(layout: &ArchiveLayout) -> Self {
-        OrderedHasher {
-            state: Mutex::new(HashState {
-                hasher: SequentialHasher::for_layout(layout),
-                underway: BTreeSet::new(),
-                waiting: 0,
-            }),
-            turn: Condvar::new(),
-        }
-    }
-
-    /// A read at `offset` starts.
-    pub fn begin(&self, offset: u64) {
-        let mut state = self.state.lock().unwrap();
-        if state.hasher.is_active() {
-            state.underway.insert(offset);
-        }
-    }
-
-    /// The read that began at `offset` produced `data` (empty if it failed).
-    pub fn finish(&self, layout: &ArchiveLayout, offset: u64, data: &[u8]) {
-        let mut state = self.state.lock().unwrap();
-        loop {
-            if !state.hasher.is_active() {
-                break;
-            }
-            let next = state.hasher.next_offset();
-            if offset <= next || data.is_empty() {
-                state.hasher.observe(layout, offset, data);
-                break;
-            }
-            let gap_will_fill = state.underway.range(..=next).next().is_some();
-            if !gap_will_fill || state.waiting >= MAX_WAITING_READS {
-                state.hasher.abandon();
-                break;
-            }
-            state.waiting += 1;
-            state = self.turn.wait(state).unwrap();
-            state.waiting -= 1;
-        }
-        state.underway.remove(&offset);
-        drop(state);
-        self.turn.notify_all();
     }
 }

@@ -1,10 +1,13 @@
 //! The SHA-256 of a whole archive: computed while a reader streams it from start to
-//! end (no second pass), or by one full read when asked before that, and remembered
-//! per archive fingerprint, so the same state is never hashed twice.
+//! end (no second pass), beside a reader on a thread of its own, or by one full
+//! read when asked before that; remembered per archive fingerprint, so the same
+//! state is never hashed twice, and a hash under way is waited for, not repeated.
 
+use std::collections::HashMap;
 use std::io;
 use std::num::NonZeroUsize;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
@@ -33,15 +36,93 @@ pub fn remember(layout: &ArchiveLayout, digest: [u8; 32]) {
     cache().lock().unwrap().put(layout.fingerprint(), digest);
 }
 
-/// The archive's SHA-256, from the cache or by reading it once.
+/// The archive's SHA-256: from the cache, from a hash already under way (waited
+/// for), or by reading it once.
 pub fn archive_sha256(layout: &ArchiveLayout) -> io::Result<[u8; 32]> {
-    if let Some(known) = known_sha256(layout) {
-        return Ok(known);
+    loop {
+        match claim(layout) {
+            Claim::Known(digest) => return Ok(digest),
+            Claim::Ours(claimed) => {
+                let digest = hash_layout(layout, &AtomicBool::new(false))?
+                    .expect("an uncancelled hash ends with a digest");
+                claimed.done(digest);
+                return Ok(digest);
+            }
+            // Given up (cancelled or failed): try again, maybe hashing ourselves.
+            Claim::Theirs(underway) => {
+                if let Some(digest) = underway.wait() {
+                    return Ok(digest);
+                }
+            }
+        }
     }
+}
+
+/// A hash running on a thread of its own (see [`hash_in_background`]). Dropping
+/// it stops the hash unless it was let go with [`BackgroundHash::finish_alone`].
+pub struct BackgroundHash {
+    cancel: Arc<AtomicBool>,
+    detached: AtomicBool,
+}
+
+impl BackgroundHash {
+    /// Let the hash run to its end after this handle is gone.
+    pub fn finish_alone(&self) {
+        self.detached.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for BackgroundHash {
+    fn drop(&mut self) {
+        if !self.detached.load(Ordering::Relaxed) {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Start hashing `layout`'s bytes on a thread of its own, holding `keep` (what
+/// keeps its files frozen) until done — unless the checksum is known or already
+/// being computed. A live file's reader is then served without waiting for the
+/// hash, and the checksum is ready soon after the reader reaches the end: one
+/// core reads for the reader while the other hashes.
+pub fn hash_in_background(
+    layout: Arc<ArchiveLayout>,
+    keep: Arc<dyn std::any::Any + Send + Sync>,
+) -> Option<BackgroundHash> {
+    let Claim::Ours(claimed) = claim(&layout) else {
+        return None;
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stop = cancel.clone();
+    let spawned = std::thread::Builder::new()
+        .name("live-hash".into())
+        .spawn(move || {
+            let _held = keep;
+            match hash_layout(&layout, &stop) {
+                Ok(Some(digest)) => claimed.done(digest),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(%err, "hashing a live snapshot failed"),
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(%err, "could not start a hashing thread");
+        return None;
+    }
+    Some(BackgroundHash {
+        cancel,
+        detached: AtomicBool::new(false),
+    })
+}
+
+/// Read `layout` once, start to end, and hash it; `None` when `cancel` was set.
+fn hash_layout(layout: &ArchiveLayout, cancel: &AtomicBool) -> io::Result<Option<[u8; 32]>> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     while offset < layout.size() {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let n = layout.read_at(offset, &mut buf)?;
         if n == 0 {
             return Err(io::Error::other("archive ended before its size"));
@@ -49,9 +130,86 @@ pub fn archive_sha256(layout: &ArchiveLayout) -> io::Result<[u8; 32]> {
         hasher.update(&buf[..n]);
         offset += n as u64;
     }
-    let digest: [u8; 32] = hasher.finalize().into();
-    remember(layout, digest);
-    Ok(digest)
+    Ok(Some(hasher.finalize().into()))
+}
+
+/// Hashes under way, by archive fingerprint.
+fn underway() -> &'static Mutex<HashMap<[u8; 32], Arc<Underway>>> {
+    static UNDERWAY: OnceLock<Mutex<HashMap<[u8; 32], Arc<Underway>>>> = OnceLock::new();
+    UNDERWAY.get_or_init(Default::default)
+}
+
+/// One hash under way: its outcome, once there (`Some(None)`: given up).
+#[derive(Default)]
+struct Underway {
+    outcome: Mutex<Option<Option<[u8; 32]>>>,
+    ended: Condvar,
+}
+
+impl Underway {
+    fn wait(&self) -> Option<[u8; 32]> {
+        let mut outcome = self.outcome.lock().unwrap();
+        loop {
+            if let Some(result) = *outcome {
+                return result;
+            }
+            outcome = self.ended.wait(outcome).unwrap();
+        }
+    }
+}
+
+enum Claim {
+    Known([u8; 32]),
+    /// Nobody hashes this archive: the caller does, and must report through this.
+    Ours(Claimed),
+    /// Someone else does: wait for them.
+    Theirs(Arc<Underway>),
+}
+
+/// The right and duty to hash one archive; dropped without [`Claimed::done`], the
+/// hash is given up and whoever waits tries again.
+struct Claimed {
+    fingerprint: [u8; 32],
+    underway: Arc<Underway>,
+    digest: Option<[u8; 32]>,
+}
+
+impl Claimed {
+    fn done(mut self, digest: [u8; 32]) {
+        self.digest = Some(digest);
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        // Remembered before the claim goes, so a new asker finds it in the cache.
+        if let Some(digest) = self.digest {
+            cache().lock().unwrap().put(self.fingerprint, digest);
+        }
+        underway().lock().unwrap().remove(&self.fingerprint);
+        *self.underway.outcome.lock().unwrap() = Some(self.digest);
+        self.underway.ended.notify_all();
+    }
+}
+
+fn claim(layout: &ArchiveLayout) -> Claim {
+    let fingerprint = layout.fingerprint();
+    let mut map = underway().lock().unwrap();
+    // Checked under the map's lock: a finished hash is in the cache before it
+    // leaves the map.
+    if let Some(digest) = known_sha256(layout) {
+        return Claim::Known(digest);
+    }
+    if let Some(theirs) = map.get(&fingerprint) {
+        return Claim::Theirs(theirs.clone());
+    }
+    let underway = Arc::new(Underway::default());
+    map.insert(fingerprint, underway.clone());
+    Claim::Ours(Claimed {
+        fingerprint,
+        underway,
+        digest: None,
+    })
 }
 
 /// Follows one reader: as long as its reads are sequential from offset 0, the bytes
@@ -112,4 +270,61 @@ pub fn sidecar_checksum(text: &str) -> Option<String> {
     let hex = text.split_whitespace().next()?;
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| hex.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::layout::ArchiveBuilder;
+
+    /// An archive of one file of `len` bytes of `seed` (a distinct state per seed),
+    /// and the SHA-256 of all its bytes, read through the layout.
+    fn archive(seed: u8, len: usize) -> (Arc<ArchiveLayout>, [u8; 32]) {
+        let mut builder = ArchiveBuilder::new(1_700_000_000 + seed as u64);
+        builder.bytes("data", vec![seed; len]);
+        let layout = Arc::new(builder.finish().unwrap());
+        let mut all = vec![0u8; layout.size() as usize];
+        assert_eq!(layout.read_at(0, &mut all).unwrap(), all.len());
+        (layout.clone(), Sha256::digest(&all).into())
+    }
+
+    #[test]
+    fn a_hash_under_way_is_waited_for_not_repeated() {
+        let (layout, expected) = archive(1, 64 << 20);
+        let hashing = hash_in_background(layout.clone(), Arc::new(())).unwrap();
+        // While it runs (or once it is done) nobody else gets to hash this state.
+        assert!(!matches!(claim(&layout), Claim::Ours(_)));
+        assert!(hash_in_background(layout.clone(), Arc::new(())).is_none());
+        assert_eq!(archive_sha256(&layout).unwrap(), expected);
+        assert_eq!(known_sha256(&layout), Some(expected));
+        drop(hashing);
+    }
+
+    #[test]
+    fn a_stopped_hash_is_done_by_the_next_asker() {
+        let (layout, expected) = archive(2, 64 << 20);
+        drop(hash_in_background(layout.clone(), Arc::new(())).unwrap());
+        assert_eq!(archive_sha256(&layout).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_hash_let_go_runs_to_its_end_and_holds_what_it_was_given() {
+        let (layout, expected) = archive(3, 8 << 20);
+        let held = Arc::new(());
+        let hashing = hash_in_background(layout.clone(), held.clone()).unwrap();
+        hashing.finish_alone();
+        drop(hashing);
+        for _ in 0..500 {
+            if known_sha256(&layout).is_some() && Arc::strong_count(&held) == 1 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(known_sha256(&layout), Some(expected));
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "the hash let go of what it held"
+        );
+    }
 }
