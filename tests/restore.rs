@@ -147,6 +147,22 @@ async fn hostile_and_broken_archives_change_nothing() {
     };
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x40;
+    // One byte changed inside the largest file's data: only that file's digest in
+    // the embedded manifest can tell (no checksum given).
+    let mut in_file = good.clone();
+    {
+        let mut archive = tar::Archive::new(&good[..]);
+        let (at, len) = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type().is_file())
+            .map(|e| (e.raw_file_position() as usize, e.size() as usize))
+            .max_by_key(|(_, len)| *len)
+            .unwrap();
+        assert!(len > 0);
+        in_file[at + len / 2] ^= 0x40;
+    }
     let gzip = {
         let plain = write("plain.tar", &good);
         run_ok(Command::new("gzip").arg("-k").arg(&plain));
@@ -186,6 +202,12 @@ async fn hostile_and_broken_archives_change_nothing() {
             write("flipped.tar", &flipped),
             Some(good_sum.clone()),
             "Checksum mismatch: expected",
+        ),
+        (
+            "changed file data, no checksum",
+            write("in-file.tar", &in_file),
+            None,
+            "manifest mismatch for",
         ),
         (
             "wrong checksum",
@@ -291,7 +313,7 @@ async fn hostile_and_broken_archives_change_nothing() {
         let failures_before = restore_failures(&client).await;
         let (status, body) = recover(&client, "keep", request).await;
         // Counted once, under the reason its kind gives (never read from the text).
-        let reason = if words.contains("Checksum") {
+        let reason = if words.contains("Checksum") || words.starts_with("manifest mismatch") {
             "checksum"
         } else if words.contains("free space") {
             "space"

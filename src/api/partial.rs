@@ -139,7 +139,7 @@ pub async fn recover_partial(
         return Ok(already_in_progress());
     };
     let scope = Scope::Shard(c.clone(), id);
-    let received = receive_upload(&app, &scope, &mut multipart).await?;
+    let received = receive_upload(&app, &scope, &mut multipart, q.checksum.as_deref()).await?;
     let storage = app.storage.clone();
     let work = async move {
         let _claim = claim;

@@ -135,8 +135,14 @@ async fn recover(
 ) -> ApiResult {
     check_priority(request.priority.as_deref())?;
     check_checksum(&app, request.checksum.as_deref())?;
-    let (received, sidecar) =
-        obtain(&app, &scope, &request.location, request.api_key.as_deref()).await?;
+    let (received, sidecar) = obtain(
+        &app,
+        &scope,
+        &request.location,
+        request.api_key.as_deref(),
+        request.checksum.as_deref(),
+    )
+    .await?;
     // Without a checksum in the request, an S3 object's `.checksum` beside it is used.
     let checksum = request.checksum.or(sidecar);
     run(timer, &app, scope, received, checksum, wait).await
@@ -151,7 +157,7 @@ async fn upload(
 ) -> ApiResult {
     check_priority(q.priority.as_deref())?;
     check_checksum(&app, q.checksum.as_deref())?;
-    let received = receive_upload(&app, &scope, &mut multipart).await?;
+    let received = receive_upload(&app, &scope, &mut multipart, q.checksum.as_deref()).await?;
     run(timer, &app, scope, received, q.checksum, q.wait).await
 }
 
@@ -192,13 +198,17 @@ async fn obtain(
     scope: &Scope,
     location: &str,
     api_key: Option<&str>,
+    checksum: Option<&str>,
 ) -> Result<(Received, Option<String>), ApiError> {
     let path = match url::Url::parse(location) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {
-            return Ok((download(app, scope, location, api_key).await?, None));
+            return Ok((
+                download(app, scope, location, api_key, checksum).await?,
+                None,
+            ));
         }
         Ok(url) if url.scheme() == "s3" => {
-            return s3_location(app, scope, location, &url, api_key).await;
+            return s3_location(app, scope, location, &url, api_key, checksum).await;
         }
         Ok(url) if url.scheme() == "file" => {
             // As Qdrant, with its words: `file:///abs/path` or
@@ -221,15 +231,25 @@ async fn obtain(
         // No scheme (or a one-letter one, a Windows drive): a stored snapshot's name.
         _ => match &app.s3 {
             Some(s3) => {
-                let (object, checksum) = s3.open_stream(scope, location).await?;
+                let (object, sidecar) = s3.open_stream(scope, location).await?;
                 let shown = format!("s3://{}/{}", s3.bucket(), object.meta.location);
-                return Ok((receive_object(app, scope, &shown, object).await?, checksum));
+                let expected = checksum.or(sidecar.as_deref());
+                return Ok((
+                    receive_object(app, scope, &shown, object, expected).await?,
+                    sidecar,
+                ));
             }
             None => stored::stored_path(&app.snapshots_path, scope, location)?,
         },
     };
     Ok((
-        restore::receive_file(&app.storage, &path, restore::shown_as(scope)).await?,
+        restore::receive_file(
+            &app.storage,
+            &path,
+            restore::shown_as(scope),
+            checksum.map(str::to_string),
+        )
+        .await?,
         None,
     ))
 }
@@ -242,6 +262,7 @@ async fn s3_location(
     location: &str,
     url: &url::Url,
     api_key: Option<&str>,
+    checksum: Option<&str>,
 ) -> Result<(Received, Option<String>), ApiError> {
     let config = match &app.s3_recovery {
         Some(config) => config.clone(),
@@ -265,11 +286,12 @@ async fn s3_location(
         )));
     }
     let key = percent_decode(key);
-    let (object, checksum) =
+    let (object, sidecar) =
         crate::snapshot::s3::open_location(&config, bucket, &key, api_key).await?;
+    let expected = checksum.or(sidecar.as_deref());
     Ok((
-        receive_object(app, scope, location, object).await?,
-        checksum,
+        receive_object(app, scope, location, object, expected).await?,
+        sidecar,
     ))
 }
 
@@ -287,6 +309,7 @@ async fn receive_object(
     scope: &Scope,
     shown: &str,
     object: object_store::GetResult,
+    checksum: Option<&str>,
 ) -> Result<Received, ApiError> {
     use futures_util::StreamExt;
     let failed = |why: String| {
@@ -295,7 +318,7 @@ async fn receive_object(
             format!("cannot read {shown}: {why}"),
         )
     };
-    let mut intake = begin(app, scope).await?;
+    let mut intake = begin(app, scope, checksum).await?;
     intake.expect_size(object.meta.size)?;
     let mut body = object.into_stream();
     let stall = app.transfer_stall;
@@ -365,12 +388,13 @@ fn allowed_list(app: &AppState) -> String {
 }
 
 /// A new intake for a restore into `scope` (its staging directory is made on a
-/// blocking thread).
-async fn begin(app: &AppState, scope: &Scope) -> Result<Intake, ApiError> {
+/// blocking thread); `checksum` is the archive's, when the request gave it.
+async fn begin(app: &AppState, scope: &Scope, checksum: Option<&str>) -> Result<Intake, ApiError> {
     let storage = app.storage.clone();
     let shown_as = restore::shown_as(scope);
+    let checksum = checksum.map(str::to_string);
     Ok(
-        tokio::task::spawn_blocking(move || restore::begin(&storage, shown_as))
+        tokio::task::spawn_blocking(move || restore::begin(&storage, shown_as, checksum))
             .await
             .map_err(|e| ApiError::from(crate::storage::StorageError::internal(e.to_string())))??,
     )
@@ -388,6 +412,7 @@ pub(crate) async fn receive_upload(
     app: &AppState,
     scope: &Scope,
     multipart: &mut axum::extract::Multipart,
+    checksum: Option<&str>,
 ) -> Result<Received, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::bad_request(format!("unreadable multipart upload: {e}"))
@@ -396,7 +421,7 @@ pub(crate) async fn receive_upload(
         if field.name() != Some("snapshot") {
             continue;
         }
-        let mut intake = begin(app, scope).await?;
+        let mut intake = begin(app, scope, checksum).await?;
         while let Some(chunk) = field.chunk().await.map_err(bad)? {
             intake.push(chunk).await?;
         }
@@ -419,6 +444,7 @@ async fn download(
     scope: &Scope,
     url: &str,
     api_key: Option<&str>,
+    checksum: Option<&str>,
 ) -> Result<Received, ApiError> {
     let failed = |why: String| ApiError::bad_request(format!("cannot fetch {url}: {why}"));
     let origin = reqwest::Url::parse(url).map_err(|e| failed(e.to_string()))?;
@@ -457,7 +483,7 @@ async fn download(
     if !response.status().is_success() {
         return Err(failed(format!("HTTP {}", response.status().as_u16())));
     }
-    let mut intake = begin(app, scope).await?;
+    let mut intake = begin(app, scope, checksum).await?;
     if let Some(length) = response.content_length() {
         intake.expect_size(length)?;
     }

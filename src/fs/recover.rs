@@ -205,7 +205,7 @@ impl RecoverDirs {
         &self,
         scope: &Scope,
         name: &str,
-        begin: impl FnOnce(Option<(String, String)>) -> Result<Intake, StorageError>,
+        begin: impl FnOnce(Option<(String, String)>, Option<String>) -> Result<Intake, StorageError>,
     ) -> FsResult<Upload> {
         if name.ends_with(ERROR_EXT) {
             return Err(FsError::NotPermitted(
@@ -232,7 +232,7 @@ impl RecoverDirs {
         let body = if sidecar {
             Body::Sidecar(Vec::new())
         } else {
-            Body::Receiving(Box::new(begin(target)?))
+            Body::Receiving(Box::new(begin(target, self.sidecar_for(scope, name))?))
         };
         let entry = Arc::new(UploadEntry {
             size: AtomicU64::new(0),
@@ -306,6 +306,17 @@ impl RecoverDirs {
     /// A hidden upload was closed: let its unpacker finish (it waits for a rename).
     pub fn closed_hidden(&self, upload: &Upload) {
         upload.entry.finish();
+    }
+
+    /// The checksum in a finished sidecar for snapshot `name`, if one was written
+    /// before it: the intake checks it and need not hash each file on its own.
+    fn sidecar_for(&self, scope: &Scope, name: &str) -> Option<String> {
+        let dirs = self.dirs.lock().unwrap();
+        let state = dirs.get(scope)?;
+        SIDECAR_EXTS
+            .iter()
+            .find_map(|ext| state.sidecars.get(&format!("{name}{ext}")))
+            .and_then(|text| sidecar_checksum(text))
     }
 
     /// The upload named `name` is complete. A snapshot is ready to restore with its

@@ -22,9 +22,9 @@ impl SnapFs {
         };
         self.ns.check_scope(&scope)?;
         let storage = self.ns.storage().clone();
-        let upload = self
-            .recover
-            .create(&scope, name, |shown_as| restore::begin(&storage, shown_as))?;
+        let upload = self.recover.create(&scope, name, |shown_as, checksum| {
+            restore::begin(&storage, shown_as, checksum)
+        })?;
         let entry = Node::RecoverEntry(scope, name.to_string());
         let ino = self.remember_node(&entry);
         let fh = self.handles.insert(Handle::Upload(Box::new(upload)));

@@ -3,11 +3,14 @@
 //! they arrive — one pass, nothing written twice, no copy of the archive kept.
 //!
 //! Two worker threads share the work so that two cores can: one hashes the whole
-//! stream (the checksum a user compares), the other walks the tar, hashes each file
-//! (the manifest's digests) and writes it ([`super::unpack::unpack_entries`]). Both
-//! get the same reference-counted chunks; the queues are bounded, so memory stays a
-//! few MiB at any archive size and a slow disk slows the sender instead of filling
-//! memory. When the unpacker refuses the archive, the next push says why at once.
+//! stream (the checksum a user compares), the other walks the tar and writes each
+//! file ([`super::unpack::unpack_entries_with`]), hashing it for the embedded
+//! manifest's digests unless the archive's checksum was given before the first
+//! byte: then that checksum, checked here at the end, vouches for every file, and
+//! each byte is hashed once instead of twice. Both workers get the same
+//! reference-counted chunks; the queues are bounded, so memory stays a few MiB at
+//! any archive size and a slow disk slows the sender instead of filling memory.
+//! When the unpacker refuses the archive, the next push says why at once.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -22,7 +25,7 @@ use tokio::sync::mpsc;
 use super::SnapshotError;
 use super::digest::hex;
 use super::progress::Running;
-use super::unpack::{VerifyReport, unpack_entries};
+use super::unpack::{FileDigests, VerifyReport, check_checksum, unpack_entries_with};
 use crate::storage::{Result, StorageError};
 
 /// Bytes handed to the workers at a time.
@@ -43,6 +46,8 @@ pub struct Intake {
     staging: Option<PathBuf>,
     /// Why the unpacker stopped early, once known.
     failed: Option<SnapshotError>,
+    /// The archive's SHA-256 as given before its first byte, checked at the end.
+    expected: Option<String>,
     /// Counts this restore in `snapshot_recovery_running` while its bytes arrive.
     _running: crate::metrics::RecoveryRunning,
     /// Shows it in its collection's `info.json`, when the collection is known.
@@ -74,8 +79,14 @@ impl Intake {
     /// Start receiving into `staging` (created here; it must not exist), refusing
     /// the archive once its entries declare more bytes than the file system holding
     /// `staging` has free. `shown_as` (collection, what) makes the restore visible in
-    /// that collection's `info.json` while the bytes arrive.
-    pub fn start(staging: PathBuf, shown_as: Option<(String, String)>) -> Result<Intake> {
+    /// that collection's `info.json` while the bytes arrive. `expected`, the
+    /// archive's SHA-256 when known now, is checked by [`Intake::finish`] and spares
+    /// hashing each file on its own.
+    pub fn start(
+        staging: PathBuf,
+        shown_as: Option<(String, String)>,
+        expected: Option<String>,
+    ) -> Result<Intake> {
         fs_err::create_dir(&staging)?;
         let free = match free_space(&staging) {
             Ok(free) => free,
@@ -88,9 +99,13 @@ impl Intake {
         let (unpack_tx, unpack_rx) = mpsc::channel::<Bytes>(QUEUE);
         let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(QUEUE);
         let dest = staging.clone();
+        let file_digests = match expected {
+            Some(_) => FileDigests::CoveredByArchiveChecksum,
+            None => FileDigests::Check,
+        };
         let unpacker = std::thread::Builder::new()
             .name("restore-unpack".into())
-            .spawn(move || unpack_from(unpack_rx, &dest, free))?;
+            .spawn(move || unpack_from(unpack_rx, &dest, free, file_digests))?;
         let hasher = std::thread::Builder::new()
             .name("restore-hash".into())
             .spawn(move || hash_all(hash_rx))?;
@@ -104,6 +119,7 @@ impl Intake {
             started: std::time::Instant::now(),
             staging: Some(staging),
             failed: None,
+            expected,
             _running: crate::metrics::RecoveryRunning::start(
                 shown_as
                     .as_ref()
@@ -160,7 +176,8 @@ impl Intake {
     }
 
     /// Every byte is in: wait for the workers and return the unpacked archive with
-    /// its SHA-256 (blocking). On failure the staging directory is gone.
+    /// its SHA-256, checked against the one given at the start (blocking). On
+    /// failure the staging directory is gone.
     pub fn finish(mut self) -> Result<Received> {
         self.check_failed()?;
         if !self.pending.is_empty() {
@@ -179,6 +196,9 @@ impl Intake {
         let received = self.received();
         let mut report =
             unpacked.map_err(|e| refused(SnapshotError::from_unpacking(e, received).into()))?;
+        if let Some(expected) = &self.expected {
+            check_checksum(expected, &sha256).map_err(|e| refused(e.into()))?;
+        }
         report.sha256 = sha256;
         report.archive_bytes = bytes;
         let staging = self.staging.take().expect("intake in use");
@@ -273,12 +293,13 @@ fn unpack_from(
     rx: mpsc::Receiver<Bytes>,
     dest: &Path,
     free: u64,
+    file_digests: FileDigests,
 ) -> std::result::Result<VerifyReport, SnapshotError> {
     let mut reader = QueueReader {
         rx,
         current: Bytes::new(),
     };
-    let report = unpack_entries(&mut reader, Some(dest), Some(free))?;
+    let report = unpack_entries_with(&mut reader, Some(dest), Some(free), file_digests)?;
     io::copy(&mut reader, &mut io::sink())?;
     Ok(report)
 }

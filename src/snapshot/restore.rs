@@ -87,9 +87,14 @@ pub(crate) async fn serialize(name: &str) -> Turn {
 
 /// Start receiving an archive for a restore into a new staging directory on the
 /// collections' file system (so the switch is a rename), shown in `info.json` as
-/// a restore of `shown_as` (see [`shown_as`]).
-pub fn begin(storage: &Storage, shown_as: Option<(String, String)>) -> Result<Intake> {
-    Intake::start(storage.restore_staging_dir(), shown_as)
+/// a restore of `shown_as` (see [`shown_as`]); `checksum`, when known before the
+/// first byte, is checked when the last one is in (see [`Intake::start`]).
+pub fn begin(
+    storage: &Storage,
+    shown_as: Option<(String, String)>,
+    checksum: Option<String>,
+) -> Result<Intake> {
+    Intake::start(storage.restore_staging_dir(), shown_as, checksum)
 }
 
 /// How a restore into `scope` is shown: (collection, `collection` | `shard <id>`).
@@ -102,18 +107,20 @@ pub fn shown_as(scope: &super::Scope) -> Option<(String, String)> {
     }
 }
 
-/// Receive the archive in the file at `path` (read once, unpacked on the way).
+/// Receive the archive in the file at `path` (read once, unpacked on the way),
+/// checked against `checksum` when given.
 pub async fn receive_file(
     storage: &Arc<Storage>,
     path: &Path,
     shown_as: Option<(String, String)>,
+    checksum: Option<String>,
 ) -> Result<Received> {
     let storage = storage.clone();
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut file = std::fs::File::open(&path)?;
-        let mut intake = begin(&storage, shown_as)?;
+        let mut intake = begin(&storage, shown_as, checksum)?;
         intake.expect_size(file.metadata()?.len())?;
         let mut buf = vec![0u8; 1 << 20];
         loop {

@@ -26,7 +26,9 @@ pub struct VerifyReport {
     pub logical_bytes: u64,
     pub archive_bytes: u64,
     pub sha256: String,
-    /// Files whose digest the embedded manifest confirmed (`None`: no manifest).
+    /// Files the embedded manifest confirmed (`None`: no manifest): their sizes,
+    /// and their digests unless the whole archive's checksum was the check (see
+    /// [`FileDigests`]).
     pub manifest_checked: Option<usize>,
     /// The newest entry mtime (seconds): a snapfs archive's state time.
     pub newest_mtime: u64,
@@ -71,17 +73,46 @@ struct ManifestEntry {
     copies: Option<Vec<CopyFrom>>,
 }
 
-/// Hashes everything read through it.
+/// Whether each file's SHA-256 is computed and compared with the embedded
+/// manifest's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileDigests {
+    /// Always, when nothing else vouches for the bytes.
+    Check,
+    /// Not: the caller checks the whole archive against a checksum given before
+    /// its first byte, which covers every file's bytes (a manifest's digests were
+    /// made from those same bytes). The manifest's names and sizes are still
+    /// checked. Hashing every byte twice was the largest cost of a restore.
+    CoveredByArchiveChecksum,
+}
+
+/// Counts (and, with a hasher, hashes) everything read through it.
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     bytes: u64,
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R, hash: bool) -> Self {
+        HashingReader {
+            inner,
+            hasher: hash.then(Sha256::new),
+            bytes: 0,
+        }
+    }
+
+    fn digest(self) -> Option<String> {
+        self.hasher.map(|h| hex(&h.finalize()))
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -165,15 +196,11 @@ pub fn unpack_verified(
     expected: Option<&str>,
     dest: Option<&Path>,
 ) -> Result<VerifyReport, SnapshotError> {
-    let mut hashing = HashingReader {
-        inner: reader,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut hashing = HashingReader::new(reader, true);
     let mut report = unpack_entries(&mut hashing, dest, None)?;
     io::copy(&mut hashing, &mut io::sink())?;
     report.archive_bytes = hashing.bytes;
-    report.sha256 = hex(&hashing.hasher.finalize());
+    report.sha256 = hashing.digest().expect("hashing");
     if let Some(expected) = expected {
         check_checksum(expected, &report.sha256)?;
     }
@@ -205,8 +232,18 @@ pub fn unpack_entries(
     dest: Option<&Path>,
     space: Option<u64>,
 ) -> Result<VerifyReport, SnapshotError> {
+    unpack_entries_with(reader, dest, space, FileDigests::Check)
+}
+
+/// [`unpack_entries`], with each file's digest computed or not (see [`FileDigests`]).
+pub fn unpack_entries_with(
+    reader: impl Read,
+    dest: Option<&Path>,
+    space: Option<u64>,
+    file_digests: FileDigests,
+) -> Result<VerifyReport, SnapshotError> {
     let mut report = VerifyReport::default();
-    let mut digests: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut digests: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
     let mut declared = 0u64;
     let tap = Rc::new(RefCell::new(HeaderTap::default()));
@@ -261,11 +298,7 @@ pub fn unpack_entries(
                 free,
             });
         }
-        let mut hashing = HashingReader {
-            inner: &mut entry,
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
+        let mut hashing = HashingReader::new(&mut entry, file_digests == FileDigests::Check);
         let is_manifest = shown == MANIFEST_NAME;
         let mut content = Vec::new();
         match (dest, nested_segment(&path)) {
@@ -299,7 +332,7 @@ pub fn unpack_entries(
                 }
             })?);
         } else if digests
-            .insert(shown.clone(), (size, hex(&hashing.hasher.finalize())))
+            .insert(shown.clone(), (size, hashing.digest()))
             .is_some()
         {
             return Err(SnapshotError::UnsafeEntry {
@@ -427,12 +460,12 @@ fn duplicate_or_io(err: io::Error, shown: &str) -> SnapshotError {
     }
 }
 
-/// Every file the manifest lists is in the archive with its size and SHA-256, and
-/// nothing else is (a partial archive's manifest may list files the archive does
+/// Every file the manifest lists is in the archive with its size and SHA-256 (when
+/// computed: see [`FileDigests`]), and nothing else is (a partial archive's manifest may list files the archive does
 /// not carry: the receiver has them). Returns how many it confirmed.
 fn check_manifest(
     manifest: &Manifest,
-    digests: &BTreeMap<String, (u64, String)>,
+    digests: &BTreeMap<String, (u64, Option<String>)>,
 ) -> Result<usize, SnapshotError> {
     let mut listed = 0;
     let mut paths = std::collections::BTreeSet::new();
@@ -469,7 +502,10 @@ fn check_manifest(
                 why: format!("size {size}, manifest says {}", item.size),
             });
         }
-        if *sha != item.sha256 && item.copies.is_none() {
+        if let Some(sha) = sha
+            && *sha != item.sha256
+            && item.copies.is_none()
+        {
             return Err(SnapshotError::EntryChecksumMismatch {
                 path: item.path.clone(),
                 expected: item.sha256.clone(),

@@ -109,7 +109,7 @@ pub async fn pull(
     let shown = Some((collection.to_string(), format!("shard {id} (partial)")));
     let mut intake = {
         let storage = storage.clone();
-        tokio::task::spawn_blocking(move || restore::begin(&storage, shown))
+        tokio::task::spawn_blocking(move || restore::begin(&storage, shown, None))
             .await
             .map_err(|e| StorageError::internal(e.to_string()))??
     };

@@ -81,7 +81,7 @@ async fn restore_full_in(
     let mut restored = Vec::new();
     for (name, file) in mapping {
         let shown = Some((name.clone(), "collection".to_string()));
-        let received = receive_file(storage, &staging.join(&file), shown).await?;
+        let received = receive_file(storage, &staging.join(&file), shown, None).await?;
         restore_collection(storage, &name, received, None).await?;
         restored.push(name);
     }
