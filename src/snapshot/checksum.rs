@@ -98,6 +98,7 @@ pub fn hash_in_background(
         .name("live-hash".into())
         .spawn(move || {
             let _held = keep;
+            background_priority();
             match hash_layout(&layout, &stop) {
                 Ok(Some(digest)) => claimed.done(digest),
                 Ok(None) => {}
@@ -112,6 +113,18 @@ pub fn hash_in_background(
         cancel,
         detached: AtomicBool::new(false),
     })
+}
+
+/// Lower this thread's priority as far as it goes (nice 19): on a machine with a
+/// core to spare the hash runs there at full speed; where the cores are busy, the
+/// reader it runs beside is served first and the hash takes what is left.
+fn background_priority() {
+    // SAFETY: plain syscalls on the calling thread (a TID is a process id for
+    // setpriority on Linux).
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
 }
 
 /// Read `layout` once, start to end, and hash it; `None` when `cancel` was set.
