@@ -113,12 +113,18 @@ if want 8; then
 fi
 "$BIN" collections create small --dim $BIG_DIM >/dev/null
 "$BIN" points generate small --count "$SMALL_POINTS" --dim $BIG_DIM --batch 250 >/dev/null
-# Let background flush and optimization (index building) finish: the collection
-# reports status green (no shard optimizing) three checks in a row.
+# Let background flush and optimization (index building) finish: every collection
+# reports status green (no shard optimizing) three checks in a row (an index build
+# of one would take a core from the measurements of another).
+all_green() {
+  local c
+  for c in $(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections | python3 -c 'import json,sys; print(" ".join(c["name"] for c in json.load(sys.stdin)["result"]["collections"]))'); do
+    [ "$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/$c | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')" = green ] || return 1
+  done
+}
 green=0
 for _ in $(seq 1 1800); do
-  st=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')
-  if [ "$st" = green ]; then green=$((green + 1)); else green=0; fi
+  if all_green; then green=$((green + 1)); else green=0; fi
   [ $green -ge 3 ] && break
   sleep 1
 done
@@ -380,7 +386,7 @@ fi
 
 if want 11 && want 1; then
 echo "== 11. a verified snapshot file in hand: Qdrant's flow and the mount's"
-runs_q=(); runs_m=(); runs_ref=()
+runs_q=(); runs_m=(); runs_ref=(); runs_create=(); runs_get=(); runs_cat=()
 for i in 1 2 3; do
   # A new state each round, as after real writes.
   "$BIN" points generate bench --count 1 --dim "$DIM" --batch 1 --start $((700000000 + i)) >/dev/null
@@ -391,7 +397,7 @@ for i in 1 2 3; do
   curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/bench/snapshots/$qname" -o "$work/q.snapshot"
   qb=$(now)
   sha256sum "$work/q.snapshot" >/dev/null
-  q1=$(now); runs_q+=("$(secs "$q0" "$q1")")
+  q1=$(now); runs_q+=("$(secs "$q0" "$q1")"); runs_create+=("$(secs "$q0" "$qa")"); runs_get+=("$(secs "$qa" "$qb")")
   echo "  round $i: create $(secs "$q0" "$qa") s, GET $(secs "$qa" "$qb") s, sha256sum $(secs "$qb" "$q1") s"
   "$BIN" points generate bench --count 1 --dim "$DIM" --batch 1 --start $((710000000 + i)) >/dev/null
   rm -f "$work/m.snapshot"
@@ -401,10 +407,13 @@ for i in 1 2 3; do
   m1=$(now); runs_m+=("$(secs "$m0" "$m1")")
   qsize=$(stat -c %s "$work/q.snapshot")
   r0=$(now); cp "$work/q.snapshot" "$work/ref.snapshot"; sync; r1=$(now); runs_ref+=("$(secs "$r0" "$r1")")
+  k0=$(now); cat "$work/ref.snapshot" >/dev/null; k1=$(now); runs_cat+=("$(secs "$k0" "$k1")")
   rm -f "$work/ref.snapshot" "$work/data/snapshots/bench/$qname" "$work/data/snapshots/bench/$qname.checksum"
 done
 qflow=$(best "${runs_q[@]}"); mflow=$(best "${runs_m[@]}"); ref=$(best "${runs_ref[@]}")
 python3 -c "print(f'{$qsize/1e6:.0f} MB: POST ?wait=true + GET + sha256sum {$qflow} s; cp live/bench.snapshot + sha256sum -c {$mflow} s; cp + sync of the same bytes {$ref} s; ratios to cp+sync {$qflow/$ref:.2f} and {$mflow/$ref:.2f} (Qdrant 1.18.3: ~6.2; bars: <= 3.1 and <= 2.1)')"
+qcreate=$(best "${runs_create[@]}"); qget=$(best "${runs_get[@]}"); qcat=$(best "${runs_cat[@]}")
+python3 -c "print(f'the server side of that flow: create {$qcreate} s = {$qcreate/$ref:.2f}x cp+sync (bar <= 1.3); GET {$qget} s vs cat of the same file {$qcat} s = {$qget/$qcat:.2f}x (bar: page-cache speed)')"
 fi
 
 if want 12; then
