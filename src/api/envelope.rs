@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::snapshot::SnapshotError;
 use crate::storage::StorageError;
+use crate::storage::error::ErrorKind;
 
 /// When the request started; every answer reports the time since.
 #[derive(Clone, Copy)]
@@ -87,21 +87,14 @@ impl ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
-        let status = match &err {
-            StorageError::CollectionNotFound(_)
-            | StorageError::PointNotFound(_)
-            | StorageError::NotFound(_) => StatusCode::NOT_FOUND,
-            StorageError::CollectionExists(_) => StatusCode::CONFLICT,
-            StorageError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            StorageError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            StorageError::Snapshot(err) if err.is_no_space() => StatusCode::INSUFFICIENT_STORAGE,
-            StorageError::Snapshot(SnapshotError::Io(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            StorageError::Snapshot(_) => StatusCode::BAD_REQUEST,
-            StorageError::Peer(_) => StatusCode::BAD_GATEWAY,
-            StorageError::AlreadyInProgress(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StorageError::Internal(_) | StorageError::Io(_) | StorageError::StaleFreeze { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+        let status = match err.kind() {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Exists => StatusCode::CONFLICT,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorKind::Unavailable | ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Peer => StatusCode::BAD_GATEWAY,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, err.to_string())
     }

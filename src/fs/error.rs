@@ -1,6 +1,7 @@
 //! The filesystem layer's error, and its one mapping to an errno.
 
 use crate::storage::StorageError;
+use crate::storage::error::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -82,13 +83,12 @@ impl FsError {
 
 impl From<StorageError> for FsError {
     fn from(err: StorageError) -> Self {
-        match err {
-            StorageError::CollectionNotFound(_)
-            | StorageError::NotFound(_)
-            | StorageError::PointNotFound(_) => FsError::NotFound,
-            StorageError::Io(e) => FsError::from(e),
-            StorageError::ShuttingDown => FsError::Busy(err.to_string()),
-            other => FsError::Storage(other),
+        match (err.kind(), err) {
+            (ErrorKind::NotFound, _) => FsError::NotFound,
+            (ErrorKind::Unavailable | ErrorKind::Busy, err) => FsError::Busy(err.to_string()),
+            // An I/O error keeps its errno where it has one.
+            (_, StorageError::Io(e)) => FsError::from(e),
+            (_, other) => FsError::Storage(other),
         }
     }
 }

@@ -4,26 +4,18 @@
 use tonic::{Code, Status};
 
 use crate::api::server::KeyRefusal;
-use crate::snapshot::SnapshotError;
 use crate::storage::StorageError;
+use crate::storage::error::ErrorKind;
 
 pub fn from_storage(err: StorageError) -> Status {
-    let code = match &err {
-        StorageError::CollectionNotFound(_)
-        | StorageError::PointNotFound(_)
-        | StorageError::NotFound(_) => Code::NotFound,
-        StorageError::CollectionExists(_) => Code::AlreadyExists,
-        StorageError::BadRequest(_) => Code::InvalidArgument,
-        StorageError::ShuttingDown => Code::Unavailable,
-        StorageError::Snapshot(err) if err.is_no_space() => Code::ResourceExhausted,
-        StorageError::Snapshot(SnapshotError::Io(_)) => Code::Internal,
-        StorageError::Snapshot(_) => Code::InvalidArgument,
+    let code = match err.kind() {
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Exists => Code::AlreadyExists,
+        ErrorKind::Invalid => Code::InvalidArgument,
+        ErrorKind::NoSpace => Code::ResourceExhausted,
         // The other server is unreachable or refused; the request may be retried.
-        StorageError::Peer(_) => Code::Unavailable,
-        StorageError::AlreadyInProgress(_) => Code::Unavailable,
-        StorageError::Internal(_) | StorageError::Io(_) | StorageError::StaleFreeze { .. } => {
-            Code::Internal
-        }
+        ErrorKind::Unavailable | ErrorKind::Busy | ErrorKind::Peer => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
     };
     let message = err.to_string();
     if code == Code::Internal {

@@ -1,5 +1,6 @@
-//! The storage layer's one error type. Upper layers map it to an HTTP status (and
-//! later to an errno) in exactly one place each.
+//! The storage layer's one error type, and its [`ErrorKind`]: what the caller can do
+//! about it. The protocols map the kind (HTTP status, gRPC code) or the error
+//! (errno) in exactly one place each.
 
 use qdrant_edge::OperationError;
 
@@ -41,6 +42,27 @@ pub enum StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
+/// What an error means to the one who asked, whatever the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The collection, point or file asked for does not exist.
+    NotFound,
+    /// What was to be created exists.
+    Exists,
+    /// The request (or the snapshot it brought) is wrong; retrying it will not help.
+    Invalid,
+    /// Not enough disk for what was asked.
+    NoSpace,
+    /// Shutting down: retry once the daemon is back.
+    Unavailable,
+    /// The same work runs already on the same target: retry later.
+    Busy,
+    /// Another server (a peer, an object store) failed or refused.
+    Peer,
+    /// Our fault (I/O, the engine, a bug).
+    Internal,
+}
+
 impl StorageError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         StorageError::BadRequest(message.into())
@@ -70,6 +92,26 @@ impl StorageError {
                 shards: shards.clone(),
             },
             Io(err) => Io(std::io::Error::new(err.kind(), err.to_string())),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        use crate::snapshot::SnapshotError;
+        match self {
+            StorageError::CollectionNotFound(_)
+            | StorageError::PointNotFound(_)
+            | StorageError::NotFound(_) => ErrorKind::NotFound,
+            StorageError::CollectionExists(_) => ErrorKind::Exists,
+            StorageError::BadRequest(_) => ErrorKind::Invalid,
+            StorageError::ShuttingDown => ErrorKind::Unavailable,
+            StorageError::Snapshot(err) if err.is_no_space() => ErrorKind::NoSpace,
+            StorageError::Snapshot(SnapshotError::Io(_)) => ErrorKind::Internal,
+            StorageError::Snapshot(_) => ErrorKind::Invalid,
+            StorageError::Peer(_) => ErrorKind::Peer,
+            StorageError::AlreadyInProgress(_) => ErrorKind::Busy,
+            StorageError::Internal(_) | StorageError::Io(_) | StorageError::StaleFreeze { .. } => {
+                ErrorKind::Internal
+            }
         }
     }
 
