@@ -407,13 +407,13 @@ for i in 1 2 3; do
   m1=$(now); runs_m+=("$(secs "$m0" "$m1")")
   qsize=$(stat -c %s "$work/q.snapshot")
   r0=$(now); cp "$work/q.snapshot" "$work/ref.snapshot"; sync; r1=$(now); runs_ref+=("$(secs "$r0" "$r1")")
-  k0=$(now); cat "$work/ref.snapshot" >/dev/null; k1=$(now); runs_cat+=("$(secs "$k0" "$k1")")
+  k0=$(now); cat "$work/ref.snapshot" >"$work/ref2.snapshot"; k1=$(now); runs_cat+=("$(secs "$k0" "$k1")"); rm -f "$work/ref2.snapshot"
   rm -f "$work/ref.snapshot" "$work/data/snapshots/bench/$qname" "$work/data/snapshots/bench/$qname.checksum"
 done
 qflow=$(best "${runs_q[@]}"); mflow=$(best "${runs_m[@]}"); ref=$(best "${runs_ref[@]}")
 python3 -c "print(f'{$qsize/1e6:.0f} MB: POST ?wait=true + GET + sha256sum {$qflow} s; cp live/bench.snapshot + sha256sum -c {$mflow} s; cp + sync of the same bytes {$ref} s; ratios to cp+sync {$qflow/$ref:.2f} and {$mflow/$ref:.2f} (Qdrant 1.18.3: ~6.2; bars: <= 3.1 and <= 2.1)')"
 qcreate=$(best "${runs_create[@]}"); qget=$(best "${runs_get[@]}"); qcat=$(best "${runs_cat[@]}")
-python3 -c "print(f'the server side of that flow: create {$qcreate} s = {$qcreate/$ref:.2f}x cp+sync (bar <= 1.3); GET {$qget} s vs cat of the same file {$qcat} s = {$qget/$qcat:.2f}x (bar: page-cache speed)')"
+python3 -c "print(f'the server side of that flow: create {$qcreate} s = {$qcreate/$ref:.2f}x cp+sync (bar <= 1.3); GET into a file {$qget} s vs cat of the same file into a file {$qcat} s = {$qget/$qcat:.2f}x (bar: page-cache speed)')"
 fi
 
 if want 12; then
