@@ -187,89 +187,48 @@ pub fn stream_response(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// Bytes `start..end` from `read_at`, in chunks. Each chunk is read by a task of
-/// its own on the blocking pool, up to `CHUNKS_AHEAD` ahead of the one being sent,
-/// so the socket never waits for a read it could have had already; `on_chunk` sees
-/// the chunks in order, each on the blocking pool while it is being sent. Reads
-/// start only when the body asks for more: a client that stops reading holds no
-/// thread, only the chunks already read, and one that goes away stops the reading.
+/// Bytes `start..end` from `read_at`, in chunks, read on a blocking thread of their
+/// own while earlier chunks are being sent: the socket never waits for a read it
+/// could have had already. At most `CHUNKS_AHEAD` chunks wait, so memory per stream
+/// stays at a few chunks. A client that goes away stops the reading at the next chunk.
 fn read_ahead(
     start: u64,
     end: u64,
     read_at: ReadAt,
     on_chunk: Option<OnChunk>,
 ) -> impl futures_util::Stream<Item = io::Result<axum::body::Bytes>> {
-    use futures_util::StreamExt;
-    let reads = stream::iter((start..end).step_by(CHUNK))
-        .map(move |offset| {
-            let read_at = read_at.clone();
+    let (chunks, received) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut offset = start;
+        while offset < end {
             let want = ((end - offset) as usize).min(CHUNK);
-            tokio::task::spawn_blocking(move || read_chunk(&*read_at, offset, want))
-        })
-        .buffered(CHUNKS_AHEAD)
-        .boxed();
-    let state = Sending {
-        reads,
-        on_chunk,
-        shown: None,
-        done: false,
-    };
-    stream::unfold(state, |mut state| async move {
-        if state.done {
-            return None;
-        }
-        let next = state.reads.next().await;
-        // The previous chunk is fully seen before the next one is shown.
-        if let Some(shown) = state.shown.take() {
-            let _ = shown.await;
-        }
-        let chunk = match next? {
-            Ok(Ok(chunk)) => Ok(chunk),
-            Ok(Err(err)) => Err(err),
-            Err(join) => Err(io::Error::other(join.to_string())),
-        };
-        match &chunk {
-            Ok((offset, bytes)) => {
-                if let Some(f) = &state.on_chunk {
-                    let (f, offset, bytes) = (f.clone(), *offset, bytes.clone());
-                    state.shown = Some(tokio::task::spawn_blocking(move || f(offset, &bytes)));
+            let mut buf = vec![0u8; want];
+            let chunk = match read_at(offset, &mut buf) {
+                Ok(n) if n == want => {
+                    if let Some(f) = &on_chunk {
+                        f(offset, &buf);
+                    }
+                    Ok(axum::body::Bytes::from(buf))
                 }
+                Ok(_) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "source ended before its size",
+                )),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = &chunk {
+                tracing::error!(%err, offset, "streaming failed; the response is cut short");
             }
-            Err(err) => {
-                tracing::error!(%err, "streaming failed; the response is cut short");
-                state.done = true;
+            let failed = chunk.is_err();
+            if chunks.blocking_send(chunk).is_err() || failed {
+                return;
             }
+            offset += want as u64;
         }
-        Some((chunk.map(|(_, bytes)| bytes), state))
+    });
+    stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|chunk| (chunk, received))
     })
-}
-
-/// A [`read_ahead`] stream's state.
-struct Sending {
-    reads: futures_util::stream::BoxStream<
-        'static,
-        Result<io::Result<(u64, axum::body::Bytes)>, tokio::task::JoinError>,
-    >,
-    on_chunk: Option<OnChunk>,
-    /// The last chunk sent, being shown to `on_chunk`.
-    shown: Option<tokio::task::JoinHandle<()>>,
-    done: bool,
-}
-
-/// `want` bytes at `offset` (blocking).
-fn read_chunk(
-    read_at: &(dyn Fn(u64, &mut [u8]) -> io::Result<usize> + Send + Sync),
-    offset: u64,
-    want: usize,
-) -> io::Result<(u64, axum::body::Bytes)> {
-    let mut buf = vec![0u8; want];
-    match read_at(offset, &mut buf)? {
-        n if n == want => Ok((offset, axum::body::Bytes::from(buf))),
-        _ => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("source ended before its size (at offset {offset})"),
-        )),
-    }
 }
 
 #[cfg(test)]
