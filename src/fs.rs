@@ -572,7 +572,6 @@ impl SnapFs {
         match &*handle {
             Handle::Live(live) => {
                 let layout = live.view.layout();
-                live.reading_at(offset);
                 let n = layout.read_at(offset, buf).map_err(FsError::Io)?;
                 sent(&buf[..n]);
                 metrics::bytes_streamed(metrics::Via::Fuse, n as u64);
@@ -620,7 +619,6 @@ impl SnapFs {
         };
         match &*handle {
             Handle::Live(live) => {
-                live.closed();
                 if let Some(ino) = live.cached_ino
                     && let Some(state) = self.cached_states.lock().unwrap().get_mut(&ino)
                 {

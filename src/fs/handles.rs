@@ -5,11 +5,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::error::{FsError, FsResult};
-use crate::snapshot::checksum::{BackgroundHash, hash_in_background};
 use crate::snapshot::{Scope, SnapshotView};
 
 pub enum Handle {
@@ -38,9 +37,6 @@ pub struct DirEntry {
 pub struct LiveRead {
     pub view: Arc<SnapshotView>,
     pub scope: Scope,
-    /// The archive's SHA-256, computed beside the reader from its first read at
-    /// offset 0 (none when the checksum is known or being computed already).
-    hashing: OnceLock<Option<BackgroundHash>>,
     /// Whether a read reached the end (counted once as a snapshot produced).
     pub finished: AtomicBool,
     /// Reads go through the page cache of this inode (see `SnapFs::enter_cache`).
@@ -52,28 +48,8 @@ impl LiveRead {
         LiveRead {
             view,
             scope,
-            hashing: OnceLock::new(),
             finished: AtomicBool::new(false),
             cached_ino: None,
-        }
-    }
-
-    /// A read at `offset` starts: a reader starting at the beginning gets the
-    /// checksum computed beside it, so `<c>.snapshot.sha256` is ready when it ends.
-    pub fn reading_at(&self, offset: u64) {
-        if offset == 0 {
-            self.hashing
-                .get_or_init(|| hash_in_background(self.view.layout().clone(), self.view.clone()));
-        }
-    }
-
-    /// The handle is closed: a reader that reached the end lets the hash finish
-    /// (the view stays frozen until then); one that stopped early stops it.
-    pub fn closed(&self) {
-        if self.finished.load(Ordering::Relaxed)
-            && let Some(Some(hashing)) = self.hashing.get()
-        {
-            hashing.finish_alone();
         }
     }
 }

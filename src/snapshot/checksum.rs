@@ -1,12 +1,13 @@
-//! The SHA-256 of a whole archive: computed while a reader streams it from start to
-//! end (no second pass), beside a reader on a thread of its own, or by one full
-//! read when asked before that; remembered per archive fingerprint, so the same
-//! state is never hashed twice, and a hash under way is waited for, not repeated.
+//! The SHA-256 of a whole archive: computed while an HTTP reader streams it from
+//! start to end (no second pass), or by one full read when asked; remembered per
+//! archive fingerprint, so the same state is never hashed twice, and a hash under
+//! way is waited for, not repeated. The mount does not hash what `cp` reads: a
+//! `.sha256` costs one pass when asked, and a copy nobody verifies costs none (on
+//! a 2-core machine a hash beside the copy made it 20% slower).
 
 use std::collections::HashMap;
 use std::io;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
@@ -43,12 +44,11 @@ pub fn archive_sha256(layout: &ArchiveLayout) -> io::Result<[u8; 32]> {
         match claim(layout) {
             Claim::Known(digest) => return Ok(digest),
             Claim::Ours(claimed) => {
-                let digest = hash_layout(layout, &AtomicBool::new(false))?
-                    .expect("an uncancelled hash ends with a digest");
+                let digest = hash_layout(layout)?;
                 claimed.done(digest);
                 return Ok(digest);
             }
-            // Given up (cancelled or failed): try again, maybe hashing ourselves.
+            // Given up (its read failed): try again, maybe hashing ourselves.
             Claim::Theirs(underway) => {
                 if let Some(digest) = underway.wait() {
                     return Ok(digest);
@@ -58,84 +58,12 @@ pub fn archive_sha256(layout: &ArchiveLayout) -> io::Result<[u8; 32]> {
     }
 }
 
-/// A hash running on a thread of its own (see [`hash_in_background`]). Dropping
-/// it stops the hash unless it was let go with [`BackgroundHash::finish_alone`].
-pub struct BackgroundHash {
-    cancel: Arc<AtomicBool>,
-    detached: AtomicBool,
-}
-
-impl BackgroundHash {
-    /// Let the hash run to its end after this handle is gone.
-    pub fn finish_alone(&self) {
-        self.detached.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for BackgroundHash {
-    fn drop(&mut self) {
-        if !self.detached.load(Ordering::Relaxed) {
-            self.cancel.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Start hashing `layout`'s bytes on a thread of its own, holding `keep` (what
-/// keeps its files frozen) until done — unless the checksum is known or already
-/// being computed. A live file's reader is then served without waiting for the
-/// hash, and the checksum is ready soon after the reader reaches the end: one
-/// core reads for the reader while the other hashes.
-pub fn hash_in_background(
-    layout: Arc<ArchiveLayout>,
-    keep: Arc<dyn std::any::Any + Send + Sync>,
-) -> Option<BackgroundHash> {
-    let Claim::Ours(claimed) = claim(&layout) else {
-        return None;
-    };
-    let cancel = Arc::new(AtomicBool::new(false));
-    let stop = cancel.clone();
-    let spawned = std::thread::Builder::new()
-        .name("live-hash".into())
-        .spawn(move || {
-            let _held = keep;
-            background_priority();
-            match hash_layout(&layout, &stop) {
-                Ok(Some(digest)) => claimed.done(digest),
-                Ok(None) => {}
-                Err(err) => tracing::warn!(%err, "hashing a live snapshot failed"),
-            }
-        });
-    if let Err(err) = spawned {
-        tracing::warn!(%err, "could not start a hashing thread");
-        return None;
-    }
-    Some(BackgroundHash {
-        cancel,
-        detached: AtomicBool::new(false),
-    })
-}
-
-/// Lower this thread's priority as far as it goes (nice 19): on a machine with a
-/// core to spare the hash runs there at full speed; where the cores are busy, the
-/// reader it runs beside is served first and the hash takes what is left.
-fn background_priority() {
-    // SAFETY: plain syscalls on the calling thread (a TID is a process id for
-    // setpriority on Linux).
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
-    }
-}
-
-/// Read `layout` once, start to end, and hash it; `None` when `cancel` was set.
-fn hash_layout(layout: &ArchiveLayout, cancel: &AtomicBool) -> io::Result<Option<[u8; 32]>> {
+/// Read `layout` once, start to end, and hash it.
+fn hash_layout(layout: &ArchiveLayout) -> io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     while offset < layout.size() {
-        if cancel.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
         let n = layout.read_at(offset, &mut buf)?;
         if n == 0 {
             return Err(io::Error::other("archive ended before its size"));
@@ -143,7 +71,7 @@ fn hash_layout(layout: &ArchiveLayout, cancel: &AtomicBool) -> io::Result<Option
         hasher.update(&buf[..n]);
         offset += n as u64;
     }
-    Ok(Some(hasher.finalize().into()))
+    Ok(hasher.finalize().into())
 }
 
 /// Hashes under way, by archive fingerprint.
@@ -302,42 +230,41 @@ mod tests {
     }
 
     #[test]
-    fn a_hash_under_way_is_waited_for_not_repeated() {
+    fn askers_of_one_state_share_one_hash() {
         let (layout, expected) = archive(1, 64 << 20);
-        let hashing = hash_in_background(layout.clone(), Arc::new(())).unwrap();
-        // While it runs (or once it is done) nobody else gets to hash this state.
-        assert!(!matches!(claim(&layout), Claim::Ours(_)));
-        assert!(hash_in_background(layout.clone(), Arc::new(())).is_none());
-        assert_eq!(archive_sha256(&layout).unwrap(), expected);
-        assert_eq!(known_sha256(&layout), Some(expected));
-        drop(hashing);
-    }
-
-    #[test]
-    fn a_stopped_hash_is_done_by_the_next_asker() {
-        let (layout, expected) = archive(2, 64 << 20);
-        drop(hash_in_background(layout.clone(), Arc::new(())).unwrap());
-        assert_eq!(archive_sha256(&layout).unwrap(), expected);
-    }
-
-    #[test]
-    fn a_hash_let_go_runs_to_its_end_and_holds_what_it_was_given() {
-        let (layout, expected) = archive(3, 8 << 20);
-        let held = Arc::new(());
-        let hashing = hash_in_background(layout.clone(), held.clone()).unwrap();
-        hashing.finish_alone();
-        drop(hashing);
-        for _ in 0..500 {
-            if known_sha256(&layout).is_some() && Arc::strong_count(&held) == 1 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        // The first asker claims the hash; the others wait for it.
+        let Claim::Ours(claimed) = claim(&layout) else {
+            panic!("nobody hashes this state yet")
+        };
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let layout = layout.clone();
+                std::thread::spawn(move || archive_sha256(&layout).unwrap())
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(matches!(claim(&layout), Claim::Theirs(_)));
+        let digest = hash_layout(&layout).unwrap();
+        claimed.done(digest);
+        for waiter in waiters {
+            assert_eq!(waiter.join().unwrap(), expected);
         }
+        assert!(matches!(claim(&layout), Claim::Known(d) if d == expected));
+    }
+
+    #[test]
+    fn a_hash_given_up_is_done_by_the_next_asker() {
+        let (layout, expected) = archive(2, 1 << 20);
+        let Claim::Ours(claimed) = claim(&layout) else {
+            panic!("nobody hashes this state yet")
+        };
+        let waiter = {
+            let layout = layout.clone();
+            std::thread::spawn(move || archive_sha256(&layout).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(claimed);
+        assert_eq!(waiter.join().unwrap(), expected);
         assert_eq!(known_sha256(&layout), Some(expected));
-        assert_eq!(
-            Arc::strong_count(&held),
-            1,
-            "the hash let go of what it held"
-        );
     }
 }
