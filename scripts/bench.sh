@@ -16,7 +16,7 @@
 #  6. upsert acknowledgement latency (p50/p99 of single-point upserts) while idle and
 #     while a snapshot of the big collection streams (a slow reader holding the freeze).
 #  7. the mount: `cp mnt/live/big.snapshot /dev/null` (a new state each time, which
-#     goes through FUSE and is hashed on the way; and the same state again, from the
+#     goes through FUSE; and the same state again, from the
 #     kernel's page cache) vs `tar -cf - <shard dir> | cat` vs
 #     `cat` of a plain file of the same size; `cp` of a stored snapshot through the
 #     mount vs `cat` of the same file on disk; first byte through the mount; RssAnon
@@ -205,7 +205,7 @@ anon_before=$(rss_anon)
 sampler=$!
 for i in 1 2 3; do
   # A new state each round (one point upserted, settled), so the read goes through
-  # FUSE (the page cache of the old state is dropped) and hashes on the way.
+  # FUSE (the page cache of the old state is dropped).
   "$BIN" points generate big --count 1 --dim $BIG_DIM --batch 1 >/dev/null
   sleep 2
   stat "$mnt/live/big.snapshot" >/dev/null
@@ -217,7 +217,7 @@ done
 kill $sampler; wait $sampler 2>/dev/null || true
 peak_anon=$(sort -n "$work/anon-mount.log" | tail -1)
 mnew=$(best "${runs_new[@]}"); msame=$(best "${runs_same[@]}"); mtar=$(best "${runs_t[@]}"); mcat=$(best "${runs_c[@]}")
-python3 -c "print(f'cp mnt/live/big.snapshot /dev/null ({$msize/1e6:.0f} MB): new state (through FUSE, hashed on the way) {$mnew} s ({$msize/1e6/$mnew:.0f} MB/s), same state again (kernel page cache) {$msame} s; tar -cf <shard> | cat: {$mtar} s; cat of a plain {$msize/1e6:.0f} MB file: {$mcat} s; ratio new-state cp/tar = {$mnew/$mtar:.2f}, cp/cat = {$mnew/$mcat:.2f}')"
+python3 -c "print(f'cp mnt/live/big.snapshot /dev/null ({$msize/1e6:.0f} MB): new state (through FUSE) {$mnew} s ({$msize/1e6/$mnew:.0f} MB/s), same state again (kernel page cache) {$msame} s; tar -cf <shard> | cat: {$mtar} s; cat of a plain {$msize/1e6:.0f} MB file: {$mcat} s; ratio new-state cp/tar = {$mnew/$mtar:.2f}, cp/cat = {$mnew/$mcat:.2f}')"
 python3 -c "print(f'daemon RssAnon while copying through the mount: {$anon_before/1024:.0f} MiB before, peak {$peak_anon/1024:.0f} MiB')"
 sname=$name   # section 4's snapshot, the file `cat "$stored"` reads
 cat "$stored" >/dev/null
