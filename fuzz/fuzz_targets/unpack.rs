@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use snapfs::snapshot::unpack::{unpack_entries, unpack_verified, verify_archive};
+use snapfs::snapshot::unpack::{FileDigests, unpack_entries, unpack_verified, verify_archive};
 
 const BLOCK: usize = 512;
 
@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     fs::create_dir(&dest).unwrap();
 
     let unpacked = if mode & 4 == 0 {
-        unpack_entries(&archive[..], Some(&dest), Some(space)).map(|r| (r, None))
+        unpack_entries(&archive[..], Some(&dest), Some(space), FileDigests::Check).map(|r| (r, None))
     } else {
         unpack_verified(&archive[..], None, Some(&dest)).map(|r| {
             let sha = r.sha256.clone();

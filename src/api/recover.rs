@@ -135,7 +135,7 @@ async fn recover(
 ) -> ApiResult {
     check_priority(request.priority.as_deref())?;
     check_checksum(&app, request.checksum.as_deref())?;
-    let (received, sidecar) = obtain(
+    let (received, checksum) = obtain(
         &app,
         &scope,
         &request.location,
@@ -143,8 +143,6 @@ async fn recover(
         request.checksum.as_deref(),
     )
     .await?;
-    // Without a checksum in the request, an S3 object's `.checksum` beside it is used.
-    let checksum = request.checksum.or(sidecar);
     run(timer, &app, scope, received, checksum, wait).await
 }
 
@@ -192,7 +190,8 @@ async fn run(
 
 /// The archive a location names, received: downloaded (`http://`, `https://`,
 /// `s3://bucket/key`), a confined `file://` path, or a stored snapshot of `scope`
-/// (in S3 with `snapshots_storage: s3`); with the checksum stored beside it in S3.
+/// (in S3 with `snapshots_storage: s3`); with the checksum it is checked against:
+/// `checksum` (the request's), else an S3 object's `.checksum` beside it.
 async fn obtain(
     app: &AppState,
     scope: &Scope,
@@ -204,7 +203,7 @@ async fn obtain(
         Ok(url) if matches!(url.scheme(), "http" | "https") => {
             return Ok((
                 download(app, scope, location, api_key, checksum).await?,
-                None,
+                checksum.map(str::to_string),
             ));
         }
         Ok(url) if url.scheme() == "s3" => {
@@ -233,10 +232,10 @@ async fn obtain(
             Some(s3) => {
                 let (object, sidecar) = s3.open_stream(scope, location).await?;
                 let shown = format!("s3://{}/{}", s3.bucket(), object.meta.location);
-                let expected = checksum.or(sidecar.as_deref());
+                let expected = checksum.map(str::to_string).or(sidecar);
                 return Ok((
-                    receive_object(app, scope, &shown, object, expected).await?,
-                    sidecar,
+                    receive_object(app, scope, &shown, object, expected.as_deref()).await?,
+                    expected,
                 ));
             }
             None => stored::stored_path(&app.snapshots_path, scope, location)?,
@@ -250,7 +249,7 @@ async fn obtain(
             checksum.map(str::to_string),
         )
         .await?,
-        None,
+        checksum.map(str::to_string),
     ))
 }
 
@@ -288,10 +287,10 @@ async fn s3_location(
     let key = percent_decode(key);
     let (object, sidecar) =
         crate::snapshot::s3::open_location(&config, bucket, &key, api_key).await?;
-    let expected = checksum.or(sidecar.as_deref());
+    let expected = checksum.map(str::to_string).or(sidecar);
     Ok((
-        receive_object(app, scope, location, object, expected).await?,
-        sidecar,
+        receive_object(app, scope, location, object, expected.as_deref()).await?,
+        expected,
     ))
 }
 

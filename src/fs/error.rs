@@ -85,7 +85,7 @@ impl From<StorageError> for FsError {
     fn from(err: StorageError) -> Self {
         match (err.kind(), err) {
             (ErrorKind::NotFound, _) => FsError::NotFound,
-            (ErrorKind::Unavailable | ErrorKind::Busy, err) => FsError::Busy(err.to_string()),
+            (ErrorKind::Unavailable, err) => FsError::Busy(err.to_string()),
             // An I/O error keeps its errno where it has one.
             (_, StorageError::Io(e)) => FsError::from(e),
             (_, other) => FsError::Storage(other),

@@ -93,6 +93,17 @@ struct DirState {
     errors: BTreeMap<String, String>,
 }
 
+impl DirState {
+    /// The finished sidecar for snapshot `name` (`name.sha256` or `name.checksum`),
+    /// by its own file name.
+    fn sidecar_of(&self, name: &str) -> Option<String> {
+        SIDECAR_EXTS
+            .iter()
+            .map(|ext| format!("{name}{ext}"))
+            .find(|sidecar| self.sidecars.contains_key(sidecar))
+    }
+}
+
 /// Every recover directory's state, by the scope it restores.
 #[derive(Default)]
 pub struct RecoverDirs {
@@ -308,15 +319,14 @@ impl RecoverDirs {
         upload.entry.finish();
     }
 
-    /// The checksum in a finished sidecar for snapshot `name`, if one was written
-    /// before it: the intake checks it and need not hash each file on its own.
+    /// The checksum in a finished sidecar for the snapshot upload `name` (an
+    /// rsync temp name counts as the name it will get), if one was written before
+    /// it: the intake checks it and need not hash each file on its own.
     fn sidecar_for(&self, scope: &Scope, name: &str) -> Option<String> {
         let dirs = self.dirs.lock().unwrap();
         let state = dirs.get(scope)?;
-        SIDECAR_EXTS
-            .iter()
-            .find_map(|ext| state.sidecars.get(&format!("{name}{ext}")))
-            .and_then(|text| sidecar_checksum(text))
+        let sidecar = state.sidecar_of(visible_name(name))?;
+        sidecar_checksum(&state.sidecars[&sidecar])
     }
 
     /// The upload named `name` is complete. A snapshot is ready to restore with its
@@ -355,9 +365,9 @@ impl RecoverDirs {
         let received = entry.take_received();
         let mut dirs = self.dirs.lock().unwrap();
         let state = dirs.entry(scope.clone()).or_default();
-        let sidecar = SIDECAR_EXTS
-            .iter()
-            .find_map(|ext| state.sidecars.remove(&format!("{name}{ext}")));
+        let sidecar = state
+            .sidecar_of(name)
+            .and_then(|sidecar| state.sidecars.remove(&sidecar));
         match received {
             Ok(received) if sidecar.is_none() && require_checksum => {
                 state.waiting.insert(name.to_string(), received);

@@ -14,7 +14,7 @@ pub fn from_storage(err: StorageError) -> Status {
         ErrorKind::Invalid => Code::InvalidArgument,
         ErrorKind::NoSpace => Code::ResourceExhausted,
         // The other server is unreachable or refused; the request may be retried.
-        ErrorKind::Unavailable | ErrorKind::Busy | ErrorKind::Peer => Code::Unavailable,
+        ErrorKind::Unavailable | ErrorKind::Peer => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     };
     let message = err.to_string();

@@ -34,7 +34,11 @@ pub fn known_sha256(layout: &ArchiveLayout) -> Option<[u8; 32]> {
 
 /// Record the checksum of `layout`'s bytes, computed by whoever read them all.
 pub fn remember(layout: &ArchiveLayout, digest: [u8; 32]) {
-    cache().lock().unwrap().put(layout.fingerprint(), digest);
+    remember_fingerprint(layout.fingerprint(), digest);
+}
+
+fn remember_fingerprint(fingerprint: [u8; 32], digest: [u8; 32]) {
+    cache().lock().unwrap().put(fingerprint, digest);
 }
 
 /// The archive's SHA-256: from the cache, from a hash already under way (waited
@@ -125,7 +129,7 @@ impl Drop for Claimed {
     fn drop(&mut self) {
         // Remembered before the claim goes, so a new asker finds it in the cache.
         if let Some(digest) = self.digest {
-            cache().lock().unwrap().put(self.fingerprint, digest);
+            remember_fingerprint(self.fingerprint, digest);
         }
         underway().lock().unwrap().remove(&self.fingerprint);
         *self.underway.outcome.lock().unwrap() = Some(self.digest);
@@ -167,21 +171,6 @@ impl SequentialHasher {
     pub fn for_layout(layout: &ArchiveLayout) -> Self {
         let hasher = known_sha256(layout).is_none().then(Sha256::new);
         SequentialHasher { next: 0, hasher }
-    }
-
-    /// Still hashing: the checksum is unknown and the reads so far were in order.
-    pub fn is_active(&self) -> bool {
-        self.hasher.is_some()
-    }
-
-    /// The offset the next fresh byte must come from.
-    pub fn next_offset(&self) -> u64 {
-        self.next
-    }
-
-    /// Stop hashing for this reader (its reads went out of order).
-    pub fn abandon(&mut self) {
-        self.hasher = None;
     }
 
     pub fn observe(&mut self, layout: &ArchiveLayout, offset: u64, data: &[u8]) {

@@ -4,7 +4,7 @@
 //!
 //! Two worker threads share the work so that two cores can: one hashes the whole
 //! stream (the checksum a user compares), the other walks the tar and writes each
-//! file ([`super::unpack::unpack_entries_with`]), hashing it for the embedded
+//! file ([`super::unpack::unpack_entries`]), hashing it for the embedded
 //! manifest's digests unless the archive's checksum was given before the first
 //! byte: then that checksum, checked here at the end, vouches for every file, and
 //! each byte is hashed once instead of twice. Both workers get the same
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::SnapshotError;
 use super::digest::hex;
 use super::progress::Running;
-use super::unpack::{FileDigests, VerifyReport, check_checksum, unpack_entries_with};
+use super::unpack::{FileDigests, VerifyReport, check_checksum, unpack_entries};
 use crate::storage::{Result, StorageError};
 
 /// Bytes handed to the workers at a time.
@@ -299,7 +299,7 @@ fn unpack_from(
         rx,
         current: Bytes::new(),
     };
-    let report = unpack_entries_with(&mut reader, Some(dest), Some(free), file_digests)?;
+    let report = unpack_entries(&mut reader, Some(dest), Some(free), file_digests)?;
     io::copy(&mut reader, &mut io::sink())?;
     Ok(report)
 }

@@ -197,7 +197,7 @@ pub fn unpack_verified(
     dest: Option<&Path>,
 ) -> Result<VerifyReport, SnapshotError> {
     let mut hashing = HashingReader::new(reader, true);
-    let mut report = unpack_entries(&mut hashing, dest, None)?;
+    let mut report = unpack_entries(&mut hashing, dest, None, FileDigests::Check)?;
     io::copy(&mut hashing, &mut io::sink())?;
     report.archive_bytes = hashing.bytes;
     report.sha256 = hashing.digest().expect("hashing");
@@ -225,18 +225,11 @@ pub fn check_checksum(expected: &str, actual: &str) -> Result<(), SnapshotError>
 /// nested segment archives (`segments/<uuid>.tar`) unpacked on the way into
 /// `segments/<uuid>/`. Every file is hashed; a snapfs manifest (the last entry) must
 /// match them all. `space` is the room there is: the archive is refused as soon as
-/// its entries declare more. The caller discards `dest` unless this returns `Ok`.
-/// Reads the archive up to its end-of-archive marker (not the padding after it).
+/// its entries declare more. Each file's digest is computed unless `file_digests`
+/// says the caller checks the whole archive instead. The caller discards `dest`
+/// unless this returns `Ok`. Reads the archive up to its end-of-archive marker (not
+/// the padding after it).
 pub fn unpack_entries(
-    reader: impl Read,
-    dest: Option<&Path>,
-    space: Option<u64>,
-) -> Result<VerifyReport, SnapshotError> {
-    unpack_entries_with(reader, dest, space, FileDigests::Check)
-}
-
-/// [`unpack_entries`], with each file's digest computed or not (see [`FileDigests`]).
-pub fn unpack_entries_with(
     reader: impl Read,
     dest: Option<&Path>,
     space: Option<u64>,

@@ -53,10 +53,8 @@ pub enum ErrorKind {
     Invalid,
     /// Not enough disk for what was asked.
     NoSpace,
-    /// Shutting down: retry once the daemon is back.
+    /// Shutting down, or the same work runs already on the same target: retry later.
     Unavailable,
-    /// The same work runs already on the same target: retry later.
-    Busy,
     /// Another server (a peer, an object store) failed or refused.
     Peer,
     /// Our fault (I/O, the engine, a bug).
@@ -108,7 +106,7 @@ impl StorageError {
             StorageError::Snapshot(SnapshotError::Io(_)) => ErrorKind::Internal,
             StorageError::Snapshot(_) => ErrorKind::Invalid,
             StorageError::Peer(_) => ErrorKind::Peer,
-            StorageError::AlreadyInProgress(_) => ErrorKind::Busy,
+            StorageError::AlreadyInProgress(_) => ErrorKind::Unavailable,
             StorageError::Internal(_) | StorageError::Io(_) | StorageError::StaleFreeze { .. } => {
                 ErrorKind::Internal
             }
@@ -117,7 +115,7 @@ impl StorageError {
 
     /// Refused for lack of room on disk.
     pub fn is_no_space(&self) -> bool {
-        matches!(self, StorageError::Snapshot(err) if err.is_no_space())
+        self.kind() == ErrorKind::NoSpace
     }
 
     /// The `reason` label of `snapfs_restore_failures_total`.
