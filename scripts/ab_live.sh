@@ -25,8 +25,10 @@ now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 start "$a_bin"
 "$a_bin" recover ab "$archive" --checksum "$(cat "$archive.checksum")" >/dev/null
-sleep 10; stop
-head -c "$(stat -c %s "$archive")" /dev/urandom >"$work/plain.bin"
+sleep 10
+# The plain file is as large as the live file the copies read.
+head -c "$(stat -c %s "$work/mnt/live/ab.snapshot")" /dev/urandom >"$work/plain.bin"
+stop
 n=0
 for _ in $(seq 1 "$rounds"); do
   for which in A B; do

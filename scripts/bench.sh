@@ -117,8 +117,10 @@ fi
 # reports status green (no shard optimizing) three checks in a row (an index build
 # of one would take a core from the measurements of another).
 all_green() {
-  local c
-  for c in $(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections | python3 -c 'import json,sys; print(" ".join(c["name"] for c in json.load(sys.stdin)["result"]["collections"]))'); do
+  local c names
+  names=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections | python3 -c 'import json,sys; print(" ".join(c["name"] for c in json.load(sys.stdin)["result"]["collections"]))') || return 1
+  [ -n "$names" ] || return 1
+  for c in $names; do
     [ "$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/$c | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')" = green ] || return 1
   done
 }
@@ -229,8 +231,7 @@ done
 python3 -c "print(f'cp of a stored snapshot through the mount: {$(best "${runs_s[@]}")} s; cat of the same file on disk: {$(best "${runs_d[@]}")} s')"
 # Let the optimization after the upserts above finish: a freeze waits for it.
 for _ in $(seq 1 600); do
-  st=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')
-  [ "$st" = green ] && break
+  all_green && break
   sleep 1
 done
 ttfb=$(python3 -c "
@@ -316,8 +317,7 @@ fi
 changed=$((BIG_POINTS / 100))
 python3 scripts/bench_spread_upsert.py "$SNAPFS_SOCKET" big $BIG_DIM $changed 100
 for _ in $(seq 1 900); do
-  st=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')
-  [ "$st" = green ] && break
+  all_green && break
   sleep 1
 done
 python3 -c "print(f'changed {$changed} of {$BIG_POINTS} points ({$changed * $BIG_DIM * 4 / 1e6:.1f} MB of vectors)')"

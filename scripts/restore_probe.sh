@@ -9,6 +9,7 @@
 set -euo pipefail
 archive=$(realpath "$1")
 rounds=${2:-3}
+cd "$(dirname "$0")/.."
 cargo build --release --quiet
 BIN=$PWD/target/release/snapfs
 sum=$(cat "$archive.checksum")
@@ -17,17 +18,24 @@ export SNAPFS_SOCKET=$work/data/snapfs.sock SNAPFS_API_KEY=probe
 SNAPFS_LOG=warn,snapfs::snapshot::restore=info "$BIN" serve --data-dir "$work/data" --mount "$work/mnt" 2>"$work/log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; umount -l "$work/mnt" 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 600); do [ -S "$SNAPFS_SOCKET" ] && break; sleep 0.1; done
+for _ in $(seq 1 600); do [ -S "$SNAPFS_SOCKET" ] && mountpoint -q "$work/mnt" && break; sleep 0.1; done
 now() { date +%s.%N; }
-count() { curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "http://l/collections/$1/points/count" -H 'content-type: application/json' -d '{"exact":true}' >/dev/null; }
+count() { curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "http://l/collections/$1/points/count" -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])'; }
+expected=
+# Each restore must answer with the archive's points, or its time means nothing.
+check() {
+  local got; got=$(count "$1")
+  if [ -z "$expected" ]; then expected=$got; fi
+  [ "$got" = "$expected" ] || { echo "restore $1 answered $got points, expected $expected" >&2; exit 1; }
+}
 for _ in $(seq 1 "$rounds"); do
   cat "$archive" >/dev/null
   mkdir -p "$work/untar"; a=$(now); tar -xf "$archive" -C "$work/untar"; b=$(now); rm -rf "$work/untar"; sync
   printf '%s  r.snapshot\n' "$sum" >"$work/mnt/recover/r.snapshot.sha256"
   cat "$archive" >/dev/null
-  c=$(now); cp "$archive" "$work/mnt/recover/r.snapshot"; count r; d=$(now)
+  c=$(now); cp "$archive" "$work/mnt/recover/r.snapshot"; check r; d=$(now)
   cat "$archive" >/dev/null
-  e=$(now); "$BIN" recover h "$archive" --checksum "$sum" >/dev/null; count h; f=$(now)
+  e=$(now); "$BIN" recover h "$archive" --checksum "$sum" >/dev/null; check h; f=$(now)
   python3 -c "print(f'tar -xf {$b-$a:.3f} s; cp into recover/ {$d-$c:.3f} s ({($d-$c)/($b-$a):.2f}x); HTTP upload {$f-$e:.3f} s ({($f-$e)/($b-$a):.2f}x)')"
   for c in r h; do curl -s --unix-socket "$SNAPFS_SOCKET" -X DELETE "http://l/collections/$c" >/dev/null; done
 done

@@ -1031,7 +1031,7 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
             filter: None,
         },
     ));
-    assert_refused(
+    let msg = assert_refused(
         c.points
             .count(proto::CountPoints {
                 collection_name: "kept".into(),
@@ -1045,6 +1045,7 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
         Code::InvalidArgument,
         "a nested condition without a filter",
     );
+    assert!(msg.contains("a nested condition needs a filter"), "{msg}");
     assert_refused(
         c.points
             .scroll(proto::ScrollPoints {
@@ -1073,9 +1074,18 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
             ..Default::default()
         })
         .await
-        .expect("a gzip call is served")
-        .into_inner();
-    assert_eq!(counted.result.unwrap().count, 10);
+        .expect("a gzip call is served");
+    // The answer comes back compressed too.
+    assert_eq!(
+        counted
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip"),
+        "{:?}",
+        counted.metadata()
+    );
+    assert_eq!(counted.into_inner().result.unwrap().count, 10);
 
     // Invalid names: INVALID_ARGUMENT; an existing name: ALREADY_EXISTS, config kept.
     for bad in ["bad/name", "..", ""] {

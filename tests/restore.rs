@@ -31,6 +31,21 @@ async fn recover(client: &Client, collection: &str, body: Value) -> (u16, Value)
     .await
 }
 
+async fn recover_shard(
+    client: &Client,
+    collection: &str,
+    shard: u32,
+    location: impl Into<Value>,
+) -> (u16, Value) {
+    call(
+        client,
+        Method::PUT,
+        &format!("/collections/{collection}/shards/{shard}/snapshots/recover"),
+        Some(json!({"location": location.into()})),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn qdrant_collection_snapshots_restore_to_the_exact_points() {
     let daemon = Daemon::start(&[]);
@@ -358,13 +373,7 @@ async fn hostile_and_broken_archives_change_nothing() {
         &qdrant_fixture("qdrant-multi-shard-1.snapshot"),
         "foreign-shard.snapshot",
     );
-    let (status, body) = call(
-        &client,
-        Method::PUT,
-        "/collections/keep/shards/0/snapshots/recover",
-        Some(json!({"location": location})),
-    )
-    .await;
+    let (status, body) = recover_shard(&client, "keep", 0, location).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["status"]["error"]
@@ -947,13 +956,8 @@ async fn a_snapshot_of_the_restored_state_is_byte_identical() {
         true,
     )
     .await;
-    let (status, body) = call(
-        &client,
-        Method::PUT,
-        "/collections/copy/shards/1/snapshots/recover",
-        Some(json!({"location": format!("file://{}", shard.display())})),
-    )
-    .await;
+    let (status, body) =
+        recover_shard(&client, "copy", 1, format!("file://{}", shard.display())).await;
     assert_eq!(status, 200, "{body}");
     let again = std::fs::read(stored("/collections/copy/shards/1").await).unwrap();
     assert!(
@@ -1115,13 +1119,7 @@ async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
         tokio::spawn(async move { fetch(&client, "/collections/race/shards/0/snapshot").await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let (status, body) = call(
-        &client,
-        Method::PUT,
-        "/collections/race/shards/0/snapshots/recover",
-        Some(json!({"location": location})),
-    )
-    .await;
+    let (status, body) = recover_shard(&client, "race", 0, location).await;
     assert_eq!(status, 200, "{body}");
     let archive = reader.await.expect("the live stream answers");
     // The view was built again, of the restored shard: a whole archive.
@@ -1139,13 +1137,7 @@ async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
     )
     .await;
     let streamed = stage(&daemon, &file, "streamed.snapshot");
-    let (status, body) = call(
-        &client,
-        Method::PUT,
-        "/collections/race/shards/0/snapshots/recover",
-        Some(json!({"location": streamed})),
-    )
-    .await;
+    let (status, body) = recover_shard(&client, "race", 0, streamed).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&client, "race").await, 50);
     assert!(!daemon.log().contains("shutting down"), "{}", daemon.log());
