@@ -88,6 +88,13 @@ def octal(field_len, value):
     return b"%0*o\0" % (field_len - 1, value)
 
 
+def big(field_len, value):
+    """A numeric field: octal when it fits, else GNU base-256."""
+    if value < 8 ** (field_len - 1):
+        return octal(field_len, value)
+    return bytes([0x80]) + value.to_bytes(field_len - 1, "big")
+
+
 def checksum(header):
     h = bytearray(header)
     h[148:156] = b" " * 8
@@ -238,6 +245,46 @@ def main():
     py_tar("hostile-device", lambda add: add("dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3))
     py_tar("hostile-duplicate", lambda add: (add("a"), add("a")))
     py_tar("nested-segment-dir-clash", lambda add: (add("segments/x/files/a"), add("segments/x.tar", b"\0" * 1024)))
+
+    # Archives that declare more than they hold (issue 20): sparse entries of huge
+    # logical size (outer, nested in a segment archive, as the manifest) and a
+    # partial manifest whose copies name sources outside the shard.
+    def gnu_sparse(name, real_size, data):
+        h = bytearray(BLOCK)
+        h[0:len(name)] = name.encode()
+        h[100:108] = octal(8, 0o644)
+        h[108:116] = octal(8, 0)
+        h[116:124] = octal(8, 0)
+        h[124:136] = octal(12, len(data))
+        h[136:148] = octal(12, 0)
+        h[156:157] = b"S"
+        h[257:265] = b"ustar  \0"
+        for i, (off, ln) in enumerate([(0, len(data)), (real_size, 0)]):
+            h[386 + i * 24:398 + i * 24] = big(12, off)
+            h[398 + i * 24:410 + i * 24] = big(12, ln)
+        h[483:495] = big(12, real_size)
+        return checksum(h) + data + bytes(-len(data) % BLOCK)
+
+    def plain(name, data):
+        b = io.BytesIO()
+        with tarfile.open(fileobj=b, mode="w", format=tarfile.GNU_FORMAT) as t:
+            i = tarfile.TarInfo(name)
+            i.size = len(data)
+            t.addfile(i, io.BytesIO(data))
+        return b.getvalue()[:BLOCK + len(data) + (-len(data) % BLOCK)]  # no end marker
+
+    end = bytes(2 * BLOCK)
+    write("unpack", "huge-sparse-outer", b"\0" + gnu_sparse("0/x", 1 << 62, b"x" * 512) + end)
+    write("unpack", "huge-sparse-manifest", b"\0" + gnu_sparse("snapfs-manifest.json", 1 << 40, b"{" * 512) + end)
+    inner = gnu_sparse("snapshot/files/big", 10 << 40, b"y" * 512) + end
+    write("unpack", "huge-sparse-nested", b"\0" + plain("0/segments/abc.tar", inner) + end)
+    copies_manifest = json.dumps({"format": "snapfs-manifest", "version": 1, "partial": True, "entries": [
+        {"path": "segments/s/files/a", "size": 65536, "sha256": "0" * 64,
+         "copies": [[0, "/etc/passwd", 0, 10], [32768, "../../x", 0, 32768]]},
+        {"path": "segments/s/files/b", "size": 10, "sha256": "0" * 64, "copies": [[0, "segments/s/files/a", 0, 10]]},
+    ]}).encode()
+    write("unpack", "partial-copies", b"\0" + plain("segments/s/files/a", bytes(65536))
+          + plain("snapfs-manifest.json", copies_manifest) + end)
 
     # sparse_map: raw header blocks of single entries (what data_layout reads).
     for i, ((kind, n), raw) in enumerate(sorted(sparse_headers.items())):

@@ -61,6 +61,9 @@ pub struct Config {
     pub demo: bool,
     /// Where to mount the filesystem (`snapfs.mount`, `--mount`); no mount if unset.
     pub mount: Option<PathBuf>,
+    /// The logical bytes one restore may unpack (`storage.max_restore_bytes`);
+    /// `None`: eight times the free space, at least 64 GiB.
+    pub max_restore_bytes: Option<u64>,
     /// Restores need a checksum: recover/ waits for the sidecar, HTTP needs `checksum`.
     pub require_checksum: bool,
     /// Directories `file://` recovery may read from, besides the snapshots directory.
@@ -142,6 +145,8 @@ struct StorageSection {
     snapshot_max_freeze_secs: Option<f64>,
     #[serde(deserialize_with = "lenient_number")]
     transfer_stall_secs: Option<f64>,
+    #[serde(deserialize_with = "lenient_number")]
+    max_restore_bytes: Option<u64>,
     #[serde(deserialize_with = "lenient_bool")]
     require_checksum: Option<bool>,
     #[serde(deserialize_with = "path_list")]
@@ -412,6 +417,12 @@ impl ConfigLayers {
             )?,
             demo: self.snapfs.demo.unwrap_or(false),
             mount: self.snapfs.mount.filter(|p| !p.as_os_str().is_empty()),
+            max_restore_bytes: match self.storage.max_restore_bytes {
+                Some(0) => {
+                    bail!("storage.max_restore_bytes must be at least 1 (unset it for the default)")
+                }
+                bytes => bytes,
+            },
             require_checksum: self.storage.require_checksum.unwrap_or(false),
             recover_dirs: self.storage.recover_dirs.unwrap_or_default(),
             storage_snapshot: None,

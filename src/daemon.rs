@@ -61,13 +61,29 @@ const FINAL_STOP_LIMIT: Duration = Duration::from_secs(60);
 const BLOCKING_WORK_LIMIT: Duration = Duration::from_secs(2);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // What the daemon writes is nobody else's to read: collections, stored
+    // snapshots, staging. Others reach them through the mount and the socket.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     for dir in [
         &config.data_dir,
         &config.storage_path,
         &config.snapshots_path,
         &config.temp_path,
     ] {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "other users can reach this directory of the daemon's; `chmod 700` it unless that is meant"
+            );
+        }
     }
     let _lock = DataDirLock::acquire(&config.storage_path)?;
     // Checked before the storage loads, so a wrong mount point fails fast.
@@ -116,6 +132,9 @@ async fn serve_storage(
     mount_point: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     storage.stage_restores_in(&config.temp_path)?;
+    if let Some(bytes) = config.max_restore_bytes {
+        storage.limit_restores(bytes);
+    }
     crate::snapshot::stored::clean_leftovers(&config.snapshots_path)?;
     crate::snapshot::view::start_freeze_watchdog(
         config.temp_path.clone(),

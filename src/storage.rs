@@ -50,6 +50,8 @@ pub struct Storage {
     restore_staging: std::sync::OnceLock<PathBuf>,
     /// `temp_path` (see [`Storage::stage_restores_in`]).
     temp_path: std::sync::OnceLock<PathBuf>,
+    /// `storage.max_restore_bytes` (see [`Storage::limit_restores`]).
+    max_restore_bytes: std::sync::OnceLock<u64>,
 }
 
 /// Prefix of a restore's staging directory.
@@ -105,6 +107,7 @@ impl Storage {
             maintenance: Mutex::new(None),
             restore_staging: std::sync::OnceLock::new(),
             temp_path: std::sync::OnceLock::new(),
+            max_restore_bytes: std::sync::OnceLock::new(),
         });
         storage.start_maintenance()?;
         Ok(storage)
@@ -199,6 +202,18 @@ impl Storage {
             tracing::info!(temp_path = %temp_path.display(), "temp_path is on another file system than the collections: restores unpack beside the collections instead");
         }
         Ok(())
+    }
+
+    /// Bound the logical bytes one restore may unpack (`storage.max_restore_bytes`);
+    /// unset, each restore's bound follows the free space
+    /// ([`crate::snapshot::intake::default_logical_limit`]).
+    pub fn limit_restores(&self, max_restore_bytes: u64) {
+        let _ = self.max_restore_bytes.set(max_restore_bytes);
+    }
+
+    /// The configured bound on one restore's logical bytes, if any.
+    pub fn max_restore_bytes(&self) -> Option<u64> {
+        self.max_restore_bytes.get().copied()
     }
 
     /// Where temporary files go (`temp_path`; the collections directory before
@@ -333,6 +348,62 @@ pub fn regular_files(dir: &Path) -> Vec<(PathBuf, u64)> {
         }
     }
     out
+}
+
+/// The most a JSON file of a shard or collection may hold (`config.json`,
+/// `segment.json`, `segment_manifest.json`, …): they come from archives too, and
+/// the engine's own are a few KiB.
+pub const MAX_JSON_FILE: u64 = 16 << 20;
+
+/// Read a small file whole, refusing one larger than `limit` (its size is checked
+/// before it is read, and the read stops at the limit should it grow meanwhile).
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = fs_err::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is {size} bytes, more than the {limit} such a file may have",
+                file_name(path)
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Open the regular file at `relative` beneath `dir` for reading, resolving it
+/// inside `dir` only: no `..` out of it, no symbolic link anywhere on the way
+/// (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; on a kernel without it,
+/// `O_NOFOLLOW` on the last component, the caller having checked the others), and
+/// nothing but a regular file (a FIFO or a device would block or never end).
+pub fn open_regular_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir_fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // Non-blocking, so opening a FIFO cannot wait for a writer.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let fd = match rustix::fs::openat2(&dir_fd, relative, flags, Mode::empty(), resolve) {
+        Err(rustix::io::Errno::NOSYS) => {
+            rustix::fs::openat(&dir_fd, relative, flags, Mode::empty())?
+        }
+        opened => opened?,
+    };
+    let file = std::fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// `statvfs` of the file system holding `path`.

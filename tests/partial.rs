@@ -118,6 +118,7 @@ fn upload(daemon: &Daemon, path: &str, file: &std::path::Path) -> (u16, Value) {
         .arg(&daemon.socket)
         .arg("-w")
         .arg("\n%{http_code}")
+        .args(["-m", "300"])
         .arg("-F")
         .arg(format!("snapshot=@{}", file.display()))
         .arg(format!("http://localhost{path}"))
@@ -1218,4 +1219,238 @@ async fn a_second_apply_of_a_busy_shard_is_503_already_in_progress() {
     proxy.release();
     let (status, body) = pulling.await.unwrap();
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_read_only_the_shards_own_files() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    seeded_collection(&client, "c", 1, 200).await;
+    let before = by_id(&all_points(&client, "c").await);
+    let (_, body) = call(
+        &client,
+        Method::GET,
+        "/collections/c/shards/0/snapshot/partial/manifest?format=files",
+        None,
+    )
+    .await;
+    let files = body["result"]["files"].as_array().unwrap().clone();
+    // The file to assemble: one of a segment's, small but not empty.
+    let target = files
+        .iter()
+        .find(|f| {
+            f["path"].as_str().unwrap().starts_with("segments/")
+                && (64..1 << 20).contains(&f["size"].as_u64().unwrap())
+        })
+        .unwrap()
+        .clone();
+    let target_path = target["path"].as_str().unwrap().to_string();
+    let size = target["size"].as_u64().unwrap();
+    let segment = target_path.split('/').nth(1).unwrap().to_string();
+    // Inside the shard's own directory: a FIFO (opening it would wait for a
+    // writer) and a link to a host file.
+    let segment_dir = daemon
+        .data_dir
+        .join("storage/collections/c/0/segments")
+        .join(&segment);
+    assert!(segment_dir.is_dir(), "{}", segment_dir.display());
+    run_ok(std::process::Command::new("mkfifo").arg(segment_dir.join("fifo")));
+    std::os::unix::fs::symlink("/etc/passwd", segment_dir.join("passwd-link")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, b"0123456789").unwrap();
+    let archive = |source: &str| {
+        let mut entries: Vec<Value> = files
+            .iter()
+            .filter(|f| f["path"] != target["path"])
+            .map(|f| json!({"path": f["path"], "size": f["size"], "sha256": f["hash"]}))
+            .collect();
+        entries.push(json!({
+            "path": target_path, "size": size, "sha256": "0".repeat(64),
+            "copies": [[0, source, 0, 8]],
+        }));
+        let manifest =
+            json!({"format": "snapfs-manifest", "version": 1, "partial": true, "entries": entries});
+        tar_bytes(&[
+            file_entry(&target_path, &vec![0u8; size as usize]),
+            file_entry(
+                "snapfs-manifest.json",
+                &serde_json::to_vec(&manifest).unwrap(),
+            ),
+        ])
+    };
+    let secret_path = secret.display().to_string();
+    let cases = [
+        ("/etc/passwd".to_string(), "a copy's source is refused"),
+        (
+            "/etc/no-such-file".to_string(),
+            "a copy's source is refused",
+        ),
+        (secret_path.clone(), "a copy's source is refused"),
+        (
+            "../../../../../../../../etc/shadow".to_string(),
+            "a copy's source is refused",
+        ),
+        (
+            format!("segments/{segment}/files/../../../../etc/passwd"),
+            "a copy's source is refused",
+        ),
+        (
+            format!("segments/{segment}/files/fifo"),
+            "which this shard does not have",
+        ),
+        (
+            format!("segments/{segment}/files/passwd-link"),
+            "which this shard does not have",
+        ),
+        ("etc/passwd".to_string(), "which this shard does not have"),
+        ("etc/hostname".to_string(), "which this shard does not have"),
+    ];
+    let mut answers = Vec::new();
+    for (source, words) in &cases {
+        let file = work.path().join("partial.snapshot");
+        std::fs::write(&file, archive(source)).unwrap();
+        let (status, body) = upload(
+            &daemon,
+            "/collections/c/shards/0/snapshot/partial/recover",
+            &file,
+        );
+        assert_eq!(status, 400, "{source}: {body}");
+        let message = error_of(&body);
+        assert!(message.contains(words), "{source}: {message}");
+        // Nothing about the file named: not its size, not whether it exists.
+        for leak in ["past the end", "assemble", "checksum", "0123456789"] {
+            assert!(!message.contains(leak), "{source}: {message}");
+        }
+        answers.push(message.replace(source.as_str(), "<source>"));
+        assert!(by_id(&all_points(&client, "c").await) == before, "{source}");
+        assert!(
+            daemon.staging_leftovers().is_empty(),
+            "{source}: {:?}",
+            daemon.staging_leftovers()
+        );
+    }
+    // A right and a wrong guess about a host file get the same answer.
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[7], answers[8]);
+    // The shard still serves and takes writes.
+    upsert(&client, "c", vec![point(5000, 8)], true).await;
+    assert_eq!(count(&client, "c").await, before.len() as u64 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apply_cut_short_leaves_the_old_shards_files_untouched() {
+    let (a, a_url) = peer_daemon();
+    let ca = a.client();
+    seeded_collection(&ca, "k", 1, 500).await;
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    // B mirrors A: after this pull most of its files are the same as A's.
+    let mut b = Daemon::start_in(&data, &[], &[]);
+    let cb = b.client();
+    seeded_collection(&cb, "k", 1, 20).await;
+    let (status, body) = pull(&cb, "k", 0, &a_url).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(b.stop().success());
+    // A moves on: new points, deleted ones.
+    upsert(&ca, "k", (500..600).map(|i| point(i, 8)).collect(), true).await;
+    let (status, body) = call(
+        &ca,
+        Method::POST,
+        "/collections/k/points/delete?wait=true",
+        Some(json!({"points": (0..10).collect::<Vec<u64>>()})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The next pull stops once the new shard has opened in place, before it is
+    // committed: the engine has written the new shard's files by then.
+    let b = Daemon::start_in(&data, &[], &[("SNAPFS_CRASH_AT", "shard-switch-opened")]);
+    let cb = b.client();
+    let old_points = by_id(&all_points(&cb, "k").await);
+    let answered = cb
+        .raw(
+            Method::POST,
+            "/collections/k/shards/0/snapshot/partial/recover_from",
+            Some(&json!({"peer_url": a_url, "api_key": PEER_KEY})),
+        )
+        .await;
+    assert!(answered.is_err(), "should have crashed: {answered:?}");
+    let mut crashed = b;
+    assert!(!crashed.wait_exit().success());
+
+    // The old shard, set aside for the switch, and the new one the engine has
+    // opened (and written) share no file: what the new shard wrote is not in the
+    // old one that the next start puts back.
+    let collections = data.join("storage/collections");
+    let aside = std::fs::read_dir(&collections)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".replaced-shard-")
+        })
+        .expect("the old shard set aside")
+        .join("shard");
+    let inodes = |dir: &std::path::Path| -> std::collections::BTreeMap<(u64, u64), String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut found = std::collections::BTreeMap::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let meta = entry.metadata().unwrap();
+                if meta.is_dir() {
+                    pending.push(entry.path());
+                } else {
+                    found.insert((meta.dev(), meta.ino()), entry.path().display().to_string());
+                }
+            }
+        }
+        found
+    };
+    let old = inodes(&aside);
+    let new = inodes(&collections.join("k/0"));
+    assert!(
+        old.len() > 5 && new.len() > 5,
+        "{} and {} files",
+        old.len(),
+        new.len()
+    );
+    let shared: Vec<_> = old.keys().filter_map(|k| new.get(k)).collect();
+    assert!(
+        shared.is_empty(),
+        "files shared by the old and the new shard: {shared:?}"
+    );
+    // The files the pull left unchanged are there in both, as copies.
+    let names = |files: &std::collections::BTreeMap<(u64, u64), String>, root: &std::path::Path| {
+        files
+            .values()
+            .map(|p| {
+                p.strip_prefix(&root.display().to_string())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let kept = names(&old, &aside)
+        .intersection(&names(&new, &collections.join("k/0")))
+        .count();
+    assert!(kept > 0, "no file kept from the old shard");
+
+    // The next start puts the old shard back, whole.
+    let b = Daemon::start_in(&data, &[], &[]);
+    let cb = b.client();
+    assert!(by_id(&all_points(&cb, "k").await) == old_points);
+    assert!(
+        b.staging_leftovers().is_empty(),
+        "{:?}",
+        b.staging_leftovers()
+    );
+    // And a pull now brings A's state.
+    let (status, body) = pull(&cb, "k", 0, &a_url).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(by_id(&all_points(&cb, "k").await) == by_id(&all_points(&ca, "k").await));
 }

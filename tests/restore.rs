@@ -144,7 +144,14 @@ async fn a_stored_snapshot_restores_its_state_and_replaces_the_collection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_and_broken_archives_change_nothing() {
-    let daemon = Daemon::start(&[]);
+    // A budget of logical bytes small enough that an attack archive which got past
+    // it would show (a dense 3 GiB file), far above what the real cases need.
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(
+        data.path(),
+        &[],
+        &[("SNAPFS__STORAGE__MAX_RESTORE_BYTES", "2147483648")],
+    );
     let client = daemon.client();
     seeded_collection(&client, "keep", 2, 100).await;
     let before = by_id(&all_points(&client, "keep").await);
@@ -205,7 +212,45 @@ async fn hostile_and_broken_archives_change_nothing() {
         let name = body["result"]["name"].as_str().unwrap().to_string();
         daemon.data_dir.join("snapshots/keep/shards/0").join(name)
     };
+    // Tiny archives that declare huge sizes: GNU sparse entries (a manifest of a
+    // TiB, a nested segment's file of 3 GiB, an outer file of 2^62 bytes).
+    let sparse_manifest = write(
+        "sparse-manifest.tar",
+        &tar_bytes(&[sparse_entry("snapfs-manifest.json", 1 << 40, b"{")]),
+    );
+    let nested_sparse = write(
+        "nested-sparse.tar",
+        &tar_bytes(&[file_entry(
+            "0/segments/6f0c1c8e-0d1e-4b1a-9d8e-1b2c3d4e5f60.tar",
+            &tar_bytes(&[sparse_entry("snapshot/files/big", 3 << 30, b"x")]),
+        )]),
+    );
+    let outer_sparse = write(
+        "outer-sparse.tar",
+        &tar_bytes(&[sparse_entry("0/x", 1 << 62, b"x")]),
+    );
+    for file in [&sparse_manifest, &nested_sparse, &outer_sparse] {
+        assert!(std::fs::metadata(file).unwrap().len() <= 6 << 10);
+    }
     let cases: Vec<(&str, PathBuf, Option<String>, &str)> = vec![
+        (
+            "sparse manifest of 1 TiB",
+            sparse_manifest,
+            None,
+            "embedded manifest must be a plain file",
+        ),
+        (
+            "nested sparse file of 3 GiB",
+            nested_sparse,
+            None,
+            "max_restore_bytes",
+        ),
+        (
+            "outer sparse file of 2^62 bytes",
+            outer_sparse,
+            None,
+            "max_restore_bytes",
+        ),
         (
             "truncated",
             write("truncated.tar", &good[..good.len() / 3]),
@@ -365,6 +410,10 @@ async fn hostile_and_broken_archives_change_nothing() {
             "{what} left {:?}",
             daemon.staging_leftovers()
         );
+        let rss = rss_bytes(daemon.pid());
+        assert!(rss < 768 << 20, "{what}: the daemon holds {rss} bytes");
+        let used = disk_usage(&daemon.data_dir);
+        assert!(used < 512 << 20, "{what}: {used} bytes on disk");
     }
 
     // A shard snapshot whose vectors differ from the collection's does not fit.
@@ -1061,11 +1110,8 @@ async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
     );
     let (status, _) = call(&client, Method::GET, "/collections/stalled", None).await;
     assert_eq!(status, 404);
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    // An abandoned restore's staging goes as soon as its unpacker has stopped.
+    daemon.wait_no_staging_leftovers();
 }
 
 /// `snapfs_restore_failures_total` by reason, from `/metrics`.

@@ -24,7 +24,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use snapfs::snapshot::unpack::{FileDigests, unpack_entries, unpack_verified, verify_archive};
+use snapfs::snapshot::unpack::{
+    FileDigests, Limits, unpack_entries, unpack_verified, verify_archive,
+};
 
 const BLOCK: usize = 512;
 
@@ -37,6 +39,12 @@ fuzz_target!(|data: &[u8]| {
         fix_checksums(&mut archive, 0);
     }
     let space = if mode & 2 == 0 { 256 << 20 } else { 64 << 10 };
+    // Small logical budgets: a sparse entry's zeros cost time to produce.
+    let limits = Limits {
+        space: Some(space),
+        logical: if mode & 8 == 0 { 256 << 20 } else { 1 << 20 },
+        ..Limits::unbounded_space()
+    };
 
     let root = tempfile::Builder::new()
         .prefix("snapfs-fuzz-")
@@ -46,9 +54,9 @@ fuzz_target!(|data: &[u8]| {
     fs::create_dir(&dest).unwrap();
 
     let unpacked = if mode & 4 == 0 {
-        unpack_entries(&archive[..], Some(&dest), Some(space), FileDigests::Check).map(|r| (r, None))
+        unpack_entries(&archive[..], Some(&dest), &limits, FileDigests::Check).map(|r| (r, None))
     } else {
-        unpack_verified(&archive[..], None, Some(&dest)).map(|r| {
+        unpack_verified(&archive[..], None, Some(&dest), &limits).map(|r| {
             let sha = r.sha256.clone();
             (r, Some(sha))
         })

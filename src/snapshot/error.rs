@@ -34,6 +34,16 @@ pub enum SnapshotError {
         "not enough free space to restore: the archive is {size} bytes, {free} are free where collections are stored"
     )]
     TooLarge { size: u64, free: u64 },
+    /// The archive describes more bytes of files than one restore may unpack
+    /// (`storage.max_restore_bytes`): sparse entries declare sizes nothing else
+    /// bounds, and every zero of them would be produced and hashed.
+    #[error(
+        "the snapshot describes more than {limit} bytes of files (storage.max_restore_bytes); a real snapshot this large needs a higher limit"
+    )]
+    OverBudget { limit: u64 },
+    /// The restore was abandoned (its sender went away, or the daemon stops).
+    #[error("the restore was cancelled")]
+    Cancelled,
     /// The disk filled up while the archive was being unpacked.
     #[error(
         "not enough free space to restore: the disk holding the collections filled up after {received} bytes of the archive"
@@ -64,8 +74,9 @@ impl SnapshotError {
             SnapshotError::NoSpace { .. }
             | SnapshotError::TooLarge { .. }
             | SnapshotError::DiskFull { .. } => FailureReason::Space,
-            SnapshotError::Io(_) => FailureReason::Internal,
-            SnapshotError::NotTar(_)
+            SnapshotError::Io(_) | SnapshotError::Cancelled => FailureReason::Internal,
+            SnapshotError::OverBudget { .. }
+            | SnapshotError::NotTar(_)
             | SnapshotError::UnsafeEntry { .. }
             | SnapshotError::ManifestMismatch { .. }
             | SnapshotError::BadLayout(_)
@@ -134,6 +145,8 @@ impl SnapshotError {
             DiskFull { received } => DiskFull {
                 received: *received,
             },
+            OverBudget { limit } => OverBudget { limit: *limit },
+            Cancelled => Cancelled,
             BadLayout(why) => BadLayout(why.clone()),
             Invalid(why) => Invalid(why.clone()),
             Io(err) => Io(io::Error::new(err.kind(), err.to_string())),

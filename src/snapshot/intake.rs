@@ -15,7 +15,7 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
@@ -25,7 +25,10 @@ use tokio::sync::mpsc;
 use super::SnapshotError;
 use super::digest::hex;
 use super::progress::Running;
-use super::unpack::{FileDigests, VerifyReport, check_checksum, unpack_entries};
+use super::unpack::{
+    DEFAULT_LOGICAL_BYTES, FileDigests, Limits, Reservation, VerifyReport, check_checksum,
+    unpack_entries,
+};
 use crate::storage::{Result, StorageError};
 
 /// Bytes handed to the workers at a time.
@@ -48,6 +51,10 @@ pub struct Intake {
     failed: Option<SnapshotError>,
     /// The archive's SHA-256 as given before its first byte, checked at the end.
     expected: Option<String>,
+    /// Stops the unpacker within a MiB when the intake is abandoned.
+    cancel: Arc<AtomicBool>,
+    /// The disk bytes its entries declared, held until the staged files are gone.
+    reservation: Arc<Reservation>,
     /// Counts this restore in `snapshot_recovery_running` while its bytes arrive.
     _running: crate::metrics::RecoveryRunning,
     /// Shows it in its collection's `info.json`, when the collection is known.
@@ -61,6 +68,8 @@ pub struct Received {
     pub report: VerifyReport,
     /// From the first byte's arrival (the intake's start) to the last one unpacked.
     pub took: std::time::Duration,
+    /// The staged files' disk bytes, reserved against other restores until then.
+    _reservation: Arc<Reservation>,
 }
 
 impl Received {
@@ -81,11 +90,14 @@ impl Intake {
     /// `staging` has free. `shown_as` (collection, what) makes the restore visible in
     /// that collection's `info.json` while the bytes arrive. `expected`, the
     /// archive's SHA-256 when known now, is checked by [`Intake::finish`] and spares
-    /// hashing each file on its own.
+    /// hashing each file on its own. `max_logical` bounds the logical bytes the
+    /// archive's files may describe (`storage.max_restore_bytes`; `None`: see
+    /// [`default_logical_limit`]).
     pub fn start(
         staging: PathBuf,
         shown_as: Option<(String, String)>,
         expected: Option<String>,
+        max_logical: Option<u64>,
     ) -> Result<Intake> {
         fs_err::create_dir(&staging)?;
         let free = match free_space(&staging) {
@@ -103,9 +115,17 @@ impl Intake {
             Some(_) => FileDigests::CoveredByArchiveChecksum,
             None => FileDigests::Check,
         };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let reservation = Arc::new(Reservation::default());
+        let limits = Limits {
+            space: Some(free),
+            logical: max_logical.unwrap_or_else(|| default_logical_limit(free)),
+            cancel: cancel.clone(),
+            reservation: Some(reservation.clone()),
+        };
         let unpacker = std::thread::Builder::new()
             .name("restore-unpack".into())
-            .spawn(move || unpack_from(unpack_rx, &dest, free, file_digests))?;
+            .spawn(move || unpack_from(unpack_rx, &dest, &limits, file_digests))?;
         let hasher = std::thread::Builder::new()
             .name("restore-hash".into())
             .spawn(move || hash_all(hash_rx))?;
@@ -120,6 +140,8 @@ impl Intake {
             staging: Some(staging),
             failed: None,
             expected,
+            cancel,
+            reservation,
             _running: crate::metrics::RecoveryRunning::start(
                 shown_as
                     .as_ref()
@@ -206,6 +228,7 @@ impl Intake {
             staging,
             report,
             took: self.started.elapsed(),
+            _reservation: self.reservation.clone(),
         })
     }
 
@@ -271,38 +294,97 @@ impl Intake {
 }
 
 impl Drop for Intake {
-    /// Abandoned (or failed): stop the workers and remove what was unpacked.
+    /// Abandoned (or failed): stop the workers and remove what was unpacked. A
+    /// refused archive's unpacker has already stopped, and is cleaned up at once.
+    /// One still running is told to stop and is waited for on a thread of its own:
+    /// a drop may run on an async worker, which must never block on a thread that
+    /// may be in the middle of a large entry.
     fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
         self.hash_tx = None;
         self.unpack_tx = None;
-        if let Some(handle) = self.unpacker.take() {
-            let _ = handle.join();
+        let unpacker = self.unpacker.take();
+        let hasher = self.hasher.take();
+        let staging = self.staging.take();
+        let reservation = self.reservation.clone();
+        if unpacker.is_none() && hasher.is_none() && staging.is_none() {
+            return;
         }
-        if let Some(handle) = self.hasher.take() {
-            let _ = handle.join();
+        // Told to stop (the queue closed, the flag set), an unpacker waiting for
+        // bytes ends at once: a short grace lets the usual case clean up here.
+        let deadline = std::time::Instant::now() + ABANDON_GRACE;
+        while unpacker.as_ref().is_some_and(|h| !h.is_finished())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        if let Some(staging) = self.staging.take() {
-            remove_staging(&staging);
+        let stopped = unpacker.as_ref().is_none_or(|handle| handle.is_finished());
+        let cleanup = move || {
+            if let Some(handle) = unpacker {
+                let _ = handle.join();
+            }
+            if let Some(handle) = hasher {
+                let _ = handle.join();
+            }
+            if let Some(staging) = staging {
+                remove_staging(&staging);
+            }
+            drop(reservation);
+        };
+        if stopped {
+            // The hasher ends as soon as it has hashed the few chunks queued.
+            cleanup();
+            return;
+        }
+        if let Err(err) = std::thread::Builder::new()
+            .name("restore-cleanup".into())
+            .spawn(cleanup)
+        {
+            tracing::warn!(%err, "could not start a thread to clean up an abandoned restore");
         }
     }
 }
 
+/// The logical bytes a restore may unpack when `storage.max_restore_bytes` is not
+/// set: eight times the free space (the engine preallocates sparse files: a shard's
+/// files are many times larger than its data), and at least
+/// [`DEFAULT_LOGICAL_BYTES`].
+pub fn default_logical_limit(free: u64) -> u64 {
+    free.saturating_mul(8).max(DEFAULT_LOGICAL_BYTES)
+}
+
 /// The unpacker thread: the archive from the queue into `dest`; then it drains
-/// what follows the archive's end (padding), so the sender never stalls.
+/// what follows the archive's end (padding, up to [`MAX_TRAILING`]), so the sender
+/// never stalls.
 fn unpack_from(
     rx: mpsc::Receiver<Bytes>,
     dest: &Path,
-    free: u64,
+    limits: &Limits,
     file_digests: FileDigests,
 ) -> std::result::Result<VerifyReport, SnapshotError> {
     let mut reader = QueueReader {
         rx,
         current: Bytes::new(),
     };
-    let report = unpack_entries(&mut reader, Some(dest), Some(free), file_digests)?;
-    io::copy(&mut reader, &mut io::sink())?;
+    let report = unpack_entries(&mut reader, Some(dest), limits, file_digests)?;
+    let trailing = io::copy(&mut (&mut reader).take(MAX_TRAILING + 1), &mut io::sink())?;
+    if trailing > MAX_TRAILING {
+        return Err(SnapshotError::NotTar(format!(
+            "more than {MAX_TRAILING} bytes follow the archive's end-of-archive marker"
+        )));
+    }
     Ok(report)
 }
+
+/// How long a dropped intake waits for its unpacker to stop before leaving the
+/// clean-up to a thread of its own: long enough for one waiting for bytes, short
+/// enough not to hold up the async worker the drop runs on.
+const ABANDON_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// What may follow an archive's end-of-archive marker: tar writers pad to their
+/// record size (GNU tar 10 KiB by default, up to a few MiB with a large blocking
+/// factor). More is not an archive being padded but a sender that does not stop.
+const MAX_TRAILING: u64 = 8 << 20;
 
 /// The hashing thread: SHA-256 and length of everything queued.
 fn hash_all(mut rx: mpsc::Receiver<Bytes>) -> (String, u64) {

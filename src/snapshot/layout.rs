@@ -79,8 +79,12 @@ pub struct FrozenFile {
 impl FrozenFile {
     /// Open `source` as it is now (its data extents found once).
     pub fn open(source: &Path) -> io::Result<FrozenFile> {
+        Self::from_file(File::open(source)?)
+    }
+
+    /// A file already open, as it is now.
+    pub fn from_file(file: File) -> io::Result<FrozenFile> {
         use std::os::unix::fs::MetadataExt;
-        let file = File::open(source)?;
         let meta = file.metadata()?;
         let size = meta.len();
         let extents = data_extents(&file, size)?;
@@ -417,19 +421,11 @@ impl ArchiveLayout {
     /// Replace every frozen file (nested archives included) by a private copy in
     /// `dir`, so the originals may change again while this layout is still read.
     pub fn copy_aside(&self, dir: &Path) -> io::Result<()> {
-        self.copy_aside_if(dir, &|_| true)
-    }
-
-    /// [`ArchiveLayout::copy_aside`] for the frozen files whose (device, inode)
-    /// `wanted` accepts.
-    pub fn copy_aside_if(&self, dir: &Path, wanted: &dyn Fn((u64, u64)) -> bool) -> io::Result<()> {
         for file in &self.files {
-            if wanted(file.identity) {
-                file.copy_aside(dir)?;
-            }
+            file.copy_aside(dir)?;
         }
         for nested in &self.nested {
-            nested.copy_aside_if(dir, wanted)?;
+            nested.copy_aside(dir)?;
         }
         Ok(())
     }

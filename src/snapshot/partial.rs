@@ -9,8 +9,8 @@
 //! Archives are cut from a frozen shard view like every snapfs archive ([`create`]):
 //! a virtual tar with an exact size, ranges, the same bytes for the same state. An
 //! archive is applied ([`apply`]) by merging it into a staged copy of the frozen
-//! shard made of hard links (no byte of an untouched file is copied) and switching
-//! that copy in; [`peer`] pulls one from another snapfs or a Qdrant server.
+//! shard (private copies, reflinked where the file system can) and switching that
+//! copy in; [`peer`] pulls one from another snapfs or a Qdrant server.
 
 pub mod apply;
 pub mod create;

@@ -94,7 +94,12 @@ pub fn begin(
     shown_as: Option<(String, String)>,
     checksum: Option<String>,
 ) -> Result<Intake> {
-    Intake::start(storage.restore_staging_dir(), shown_as, checksum)
+    Intake::start(
+        storage.restore_staging_dir(),
+        shown_as,
+        checksum,
+        storage.max_restore_bytes(),
+    )
 }
 
 /// How a restore into `scope` is shown: (collection, `collection` | `shard <id>`).
@@ -259,7 +264,7 @@ async fn run_restore(
                     keep_pending: false,
                     checked: true,
                 };
-                storage.replace_shard(name, id, new, Box::new(|| {})).await
+                storage.replace_shard(name, id, new).await
             }
         };
         // Whatever the switch did not take is removed with `received`.
@@ -355,8 +360,16 @@ fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<Cac
             .into());
         }
     }
-    let config_bytes = fs_err::read(staging.join(CONFIG_FILE))
-        .map_err(|_| SnapshotError::invalid("not a collection snapshot: config.json is missing"))?;
+    let config_bytes =
+        crate::storage::read_bounded(&staging.join(CONFIG_FILE), crate::storage::MAX_JSON_FILE)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    SnapshotError::invalid("not a collection snapshot: config.json is missing")
+                }
+                _ => {
+                    SnapshotError::invalid(format!("the snapshot's config.json is refused: {}", e))
+                }
+            })?;
     let config: CollectionConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
         SnapshotError::invalid(format!(
             "the snapshot's config.json is not a collection config: {e}"
@@ -408,7 +421,8 @@ fn layout_refusal(err: std::io::Error) -> SnapshotError {
     SnapshotError::BadLayout(err.to_string())
 }
 
-fn sync_filesystem(dir: &Path) -> Result<()> {
+/// `syncfs` of the file system holding `dir`: everything staged there is durable.
+pub(crate) fn sync_filesystem(dir: &Path) -> Result<()> {
     let handle = fs_err::File::open(dir)?;
     rustix::fs::syncfs(&handle).map_err(std::io::Error::from)?;
     Ok(())

@@ -15,6 +15,9 @@ use std::path::Path;
 
 use super::tar_header::DataLayout;
 
+/// The granularity of holes: a file system's block (4 KiB on ext4, xfs, tmpfs).
+const HOLE_BLOCK: u64 = 4096;
+
 /// Start writeback of what was written once this much has piled up.
 pub const WRITEBACK_EVERY: u64 = 8 << 20;
 
@@ -51,6 +54,14 @@ impl SparseWriter {
             pos: 0,
             unflushed_from: 0,
         })
+    }
+
+    /// Create `path` (as [`SparseWriter::create`]) for bytes that come with no map
+    /// of their own (a nested archive's entries, whose holes arrive as zeros): every
+    /// block of zeros becomes a hole, so what lands on disk is bounded by the
+    /// non-zero bytes sent, whatever size an entry declares.
+    pub fn zeros_as_holes(path: &Path) -> io::Result<Self> {
+        Self::create(path, DataLayout::Sparse(Vec::new()))
     }
 
     /// Append `data`, the file's next bytes.
@@ -92,15 +103,20 @@ impl SparseWriter {
         Ok(())
     }
 
-    /// Bytes `[from, to)` lie in a hole: skipped when zero (they always are in a
-    /// well-formed archive), written otherwise.
+    /// Bytes `[from, to)` lie in a hole: skipped where zero (they always are in a
+    /// well-formed archive), written otherwise, a file-system block at a time, so a
+    /// hole stays a hole around the odd non-zero byte.
     fn write_gap(&self, data: &[u8], start: u64, from: u64, to: u64) -> io::Result<()> {
-        if from >= to {
-            return Ok(());
-        }
-        let gap = &data[(from - start) as usize..(to - start) as usize];
-        if gap.iter().any(|b| *b != 0) {
-            self.file.write_all_at(gap, from)?;
+        let mut at = from;
+        while at < to {
+            // Up to the next block boundary of the file.
+            let next = (at / HOLE_BLOCK + 1) * HOLE_BLOCK;
+            let end = next.min(to);
+            let piece = &data[(at - start) as usize..(end - start) as usize];
+            if piece.iter().any(|b| *b != 0) {
+                self.file.write_all_at(piece, at)?;
+            }
+            at = end;
         }
         Ok(())
     }
@@ -198,6 +214,24 @@ mod tests {
         writer.write(&data).unwrap();
         writer.finish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn zeros_become_holes_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let b = BLOCK as u64;
+        // A non-zero byte in block 2 and one in block 7; the rest zeros.
+        let mut data = vec![0u8; 9 * BLOCK];
+        data[2 * BLOCK + 5] = 3;
+        data[7 * BLOCK] = 4;
+        let mut writer = SparseWriter::zeros_as_holes(&path).unwrap();
+        for piece in data.chunks(5000) {
+            writer.write(piece).unwrap();
+        }
+        writer.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        assert_eq!(extents(&path), [(2 * b, b), (7 * b, b)]);
     }
 
     #[test]

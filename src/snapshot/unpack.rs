@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Component, Path};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -84,6 +86,94 @@ pub enum FileDigests {
     /// made from those same bytes). The manifest's names and sizes are still
     /// checked. Hashing every byte twice was the largest cost of a restore.
     CoveredByArchiveChecksum,
+}
+
+/// What one restore may make the machine do. An archive declares sizes (a sparse
+/// entry's logical size, a nested archive's entries, an assembled file's size)
+/// that nothing else bounds: each is checked here before it is believed.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes the entries may write to disk (stored bytes: holes are free); `None`:
+    /// not checked (nothing is written, or the caller knows).
+    pub space: Option<u64>,
+    /// Logical bytes all files together may describe: outer and nested entries, and
+    /// files a partial archive assembles. Reading a sparse entry produces every zero
+    /// of it (and the manifest check hashes them), so this bounds CPU time as well.
+    pub logical: u64,
+    /// Set from elsewhere (an abandoned restore, a stopping daemon): the unpacking
+    /// stops within a MiB.
+    pub cancel: Arc<AtomicBool>,
+    /// This restore's share of the disk, seen by the restores running beside it
+    /// (each one's `space` is what the others have not reserved).
+    pub reservation: Option<Arc<Reservation>>,
+}
+
+/// Disk bytes the restores in this process have declared so far.
+static RESERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// One restore's declared disk bytes, counted in the process's total until it is
+/// dropped (its staged files are then gone, or have become the collection).
+/// Restores running at once each see the free space less what the others declared.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Reservation {
+    fn add(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+        RESERVED.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// What the other restores hold now.
+    fn others(&self) -> u64 {
+        RESERVED
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.bytes.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        RESERVED.fetch_sub(*self.bytes.get_mut(), Ordering::SeqCst);
+    }
+}
+
+/// The logical budget when nothing configures one (`snapfs verify`, tests): 64 GiB,
+/// more than any snapshot this daemon makes on the machines it runs on, and an
+/// hour at most of producing and hashing zeros.
+pub const DEFAULT_LOGICAL_BYTES: u64 = 64 << 30;
+
+/// The embedded manifest's largest size: 64 MiB lists some 300,000 files with their
+/// block signatures, far more than a collection has.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+impl Limits {
+    /// No disk check, the default logical budget, no canceller.
+    pub fn unbounded_space() -> Limits {
+        Limits {
+            space: None,
+            logical: DEFAULT_LOGICAL_BYTES,
+            cancel: Arc::default(),
+            reservation: None,
+        }
+    }
+}
+
+/// Logical bytes spent against [`Limits::logical`].
+struct Budget {
+    used: u64,
+    limit: u64,
+}
+
+impl Budget {
+    fn charge(&mut self, bytes: u64) -> Result<(), SnapshotError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(SnapshotError::OverBudget { limit: self.limit });
+        }
+        Ok(())
+    }
 }
 
 /// Counts (and, with a hasher, hashes) everything read through it.
@@ -185,7 +275,7 @@ pub fn verify_archive(
     reader: impl Read,
     expected: Option<&str>,
 ) -> Result<VerifyReport, SnapshotError> {
-    unpack_verified(reader, expected, None)
+    unpack_verified(reader, expected, None, &Limits::unbounded_space())
 }
 
 /// [`unpack_entries`] with the whole-file SHA-256 computed on the way (checked
@@ -195,9 +285,10 @@ pub fn unpack_verified(
     reader: impl Read,
     expected: Option<&str>,
     dest: Option<&Path>,
+    limits: &Limits,
 ) -> Result<VerifyReport, SnapshotError> {
     let mut hashing = HashingReader::new(reader, true);
-    let mut report = unpack_entries(&mut hashing, dest, None, FileDigests::Check)?;
+    let mut report = unpack_entries(&mut hashing, dest, limits, FileDigests::Check)?;
     io::copy(&mut hashing, &mut io::sink())?;
     report.archive_bytes = hashing.bytes;
     report.sha256 = hashing.digest().expect("hashing");
@@ -224,21 +315,25 @@ pub fn check_checksum(expected: &str, actual: &str) -> Result<(), SnapshotError>
 /// ever created outside it, no link is ever created), holes kept as holes, Qdrant's
 /// nested segment archives (`segments/<uuid>.tar`) unpacked on the way into
 /// `segments/<uuid>/`. Every file is hashed; a snapfs manifest (the last entry) must
-/// match them all. `space` is the room there is: the archive is refused as soon as
-/// its entries declare more. Each file's digest is computed unless `file_digests`
-/// says the caller checks the whole archive instead. The caller discards `dest`
-/// unless this returns `Ok`. Reads the archive up to its end-of-archive marker (not
-/// the padding after it).
+/// match them all. `limits` bounds what the entries may declare (disk, logical
+/// size) and can stop the walk from another thread. Each file's digest is computed
+/// unless `file_digests` says the caller checks the whole archive instead. The
+/// caller discards `dest` unless this returns `Ok`. Reads the archive up to its
+/// end-of-archive marker (not the padding after it).
 pub fn unpack_entries(
     reader: impl Read,
     dest: Option<&Path>,
-    space: Option<u64>,
+    limits: &Limits,
     file_digests: FileDigests,
 ) -> Result<VerifyReport, SnapshotError> {
     let mut report = VerifyReport::default();
     let mut digests: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
     let mut declared = 0u64;
+    let mut budget = Budget {
+        used: 0,
+        limit: limits.logical,
+    };
     let tap = Rc::new(RefCell::new(HeaderTap::default()));
     let mut archive = tar::Archive::new(Tapped {
         inner: reader,
@@ -248,15 +343,14 @@ pub fn unpack_entries(
     // Padding after the previous entry's data, which the next header read skips.
     let mut padding = 0;
     loop {
+        check_cancel(&limits.cancel)?;
         tap.borrow_mut().start();
         let Some(entry) = entries.next() else { break };
         let raw = tap.borrow_mut().stop();
         let mut entry = entry.map_err(|e| not_tar(&e))?;
         let stored = entry.header().entry_size().unwrap_or(0);
-        let layout = raw
-            .get(padding..)
-            .and_then(data_layout)
-            .unwrap_or(DataLayout::Dense);
+        let kind = entry.header().entry_type();
+        let read_layout = raw.get(padding..).and_then(data_layout);
         padding = (padded(stored) - stored) as usize;
         let path = entry.path().map_err(|e| not_tar(&e))?.into_owned();
         let shown = path.display().to_string();
@@ -264,7 +358,6 @@ pub fn unpack_entries(
             path: shown.clone(),
             why,
         })?;
-        let kind = entry.header().entry_type();
         report.entries += 1;
         report.newest_mtime = report.newest_mtime.max(entry.header().mtime().unwrap_or(0));
         if kind.is_dir() {
@@ -279,40 +372,77 @@ pub fn unpack_entries(
                 why: format!("entry type {kind:?} is not allowed (only files and directories)"),
             });
         }
+        // A sparse entry is written from its own map: one the reader and we read
+        // differently is refused, never written dense (a 10 TB "sparse" file
+        // written dense fills any disk).
+        let layout = match (kind.is_gnu_sparse(), read_layout) {
+            (true, Some(sparse @ DataLayout::Sparse(_))) => sparse,
+            (true, _) => {
+                return Err(SnapshotError::UnsafeEntry {
+                    path: shown,
+                    why: "its sparse map does not read as GNU tar writes one".into(),
+                });
+            }
+            (false, _) => DataLayout::Dense,
+        };
         // What will really be written: a sparse entry's stored bytes, not its
         // logical size (the engine preallocates; a 1 MB archive of a small shard
         // describes files of some hundred MB, mostly holes).
         declared = declared.saturating_add(stored);
-        if let Some(free) = space
-            && declared > free
+        let others = match &limits.reservation {
+            Some(reservation) => {
+                reservation.add(stored);
+                reservation.others()
+            }
+            None => 0,
+        };
+        if let Some(free) = limits.space
+            && declared.saturating_add(others) > free
         {
             return Err(SnapshotError::NoSpace {
                 needed: declared,
-                free,
+                free: free.saturating_sub(others),
             });
         }
-        let mut hashing = HashingReader::new(&mut entry, file_digests == FileDigests::Check);
         let is_manifest = shown == MANIFEST_NAME;
+        if is_manifest && (kind.is_gnu_sparse() || entry.size() > MAX_MANIFEST_BYTES) {
+            return Err(SnapshotError::ManifestMismatch {
+                path: MANIFEST_NAME.into(),
+                why: format!(
+                    "the embedded manifest must be a plain file of at most {MAX_MANIFEST_BYTES} bytes"
+                ),
+            });
+        }
+        // What will be read: every logical byte, zeros of holes included (a nested
+        // archive's entries are charged again as they are read: a bound, not a
+        // count).
+        budget.charge(entry.size())?;
+        let mut hashing = HashingReader::new(&mut entry, file_digests == FileDigests::Check);
         let mut content = Vec::new();
         match (dest, nested_segment(&path)) {
             (_, _) if is_manifest => {
-                hashing
+                (&mut hashing)
+                    .take(MAX_MANIFEST_BYTES)
                     .read_to_end(&mut content)
                     .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
             }
             (Some(dest), Some(segment_dir)) => {
-                report.files +=
-                    unpack_nested_segment(&mut hashing, &dest.join(segment_dir), &shown)?;
-                io::copy(&mut hashing, &mut io::sink())
-                    .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
+                report.files += unpack_nested_segment(
+                    &mut hashing,
+                    &dest.join(segment_dir),
+                    &shown,
+                    &mut budget,
+                    &limits.cancel,
+                )?;
+                copy_entry(&mut hashing, &shown, &limits.cancel, |_| Ok(()))?;
             }
             (Some(dest), None) => {
                 let mut out = SparseWriter::create(&dest.join(&path), layout)
                     .map_err(|e| duplicate_or_io(e, &shown))?;
-                copy_entry(&mut hashing, &shown, |data| out.write(data))?;
+                copy_entry(&mut hashing, &shown, &limits.cancel, |data| out.write(data))?;
                 out.finish()?;
             }
-            (None, _) => copy_entry(&mut hashing, &shown, |_| Ok(()))?,
+            (None, _) => copy_entry(&mut hashing, &shown, &limits.cancel, |_| Ok(()))?,
         }
         let size = hashing.bytes;
         report.files += 1;
@@ -338,7 +468,7 @@ pub fn unpack_entries(
         return Err(SnapshotError::NotTar("no entries".into()));
     }
     if let Some(manifest) = manifest {
-        report.manifest_checked = Some(check_manifest(&manifest, &digests)?);
+        report.manifest_checked = Some(check_manifest(&manifest, &digests, &mut budget)?);
         if manifest.partial {
             report.partial_target = Some(
                 manifest
@@ -357,14 +487,24 @@ pub fn unpack_entries(
     Ok(report)
 }
 
-/// Read an entry to its end in 1 MiB pieces, handing each to `sink`.
+fn check_cancel(cancel: &AtomicBool) -> Result<(), SnapshotError> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(SnapshotError::Cancelled);
+    }
+    Ok(())
+}
+
+/// Read an entry to its end in 1 MiB pieces, handing each to `sink`; stops when
+/// `cancel` is set.
 fn copy_entry(
     entry: &mut impl Read,
     shown: &str,
+    cancel: &AtomicBool,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<(), SnapshotError> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        check_cancel(cancel)?;
         let n = entry
             .read(&mut buf)
             .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
@@ -384,11 +524,16 @@ fn nested_segment(path: &Path) -> Option<std::path::PathBuf> {
 }
 
 /// Unpack a nested segment archive (Qdrant's `snapshot/files/…` inside
-/// `<uuid>.tar`) into `target`, with the outer archive's rules. Returns the files.
+/// `<uuid>.tar`) into `target`, with the outer archive's rules: the same cap on
+/// header bytes, every entry's logical size charged to `budget`, and files written
+/// with holes wherever they hold whole blocks of zeros (a nested sparse entry is
+/// read as zeros, which must not land on disk dense). Returns the files.
 fn unpack_nested_segment(
     reader: &mut impl Read,
     target: &Path,
     shown: &str,
+    budget: &mut Budget,
+    cancel: &AtomicBool,
 ) -> Result<usize, SnapshotError> {
     let prefix = Path::new("snapshot/files");
     if target.exists() {
@@ -399,8 +544,17 @@ fn unpack_nested_segment(
     }
     fs_err::create_dir_all(target)?;
     let mut files = 0;
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(|e| nested(shown, &e))? {
+    let tap = Rc::new(RefCell::new(HeaderTap::default()));
+    let mut archive = tar::Archive::new(Tapped {
+        inner: reader,
+        tap: tap.clone(),
+    });
+    let mut entries = archive.entries().map_err(|e| nested(shown, &e))?;
+    loop {
+        check_cancel(cancel)?;
+        tap.borrow_mut().start();
+        let Some(entry) = entries.next() else { break };
+        tap.borrow_mut().stop();
         let mut entry = entry.map_err(|e| nested(shown, &e))?;
         let path = entry.path().map_err(|e| nested(shown, &e))?.into_owned();
         let inner = format!("{shown}/{}", path.display());
@@ -409,23 +563,22 @@ fn unpack_nested_segment(
             why,
         })?;
         let kind = entry.header().entry_type();
+        if !(kind.is_dir() || kind.is_file() || kind.is_gnu_sparse()) {
+            return Err(not_allowed(inner, kind));
+        }
+        budget.charge(entry.size())?;
         // Qdrant writes only `snapshot/files/…`; anything else is not the segment's.
         let Ok(relative) = path.strip_prefix(prefix) else {
-            if !(kind.is_dir() || kind.is_file()) {
-                return Err(not_allowed(inner, kind));
-            }
             continue;
         };
         if kind.is_dir() {
             fs_err::create_dir_all(target.join(relative))?;
-        } else if kind.is_file() || kind.is_gnu_sparse() {
-            let mut out = SparseWriter::create(&target.join(relative), DataLayout::Dense)
+        } else {
+            let mut out = SparseWriter::zeros_as_holes(&target.join(relative))
                 .map_err(|e| duplicate_or_io(e, &inner))?;
-            copy_entry(&mut entry, &inner, |data| out.write(data))?;
+            copy_entry(&mut entry, &inner, cancel, |data| out.write(data))?;
             out.finish()?;
             files += 1;
-        } else {
-            return Err(not_allowed(inner, kind));
         }
     }
     Ok(files)
@@ -459,6 +612,7 @@ fn duplicate_or_io(err: io::Error, shown: &str) -> SnapshotError {
 fn check_manifest(
     manifest: &Manifest,
     digests: &BTreeMap<String, (u64, Option<String>)>,
+    budget: &mut Budget,
 ) -> Result<usize, SnapshotError> {
     let mut listed = 0;
     let mut paths = std::collections::BTreeSet::new();
@@ -479,6 +633,14 @@ fn check_manifest(
                 path: item.path.clone(),
                 why: "listed twice in the manifest".into(),
             });
+        }
+        if let Some(copies) = &item.copies {
+            check_copies(item.size, copies).map_err(|why| SnapshotError::ManifestMismatch {
+                path: item.path.clone(),
+                why,
+            })?;
+            // The receiver writes and hashes all of it.
+            budget.charge(item.size)?;
         }
         let Some((size, sha)) = digests.get(&item.path) else {
             if manifest.partial {
@@ -521,6 +683,44 @@ fn check_manifest(
     Ok(listed)
 }
 
+/// A file's copies from the receiver's files are well formed: each names a plain
+/// relative path (as an entry's path: the receiver resolves it among its shard's
+/// own files, never as given), they lie in order inside the file without
+/// overlapping (so assembling costs at most the file's size), and there are no more
+/// than a sender makes (each copy is at least one block, [`super::digest::BLOCK`]).
+fn check_copies(size: u64, copies: &[CopyFrom]) -> Result<(), String> {
+    let most = size.div_ceil(super::digest::BLOCK);
+    if copies.len() as u64 > most {
+        return Err(format!(
+            "{} copies for a file of {size} bytes (at most {most})",
+            copies.len()
+        ));
+    }
+    let mut end = 0u64;
+    for CopyFrom(at, path, from, len) in copies {
+        check_plain_relative(path).map_err(|why| format!("a copy's source is refused: {why}"))?;
+        if *len == 0 || *at < end {
+            return Err("its copies must be non-empty, in order and not overlapping".into());
+        }
+        end = at
+            .checked_add(*len)
+            .filter(|end| *end <= size)
+            .ok_or("a copy reaches past the file's end")?;
+        from.checked_add(*len)
+            .ok_or("a copy's source range overflows")?;
+    }
+    Ok(())
+}
+
+/// A relative path of plain components: no empty, `.` or `..` part, not absolute.
+pub fn check_plain_relative(path: &str) -> Result<(), String> {
+    check_entry_path(Path::new(path))?;
+    if path.starts_with('/') || path.split('/').any(|part| part.is_empty() || part == ".") {
+        return Err("not a plain relative path".into());
+    }
+    Ok(())
+}
+
 /// The tar reader's complaint, made printable (it may quote the garbage it found).
 fn not_tar(err: &dyn std::fmt::Display) -> SnapshotError {
     let text: String = err
@@ -536,4 +736,209 @@ fn not_tar(err: &dyn std::fmt::Display) -> SnapshotError {
         .take(160)
         .collect();
     SnapshotError::NotTar(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::tar_header::{Kind, entry_headers};
+
+    /// A GNU sparse entry of `real_size` logical bytes whose only data is `data` at
+    /// offset 0.
+    fn sparse_entry(path: &str, real_size: u64, data: &[u8]) -> Vec<u8> {
+        let stored = data.len() as u64;
+        let map = [(0, stored), (real_size, 0)];
+        let kind = Kind::Sparse {
+            real_size,
+            stored,
+            map: &map,
+        };
+        let mut out = entry_headers(path, &kind, 0);
+        out.extend_from_slice(data);
+        out.resize(out.len() + (padded(stored) - stored) as usize, 0);
+        out
+    }
+
+    fn file_entry(path: &str, data: &[u8]) -> Vec<u8> {
+        let size = data.len() as u64;
+        let mut out = entry_headers(path, &Kind::File { size }, 0);
+        out.extend_from_slice(data);
+        out.resize(out.len() + (padded(size) - size) as usize, 0);
+        out
+    }
+
+    fn archive(entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = entries.concat();
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    fn limits(logical: u64) -> Limits {
+        Limits {
+            space: Some(1 << 30),
+            logical,
+            ..Limits::unbounded_space()
+        }
+    }
+
+    /// Peak resident memory of this process so far (VmHWM), in bytes.
+    fn peak_rss() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
+    #[test]
+    fn a_sparse_manifest_of_a_terabyte_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = archive(&[sparse_entry(MANIFEST_NAME, 1 << 40, &[b'{'; 512])]);
+        assert!(bytes.len() < 4096, "a tiny archive: {}", bytes.len());
+        let err = unpack_entries(
+            &bytes[..],
+            Some(dir.path()),
+            &limits(u64::MAX),
+            FileDigests::Check,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("must be a plain file of at most"),
+            "{err}"
+        );
+        // A plain manifest over the cap is refused as well.
+        let big = archive(&[file_entry(
+            MANIFEST_NAME,
+            &vec![b' '; (MAX_MANIFEST_BYTES + 1) as usize],
+        )]);
+        let err =
+            unpack_entries(&big[..], None, &limits(u64::MAX), FileDigests::Check).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        assert!(peak_rss() < 1 << 30, "peak RSS {}", peak_rss());
+    }
+
+    #[test]
+    fn sparse_entries_are_charged_their_logical_size() {
+        // 2^62 logical bytes: years of producing zeros, refused at its header.
+        let huge = archive(&[sparse_entry("0/x", 1 << 62, &[1u8; 512])]);
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let err = unpack_entries(
+            &huge[..],
+            Some(dir.path()),
+            &Limits::unbounded_space(),
+            FileDigests::Check,
+        )
+        .unwrap_err();
+        assert!(matches!(err, SnapshotError::OverBudget { .. }), "{err}");
+        assert!(err.to_string().contains("max_restore_bytes"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        // Within the budget it unpacks, holes kept.
+        let small = archive(&[sparse_entry("0/y", 64 << 20, &[1u8; 512])]);
+        let report = unpack_entries(
+            &small[..],
+            Some(dir.path()),
+            &limits(128 << 20),
+            FileDigests::Check,
+        )
+        .unwrap();
+        assert_eq!(report.logical_bytes, 64 << 20);
+        let meta = std::fs::metadata(dir.path().join("0/y")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.blocks() * 512 < 1 << 20);
+        // Two such entries exceed a budget that holds one.
+        let two = archive(&[
+            sparse_entry("1/a", 64 << 20, &[1u8; 512]),
+            sparse_entry("1/b", 64 << 20, &[1u8; 512]),
+        ]);
+        let err =
+            unpack_entries(&two[..], None, &limits(100 << 20), FileDigests::Check).unwrap_err();
+        assert!(matches!(err, SnapshotError::OverBudget { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_nested_sparse_entry_is_charged_and_lands_as_holes() {
+        let nested = |logical: u64| {
+            let inner = archive(&[sparse_entry("snapshot/files/big", logical, &[7u8; 512])]);
+            archive(&[file_entry("0/segments/abc.tar", &inner)])
+        };
+        // 10 TB declared inside a 5 KB archive: refused, nothing written dense.
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack_entries(
+            &nested(10 << 40)[..],
+            Some(dir.path()),
+            &Limits::unbounded_space(),
+            FileDigests::Check,
+        )
+        .unwrap_err();
+        assert!(matches!(err, SnapshotError::OverBudget { .. }), "{err}");
+        // 256 MiB within the budget: the zeros it is read as become holes.
+        let dir = tempfile::tempdir().unwrap();
+        unpack_entries(
+            &nested(256 << 20)[..],
+            Some(dir.path()),
+            &limits(1 << 30),
+            FileDigests::Check,
+        )
+        .unwrap();
+        let path = dir.path().join("0/segments/abc/big");
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 256 << 20);
+        assert!(
+            meta.blocks() * 512 <= 64 << 10,
+            "{} bytes on disk",
+            meta.blocks() * 512
+        );
+    }
+
+    #[test]
+    fn a_cancelled_unpacking_stops_at_once() {
+        let bytes = archive(&[sparse_entry("0/x", 8 << 30, &[1u8; 512])]);
+        let limits = Limits::unbounded_space();
+        limits.cancel.store(true, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let err = unpack_entries(&bytes[..], None, &limits, FileDigests::Check).unwrap_err();
+        assert!(matches!(err, SnapshotError::Cancelled), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn copies_must_name_plain_paths_in_order_within_the_file() {
+        let copy = |at: u64, path: &str, from: u64, len: u64| CopyFrom(at, path.into(), from, len);
+        let size = 4 * super::super::digest::BLOCK;
+        let cases: Vec<(Vec<CopyFrom>, &str)> = vec![
+            (vec![copy(0, "/etc/passwd", 0, 10)], "absolute"),
+            (vec![copy(0, "../../../etc/shadow", 0, 4)], "`..`"),
+            (vec![copy(0, "segments/./x", 0, 4)], "plain relative"),
+            (vec![copy(0, "segments//x", 0, 4)], "plain relative"),
+            (vec![copy(0, "", 0, 4)], "empty"),
+            (vec![copy(10, "a", 0, 10), copy(5, "a", 0, 2)], "in order"),
+            (
+                vec![copy(0, "a", 0, 10), copy(5, "a", 0, 10)],
+                "not overlapping",
+            ),
+            (vec![copy(0, "a", 0, 0)], "non-empty"),
+            (vec![copy(size - 1, "a", 0, 2)], "past the file's end"),
+            (vec![copy(0, "a", u64::MAX, 2)], "overflows"),
+            (
+                (0..5).map(|i| copy(i * 10, "a", 0, 1)).collect(),
+                "at most 4",
+            ),
+        ];
+        for (copies, words) in cases {
+            let err = check_copies(size, &copies).unwrap_err();
+            assert!(err.contains(words), "{copies:?}: {err}");
+        }
+        check_copies(
+            size,
+            &[
+                copy(0, "segments/s/files/a", 0, 10),
+                copy(10, "wal/b", 5, 100),
+            ],
+        )
+        .unwrap();
+    }
 }

@@ -88,21 +88,6 @@ fn all_live_views() -> Vec<Arc<SnapshotView>> {
         .collect()
 }
 
-/// Give every live view a private copy of the frozen files whose (device, inode)
-/// `shared` holds, before something writes them in place (a shard switch whose new
-/// files are hard links of the old ones).
-pub fn copy_aside_shared(
-    shared: &std::collections::HashSet<(u64, u64)>,
-    temp_path: &std::path::Path,
-) -> std::io::Result<()> {
-    std::fs::create_dir_all(temp_path)?;
-    for view in all_live_views() {
-        view.layout
-            .copy_aside_if(temp_path, &|identity| shared.contains(&identity))?;
-    }
-    Ok(())
-}
-
 fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -123,7 +123,7 @@ impl Collection {
     }
 
     pub fn open(dir: &Path, name: &str) -> Result<Self> {
-        let bytes = std::fs::read(dir.join(CONFIG_FILE))?;
+        let bytes = super::read_bounded(&dir.join(CONFIG_FILE), super::MAX_JSON_FILE)?;
         let config: CollectionConfig = serde_json::from_slice(&bytes).map_err(|e| {
             StorageError::internal(format!("{}: invalid config.json: {e}", dir.display()))
         })?;

@@ -632,7 +632,7 @@ fn settle_json_file(path: &Path) -> Result<()> {
             other => other,
         }
     }
-    let Ok(bytes) = std::fs::read(path) else {
+    let Ok(bytes) = super::read_bounded(path, super::MAX_JSON_FILE) else {
         return Ok(());
     };
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {

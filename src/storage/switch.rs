@@ -34,17 +34,12 @@ pub struct ShardReplacement {
     /// there). Otherwise they go with the old shard (a restore replaces the state).
     pub keep_pending: bool,
     /// The engine has already opened `staged` where it lies (a restore checks it in
-    /// staging): the rename is the commit. Otherwise (a partial apply, whose staged
-    /// files are hard links of the live shard's, which nothing may open before the
-    /// live shard has closed) the new shard is first opened where it belongs, and
-    /// the switch commits only once that succeeded: until then a failure, or a crash,
-    /// puts the old shard back.
+    /// staging): the rename is the commit. Otherwise (a partial apply, staged while
+    /// the live shard is frozen and still holds its own files) the new shard is
+    /// first opened where it belongs, and the switch commits only once that
+    /// succeeded: until then a failure, or a crash, puts the old shard back.
     pub checked: bool,
 }
-
-/// Runs inside a shard switch once no new freeze can start and before anything
-/// may write the shard's files (the snapshot layer copies open views' files aside).
-pub type BeforeSwitch = Box<dyn FnOnce() + Send>;
 
 impl Storage {
     /// Replace (or create) collection `name` by the complete, validated collection
@@ -104,36 +99,28 @@ impl Storage {
     }
 
     /// Replace shard `id` of collection `name` by `new.staged`, inside the running
-    /// collection. `before` runs once updates and new freezes of the collection are
-    /// held off, before the old shard closes.
+    /// collection. The staged files must share no inode with the live shard's (the
+    /// new shard writes them in place, and the old one may be put back).
     pub async fn replace_shard(
         self: &Arc<Self>,
         name: &str,
         id: u32,
         new: ShardReplacement,
-        before: BeforeSwitch,
     ) -> Result<()> {
         let _layout = self.layout_lock.lock().await;
         let this = self.clone();
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || this.replace_shard_blocking(&name, id, new, before))
+        tokio::task::spawn_blocking(move || this.replace_shard_blocking(&name, id, new))
             .await
             .map_err(|e| StorageError::internal(e.to_string()))?
     }
 
-    fn replace_shard_blocking(
-        &self,
-        name: &str,
-        id: u32,
-        new: ShardReplacement,
-        before: BeforeSwitch,
-    ) -> Result<()> {
+    fn replace_shard_blocking(&self, name: &str, id: u32, new: ShardReplacement) -> Result<()> {
         let collection = self.collection(name)?;
         let edge = collection.config().edge_config()?;
         let (dir, pending) = collection.shard_files(id);
         let collection_dir = collection.dir().to_path_buf();
         let _paused = collection.pause_dispatch();
-        before();
         let mut slot = collection.shard_slot_mut(id)?;
         let old: Arc<Shard> = slot.clone();
         let waiting = if new.keep_pending {

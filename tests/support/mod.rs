@@ -124,6 +124,20 @@ impl Daemon {
         all
     }
 
+    /// Wait (10 s at most) until no restore's staging is left: an abandoned one is
+    /// removed once its unpacker has stopped, on a thread of its own.
+    pub fn wait_no_staging_leftovers(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.staging_leftovers().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "staging left behind: {:?}",
+                self.staging_leftovers()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.socket)
     }
@@ -714,4 +728,58 @@ pub fn py_http(file: &Path, do_get: &str) -> ServerProcess {
         command.arg("-c").arg(script);
         command
     })
+}
+
+/// Resident memory of process `pid` (VmRSS), in bytes.
+pub fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// Bytes allocated on disk under `dir` (`du`: holes are free).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let out = run_ok(Command::new("du").arg("-s").arg("-B1").arg(dir));
+    out.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du prints a size")
+}
+
+// ---- Hand-made archives (what tar tools will not write: hostile headers) ----
+
+/// A GNU sparse entry of `real_size` logical bytes holding only `data` at offset 0.
+pub fn sparse_entry(path: &str, real_size: u64, data: &[u8]) -> Vec<u8> {
+    use snapfs::snapshot::tar_header::{Kind, entry_headers, padded};
+    let stored = data.len() as u64;
+    let map = [(0, stored), (real_size, 0)];
+    let kind = Kind::Sparse {
+        real_size,
+        stored,
+        map: &map,
+    };
+    let mut out = entry_headers(path, &kind, 0);
+    out.extend_from_slice(data);
+    out.resize(out.len() + (padded(stored) - stored) as usize, 0);
+    out
+}
+
+pub fn file_entry(path: &str, data: &[u8]) -> Vec<u8> {
+    use snapfs::snapshot::tar_header::{Kind, entry_headers, padded};
+    let size = data.len() as u64;
+    let mut out = entry_headers(path, &Kind::File { size }, 0);
+    out.extend_from_slice(data);
+    out.resize(out.len() + (padded(size) - size) as usize, 0);
+    out
+}
+
+/// Entries and the end-of-archive marker.
+pub fn tar_bytes(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = entries.concat();
+    out.extend_from_slice(&[0u8; 1024]);
+    out
 }

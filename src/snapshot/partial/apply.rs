@@ -3,16 +3,21 @@
 //! The received archive is unpacked in staging like any restore (checksum, safe
 //! paths, embedded digests). Then, with the shard frozen (its files hold still;
 //! updates are acknowledged into its pending log), a new shard directory is staged
-//! beside the live one: every file the new state shares with the frozen one is a
-//! hard link to it (no byte copied), the archive's files are moved in, and what the
-//! new state no longer has is left out. The storage layer switches it in
-//! ([`crate::storage::Storage::replace_shard`]): updates wait, live views are given
-//! private copies of the shared files (the new shard writes in place), the old shard
-//! closes, the engine opens the staged directory, a journaled rename makes it the
-//! shard, and updates acknowledged meanwhile are applied on it. Reads wait only for
-//! that last step; a crash anywhere leaves the old shard or the new one.
+//! beside the live one: every file the new state keeps from the frozen one is a
+//! private copy of it (a reflink where the file system has them, else its data
+//! extents copied in the kernel), the archive's files are moved in, and what the new
+//! state no longer has is left out. Nothing is shared with the old shard: the
+//! engine writes in place (its load rewrites status files, the pending updates
+//! replayed on the new shard mark deletions), and a shared inode would carry those
+//! writes into the old shard that a failure or a crash puts back, and into the
+//! snapshots still reading it. The staged files are made durable (`syncfs`), then
+//! the storage layer switches them in ([`crate::storage::Storage::replace_shard`]):
+//! updates wait, the old shard closes, the engine opens the staged directory, a
+//! journaled rename makes it the shard, and updates acknowledged meanwhile are
+//! applied on it. Reads wait only for that last step; a crash anywhere leaves the
+//! old shard or the new one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -94,7 +99,10 @@ pub fn detect(received: &Received) -> Result<Option<Partial>> {
             without.push(id);
             continue;
         }
-        let bytes = fs_err::read(&path)?;
+        let bytes =
+            crate::storage::read_bounded(&path, crate::storage::MAX_JSON_FILE).map_err(|e| {
+                SnapshotError::invalid(format!("invalid partial snapshot: segment {id}: {e}"))
+            })?;
         let segment: SegmentVersions = serde_json::from_slice(&bytes).map_err(|e| {
             SnapshotError::invalid(format!(
                 "invalid partial snapshot: the manifest of segment {id} is unreadable: {e}"
@@ -163,7 +171,7 @@ pub struct Applied {
     pub form: &'static str,
     /// Bytes of the partial archive.
     pub archive_bytes: u64,
-    /// Files taken from the archive; files kept (hard links of the old state).
+    /// Files taken from the archive; files kept (copies of the old state's).
     pub files_received: usize,
     pub files_kept: usize,
 }
@@ -222,23 +230,16 @@ pub async fn apply(
             .await
             .map_err(|e| StorageError::internal(e.to_string()))??
         };
-        let (mut staged, frozen, form) = staged;
+        let (staged, frozen, form) = staged;
         let (files_received, files_kept) = (staged.received, staged.kept);
         crate::storage::crash_point("partial-staged");
-        let shared = std::mem::take(&mut staged.shared);
-        let temp = storage.temp_path();
         let new = ShardReplacement {
             staged: staged.dir.clone(),
             state_time: None,
             keep_pending: true,
             checked: false,
         };
-        let before = Box::new(move || {
-            if let Err(err) = crate::snapshot::view::copy_aside_shared(&shared, &temp) {
-                tracing::error!(%err, "copying open views' files aside before a partial apply failed");
-            }
-        });
-        let switched = storage.replace_shard(collection, id, new, before).await;
+        let switched = storage.replace_shard(collection, id, new).await;
         // The staged directory is the shard now, or is removed here.
         drop(staged);
         drop(frozen);
@@ -276,10 +277,10 @@ pub async fn apply(
 /// A new shard directory being assembled; removed on drop unless the switch took it.
 struct Staged {
     dir: PathBuf,
-    /// (device, inode) of every file shared with the live shard through a hard link.
-    shared: HashSet<(u64, u64)>,
     received: usize,
     kept: usize,
+    /// Bytes copied to keep files of the live shard (0 where reflinked).
+    copied: u64,
 }
 
 impl Drop for Staged {
@@ -291,26 +292,22 @@ impl Drop for Staged {
 }
 
 impl Staged {
-    /// Hard-link the live file `from` to `relative` in the staged directory.
-    fn link(&mut self, from: &Path, relative: &str) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
+    /// Keep the live file `from` as `relative` in the staged directory: a private
+    /// copy, never a link (see the module's note).
+    fn keep(&mut self, from: &Path, relative: &str) -> Result<()> {
         let to = self.dir.join(relative);
         make_parent(&to)?;
-        fs_err::hard_link(from, &to)?;
-        let meta = fs_err::metadata(&to)?;
-        self.shared.insert((meta.dev(), meta.ino()));
+        self.copied += crate::storage::extents::copy_sparse(from, &to)?;
         self.kept += 1;
         Ok(())
     }
 
-    /// Move a received file in (replacing a link, if one was there).
+    /// Move a received file in (replacing a kept one, if one was there).
     fn take(&mut self, from: &Path, relative: &str) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
         let to = self.dir.join(relative);
         make_parent(&to)?;
-        if let Ok(linked) = std::fs::symlink_metadata(&to) {
+        if std::fs::symlink_metadata(&to).is_ok() {
             // The archive's version replaces a file we had.
-            self.shared.remove(&(linked.dev(), linked.ino()));
             self.kept -= 1;
         }
         fs_err::rename(from, &to)?;
@@ -325,7 +322,7 @@ impl Staged {
     /// checked whole against the target digest.
     fn assemble(
         &mut self,
-        live_dir: &Path,
+        live: &LiveFiles,
         arrived: &Path,
         relative: &str,
         target: &TargetFile,
@@ -370,7 +367,7 @@ impl Staged {
                 return Err(refused(format!("copies past its end ({at} + {len})")));
             }
             if !sources.contains_key(path.as_str()) {
-                let ours = FrozenFile::open(&live_dir.join(shard_path(path))).map_err(|_| {
+                let ours = live.open(path).ok_or_else(|| {
                     refused(format!(
                         "copies from {path}, which this shard does not have"
                     ))
@@ -391,6 +388,34 @@ impl Staged {
         }
         self.received += 1;
         Ok(())
+    }
+}
+
+/// The live shard's own files, the only ones a partial archive may copy from: a
+/// copy's source is looked up among them by name, never joined to a path as sent,
+/// and opened beneath the shard's directory without following links.
+struct LiveFiles {
+    dir: PathBuf,
+    /// Paths relative to the shard directory (`segments/<id>/<file>`, `wal/…`).
+    names: BTreeSet<String>,
+}
+
+impl LiveFiles {
+    fn list(dir: &Path) -> LiveFiles {
+        LiveFiles {
+            dir: dir.to_path_buf(),
+            names: files_under(dir).into_iter().map(|(_, name)| name).collect(),
+        }
+    }
+
+    /// The file an archive path names, if this shard has it as a regular file.
+    fn open(&self, archive_path: &str) -> Option<FrozenFile> {
+        let name = shard_path(archive_path);
+        if !self.names.contains(&name) {
+            return None;
+        }
+        let file = crate::storage::open_regular_beneath(&self.dir, &name).ok()?;
+        FrozenFile::from_file(file).ok()
     }
 }
 
@@ -427,9 +452,9 @@ fn stage(
     check_top_level(incoming)?;
     let mut staged = Staged {
         dir: storage.restore_staging_dir(),
-        shared: HashSet::new(),
         received: 0,
         kept: 0,
+        copied: 0,
     };
     fs_err::create_dir(&staged.dir)?;
     match partial {
@@ -447,6 +472,14 @@ fn stage(
         }
     }
     check_vectors(&staged.dir, config)?;
+    // Durable before the switch deletes the old shard: a power loss after it must
+    // find every byte of the new one.
+    crate::snapshot::restore::sync_filesystem(&staged.dir)?;
+    tracing::debug!(
+        kept = staged.kept,
+        copied_bytes = staged.copied,
+        "partial apply staged"
+    );
     Ok(staged)
 }
 
@@ -486,7 +519,7 @@ fn merge_versions(
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type()?.is_file() && !CLOCK_FILES.contains(&name.as_str()) {
-            staged.link(&entry.path(), &name)?;
+            staged.keep(&entry.path(), &name)?;
         }
     }
     for (id, segment) in &ours.segments {
@@ -503,7 +536,7 @@ fn merge_versions(
             if dropped || journal || relative == SEGMENT_MANIFEST {
                 continue;
             }
-            staged.link(&path, &format!("segments/{id}/{relative}"))?;
+            staged.keep(&path, &format!("segments/{id}/{relative}"))?;
         }
     }
     // The archive's segment files over ours.
@@ -561,8 +594,8 @@ fn merge_content(
     target: &[TargetFile],
 ) -> Result<()> {
     let mut mismatched = Vec::new();
-    // Checked (from the digest cache, before linking changes the files' ctime) and
-    // linked per file.
+    let live = LiveFiles::list(live_dir);
+    // Checked (from the digest cache) and kept per file.
     for file in target {
         let relative = shard_path(&file.path);
         let arrived = incoming.join(&relative);
@@ -570,9 +603,9 @@ fn merge_content(
         if let Some(copies) = &file.copies {
             if digest_of(&ours).as_deref() == Some(file.sha256.as_str()) {
                 // Ours is the new version already.
-                staged.link(&ours, &relative)?;
+                staged.keep(&ours, &relative)?;
             } else {
-                staged.assemble(live_dir, &arrived, &relative, file, copies)?;
+                staged.assemble(&live, &arrived, &relative, file, copies)?;
             }
             continue;
         }
@@ -584,7 +617,7 @@ fn merge_content(
             mismatched.push(file.path.clone());
             continue;
         }
-        staged.link(&ours, &relative)?;
+        staged.keep(&ours, &relative)?;
     }
     if let Some(first) = mismatched.first() {
         return Err(SnapshotError::invalid(format!(
@@ -601,15 +634,16 @@ fn max_segment_version(shard_dir: &Path) -> Result<u64> {
     let mut max = 0;
     for entry in fs_err::read_dir(shard_dir.join("segments"))? {
         let path = entry?.path().join("segment.json");
-        let segment: serde_json::Value = fs_err::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| {
-                SnapshotError::invalid(format!(
-                    "the new state's segment has no readable segment.json ({})",
-                    path.display()
-                ))
-            })?;
+        let segment: serde_json::Value =
+            crate::storage::read_bounded(&path, crate::storage::MAX_JSON_FILE)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .ok_or_else(|| {
+                    SnapshotError::invalid(format!(
+                        "the new state's segment has no readable segment.json ({})",
+                        path.display()
+                    ))
+                })?;
         max = max.max(segment["version"].as_u64().unwrap_or(0));
     }
     Ok(max)
@@ -630,8 +664,14 @@ fn check_vectors(shard_dir: &Path, config: &CollectionConfig) -> Result<()> {
     };
     for entry in entries.flatten() {
         let path = entry.path().join("segment.json");
-        let Ok(bytes) = fs_err::read(&path) else {
-            continue;
+        let bytes = match crate::storage::read_bounded(&path, crate::storage::MAX_JSON_FILE) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(
+                    SnapshotError::invalid(format!("the partial snapshot's segment: {e}")).into(),
+                );
+            }
         };
         let segment: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             SnapshotError::invalid(format!(

@@ -12,7 +12,6 @@
 //! A request body is told apart by shape ([`ManifestRequest::parse`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -229,17 +228,14 @@ fn check_segment_id(id: &str) -> Result<(), String> {
 }
 
 fn check_relative(path: &str) -> Result<(), String> {
-    super::super::unpack::check_entry_path(Path::new(path))?;
-    if path.starts_with('/') || path.split('/').any(|part| part.is_empty() || part == ".") {
-        return Err("not a plain relative path".into());
-    }
-    Ok(())
+    super::super::unpack::check_plain_relative(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::path::Path;
 
     fn segment(version: u64, files: &[(&str, Option<u64>)]) -> SegmentVersions {
         SegmentVersions {

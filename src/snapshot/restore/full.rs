@@ -48,20 +48,31 @@ async fn restore_full_in(
                 std::io::BufReader::with_capacity(1 << 20, file),
                 checksum.as_deref(),
                 Some(&staging),
+                &crate::snapshot::unpack::Limits::unbounded_space(),
             )?;
-            let config: serde_json::Value = fs_err::read(staging.join(CONFIG_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| SnapshotError::invalid("not a full-storage snapshot: config.json with collections_mapping is missing"))?;
+            let config: serde_json::Value = crate::storage::read_bounded(
+                &staging.join(CONFIG_FILE),
+                crate::storage::MAX_JSON_FILE,
+            )
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                SnapshotError::invalid(
+                    "not a full-storage snapshot: config.json with collections_mapping is missing",
+                )
+            })?;
             let mapping = config["collections_mapping"].as_object().ok_or_else(|| {
-                SnapshotError::invalid("not a full-storage snapshot: config.json has no collections_mapping")
+                SnapshotError::invalid(
+                    "not a full-storage snapshot: config.json has no collections_mapping",
+                )
             })?;
             mapping
                 .iter()
                 .map(|(name, file)| {
                     let file = file.as_str().unwrap_or_default().to_string();
-                    crate::snapshot::unpack::check_entry_path(Path::new(&file))
-                        .map_err(|why| SnapshotError::invalid(format!("collection {name}: {why}")))?;
+                    crate::snapshot::unpack::check_entry_path(Path::new(&file)).map_err(|why| {
+                        SnapshotError::invalid(format!("collection {name}: {why}"))
+                    })?;
                     Ok((name.clone(), file))
                 })
                 .collect()
