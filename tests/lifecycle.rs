@@ -156,3 +156,51 @@ async fn a_second_signal_exits_at_once() {
     assert!(daemon.log().contains("second signal"), "{}", daemon.log());
     assert_restart_is_whole(dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_daemon_writes_only_its_own_user_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    seeded_collection(&client, "private", 1, 20).await;
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/collections/private/snapshots",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut checked = 0;
+    let mut pending = vec![daemon.data_dir.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // The test harness's own log file is not the daemon's.
+            if name.starts_with("daemon-") && name.ends_with(".log") {
+                continue;
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{} is mode {mode:o}: other users could read it",
+                entry.path().display()
+            );
+            checked += 1;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    assert!(checked > 10, "only {checked} entries looked at");
+    for dir in ["storage", "snapshots", "tmp"] {
+        let mode = std::fs::metadata(daemon.data_dir.join(dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{dir}");
+    }
+}

@@ -264,11 +264,17 @@ fn abort_connection(dev: u64) {
     let dir = Path::new("/sys/fs/fuse/connections");
     let control = dir.join(rustix::fs::minor(dev).to_string()).join("abort");
     if !control.exists() {
-        // fusectl may not be mounted yet (root can mount it).
-        let _ = std::process::Command::new("mount")
-            .args(["-t", "fusectl", "none"])
-            .arg(dir)
-            .status();
+        // fusectl may not be mounted yet (root can mount it): the system call, not
+        // a `mount` program found through PATH.
+        if let Err(err) = rustix::mount::mount(
+            "fusectl",
+            dir,
+            "fusectl",
+            rustix::mount::MountFlags::empty(),
+            None,
+        ) {
+            tracing::debug!(%err, "could not mount fusectl");
+        }
     }
     if let Err(err) = std::fs::write(&control, "1") {
         tracing::warn!(%err, control = %control.display(), "could not abort the FUSE connection");
