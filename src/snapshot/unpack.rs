@@ -895,6 +895,35 @@ mod tests {
     }
 
     #[test]
+    fn restores_at_the_same_time_each_see_what_the_others_left() {
+        let bytes = archive(&[file_entry("0/a", &[1u8; 4096])]);
+        let with = |reservation: Arc<Reservation>| Limits {
+            space: Some(64 << 10),
+            reservation: Some(reservation),
+            ..Limits::unbounded_space()
+        };
+        // Another restore has declared all but 2 KiB of the room.
+        let other = Reservation::default();
+        other.add((64 << 10) - 2048);
+        let err = unpack_entries(&bytes[..], None, &with(Arc::default()), FileDigests::Check)
+            .unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::NoSpace { free: 2048, .. }),
+            "{err}"
+        );
+        // Once it is done, the room is there again; while this one's reservation
+        // lives, the next one sees it taken.
+        drop(other);
+        let mine = Arc::new(Reservation::default());
+        unpack_entries(&bytes[..], None, &with(mine.clone()), FileDigests::Check).unwrap();
+        assert_eq!(mine.others(), 0);
+        let next = Arc::new(Reservation::default());
+        assert_eq!(next.others(), 4096);
+        drop(mine);
+        assert_eq!(next.others(), 0);
+    }
+
+    #[test]
     fn a_cancelled_unpacking_stops_at_once() {
         let bytes = archive(&[sparse_entry("0/x", 8 << 30, &[1u8; 512])]);
         let limits = Limits::unbounded_space();
