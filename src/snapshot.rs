@@ -15,6 +15,7 @@ pub mod digest;
 pub mod error;
 pub mod intake;
 pub mod layout;
+pub mod limits;
 pub mod names;
 pub mod partial;
 pub mod progress;

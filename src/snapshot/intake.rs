@@ -24,11 +24,9 @@ use tokio::sync::mpsc;
 
 use super::SnapshotError;
 use super::digest::hex;
+use super::limits::{DEFAULT_LOGICAL_BYTES, Limits, Reservation};
 use super::progress::Running;
-use super::unpack::{
-    DEFAULT_LOGICAL_BYTES, FileDigests, Limits, Reservation, VerifyReport, check_checksum,
-    unpack_entries,
-};
+use super::unpack::{FileDigests, VerifyReport, check_checksum, unpack_entries};
 use crate::storage::{Result, StorageError};
 
 /// Bytes handed to the workers at a time.
@@ -51,10 +49,8 @@ pub struct Intake {
     failed: Option<SnapshotError>,
     /// The archive's SHA-256 as given before its first byte, checked at the end.
     expected: Option<String>,
-    /// Stops the unpacker within a MiB when the intake is abandoned.
+    /// Stops the unpacker at its next MiB when the intake is abandoned.
     cancel: Arc<AtomicBool>,
-    /// The disk bytes its entries declared, held until the staged files are gone.
-    reservation: Arc<Reservation>,
     /// Counts this restore in `snapshot_recovery_running` while its bytes arrive.
     _running: crate::metrics::RecoveryRunning,
     /// Shows it in its collection's `info.json`, when the collection is known.
@@ -68,8 +64,6 @@ pub struct Received {
     pub report: VerifyReport,
     /// From the first byte's arrival (the intake's start) to the last one unpacked.
     pub took: std::time::Duration,
-    /// The staged files' disk bytes, reserved against other restores until then.
-    _reservation: Arc<Reservation>,
 }
 
 impl Received {
@@ -91,8 +85,8 @@ impl Intake {
     /// that collection's `info.json` while the bytes arrive. `expected`, the
     /// archive's SHA-256 when known now, is checked by [`Intake::finish`] and spares
     /// hashing each file on its own. `max_logical` bounds the logical bytes the
-    /// archive's files may describe (`storage.max_restore_bytes`; `None`: see
-    /// [`default_logical_limit`]).
+    /// archive's files may describe (`storage.max_restore_bytes`; `None`:
+    /// [`DEFAULT_LOGICAL_BYTES`]).
     pub fn start(
         staging: PathBuf,
         shown_as: Option<(String, String)>,
@@ -116,12 +110,11 @@ impl Intake {
             None => FileDigests::Check,
         };
         let cancel = Arc::new(AtomicBool::new(false));
-        let reservation = Arc::new(Reservation::default());
         let limits = Limits {
             space: Some(free),
-            logical: max_logical.unwrap_or_else(|| default_logical_limit(free)),
+            logical: max_logical.unwrap_or(DEFAULT_LOGICAL_BYTES),
             cancel: cancel.clone(),
-            reservation: Some(reservation.clone()),
+            reservation: Some(Arc::new(Reservation::default())),
         };
         let unpacker = std::thread::Builder::new()
             .name("restore-unpack".into())
@@ -141,7 +134,6 @@ impl Intake {
             failed: None,
             expected,
             cancel,
-            reservation,
             _running: crate::metrics::RecoveryRunning::start(
                 shown_as
                     .as_ref()
@@ -228,7 +220,6 @@ impl Intake {
             staging,
             report,
             took: self.started.elapsed(),
-            _reservation: self.reservation.clone(),
         })
     }
 
@@ -306,17 +297,8 @@ impl Drop for Intake {
         let unpacker = self.unpacker.take();
         let hasher = self.hasher.take();
         let staging = self.staging.take();
-        let reservation = self.reservation.clone();
         if unpacker.is_none() && hasher.is_none() && staging.is_none() {
             return;
-        }
-        // Told to stop (the queue closed, the flag set), an unpacker waiting for
-        // bytes ends at once: a short grace lets the usual case clean up here.
-        let deadline = std::time::Instant::now() + ABANDON_GRACE;
-        while unpacker.as_ref().is_some_and(|h| !h.is_finished())
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let stopped = unpacker.as_ref().is_none_or(|handle| handle.is_finished());
         let cleanup = move || {
@@ -329,7 +311,6 @@ impl Drop for Intake {
             if let Some(staging) = staging {
                 remove_staging(&staging);
             }
-            drop(reservation);
         };
         if stopped {
             // The hasher ends as soon as it has hashed the few chunks queued.
@@ -343,14 +324,6 @@ impl Drop for Intake {
             tracing::warn!(%err, "could not start a thread to clean up an abandoned restore");
         }
     }
-}
-
-/// The logical bytes a restore may unpack when `storage.max_restore_bytes` is not
-/// set: eight times the free space (the engine preallocates sparse files: a shard's
-/// files are many times larger than its data), and at least
-/// [`DEFAULT_LOGICAL_BYTES`].
-pub fn default_logical_limit(free: u64) -> u64 {
-    free.saturating_mul(8).max(DEFAULT_LOGICAL_BYTES)
 }
 
 /// The unpacker thread: the archive from the queue into `dest`; then it drains
@@ -375,11 +348,6 @@ fn unpack_from(
     }
     Ok(report)
 }
-
-/// How long a dropped intake waits for its unpacker to stop before leaving the
-/// clean-up to a thread of its own: long enough for one waiting for bytes, short
-/// enough not to hold up the async worker the drop runs on.
-const ABANDON_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What may follow an archive's end-of-archive marker: tar writers pad to their
 /// record size (GNU tar 10 KiB by default, up to a few MiB with a large blocking

@@ -110,7 +110,7 @@ impl SparseWriter {
         let mut at = from;
         while at < to {
             // Up to the next block boundary of the file.
-            let next = (at / HOLE_BLOCK + 1) * HOLE_BLOCK;
+            let next = (at / HOLE_BLOCK + 1).saturating_mul(HOLE_BLOCK);
             let end = next.min(to);
             let piece = &data[(at - start) as usize..(end - start) as usize];
             if piece.iter().any(|b| *b != 0) {

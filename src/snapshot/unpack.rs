@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Component, Path};
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -18,6 +16,8 @@ use sha2::{Digest, Sha256};
 use super::archive::MANIFEST_NAME;
 use super::digest::hex;
 use super::error::SnapshotError;
+pub use super::limits::Limits;
+use super::limits::{MAX_MANIFEST_BYTES, Tally};
 use super::sparse::SparseWriter;
 use super::tar_header::{DataLayout, data_layout, padded};
 
@@ -86,94 +86,6 @@ pub enum FileDigests {
     /// made from those same bytes). The manifest's names and sizes are still
     /// checked. Hashing every byte twice was the largest cost of a restore.
     CoveredByArchiveChecksum,
-}
-
-/// What one restore may make the machine do. An archive declares sizes (a sparse
-/// entry's logical size, a nested archive's entries, an assembled file's size)
-/// that nothing else bounds: each is checked here before it is believed.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Bytes the entries may write to disk (stored bytes: holes are free); `None`:
-    /// not checked (nothing is written, or the caller knows).
-    pub space: Option<u64>,
-    /// Logical bytes all files together may describe: outer and nested entries, and
-    /// files a partial archive assembles. Reading a sparse entry produces every zero
-    /// of it (and the manifest check hashes them), so this bounds CPU time as well.
-    pub logical: u64,
-    /// Set from elsewhere (an abandoned restore, a stopping daemon): the unpacking
-    /// stops within a MiB.
-    pub cancel: Arc<AtomicBool>,
-    /// This restore's share of the disk, seen by the restores running beside it
-    /// (each one's `space` is what the others have not reserved).
-    pub reservation: Option<Arc<Reservation>>,
-}
-
-/// Disk bytes the restores in this process have declared so far.
-static RESERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// One restore's declared disk bytes, counted in the process's total until it is
-/// dropped (its staged files are then gone, or have become the collection).
-/// Restores running at once each see the free space less what the others declared.
-#[derive(Debug, Default)]
-pub struct Reservation {
-    bytes: std::sync::atomic::AtomicU64,
-}
-
-impl Reservation {
-    fn add(&self, bytes: u64) {
-        self.bytes.fetch_add(bytes, Ordering::SeqCst);
-        RESERVED.fetch_add(bytes, Ordering::SeqCst);
-    }
-
-    /// What the other restores hold now.
-    fn others(&self) -> u64 {
-        RESERVED
-            .load(Ordering::SeqCst)
-            .saturating_sub(self.bytes.load(Ordering::SeqCst))
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        RESERVED.fetch_sub(*self.bytes.get_mut(), Ordering::SeqCst);
-    }
-}
-
-/// The logical budget when nothing configures one (`snapfs verify`, tests): 64 GiB,
-/// more than any snapshot this daemon makes on the machines it runs on, and an
-/// hour at most of producing and hashing zeros.
-pub const DEFAULT_LOGICAL_BYTES: u64 = 64 << 30;
-
-/// The embedded manifest's largest size: 64 MiB lists some 300,000 files with their
-/// block signatures, far more than a collection has.
-pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
-
-impl Limits {
-    /// No disk check, the default logical budget, no canceller.
-    pub fn unbounded_space() -> Limits {
-        Limits {
-            space: None,
-            logical: DEFAULT_LOGICAL_BYTES,
-            cancel: Arc::default(),
-            reservation: None,
-        }
-    }
-}
-
-/// Logical bytes spent against [`Limits::logical`].
-struct Budget {
-    used: u64,
-    limit: u64,
-}
-
-impl Budget {
-    fn charge(&mut self, bytes: u64) -> Result<(), SnapshotError> {
-        self.used = self.used.saturating_add(bytes);
-        if self.used > self.limit {
-            return Err(SnapshotError::OverBudget { limit: self.limit });
-        }
-        Ok(())
-    }
 }
 
 /// Counts (and, with a hasher, hashes) everything read through it.
@@ -329,11 +241,7 @@ pub fn unpack_entries(
     let mut report = VerifyReport::default();
     let mut digests: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
-    let mut declared = 0u64;
-    let mut budget = Budget {
-        used: 0,
-        limit: limits.logical,
-    };
+    let mut tally = Tally::new(limits);
     let tap = Rc::new(RefCell::new(HeaderTap::default()));
     let mut archive = tar::Archive::new(Tapped {
         inner: reader,
@@ -343,7 +251,7 @@ pub fn unpack_entries(
     // Padding after the previous entry's data, which the next header read skips.
     let mut padding = 0;
     loop {
-        check_cancel(&limits.cancel)?;
+        limits.check_cancel()?;
         tap.borrow_mut().start();
         let Some(entry) = entries.next() else { break };
         let raw = tap.borrow_mut().stop();
@@ -358,10 +266,12 @@ pub fn unpack_entries(
             path: shown.clone(),
             why,
         })?;
+        tally.entry(shown.len())?;
         report.entries += 1;
         report.newest_mtime = report.newest_mtime.max(entry.header().mtime().unwrap_or(0));
         if kind.is_dir() {
             if let Some(dest) = dest {
+                tally.node()?;
                 fs_err::create_dir_all(dest.join(&path))?;
             }
             continue;
@@ -385,24 +295,15 @@ pub fn unpack_entries(
             }
             (false, _) => DataLayout::Dense,
         };
-        // What will really be written: a sparse entry's stored bytes, not its
+        // What will really be written: a sparse entry's data ranges, not its
         // logical size (the engine preallocates; a 1 MB archive of a small shard
-        // describes files of some hundred MB, mostly holes).
-        declared = declared.saturating_add(stored);
-        let others = match &limits.reservation {
-            Some(reservation) => {
-                reservation.add(stored);
-                reservation.others()
-            }
-            None => 0,
-        };
-        if let Some(free) = limits.space
-            && declared.saturating_add(others) > free
-        {
-            return Err(SnapshotError::NoSpace {
-                needed: declared,
-                free: free.saturating_sub(others),
-            });
+        // describes files of some hundred MB, mostly holes). A nested segment
+        // archive is not written itself: its files are charged as they are read.
+        let nested_dir = dest.and_then(|_| nested_segment(&path));
+        match (&layout, &nested_dir) {
+            (_, Some(_)) => {}
+            (DataLayout::Sparse(map), None) => tally.data(map)?,
+            (DataLayout::Dense, None) => tally.data(&[(0, stored)])?,
         }
         let is_manifest = shown == MANIFEST_NAME;
         if is_manifest && (kind.is_gnu_sparse() || entry.size() > MAX_MANIFEST_BYTES) {
@@ -416,10 +317,10 @@ pub fn unpack_entries(
         // What will be read: every logical byte, zeros of holes included (a nested
         // archive's entries are charged again as they are read: a bound, not a
         // count).
-        budget.charge(entry.size())?;
+        tally.logical(entry.size())?;
         let mut hashing = HashingReader::new(&mut entry, file_digests == FileDigests::Check);
         let mut content = Vec::new();
-        match (dest, nested_segment(&path)) {
+        match (dest, nested_dir) {
             (_, _) if is_manifest => {
                 (&mut hashing)
                     .take(MAX_MANIFEST_BYTES)
@@ -431,18 +332,17 @@ pub fn unpack_entries(
                     &mut hashing,
                     &dest.join(segment_dir),
                     &shown,
-                    &mut budget,
-                    &limits.cancel,
+                    &mut tally,
                 )?;
-                copy_entry(&mut hashing, &shown, &limits.cancel, |_| Ok(()))?;
+                copy_entry(&mut hashing, &shown, limits, |_| Ok(()))?;
             }
             (Some(dest), None) => {
                 let mut out = SparseWriter::create(&dest.join(&path), layout)
                     .map_err(|e| duplicate_or_io(e, &shown))?;
-                copy_entry(&mut hashing, &shown, &limits.cancel, |data| out.write(data))?;
+                copy_entry(&mut hashing, &shown, limits, |data| out.write(data))?;
                 out.finish()?;
             }
-            (None, _) => copy_entry(&mut hashing, &shown, &limits.cancel, |_| Ok(()))?,
+            (None, _) => copy_entry(&mut hashing, &shown, limits, |_| Ok(()))?,
         }
         let size = hashing.bytes;
         report.files += 1;
@@ -468,7 +368,7 @@ pub fn unpack_entries(
         return Err(SnapshotError::NotTar("no entries".into()));
     }
     if let Some(manifest) = manifest {
-        report.manifest_checked = Some(check_manifest(&manifest, &digests, &mut budget)?);
+        report.manifest_checked = Some(check_manifest(&manifest, &digests, &mut tally)?);
         if manifest.partial {
             report.partial_target = Some(
                 manifest
@@ -487,24 +387,17 @@ pub fn unpack_entries(
     Ok(report)
 }
 
-fn check_cancel(cancel: &AtomicBool) -> Result<(), SnapshotError> {
-    if cancel.load(Ordering::Relaxed) {
-        return Err(SnapshotError::Cancelled);
-    }
-    Ok(())
-}
-
 /// Read an entry to its end in 1 MiB pieces, handing each to `sink`; stops when
 /// `cancel` is set.
 fn copy_entry(
     entry: &mut impl Read,
     shown: &str,
-    cancel: &AtomicBool,
+    limits: &Limits,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<(), SnapshotError> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        check_cancel(cancel)?;
+        limits.check_cancel()?;
         let n = entry
             .read(&mut buf)
             .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
@@ -525,15 +418,14 @@ fn nested_segment(path: &Path) -> Option<std::path::PathBuf> {
 
 /// Unpack a nested segment archive (Qdrant's `snapshot/files/…` inside
 /// `<uuid>.tar`) into `target`, with the outer archive's rules: the same cap on
-/// header bytes, every entry's logical size charged to `budget`, and files written
+/// header bytes, every entry's logical size and disk charged to `tally`, files written
 /// with holes wherever they hold whole blocks of zeros (a nested sparse entry is
 /// read as zeros, which must not land on disk dense). Returns the files.
 fn unpack_nested_segment(
     reader: &mut impl Read,
     target: &Path,
     shown: &str,
-    budget: &mut Budget,
-    cancel: &AtomicBool,
+    tally: &mut Tally<'_>,
 ) -> Result<usize, SnapshotError> {
     let prefix = Path::new("snapshot/files");
     if target.exists() {
@@ -550,12 +442,16 @@ fn unpack_nested_segment(
         tap: tap.clone(),
     });
     let mut entries = archive.entries().map_err(|e| nested(shown, &e))?;
+    let mut padding = 0;
     loop {
-        check_cancel(cancel)?;
+        tally.limits().check_cancel()?;
         tap.borrow_mut().start();
         let Some(entry) = entries.next() else { break };
-        tap.borrow_mut().stop();
+        let raw = tap.borrow_mut().stop();
         let mut entry = entry.map_err(|e| nested(shown, &e))?;
+        let stored = entry.header().entry_size().unwrap_or(0);
+        let layout = raw.get(padding..).and_then(data_layout);
+        padding = (padded(stored) - stored) as usize;
         let path = entry.path().map_err(|e| nested(shown, &e))?.into_owned();
         let inner = format!("{shown}/{}", path.display());
         check_entry_path(&path).map_err(|why| SnapshotError::UnsafeEntry {
@@ -566,20 +462,36 @@ fn unpack_nested_segment(
         if !(kind.is_dir() || kind.is_file() || kind.is_gnu_sparse()) {
             return Err(not_allowed(inner, kind));
         }
-        budget.charge(entry.size())?;
-        // Qdrant writes only `snapshot/files/…`; anything else is not the segment's.
+        tally.entry(inner.len())?;
+        tally.logical(entry.size())?;
+        // Qdrant writes only `snapshot/files/…`; anything else is not the segment's
+        // (read past here, not while the header cap is counting).
         let Ok(relative) = path.strip_prefix(prefix) else {
+            copy_entry(&mut entry, &inner, tally.limits(), |_| Ok(()))?;
             continue;
         };
         if kind.is_dir() {
+            tally.node()?;
             fs_err::create_dir_all(target.join(relative))?;
-        } else {
-            let mut out = SparseWriter::zeros_as_holes(&target.join(relative))
-                .map_err(|e| duplicate_or_io(e, &inner))?;
-            copy_entry(&mut entry, &inner, cancel, |data| out.write(data))?;
-            out.finish()?;
-            files += 1;
+            continue;
         }
+        // Written with holes for blocks of zeros: on disk at most the blocks its
+        // data ranges touch (a sparse entry's map), or its size.
+        match (kind.is_gnu_sparse(), layout) {
+            (true, Some(DataLayout::Sparse(map))) => tally.data(&map)?,
+            (true, _) => {
+                return Err(SnapshotError::UnsafeEntry {
+                    path: inner,
+                    why: "its sparse map does not read as GNU tar writes one".into(),
+                });
+            }
+            (false, _) => tally.data(&[(0, entry.size())])?,
+        }
+        let mut out = SparseWriter::zeros_as_holes(&target.join(relative))
+            .map_err(|e| duplicate_or_io(e, &inner))?;
+        copy_entry(&mut entry, &inner, tally.limits(), |data| out.write(data))?;
+        out.finish()?;
+        files += 1;
     }
     Ok(files)
 }
@@ -612,7 +524,7 @@ fn duplicate_or_io(err: io::Error, shown: &str) -> SnapshotError {
 fn check_manifest(
     manifest: &Manifest,
     digests: &BTreeMap<String, (u64, Option<String>)>,
-    budget: &mut Budget,
+    tally: &mut Tally<'_>,
 ) -> Result<usize, SnapshotError> {
     let mut listed = 0;
     let mut paths = std::collections::BTreeSet::new();
@@ -640,7 +552,7 @@ fn check_manifest(
                 why,
             })?;
             // The receiver writes and hashes all of it.
-            budget.charge(item.size)?;
+            tally.logical(item.size)?;
         }
         let Some((size, sha)) = digests.get(&item.path) else {
             if manifest.partial {
@@ -672,7 +584,7 @@ fn check_manifest(
     if listed != digests.len() {
         let extra = digests
             .keys()
-            .find(|p| !manifest.entries.iter().any(|e| &e.path == *p))
+            .find(|p| !paths.contains(p.as_str()))
             .cloned()
             .unwrap_or_default();
         return Err(SnapshotError::ManifestMismatch {
@@ -895,43 +807,49 @@ mod tests {
     }
 
     #[test]
-    fn restores_at_the_same_time_each_see_what_the_others_left() {
+    fn restores_at_the_same_time_each_see_what_the_others_declared() {
+        use crate::snapshot::limits::{DECLARED_TEST_LOCK, Reservation};
+        use std::sync::Arc;
+        let _only = DECLARED_TEST_LOCK.lock().unwrap();
         let bytes = archive(&[file_entry("0/a", &[1u8; 4096])]);
-        let with = |reservation: Arc<Reservation>| Limits {
+        let with = |reservation: &Arc<Reservation>| Limits {
             space: Some(64 << 10),
-            reservation: Some(reservation),
+            reservation: Some(reservation.clone()),
             ..Limits::unbounded_space()
         };
-        // Another restore has declared all but 2 KiB of the room.
+        let mine = Arc::new(Reservation::default());
+        unpack_entries(&bytes[..], None, &with(&mine), FileDigests::Check).unwrap();
+        // Another restore, started before this one's next archive, declares all but
+        // a block of the room: no room for a file and its data block.
+        let second = Arc::new(Reservation::default());
         let other = Reservation::default();
-        other.add((64 << 10) - 2048);
-        let err = unpack_entries(&bytes[..], None, &with(Arc::default()), FileDigests::Check)
-            .unwrap_err();
+        other.add((64 << 10) - 4096);
+        let err = unpack_entries(&bytes[..], None, &with(&second), FileDigests::Check).unwrap_err();
         assert!(
-            matches!(err, SnapshotError::NoSpace { free: 2048, .. }),
+            matches!(err, SnapshotError::NoSpace { free: 4096, .. }),
             "{err}"
         );
-        // Once it is done, the room is there again; while this one's reservation
-        // lives, the next one sees it taken.
-        drop(other);
-        let mine = Arc::new(Reservation::default());
-        unpack_entries(&bytes[..], None, &with(mine.clone()), FileDigests::Check).unwrap();
-        assert_eq!(mine.others(), 0);
-        let next = Arc::new(Reservation::default());
-        assert_eq!(next.others(), 4096);
-        drop(mine);
-        assert_eq!(next.others(), 0);
+        // What was declared before a restore started is out of its measured space.
+        let third = Arc::new(Reservation::default());
+        unpack_entries(&bytes[..], None, &with(&third), FileDigests::Check).unwrap();
     }
 
     #[test]
     fn a_cancelled_unpacking_stops_at_once() {
-        let bytes = archive(&[sparse_entry("0/x", 8 << 30, &[1u8; 512])]);
+        use std::sync::atomic::Ordering;
+        // 64 GiB of zeros to produce and hash: minutes, unless stopped midway.
+        let bytes = archive(&[sparse_entry("0/x", 64 << 30, &[1u8; 512])]);
         let limits = Limits::unbounded_space();
-        limits.cancel.store(true, Ordering::Relaxed);
+        let cancel = limits.cancel.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            cancel.store(true, Ordering::Relaxed);
+        });
         let started = std::time::Instant::now();
         let err = unpack_entries(&bytes[..], None, &limits, FileDigests::Check).unwrap_err();
+        stopper.join().unwrap();
         assert!(matches!(err, SnapshotError::Cancelled), "{err}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

@@ -104,6 +104,8 @@ impl StorageError {
             StorageError::ShuttingDown => ErrorKind::Unavailable,
             StorageError::Snapshot(err) if err.is_no_space() => ErrorKind::NoSpace,
             StorageError::Snapshot(SnapshotError::Io(_)) => ErrorKind::Internal,
+            // Nobody is waiting for the answer (the sender went away).
+            StorageError::Snapshot(SnapshotError::Cancelled) => ErrorKind::Unavailable,
             StorageError::Snapshot(_) => ErrorKind::Invalid,
             StorageError::Peer(_) => ErrorKind::Peer,
             StorageError::AlreadyInProgress(_) => ErrorKind::Unavailable,

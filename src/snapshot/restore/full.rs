@@ -37,6 +37,9 @@ async fn restore_full_in(
     let checksum = fs_err::read_to_string(&sidecar)
         .ok()
         .and_then(|t| crate::snapshot::checksum::sidecar_checksum(&t));
+    let limit = storage
+        .max_restore_bytes()
+        .unwrap_or(crate::snapshot::limits::DEFAULT_LOGICAL_BYTES);
     let mapping = {
         let (archive, staging) = (archive.to_path_buf(), staging.to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>> {
@@ -48,7 +51,7 @@ async fn restore_full_in(
                 std::io::BufReader::with_capacity(1 << 20, file),
                 checksum.as_deref(),
                 Some(&staging),
-                &crate::snapshot::unpack::Limits::unbounded_space(),
+                &crate::snapshot::limits::Limits::logical(limit),
             )?;
             let config: serde_json::Value = crate::storage::read_bounded(
                 &staging.join(CONFIG_FILE),
