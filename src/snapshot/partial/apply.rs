@@ -27,7 +27,7 @@ use crate::snapshot::progress::Running;
 use crate::snapshot::restore;
 use crate::snapshot::segment_layout::normalize_segments;
 use crate::snapshot::unpack::{CopyFrom, TargetFile, check_checksum};
-use crate::storage::switch::ShardReplacement;
+use crate::storage::switch::{AfterOpen, ShardReplacement};
 use crate::storage::{CollectionConfig, CollectionFreeze, Result, Storage, StorageError};
 
 /// Files a partial archive may carry at the top besides `segments/` and `wal/`.
@@ -198,7 +198,7 @@ pub async fn apply(
         let staged = {
             let storage = storage.clone();
             let name = collection.to_string();
-            tokio::task::spawn_blocking(move || -> Result<(Staged, CollectionFreeze, &'static str)> {
+            tokio::task::spawn_blocking(move || -> Result<(Staged, CollectionFreeze, &'static str, AfterOpen)> {
                 if let Some(expected) = checksum {
                     check_checksum(&expected, &received.report.sha256)?;
                 }
@@ -217,12 +217,13 @@ pub async fn apply(
                     )).into());
                 }
                 let staged = stage(&storage, &frozen, &received, &partial, &config)?;
-                Ok((staged, frozen, partial.form()))
+                let opened = super::loaded::after_open(&staged.dir, &partial);
+                Ok((staged, frozen, partial.form(), opened))
             })
             .await
             .map_err(|e| StorageError::internal(e.to_string()))??
         };
-        let (mut staged, frozen, form) = staged;
+        let (mut staged, frozen, form, opened) = staged;
         let (files_received, files_kept) = (staged.received, staged.kept);
         crate::storage::crash_point("partial-staged");
         let shared = std::mem::take(&mut staged.shared);
@@ -232,6 +233,7 @@ pub async fn apply(
             state_time: None,
             keep_pending: true,
             checked: false,
+            opened: Some(opened),
         };
         let before = Box::new(move || {
             if let Err(err) = crate::snapshot::view::copy_aside_shared(&shared, &temp) {
@@ -405,7 +407,7 @@ fn make_parent(path: &Path) -> Result<()> {
 }
 
 /// The SHA-256 of a file (from the digest cache when it is unchanged).
-fn digest_of(path: &Path) -> Option<String> {
+pub(super) fn digest_of(path: &Path) -> Option<String> {
     let frozen = FrozenFile::open(path).ok()?;
     frozen
         .with_file(|f| file_sha256(f, frozen.size, &frozen.extents))
@@ -580,7 +582,8 @@ fn merge_content(
             staged.take(&arrived, &relative)?;
             continue;
         }
-        if digest_of(&ours).as_deref() != Some(file.sha256.as_str()) {
+        // Ours, or what the engine's load made of it (see `super::loaded`).
+        if !super::loaded::holds(live_dir, &file.path, &file.sha256) {
             mismatched.push(file.path.clone());
             continue;
         }
