@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod create;
 pub mod delta;
+pub mod loaded;
 pub mod manifest;
 pub mod peer;
 

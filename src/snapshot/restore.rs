@@ -263,6 +263,7 @@ async fn run_restore(
                     state_time: Some(state_time),
                     keep_pending: false,
                     checked: true,
+                    opened: None,
                 };
                 storage.replace_shard(name, id, new).await
             }

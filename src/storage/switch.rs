@@ -39,7 +39,14 @@ pub struct ShardReplacement {
     /// first opened where it belongs, and the switch commits only once that
     /// succeeded: until then a failure, or a crash, puts the old shard back.
     pub checked: bool,
+    /// Runs once the new shard opened where it belongs, before anything else may
+    /// reach it (updates and reads of it still wait).
+    pub opened: Option<AfterOpen>,
 }
+
+/// Called with the new shard's directory and whether updates acknowledged during
+/// the switch were applied on it already (its files are then not the load's alone).
+pub type AfterOpen = Box<dyn FnOnce(&Path, bool) + Send>;
 
 impl Storage {
     /// Replace (or create) collection `name` by the complete, validated collection
@@ -168,6 +175,7 @@ impl Storage {
             // Checked in staging: the rename was the moment of truth.
             self.drop_journal(&journal_path)?;
         }
+        let updates_applied = !waiting.is_empty();
         let opened = Shard::open_after(id, &dir, &pending, edge.clone(), waiting);
         let shard = match opened {
             Ok(shard) => shard,
@@ -202,6 +210,9 @@ impl Storage {
             // It opened: now it is the shard.
             self.drop_journal(&journal_path)?;
             crash_point("shard-switch-committed");
+        }
+        if let Some(after) = new.opened {
+            after(&dir, updates_applied);
         }
         *slot = Arc::new(shard);
         drop(slot);

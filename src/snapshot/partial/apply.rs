@@ -32,7 +32,7 @@ use crate::snapshot::progress::Running;
 use crate::snapshot::restore;
 use crate::snapshot::segment_layout::normalize_segments;
 use crate::snapshot::unpack::{CopyFrom, TargetFile, check_checksum};
-use crate::storage::switch::ShardReplacement;
+use crate::storage::switch::{AfterOpen, ShardReplacement};
 use crate::storage::{CollectionConfig, CollectionFreeze, Result, Storage, StorageError};
 
 /// Files a partial archive may carry at the top besides `segments/` and `wal/`.
@@ -206,7 +206,7 @@ pub async fn apply(
         let staged = {
             let storage = storage.clone();
             let name = collection.to_string();
-            tokio::task::spawn_blocking(move || -> Result<(Staged, CollectionFreeze, &'static str)> {
+            tokio::task::spawn_blocking(move || -> Result<(Staged, CollectionFreeze, &'static str, AfterOpen)> {
                 if let Some(expected) = checksum {
                     check_checksum(&expected, &received.report.sha256)?;
                 }
@@ -225,12 +225,13 @@ pub async fn apply(
                     )).into());
                 }
                 let staged = stage(&storage, &frozen, &received, &partial, &config)?;
-                Ok((staged, frozen, partial.form()))
+                let opened = super::loaded::after_open(&staged.dir, &partial);
+                Ok((staged, frozen, partial.form(), opened))
             })
             .await
             .map_err(|e| StorageError::internal(e.to_string()))??
         };
-        let (staged, frozen, form) = staged;
+        let (staged, frozen, form, opened) = staged;
         let (files_received, files_kept) = (staged.received, staged.kept);
         crate::storage::crash_point("partial-staged");
         let new = ShardReplacement {
@@ -238,6 +239,7 @@ pub async fn apply(
             state_time: None,
             keep_pending: true,
             checked: false,
+            opened: Some(opened),
         };
         let switched = storage.replace_shard(collection, id, new).await;
         // The staged directory is the shard now, or is removed here.
@@ -430,7 +432,7 @@ fn make_parent(path: &Path) -> Result<()> {
 }
 
 /// The SHA-256 of a file (from the digest cache when it is unchanged).
-fn digest_of(path: &Path) -> Option<String> {
+pub(super) fn digest_of(path: &Path) -> Option<String> {
     let frozen = FrozenFile::open(path).ok()?;
     frozen
         .with_file(|f| file_sha256(f, frozen.size, &frozen.extents))
@@ -613,7 +615,8 @@ fn merge_content(
             staged.take(&arrived, &relative)?;
             continue;
         }
-        if digest_of(&ours).as_deref() != Some(file.sha256.as_str()) {
+        // Ours, or what the engine's load made of it (see `super::loaded`).
+        if !super::loaded::holds(live_dir, &file.path, &file.sha256) {
             mismatched.push(file.path.clone());
             continue;
         }

@@ -78,8 +78,14 @@ pub async fn pull(
     };
     let (form, body) = if form == Form::Content {
         let view = view.clone();
+        let shard_dir = frozen.shards()[0].path().to_path_buf();
         let manifest: ContentManifest = tokio::task::spawn_blocking(move || {
-            manifests_of(&view, true).map(|m| m.content().cloned().unwrap_or_default())
+            manifests_of(&view, true).map(|m| {
+                let mut manifest = m.content().cloned().unwrap_or_default();
+                // Files our load rewrote count as the sender's (see `loaded`).
+                super::loaded::as_received(&shard_dir, &mut manifest);
+                manifest
+            })
         })
         .await
         .map_err(|e| StorageError::internal(e.to_string()))??;
