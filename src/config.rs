@@ -23,6 +23,16 @@ pub const DEFAULT_TRANSFER_STALL_SECS: f64 = 60.0;
 /// How long a stop waits for requests in flight before it cuts them: inside the
 /// 90 s a service manager usually allows, leaving time for the final flush.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 30.0;
+/// Connections one TCP listener (REST or gRPC) holds open at once; more are closed
+/// as soon as they are accepted, so no client can take every file descriptor.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// How long a TCP connection may stay open without one request that brings the API
+/// key: an idle or unauthenticated client does not keep its place for long.
+pub const DEFAULT_CONNECTION_AUTH_TIMEOUT_SECS: f64 = 30.0;
+/// gRPC calls one HTTP/2 connection may have open at once (hyper's default is 200).
+pub const DEFAULT_GRPC_MAX_CONCURRENT_STREAMS: u32 = 32;
+/// gRPC calls being served at once over all connections; more wait for a turn.
+pub const DEFAULT_GRPC_MAX_CONCURRENT_CALLS: usize = 64;
 
 /// A duration given in seconds (`default` when unset), which must be positive.
 fn positive_secs(
@@ -51,6 +61,15 @@ pub struct Config {
     pub api_key: Option<String>,
     pub allow_non_loopback: bool,
     pub max_request_size_mb: usize,
+    /// Connections each TCP listener holds open at once (`service.max_connections`).
+    pub max_connections: usize,
+    /// A TCP connection without an authenticated request this long after it was
+    /// accepted is closed (`service.connection_auth_timeout_secs`).
+    pub connection_auth_timeout: std::time::Duration,
+    /// Calls open at once on one gRPC connection (`service.grpc_max_concurrent_streams`).
+    pub grpc_max_concurrent_streams: u32,
+    /// gRPC calls served at once in all (`service.grpc_max_concurrent_calls`).
+    pub grpc_max_concurrent_calls: usize,
     pub snapshot_max_freeze: std::time::Duration,
     /// A download that receives nothing this long is given up
     /// (`storage.transfer_stall_secs`).
@@ -237,6 +256,14 @@ struct ServiceSection {
     max_request_size_mb: Option<usize>,
     #[serde(deserialize_with = "lenient_bool")]
     allow_non_loopback: Option<bool>,
+    #[serde(deserialize_with = "lenient_number")]
+    max_connections: Option<usize>,
+    #[serde(deserialize_with = "lenient_number")]
+    connection_auth_timeout_secs: Option<f64>,
+    #[serde(deserialize_with = "lenient_number")]
+    grpc_max_concurrent_streams: Option<u32>,
+    #[serde(deserialize_with = "lenient_number")]
+    grpc_max_concurrent_calls: Option<usize>,
 }
 
 /// Load the configuration from the optional YAML file, the given environment and the flags.
@@ -400,6 +427,23 @@ impl ConfigLayers {
                 .service
                 .max_request_size_mb
                 .unwrap_or(DEFAULT_MAX_REQUEST_SIZE_MB),
+            max_connections: self
+                .service
+                .max_connections
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            connection_auth_timeout: positive_secs(
+                "service.connection_auth_timeout_secs",
+                self.service.connection_auth_timeout_secs,
+                DEFAULT_CONNECTION_AUTH_TIMEOUT_SECS,
+            )?,
+            grpc_max_concurrent_streams: self
+                .service
+                .grpc_max_concurrent_streams
+                .unwrap_or(DEFAULT_GRPC_MAX_CONCURRENT_STREAMS),
+            grpc_max_concurrent_calls: self
+                .service
+                .grpc_max_concurrent_calls
+                .unwrap_or(DEFAULT_GRPC_MAX_CONCURRENT_CALLS),
             snapshot_max_freeze: positive_secs(
                 "storage.snapshot_max_freeze_secs",
                 self.storage.snapshot_max_freeze_secs,
@@ -476,6 +520,21 @@ impl Config {
         }
         if self.max_request_size_mb == 0 {
             bail!("service.max_request_size_mb must be at least 1");
+        }
+        for (key, value) in [
+            ("service.max_connections", self.max_connections),
+            (
+                "service.grpc_max_concurrent_streams",
+                self.grpc_max_concurrent_streams as usize,
+            ),
+            (
+                "service.grpc_max_concurrent_calls",
+                self.grpc_max_concurrent_calls,
+            ),
+        ] {
+            if value == 0 {
+                bail!("{key} must be at least 1");
+            }
         }
         Ok(())
     }
@@ -610,6 +669,38 @@ mod tests {
         .unwrap();
         assert_eq!(config.api_key.as_deref(), Some("12345"));
         assert_eq!(config.http.unwrap().port(), 6333);
+    }
+
+    #[test]
+    fn listener_limits_have_defaults_and_keys_and_refuse_zero() {
+        let config = load(&Flags::default(), vec![]).unwrap();
+        assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.grpc_max_concurrent_streams, 32);
+        assert_eq!(config.grpc_max_concurrent_calls, 64);
+        assert_eq!(config.connection_auth_timeout.as_secs(), 30);
+        let config = load(
+            &Flags::default(),
+            env(&[
+                ("SNAPFS__SERVICE__MAX_CONNECTIONS", "8"),
+                ("SNAPFS__SERVICE__CONNECTION_AUTH_TIMEOUT_SECS", "2.5"),
+                ("SNAPFS__SERVICE__GRPC_MAX_CONCURRENT_STREAMS", "4"),
+                ("SNAPFS__SERVICE__GRPC_MAX_CONCURRENT_CALLS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.max_connections, 8);
+        assert_eq!(config.connection_auth_timeout.as_millis(), 2500);
+        assert_eq!(config.grpc_max_concurrent_streams, 4);
+        assert_eq!(config.grpc_max_concurrent_calls, 3);
+        for key in [
+            "SNAPFS__SERVICE__MAX_CONNECTIONS",
+            "SNAPFS__SERVICE__CONNECTION_AUTH_TIMEOUT_SECS",
+            "SNAPFS__SERVICE__GRPC_MAX_CONCURRENT_STREAMS",
+            "SNAPFS__SERVICE__GRPC_MAX_CONCURRENT_CALLS",
+        ] {
+            let err = load(&Flags::default(), env(&[(key, "0")])).unwrap_err();
+            assert!(format!("{err:#}").contains("service."), "{key}: {err:#}");
+        }
     }
 
     #[test]

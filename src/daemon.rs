@@ -64,6 +64,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // What the daemon writes is nobody else's to read: collections, stored
     // snapshots, staging. Others reach them through the mount and the socket.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
+    raise_file_limit();
     for dir in [
         &config.data_dir,
         &config.storage_path,
@@ -86,6 +87,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let _lock = DataDirLock::acquire(&config.storage_path)?;
+    // Messages to TCP and gRPC clients name these by their config keys.
+    let mut private = vec![
+        (config.storage_path.clone(), "storage.storage_path"),
+        (config.snapshots_path.clone(), "storage.snapshots_path"),
+        (config.temp_path.clone(), "storage.temp_path"),
+        (config.data_dir.clone(), "snapfs.data_dir"),
+    ];
+    private.extend(
+        config
+            .recover_dirs
+            .iter()
+            .map(|dir| (dir.clone(), "storage.recover_dirs")),
+    );
+    api::envelope::hide_directories(&private);
     // Checked before the storage loads, so a wrong mount point fails fast.
     let mount_point = match &config.mount {
         Some(path) => Some(crate::fs::mount::prepare_mount_point(
@@ -106,6 +121,34 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.shutdown_timeout(BLOCKING_WORK_LIMIT);
     let _ = std::fs::remove_file(&config.socket);
     result
+}
+
+/// Raise the soft limit of open files to the hard one: the engine keeps many files
+/// open per shard, and a connection takes one too. A soft limit left at a shell's
+/// 1024 would let clients (up to `service.max_connections` per listener) and large
+/// collections run the engine's own opens into EMFILE. Not fatal: the daemon runs
+/// with the limit it was given, and says so.
+fn raise_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open-files limit")
+        }
+        Err(err) => tracing::warn!(
+            %err,
+            soft = ?limit.current,
+            hard = ?limit.maximum,
+            "cannot raise the open-files limit (RLIMIT_NOFILE) to its hard limit"
+        ),
+    }
 }
 
 /// Open the storage, serve, and close the storage on every way out: a clean stop
@@ -193,20 +236,30 @@ async fn serve_storage(
         stopped(stop_rx.clone()),
         grace,
     ));
+    let limits = server::TcpLimits {
+        max_connections: config.max_connections,
+        auth_deadline: config.connection_auth_timeout,
+        max_streams: config.grpc_max_concurrent_streams,
+    };
     if let (Some(addr), Some(key)) = (config.http, config.api_key.clone()) {
         let tcp = server::bind_tcp(&addr.to_string()).await?;
-        servers.spawn(server::serve(
+        servers.spawn(server::serve_tcp(
             tcp,
-            server::require_api_key(router, server::ApiKey::new(key)),
+            server::remote_errors(server::require_api_key(router, server::ApiKey::new(key))),
             stopped(stop_rx.clone()),
             grace,
+            limits.clone(),
         ));
         tracing::info!(%addr, "HTTP API on TCP (api-key required)");
     }
     if let (Some(addr), Some(key)) = (config.grpc, config.api_key.clone()) {
         let tcp = server::bind_tcp(&addr.to_string()).await?;
         let grpc_router = crate::grpc::require_api_key(
-            crate::grpc::router(state, config.max_request_bytes()),
+            crate::grpc::router(
+                state,
+                config.max_request_bytes(),
+                config.grpc_max_concurrent_calls,
+            ),
             server::ApiKey::new(key),
         );
         servers.spawn(crate::grpc::serve(
@@ -214,6 +267,7 @@ async fn serve_storage(
             grpc_router,
             stopped(stop_rx.clone()),
             grace,
+            limits,
         ));
         tracing::info!(%addr, "gRPC API on TCP (api-key required)");
     }

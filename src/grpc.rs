@@ -17,7 +17,10 @@
 //!   ([`codec`]); either way the client gets `INVALID_ARGUMENT` naming it.
 //! - **The listeners' rules.** The HTTP/2 connections run on the same accept loop as
 //!   the REST listeners (`api::server::serve_http2`: the same bounded stop), behind
-//!   the same API-key check (`api::server::ApiKey`). gRPC is not offered on the Unix
+//!   the same API-key check (`api::server::ApiKey`) and the same limits
+//!   (`api::server::TcpLimits`: connections, a deadline for the first call with the
+//!   key, HTTP/2 streams and keep-alive); calls in flight are counted over all
+//!   connections ([`router`]). gRPC is not offered on the Unix
 //!   socket: the socket speaks HTTP/1.1 to the CLI and `curl`, Qdrant's clients reach
 //!   gRPC by `host:port` only, and sharing would put protocol sniffing in front of
 //!   every socket request for no client that could use it.
@@ -38,7 +41,7 @@ use axum::middleware::{self, Next};
 use tracing::Instrument;
 
 use crate::api::AppState;
-use crate::api::server::{self, ApiKey, Drained};
+use crate::api::server::{self, ApiKey, ConnectionAuth, Drained, TcpLimits};
 use crate::storage::StorageError;
 
 /// Messages, services and clients generated from `proto/qdrant/*.proto` by `build.rs`.
@@ -47,37 +50,67 @@ pub mod proto {
     tonic::include_proto!("qdrant");
 }
 
+/// The largest `HealthCheck` request taken (after decompression). The request is
+/// empty; the call needs no key, so it must cost nothing to anyone who can connect.
+const HEALTH_MAX_REQUEST_BYTES: usize = 1024;
+
 /// Qdrant's gRPC services as an HTTP router. Requests may be as large as REST
-/// bodies (`service.max_request_size_mb`); answers are not limited.
-pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> axum::Router {
+/// bodies (`max_request_bytes`, `service.max_request_size_mb`) except the open
+/// health check's; answers are not limited. At most `max_calls` calls are served at
+/// once; more wait for a turn (`service.grpc_max_concurrent_calls`).
+pub fn router(state: Arc<AppState>, max_request_bytes: usize, max_calls: usize) -> axum::Router {
     use proto::collections_server::CollectionsServer;
     use proto::points_server::PointsServer;
     use proto::qdrant_server::QdrantServer;
     use proto::snapshots_server::SnapshotsServer;
     // Every service: gzip both ways, as Qdrant's server takes it (qdrant-client's
-    // `grpc_compression`), and requests as large as REST bodies (the limit applies
-    // to the decompressed message).
+    // `grpc_compression`). The limit applies to the decompressed message, and tonic
+    // stops decompressing at it. Health keeps gzip too: a client compressing its
+    // channel names gzip on every call, and tonic refuses a call whose encoding is
+    // not enabled, even an empty one.
     macro_rules! configured {
-        ($server:expr) => {
+        ($server:expr, $limit:expr) => {
             $server
-                .max_decoding_message_size(max_request_bytes)
+                .max_decoding_message_size($limit)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .send_compressed(tonic::codec::CompressionEncoding::Gzip)
         };
     }
-    let routes = tonic::service::Routes::new(configured!(QdrantServer::new(health::HealthService)))
-        .add_service(configured!(CollectionsServer::new(
-            collections::CollectionsService(state.clone())
-        )))
-        .add_service(configured!(PointsServer::new(points::PointsService(
-            state.clone()
-        ))))
-        .add_service(configured!(SnapshotsServer::new(
-            snapshots::SnapshotsService(state)
-        )));
+    let routes = tonic::service::Routes::new(configured!(
+        QdrantServer::new(health::HealthService),
+        HEALTH_MAX_REQUEST_BYTES
+    ))
+    .add_service(configured!(
+        CollectionsServer::new(collections::CollectionsService(state.clone())),
+        max_request_bytes
+    ))
+    .add_service(configured!(
+        PointsServer::new(points::PointsService(state.clone())),
+        max_request_bytes
+    ))
+    .add_service(configured!(
+        SnapshotsServer::new(snapshots::SnapshotsService(state)),
+        max_request_bytes
+    ));
+    // One count of calls for every service and connection: each may hold a decoded
+    // message of up to `max_request_bytes`. The open health check is not counted (it
+    // holds 1 KiB at most), so callers without the key cannot take the turns.
+    let turns = Arc::new(tokio::sync::Semaphore::new(max_calls));
     routes
         .prepare()
         .into_axum_router()
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let turns = turns.clone();
+            async move {
+                if request.uri().path() == OPEN_METHOD {
+                    return next.run(request).await;
+                }
+                let Ok(_turn) = turns.acquire_owned().await else {
+                    unreachable!("the semaphore is never closed")
+                };
+                next.run(request).await
+            }
+        }))
         .layer(middleware::from_fn(trace_call))
 }
 
@@ -91,13 +124,18 @@ const OPEN_METHOD: &str = "/qdrant.Qdrant/HealthCheck";
 pub fn require_api_key(router: axum::Router, key: ApiKey) -> axum::Router {
     router.layer(middleware::from_fn(move |request: Request, next: Next| {
         let checked = if request.uri().path() == OPEN_METHOD {
-            Ok(())
+            Ok(false)
         } else {
-            key.check(request.headers())
+            key.check(request.headers()).map(|()| true)
         };
         async move {
             match checked {
-                Ok(()) => next.run(request).await,
+                Ok(authenticated) => {
+                    if authenticated {
+                        ConnectionAuth::mark(&request);
+                    }
+                    next.run(request).await
+                }
                 Err(refusal) => {
                     tracing::debug!(method = %request.uri().path(), ?refusal, "gRPC call refused");
                     status::from_key_refusal(refusal).into_http()
@@ -107,15 +145,16 @@ pub fn require_api_key(router: axum::Router, key: ApiKey) -> axum::Router {
     }))
 }
 
-/// Serve `router` (with [`require_api_key`]) on `listener` until `stop`; then the
-/// bounded stop of every listener (see `api::server::serve`).
+/// Serve `router` (with [`require_api_key`]) on `listener` within `limits` until
+/// `stop`; then the bounded stop of every listener (see `api::server::serve`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     stop: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    limits: TcpLimits,
 ) -> Drained {
-    server::serve_http2(listener, router, stop, grace).await
+    server::serve_http2(listener, router, stop, grace, limits).await
 }
 
 async fn trace_call(request: Request, next: Next) -> axum::response::Response {

@@ -1343,3 +1343,424 @@ async fn raw_count_with_unknown_field(
     )
     .await
 }
+
+// ---- hostile clients on the TCP listeners ----
+
+/// A message given as its bytes on the wire: an attack's body, whatever its fields.
+#[derive(Debug, Default, Clone)]
+struct Raw(bytes::Bytes);
+
+impl prost::Message for Raw {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = bytes::Bytes::new();
+    }
+}
+
+async fn channel(port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the gRPC listener accepts connections")
+}
+
+/// Call `method` with `body` as its message, gzip-compressed or not, with the key or
+/// without.
+async fn raw_call(
+    channel: Channel,
+    method: &'static str,
+    body: bytes::Bytes,
+    key: Option<&str>,
+    gzip: bool,
+) -> Result<tonic::Response<Raw>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if gzip {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(Raw(body));
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("api-key", key.parse().unwrap());
+    }
+    grpc.unary(
+        request,
+        tonic::codegen::http::uri::PathAndQuery::from_static(method),
+        tonic_prost::ProstCodec::<Raw, Raw>::default(),
+    )
+    .await
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`VmHWM:` is the peak resident size).
+fn proc_status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_bomb_without_a_key_costs_little_and_gets_a_short_refusal() {
+    use prost::Message as _;
+    let (daemon, port) = grpc_daemon();
+    let mut c = connect(port, api_key(KEY)).await;
+    seed(&mut c, "kept", 1, 0..10).await;
+    let pid = daemon.pid();
+    let peak_before = proc_status_kib(pid, "VmHWM:");
+    let short = |status: &tonic::Status| {
+        assert!(
+            status.message().len() < 1024,
+            "a short answer, not {} bytes: {:.300}",
+            status.message().len(),
+            status.message()
+        );
+    };
+
+    // 32 MiB (the message limit) of `08 00`: field 1 = 0, over and over; about
+    // 32 KiB gzipped. Sent twice at once on one connection, without a key, to the
+    // open health check, whose request is empty.
+    let bomb = bytes::Bytes::from([8u8, 0].repeat(16 * 1024 * 1024));
+    let grpc = channel(port).await;
+    let calls = (0..2).map(|_| {
+        raw_call(
+            grpc.clone(),
+            "/qdrant.Qdrant/HealthCheck",
+            bomb.clone(),
+            None,
+            true,
+        )
+    });
+    for result in futures_util::future::join_all(calls).await {
+        let status = result.expect_err("the bomb is refused");
+        assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+        assert!(status.message().contains("limit"), "{}", status.message());
+        short(&status);
+    }
+
+    // The same to a method that needs the key: refused before its body is read.
+    let status = raw_call(grpc.clone(), "/qdrant.Points/Count", bomb, None, true)
+        .await
+        .expect_err("no key");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    short(&status);
+
+    // With the key, a Count of millions of unknown fields (field 30 = 0, up to the
+    // limit): refused, naming the field once and counting the rest.
+    let mut count = proto::CountPoints {
+        collection_name: "kept".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    while count.len() + 3 <= 32 * 1024 * 1024 {
+        count.extend_from_slice(&[0xf0, 0x01, 0x00]);
+    }
+    let count = bytes::Bytes::from(count);
+    for gzip in [true, false] {
+        let status = raw_call(
+            grpc.clone(),
+            "/qdrant.Points/Count",
+            count.clone(),
+            Some(KEY),
+            gzip,
+        )
+        .await
+        .expect_err("unknown fields are refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("field 30 of CountPoints")
+                && status.message().contains("unknown fields in all"),
+            "{:.300}",
+            status.message()
+        );
+        short(&status);
+    }
+
+    let grown = proc_status_kib(pid, "VmHWM:").saturating_sub(peak_before);
+    assert!(
+        grown < 300 * 1024,
+        "the daemon's peak RSS grew by {} MiB",
+        grown / 1024
+    );
+    // Alive and unchanged.
+    let health = c
+        .qdrant
+        .health_check(proto::HealthCheckRequest {})
+        .await
+        .expect("the health check answers");
+    assert!(health.into_inner().title.starts_with("snapfs"));
+    assert_eq!(count_of(&mut c, "kept").await, 10);
+    assert_eq!(
+        call(&daemon.client(), Method::GET, "/collections", None)
+            .await
+            .0,
+        200
+    );
+    assert!(daemon.staging_leftovers().is_empty());
+}
+
+/// One HTTP/1.1 request on `stream` (kept open); the status and body, or `None`
+/// when the server closed the connection instead of answering.
+fn http1_exchange(
+    stream: &mut std::net::TcpStream,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let key = key.map(|k| format!("api-key: {k}\r\n")).unwrap_or_default();
+    let request = format!("{method} {path} HTTP/1.1\r\nhost: x\r\n{key}content-length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).to_string();
+    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while received.len() < head_end + length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((
+        status,
+        String::from_utf8_lossy(&received[head_end..head_end + length]).to_string(),
+    ))
+}
+
+fn tcp_connect(port: u16) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+/// Whether the server has closed `stream` (end of file or reset), without waiting.
+/// What it sent meanwhile (an HTTP/2 server's SETTINGS) is read and dropped.
+fn closed_by_server(mut stream: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    stream.set_nonblocking(true).unwrap();
+    let closed = loop {
+        match stream.read(&mut [0u8; 1024]) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) => break e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+fn open_descriptors(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// `Max open files` of a process: (soft, hard).
+fn file_limits(pid: i32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut figures = line["Max open files".len()..].split_whitespace();
+    (
+        figures.next().unwrap().to_string(),
+        figures.next().unwrap().to_string(),
+    )
+}
+
+/// Poll `done` until it holds, at most `limit` (bounds a hang, asserts no speed).
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_listeners_cap_connections_close_unauthenticated_ones_and_raise_the_file_limit() {
+    const CAP: usize = 8;
+    const FLOOD: usize = 40;
+    let (http, grpc) = (free_port(), free_port());
+    let daemon = Daemon::start_with_soft_nofile(
+        &[
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--grpc",
+            &format!("127.0.0.1:{grpc}"),
+            "--api-key",
+            KEY,
+        ],
+        &[
+            ("SNAPFS__SERVICE__MAX_CONNECTIONS", "8"),
+            ("SNAPFS__SERVICE__CONNECTION_AUTH_TIMEOUT_SECS", "15"),
+        ],
+        256,
+    );
+    let pid = daemon.pid();
+    // Started with a soft limit of 256, the daemon raised it to the hard one.
+    let (soft, hard) = file_limits(pid);
+    assert_eq!(soft, hard, "soft open-files limit raised to the hard one");
+    assert_ne!(soft, "256");
+    seeded_collection(&daemon.client(), "kept", 1, 10).await;
+
+    // A client that brought the key keeps its connection past the deadline.
+    let mut keyed = tcp_connect(http);
+    let (status, body) =
+        http1_exchange(&mut keyed, "GET", "/collections/kept", Some(KEY)).expect("an answer");
+    assert_eq!(status, 200, "{body}");
+
+    // A flood of idle connections, no key, no bytes: each listener holds CAP in all
+    // and closes the others as soon as it accepts them.
+    let descriptors_before = open_descriptors(pid);
+    let flood: Vec<(u16, std::net::TcpStream)> = [http, grpc]
+        .into_iter()
+        .flat_map(|port| (0..FLOOD).map(move |_| (port, tcp_connect(port))))
+        .collect();
+    let refused = 2 * FLOOD - (2 * CAP - 1);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            flood.iter().filter(|(_, s)| closed_by_server(s)).count() >= refused
+        }),
+        "connections over the cap are closed; log:\n{}",
+        daemon.log()
+    );
+    let held = |port: u16| {
+        flood
+            .iter()
+            .filter(|(p, s)| *p == port && !closed_by_server(s))
+            .count()
+    };
+    assert_eq!(held(http), CAP - 1, "the REST listener holds its cap");
+    assert_eq!(held(grpc), CAP, "the gRPC listener holds its cap");
+    let descriptors = open_descriptors(pid);
+    assert!(
+        descriptors <= descriptors_before + 2 * CAP + 8,
+        "{descriptors} descriptors open, {descriptors_before} before the flood"
+    );
+    // Meanwhile the Unix socket answers, and the TCP listeners refuse even a key.
+    assert_eq!(
+        call(&daemon.client(), Method::GET, "/collections", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        http1_exchange(&mut tcp_connect(http), "GET", "/collections", Some(KEY)),
+        None,
+        "a connection over the cap gets no answer"
+    );
+    assert!(daemon.log().contains("service.max_connections"));
+
+    // No request with the key before the deadline: the held connections are closed,
+    // and their places are free again.
+    assert!(
+        wait_until(Duration::from_secs(60), || flood
+            .iter()
+            .all(|(_, s)| closed_by_server(s))),
+        "idle connections without a key are closed after service.connection_auth_timeout_secs"
+    );
+    let (status, body) = http1_exchange(&mut keyed, "GET", "/collections/kept", Some(KEY))
+        .expect("the keyed connection is still open");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        http1_exchange(&mut tcp_connect(http), "GET", "/collections", Some(KEY)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut c = connect(grpc, api_key(KEY)).await;
+    assert_eq!(count_of(&mut c, "kept").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_internal_error_gives_tcp_clients_a_short_reason_and_no_host_path() {
+    let (http, grpc) = (free_port(), free_port());
+    let daemon = Daemon::start(&[
+        "--http",
+        &format!("127.0.0.1:{http}"),
+        "--grpc",
+        &format!("127.0.0.1:{grpc}"),
+        "--api-key",
+        KEY,
+    ]);
+    let client = daemon.client();
+    seeded_collection(&client, "kept", 1, 10).await;
+    // A file where the collection's snapshots directory goes: making a snapshot
+    // fails inside the daemon (an I/O error, not the client's doing).
+    std::fs::write(daemon.data_dir.join("snapshots/kept"), b"in the way").unwrap();
+    let data_dir = daemon.data_dir.display().to_string();
+
+    let (status, body) = http1_exchange(
+        &mut tcp_connect(http),
+        "POST",
+        "/collections/kept/snapshots",
+        Some(KEY),
+    )
+    .expect("an answer");
+    assert_eq!(status, 500, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error_of(&body), snapfs::api::envelope::INTERNAL_REASON);
+    assert!(!body.to_string().contains(&data_dir), "{body}");
+
+    let mut c = connect(grpc, api_key(KEY)).await;
+    let status = c
+        .snapshots
+        .create(proto::CreateSnapshotRequest {
+            collection_name: "kept".into(),
+        })
+        .await
+        .expect_err("the snapshot fails");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(status.message(), snapfs::api::envelope::INTERNAL_REASON);
+
+    // The Unix socket (its owner only) and the log keep the full text.
+    let (status, body) = call(&client, Method::POST, "/collections/kept/snapshots", None).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(error_of(&body).contains("File exists"), "{body}");
+    assert!(daemon.log().contains("File exists"));
+
+    assert_eq!(count(&client, "kept").await, 10);
+    assert!(daemon.staging_leftovers().is_empty());
+}

@@ -3,7 +3,16 @@
 //! Success: `{"result": …, "status": "ok", "time": seconds}`; accepted (`wait=false`):
 //! `{"status": "accepted", "time": …}` with 202 where Qdrant does;
 //! failure: `{"status": {"error": "…"}, "time": …}`.
+//!
+//! Clients on the TCP listeners (REST and gRPC) are not told what only the host
+//! should know: an internal error (I/O, the engine, a bug) is answered with a short
+//! reason ([`INTERNAL_REASON`]) and logged in full, and the daemon's own directories
+//! are named by their config keys in every other message ([`remote_text`]). The Unix
+//! socket (mode 0600, its owner only) keeps the full texts.
 
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::Json;
@@ -62,17 +71,81 @@ impl Timer {
     }
 }
 
+/// What a client on a TCP listener (REST or gRPC) is told of an internal error.
+pub const INTERNAL_REASON: &str =
+    "internal error in snapfs (I/O or storage engine); the daemon's log has the details";
+
+/// The daemon's directories, each with the config key a remote client is shown in
+/// its place (see [`hide_directories`]).
+static PRIVATE_DIRECTORIES: OnceLock<Vec<(String, &'static str)>> = OnceLock::new();
+
+/// Name the daemon's own directories (data, storage, snapshots, temp, recovery
+/// sources), so that [`remote_text`] shows their config keys instead. Set once at
+/// start; later calls are ignored.
+pub fn hide_directories(directories: &[(PathBuf, &'static str)]) {
+    let mut known: Vec<(String, &'static str)> = Vec::new();
+    for (dir, key) in directories {
+        let canonical = dir.canonicalize().ok();
+        for path in std::iter::once(dir.clone()).chain(canonical) {
+            let text = path.to_string_lossy().trim_end_matches('/').to_string();
+            // The root itself, or a relative path, is no secret and would match everywhere.
+            if text.len() > 1 && text.starts_with('/') && !known.iter().any(|(k, _)| *k == text) {
+                known.push((text, key));
+            }
+        }
+    }
+    // The longest first: a directory inside another is named by its own key.
+    known.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
+    let _ = PRIVATE_DIRECTORIES.set(known);
+}
+
+/// The text a client on a TCP listener gets for an error whose full text is
+/// `message`: [`INTERNAL_REASON`] when the error is internal (`private`), else the
+/// message with the daemon's directories replaced by `<config key>`.
+pub fn remote_text(private: bool, message: &str) -> Cow<'_, str> {
+    if private {
+        return Cow::Borrowed(INTERNAL_REASON);
+    }
+    let mut text = Cow::Borrowed(message);
+    for (dir, key) in PRIVATE_DIRECTORIES.get().into_iter().flatten() {
+        if text.contains(dir.as_str()) {
+            text = Cow::Owned(text.replace(dir.as_str(), &format!("<{key}>")));
+        }
+    }
+    text
+}
+
+/// Whether an error's text is for the host only: internal errors, except the one
+/// that tells the client what to do (end its old freezes) and names nothing else.
+pub fn is_private(err: &StorageError) -> bool {
+    err.kind() == ErrorKind::Internal && !matches!(err, StorageError::StaleFreeze { .. })
+}
+
+/// What [`ApiError`]'s answer carries for the TCP listeners when their client is to
+/// be told less than the full text (`api::server::remote_errors` puts it in place).
+#[derive(Clone, Debug)]
+pub struct RemoteText(pub String);
+
+/// The failure envelope.
+pub fn error_body(message: &str) -> serde_json::Value {
+    json!({"status": {"error": message}, "time": 0.0})
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// The message is for the host only: a remote client gets [`INTERNAL_REASON`].
+    private: bool,
 }
 
 impl ApiError {
+    /// An error with `message`; a 500's text is taken as the host's only.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
+            private: status == StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -96,7 +169,11 @@ impl From<StorageError> for ApiError {
             ErrorKind::Peer => StatusCode::BAD_GATEWAY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, err.to_string())
+        ApiError {
+            status,
+            private: is_private(&err),
+            message: err.to_string(),
+        }
     }
 }
 
@@ -107,8 +184,16 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = %self.status, error = %self.message, "request rejected");
         }
-        let body = json!({"status": {"error": self.message}, "time": 0.0});
-        (self.status, Json(body)).into_response()
+        let remote = match remote_text(self.private, &self.message) {
+            Cow::Owned(text) => Some(text),
+            Cow::Borrowed(text) if text != self.message => Some(text.to_string()),
+            Cow::Borrowed(_) => None,
+        };
+        let mut response = (self.status, Json(error_body(&self.message))).into_response();
+        if let Some(remote) = remote {
+            response.extensions_mut().insert(RemoteText(remote));
+        }
+        response
     }
 }
 

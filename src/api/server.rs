@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::envelope::ApiError;
+use super::envelope::{ApiError, RemoteText, error_body};
 
 /// Bind the socket so that only the owner can ever connect: it is bound inside a
 /// fresh directory only the owner may enter, given mode 0600 there, and only then
@@ -115,7 +115,10 @@ pub fn require_api_key(router: Router, key: ApiKey) -> Router {
         let checked = key.check(request.headers());
         async move {
             match checked {
-                Ok(()) => next.run(request).await,
+                Ok(()) => {
+                    ConnectionAuth::mark(&request);
+                    next.run(request).await
+                }
                 Err(refusal) => {
                     let status = match refusal {
                         KeyRefusal::Missing => StatusCode::UNAUTHORIZED,
@@ -128,6 +131,24 @@ pub fn require_api_key(router: Router, key: ApiKey) -> Router {
     }))
 }
 
+/// Wrap a TCP listener's `router` so that its clients get an error's remote text
+/// (`envelope::RemoteText`: a short reason for internal errors, config keys for the
+/// daemon's directories) where the Unix socket gets the full one; the full text is
+/// logged where the error is answered.
+pub fn remote_errors(router: Router) -> Router {
+    router.layer(middleware::map_response(
+        |mut response: Response| async move {
+            if let Some(RemoteText(text)) = response.extensions_mut().remove::<RemoteText>() {
+                let (mut parts, _) = response.into_parts();
+                parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+                let body = serde_json::to_vec(&error_body(&text)).unwrap_or_default();
+                response = Response::from_parts(parts, Body::from(body));
+            }
+            response
+        },
+    ))
+}
+
 /// How a listener's connections ended once it was told to stop.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Drained {
@@ -135,11 +156,49 @@ pub struct Drained {
     pub abandoned: usize,
 }
 
-/// Serve `router` over HTTP/1.1 on any listener (Unix or TCP) until `stop`
-/// completes. Then no new connection is accepted, idle ones close, and requests in
-/// flight get `grace` to finish; whatever still runs after that is cut: its task is
-/// dropped, so a handler's staging files go with it and the daemon's stop stays
-/// bounded.
+/// The rules of a TCP listener, which anyone who can reach its port may connect to
+/// (the Unix socket has none: its mode is its access control).
+#[derive(Debug, Clone)]
+pub struct TcpLimits {
+    /// Connections held open at once; more are closed as soon as they are accepted
+    /// (`service.max_connections`).
+    pub max_connections: usize,
+    /// A connection that has not made a request with the API key this long after it
+    /// was accepted is closed, handshake or not (`service.connection_auth_timeout_secs`).
+    pub auth_deadline: Duration,
+    /// HTTP/2: calls one connection may have open at once
+    /// (`service.grpc_max_concurrent_streams`).
+    pub max_streams: u32,
+}
+
+/// HTTP/1: a client must send a request's head within this (hyper's default, set
+/// here so that it stays): slow-loris.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2: a connection silent this long is pinged, and closed when the ping is not
+/// answered within `KEEP_ALIVE_TIMEOUT`: dead peers do not hold their place.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A listener at its connection cap says so in the log at most this often.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Put into every request of a TCP connection; the API-key check marks it when a
+/// request brings the right key, which lifts the connection's deadline.
+#[derive(Clone)]
+pub struct ConnectionAuth(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl ConnectionAuth {
+    /// The request that carries this came with the right key.
+    pub fn mark(request: &Request) {
+        if let Some(auth) = request.extensions().get::<ConnectionAuth>() {
+            auth.0.send_replace(true);
+        }
+    }
+}
+
+/// Serve `router` over HTTP/1.1 on the Unix socket until `stop` completes. Then no
+/// new connection is accepted, idle ones close, and requests in flight get `grace`
+/// to finish; whatever still runs after that is cut: its task is dropped, so a
+/// handler's staging files go with it and the daemon's stop stays bounded.
 ///
 /// (axum's own `serve` waits for requests in flight without a limit, and its
 /// connection tasks cannot be cancelled from outside; hence this loop on hyper.)
@@ -152,21 +211,36 @@ pub async fn serve<L>(
 where
     L: axum::serve::Listener,
 {
-    serve_as(Protocol::Http1, listener, router, stop, grace).await
+    serve_as(Protocol::Http1, listener, router, stop, grace, None).await
 }
 
-/// [`serve`] over HTTP/2 without TLS (what gRPC clients speak to a plain
+/// [`serve`] on a TCP listener, within `limits`.
+pub async fn serve_tcp<L>(
+    listener: L,
+    router: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    limits: TcpLimits,
+) -> Drained
+where
+    L: axum::serve::Listener,
+{
+    serve_as(Protocol::Http1, listener, router, stop, grace, Some(limits)).await
+}
+
+/// [`serve_tcp`] over HTTP/2 without TLS (what gRPC clients speak to a plain
 /// `host:port`), with the same bounded stop: a GOAWAY first, then the grace.
 pub async fn serve_http2<L>(
     listener: L,
     router: Router,
     stop: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    limits: TcpLimits,
 ) -> Drained
 where
     L: axum::serve::Listener,
 {
-    serve_as(Protocol::Http2, listener, router, stop, grace).await
+    serve_as(Protocol::Http2, listener, router, stop, grace, Some(limits)).await
 }
 
 #[derive(Clone, Copy)]
@@ -181,6 +255,7 @@ async fn serve_as<L>(
     router: Router,
     stop: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    limits: Option<TcpLimits>,
 ) -> Drained
 where
     L: axum::serve::Listener,
@@ -188,34 +263,72 @@ where
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut http1 = http1::Builder::new();
-    // Slow-loris: a client must finish its request head within hyper's default limit.
-    http1.timer(TokioTimer::new());
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2.timer(TokioTimer::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    if let Some(limits) = &limits {
+        http2.max_concurrent_streams(limits.max_streams);
+    }
+    let slots = limits
+        .as_ref()
+        .map(|l| Arc::new(tokio::sync::Semaphore::new(l.max_connections)));
+    let mut refused_since_warning = 0u64;
+    let mut last_warning: Option<tokio::time::Instant> = None;
     tokio::pin!(stop);
     loop {
         tokio::select! {
             (io, _addr) = listener.accept() => {
-                let service = TowerToHyperService::new(
-                    router.clone().map_request(|request: Request<Incoming>| request.map(Body::new)),
-                );
+                // At the cap, the connection is closed at once (the client sees it
+                // end before any answer): its descriptor is not kept.
+                let slot = match &slots {
+                    Some(slots) => match slots.clone().try_acquire_owned() {
+                        Ok(slot) => Some(slot),
+                        Err(_) => {
+                            drop(io);
+                            refused_since_warning += 1;
+                            if last_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
+                                tracing::warn!(
+                                    refused = refused_since_warning,
+                                    "connections refused: the listener holds service.max_connections already"
+                                );
+                                last_warning = Some(tokio::time::Instant::now());
+                                refused_since_warning = 0;
+                            }
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                let (auth, deadline) = match &limits {
+                    Some(limits) => {
+                        let (marker, watcher) = tokio::sync::watch::channel(false);
+                        (Some(ConnectionAuth(Arc::new(marker))), Some((limits.auth_deadline, watcher)))
+                    }
+                    None => (None, None),
+                };
+                let service = TowerToHyperService::new(router.clone().map_request(
+                    move |request: Request<Incoming>| {
+                        let mut request = request.map(Body::new);
+                        if let Some(auth) = &auth {
+                            request.extensions_mut().insert(auth.clone());
+                        }
+                        request
+                    },
+                ));
                 let io = TokioIo::new(io);
                 match protocol {
                     Protocol::Http1 => {
                         let watched = graceful.watch(http1.serve_connection(io, service));
-                        connections.spawn(async move {
-                            if let Err(err) = watched.await {
-                                tracing::trace!(%err, "connection ended with an error");
-                            }
-                        });
+                        connections.spawn(run_connection(watched, deadline, slot));
                     }
                     Protocol::Http2 => {
                         let watched = graceful.watch(http2.serve_connection(io, service));
-                        connections.spawn(async move {
-                            if let Err(err) = watched.await {
-                                tracing::trace!(%err, "connection ended with an error");
-                            }
-                        });
+                        connections.spawn(run_connection(watched, deadline, slot));
                     }
                 }
             }
@@ -234,6 +347,44 @@ where
     }
     while connections.join_next().await.is_some() {}
     drained
+}
+
+/// Serve one connection; with a `deadline`, end it (drop it: the socket closes) if
+/// no request with the API key has come by then. `slot` is its place under the
+/// listener's cap, given back when it ends.
+async fn run_connection<E: std::fmt::Display>(
+    connection: impl Future<Output = Result<(), E>>,
+    deadline: Option<(Duration, tokio::sync::watch::Receiver<bool>)>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let _slot = slot;
+    let served = async {
+        if let Err(err) = connection.await {
+            tracing::trace!(%err, "connection ended with an error");
+        }
+    };
+    let Some((deadline, mut authenticated)) = deadline else {
+        return served.await;
+    };
+    let expired = async {
+        // (The watch's guard is dropped at once: it must not live across an await.)
+        let in_time = tokio::time::timeout(deadline, async {
+            let _ = authenticated.wait_for(|done| *done).await;
+        })
+        .await
+        .is_ok();
+        if in_time {
+            // Authenticated (or the connection is ending): no deadline any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = served => {}
+        () = expired => tracing::debug!(
+            ?deadline,
+            "closed a TCP connection that made no request with the API key in time"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -259,5 +410,72 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["snapfs.sock"]);
+    }
+
+    #[tokio::test]
+    async fn tcp_clients_get_a_short_reason_for_internal_errors_and_no_host_paths() {
+        use super::super::envelope::{ApiError, INTERNAL_REASON, hide_directories};
+        use crate::storage::StorageError;
+        use axum::routing::get;
+        use tower::ServiceExt;
+
+        let data = tempfile::tempdir().unwrap();
+        let secret = data.path().join("storage/collections/c/0/wal");
+        hide_directories(&[(data.path().to_path_buf(), "snapfs.data_dir")]);
+        let internal = format!(
+            "I/O error: failed to open file `{}`: boom",
+            secret.display()
+        );
+        let invalid = format!("the file {} does not fit", secret.display());
+        let router = axum::Router::new()
+            .route(
+                "/internal",
+                get(move || {
+                    let text = internal.clone();
+                    async move { ApiError::from(StorageError::internal(text)) }
+                }),
+            )
+            .route(
+                "/invalid",
+                get(move || {
+                    let text = invalid.clone();
+                    async move { ApiError::from(StorageError::bad_request(text)) }
+                }),
+            );
+        let answer = |router: axum::Router, path: &'static str| async move {
+            let request = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (
+                status,
+                body["status"]["error"].as_str().unwrap().to_string(),
+            )
+        };
+        let shown = data.path().display().to_string();
+
+        // The Unix socket's router: the full texts.
+        let (status, text) = answer(router.clone(), "/internal").await;
+        assert_eq!(status, 500);
+        assert!(text.contains(&shown) && text.contains("boom"), "{text}");
+
+        // A TCP listener's: a short reason, and the client's own error without the
+        // daemon's directories.
+        let remote = super::remote_errors(router);
+        let (status, text) = answer(remote.clone(), "/internal").await;
+        assert_eq!(status, 500);
+        assert_eq!(text, INTERNAL_REASON);
+        let (status, text) = answer(remote, "/invalid").await;
+        assert_eq!(status, 400);
+        assert!(!text.contains(&shown), "{text}");
+        assert!(
+            text.contains("<snapfs.data_dir>/storage/collections/c/0/wal does not fit"),
+            "{text}"
+        );
     }
 }

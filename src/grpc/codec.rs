@@ -72,9 +72,8 @@ impl<U: Message + Name + Default> Decoder for StrictDecoder<U> {
             let unknown = unknown_fields(&U::full_name(), &bytes);
             if !unknown.is_empty() {
                 return Err(Status::invalid_argument(format!(
-                    "the request holds fields snapfs does not serve, which it would otherwise ignore: {}; \
-                     see docs/COMPATIBILITY.md for what snapfs serves over gRPC",
-                    unknown.join(", ")
+                    "the request holds fields snapfs does not serve, which it would otherwise ignore: {unknown}; \
+                     see docs/COMPATIBILITY.md for what snapfs serves over gRPC"
                 )));
             }
         }
@@ -131,28 +130,72 @@ fn add_shapes(
     shapes.insert(name, fields);
 }
 
+/// At most this many different unknown fields are named in a refusal; the rest are
+/// counted. A message of millions of unknown fields (a request of 32 MiB of `08 00`)
+/// must not become millions of names in memory and in the answer's header.
+const NAMED_UNKNOWN_FIELDS: usize = 8;
+
+/// The unknown fields found in a message: the first few different ones by name, and
+/// how many occurrences there were in all.
+#[derive(Debug, Default, PartialEq)]
+struct Unknown {
+    named: Vec<String>,
+    occurrences: u64,
+}
+
+impl Unknown {
+    fn is_empty(&self) -> bool {
+        self.occurrences == 0
+    }
+
+    fn add(&mut self, describe: impl FnOnce() -> String) {
+        self.occurrences += 1;
+        if self.named.len() < NAMED_UNKNOWN_FIELDS {
+            let name = describe();
+            if !self.named.contains(&name) {
+                self.named.push(name);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Unknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.named.join(", "))?;
+        let shown = self.named.len() as u64;
+        if self.occurrences > shown {
+            write!(
+                f,
+                " ({} unknown fields in all; only the first different ones are named)",
+                self.occurrences
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The fields of `bytes` (a `message` on the wire) that its descriptor does not
 /// have, at any depth, each as "field N of <message> (at <path>)".
-fn unknown_fields(message: &str, bytes: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
+fn unknown_fields(message: &str, bytes: &[u8]) -> Unknown {
+    let mut found = Unknown::default();
     walk(&SHAPES, message, bytes, "", &mut found);
     found
 }
 
-fn walk(shapes: &Shapes, message: &str, mut bytes: &[u8], path: &str, found: &mut Vec<String>) {
+fn walk(shapes: &Shapes, message: &str, mut bytes: &[u8], path: &str, found: &mut Unknown) {
     let Some(fields) = shapes.0.get(message) else {
         return;
     };
     while let Some((number, value)) = next_field(&mut bytes) {
         match fields.get(&number) {
-            None => {
+            None => found.add(|| {
                 let short = message.rsplit('.').next().unwrap_or(message);
-                found.push(if path.is_empty() {
+                if path.is_empty() {
                     format!("field {number} of {short}")
                 } else {
                     format!("field {number} of {short} (at `{path}`)")
-                });
-            }
+                }
+            }),
             Some(FieldShape {
                 name,
                 message: Some(inner),
@@ -250,11 +293,12 @@ mod tests {
         };
         let plain = upsert.encode_to_vec();
         assert!(unknown_fields("qdrant.UpsertPoints", &plain).is_empty());
+        let named = |message: &str, bytes: &[u8]| unknown_fields(message, bytes).named;
 
         // Field 40 (varint 7) at the top.
         let top = with_extra_field(&upsert, &[key(40, 0), vec![7]].concat());
         assert_eq!(
-            unknown_fields("qdrant.UpsertPoints", &top),
+            named("qdrant.UpsertPoints", &top),
             ["field 40 of UpsertPoints"]
         );
 
@@ -264,7 +308,7 @@ mod tests {
         let mut nested = vec![(1 << 3) | 2, 1, b'c', (3 << 3) | 2, point.len() as u8];
         nested.extend_from_slice(&point);
         assert_eq!(
-            unknown_fields("qdrant.UpsertPoints", &nested),
+            named("qdrant.UpsertPoints", &nested),
             ["field 9 of PointStruct (at `points`)"]
         );
     }
@@ -279,7 +323,7 @@ mod tests {
         let decode = |bytes: Vec<u8>| {
             let message = proto::CountPoints::decode(&bytes[..]).unwrap();
             if message.encoded_len() != bytes.len() {
-                unknown_fields(&proto::CountPoints::full_name(), &bytes)
+                unknown_fields(&proto::CountPoints::full_name(), &bytes).named
             } else {
                 vec![]
             }
@@ -295,5 +339,27 @@ mod tests {
         let mut explicit = request.encode_to_vec();
         explicit.extend_from_slice(&[key(3, 0), vec![1]].concat());
         assert!(decode(explicit).is_empty());
+    }
+
+    #[test]
+    fn millions_of_unknown_fields_are_counted_not_listed() {
+        // 4 MiB of `08 00` (field 1, varint 0): field 1 is unknown to the empty
+        // HealthCheckRequest, two million times over.
+        let bytes = [key(1, 0), vec![0]].concat().repeat(2 * 1024 * 1024);
+        let unknown = unknown_fields("qdrant.HealthCheckRequest", &bytes);
+        assert_eq!(unknown.named, ["field 1 of HealthCheckRequest"]);
+        assert_eq!(unknown.occurrences, 2 * 1024 * 1024);
+        let text = unknown.to_string();
+        assert!(text.len() < 200, "{text}");
+        assert!(text.contains("2097152 unknown fields in all"), "{text}");
+
+        // Many different unknown fields: only the first few are named.
+        let many: Vec<u8> = (100..10_000u32)
+            .flat_map(|n| [key(n, 0), vec![1]].concat())
+            .collect();
+        let unknown = unknown_fields("qdrant.CountPoints", &many);
+        assert_eq!(unknown.named.len(), NAMED_UNKNOWN_FIELDS);
+        assert_eq!(unknown.occurrences, 9_900);
+        assert!(unknown.to_string().len() < 400, "{unknown}");
     }
 }

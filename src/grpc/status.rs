@@ -1,8 +1,12 @@
 //! The one place where errors become gRPC statuses, as `api::envelope` is for HTTP:
-//! the same kinds, the same messages, the codes Qdrant's gRPC API uses.
+//! the same kinds, the same messages as REST's TCP listener, the codes Qdrant's gRPC
+//! API uses. gRPC is served on TCP only, so an internal error is answered with a
+//! short reason and logged in full, and no message names the daemon's directories
+//! (`api::envelope::remote_text`).
 
 use tonic::{Code, Status};
 
+use crate::api::envelope::{is_private, remote_text};
 use crate::api::server::KeyRefusal;
 use crate::storage::StorageError;
 use crate::storage::error::ErrorKind;
@@ -23,7 +27,7 @@ pub fn from_storage(err: StorageError) -> Status {
     } else {
         tracing::debug!(%code, error = %message, "gRPC request refused");
     }
-    Status::new(code, message)
+    Status::new(code, remote_text(is_private(&err), &message).into_owned())
 }
 
 /// A refused API key: missing → UNAUTHENTICATED, wrong → PERMISSION_DENIED (the
@@ -50,13 +54,25 @@ mod tests {
             ),
             (StorageError::bad_request("bad"), Code::InvalidArgument),
             (StorageError::ShuttingDown, Code::Unavailable),
-            (StorageError::internal("boom"), Code::Internal),
         ];
         for (err, code) in cases {
             let text = err.to_string();
             let status = from_storage(err);
             assert_eq!(status.code(), code);
             assert_eq!(status.message(), text);
+        }
+        // Internal errors: a short reason, never the text (host paths, engine words).
+        for err in [
+            StorageError::internal("cannot load shard /var/lib/snapfs/storage/c/0: boom"),
+            StorageError::Io(std::io::Error::other("/var/lib/snapfs/tmp/x: EIO")),
+        ] {
+            let status = from_storage(err);
+            assert_eq!(status.code(), Code::Internal);
+            assert_eq!(
+                status.message(),
+                crate::api::envelope::INTERNAL_REASON,
+                "{status:?}"
+            );
         }
         assert_eq!(
             from_key_refusal(KeyRefusal::Missing).code(),

@@ -41,6 +41,25 @@ impl Daemon {
     }
 
     pub fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_with_soft_nofile(data_dir, extra, env, None)
+    }
+
+    /// Start on a fresh temporary data dir with the soft open-files limit lowered to
+    /// `soft` (as a shell's `ulimit -Sn` would leave it).
+    pub fn start_with_soft_nofile(extra: &[&str], env: &[(&str, &str)], soft: u64) -> Daemon {
+        let temp = tempfile::tempdir().unwrap();
+        let mut daemon = Daemon::spawn_with_soft_nofile(temp.path(), extra, env, Some(soft));
+        daemon.wait_ready();
+        daemon._temp = Some(temp);
+        daemon
+    }
+
+    fn spawn_with_soft_nofile(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        soft_nofile: Option<u64>,
+    ) -> Daemon {
         std::fs::create_dir_all(data_dir).unwrap();
         let socket = data_dir.join("snapfs.sock");
         let log = data_dir.join(format!("daemon-{}.log", std::process::id()));
@@ -61,6 +80,26 @@ impl Daemon {
             .stderr(log_file);
         for (k, v) in env {
             command.env(k, v);
+        }
+        if let Some(soft) = soft_nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = soft.min(limit.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = command.spawn().expect("spawn snapfs serve");
         let mount = extra
