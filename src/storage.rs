@@ -216,6 +216,11 @@ impl Storage {
         self.max_restore_bytes.get().copied()
     }
 
+    /// The daemon is stopping (its shards are closing for good).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// Where temporary files go (`temp_path`; the collections directory before
     /// [`Storage::stage_restores_in`] named one).
     pub fn temp_path(&self) -> PathBuf {
@@ -391,7 +396,10 @@ pub fn open_regular_beneath(dir: &Path, relative: &str) -> std::io::Result<std::
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let fd = match rustix::fs::openat2(&dir_fd, relative, flags, Mode::empty(), resolve) {
-        Err(rustix::io::Errno::NOSYS) => {
+        // No openat2 (before Linux 5.6), or a seccomp filter that refuses it (some
+        // container runtimes answer EPERM): the name was found among the
+        // directory's own files, and the last component is not followed.
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
             rustix::fs::openat(&dir_fd, relative, flags, Mode::empty())?
         }
         opened => opened?,

@@ -199,6 +199,13 @@ impl SnapshotView {
                     // A thaw is applied by the shard's writer: give it a moment.
                     std::thread::sleep(Duration::from_millis(2 * attempt as u64));
                 }
+                // A shard closed under the build by a switch (a restore, an apply)
+                // while the daemon runs on: the collection holds its successor now.
+                Err(StorageError::ShuttingDown) if attempt < ATTEMPTS && !storage.is_stopping() => {
+                    attempt += 1;
+                    tracing::debug!(?scope, "a shard closed under a view build: building again");
+                    std::thread::sleep(Duration::from_millis(2 * attempt as u64));
+                }
                 other => return other,
             }
         }

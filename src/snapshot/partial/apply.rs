@@ -283,6 +283,9 @@ struct Staged {
     kept: usize,
     /// Bytes copied to keep files of the live shard (0 where reflinked).
     copied: u64,
+    /// Disk bytes this staging may still take: the free space when it began, less
+    /// what it has written (kept copies, assembled files).
+    room: u64,
 }
 
 impl Drop for Staged {
@@ -297,10 +300,26 @@ impl Staged {
     /// Keep the live file `from` as `relative` in the staged directory: a private
     /// copy, never a link (see the module's note).
     fn keep(&mut self, from: &Path, relative: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
         let to = self.dir.join(relative);
         make_parent(&to)?;
+        // What the copy takes at most: what the original takes (a reflink, less).
+        self.charge(fs_err::metadata(from)?.blocks() * 512)?;
         self.copied += crate::storage::extents::copy_sparse(from, &to)?;
         self.kept += 1;
+        Ok(())
+    }
+
+    /// Take `bytes` of the room, or refuse (507) before they are written.
+    fn charge(&mut self, bytes: u64) -> Result<()> {
+        let Some(left) = self.room.checked_sub(bytes) else {
+            return Err(SnapshotError::NoSpace {
+                needed: bytes,
+                free: self.room,
+            }
+            .into());
+        };
+        self.room = left;
         Ok(())
     }
 
@@ -347,21 +366,35 @@ impl Staged {
             .open(&to)?;
         out.set_len(target.size)?;
         let mut buf = vec![0u8; COPY_BUFFER];
-        let mut copy = |from: &FrozenFile, from_at: u64, to_at: u64, len: u64| -> Result<()> {
-            let mut done = 0u64;
-            while done < len {
-                let n = ((len - done) as usize).min(buf.len());
-                from.read_exact_at(&mut buf[..n], from_at + done)?;
-                out.write_all_at(&buf[..n], to_at + done)?;
-                done += n as u64;
+        // Only the source's data extents inside `[from_at, from_at + len)` are
+        // copied: its holes stay holes here, and what is written is charged first.
+        let mut copy = |staged: &mut Staged,
+                        from: &FrozenFile,
+                        from_at: u64,
+                        to_at: u64,
+                        len: u64|
+         -> Result<()> {
+            let end = from_at + len;
+            for &(extent, extent_len) in &from.extents {
+                let start = extent.max(from_at);
+                let stop = (extent + extent_len).min(end);
+                if start >= stop {
+                    continue;
+                }
+                staged.charge(stop - start)?;
+                let mut at = start;
+                while at < stop {
+                    let n = ((stop - at) as usize).min(buf.len());
+                    from.read_exact_at(&mut buf[..n], at)?;
+                    out.write_all_at(&buf[..n], to_at + (at - from_at))?;
+                    at += n as u64;
+                }
             }
             Ok(())
         };
         // The sent bytes first (a file system rounds data extents to its blocks,
         // with zeros around them), then the copies, which never overlap sent bytes.
-        for &(offset, len) in &sent.extents {
-            copy(&sent, offset, offset, len)?;
-        }
+        copy(self, &sent, 0, 0, sent.size)?;
         let mut sources: BTreeMap<&str, FrozenFile> = BTreeMap::new();
         for CopyFrom(at, path, from, len) in copies {
             let in_range = at.checked_add(*len).is_some_and(|end| end <= target.size);
@@ -380,7 +413,7 @@ impl Staged {
             if from.checked_add(*len).is_none_or(|end| end > source.size) {
                 return Err(refused(format!("copies past the end of {path}")));
             }
-            copy(source, *from, *at, *len)?;
+            copy(self, source, *from, *at, *len)?;
         }
         drop(out);
         if digest_of(&to).as_deref() != Some(target.sha256.as_str()) {
@@ -416,8 +449,15 @@ impl LiveFiles {
         if !self.names.contains(&name) {
             return None;
         }
-        let file = crate::storage::open_regular_beneath(&self.dir, &name).ok()?;
-        FrozenFile::from_file(file).ok()
+        let opened =
+            crate::storage::open_regular_beneath(&self.dir, &name).and_then(FrozenFile::from_file);
+        match opened {
+            Ok(file) => Some(file),
+            Err(err) => {
+                tracing::warn!(file = name, %err, "a file of the shard's own could not be opened to copy from");
+                None
+            }
+        }
     }
 }
 
@@ -457,8 +497,10 @@ fn stage(
         received: 0,
         kept: 0,
         copied: 0,
+        room: 0,
     };
     fs_err::create_dir(&staged.dir)?;
+    staged.room = crate::snapshot::intake::free_space(&staged.dir)?;
     match partial {
         Partial::Versions(theirs) => {
             let ours = engine_manifest(&live)?;
@@ -535,7 +577,8 @@ fn merge_versions(
                 && segment
                     .file_versions
                     .contains_key(&relative.replace(TRACKER_JOURNAL, TRACKER));
-            if dropped || journal || relative == SEGMENT_MANIFEST {
+            let replaced = incoming.join("segments").join(id).join(&relative).is_file();
+            if dropped || journal || replaced || relative == SEGMENT_MANIFEST {
                 continue;
             }
             staged.keep(&path, &format!("segments/{id}/{relative}"))?;
