@@ -156,6 +156,7 @@ async fn serve_storage(
         transfer_stall: config.transfer_stall,
         s3: s3.clone(),
         s3_recovery: config.s3_recovery.clone(),
+        fetch: Arc::new(config.fetch.clone()),
     });
     let router = api::router(state.clone(), config.max_request_bytes());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -228,6 +229,8 @@ async fn serve_storage(
     }
     bound_the_stop(grace + FINAL_STOP_LIMIT, sigterm, sigint);
     let _ = stop_tx.send(true);
+    // Pulls from peers still receiving are cut now, not at the end of the grace.
+    crate::snapshot::partial::peer::cancel_all_pulls();
     if let Some(mut mount) = mounted.take() {
         tokio::task::spawn_blocking(move || mount.unmount()).await?;
     }

@@ -365,11 +365,12 @@ async fn s3_recovery_from_s3_urls_and_stored_names() {
     assert_eq!(status, 404, "{body}");
     assert!(error_of(&body).contains("not found"), "{body}");
 
-    // A bucket that does not exist: a clear error.
+    // A bucket that does not exist: a clear error (with the request's own
+    // credentials: the daemon's may read only the configured bucket).
     let (status, body) = recover(
         &client,
         "/collections/copy/snapshots/recover",
-        json!({"location": format!("s3://no-such-bucket/{PREFIX}/docs/{name}")}),
+        json!({"location": format!("s3://no-such-bucket/{PREFIX}/docs/{name}"), "api_key": format!("{ACCESS}:{SECRET}")}),
     )
     .await;
     assert_eq!(status, 404, "{body}");

@@ -284,9 +284,7 @@ impl S3Snapshots {
     /// The checksum object beside stored snapshot `name`, if there is one.
     pub async fn checksum_of(&self, scope: &Scope, name: &str) -> Result<Option<String>> {
         let key = self.key(scope, &format!("{name}{CHECKSUM_EXT}"));
-        read_checksum(&*self.store, &key)
-            .await
-            .map_err(|e| self.failed("read a checksum", e))
+        read_checksum(&*self.store, &self.bucket, &key).await
     }
 
     /// The key and size of stored snapshot `name` of `scope`, which must exist.
@@ -480,16 +478,43 @@ impl S3Snapshots {
     }
 }
 
-/// The 64-hex checksum object at `key`, if there is one.
-async fn read_checksum(store: &dyn ObjectStore, key: &Key) -> object_store::Result<Option<String>> {
-    match store.get(key).await {
-        Ok(result) => {
-            let bytes = result.bytes().await?;
-            Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string()))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
+/// The largest checksum object read (64 hex digits, maybe a file name after
+/// them, as `sha256sum` writes): a bigger one is refused before it is read.
+pub const MAX_CHECKSUM_OBJECT: u64 = 1024;
+
+/// The 64-hex checksum object at `key`, if there is one: its size is looked up
+/// first and at most [`MAX_CHECKSUM_OBJECT`] bytes are asked for, so an object
+/// of any size costs no more memory than that.
+async fn read_checksum(store: &dyn ObjectStore, bucket: &str, key: &Key) -> Result<Option<String>> {
+    let meta = match store.head(key).await {
+        Ok(meta) => meta,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(s3_failure(bucket, "look up a checksum", e)),
+    };
+    if meta.size > MAX_CHECKSUM_OBJECT {
+        return Err(StorageError::bad_request(format!(
+            "the checksum object s3://{bucket}/{key} is {} bytes, more than a checksum ({MAX_CHECKSUM_OBJECT} at most): remove or rewrite it",
+            meta.size
+        )));
     }
+    if meta.size == 0 {
+        return Ok(Some(String::new()));
+    }
+    let options = GetOptions {
+        range: Some(object_store::GetRange::Bounded(
+            0..meta.size.min(MAX_CHECKSUM_OBJECT),
+        )),
+        ..GetOptions::default()
+    };
+    let bytes = match store.get_opts(key, options).await {
+        Ok(result) => result
+            .bytes()
+            .await
+            .map_err(|e| s3_failure(bucket, "read a checksum", e))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(s3_failure(bucket, "read a checksum", e)),
+    };
+    Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string()))
 }
 
 /// An S3 failure in words: 404 for a missing object, 502 for the rest (the object
@@ -572,7 +597,13 @@ pub async fn open_location(
                 },
             )?;
     let checksum_key = Key::from(format!("{key}{CHECKSUM_EXT}"));
-    let checksum = read_checksum(&*store, &checksum_key).await.unwrap_or(None);
+    // An unreadable sidecar is no sidecar (the credentials may reach the archive
+    // only); an oversized one is refused.
+    let checksum = match read_checksum(&*store, bucket, &checksum_key).await {
+        Ok(checksum) => checksum,
+        Err(err @ StorageError::BadRequest(_)) => return Err(err),
+        Err(_) => None,
+    };
     Ok((result, checksum))
 }
 
