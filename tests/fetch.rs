@@ -427,7 +427,7 @@ async fn a_stalled_peer_is_cut_and_a_pull_can_be_cancelled() {
     bounded(
         60,
         "an upsert after the stalled pull",
-        upsert(&client, "docs", vec![point(1000, 4)], true),
+        upsert(&client, "docs", vec![point(1000, 8)], true),
     )
     .await;
     assert_eq!(count(&client, "docs").await, 51);
@@ -459,7 +459,7 @@ async fn a_stalled_peer_is_cut_and_a_pull_can_be_cancelled() {
     bounded(
         60,
         "an upsert after the cancelled pull",
-        upsert(&client, "docs", vec![point(1000, 4)], true),
+        upsert(&client, "docs", vec![point(1000, 8)], true),
     )
     .await;
     assert_eq!(count(&client, "docs").await, 51);

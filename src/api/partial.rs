@@ -247,5 +247,5 @@ pub async fn cancel_recover_from(
     if cancelled {
         tracing::info!(collection = %c, shard = id, "partial pull cancelled");
     }
-    Ok(timer.ok(cancelled).into_response())
+    Ok(timer.ok(cancelled))
 }
