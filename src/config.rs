@@ -360,6 +360,7 @@ impl ConfigLayers {
             None => listen_address(host, self.service.grpc_port, "grpc_port")?,
         };
         let api_key = self.service.api_key.filter(|k| !k.is_empty());
+        let fetch = self.storage.fetch_policy()?;
         let snapshots_config = self.storage.snapshots_config;
         let s3_section = snapshots_config.s3_config.map(S3Section::resolve);
         let s3 = match snapshots_config.snapshots_storage.as_deref() {
@@ -382,7 +383,6 @@ impl ConfigLayers {
                 "storage.snapshots_config.snapshots_storage must be local or s3, got {other:?}"
             ),
         };
-        let fetch = self.storage.fetch_policy()?;
         let config = Config {
             fetch,
             s3_recovery: s3.clone().or(s3_section),

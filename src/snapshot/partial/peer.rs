@@ -116,7 +116,7 @@ enum Fetched {
     /// A partial archive, received, and the freeze taken before the manifest was made.
     Archive {
         form: &'static str,
-        received: restore::Received,
+        received: crate::snapshot::intake::Received,
         frozen: CollectionFreeze,
     },
 }
