@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
+use crate::fetch::unquoted;
 use crate::snapshot::intake::{Intake, Received};
 use crate::snapshot::restore::{self, restore_collection, restore_shard};
 use crate::snapshot::{Scope, stored};
@@ -387,11 +388,16 @@ async fn receive_object(
             })?;
         match chunk {
             None => break,
-            Some(Ok(bytes)) => intake.push(bytes).await.map_err(unquoted)?,
+            Some(Ok(bytes)) => intake
+                .push(bytes)
+                .await
+                .map_err(|e| unquoted("the object", e))?,
             Some(Err(e)) => return Err(failed(with_causes(&e))),
         }
     }
-    finish(intake).await
+    Ok(finish(intake)
+        .await
+        .map_err(|e| unquoted("the object", e))?)
 }
 
 /// A `file://` path, opened: it must lie inside a directory snapshots may be
@@ -554,13 +560,11 @@ async fn begin(app: &AppState, scope: &Scope, checksum: Option<&str>) -> Result<
     )
 }
 
-/// Every byte is in: wait for the intake's workers off the async threads. Used
-/// for fetched archives only (an upload's own bytes may be quoted back to it).
-async fn finish(intake: Intake) -> Result<Received, ApiError> {
-    Ok(tokio::task::spawn_blocking(move || intake.finish())
+/// Every byte is in: wait for the intake's workers off the async threads.
+async fn finish(intake: Intake) -> Result<Received, crate::storage::StorageError> {
+    tokio::task::spawn_blocking(move || intake.finish())
         .await
-        .map_err(|e| ApiError::from(crate::storage::StorageError::internal(e.to_string())))?
-        .map_err(unquoted)?)
+        .map_err(|e| crate::storage::StorageError::internal(e.to_string()))?
 }
 
 /// The multipart field `snapshot`, streamed into an intake.
@@ -581,7 +585,7 @@ pub(crate) async fn receive_upload(
         while let Some(chunk) = field.chunk().await.map_err(bad)? {
             intake.push(chunk).await?;
         }
-        return finish(intake).await;
+        return Ok(finish(intake).await?);
     }
     Err(ApiError::bad_request(
         "the upload has no `snapshot` field (multipart/form-data, field name `snapshot`)",
@@ -698,23 +702,12 @@ async fn download_within(
             })?
             .map_err(|e| failed(with_causes(&e)))?;
         let Some(chunk) = chunk else { break };
-        intake.push(chunk).await.map_err(unquoted)?;
+        intake
+            .push(chunk)
+            .await
+            .map_err(|e| unquoted("what was fetched", e))?;
     }
-    finish(intake).await
-}
-
-/// A refusal of fetched bytes, told without quoting them: the tar reader's
-/// complaint about a body that is no archive may carry the body's first bytes
-/// (whatever the server sent: a metadata document, a login page).
-pub(crate) fn unquoted(err: crate::storage::StorageError) -> crate::storage::StorageError {
-    use crate::snapshot::SnapshotError;
-    use crate::storage::StorageError;
-    match err {
-        StorageError::Snapshot(SnapshotError::NotTar(_)) => {
-            StorageError::Snapshot(SnapshotError::NotTar(
-                "what was fetched is not a snapshot (no tar header where one belongs); check that the location names a snapshot file".into(),
-            ))
-        }
-        other => other,
-    }
+    Ok(finish(intake)
+        .await
+        .map_err(|e| unquoted("what was fetched", e))?)
 }

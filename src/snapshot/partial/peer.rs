@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::apply::{Applied, apply};
 use super::manifest::{ContentManifest, VersionManifest};
 use super::manifests_of;
-use crate::fetch::FetchPolicy;
+use crate::fetch::{FetchPolicy, unquoted};
 use crate::snapshot::restore;
 use crate::snapshot::{Scope, SnapshotView};
 use crate::storage::collection::CollectionFreeze;
@@ -208,31 +208,20 @@ async fn transfer(
                 ))
             })?;
         let Some(chunk) = chunk else { break };
-        intake.push(chunk).await.map_err(unquoted)?;
+        intake
+            .push(chunk)
+            .await
+            .map_err(|e| unquoted("the peer's answer", e))?;
     }
     let received = tokio::task::spawn_blocking(move || intake.finish())
         .await
         .map_err(|e| StorageError::internal(e.to_string()))?
-        .map_err(unquoted)?;
+        .map_err(|e| unquoted("the peer's answer", e))?;
     Ok(Fetched::Archive {
         form,
         received,
         frozen,
     })
-}
-
-/// A refusal of the peer's bytes, without quoting them (the tar reader's
-/// complaint about a body that is no archive may carry its first bytes).
-fn unquoted(err: StorageError) -> StorageError {
-    match err {
-        StorageError::Snapshot(crate::snapshot::SnapshotError::NotTar(_)) => {
-            StorageError::Snapshot(crate::snapshot::SnapshotError::NotTar(
-                "the peer's answer is not a partial snapshot (no tar header where one belongs)"
-                    .into(),
-            ))
-        }
-        other => other,
-    }
 }
 
 /// Pulls under way (before their apply), by shard: each can be cancelled.
