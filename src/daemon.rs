@@ -244,6 +244,9 @@ async fn serve_storage(
             "requests still in flight after snapfs.shutdown_grace_secs ({grace:?}) were abandoned"
         );
     }
+    // Snapshot uploads still running (abandoned requests, wait=false creations)
+    // abort their multipart uploads rather than leave the parts in the bucket.
+    crate::snapshot::s3::abort_uploads(FINAL_STOP_LIMIT / 2).await;
     Ok(())
 }
 

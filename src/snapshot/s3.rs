@@ -369,6 +369,15 @@ impl S3Snapshots {
     }
 
     /// Pick `<base>.snapshot`, or `-1`, `-2`, … when one exists or is being written.
+    ///
+    /// A name is taken by creating its checksum object (empty until the upload
+    /// writes the digest) with a conditional create (`If-None-Match: *`): of two
+    /// daemons writing to one bucket at the same second, one gets the name and the
+    /// other the next, where a lookup then a write would let both take it. (The
+    /// multipart upload itself cannot be completed conditionally through
+    /// object_store.) A store that does not support conditional creates falls back
+    /// to the lookup. The snapshot's own key is looked up too: one written without
+    /// a checksum object still takes its name.
     async fn reserve(&self, scope: &Scope, base: &str) -> Result<(String, Key)> {
         for n in 0.. {
             let name = if n == 0 {
@@ -382,40 +391,67 @@ impl S3Snapshots {
                 Err(object_store::Error::NotFound { .. }) => false,
                 Err(e) => return Err(self.failed("look up a snapshot name", e)),
             };
-            if !exists && reserved().lock().unwrap().insert(key.to_string()) {
-                return Ok((name, key));
+            if exists || !reserved().lock().unwrap().insert(key.to_string()) {
+                continue;
+            }
+            let checksum_key = Key::from(format!("{key}{CHECKSUM_EXT}"));
+            let taken = self
+                .store
+                .put_opts(
+                    &checksum_key,
+                    PutPayload::new(),
+                    object_store::PutMode::Create.into(),
+                )
+                .await;
+            match taken {
+                Ok(_) => return Ok((name, key)),
+                Err(object_store::Error::AlreadyExists { .. }) => release(&key),
+                Err(object_store::Error::NotImplemented) => {
+                    let exists = match self.store.head(&checksum_key).await {
+                        Ok(_) => true,
+                        Err(object_store::Error::NotFound { .. }) => false,
+                        Err(e) => {
+                            release(&key);
+                            return Err(self.failed("look up a snapshot name", e));
+                        }
+                    };
+                    if !exists {
+                        return Ok((name, key));
+                    }
+                    release(&key);
+                }
+                Err(e) => {
+                    release(&key);
+                    return Err(self.failed("reserve a snapshot name", e));
+                }
             }
         }
         unreachable!()
     }
 
     /// Stream the view's archive into a multipart upload of `key`, hashing; write
-    /// the checksum object; complete. On failure nothing is left: the upload is
-    /// aborted (and a checksum object already written removed).
+    /// the checksum object (until then the empty one that reserved the name);
+    /// complete. On failure nothing is left: the upload is aborted and the
+    /// checksum object removed.
     async fn upload(&self, view: &SnapshotView, key: &Key) -> Result<(u64, String)> {
-        let mut upload = self
-            .store
-            .put_multipart(key)
-            .await
-            .map_err(|e| self.failed("start the upload", e))?;
         let checksum_key = Key::from(format!("{key}{CHECKSUM_EXT}"));
-        let outcome: Result<String> = async {
-            let digest = self.send_parts(view, upload.as_mut()).await?;
-            let digest = hex(&digest);
-            self.store
-                .put(&checksum_key, PutPayload::from(Bytes::from(digest.clone())))
-                .await
-                .map_err(|e| self.failed("write the checksum", e))?;
-            if let Err(e) = upload.complete().await {
+        let mut upload = match self.store.put_multipart(key).await {
+            Ok(upload) => upload,
+            Err(e) => {
                 let _ = self.store.delete(&checksum_key).await;
-                return Err(self.failed("complete the upload", e));
+                return Err(self.failed("start the upload", e));
             }
-            Ok(digest)
-        }
-        .await;
+        };
+        let _active = ActiveUpload::enter();
+        let stopping = stopping().clone();
+        let outcome: Result<String> = tokio::select! {
+            outcome = self.send_and_complete(view, upload.as_mut(), &checksum_key) => outcome,
+            () = stopping.cancelled() => Err(StorageError::ShuttingDown),
+        };
         match outcome {
             Ok(digest) => Ok((view.layout().size(), digest)),
             Err(err) => {
+                let _ = self.store.delete(&checksum_key).await;
                 match upload.abort().await {
                     Ok(()) => {
                         tracing::warn!(key = %key, %err, "snapshot upload to S3 failed; the multipart upload was aborted")
@@ -427,6 +463,25 @@ impl S3Snapshots {
                 Err(err)
             }
         }
+    }
+
+    /// Send the parts, write the checksum object, complete the upload.
+    async fn send_and_complete(
+        &self,
+        view: &SnapshotView,
+        upload: &mut dyn MultipartUpload,
+        checksum_key: &Key,
+    ) -> Result<String> {
+        let digest = hex(&self.send_parts(view, upload).await?);
+        self.store
+            .put(checksum_key, PutPayload::from(Bytes::from(digest.clone())))
+            .await
+            .map_err(|e| self.failed("write the checksum", e))?;
+        upload
+            .complete()
+            .await
+            .map_err(|e| self.failed("complete the upload", e))?;
+        Ok(digest)
     }
 
     /// Read the archive part by part (blocking reads: this runs on a blocking
@@ -546,6 +601,48 @@ fn name_base(scope: &Scope, now: SystemTime) -> String {
         Scope::Collection(c) => format!("{c}-{ts}"),
         Scope::Shard(c, id) => format!("{c}-shard-{id}-{ts}"),
         Scope::Full => format!("full-snapshot-{ts}"),
+    }
+}
+
+/// Cancelled when the daemon stops: uploads still running then are aborted.
+fn stopping() -> &'static tokio_util::sync::CancellationToken {
+    static STOPPING: OnceLock<tokio_util::sync::CancellationToken> = OnceLock::new();
+    STOPPING.get_or_init(Default::default)
+}
+
+/// Uploads running (counted while their multipart upload is open).
+static ACTIVE_UPLOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct ActiveUpload;
+
+impl ActiveUpload {
+    fn enter() -> ActiveUpload {
+        ACTIVE_UPLOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ActiveUpload
+    }
+}
+
+impl Drop for ActiveUpload {
+    fn drop(&mut self) {
+        ACTIVE_UPLOADS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// At shutdown, once requests had their grace: every snapshot upload still
+/// running stops and aborts its multipart upload (no parts left in the bucket);
+/// waits for them up to `limit`. Later creations fail at once.
+pub async fn abort_uploads(limit: Duration) {
+    stopping().cancel();
+    let deadline = tokio::time::Instant::now() + limit;
+    while ACTIVE_UPLOADS.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(
+                uploads = ACTIVE_UPLOADS.load(std::sync::atomic::Ordering::SeqCst),
+                "snapshot uploads to S3 still running at exit: their multipart uploads stay open (a lifecycle rule will have to remove them)"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
