@@ -224,10 +224,12 @@ async fn transfer(
     })
 }
 
+/// (collection, shard) → (the pull's serial number, its cancellation).
+type PullTable = HashMap<(String, u32), (u64, CancellationToken)>;
+
 /// Pulls under way (before their apply), by shard: each can be cancelled.
-fn pulls() -> &'static Mutex<HashMap<(String, u32), (u64, CancellationToken)>> {
-    static PULLS: OnceLock<Mutex<HashMap<(String, u32), (u64, CancellationToken)>>> =
-        OnceLock::new();
+fn pulls() -> &'static Mutex<PullTable> {
+    static PULLS: OnceLock<Mutex<PullTable>> = OnceLock::new();
     PULLS.get_or_init(Default::default)
 }
 
