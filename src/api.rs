@@ -54,6 +54,8 @@ pub struct AppState {
     /// S3 settings for `s3://` recovery locations (endpoint, region, credentials),
     /// when configured.
     pub s3_recovery: Option<crate::snapshot::s3::S3Config>,
+    /// Where downloads and peer pulls may go, and their deadlines (`storage.fetch_*`).
+    pub fetch: Arc<crate::fetch::FetchPolicy>,
 }
 
 /// A shard id from a path segment.
@@ -161,6 +163,10 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
         .route(
             "/collections/{name}/shards/{shard}/snapshot/partial/recover_from",
             post(partial::recover_from),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshot/partial/recover_from/cancel",
+            post(partial::cancel_recover_from),
         )
         .route(
             "/collections/{name}/shards/{shard}/snapshots/{snapshot}",

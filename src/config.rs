@@ -97,6 +97,8 @@ pub struct Config {
     /// The S3 settings, also when snapshots are stored locally: `s3://` recovery
     /// locations use their endpoint, region and credentials.
     pub s3_recovery: Option<crate::snapshot::s3::S3Config>,
+    /// Where downloads may go and how long they may take (`storage.fetch_*`).
+    pub fetch: crate::fetch::FetchPolicy,
 }
 
 impl Default for Config {
@@ -171,6 +173,18 @@ struct StorageSection {
     #[serde(deserialize_with = "path_list")]
     recover_dirs: Option<Vec<PathBuf>>,
     snapshots_config: SnapshotsConfigSection,
+    #[serde(deserialize_with = "string_list")]
+    fetch_allow: Option<Vec<String>>,
+    #[serde(deserialize_with = "string_list")]
+    fetch_deny: Option<Vec<String>>,
+    #[serde(deserialize_with = "lenient_number")]
+    fetch_header_secs: Option<f64>,
+    #[serde(deserialize_with = "lenient_number")]
+    fetch_total_secs: Option<f64>,
+    #[serde(deserialize_with = "lenient_number")]
+    fetch_json_max_bytes: Option<usize>,
+    #[serde(deserialize_with = "string_list")]
+    fetch_s3_buckets: Option<Vec<String>>,
 }
 
 /// Qdrant's `storage.snapshots_config`.
@@ -378,6 +392,7 @@ impl ConfigLayers {
             None => listen_address(host, self.service.grpc_port, "grpc_port")?,
         };
         let api_key = self.service.api_key.filter(|k| !k.is_empty());
+        let fetch = self.storage.fetch_policy()?;
         let snapshots_config = self.storage.snapshots_config;
         let s3_section = snapshots_config.s3_config.map(S3Section::resolve);
         let s3 = match snapshots_config.snapshots_storage.as_deref() {
@@ -401,6 +416,7 @@ impl ConfigLayers {
             ),
         };
         let config = Config {
+            fetch,
             s3_recovery: s3.clone().or(s3_section),
             s3,
             storage_path: self
@@ -475,6 +491,48 @@ impl ConfigLayers {
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+impl StorageSection {
+    /// `storage.fetch_*`: unset keys keep their defaults; a set `fetch_deny`
+    /// replaces the default list (`[]` allows link-local too).
+    fn fetch_policy(&self) -> anyhow::Result<crate::fetch::FetchPolicy> {
+        use crate::fetch::{FetchPolicy, parse_rules};
+        let defaults = FetchPolicy::default();
+        let rules = |key: &str, items: &Option<Vec<String>>, default: Vec<crate::fetch::Rule>| {
+            match items {
+                Some(items) => parse_rules(key, items).map_err(anyhow::Error::msg),
+                None => Ok(default),
+            }
+        };
+        let json_max_bytes = self.fetch_json_max_bytes.unwrap_or(defaults.json_max_bytes);
+        if json_max_bytes == 0 {
+            bail!("storage.fetch_json_max_bytes must be at least 1");
+        }
+        Ok(FetchPolicy {
+            allow: rules("storage.fetch_allow", &self.fetch_allow, defaults.allow)?,
+            deny: rules("storage.fetch_deny", &self.fetch_deny, defaults.deny)?,
+            header_timeout: positive_secs(
+                "storage.fetch_header_secs",
+                self.fetch_header_secs,
+                crate::fetch::DEFAULT_HEADER_SECS,
+            )?,
+            total_timeout: positive_secs(
+                "storage.fetch_total_secs",
+                self.fetch_total_secs,
+                crate::fetch::DEFAULT_TOTAL_SECS,
+            )?,
+            json_max_bytes,
+            s3_buckets: self
+                .fetch_s3_buckets
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| b.trim().trim_matches('/').to_string())
+                .filter(|b| !b.is_empty())
+                .collect(),
+        })
     }
 }
 
@@ -575,6 +633,32 @@ fn path_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, D:
             text.split(':')
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from)
+                .collect()
+        })),
+    }
+}
+
+/// A list of strings: a YAML list, or one comma-separated string (as an
+/// environment variable gives it; an empty string is an empty list).
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    use serde::de::Error;
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| {
+                scalar_to_string(item).ok_or_else(|| D::Error::custom("expected a list of strings"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        other => Ok(scalar_to_string(other).map(|text| {
+            if text.trim() == "[]" {
+                return Vec::new();
+            }
+            text.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
                 .collect()
         })),
     }
@@ -811,6 +895,50 @@ mod tests {
                 .to_string()
                 .contains("cannot share")
         );
+    }
+
+    #[test]
+    fn fetch_keys() {
+        let config = load(&Flags::default(), vec![]).unwrap();
+        assert_eq!(config.fetch, crate::fetch::FetchPolicy::default());
+        let config = load(
+            &Flags::default(),
+            env(&[
+                (
+                    "SNAPFS__STORAGE__FETCH_DENY",
+                    "127.0.0.0/8, bad.example.com",
+                ),
+                ("SNAPFS__STORAGE__FETCH_ALLOW", "10.0.0.0/8"),
+                ("SNAPFS__STORAGE__FETCH_HEADER_SECS", "2"),
+                ("SNAPFS__STORAGE__FETCH_S3_BUCKETS", "/other/pre/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.fetch.deny.len(), 2);
+        assert_eq!(config.fetch.allow.len(), 1);
+        assert_eq!(
+            config.fetch.header_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(config.fetch.s3_buckets, vec!["other/pre".to_string()]);
+        // An empty deny list allows link-local too.
+        let config = load(
+            &Flags::default(),
+            env(&[("SNAPFS__STORAGE__FETCH_DENY", "[]")]),
+        )
+        .unwrap();
+        assert!(config.fetch.deny.is_empty());
+        for (key, bad) in [
+            ("SNAPFS__STORAGE__FETCH_DENY", "not a host!"),
+            ("SNAPFS__STORAGE__FETCH_TOTAL_SECS", "0"),
+            ("SNAPFS__STORAGE__FETCH_JSON_MAX_BYTES", "0"),
+        ] {
+            let err = load(&Flags::default(), env(&[(key, bad)])).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("fetch_"),
+                "{key}={bad}: {err:#}"
+            );
+        }
     }
 
     #[test]

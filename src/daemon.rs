@@ -218,6 +218,7 @@ async fn serve_storage(
         transfer_stall: config.transfer_stall,
         s3: s3.clone(),
         s3_recovery: config.s3_recovery.clone(),
+        fetch: Arc::new(config.fetch.clone()),
     });
     let router = api::router(state.clone(), config.max_request_bytes());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -301,6 +302,8 @@ async fn serve_storage(
     }
     bound_the_stop(grace + FINAL_STOP_LIMIT, sigterm, sigint);
     let _ = stop_tx.send(true);
+    // Pulls from peers still receiving are cut now, not at the end of the grace.
+    crate::snapshot::partial::peer::cancel_all_pulls();
     if let Some(mut mount) = mounted.take() {
         tokio::task::spawn_blocking(move || mount.unmount()).await?;
     }
@@ -314,6 +317,9 @@ async fn serve_storage(
             "requests still in flight after snapfs.shutdown_grace_secs ({grace:?}) were abandoned"
         );
     }
+    // Snapshot uploads still running (abandoned requests, wait=false creations)
+    // abort their multipart uploads rather than leave the parts in the bucket.
+    crate::snapshot::s3::abort_uploads(FINAL_STOP_LIMIT / 2).await;
     Ok(())
 }
 

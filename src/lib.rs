@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fetch;
 pub mod fs;
 pub mod grpc;
 pub mod metrics;

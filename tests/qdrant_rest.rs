@@ -398,13 +398,16 @@ async fn refused_file_locations_say_what_qdrant_says() {
     )
     .unwrap();
     let invalid = "Bad request: Invalid snapshot URI, file path must be absolute or on localhost";
-    let missing = "Bad request: Snapshot file \"/whatever.snapshot\" does not exist";
+    // Unlike Qdrant (400 "does not exist" first), a missing file outside the
+    // allowed directories is 403 like an existing one: the answer tells nothing
+    // about which files exist (issue 20, item 11).
+    let forbidden = "Forbidden: Snapshot file path must be inside the snapshots directory";
     for collection in ["docs", "somethingthatdoesnotexist"] {
         for (location, status, words) in [
             ("file://whatever.snapshot", 400, invalid),
             ("file://./etc/passwd", 400, invalid),
-            ("file:///whatever.snapshot", 400, missing),
-            ("file://localhost/whatever.snapshot", 400, missing),
+            ("file:///whatever.snapshot", 403, forbidden),
+            ("file://localhost/whatever.snapshot", 403, forbidden),
             (
                 &format!("file://{}", outside.display()),
                 403,

@@ -365,11 +365,12 @@ async fn s3_recovery_from_s3_urls_and_stored_names() {
     assert_eq!(status, 404, "{body}");
     assert!(error_of(&body).contains("not found"), "{body}");
 
-    // A bucket that does not exist: a clear error.
+    // A bucket that does not exist: a clear error (with the request's own
+    // credentials: the daemon's may read only the configured bucket).
     let (status, body) = recover(
         &client,
         "/collections/copy/snapshots/recover",
-        json!({"location": format!("s3://no-such-bucket/{PREFIX}/docs/{name}")}),
+        json!({"location": format!("s3://no-such-bucket/{PREFIX}/docs/{name}"), "api_key": format!("{ACCESS}:{SECRET}")}),
     )
     .await;
     assert_eq!(status, 404, "{body}");
@@ -719,4 +720,88 @@ async fn s3_cli_commands() {
         "{:?}",
         moto.keys(BUCKET)
     );
+}
+
+/// A name another writer has taken (its checksum object exists, its snapshot is
+/// still being uploaded) is not taken again: names are reserved by a conditional
+/// create of the checksum object, not by a lookup then a write.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_names_another_writer_reserved_are_not_reused() {
+    use snapfs::snapshot::names::name_timestamp;
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let daemon = s3_daemon(&moto);
+    let client = daemon.client();
+    seeded_collection(&client, "docs", 1, 50).await;
+    // Another daemon's reservations for every second of the next two minutes.
+    let now = std::time::SystemTime::now();
+    let theirs: Vec<String> = (0..120)
+        .map(|s| {
+            let ts = name_timestamp(now + std::time::Duration::from_secs(s));
+            format!("{PREFIX}/docs/docs-{ts}.snapshot.checksum")
+        })
+        .collect();
+    moto.py(&format!(
+        "for k in {theirs:?}:\n    s3.put_object(Bucket={BUCKET:?}, Key=k, Body=b'theirs')"
+    ));
+    let (status, body) = call(&client, Method::POST, "/collections/docs/snapshots", None).await;
+    assert_eq!(status, 200, "{body}");
+    let name = body["result"]["name"].as_str().unwrap().to_string();
+    assert!(name.ends_with("-1.snapshot"), "{name}");
+    let bodies = moto.py(&format!(
+        "print(json.dumps(sorted(set(s3.get_object(Bucket={BUCKET:?}, Key=k)['Body'].read().decode() for k in {theirs:?}))))"
+    ));
+    assert_eq!(bodies.trim(), r#"["theirs"]"#);
+    let ours = moto.get(BUCKET, &format!("{PREFIX}/docs/{name}.checksum"));
+    assert_eq!(
+        String::from_utf8(ours).unwrap(),
+        body["result"]["checksum"].as_str().unwrap()
+    );
+    assert!(
+        moto.keys(BUCKET).contains(&format!("{PREFIX}/docs/{name}")),
+        "{:?}",
+        moto.keys(BUCKET)
+    );
+}
+
+/// A stop that outlives the shutdown grace aborts a snapshot upload still
+/// running: no multipart upload is left open in the bucket, no object written.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_upload_running_at_a_stop_is_aborted() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let extra = [
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__PART_SIZE_BYTES",
+            "4096",
+        ),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__PARTS_IN_FLIGHT",
+            "1",
+        ),
+        ("SNAPFS__SNAPFS__SHUTDOWN_GRACE_SECS", "1"),
+    ];
+    let mut daemon = daemon_with(&s3_env(&moto.endpoint(), ACCESS, SECRET, &extra));
+    let client = daemon.client();
+    seeded_collection(&client, "docs", 1, 20_000).await;
+    let creating = tokio::spawn(async move {
+        call(&client, Method::POST, "/collections/docs/snapshots", None).await
+    });
+    for _ in 0..1000 {
+        if moto.saw("partNumber=5") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(moto.saw("partNumber=5"), "the upload did not begin");
+    // SAFETY: a signal to the daemon this test started.
+    unsafe { libc::kill(daemon.pid(), libc::SIGTERM) };
+    let status = daemon.wait_exit();
+    // The request was cut at the end of the grace (or answered that snapfs stops).
+    let _ = creating.await;
+    let log = daemon.log();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("the multipart upload was aborted"), "{log}");
+    assert_eq!(moto.open_uploads(BUCKET), Vec::<String>::new());
+    assert_eq!(moto.keys(BUCKET), Vec::<String>::new());
 }

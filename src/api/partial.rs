@@ -199,6 +199,7 @@ pub async fn recover_from(
     };
     let storage = app.storage.clone();
     let stall = app.transfer_stall;
+    let fetch = app.fetch.clone();
     let work = async move {
         let _claim = claim;
         pull(
@@ -209,6 +210,7 @@ pub async fn recover_from(
             request.api_key.as_deref(),
             form,
             stall,
+            &fetch,
         )
         .await
     };
@@ -229,4 +231,21 @@ pub async fn recover_from(
         });
         Ok(timer.accepted())
     }
+}
+
+/// `POST …/snapshot/partial/recover_from/cancel` (snapfs's own): cancel the pull
+/// of this shard while it is receiving (a `wait=false` pull too); `result` says
+/// whether one was. A pull already applying finishes.
+pub async fn cancel_recover_from(
+    timer: Timer,
+    State(app): State<Arc<AppState>>,
+    Path((c, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = super::shard_id(&id)?;
+    app.storage.collection(&c)?.shard(id)?;
+    let cancelled = crate::snapshot::partial::peer::cancel_pull(&c, id);
+    if cancelled {
+        tracing::info!(collection = %c, shard = id, "partial pull cancelled");
+    }
+    Ok(timer.ok(cancelled))
 }

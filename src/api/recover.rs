@@ -5,7 +5,6 @@
 //! one of its shards. Every source is streamed into a restore intake, which unpacks
 //! the archive while it arrives; then `snapshot::restore` checks and switches it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -14,6 +13,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
+use crate::fetch::unquoted;
 use crate::snapshot::intake::{Intake, Received};
 use crate::snapshot::restore::{self, restore_collection, restore_shard};
 use crate::snapshot::{Scope, stored};
@@ -219,7 +219,11 @@ async fn obtain(
                     "Bad request: Invalid snapshot URI, file path must be absolute or on localhost",
                 )
             })?;
-            confined_file(app, &path)?
+            let file = confined_file(app, &path)?;
+            return Ok((
+                receive_opened(app, scope, file, checksum).await?,
+                checksum.map(str::to_string),
+            ));
         }
         Ok(url) if url.scheme().len() > 1 => {
             return Err(ApiError::bad_request(format!(
@@ -285,12 +289,64 @@ async fn s3_location(
         )));
     }
     let key = percent_decode(key);
+    if api_key.is_none() {
+        confine_s3(app, &config, location, bucket, &key)?;
+    }
     let (object, sidecar) =
         crate::snapshot::s3::open_location(&config, bucket, &key, api_key).await?;
     let expected = checksum.map(str::to_string).or(sidecar);
     Ok((
         receive_object(app, scope, location, object, expected.as_deref()).await?,
         expected,
+    ))
+}
+
+/// With the daemon's own credentials an `s3://` location may name only the
+/// configured bucket under the configured prefix, or an entry of
+/// `storage.fetch_s3_buckets` (`bucket` or `bucket/prefix`); a request that brings
+/// its own credentials (`api_key`) reaches what those credentials reach.
+fn confine_s3(
+    app: &AppState,
+    config: &crate::snapshot::s3::S3Config,
+    location: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<(), ApiError> {
+    // `..` and empty parts never name another prefix.
+    let key_ok = !key
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..");
+    let under = |allowed_bucket: &str, prefix: &str| {
+        let prefix = prefix.trim_matches('/');
+        key_ok
+            && allowed_bucket == bucket
+            && (prefix.is_empty() || key.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')))
+    };
+    let configured = config
+        .bucket
+        .clone()
+        .or_else(|| std::env::var("AWS_BUCKET").ok())
+        .filter(|b| !b.is_empty());
+    let allowed = configured
+        .as_deref()
+        .is_some_and(|b| under(b, &config.prefix))
+        || app.fetch.s3_buckets.iter().any(|entry| {
+            let (b, prefix) = entry.split_once('/').unwrap_or((entry, ""));
+            under(b, prefix)
+        });
+    if allowed {
+        return Ok(());
+    }
+    let configured = match configured {
+        Some(b) if config.prefix.is_empty() => format!("s3://{b}/…"),
+        Some(b) => format!("s3://{b}/{}/…", config.prefix),
+        None => "no bucket".to_string(),
+    };
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "recovery from `{location}` with the daemon's S3 credentials is refused: they may read only the configured bucket and prefix ({configured}) and storage.fetch_s3_buckets; pass the bucket's own credentials as api_key (ACCESS_KEY:SECRET_KEY) or list it in storage.fetch_s3_buckets"
+        ),
     ))
 }
 
@@ -332,50 +388,155 @@ async fn receive_object(
             })?;
         match chunk {
             None => break,
-            Some(Ok(bytes)) => intake.push(bytes).await?,
+            Some(Ok(bytes)) => intake
+                .push(bytes)
+                .await
+                .map_err(|e| unquoted("the object", e))?,
             Some(Err(e)) => return Err(failed(with_causes(&e))),
         }
     }
-    finish(intake).await
+    Ok(finish(intake)
+        .await
+        .map_err(|e| unquoted("the object", e))?)
 }
 
-/// A `file://` path, which must lie inside a directory snapshots may be recovered
-/// from (`storage.recover_dirs`, by default the snapshots directory), symlinks
-/// resolved; anything else is 403. As in Qdrant, a path that does not exist is
-/// 400 first (both answers only `stat`: nothing outside is opened).
-fn confined_file(app: &AppState, path: &std::path::Path) -> Result<PathBuf, ApiError> {
-    if !path.exists() {
-        return Err(ApiError::bad_request(format!(
-            "Bad request: Snapshot file {path:?} does not exist"
-        )));
-    }
-    let resolved = std::fs::canonicalize(path).map_err(|e| {
-        ApiError::bad_request(format!(
-            "Bad request: Failed to resolve snapshot path {path:?}: {e}"
-        ))
-    })?;
-    let inside = app
-        .recover_dirs
-        .iter()
-        .filter_map(|dir| dir.canonicalize().ok())
-        .any(|dir| resolved.starts_with(&dir));
-    if !inside {
-        return Err(ApiError::new(
+/// A `file://` path, opened: it must lie inside a directory snapshots may be
+/// recovered from (`storage.recover_dirs`, by default the snapshots directory).
+/// Anything outside is 403 before anything is looked up, whether it exists or not
+/// (Qdrant answers 400 for a missing file first, which tells which files exist).
+/// Inside, the file is opened beneath its directory without following any symlink
+/// (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or one `O_NOFOLLOW`
+/// step at a time where the kernel lacks it), then checked to be a regular file
+/// on the opened descriptor: nothing swapped in after a check is read.
+fn confined_file(app: &AppState, path: &std::path::Path) -> Result<std::fs::File, ApiError> {
+    use std::path::Component;
+    let forbidden = |why: &str| {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
-                "Forbidden: Snapshot file path must be inside the snapshots directory or storage.recover_dirs ({}): {} is outside them",
+                "Forbidden: Snapshot file path must be inside the snapshots directory or storage.recover_dirs ({}): {} is outside them{why}",
                 allowed_list(app),
                 path.display(),
             ),
-        ));
-    }
-    if !resolved.is_file() {
+        )
+    };
+    let plain = path
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    // The allowed directory the path lies in, as configured or with its own
+    // symlinks resolved (the directory itself may be reached through one).
+    let inside = plain
+        .then(|| {
+            app.recover_dirs.iter().find_map(|dir| {
+                let canonical = dir.canonicalize().ok()?;
+                [dir.as_path(), canonical.as_path()]
+                    .into_iter()
+                    .find_map(|d| path.strip_prefix(d).ok())
+                    .filter(|rest| !rest.as_os_str().is_empty())
+                    .map(|rest| (canonical.clone(), rest.to_path_buf()))
+            })
+        })
+        .flatten();
+    let Some((dir, rest)) = inside else {
+        return Err(forbidden(""));
+    };
+    let file = open_beneath(&dir, &rest).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => ApiError::bad_request(format!(
+            "Bad request: Snapshot file {path:?} does not exist"
+        )),
+        Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR) => {
+            forbidden(" (symlinks are not followed)")
+        }
+        _ => ApiError::bad_request(format!(
+            "Bad request: cannot open {}: {}",
+            path.display(),
+            std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))
+        )),
+    })?;
+    let meta = file.metadata().map_err(|e| {
+        ApiError::bad_request(format!("Bad request: cannot read {}: {e}", path.display()))
+    })?;
+    if !meta.file_type().is_file() {
         return Err(ApiError::bad_request(format!(
             "Bad request: {} is not a file",
             path.display()
         )));
     }
-    Ok(resolved)
+    Ok(file)
+}
+
+/// Open `rest` (relative, plain parts) beneath directory `dir`, following no
+/// symlink, without blocking on a FIFO.
+fn open_beneath(dir: &std::path::Path, rest: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let base = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    match rustix::fs::openat2(
+        &base,
+        rest,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => return Ok(std::fs::File::from(fd)),
+        Err(e) if e != rustix::io::Errno::NOSYS => return Err(e.into()),
+        Err(_) => {}
+    }
+    // No openat2 (Linux before 5.6): one component at a time, none a symlink.
+    let parts: Vec<_> = rest.components().collect();
+    let mut at = base;
+    for (i, part) in parts.iter().enumerate() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+        };
+        if i + 1 == parts.len() {
+            return Ok(std::fs::File::from(rustix::fs::openat(
+                &at,
+                *name,
+                flags,
+                Mode::empty(),
+            )?));
+        }
+        at = rustix::fs::openat(
+            &at,
+            *name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+    }
+    Err(std::io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+/// Stream an opened file into an intake (on a blocking thread).
+async fn receive_opened(
+    app: &AppState,
+    scope: &Scope,
+    mut file: std::fs::File,
+    checksum: Option<&str>,
+) -> Result<Received, ApiError> {
+    let storage = app.storage.clone();
+    let shown_as = restore::shown_as(scope);
+    let checksum = checksum.map(str::to_string);
+    Ok(tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut intake = restore::begin(&storage, shown_as, checksum)?;
+        intake.expect_size(file.metadata()?.len())?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            intake.push_blocking(&buf[..n])?;
+        }
+        intake.finish()
+    })
+    .await
+    .map_err(|e| ApiError::from(crate::storage::StorageError::internal(e.to_string())))??)
 }
 
 fn allowed_list(app: &AppState) -> String {
@@ -400,10 +561,10 @@ async fn begin(app: &AppState, scope: &Scope, checksum: Option<&str>) -> Result<
 }
 
 /// Every byte is in: wait for the intake's workers off the async threads.
-async fn finish(intake: Intake) -> Result<Received, ApiError> {
-    Ok(tokio::task::spawn_blocking(move || intake.finish())
+async fn finish(intake: Intake) -> Result<Received, crate::storage::StorageError> {
+    tokio::task::spawn_blocking(move || intake.finish())
         .await
-        .map_err(|e| ApiError::from(crate::storage::StorageError::internal(e.to_string())))??)
+        .map_err(|e| crate::storage::StorageError::internal(e.to_string()))?
 }
 
 /// The multipart field `snapshot`, streamed into an intake.
@@ -424,7 +585,7 @@ pub(crate) async fn receive_upload(
         while let Some(chunk) = field.chunk().await.map_err(bad)? {
             intake.push(chunk).await?;
         }
-        return finish(intake).await;
+        return Ok(finish(intake).await?);
     }
     Err(ApiError::bad_request(
         "the upload has no `snapshot` field (multipart/form-data, field name `snapshot`)",
@@ -434,10 +595,14 @@ pub(crate) async fn receive_upload(
 /// Redirects followed at most.
 const MAX_REDIRECTS: usize = 10;
 
-/// Download an `http(s)://` URL into an intake, streamed. `api_key` goes in the
-/// `api-key` header (a Qdrant peer's) to the URL's own origin only: redirects are
-/// followed by hand, and one to another scheme, host or port goes without it. A
-/// transfer that receives nothing for `storage.transfer_stall_secs` is given up.
+/// Download an `http(s)://` URL into an intake, streamed, within
+/// `storage.fetch_total_secs`. Every request (the first and each redirect's) goes
+/// only where `storage.fetch_allow` / `fetch_deny` allow, checked on the addresses
+/// really connected to (see [`crate::fetch`]); its headers must come within
+/// `storage.fetch_header_secs`. `api_key` goes in the `api-key` header (a Qdrant
+/// peer's) to the URL's own origin only: redirects are followed by hand, and one to
+/// another scheme, host or port goes without it. A transfer that receives nothing
+/// for `storage.transfer_stall_secs` is given up.
 async fn download(
     app: &AppState,
     scope: &Scope,
@@ -445,17 +610,56 @@ async fn download(
     api_key: Option<&str>,
     checksum: Option<&str>,
 ) -> Result<Received, ApiError> {
+    let total = app.fetch.total_timeout;
+    tokio::time::timeout(total, download_within(app, scope, url, api_key, checksum))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::bad_request(format!(
+                "cannot fetch {url}: it took longer than {} s (storage.fetch_total_secs)",
+                total.as_secs_f64()
+            )))
+        })
+}
+
+async fn download_within(
+    app: &AppState,
+    scope: &Scope,
+    url: &str,
+    api_key: Option<&str>,
+    checksum: Option<&str>,
+) -> Result<Received, ApiError> {
     let failed = |why: String| ApiError::bad_request(format!("cannot fetch {url}: {why}"));
+    let refused = |why: crate::fetch::Refused| {
+        ApiError::new(StatusCode::FORBIDDEN, format!("cannot fetch {url}: {why}"))
+    };
     let origin = reqwest::Url::parse(url).map_err(|e| failed(e.to_string()))?;
+    let client = app
+        .fetch
+        .client()
+        .map_err(|e| ApiError::from(crate::storage::StorageError::internal(e.to_string())))?;
+    let header_timeout = app.fetch.header_timeout;
     let mut at = origin.clone();
     let mut response = None;
     for _ in 0..=MAX_REDIRECTS {
-        let mut request = http_client().get(at.clone());
+        // Before any connection: an IP literal is never resolved, so it is checked here.
+        app.fetch.check_url(&at).map_err(refused)?;
+        let mut request = client.get(at.clone());
         let home = at.origin() == origin.origin();
         if let Some(key) = api_key.filter(|_| home) {
             request = request.header("api-key", key);
         }
-        let answer = request.send().await.map_err(|e| failed(with_causes(&e)))?;
+        let answer = tokio::time::timeout(header_timeout, request.send())
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "{at} sent no response headers within {} s (storage.fetch_header_secs)",
+                    header_timeout.as_secs_f64()
+                ))
+            })?
+            .map_err(|e| match crate::fetch::refusal_in(&e) {
+                Some(why) => refused(why),
+                None => failed(with_causes(&e)),
+            })?;
         if !answer.status().is_redirection() {
             response = Some(answer);
             break;
@@ -498,22 +702,12 @@ async fn download(
             })?
             .map_err(|e| failed(with_causes(&e)))?;
         let Some(chunk) = chunk else { break };
-        intake.push(chunk).await?;
+        intake
+            .push(chunk)
+            .await
+            .map_err(|e| unquoted("what was fetched", e))?;
     }
-    finish(intake).await
-}
-
-/// One client for every download: TLS checked against the system's roots (and
-/// `SSL_CERT_FILE`), connections reused.
-fn http_client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .user_agent(concat!("snapfs/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(30))
-            // Followed by hand (see `download`): the key must not follow to others.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("the HTTP client's settings are valid")
-    })
+    Ok(finish(intake)
+        .await
+        .map_err(|e| unquoted("what was fetched", e))?)
 }

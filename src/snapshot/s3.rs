@@ -284,9 +284,7 @@ impl S3Snapshots {
     /// The checksum object beside stored snapshot `name`, if there is one.
     pub async fn checksum_of(&self, scope: &Scope, name: &str) -> Result<Option<String>> {
         let key = self.key(scope, &format!("{name}{CHECKSUM_EXT}"));
-        read_checksum(&*self.store, &key)
-            .await
-            .map_err(|e| self.failed("read a checksum", e))
+        read_checksum(&*self.store, &self.bucket, &key).await
     }
 
     /// The key and size of stored snapshot `name` of `scope`, which must exist.
@@ -371,6 +369,15 @@ impl S3Snapshots {
     }
 
     /// Pick `<base>.snapshot`, or `-1`, `-2`, … when one exists or is being written.
+    ///
+    /// A name is taken by creating its checksum object (empty until the upload
+    /// writes the digest) with a conditional create (`If-None-Match: *`): of two
+    /// daemons writing to one bucket at the same second, one gets the name and the
+    /// other the next, where a lookup then a write would let both take it. (The
+    /// multipart upload itself cannot be completed conditionally through
+    /// object_store.) A store that does not support conditional creates falls back
+    /// to the lookup. The snapshot's own key is looked up too: one written without
+    /// a checksum object still takes its name.
     async fn reserve(&self, scope: &Scope, base: &str) -> Result<(String, Key)> {
         for n in 0.. {
             let name = if n == 0 {
@@ -384,40 +391,67 @@ impl S3Snapshots {
                 Err(object_store::Error::NotFound { .. }) => false,
                 Err(e) => return Err(self.failed("look up a snapshot name", e)),
             };
-            if !exists && reserved().lock().unwrap().insert(key.to_string()) {
-                return Ok((name, key));
+            if exists || !reserved().lock().unwrap().insert(key.to_string()) {
+                continue;
+            }
+            let checksum_key = Key::from(format!("{key}{CHECKSUM_EXT}"));
+            let taken = self
+                .store
+                .put_opts(
+                    &checksum_key,
+                    PutPayload::new(),
+                    object_store::PutMode::Create.into(),
+                )
+                .await;
+            match taken {
+                Ok(_) => return Ok((name, key)),
+                Err(object_store::Error::AlreadyExists { .. }) => release(&key),
+                Err(object_store::Error::NotImplemented) => {
+                    let exists = match self.store.head(&checksum_key).await {
+                        Ok(_) => true,
+                        Err(object_store::Error::NotFound { .. }) => false,
+                        Err(e) => {
+                            release(&key);
+                            return Err(self.failed("look up a snapshot name", e));
+                        }
+                    };
+                    if !exists {
+                        return Ok((name, key));
+                    }
+                    release(&key);
+                }
+                Err(e) => {
+                    release(&key);
+                    return Err(self.failed("reserve a snapshot name", e));
+                }
             }
         }
         unreachable!()
     }
 
     /// Stream the view's archive into a multipart upload of `key`, hashing; write
-    /// the checksum object; complete. On failure nothing is left: the upload is
-    /// aborted (and a checksum object already written removed).
+    /// the checksum object (until then the empty one that reserved the name);
+    /// complete. On failure nothing is left: the upload is aborted and the
+    /// checksum object removed.
     async fn upload(&self, view: &SnapshotView, key: &Key) -> Result<(u64, String)> {
-        let mut upload = self
-            .store
-            .put_multipart(key)
-            .await
-            .map_err(|e| self.failed("start the upload", e))?;
         let checksum_key = Key::from(format!("{key}{CHECKSUM_EXT}"));
-        let outcome: Result<String> = async {
-            let digest = self.send_parts(view, upload.as_mut()).await?;
-            let digest = hex(&digest);
-            self.store
-                .put(&checksum_key, PutPayload::from(Bytes::from(digest.clone())))
-                .await
-                .map_err(|e| self.failed("write the checksum", e))?;
-            if let Err(e) = upload.complete().await {
+        let mut upload = match self.store.put_multipart(key).await {
+            Ok(upload) => upload,
+            Err(e) => {
                 let _ = self.store.delete(&checksum_key).await;
-                return Err(self.failed("complete the upload", e));
+                return Err(self.failed("start the upload", e));
             }
-            Ok(digest)
-        }
-        .await;
+        };
+        let _active = ActiveUpload::enter();
+        let stopping = stopping().clone();
+        let outcome: Result<String> = tokio::select! {
+            outcome = self.send_and_complete(view, upload.as_mut(), &checksum_key) => outcome,
+            () = stopping.cancelled() => Err(StorageError::ShuttingDown),
+        };
         match outcome {
             Ok(digest) => Ok((view.layout().size(), digest)),
             Err(err) => {
+                let _ = self.store.delete(&checksum_key).await;
                 match upload.abort().await {
                     Ok(()) => {
                         tracing::warn!(key = %key, %err, "snapshot upload to S3 failed; the multipart upload was aborted")
@@ -429,6 +463,25 @@ impl S3Snapshots {
                 Err(err)
             }
         }
+    }
+
+    /// Send the parts, write the checksum object, complete the upload.
+    async fn send_and_complete(
+        &self,
+        view: &SnapshotView,
+        upload: &mut dyn MultipartUpload,
+        checksum_key: &Key,
+    ) -> Result<String> {
+        let digest = hex(&self.send_parts(view, upload).await?);
+        self.store
+            .put(checksum_key, PutPayload::from(Bytes::from(digest.clone())))
+            .await
+            .map_err(|e| self.failed("write the checksum", e))?;
+        upload
+            .complete()
+            .await
+            .map_err(|e| self.failed("complete the upload", e))?;
+        Ok(digest)
     }
 
     /// Read the archive part by part (blocking reads: this runs on a blocking
@@ -480,16 +533,43 @@ impl S3Snapshots {
     }
 }
 
-/// The 64-hex checksum object at `key`, if there is one.
-async fn read_checksum(store: &dyn ObjectStore, key: &Key) -> object_store::Result<Option<String>> {
-    match store.get(key).await {
-        Ok(result) => {
-            let bytes = result.bytes().await?;
-            Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string()))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
+/// The largest checksum object read (64 hex digits, maybe a file name after
+/// them, as `sha256sum` writes): a bigger one is refused before it is read.
+pub const MAX_CHECKSUM_OBJECT: u64 = 1024;
+
+/// The 64-hex checksum object at `key`, if there is one: its size is looked up
+/// first and at most [`MAX_CHECKSUM_OBJECT`] bytes are asked for, so an object
+/// of any size costs no more memory than that.
+async fn read_checksum(store: &dyn ObjectStore, bucket: &str, key: &Key) -> Result<Option<String>> {
+    let meta = match store.head(key).await {
+        Ok(meta) => meta,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(s3_failure(bucket, "look up a checksum", e)),
+    };
+    if meta.size > MAX_CHECKSUM_OBJECT {
+        return Err(StorageError::bad_request(format!(
+            "the checksum object s3://{bucket}/{key} is {} bytes, more than a checksum ({MAX_CHECKSUM_OBJECT} at most): remove or rewrite it",
+            meta.size
+        )));
     }
+    if meta.size == 0 {
+        return Ok(Some(String::new()));
+    }
+    let options = GetOptions {
+        range: Some(object_store::GetRange::Bounded(
+            0..meta.size.min(MAX_CHECKSUM_OBJECT),
+        )),
+        ..GetOptions::default()
+    };
+    let bytes = match store.get_opts(key, options).await {
+        Ok(result) => result
+            .bytes()
+            .await
+            .map_err(|e| s3_failure(bucket, "read a checksum", e))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(s3_failure(bucket, "read a checksum", e)),
+    };
+    Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string()))
 }
 
 /// An S3 failure in words: 404 for a missing object, 502 for the rest (the object
@@ -521,6 +601,48 @@ fn name_base(scope: &Scope, now: SystemTime) -> String {
         Scope::Collection(c) => format!("{c}-{ts}"),
         Scope::Shard(c, id) => format!("{c}-shard-{id}-{ts}"),
         Scope::Full => format!("full-snapshot-{ts}"),
+    }
+}
+
+/// Cancelled when the daemon stops: uploads still running then are aborted.
+fn stopping() -> &'static tokio_util::sync::CancellationToken {
+    static STOPPING: OnceLock<tokio_util::sync::CancellationToken> = OnceLock::new();
+    STOPPING.get_or_init(Default::default)
+}
+
+/// Uploads running (counted while their multipart upload is open).
+static ACTIVE_UPLOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct ActiveUpload;
+
+impl ActiveUpload {
+    fn enter() -> ActiveUpload {
+        ACTIVE_UPLOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ActiveUpload
+    }
+}
+
+impl Drop for ActiveUpload {
+    fn drop(&mut self) {
+        ACTIVE_UPLOADS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// At shutdown, once requests had their grace: every snapshot upload still
+/// running stops and aborts its multipart upload (no parts left in the bucket);
+/// waits for them up to `limit`. Later creations fail at once.
+pub async fn abort_uploads(limit: Duration) {
+    stopping().cancel();
+    let deadline = tokio::time::Instant::now() + limit;
+    while ACTIVE_UPLOADS.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(
+                uploads = ACTIVE_UPLOADS.load(std::sync::atomic::Ordering::SeqCst),
+                "snapshot uploads to S3 still running at exit: their multipart uploads stay open (a lifecycle rule will have to remove them)"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -572,7 +694,13 @@ pub async fn open_location(
                 },
             )?;
     let checksum_key = Key::from(format!("{key}{CHECKSUM_EXT}"));
-    let checksum = read_checksum(&*store, &checksum_key).await.unwrap_or(None);
+    // An unreadable sidecar is no sidecar (the credentials may reach the archive
+    // only); an oversized one is refused.
+    let checksum = match read_checksum(&*store, bucket, &checksum_key).await {
+        Ok(checksum) => checksum,
+        Err(err @ StorageError::BadRequest(_)) => return Err(err),
+        Err(_) => None,
+    };
     Ok((result, checksum))
 }
 

@@ -6,16 +6,22 @@
 //! afterwards). The peer's answer streams into a restore intake (no copy of the
 //! archive is kept); a transfer that stalls longer than the inactivity limit fails.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use serde_json::Value;
 
 use super::apply::{Applied, apply};
 use super::manifest::{ContentManifest, VersionManifest};
 use super::manifests_of;
+use crate::fetch::{FetchPolicy, unquoted};
 use crate::snapshot::restore;
 use crate::snapshot::{Scope, SnapshotView};
+use crate::storage::collection::CollectionFreeze;
 use crate::storage::{CollectionConfig, Result, Storage, StorageError};
 
 /// What a pull did.
@@ -41,6 +47,15 @@ pub enum Form {
 /// Pull shard `id` of `collection` from the snapfs or Qdrant server at `peer_url`,
 /// with the manifest form `form` (by default: content for a snapfs peer, versions for
 /// any other); a transfer that receives nothing for `inactivity` fails.
+///
+/// The peer is reached only where `fetch` allows (`storage.fetch_allow` /
+/// `fetch_deny`, checked on the resolved addresses); each answer's headers must
+/// come within `storage.fetch_header_secs` (the shard is frozen meanwhile), its
+/// JSON answers are read up to `storage.fetch_json_max_bytes`, and everything up
+/// to the apply must be done within `storage.fetch_total_secs`. Until the apply
+/// starts the pull can be cancelled ([`cancel_pull`], [`cancel_all_pulls`]): the
+/// freeze and the staged files go, the shard is as it was.
+#[allow(clippy::too_many_arguments)]
 pub async fn pull(
     storage: &Arc<Storage>,
     collection: &str,
@@ -49,19 +64,84 @@ pub async fn pull(
     api_key: Option<&str>,
     form: Option<Form>,
     inactivity: Duration,
+    fetch: &Arc<FetchPolicy>,
 ) -> Result<Pulled> {
     let local = storage.collection(collection)?;
     local.shard(id)?;
     let config = local.config().clone();
     drop(local);
-    let peer = Peer::new(peer_url, api_key)?;
+    let registered = Registered::new(collection, id);
+    let total = fetch.total_timeout;
+    let transfer = transfer(
+        storage, collection, id, &config, peer_url, api_key, form, inactivity, fetch,
+    );
+    let fetched = tokio::select! {
+        outcome = tokio::time::timeout(total, transfer) => outcome.map_err(|_| {
+            StorageError::Peer(format!(
+                "the pull from {peer_url} took longer than {} s (storage.fetch_total_secs): given up, the shard is unchanged",
+                total.as_secs_f64()
+            ))
+        })??,
+        () = registered.token.cancelled() => {
+            return Err(StorageError::Peer(format!(
+                "the pull of shard {id} of `{collection}` from {peer_url} was cancelled: the shard is unchanged"
+            )));
+        }
+    };
+    // From here the apply runs to its end: it is not cancelled halfway.
+    drop(registered);
+    let (form, applied) = match fetched {
+        Fetched::InSync { form } => (form, None),
+        Fetched::Archive {
+            form,
+            received,
+            frozen,
+        } => (
+            form,
+            Some(apply(storage, collection, id, received, None, Some(frozen)).await?),
+        ),
+    };
+    let full_size = full_size(storage, collection, id).await?;
+    Ok(Pulled {
+        applied,
+        form,
+        full_size,
+    })
+}
+
+/// What the network part of a pull brought.
+enum Fetched {
+    /// The peer answered 304.
+    InSync { form: &'static str },
+    /// A partial archive, received, and the freeze taken before the manifest was made.
+    Archive {
+        form: &'static str,
+        received: crate::snapshot::intake::Received,
+        frozen: CollectionFreeze,
+    },
+}
+
+/// Ask the peer and receive its answer (everything of a pull but the apply).
+#[allow(clippy::too_many_arguments)]
+async fn transfer(
+    storage: &Arc<Storage>,
+    collection: &str,
+    id: u32,
+    config: &CollectionConfig,
+    peer_url: &str,
+    api_key: Option<&str>,
+    form: Option<Form>,
+    inactivity: Duration,
+    fetch: &Arc<FetchPolicy>,
+) -> Result<Fetched> {
+    let peer = Peer::new(peer_url, api_key, fetch)?;
     let snapfs = peer.is_snapfs().await?;
     let form = form.unwrap_or(if snapfs {
         Form::Content
     } else {
         Form::Versions
     });
-    peer.check_collection(collection, &config).await?;
+    peer.check_collection(collection, config).await?;
     // Frozen from here to the switch: the manifest sent stays true.
     let (frozen, view) = {
         let storage = storage.clone();
@@ -104,13 +184,7 @@ pub async fn pull(
         encode_segment(collection)
     );
     let Some(mut response) = peer.post(&path, body).await? else {
-        drop(frozen);
-        let full_size = full_size(storage, collection, id).await?;
-        return Ok(Pulled {
-            applied: None,
-            form,
-            full_size,
-        });
+        return Ok(Fetched::InSync { form });
     };
     let shown = Some((collection.to_string(), format!("shard {id} (partial)")));
     let mut intake = {
@@ -140,18 +214,79 @@ pub async fn pull(
                 ))
             })?;
         let Some(chunk) = chunk else { break };
-        intake.push(chunk).await?;
+        intake
+            .push(chunk)
+            .await
+            .map_err(|e| unquoted("the peer's answer", e))?;
     }
     let received = tokio::task::spawn_blocking(move || intake.finish())
         .await
-        .map_err(|e| StorageError::internal(e.to_string()))??;
-    let applied = apply(storage, collection, id, received, None, Some(frozen)).await?;
-    let full_size = full_size(storage, collection, id).await?;
-    Ok(Pulled {
-        applied: Some(applied),
+        .map_err(|e| StorageError::internal(e.to_string()))?
+        .map_err(|e| unquoted("the peer's answer", e))?;
+    Ok(Fetched::Archive {
         form,
-        full_size,
+        received,
+        frozen,
     })
+}
+
+/// (collection, shard) → (the pull's serial number, its cancellation).
+type PullTable = HashMap<(String, u32), (u64, CancellationToken)>;
+
+/// Pulls under way (before their apply), by shard: each can be cancelled.
+fn pulls() -> &'static Mutex<PullTable> {
+    static PULLS: OnceLock<Mutex<PullTable>> = OnceLock::new();
+    PULLS.get_or_init(Default::default)
+}
+
+/// A pull's entry in [`pulls`], removed when it is dropped.
+struct Registered {
+    key: (String, u32),
+    serial: u64,
+    token: CancellationToken,
+}
+
+impl Registered {
+    fn new(collection: &str, id: u32) -> Registered {
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let key = (collection.to_string(), id);
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        pulls()
+            .lock()
+            .unwrap()
+            .insert(key.clone(), (serial, token.clone()));
+        Registered { key, serial, token }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut pulls = pulls().lock().unwrap();
+        if pulls.get(&self.key).is_some_and(|(s, _)| *s == self.serial) {
+            pulls.remove(&self.key);
+        }
+    }
+}
+
+/// Cancel the pull of shard `id` of `collection`, if one is receiving (one that is
+/// applying already finishes). Returns whether there was one.
+pub fn cancel_pull(collection: &str, id: u32) -> bool {
+    let pulls = pulls().lock().unwrap();
+    match pulls.get(&(collection.to_string(), id)) {
+        Some((_, token)) => {
+            token.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Cancel every pull still receiving (at shutdown).
+pub fn cancel_all_pulls() {
+    for (_, token) in pulls().lock().unwrap().values() {
+        token.cancel();
+    }
 }
 
 /// The size a full shard snapshot of the current state has.
@@ -168,10 +303,11 @@ struct Peer {
     base: String,
     api_key: Option<String>,
     client: reqwest::Client,
+    fetch: Arc<FetchPolicy>,
 }
 
 impl Peer {
-    fn new(url: &str, api_key: Option<&str>) -> Result<Peer> {
+    fn new(url: &str, api_key: Option<&str>, fetch: &Arc<FetchPolicy>) -> Result<Peer> {
         let parsed = reqwest::Url::parse(url).map_err(|e| {
             StorageError::bad_request(format!("peer_url {url:?} is not a URL: {e}"))
         })?;
@@ -180,19 +316,21 @@ impl Peer {
                 "peer_url must be http:// or https://, got {url:?}"
             )));
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("snapfs/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            // The key goes to the peer named, never to where it redirects.
-            .redirect(reqwest::redirect::Policy::none())
-            // A pull makes three requests: no connection is worth keeping.
-            .pool_max_idle_per_host(0)
-            .build()
+        // An IP literal is never resolved: checked here; a name when it is resolved.
+        fetch
+            .check_url(&parsed)
+            .map_err(|why| StorageError::bad_request(format!("peer_url {url}: {why}")))?;
+        // The key goes to the peer named, never to where it redirects: the
+        // client follows no redirect. A pull makes three requests: no connection
+        // is worth keeping.
+        let client = fetch
+            .client_with(|builder| builder.pool_max_idle_per_host(0))
             .map_err(|e| StorageError::internal(e.to_string()))?;
         Ok(Peer {
             base: url.trim_end_matches('/').to_string(),
             api_key: api_key.map(str::to_string),
             client,
+            fetch: fetch.clone(),
         })
     }
 
@@ -204,20 +342,63 @@ impl Peer {
         request
     }
 
+    /// Send, waiting at most `storage.fetch_header_secs` for the answer's headers.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        request.send().await.map_err(|e| {
+        let limit = self.fetch.header_timeout;
+        tokio::time::timeout(limit, request.send())
+            .await
+            .map_err(|_| {
+                StorageError::Peer(format!(
+                    "the peer at {} sent no answer within {} s (storage.fetch_header_secs)",
+                    self.base,
+                    limit.as_secs_f64()
+                ))
+            })?
+            .map_err(|e| match crate::fetch::refusal_in(&e) {
+                Some(why) => StorageError::bad_request(format!("peer_url {}: {why}", self.base)),
+                None => StorageError::Peer(format!(
+                    "cannot reach the peer at {}: {}",
+                    self.base,
+                    crate::storage::error::with_causes(&e)
+                )),
+            })
+    }
+
+    /// A JSON answer, read up to `storage.fetch_json_max_bytes` (`null` if it is
+    /// none); a longer one is refused.
+    async fn json_of(&self, what: &str, mut response: reqwest::Response) -> Result<Value> {
+        let limit = self.fetch.json_max_bytes;
+        let too_long = || {
             StorageError::Peer(format!(
-                "cannot reach the peer at {}: {}",
-                self.base,
-                crate::storage::error::with_causes(&e)
+                "{what}: the peer at {} sent a JSON answer longer than {limit} bytes (storage.fetch_json_max_bytes): refused",
+                self.base
             ))
-        })
+        };
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_long());
+        }
+        let mut body = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                StorageError::Peer(format!(
+                    "{what}: the answer of the peer at {} broke off: {}",
+                    self.base,
+                    crate::storage::error::with_causes(&e)
+                ))
+            })?;
+            let Some(chunk) = chunk else { break };
+            if body.len() + chunk.len() > limit {
+                return Err(too_long());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
     /// A failed answer, in words.
     async fn refusal(&self, what: &str, response: reqwest::Response) -> StorageError {
         let status = response.status();
-        let body: Value = json_of(response).await;
+        let body: Value = self.json_of(what, response).await.unwrap_or(Value::Null);
         let said = body["status"]["error"]
             .as_str()
             .map(|s| format!(": {s}"))
@@ -236,7 +417,7 @@ impl Peer {
         if !response.status().is_success() {
             return Err(self.refusal("asking what the peer is", response).await);
         }
-        let root: Value = json_of(response).await;
+        let root: Value = self.json_of("asking what the peer is", response).await?;
         Ok(root.get("snapfs_version").is_some())
     }
 
@@ -255,7 +436,9 @@ impl Peer {
                 .refusal("reading the peer's collection", response)
                 .await);
         }
-        let info: Value = json_of(response).await;
+        let info: Value = self
+            .json_of("reading the peer's collection", response)
+            .await?;
         let theirs = vectors_of(&info["result"]["config"]["params"]["vectors"]);
         let mine = vectors_of(&serde_json::to_value(&ours.params.vectors).unwrap_or(Value::Null));
         if theirs != mine {
@@ -290,14 +473,6 @@ impl Peer {
                 .refusal("asking the peer for a partial snapshot", response)
                 .await),
         }
-    }
-}
-
-/// A JSON answer (`null` if it is none).
-async fn json_of(response: reqwest::Response) -> Value {
-    match response.bytes().await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
     }
 }
 
