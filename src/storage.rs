@@ -380,31 +380,58 @@ pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Open the regular file at `relative` beneath `dir` for reading, resolving it
-/// inside `dir` only: no `..` out of it, no symbolic link anywhere on the way
-/// (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; on a kernel without it,
-/// `O_NOFOLLOW` on the last component, the caller having checked the others), and
-/// nothing but a regular file (a FIFO or a device would block or never end).
-pub fn open_regular_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::File> {
+/// Open `rest` (relative, plain parts) beneath directory `dir` for reading: no `..`
+/// out of it, no symbolic link anywhere on the way (`openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; where the kernel lacks it or a seccomp
+/// filter refuses it, one component at a time, none followed), and non-blocking, so
+/// opening a FIFO cannot wait for a writer.
+pub fn open_beneath(dir: &Path, rest: &Path) -> std::io::Result<std::fs::File> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let dir_fd = rustix::fs::open(
+    let base = rustix::fs::open(
         dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    // Non-blocking, so opening a FIFO cannot wait for a writer.
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let fd = match rustix::fs::openat2(&dir_fd, relative, flags, Mode::empty(), resolve) {
-        // No openat2 (before Linux 5.6), or a seccomp filter that refuses it (some
-        // container runtimes answer EPERM): the name was found among the
-        // directory's own files, and the last component is not followed.
-        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
-            rustix::fs::openat(&dir_fd, relative, flags, Mode::empty())?
+    match rustix::fs::openat2(
+        &base,
+        rest,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => return Ok(std::fs::File::from(fd)),
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let parts: Vec<_> = rest.components().collect();
+    let mut at = base;
+    for (i, part) in parts.iter().enumerate() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+        };
+        if i + 1 == parts.len() {
+            return Ok(std::fs::File::from(rustix::fs::openat(
+                &at,
+                *name,
+                flags,
+                Mode::empty(),
+            )?));
         }
-        opened => opened?,
-    };
-    let file = std::fs::File::from(fd);
+        at = rustix::fs::openat(
+            &at,
+            *name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+    }
+    Err(std::io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+/// [`open_beneath`], and only a regular file (a device or a FIFO would block or
+/// never end).
+pub fn open_regular_beneath(dir: &Path, relative: &str) -> std::io::Result<std::fs::File> {
+    let file = open_beneath(dir, Path::new(relative))?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

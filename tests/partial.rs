@@ -1361,20 +1361,49 @@ async fn an_apply_cut_short_leaves_the_old_shards_files_untouched() {
     assert_eq!(status, 200, "{body}");
 
     // The next pull stops once the new shard has opened in place, before it is
-    // committed: the engine has written the new shard's files by then.
+    // committed: the engine has written the new shard's files by then, and applied
+    // on it the updates acknowledged while the pull ran (a delete of a point in a
+    // segment both states have, and new points into the appendable one).
     let b = Daemon::start_in(&data, &[], &[("SNAPFS_CRASH_AT", "shard-switch-opened")]);
     let cb = b.client();
-    let old_points = by_id(&all_points(&cb, "k").await);
-    let answered = cb
-        .raw(
-            Method::POST,
-            "/collections/k/shards/0/snapshot/partial/recover_from",
-            Some(&json!({"peer_url": a_url, "api_key": PEER_KEY})),
-        )
-        .await;
+    let mut old_points = by_id(&all_points(&cb, "k").await);
+    assert!(old_points.contains_key("100"), "B has A's point 100");
+    let proxy = GateProxy::start(&a_url);
+    proxy.hold();
+    let pulling = {
+        let (cb, url) = (cb.clone(), proxy.url.clone());
+        tokio::spawn(async move {
+            cb.raw(
+                Method::POST,
+                "/collections/k/shards/0/snapshot/partial/recover_from",
+                Some(&json!({"peer_url": url, "api_key": PEER_KEY})),
+            )
+            .await
+        })
+    };
+    for _ in 0..500 {
+        if proxy.is_holding() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(proxy.is_holding(), "the archive is held midway");
+    upsert(&cb, "k", vec![point(90_000, 8), point(90_001, 8)], false).await;
+    let (status, body) = call(
+        &cb,
+        Method::POST,
+        "/collections/k/points/delete?wait=false",
+        Some(json!({"points": [100, 101]})),
+    )
+    .await;
+    assert!(status == 200 || status == 202, "{body}");
+    proxy.release();
+    let answered = pulling.await.unwrap();
     assert!(answered.is_err(), "should have crashed: {answered:?}");
     let mut crashed = b;
     assert!(!crashed.wait_exit().success());
+    // Acknowledged, so kept: the next start applies them on the old shard.
+    assert!(old_points.remove("100").is_some() && old_points.remove("101").is_some());
 
     // The old shard, set aside for the switch, and the new one the engine has
     // opened (and written) share no file: what the new shard wrote is not in the
@@ -1440,7 +1469,14 @@ async fn an_apply_cut_short_leaves_the_old_shards_files_untouched() {
     // The next start puts the old shard back, whole.
     let b = Daemon::start_in(&data, &[], &[]);
     let cb = b.client();
-    assert!(by_id(&all_points(&cb, "k").await) == old_points);
+    let mut now = by_id(&all_points(&cb, "k").await);
+    for id in ["90000", "90001"] {
+        assert!(now.remove(id).is_some(), "acknowledged point {id} is lost");
+    }
+    assert!(
+        now == old_points,
+        "the old shard, less the acknowledged deletes"
+    );
     assert!(
         b.staging_leftovers().is_empty(),
         "{:?}",

@@ -221,7 +221,13 @@ async fn obtain(
             })?;
             let file = confined_file(app, &path)?;
             return Ok((
-                receive_opened(app, scope, file, checksum).await?,
+                restore::receive_opened(
+                    &app.storage,
+                    file,
+                    restore::shown_as(scope),
+                    checksum.map(str::to_string),
+                )
+                .await?,
                 checksum.map(str::to_string),
             ));
         }
@@ -440,7 +446,7 @@ fn confined_file(app: &AppState, path: &std::path::Path) -> Result<std::fs::File
     let Some((dir, rest)) = inside else {
         return Err(forbidden(""));
     };
-    let file = open_beneath(&dir, &rest).map_err(|e| match e.raw_os_error() {
+    let file = crate::storage::open_beneath(&dir, &rest).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) => ApiError::bad_request(format!(
             "Bad request: Snapshot file {path:?} does not exist"
         )),
@@ -463,80 +469,6 @@ fn confined_file(app: &AppState, path: &std::path::Path) -> Result<std::fs::File
         )));
     }
     Ok(file)
-}
-
-/// Open `rest` (relative, plain parts) beneath directory `dir`, following no
-/// symlink, without blocking on a FIFO.
-fn open_beneath(dir: &std::path::Path, rest: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let base = rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    match rustix::fs::openat2(
-        &base,
-        rest,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        Ok(fd) => return Ok(std::fs::File::from(fd)),
-        Err(e) if e != rustix::io::Errno::NOSYS => return Err(e.into()),
-        Err(_) => {}
-    }
-    // No openat2 (Linux before 5.6): one component at a time, none a symlink.
-    let parts: Vec<_> = rest.components().collect();
-    let mut at = base;
-    for (i, part) in parts.iter().enumerate() {
-        let std::path::Component::Normal(name) = part else {
-            return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
-        };
-        if i + 1 == parts.len() {
-            return Ok(std::fs::File::from(rustix::fs::openat(
-                &at,
-                *name,
-                flags,
-                Mode::empty(),
-            )?));
-        }
-        at = rustix::fs::openat(
-            &at,
-            *name,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-    }
-    Err(std::io::Error::from_raw_os_error(libc::ENOENT))
-}
-
-/// Stream an opened file into an intake (on a blocking thread).
-async fn receive_opened(
-    app: &AppState,
-    scope: &Scope,
-    mut file: std::fs::File,
-    checksum: Option<&str>,
-) -> Result<Received, ApiError> {
-    let storage = app.storage.clone();
-    let shown_as = restore::shown_as(scope);
-    let checksum = checksum.map(str::to_string);
-    Ok(tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut intake = restore::begin(&storage, shown_as, checksum)?;
-        intake.expect_size(file.metadata()?.len())?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            intake.push_blocking(&buf[..n])?;
-        }
-        intake.finish()
-    })
-    .await
-    .map_err(|e| ApiError::from(crate::storage::StorageError::internal(e.to_string())))??)
 }
 
 fn allowed_list(app: &AppState) -> String {

@@ -120,11 +120,20 @@ pub async fn receive_file(
     shown_as: Option<(String, String)>,
     checksum: Option<String>,
 ) -> Result<Received> {
+    let file = fs_err::File::open(path)?.into_parts().0;
+    receive_opened(storage, file, shown_as, checksum).await
+}
+
+/// [`receive_file`] for a file already opened (checked where it lies).
+pub async fn receive_opened(
+    storage: &Arc<Storage>,
+    mut file: std::fs::File,
+    shown_as: Option<(String, String)>,
+    checksum: Option<String>,
+) -> Result<Received> {
     let storage = storage.clone();
-    let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let mut file = std::fs::File::open(&path)?;
         let mut intake = begin(&storage, shown_as, checksum)?;
         intake.expect_size(file.metadata()?.len())?;
         let mut buf = vec![0u8; 1 << 20];

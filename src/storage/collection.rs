@@ -35,6 +35,8 @@ pub struct Collection {
     router: ShardRouter,
     /// Shared by update dispatch, exclusive for a freeze's cut and a shard switch.
     dispatch: RwLock<()>,
+    /// Shut down: closed for good (the daemon stops, or a restore replaced it).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Where shard `id` lives: the shard serving it now. A read holds the slot's read
@@ -157,6 +159,7 @@ impl Collection {
             config,
             shards,
             dispatch: RwLock::new(()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -713,6 +716,7 @@ impl Collection {
     /// Stop every writer, flush, and close every engine: the collection's files
     /// may be moved or removed afterwards, even while views still hold it.
     pub fn shutdown(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let shards = self.shards();
         for shard in &shards {
             shard.shutdown();
@@ -757,13 +761,18 @@ impl CollectionFreeze {
         }
     }
 
-    /// Every frozen shard still serves its slot (none was switched since).
+    /// The collection still serves (a restore did not replace it) and every frozen
+    /// shard still serves its slot (none was switched since).
     pub fn is_current(&self) -> bool {
-        self.shards.iter().all(|shard| {
-            self.collection
-                .shard(shard.id())
-                .is_ok_and(|now| Arc::ptr_eq(&now, shard))
-        })
+        !self
+            .collection
+            .closed
+            .load(std::sync::atomic::Ordering::SeqCst)
+            && self.shards.iter().all(|shard| {
+                self.collection
+                    .shard(shard.id())
+                    .is_ok_and(|now| Arc::ptr_eq(&now, shard))
+            })
     }
 }
 

@@ -156,12 +156,19 @@ impl Storage {
         fs_err::create_dir(&aside)?;
         for (piece, saved) in shard_pieces(&collection_dir, id) {
             if saved == "pending" && new.keep_pending {
+                // The log stays for the new shard, which applies it and then empties
+                // it. Until the switch commits, a rollback (a failed open, a crash)
+                // must find it as it was, or updates acknowledged meanwhile are lost.
+                if piece.exists() && !new.checked {
+                    copy_durably(&piece, &aside.join(saved))?;
+                }
                 continue;
             }
             if piece.exists() {
                 fs_err::rename(&piece, aside.join(saved))?;
             }
         }
+        sync_dir(&aside)?;
         crash_point("shard-restore-before-switch");
         fs_err::rename(&new.staged, &dir)?;
         // The snapshot's time, written only once the shard is the new one.
@@ -327,6 +334,13 @@ fn shard_pieces(collection_dir: &Path, id: u32) -> [(PathBuf, &'static str); 3] 
         (collection_dir.join(format!("{id}.pending")), "pending"),
         (collection_dir.join(format!("{id}.clock")), "clock"),
     ]
+}
+
+/// A copy of `from` at `to`, on disk before this returns.
+fn copy_durably(from: &Path, to: &Path) -> Result<()> {
+    fs_err::copy(from, to)?;
+    fs_err::File::open(to)?.sync_all()?;
+    Ok(())
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {

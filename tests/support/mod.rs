@@ -780,6 +780,17 @@ pub fn rss_bytes(pid: i32) -> u64 {
     kib * 1024
 }
 
+/// Peak resident memory of process `pid` so far (VmHWM), in bytes.
+pub fn peak_rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib * 1024
+}
+
 /// Bytes allocated on disk under `dir` (`du`: holes are free).
 pub fn disk_usage(dir: &Path) -> u64 {
     let out = run_ok(Command::new("du").arg("-s").arg("-B1").arg(dir));
