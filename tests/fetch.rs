@@ -18,16 +18,6 @@ use serde_json::{Value, json};
 use snapfs::client::Client;
 use support::*;
 
-async fn recover(client: &Client, collection: &str, body: Value) -> (u16, Value) {
-    call(
-        client,
-        Method::PUT,
-        &format!("/collections/{collection}/snapshots/recover"),
-        Some(body),
-    )
-    .await
-}
-
 /// A call that must end within `limit` (a hang is a failure, not a stuck test).
 async fn bounded<T>(limit: u64, what: &str, work: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(limit), work)
@@ -91,7 +81,7 @@ async fn url_recovery_goes_only_where_allowed() {
     let (status, body) = bounded(
         60,
         "a recovery from 169.254.169.254",
-        recover(
+        recover_collection(
             &client,
             "docs",
             json!({"location": "http://169.254.169.254/latest/meta-data/"}),
@@ -108,7 +98,7 @@ async fn url_recovery_goes_only_where_allowed() {
     let (status, body) = bounded(
         60,
         "a redirected recovery",
-        recover(&client, "docs", json!({"location": redirecting.url("/x")})),
+        recover_collection(&client, "docs", json!({"location": redirecting.url("/x")})),
     )
     .await;
     assert_eq!(status, 403, "{body}");
@@ -137,7 +127,8 @@ async fn url_recovery_goes_only_where_allowed() {
         server.url("/x"),
         format!("http://localhost:{}/x", server.port),
     ] {
-        let (status, body) = recover(&client, "docs", json!({"location": location})).await;
+        let (status, body) =
+            recover_collection(&client, "docs", json!({"location": location})).await;
         assert_eq!(status, 403, "{location}: {body}");
         assert!(error_of(&body).contains("storage.fetch_deny"), "{body}");
     }
@@ -163,7 +154,7 @@ async fn url_recovery_deadlines_and_unquoted_refusals() {
     let (status, body) = bounded(
         60,
         "a recovery from a silent server",
-        recover(&client, "docs", json!({"location": silent.url("/x")})),
+        recover_collection(&client, "docs", json!({"location": silent.url("/x")})),
     )
     .await;
     assert_eq!(status, 400, "{body}");
@@ -176,7 +167,8 @@ async fn url_recovery_deadlines_and_unquoted_refusals() {
         &body_file,
         "self.send_response(200); self.send_header('content-length', str(len(FILE))); self.end_headers(); self.wfile.write(FILE)",
     );
-    let (status, body) = recover(&client, "docs", json!({"location": text.url("/x")})).await;
+    let (status, body) =
+        recover_collection(&client, "docs", json!({"location": text.url("/x")})).await;
     assert_eq!(status, 400, "{body}");
     let error = error_of(&body);
     assert!(error.contains("not a snapshot"), "{body}");
@@ -240,7 +232,8 @@ async fn s3_locations_stay_in_the_configured_bucket_and_checksums_are_small() {
         "s3://snaps/elsewhere/docs.snapshot",
         "s3://snaps/backups/../elsewhere/docs.snapshot",
     ] {
-        let (status, body) = recover(&client, "docs", json!({"location": location})).await;
+        let (status, body) =
+            recover_collection(&client, "docs", json!({"location": location})).await;
         assert_eq!(status, 403, "{location}: {body}");
         assert!(
             error_of(&body).contains("storage.fetch_s3_buckets"),
@@ -250,7 +243,7 @@ async fn s3_locations_stay_in_the_configured_bucket_and_checksums_are_small() {
     let (status, _) = call(&client, Method::GET, "/collections/docs", None).await;
     assert_eq!(status, 404);
     // The request's own credentials reach what they reach.
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &client,
         "docs",
         json!({"location": "s3://other/x/docs.snapshot", "api_key": format!("{ACCESS}:{SECRET}")}),
@@ -260,7 +253,7 @@ async fn s3_locations_stay_in_the_configured_bucket_and_checksums_are_small() {
     assert_eq!(count(&client, "docs").await, 200);
     // Inside the prefix, but its checksum object is 4 MiB: refused, unread.
     let before = rss_kib(daemon.pid());
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &client,
         "copy",
         json!({"location": "s3://snaps/backups/docs.snapshot"}),
@@ -302,14 +295,15 @@ async fn file_locations_follow_no_symlink_and_hide_what_exists() {
         snapshots.join("in.snapshot"),
     ] {
         let location = format!("file://{}", path.display());
-        let (status, body) = recover(&client, "docs", json!({"location": location})).await;
+        let (status, body) =
+            recover_collection(&client, "docs", json!({"location": location})).await;
         assert_eq!(status, 403, "{location}: {body}");
         assert!(error_of(&body).starts_with("Forbidden"), "{body}");
     }
     let (status, _) = call(&client, Method::GET, "/collections/docs", None).await;
     assert_eq!(status, 404);
     let location = format!("file://{}", snapshots.join("docs.snapshot").display());
-    let (status, body) = recover(&client, "docs", json!({"location": location})).await;
+    let (status, body) = recover_collection(&client, "docs", json!({"location": location})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&client, "docs").await, 200);
     alive_and_clean(&daemon).await;

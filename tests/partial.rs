@@ -132,6 +132,14 @@ fn upload(daemon: &Daemon, path: &str, file: &std::path::Path) -> (u16, Value) {
     )
 }
 
+/// Shard `shard` of `c`'s manifest in the content form (`result` of the answer).
+async fn files_manifest(client: &snapfs::client::Client, c: &str, shard: u32) -> Value {
+    let path = format!("/collections/{c}/shards/{shard}/snapshot/partial/manifest?format=files");
+    let (status, body) = call(client, Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["result"].clone()
+}
+
 fn partial_fixture(name: &str) -> std::path::PathBuf {
     qdrant_fixture(&format!("partial/{name}"))
 }
@@ -878,14 +886,7 @@ async fn a_content_partial_for_another_state_does_not_apply() {
     let client = daemon.client();
     seeded_collection(&client, "c", 1, 200).await;
     seeded_collection(&client, "d", 1, 50).await;
-    let (_, body) = call(
-        &client,
-        Method::GET,
-        "/collections/c/shards/0/snapshot/partial/manifest?format=files",
-        None,
-    )
-    .await;
-    let old = body["result"].clone();
+    let old = files_manifest(&client, "c", 0).await;
     upsert(
         &client,
         "c",
@@ -979,14 +980,7 @@ async fn changed_files_travel_as_deltas_against_the_receivers_blocks() {
         &first,
     );
     assert_eq!(status, 200, "{body}");
-    let (_, body) = call(
-        &cb,
-        Method::GET,
-        "/collections/pt/shards/0/snapshot/partial/manifest?format=files",
-        None,
-    )
-    .await;
-    let known = body["result"].clone();
+    let known = files_manifest(&cb, "pt", 0).await;
     assert!(known["block_size"].as_u64().is_some(), "{known}");
     upsert(
         &ca,
@@ -1084,17 +1078,9 @@ async fn changed_files_travel_as_deltas_against_the_receivers_blocks() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(by_id(&all_points(&cb, "pt").await) == by_id(&all_points(&ca, "pt").await));
-    let (_, body) = call(
-        &cb,
-        Method::GET,
-        "/collections/pt/shards/0/snapshot/partial/manifest?format=files",
-        None,
-    )
-    .await;
+    let now = files_manifest(&cb, "pt", 0).await;
     assert!(
-        create_partial(&ca, "pt", 0, &body["result"])
-            .await
-            .is_none(),
+        create_partial(&ca, "pt", 0, &now).await.is_none(),
         "in step: 304"
     );
 }
@@ -1224,14 +1210,10 @@ async fn copies_read_only_the_shards_own_files() {
     let client = daemon.client();
     seeded_collection(&client, "c", 1, 200).await;
     let before = by_id(&all_points(&client, "c").await);
-    let (_, body) = call(
-        &client,
-        Method::GET,
-        "/collections/c/shards/0/snapshot/partial/manifest?format=files",
-        None,
-    )
-    .await;
-    let files = body["result"]["files"].as_array().unwrap().clone();
+    let files = files_manifest(&client, "c", 0).await["files"]
+        .as_array()
+        .unwrap()
+        .clone();
     // The file to assemble: one of a segment's, small but not empty.
     let target = files
         .iter()
@@ -1496,11 +1478,10 @@ async fn differing_files(
     c: &str,
     shard: u32,
 ) -> Vec<String> {
-    let path = format!("/collections/{c}/shards/{shard}/snapshot/partial/manifest?format=files");
-    let (_, ma) = call(ca, Method::GET, &path, None).await;
-    let (_, mb) = call(cb, Method::GET, &path, None).await;
+    let ma = files_manifest(ca, c, shard).await;
+    let mb = files_manifest(cb, c, shard).await;
     let of = |m: &Value| -> std::collections::BTreeMap<String, (String, u64)> {
-        m["result"]["files"]
+        m["files"]
             .as_array()
             .into_iter()
             .flatten()

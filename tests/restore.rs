@@ -21,16 +21,6 @@ fn stage(daemon: &Daemon, file: &Path, name: &str) -> String {
     format!("file://{}", target.display())
 }
 
-async fn recover(client: &Client, collection: &str, body: Value) -> (u16, Value) {
-    call(
-        client,
-        Method::PUT,
-        &format!("/collections/{collection}/snapshots/recover"),
-        Some(body),
-    )
-    .await
-}
-
 async fn recover_shard(
     client: &Client,
     collection: &str,
@@ -58,7 +48,7 @@ async fn qdrant_collection_snapshots_restore_to_the_exact_points() {
         let checksum =
             std::fs::read_to_string(qdrant_fixture(&format!("{file}.checksum"))).unwrap();
         let location = stage(&daemon, &path, file);
-        let (status, body) = recover(
+        let (status, body) = recover_collection(
             &client,
             collection,
             json!({"location": location, "checksum": checksum.trim(), "priority": "snapshot"}),
@@ -116,7 +106,7 @@ async fn a_stored_snapshot_restores_its_state_and_replaces_the_collection() {
     )
     .await;
     assert_eq!(status, 200);
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &client,
         "docs",
         json!({"location": name, "checksum": checksum}),
@@ -129,7 +119,7 @@ async fn a_stored_snapshot_restores_its_state_and_replaces_the_collection() {
     // The same archive also creates a new collection under another name.
     let stored = daemon.data_dir.join("snapshots/docs").join(&name);
     let location = stage(&daemon, &stored, "copy.snapshot");
-    let (status, body) = recover(&client, "copy", json!({"location": location})).await;
+    let (status, body) = recover_collection(&client, "copy", json!({"location": location})).await;
     assert_eq!(status, 200, "{body}");
     assert!(by_id(&all_points(&client, "copy").await) == by_id(&before));
     // Writes go on after a restore, and survive a restart.
@@ -371,7 +361,7 @@ async fn hostile_and_broken_archives_change_nothing() {
             request["checksum"] = json!(sum);
         }
         let failures_before = restore_failures(&client).await;
-        let (status, body) = recover(&client, "keep", request).await;
+        let (status, body) = recover_collection(&client, "keep", request).await;
         // Counted once, under the reason its kind gives (never read from the text).
         let reason = if words.contains("Checksum") || words.starts_with("manifest mismatch") {
             "checksum"
@@ -442,7 +432,7 @@ async fn hostile_and_broken_archives_change_nothing() {
     // Locations outside the snapshots directory are forbidden; unknown priorities refused.
     let outside = dir.join("outside.snapshot");
     std::fs::write(&outside, &good).unwrap();
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &client,
         "keep",
         json!({"location": format!("file://{}", outside.display())}),
@@ -459,7 +449,8 @@ async fn hostile_and_broken_archives_change_nothing() {
         ("file://otherhost/tmp/x.snapshot", "Invalid snapshot URI"),
         ("ftp://example.com/x.snapshot", "is not available"),
     ] {
-        let (status, body) = recover(&client, "keep", json!({"location": location})).await;
+        let (status, body) =
+            recover_collection(&client, "keep", json!({"location": location})).await;
         assert_eq!(status, 400, "{location}: {body}");
         assert!(error_of(&body).contains(words), "{location}: {body}");
     }
@@ -471,20 +462,21 @@ async fn hostile_and_broken_archives_change_nothing() {
             .to_string()
             .replace("outside", "%6Futside")
     );
-    let (status, body) = recover(&client, "keep", json!({"location": escaped})).await;
+    let (status, body) = recover_collection(&client, "keep", json!({"location": escaped})).await;
     assert_eq!(status, 403, "{body}");
     assert!(error_of(&body).contains("outside.snapshot"), "{body}");
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &client,
         "keep",
         json!({"location": good_name, "priority": "urgent"}),
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = recover(&client, "keep", json!({"location": "nope.snapshot"})).await;
+    let (status, body) =
+        recover_collection(&client, "keep", json!({"location": "nope.snapshot"})).await;
     assert_eq!(status, 404, "{body}");
     // A collection name with a `/` in it (encoded in the path) is refused.
-    let (status, body) = recover(&client, "a%2Fb", json!({"location": good_name})).await;
+    let (status, body) = recover_collection(&client, "a%2Fb", json!({"location": good_name})).await;
     assert_eq!(status, 400, "{body}");
     assert!(!daemon.data_dir.join("storage/collections/a").exists());
     assert!(by_id(&all_points(&client, "keep").await) == before);
@@ -713,7 +705,7 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
     let checksum =
         std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
 
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &client,
         "docs",
         json!({"location": url, "api_key": "wrong"}),
@@ -727,7 +719,7 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
             .contains("HTTP 403"),
         "{body}"
     );
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &client,
         "docs",
         json!({"location": url, "api_key": "secret", "checksum": checksum.trim()}),
@@ -735,7 +727,7 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&client, "docs").await, 200);
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &client,
         "docs",
         json!({"location": "https://127.0.0.1:1/x"}),
@@ -826,7 +818,7 @@ async fn recovery_from_an_https_url_checks_the_certificate() {
 
     // Not trusted: refused, nothing created or left.
     let untrusting = Daemon::start(&[]);
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &untrusting.client(),
         "docs",
         json!({"location": url, "api_key": "secret"}),
@@ -843,7 +835,7 @@ async fn recovery_from_an_https_url_checks_the_certificate() {
     let client = daemon.client();
     let checksum =
         std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
-    let (status, body) = recover(
+    let (status, body) = recover_collection(
         &client,
         "docs",
         json!({"location": url, "api_key": "secret", "checksum": checksum.trim()}),
@@ -875,7 +867,7 @@ async fn too_little_disk_is_refused_cleanly() {
     let client = daemon.client();
     let multi = qdrant_fixture("qdrant-multi.snapshot"); // 1.4 MB
     let location = stage(&daemon, &multi, "multi.snapshot");
-    let (status, body) = recover(&client, "multi", json!({"location": location})).await;
+    let (status, body) = recover_collection(&client, "multi", json!({"location": location})).await;
     assert_eq!(status, 507, "{body}");
     assert!(
         body["status"]["error"]
@@ -933,7 +925,8 @@ async fn file_locations_are_confined_to_the_allowed_directories() {
     let client = daemon.client();
     for refused in [other.join("docs.snapshot"), allowed.join("link.snapshot")] {
         let location = format!("file://{}", refused.display());
-        let (status, body) = recover(&client, "docs", json!({"location": location})).await;
+        let (status, body) =
+            recover_collection(&client, "docs", json!({"location": location})).await;
         assert_eq!(status, 403, "{location}: {body}");
         assert!(
             body["status"]["error"]
@@ -946,7 +939,7 @@ async fn file_locations_are_confined_to_the_allowed_directories() {
     let (status, _) = call(&client, Method::GET, "/collections/docs", None).await;
     assert_eq!(status, 404);
     let location = format!("file://{}", allowed.join("docs.snapshot").display());
-    let (status, body) = recover(&client, "docs", json!({"location": location})).await;
+    let (status, body) = recover_collection(&client, "docs", json!({"location": location})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&client, "docs").await, 200);
 }
@@ -985,7 +978,8 @@ async fn a_snapshot_of_the_restored_state_is_byte_identical() {
 
     // Into a new collection, and over the collection itself.
     for target in ["copy", "orig"] {
-        let (status, body) = recover(&client, target, json!({"location": location})).await;
+        let (status, body) =
+            recover_collection(&client, target, json!({"location": location})).await;
         assert_eq!(status, 200, "{body}");
         let again = std::fs::read(stored(&format!("/collections/{target}")).await).unwrap();
         assert!(
@@ -1085,7 +1079,7 @@ async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
         ),
     );
     for path in ["/same", "/away"] {
-        let (status, body) = recover(
+        let (status, body) = recover_collection(
             &client,
             "docs",
             json!({"location": home.url(path), "api_key": "secret"}),
@@ -1100,7 +1094,8 @@ async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
         "self.send_response(200); self.send_header('content-length', str(len(FILE))); self.end_headers()\n\
          self.wfile.write(FILE[:len(FILE) // 2]); self.wfile.flush(); time.sleep(60)",
     );
-    let (status, body) = recover(&client, "stalled", json!({"location": stalled.url("/x")})).await;
+    let (status, body) =
+        recover_collection(&client, "stalled", json!({"location": stalled.url("/x")})).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["status"]["error"]

@@ -264,6 +264,17 @@ pub async fn call(
     (status.as_u16(), value)
 }
 
+/// `PUT /collections/{collection}/snapshots/recover` with `body`.
+pub async fn recover_collection(client: &Client, collection: &str, body: Value) -> (u16, Value) {
+    call(
+        client,
+        Method::PUT,
+        &format!("/collections/{collection}/snapshots/recover"),
+        Some(body),
+    )
+    .await
+}
+
 pub async fn create_collection(client: &Client, name: &str, body: Value) {
     let (status, value) = call(
         client,

@@ -443,6 +443,13 @@ impl LiveFiles {
         }
     }
 
+    /// Where the file an archive path names lies, if this shard has it as a
+    /// regular file (found by name among its own, never joined as sent).
+    fn path_of(&self, archive_path: &str) -> Option<PathBuf> {
+        let name = shard_path(archive_path);
+        self.names.contains(&name).then(|| self.dir.join(name))
+    }
+
     /// The file an archive path names, if this shard has it as a regular file.
     fn open(&self, archive_path: &str) -> Option<FrozenFile> {
         let name = shard_path(archive_path);
@@ -644,13 +651,14 @@ fn merge_content(
     for file in target {
         let relative = shard_path(&file.path);
         let arrived = incoming.join(&relative);
-        let ours = live_dir.join(&relative);
+        let ours = live.path_of(&file.path);
         if let Some(copies) = &file.copies {
-            if digest_of(&ours).as_deref() == Some(file.sha256.as_str()) {
+            match &ours {
                 // Ours is the new version already.
-                staged.keep(&ours, &relative)?;
-            } else {
-                staged.assemble(&live, &arrived, &relative, file, copies)?;
+                Some(ours) if digest_of(ours).as_deref() == Some(file.sha256.as_str()) => {
+                    staged.keep(ours, &relative)?;
+                }
+                _ => staged.assemble(&live, &arrived, &relative, file, copies)?,
             }
             continue;
         }
@@ -659,10 +667,12 @@ fn merge_content(
             continue;
         }
         // Ours, or what the engine's load made of it (see `super::loaded`).
-        if !super::loaded::holds(live_dir, &file.path, &file.sha256) {
+        let Some(ours) =
+            ours.filter(|ours| super::loaded::holds(live_dir, ours, &file.path, &file.sha256))
+        else {
             mismatched.push(file.path.clone());
             continue;
-        }
+        };
         staged.keep(&ours, &relative)?;
     }
     if let Some(first) = mismatched.first() {

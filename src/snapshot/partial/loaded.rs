@@ -150,11 +150,12 @@ pub fn as_received(shard_dir: &Path, manifest: &mut ContentManifest) {
     }
 }
 
-/// Whether our file `archive_path` of the shard at `shard_dir` holds the content
-/// `sha256`, or what the load made of it (then loading it again keeps it).
+/// Whether our `file` (the shard's own file for `archive_path`, found among its
+/// files by the caller) holds the content `sha256`, or what the load made of it
+/// (then loading it again keeps it).
 /// Blocking (hashes the file, from the digest cache when unchanged).
-pub fn holds(shard_dir: &Path, archive_path: &str, sha256: &str) -> bool {
-    let Some(ours) = digest_of(&shard_dir.join(shard_path(archive_path))) else {
+pub fn holds(shard_dir: &Path, file: &Path, archive_path: &str, sha256: &str) -> bool {
+    let Some(ours) = digest_of(file) else {
         return false;
     };
     if ours == sha256 {
@@ -221,10 +222,30 @@ mod tests {
         as_received(shard, &mut manifest);
         assert_eq!(manifest.files[0].hash, sha(&sent), "named as the sender's");
         assert_eq!(manifest.files[1].hash, sha(b"same"));
-        assert!(holds(shard, "segments/s/files/versions", &sha(&sent)));
-        assert!(holds(shard, "segments/s/files/versions", &sha(&loaded)));
-        assert!(!holds(shard, "segments/s/files/versions", &sha(b"other")));
-        assert!(!holds(shard, "segments/s/files/kept", &sha(&sent)));
+        assert!(holds(
+            shard,
+            &shard.join("segments/s/versions"),
+            "segments/s/files/versions",
+            &sha(&sent)
+        ));
+        assert!(holds(
+            shard,
+            &shard.join("segments/s/versions"),
+            "segments/s/files/versions",
+            &sha(&loaded)
+        ));
+        assert!(!holds(
+            shard,
+            &shard.join("segments/s/versions"),
+            "segments/s/files/versions",
+            &sha(b"other")
+        ));
+        assert!(!holds(
+            shard,
+            &shard.join("segments/s/kept"),
+            "segments/s/files/kept",
+            &sha(&sent)
+        ));
 
         // Changed since the load: compared by content again.
         let changed = b"version 7".to_vec();
@@ -235,7 +256,12 @@ mod tests {
         };
         as_received(shard, &mut manifest);
         assert_eq!(manifest.files[0].hash, sha(&changed));
-        assert!(!holds(shard, "segments/s/files/versions", &sha(&sent)));
+        assert!(!holds(
+            shard,
+            &shard.join("segments/s/versions"),
+            "segments/s/files/versions",
+            &sha(&sent)
+        ));
 
         // A state with updates applied on top remembers nothing.
         std::fs::write(shard.join("segments/s/versions"), &sent).unwrap();
@@ -243,6 +269,11 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(shard.join("segments/s/versions"), &loaded).unwrap();
         opened(shard, true);
-        assert!(!holds(shard, "segments/s/files/versions", &sha(&sent)));
+        assert!(!holds(
+            shard,
+            &shard.join("segments/s/versions"),
+            "segments/s/files/versions",
+            &sha(&sent)
+        ));
     }
 }
