@@ -2,16 +2,11 @@
 //! that Qdrant's own clients work against snapfs. Served on the Unix socket and,
 //! optionally, on TCP behind an API key (see [`server`]).
 //!
-//! Handlers are thin: parse, call the storage layer (reads on blocking threads,
-//! since the engine blocks), wrap the answer. Status codes come from one place,
-//! [`envelope::ApiError`].
-//!
-//! What a request does once it is parsed lives in protocol-neutral functions beside
-//! the handlers (`points::upsert_points`, `snapshots::create_snapshot`, …): they take
-//! the types the engine and the snapshot layer use and return `StorageError`s. The
-//! gRPC layer (`crate::grpc`) calls the same functions, so both protocols do the same
-//! thing and only translate.
+//! Handlers are thin: parse, call the service (`crate::service`, where what a
+//! request does lives, shared with gRPC and the mount), wrap the answer. Status
+//! codes come from one place, [`envelope::ApiError`].
 
+pub mod auth;
 pub mod collections;
 pub mod envelope;
 pub mod indexes;
@@ -19,44 +14,17 @@ pub mod partial;
 pub mod points;
 pub mod ranges;
 pub mod recover;
-pub mod server;
 pub mod snapshots;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{delete, get, post, put};
 
-use crate::storage::{Result, Storage, StorageError};
+use crate::service::{Service, run_blocking};
+use crate::storage::Result;
 use envelope::ApiError;
-
-/// The Qdrant release whose REST API (and snapshot format) snapfs follows.
-pub const QDRANT_API_VERSION: &str = "1.18.3";
-
-/// The server's name in Qdrant's version document (`GET /`, gRPC `HealthCheck`).
-pub const SERVER_TITLE: &str = "snapfs - snapshots of vector collections as files";
-
-pub struct AppState {
-    pub storage: Arc<Storage>,
-    pub snapshots_path: PathBuf,
-    pub temp_path: PathBuf,
-    /// Directories `file://` locations may point into (`storage.recover_dirs`).
-    pub recover_dirs: Vec<PathBuf>,
-    /// Restores must name a checksum (`storage.require_checksum`).
-    pub require_checksum: bool,
-    /// A download that receives nothing this long is given up.
-    pub transfer_stall: std::time::Duration,
-    /// Stored snapshots live in S3 (`snapshots_storage: s3`) instead of
-    /// `snapshots_path`.
-    pub s3: Option<Arc<crate::snapshot::s3::S3Snapshots>>,
-    /// S3 settings for `s3://` recovery locations (endpoint, region, credentials),
-    /// when configured.
-    pub s3_recovery: Option<crate::snapshot::s3::S3Config>,
-    /// Where downloads and peer pulls may go, and their deadlines (`storage.fetch_*`).
-    pub fetch: Arc<crate::fetch::FetchPolicy>,
-}
 
 /// A shard id from a path segment.
 pub fn shard_id(text: &str) -> Result<u32, ApiError> {
@@ -71,21 +39,12 @@ pub async fn blocking<T: Send + 'static>(
     run_blocking(work).await.map_err(ApiError::from)
 }
 
-/// [`blocking`] for the protocol-neutral functions: the storage layer's error.
-pub async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StorageError::internal(format!("worker failed: {e}")))?
-}
-
-pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
+pub fn router(state: Arc<Service>, max_request_bytes: usize) -> Router {
     let routes = Router::new()
         .route("/", get(collections::root))
         .route(
             "/metrics",
-            get(|State(state): State<Arc<AppState>>| async move {
+            get(|State(state): State<Arc<Service>>| async move {
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,

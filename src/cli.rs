@@ -155,14 +155,4 @@ fn collection_path(name: &str) -> String {
 }
 
 /// Percent-encode a path segment (names may hold spaces or non-ASCII).
-pub(crate) fn encode_segment(segment: &str) -> String {
-    let mut out = String::new();
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use crate::storage::names::url_segment as encode_segment;

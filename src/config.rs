@@ -93,10 +93,10 @@ pub struct Config {
     pub force: bool,
     /// Where stored snapshots go: `None` is the local snapshots directory,
     /// `Some` an S3 bucket (`storage.snapshots_config.snapshots_storage: s3`).
-    pub s3: Option<crate::snapshot::s3::S3Config>,
+    pub s3: Option<crate::snapshot::store::s3::S3Config>,
     /// The S3 settings, also when snapshots are stored locally: `s3://` recovery
     /// locations use their endpoint, region and credentials.
-    pub s3_recovery: Option<crate::snapshot::s3::S3Config>,
+    pub s3_recovery: Option<crate::snapshot::store::s3::S3Config>,
     /// Where downloads may go and how long they may take (`storage.fetch_*`).
     pub fetch: crate::fetch::FetchPolicy,
 }
@@ -229,8 +229,8 @@ impl std::fmt::Debug for S3Section {
 }
 
 impl S3Section {
-    fn resolve(self) -> crate::snapshot::s3::S3Config {
-        use crate::snapshot::s3::{DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT, S3Config};
+    fn resolve(self) -> crate::snapshot::store::s3::S3Config {
+        use crate::snapshot::store::s3::{DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT, S3Config};
         let set = |v: Option<String>| v.filter(|v| !v.is_empty());
         S3Config {
             bucket: set(self.bucket),
@@ -979,7 +979,7 @@ mod tests {
         assert_eq!(s3.endpoint_url.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!(s3.prefix, "backups");
         assert_eq!(s3.parts_in_flight, 2);
-        assert_eq!(s3.part_size, crate::snapshot::s3::DEFAULT_PART_SIZE);
+        assert_eq!(s3.part_size, crate::snapshot::store::s3::DEFAULT_PART_SIZE);
         let shown = format!("{config:?}");
         assert!(
             !shown.contains("from-env") && !shown.contains("AKIAFILE"),

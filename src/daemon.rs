@@ -15,9 +15,11 @@ use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::api::{self, AppState, server};
+use crate::api;
 use crate::config::Config;
 use crate::fs::SnapFs;
+use crate::service::Service;
+use crate::service::listen as server;
 use crate::storage::Storage;
 
 /// Held for the daemon's lifetime: a second daemon on the same storage is refused.
@@ -100,7 +102,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .iter()
             .map(|dir| (dir.clone(), "storage.recover_dirs")),
     );
-    api::envelope::hide_directories(&private);
+    crate::service::remote::hide_directories(&private);
     // Checked before the storage loads, so a wrong mount point fails fast.
     let mount_point = match &config.mount {
         Some(path) => Some(crate::fs::mount::prepare_mount_point(
@@ -178,7 +180,6 @@ async fn serve_storage(
     if let Some(bytes) = config.max_restore_bytes {
         storage.limit_restores(bytes);
     }
-    crate::snapshot::stored::clean_leftovers(&config.snapshots_path)?;
     crate::snapshot::view::start_freeze_watchdog(
         config.temp_path.clone(),
         config.snapshot_max_freeze,
@@ -198,25 +199,20 @@ async fn serve_storage(
         crate::demo::create_demo_collection(storage).await?;
     }
 
-    let s3 = match &config.s3 {
-        Some(s3) => {
-            let backend = crate::snapshot::s3::S3Snapshots::new(s3)?;
-            let endpoint = s3.effective_endpoint().unwrap_or_else(|| "AWS".to_string());
-            tracing::info!(bucket = backend.bucket(), prefix = %s3.prefix, %endpoint, "stored snapshots go to S3");
-            Some(Arc::new(backend))
-        }
-        None => None,
-    };
-    let state = Arc::new(AppState {
+    // Where stored snapshots go, chosen once: nothing above asks which it is.
+    let store = crate::snapshot::store::open(
+        &config.snapshots_path,
+        &config.temp_path,
+        config.s3.as_ref(),
+    )?;
+    let state = Arc::new(Service {
         storage: storage.clone(),
-        snapshots_path: config.snapshots_path.clone(),
-        temp_path: config.temp_path.clone(),
+        store: store.clone(),
         recover_dirs: std::iter::once(config.snapshots_path.clone())
             .chain(config.recover_dirs.iter().cloned())
             .collect(),
         require_checksum: config.require_checksum,
         transfer_stall: config.transfer_stall,
-        s3: s3.clone(),
         s3_recovery: config.s3_recovery.clone(),
         fetch: Arc::new(config.fetch.clone()),
     });
@@ -246,7 +242,7 @@ async fn serve_storage(
         let tcp = server::bind_tcp(&addr.to_string()).await?;
         servers.spawn(server::serve_tcp(
             tcp,
-            server::remote_errors(server::require_api_key(router, server::ApiKey::new(key))),
+            api::auth::remote_errors(api::auth::require_api_key(router, server::ApiKey::new(key))),
             stopped(stop_rx.clone()),
             grace,
             limits.clone(),
@@ -276,9 +272,12 @@ async fn serve_storage(
     let mut mounted = match mount_point {
         Some(path) => {
             let core = Arc::new(
-                SnapFs::new(storage.clone(), config.snapshots_path.clone())
-                    .with_require_checksum(config.require_checksum)
-                    .with_s3(s3.clone()),
+                SnapFs::new(
+                    storage.clone(),
+                    config.snapshots_path.clone(),
+                    store.clone(),
+                )
+                .with_require_checksum(config.require_checksum),
             );
             let runtime = tokio::runtime::Handle::current();
             Some(
@@ -319,7 +318,7 @@ async fn serve_storage(
     }
     // Snapshot uploads still running (abandoned requests, wait=false creations)
     // abort their multipart uploads rather than leave the parts in the bucket.
-    crate::snapshot::s3::abort_uploads(FINAL_STOP_LIMIT / 2).await;
+    tokio::task::spawn_blocking(move || store.stop(FINAL_STOP_LIMIT / 2)).await?;
     Ok(())
 }
 

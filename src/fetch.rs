@@ -262,7 +262,11 @@ pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<Refused> {
 /// The daemon's own texts for an archive it cannot read, which quote nothing of
 /// it: kept as they are. Every other such refusal is the tar reader's complaint,
 /// which may quote the bytes it found.
-const OWN_NOT_TAR_TEXTS: [&str; 2] = ["no entries", "end-of-archive marker"];
+const OWN_NOT_TAR_TEXTS: [&str; 3] = [
+    "no entries",
+    "end-of-archive marker",
+    "headers take more than",
+];
 
 /// A refusal of fetched bytes, told without quoting them. The tar reader's
 /// complaint about a body that is no archive quotes the bytes it found (a header

@@ -19,11 +19,10 @@ pub mod mount;
 pub mod namespace;
 pub mod recover;
 mod restore_ops;
-pub mod stored_s3;
+pub mod stored;
 pub mod texts;
 
 use std::collections::HashMap;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -37,7 +36,7 @@ use recover::{EntryKind, RecoverDirs};
 use crate::metrics;
 use crate::snapshot::checksum::archive_sha256;
 use crate::snapshot::digest::hex;
-use crate::snapshot::stored::SNAPSHOT_EXT;
+use crate::snapshot::store::SNAPSHOT_EXT;
 use crate::snapshot::{Scope, SnapshotView};
 use crate::storage::Storage;
 
@@ -130,18 +129,25 @@ pub struct SnapFs {
     recover: RecoverDirs,
     /// A snapshot written into recover/ waits for its checksum sidecar.
     require_checksum: bool,
+    /// Where `statfs` looks: the snapshots directory.
     snapshots_path: PathBuf,
-    /// Stored snapshots live in S3 (`snapshots_storage: s3`), not in `snapshots_path`.
-    s3: Option<stored_s3::S3Stored>,
+    /// The `snapshots/` directories: whichever store keeps stored snapshots.
+    stored: stored::StoredDirs,
     started: SystemTime,
 }
 
 impl SnapFs {
-    pub fn new(storage: Arc<Storage>, snapshots_path: PathBuf) -> Self {
+    /// The mount of `storage`, showing the stored snapshots of `store`; `statfs`
+    /// answers for `snapshots_path`.
+    pub fn new(
+        storage: Arc<Storage>,
+        snapshots_path: PathBuf,
+        store: Arc<dyn crate::snapshot::store::SnapshotStore>,
+    ) -> Self {
         let mut inodes = HashMap::new();
         inodes.insert(ROOT_INO, (Node::Root, u64::MAX));
         SnapFs {
-            ns: Namespace::new(storage, snapshots_path.clone()),
+            ns: Namespace::new(storage),
             inodes: Mutex::new(inodes),
             handles: Handles::default(),
             live_states: Mutex::new(HashMap::new()),
@@ -149,15 +155,9 @@ impl SnapFs {
             recover: RecoverDirs::default(),
             require_checksum: false,
             snapshots_path,
-            s3: None,
+            stored: stored::StoredDirs::new(store),
             started: SystemTime::now(),
         }
-    }
-
-    /// Show the stored snapshots of an S3 backend in the `snapshots/` directories.
-    pub fn with_s3(mut self, s3: Option<Arc<crate::snapshot::s3::S3Snapshots>>) -> Self {
-        self.s3 = s3.map(stored_s3::S3Stored::new);
-        self
     }
 
     /// Make restores through recover/ wait for a checksum sidecar.
@@ -221,9 +221,9 @@ impl SnapFs {
                 .map(|_| Node::RecoverEntry(scope.clone(), name.to_string()))
                 .ok_or(FsError::NotFound);
         }
-        if let (Node::Snapshots(scope), Some(s3)) = (parent, &self.s3) {
+        if let Node::Snapshots(scope) = parent {
             self.ns.check_scope(scope)?;
-            s3.entry(scope, name)?;
+            self.stored.entry(scope, name)?;
             return Ok(Node::Stored(scope.clone(), name.to_string()));
         }
         self.ns.child(parent, name)
@@ -239,9 +239,10 @@ impl SnapFs {
                 .map(|(name, _)| (name.clone(), Node::RecoverEntry(scope.clone(), name)))
                 .collect());
         }
-        if let (Node::Snapshots(scope), Some(s3)) = (node, &self.s3) {
+        if let Node::Snapshots(scope) = node {
             self.ns.check_scope(scope)?;
-            return Ok(s3
+            return Ok(self
+                .stored
                 .entries(scope)?
                 .iter()
                 .map(|(name, _)| (name.clone(), Node::Stored(scope.clone(), name.clone())))
@@ -335,16 +336,9 @@ impl SnapFs {
                     ..file_attr(ino, size, SystemTime::now(), true)
                 })
             }
-            Node::Stored(scope, name) if self.s3.is_some() => {
-                let entry = self.s3.as_ref().unwrap().entry(scope, name)?;
-                Ok(file_attr(ino, entry.size(), entry.mtime(), false))
-            }
             Node::Stored(scope, name) => {
-                let meta = std::fs::metadata(self.ns.stored_file(scope, name))?;
-                Ok(Attr {
-                    blocks: meta.blocks(),
-                    ..file_attr(ino, meta.len(), meta.modified()?, false)
-                })
+                let entry = self.stored.entry(scope, name)?;
+                Ok(file_attr(ino, entry.size(), entry.mtime(), false))
             }
             _ => Err(FsError::io(format!("no attributes for {node:?}"))),
         }
@@ -529,32 +523,22 @@ impl SnapFs {
                     collection.last_change(),
                 ))
             }
-            Node::Stored(scope, name) if self.s3.is_some() => {
-                let s3 = self.s3.as_ref().unwrap();
-                match s3.entry(&scope, &name)? {
-                    stored_s3::S3Entry::Checksum { text, mtime } => {
-                        Ok(bytes(text.into_bytes(), mtime))
-                    }
-                    stored_s3::S3Entry::Snapshot { .. } => Ok(Opened {
-                        fh: self
-                            .handles
-                            .insert(Handle::S3(Box::new(s3.open(&scope, &name)?))),
+            Node::Stored(scope, name) => match self.stored.entry(&scope, &name)? {
+                stored::StoredEntry::Checksum { text, mtime } => {
+                    Ok(bytes(text.into_bytes(), mtime))
+                }
+                stored::StoredEntry::Snapshot { .. } => {
+                    let opened = self.stored.open(&scope, &name)?;
+                    // A plain file is read by the kernel itself (passthrough).
+                    let backing = opened.reader.file().and_then(|f| f.try_clone().ok());
+                    Ok(Opened {
+                        fh: self.handles.insert(Handle::Stored(opened.reader)),
                         direct_io: false,
                         keep_cache: false,
-                        backing: None,
-                    }),
+                        backing,
+                    })
                 }
-            }
-            Node::Stored(scope, name) => {
-                let file = std::fs::File::open(self.ns.stored_file(&scope, &name))?;
-                let backing = file.try_clone().ok();
-                Ok(Opened {
-                    fh: self.handles.insert(Handle::Stored(file)),
-                    direct_io: false,
-                    keep_cache: false,
-                    backing,
-                })
-            }
+            },
             _ => Err(FsError::IsADirectory),
         }
     }
@@ -583,20 +567,7 @@ impl SnapFs {
                 }
                 Ok(())
             }
-            Handle::Stored(file) => {
-                let mut done = 0;
-                while done < buf.len() {
-                    match file.read_at(&mut buf[done..], offset + done as u64) {
-                        Ok(0) => break,
-                        Ok(n) => done += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                sent(&buf[..done]);
-                Ok(())
-            }
-            Handle::S3(reader) => {
+            Handle::Stored(reader) => {
                 let n = reader.read_at(offset, buf)?;
                 sent(&buf[..n]);
                 Ok(())
@@ -680,29 +651,7 @@ impl SnapFs {
                 "only stored snapshots can be deleted (collections: use the HTTP API)",
             ));
         };
-        if let Some(s3) = &self.s3 {
-            if !name.ends_with(crate::snapshot::stored::CHECKSUM_EXT) {
-                s3.delete(&scope, &name)?;
-                tracing::info!(snapshot = %name, scope = ?scope, "stored snapshot deleted from S3 through the mount");
-                return Ok(());
-            }
-            // A checksum object is listed only beside its snapshot.
-            return Err(FsError::NotPermitted(
-                "a checksum goes with its snapshot: delete the snapshot instead",
-            ));
-        }
-        if let Some(snapshot) = name.strip_suffix(crate::snapshot::stored::CHECKSUM_EXT)
-            && self.ns.stored_file(&scope, snapshot).exists()
-        {
-            return Err(FsError::NotPermitted(
-                "a checksum goes with its snapshot: delete the snapshot instead",
-            ));
-        }
-        if name.ends_with(SNAPSHOT_EXT) {
-            crate::snapshot::stored::delete(&self.snapshots_path, &scope, &name)?;
-        } else {
-            std::fs::remove_file(self.ns.stored_file(&scope, &name))?;
-        }
+        self.stored.delete(&scope, &name)?;
         tracing::info!(snapshot = %name, scope = ?scope, "stored snapshot deleted through the mount");
         Ok(())
     }

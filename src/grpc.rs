@@ -5,7 +5,7 @@
 //! Why it is built so:
 //! - **One behaviour, two protocols.** This layer only translates: protobuf in →
 //!   the types the REST layer takes ([`convert`]), then the same protocol-neutral
-//!   functions REST calls (`api::points::upsert_points`, `api::snapshots::create_snapshot`,
+//!   functions REST calls (`service::points::upsert_points`, `service::snapshots::create_snapshot`,
 //!   …), then the answer back to protobuf. No storage or snapshot logic lives here.
 //!   Errors become statuses in one place ([`status`]), as `api::envelope` does for HTTP.
 //! - **Our own definitions.** `proto/qdrant/*.proto` state the part of Qdrant's API
@@ -16,9 +16,9 @@
 //!   and refused when set, or unknown to our definitions and refused by the codec
 //!   ([`codec`]); either way the client gets `INVALID_ARGUMENT` naming it.
 //! - **The listeners' rules.** The HTTP/2 connections run on the same accept loop as
-//!   the REST listeners (`api::server::serve_http2`: the same bounded stop), behind
-//!   the same API-key check (`api::server::ApiKey`) and the same limits
-//!   (`api::server::TcpLimits`: connections, a deadline for the first call with the
+//!   the REST listeners (`service::listen::serve_http2`: the same bounded stop), behind
+//!   the same API-key check (`service::listen::ApiKey`) and the same limits
+//!   (`service::listen::TcpLimits`: connections, a deadline for the first call with the
 //!   key, HTTP/2 streams and keep-alive); calls in flight are counted over all
 //!   connections ([`router`]). gRPC is not offered on the Unix
 //!   socket: the socket speaks HTTP/1.1 to the CLI and `curl`, Qdrant's clients reach
@@ -40,8 +40,8 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use tracing::Instrument;
 
-use crate::api::AppState;
-use crate::api::server::{self, ApiKey, ConnectionAuth, Drained, TcpLimits};
+use crate::service::Service;
+use crate::service::listen::{self as server, ApiKey, ConnectionAuth, Drained, TcpLimits};
 use crate::storage::StorageError;
 
 /// Messages, services and clients generated from `proto/qdrant/*.proto` by `build.rs`.
@@ -58,7 +58,7 @@ const HEALTH_MAX_REQUEST_BYTES: usize = 1024;
 /// bodies (`max_request_bytes`, `service.max_request_size_mb`) except the open
 /// health check's; answers are not limited. At most `max_calls` calls are served at
 /// once; more wait for a turn (`service.grpc_max_concurrent_calls`).
-pub fn router(state: Arc<AppState>, max_request_bytes: usize, max_calls: usize) -> axum::Router {
+pub fn router(state: Arc<Service>, max_request_bytes: usize, max_calls: usize) -> axum::Router {
     use proto::collections_server::CollectionsServer;
     use proto::points_server::PointsServer;
     use proto::qdrant_server::QdrantServer;
@@ -146,7 +146,7 @@ pub fn require_api_key(router: axum::Router, key: ApiKey) -> axum::Router {
 }
 
 /// Serve `router` (with [`require_api_key`]) on `listener` within `limits` until
-/// `stop`; then the bounded stop of every listener (see `api::server::serve`).
+/// `stop`; then the bounded stop of every listener (see `service::listen::serve`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,

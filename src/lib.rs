@@ -2,12 +2,12 @@
 //! Qdrant-compatible control socket and a FUSE mount of collections and snapshots.
 //!
 //! Layers, top to bottom; data flows one way and nothing below reaches up:
-//! - [`grpc`]: Qdrant's gRPC API (optional TCP listener): translates protobuf to the
-//!   API layer's protocol-neutral operations and back;
-//! - [`api`]: the HTTP/1.1 control API (Unix socket, optional TCP with an API key);
-//! - [`fs`]: the FUSE mount (a thin adapter over a fuser-free core);
-//! - [`client`] and [`cli`]: the command-line client that talks to that socket;
-//! - [`snapshot`]: views, archive layouts, checksums, stored snapshots;
+//! - adapters, which never import each other: [`api`] (REST: HTTP/1.1 on the Unix
+//!   socket, optionally TCP with an API key), [`grpc`] (Qdrant's gRPC API), [`fs`]
+//!   (the FUSE mount), [`cli`] with [`client`] (the command line, over the socket);
+//! - [`service`]: what a request does, whatever the protocol, and the listeners;
+//! - [`snapshot`]: views, archive layouts, checksums, restores, stored snapshots
+//!   (behind one trait, [`snapshot::store`]);
 //! - [`storage`]: collections, shards, the per-shard writer and its freeze.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -21,5 +21,6 @@ pub mod fetch;
 pub mod fs;
 pub mod grpc;
 pub mod metrics;
+pub mod service;
 pub mod snapshot;
 pub mod storage;

@@ -6,13 +6,14 @@
 //! offsets are known before the first byte. Nothing is copied: any byte range is
 //! produced by pread of the frozen files. Preallocated sparse files become GNU sparse
 //! entries ([`tar_header`], `storage::extents`). [`archive`] decides what goes where;
-//! [`checksum`] and [`digest`] compute and cache SHA-256s; [`stored`] writes archives
-//! to the snapshots directory.
+//! [`checksum`] and [`digest`] compute and cache SHA-256s; [`store`] keeps stored
+//! snapshots (the snapshots directory or S3, behind one trait).
 
 pub mod archive;
 pub mod checksum;
 pub mod digest;
 pub mod error;
+pub mod inflow;
 pub mod intake;
 pub mod layout;
 pub mod limits;
@@ -20,11 +21,9 @@ pub mod names;
 pub mod partial;
 pub mod progress;
 pub mod restore;
-pub mod s3;
-pub mod s3_reader;
 pub mod segment_layout;
 pub mod sparse;
-pub mod stored;
+pub mod store;
 pub mod tar_header;
 pub mod unpack;
 pub mod view;

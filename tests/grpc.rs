@@ -393,7 +393,7 @@ async fn a_rust_client_serves_collections_points_and_snapshots() {
         .unwrap()
         .into_inner();
     assert!(health.title.starts_with("snapfs"), "{health:?}");
-    assert_eq!(health.version, snapfs::api::QDRANT_API_VERSION);
+    assert_eq!(health.version, snapfs::service::QDRANT_API_VERSION);
 
     for (name, shards) in [("one", 1), ("three", 3)] {
         let created = c
@@ -1245,7 +1245,7 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
         .await
         .expect("the health check needs no key")
         .into_inner();
-    assert_eq!(health.version, snapfs::api::QDRANT_API_VERSION);
+    assert_eq!(health.version, snapfs::service::QDRANT_API_VERSION);
     let msg = assert_refused(
         anonymous
             .collections
@@ -1741,7 +1741,7 @@ async fn an_internal_error_gives_tcp_clients_a_short_reason_and_no_host_path() {
     .expect("an answer");
     assert_eq!(status, 500, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(error_of(&body), snapfs::api::envelope::INTERNAL_REASON);
+    assert_eq!(error_of(&body), snapfs::service::remote::INTERNAL_REASON);
     assert!(!body.to_string().contains(&data_dir), "{body}");
 
     let mut c = connect(grpc, api_key(KEY)).await;
@@ -1753,7 +1753,7 @@ async fn an_internal_error_gives_tcp_clients_a_short_reason_and_no_host_path() {
         .await
         .expect_err("the snapshot fails");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
-    assert_eq!(status.message(), snapfs::api::envelope::INTERNAL_REASON);
+    assert_eq!(status.message(), snapfs::service::remote::INTERNAL_REASON);
 
     // The Unix socket (its owner only) and the log keep the full text.
     let (status, body) = call(&client, Method::POST, "/collections/kept/snapshots", None).await;

@@ -217,7 +217,7 @@ async fn a_partial_snapshot_written_by_qdrant_applies_over_http() {
         "the restored shard's manifest is Qdrant's"
     );
 
-    // A full snapshot is refused by the partial endpoint, and the partial by the full one.
+    // A full snapshot is refused by the partial endpoint, and changes nothing.
     let (status, body) = upload(
         &daemon,
         "/collections/p/shards/0/snapshot/partial/recover",
@@ -225,9 +225,15 @@ async fn a_partial_snapshot_written_by_qdrant_applies_over_http() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(error_of(&body).contains("full shard snapshot"), "{body}");
+    assert_eq!(
+        manifest(&client, "p", 0).await,
+        base,
+        "the refusal changed nothing"
+    );
+    // A collection refuses a partial snapshot, and changes nothing.
     let (status, body) = upload(
         &daemon,
-        "/collections/p/shards/0/snapshots/upload",
+        "/collections/p/snapshots/upload",
         &partial_fixture("partial.snapshot"),
     );
     assert_eq!(status, 400, "{body}");
@@ -238,9 +244,11 @@ async fn a_partial_snapshot_written_by_qdrant_applies_over_http() {
         "refusals changed nothing"
     );
 
+    // A shard takes a partial snapshot by its snapshot upload too (as through its
+    // recover/ directory): the content tells a partial one from a full one.
     let (status, body) = upload(
         &daemon,
-        "/collections/p/shards/0/snapshot/partial/recover",
+        "/collections/p/shards/0/snapshots/upload",
         &partial_fixture("partial.snapshot"),
     );
     assert_eq!(status, 200, "{body}");

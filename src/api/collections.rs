@@ -1,75 +1,30 @@
 //! `/collections[/{name}]`: list, create, inspect, delete.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use axum::extract::{Path, State};
-use qdrant_edge::PayloadIndexInfo;
 use serde_json::json;
 
-use super::AppState;
+use super::Service;
 use super::envelope::{ApiJson, ApiResult, Timer};
-use crate::storage::{CollectionConfig, CollectionStats, CreateCollection, Result};
-
-// ---- what each request does, whatever the protocol ----
-
-/// Create collection `name` from Qdrant's create request (config diffs over Qdrant's
-/// defaults; every field checked).
-pub async fn create_collection(
-    app: &AppState,
-    name: &str,
-    request: CreateCollection,
-) -> Result<()> {
-    let config = request.into_config()?;
-    app.storage.create_collection(name, config).await
-}
-
-/// Delete collection `name`; `false` if there was none.
-pub async fn delete_collection(app: &AppState, name: &str) -> Result<bool> {
-    app.storage.delete_collection(name).await
-}
-
-pub fn collection_names(app: &AppState) -> Vec<String> {
-    app.storage.collection_names()
-}
-
-pub fn collection_exists(app: &AppState, name: &str) -> bool {
-    app.storage.collection(name).is_ok()
-}
-
-/// What `GET /collections/{name}` shows: the config, the counts, the payload indexes.
-pub struct CollectionOverview {
-    pub config: CollectionConfig,
-    pub stats: CollectionStats,
-    pub payload_schema: BTreeMap<String, PayloadIndexInfo>,
-}
-
-pub async fn collection_overview(app: &AppState, name: &str) -> Result<CollectionOverview> {
-    let collection = app.storage.collection(name)?;
-    let config = collection.config().clone();
-    let (stats, payload_schema) =
-        super::run_blocking(move || Ok((collection.stats()?, collection.payload_schema()?)))
-            .await?;
-    Ok(CollectionOverview {
-        config,
-        stats,
-        payload_schema,
-    })
-}
-
-// ---- REST ----
+use crate::service::collections::{
+    CollectionOverview, collection_exists, collection_names, collection_overview,
+    create_collection, delete_collection,
+};
+use crate::service::{QDRANT_API_VERSION, SERVER_TITLE};
+use crate::storage::CreateCollection;
 
 pub async fn root(timer: Timer) -> ApiResult {
     // qdrant-client compares `version` with its own; we speak the API of this Qdrant release.
     Ok(timer.ok_raw(json!({
-        "title": super::SERVER_TITLE,
-        "version": super::QDRANT_API_VERSION,
+        "title": SERVER_TITLE,
+        "version": QDRANT_API_VERSION,
         "snapfs_version": env!("CARGO_PKG_VERSION"),
     })))
 }
 
-pub async fn list(timer: Timer, State(app): State<Arc<AppState>>) -> ApiResult {
+pub async fn list(timer: Timer, State(app): State<Arc<Service>>) -> ApiResult {
     let collections: Vec<_> = collection_names(&app)
         .into_iter()
         .map(|name| json!({"name": name}))
@@ -79,7 +34,7 @@ pub async fn list(timer: Timer, State(app): State<Arc<AppState>>) -> ApiResult {
 
 pub async fn exists(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
 ) -> ApiResult {
     Ok(timer.ok(json!({"exists": collection_exists(&app, &name)})))
@@ -87,7 +42,7 @@ pub async fn exists(
 
 pub async fn create(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<CreateCollection>,
 ) -> ApiResult {
@@ -97,7 +52,7 @@ pub async fn create(
 
 pub async fn delete(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
 ) -> ApiResult {
     Ok(timer.ok(delete_collection(&app, &name).await?))
@@ -105,7 +60,7 @@ pub async fn delete(
 
 pub async fn info(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
 ) -> ApiResult {
     let CollectionOverview {

@@ -6,13 +6,11 @@
 //!
 //! Clients on the TCP listeners (REST and gRPC) are not told what only the host
 //! should know: an internal error (I/O, the engine, a bug) is answered with a short
-//! reason ([`INTERNAL_REASON`]) and logged in full, and the daemon's own directories
+//! reason (`service::remote::INTERNAL_REASON`) and logged in full, and the daemon's own directories
 //! are named by their config keys in every other message ([`remote_text`]). The Unix
 //! socket (mode 0600, its owner only) keeps the full texts.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::Json;
@@ -24,6 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::service::remote::{is_private, remote_text};
 use crate::storage::StorageError;
 use crate::storage::error::ErrorKind;
 
@@ -71,58 +70,8 @@ impl Timer {
     }
 }
 
-/// What a client on a TCP listener (REST or gRPC) is told of an internal error.
-pub const INTERNAL_REASON: &str =
-    "internal error in snapfs (I/O or storage engine); the daemon's log has the details";
-
-/// The daemon's directories, each with the config key a remote client is shown in
-/// its place (see [`hide_directories`]).
-static PRIVATE_DIRECTORIES: OnceLock<Vec<(String, &'static str)>> = OnceLock::new();
-
-/// Name the daemon's own directories (data, storage, snapshots, temp, recovery
-/// sources), so that [`remote_text`] shows their config keys instead. Set once at
-/// start; later calls are ignored.
-pub fn hide_directories(directories: &[(PathBuf, &'static str)]) {
-    let mut known: Vec<(String, &'static str)> = Vec::new();
-    for (dir, key) in directories {
-        let canonical = dir.canonicalize().ok();
-        for path in std::iter::once(dir.clone()).chain(canonical) {
-            let text = path.to_string_lossy().trim_end_matches('/').to_string();
-            // The root itself, or a relative path, is no secret and would match everywhere.
-            if text.len() > 1 && text.starts_with('/') && !known.iter().any(|(k, _)| *k == text) {
-                known.push((text, key));
-            }
-        }
-    }
-    // The longest first: a directory inside another is named by its own key.
-    known.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
-    let _ = PRIVATE_DIRECTORIES.set(known);
-}
-
-/// The text a client on a TCP listener gets for an error whose full text is
-/// `message`: [`INTERNAL_REASON`] when the error is internal (`private`), else the
-/// message with the daemon's directories replaced by `<config key>`.
-pub fn remote_text(private: bool, message: &str) -> Cow<'_, str> {
-    if private {
-        return Cow::Borrowed(INTERNAL_REASON);
-    }
-    let mut text = Cow::Borrowed(message);
-    for (dir, key) in PRIVATE_DIRECTORIES.get().into_iter().flatten() {
-        if text.contains(dir.as_str()) {
-            text = Cow::Owned(text.replace(dir.as_str(), &format!("<{key}>")));
-        }
-    }
-    text
-}
-
-/// Whether an error's text is for the host only: internal errors, except the one
-/// that tells the client what to do (end its old freezes) and names nothing else.
-pub fn is_private(err: &StorageError) -> bool {
-    err.kind() == ErrorKind::Internal && !matches!(err, StorageError::StaleFreeze { .. })
-}
-
 /// What [`ApiError`]'s answer carries for the TCP listeners when their client is to
-/// be told less than the full text (`api::server::remote_errors` puts it in place).
+/// be told less than the full text (`api::auth::remote_errors` puts it in place).
 #[derive(Clone, Debug)]
 pub struct RemoteText(pub String);
 
@@ -135,7 +84,7 @@ pub fn error_body(message: &str) -> serde_json::Value {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// The message is for the host only: a remote client gets [`INTERNAL_REASON`].
+    /// The message is for the host only: a remote client gets `service::remote::INTERNAL_REASON`.
     private: bool,
 }
 
@@ -167,6 +116,7 @@ impl From<StorageError> for ApiError {
             ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Peer => StatusCode::BAD_GATEWAY,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

@@ -10,7 +10,7 @@ use qdrant_edge::{JsonPath, PayloadFieldSchema};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::AppState;
+use super::Service;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
 use super::points::{WaitParam, update_answer};
 
@@ -31,7 +31,7 @@ fn field_path(name: &str) -> Result<JsonPath, ApiError> {
 
 pub async fn create(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
     Query(params): Query<WaitParam>,
     ApiJson(body): ApiJson<CreateIndexBody>,
@@ -54,7 +54,7 @@ pub async fn create(
 
 pub async fn delete(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path((name, field)): Path<(String, String)>,
     Query(params): Query<WaitParam>,
 ) -> ApiResult {

@@ -13,15 +13,20 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::Service;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
-use super::recover::{check_priority, receive_upload};
+use super::recover::receive_upload;
 use super::snapshots::stream_layout;
-use super::{AppState, blocking};
+use crate::service::partial::{
+    apply_partial, cancel_pull, claim, create_partial as partial_for, manifest as manifests,
+    pull_partial,
+};
+use crate::service::recover::check_priority;
 use crate::snapshot::Scope;
-use crate::snapshot::partial::apply::{Applied, ShardClaim, apply};
-use crate::snapshot::partial::create::{Created, create};
-use crate::snapshot::partial::peer::{Form, pull};
-use crate::snapshot::partial::{ManifestRequest, manifests};
+use crate::snapshot::partial::ManifestRequest;
+use crate::snapshot::partial::apply::Applied;
+use crate::snapshot::partial::create::Created;
+use crate::snapshot::partial::peer::Form;
 
 #[derive(Debug, Deserialize)]
 pub struct ManifestQuery {
@@ -34,7 +39,7 @@ pub struct ManifestQuery {
 /// the shard has not changed.
 pub async fn manifest(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path((c, id)): Path<(String, String)>,
     Query(q): Query<ManifestQuery>,
 ) -> ApiResult {
@@ -48,8 +53,7 @@ pub async fn manifest(
             )));
         }
     };
-    let storage = app.storage.clone();
-    let found = blocking(move || manifests(&storage, &c, id, content)).await?;
+    let found = manifests(&app, c, id, content).await?;
     if content {
         Ok(timer.ok(found.content()))
     } else {
@@ -60,17 +64,14 @@ pub async fn manifest(
 /// `POST …/snapshot/partial/create`: 304 when the manifest says the receiver has
 /// this state, otherwise the partial archive, streamed from the frozen shard.
 pub async fn create_partial(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path((c, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = super::shard_id(&id)?;
     let request = ManifestRequest::parse(&body).map_err(ApiError::bad_request)?;
-    app.storage.collection(&c)?.shard(id)?;
-    let storage = app.storage.clone();
-    let name = c.clone();
-    let created = blocking(move || create(&storage, &name, id, &request)).await?;
+    let created = partial_for(&app, c.clone(), id, request).await?;
     let archive = match created {
         Created::NotModified => return Ok(StatusCode::NOT_MODIFIED.into_response()),
         Created::Archive(archive) => archive,
@@ -127,24 +128,19 @@ fn applied_json(applied: &Applied) -> serde_json::Value {
 /// `POST …/snapshot/partial/recover`: apply an uploaded partial archive.
 pub async fn recover_partial(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path((c, id)): Path<(String, String)>,
     Query(q): Query<RecoverQuery>,
     mut multipart: axum::extract::Multipart,
 ) -> Result<Response, ApiError> {
     let id = super::shard_id(&id)?;
     check_priority(q.priority.as_deref())?;
-    app.storage.collection(&c)?.shard(id)?;
-    let Some(claim) = ShardClaim::try_take(&c, id) else {
+    let Some(claim) = claim(&app, &c, id)? else {
         return Ok(already_in_progress());
     };
     let scope = Scope::Shard(c.clone(), id);
     let received = receive_upload(&app, &scope, &mut multipart, q.checksum.as_deref()).await?;
-    let storage = app.storage.clone();
-    let work = async move {
-        let _claim = claim;
-        apply(&storage, &c, id, received, q.checksum, None).await
-    };
+    let work = async move { apply_partial(&app, claim, c, id, received, q.checksum).await };
     if q.wait.unwrap_or(true) {
         let applied = work.await?;
         Ok(timer.ok_with_details(true, applied_json(&applied)))
@@ -175,7 +171,7 @@ pub struct WaitQuery {
 /// when something was applied, `false` when the shard had the peer's state.
 pub async fn recover_from(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path((c, id)): Path<(String, String)>,
     Query(q): Query<WaitQuery>,
     ApiJson(request): ApiJson<RecoverFrom>,
@@ -191,28 +187,13 @@ pub async fn recover_from(
             )));
         }
     };
-    app.storage.collection(&c)?.shard(id)?;
     tracing::debug!(collection = %c, shard = id, peer = %request.peer_url, "partial pull asked");
-    let Some(claim) = ShardClaim::try_take(&c, id) else {
+    let Some(claim) = claim(&app, &c, id)? else {
         tracing::debug!(collection = %c, shard = id, "partial pull refused: one runs already");
         return Ok(already_in_progress());
     };
-    let storage = app.storage.clone();
-    let stall = app.transfer_stall;
-    let fetch = app.fetch.clone();
     let work = async move {
-        let _claim = claim;
-        pull(
-            &storage,
-            &c,
-            id,
-            &request.peer_url,
-            request.api_key.as_deref(),
-            form,
-            stall,
-            &fetch,
-        )
-        .await
+        pull_partial(&app, claim, c, id, request.peer_url, request.api_key, form).await
     };
     if q.wait.unwrap_or(true) {
         let pulled = work.await?;
@@ -238,14 +219,9 @@ pub async fn recover_from(
 /// whether one was. A pull already applying finishes.
 pub async fn cancel_recover_from(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path((c, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = super::shard_id(&id)?;
-    app.storage.collection(&c)?.shard(id)?;
-    let cancelled = crate::snapshot::partial::peer::cancel_pull(&c, id);
-    if cancelled {
-        tracing::info!(collection = %c, shard = id, "partial pull cancelled");
-    }
-    Ok(timer.ok(cancelled))
+    Ok(timer.ok(cancel_pull(&app, &c, id)?))
 }

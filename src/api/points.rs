@@ -4,19 +4,20 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use qdrant_edge::{
-    Filter, Payload, PointId, PointStructPersisted, Record, ScoredPoint, SearchParams,
-    VectorInternal, VectorPersisted, VectorStructInternal, VectorStructPersisted,
-    WithPayloadInterface, WithVector,
+    Filter, Payload, PointId, PointStructPersisted, ScoredPoint, SearchParams, VectorInternal,
+    VectorPersisted, VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::Service;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
-use super::{AppState, run_blocking};
-use crate::storage::{NearestQuery, QueryVector, ReadOptions, ScrollPage, StorageError};
-
-/// Qdrant's default page size for scroll and query.
-pub const DEFAULT_LIMIT: usize = 10;
+use crate::service::points::{
+    DEFAULT_LIMIT, NearestRequest, ORDER_BY_REFUSED, PREFETCH_REFUSED, PointsSelection,
+    ScrollRequest, Target, count_points, delete_points, nearest_points, retrieve_points,
+    scroll_points, upsert_points,
+};
+use crate::storage::{QueryVector, ReadOptions, StorageError};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct WaitParam {
@@ -117,141 +118,6 @@ impl BatchBody {
     }
 }
 
-// ---- what each request does, whatever the protocol ----
-
-/// Which points a delete removes.
-pub enum PointsSelection {
-    Ids(Vec<PointId>),
-    Filter(Filter),
-}
-
-/// Upsert `points` into `collection`; with `wait`, answer once they are applied.
-pub async fn upsert_points(
-    app: &AppState,
-    collection: &str,
-    points: Vec<PointStructPersisted>,
-    wait: bool,
-) -> Result<(), StorageError> {
-    app.storage
-        .collection(collection)?
-        .upsert(points, wait)
-        .await
-}
-
-pub async fn delete_points(
-    app: &AppState,
-    collection: &str,
-    selection: PointsSelection,
-    wait: bool,
-) -> Result<(), StorageError> {
-    let collection = app.storage.collection(collection)?;
-    match selection {
-        PointsSelection::Ids(ids) => collection.delete(ids, wait).await,
-        PointsSelection::Filter(filter) => collection.delete_by_filter(filter, wait).await,
-    }
-}
-
-pub async fn retrieve_points(
-    app: &AppState,
-    collection: &str,
-    ids: Vec<PointId>,
-    read: ReadOptions,
-) -> Result<Vec<Record>, StorageError> {
-    let collection = app.storage.collection(collection)?;
-    run_blocking(move || collection.retrieve(&ids, &read)).await
-}
-
-/// A page of a scroll: points by id from `offset`, at most `limit`.
-pub struct ScrollRequest {
-    pub offset: Option<PointId>,
-    pub limit: usize,
-    pub filter: Option<Filter>,
-    pub read: ReadOptions,
-}
-
-pub async fn scroll_points(
-    app: &AppState,
-    collection: &str,
-    request: ScrollRequest,
-) -> Result<ScrollPage, StorageError> {
-    let collection = app.storage.collection(collection)?;
-    run_blocking(move || {
-        collection.scroll(request.offset, request.limit, request.filter, &request.read)
-    })
-    .await
-}
-
-pub async fn count_points(
-    app: &AppState,
-    collection: &str,
-    filter: Option<Filter>,
-) -> Result<usize, StorageError> {
-    let collection = app.storage.collection(collection)?;
-    run_blocking(move || collection.count(filter)).await
-}
-
-/// What to look near: a vector, or the vector of a stored point.
-pub enum Target {
-    Vector(QueryVector),
-    Point(PointId),
-}
-
-/// A nearest-neighbour search, as REST's query and gRPC's query and search give it.
-pub struct NearestRequest {
-    pub target: Target,
-    /// The vector to search (`""`: the unnamed one).
-    pub using: String,
-    pub filter: Option<Filter>,
-    pub limit: usize,
-    pub offset: usize,
-    pub score_threshold: Option<f32>,
-    pub params: Option<SearchParams>,
-    pub read: ReadOptions,
-}
-
-pub async fn nearest_points(
-    app: &AppState,
-    collection: &str,
-    request: NearestRequest,
-) -> Result<Vec<ScoredPoint>, StorageError> {
-    let collection = app.storage.collection(collection)?;
-    let NearestRequest {
-        target,
-        using,
-        filter,
-        limit,
-        offset,
-        score_threshold,
-        params,
-        read,
-    } = request;
-    run_blocking(move || {
-        let (vector, exclude) = match target {
-            Target::Vector(v) => (v, None),
-            Target::Point(id) => (stored_vector(&collection, id, &using)?, Some(id)),
-        };
-        // Querying by a point's id finds other points, as Qdrant does: the point is
-        // left out by the search itself, so `offset` pages do not overlap.
-        let filter = match exclude {
-            Some(id) => Some(without_point(filter, id)?),
-            None => filter,
-        };
-        collection.query(NearestQuery {
-            vector,
-            using,
-            filter,
-            limit,
-            offset,
-            score_threshold,
-            params,
-            read,
-        })
-    })
-    .await
-}
-
-// ---- REST ----
-
 pub fn update_answer(timer: &Timer, wait: bool) -> ApiResult {
     let status = if wait { "completed" } else { "acknowledged" };
     Ok(timer.ok(json!({"operation_id": null, "status": status})))
@@ -259,7 +125,7 @@ pub fn update_answer(timer: &Timer, wait: bool) -> ApiResult {
 
 pub async fn upsert(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
     Query(params): Query<WaitParam>,
     ApiJson(body): ApiJson<UpsertBody>,
@@ -278,7 +144,7 @@ pub struct DeleteBody {
 
 pub async fn delete(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
     Query(params): Query<WaitParam>,
     ApiJson(body): ApiJson<DeleteBody>,
@@ -317,7 +183,7 @@ pub struct RetrieveBody {
 
 pub async fn retrieve(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<RetrieveBody>,
 ) -> ApiResult {
@@ -332,7 +198,7 @@ pub async fn retrieve(
 
 pub async fn get_point(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult {
     app.storage.collection(&name)?;
@@ -370,14 +236,9 @@ pub struct ScrollBody {
     order_by: Option<Value>,
 }
 
-/// Refused by both protocols: ordering a scroll by a payload field.
-pub const ORDER_BY_REFUSED: &str = "`order_by` is not supported by snapfs yet";
-/// Refused by both protocols: multi-stage (prefetch) queries.
-pub const PREFETCH_REFUSED: &str = "`prefetch` is not supported by snapfs yet";
-
 pub async fn scroll(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<ScrollBody>,
 ) -> ApiResult {
@@ -406,7 +267,7 @@ pub struct CountBody {
 
 pub async fn count(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<CountBody>,
 ) -> ApiResult {
@@ -472,7 +333,7 @@ fn parse_target(query: Value) -> Result<Target, ApiError> {
 
 pub async fn query(
     timer: Timer,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<QueryBody>,
 ) -> ApiResult {
@@ -497,40 +358,6 @@ pub async fn query(
     let points = nearest_points(&app, &name, request).await?;
     let points: Vec<Value> = points.into_iter().map(scored_json).collect();
     Ok(timer.ok(json!({"points": points})))
-}
-
-fn stored_vector(
-    collection: &crate::storage::Collection,
-    id: PointId,
-    using: &str,
-) -> Result<QueryVector, StorageError> {
-    let read = ReadOptions {
-        with_payload: WithPayloadInterface::Bool(false),
-        with_vector: WithVector::Bool(true),
-    };
-    let record = collection
-        .retrieve(&[id], &read)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| StorageError::PointNotFound(id.to_string()))?;
-    let vector = match record.vector {
-        Some(VectorStructInternal::Single(v)) if using.is_empty() => Some(VectorInternal::Dense(v)),
-        Some(VectorStructInternal::MultiDense(m)) if using.is_empty() => {
-            Some(VectorInternal::MultiDense(m))
-        }
-        Some(VectorStructInternal::Named(mut named)) => named.remove(using),
-        _ => None,
-    };
-    match vector {
-        Some(VectorInternal::Dense(v)) => Ok(QueryVector::Dense(v)),
-        Some(VectorInternal::Sparse(s)) => Ok(QueryVector::Sparse(s)),
-        Some(VectorInternal::MultiDense(m)) => Ok(QueryVector::Multi(
-            m.multi_vectors().map(|v| v.to_vec()).collect(),
-        )),
-        None => Err(StorageError::bad_request(format!(
-            "Wrong input: point {id} has no vector {using:?}"
-        ))),
-    }
 }
 
 /// A dense vector as Qdrant prints it: each f32 in its shortest form (`0.520808`),
@@ -592,16 +419,6 @@ fn scored_json(point: ScoredPoint) -> Value {
     value["version"] = json!(point.version);
     value["score"] = json!(point.score);
     value
-}
-
-/// `filter` (if any) and "not point `id`".
-fn without_point(filter: Option<Filter>, id: PointId) -> Result<Filter, StorageError> {
-    let mut combined = serde_json::json!({"must_not": [{"has_id": [id]}]});
-    if let Some(filter) = filter {
-        combined["must"] = serde_json::json!([filter]);
-    }
-    serde_json::from_value(combined)
-        .map_err(|e| StorageError::internal(format!("combining the query's filter: {e}")))
 }
 
 #[cfg(test)]

@@ -123,16 +123,21 @@ pub fn content_disposition(file_name: &str) -> String {
     let quoted = plain.replace('\\', "\\\\").replace('"', "\\\"");
     let mut value = format!("attachment; filename=\"{quoted}\"");
     if plain != file_name {
-        let encoded: String = file_name
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        // RFC 5987's attr-char kept, every other byte percent-encoded.
+        const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'!')
+            .remove(b'#')
+            .remove(b'$')
+            .remove(b'&')
+            .remove(b'+')
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'^')
+            .remove(b'_')
+            .remove(b'`')
+            .remove(b'|')
+            .remove(b'~');
+        let encoded = percent_encoding::utf8_percent_encode(file_name, ATTR_CHAR);
         value.push_str(&format!("; filename*=UTF-8''{encoded}"));
     }
     value

@@ -3,7 +3,6 @@
 //! handle fails instead of reading another file.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -15,10 +14,8 @@ pub enum Handle {
     /// A live snapshot: one frozen view for the handle's whole life, so one open
     /// file never mixes two states.
     Live(Box<LiveRead>),
-    /// A stored snapshot or its checksum: a plain file, read with pread.
-    Stored(File),
-    /// A stored snapshot in S3, read with ranged GETs (read ahead).
-    S3(Box<crate::snapshot::s3_reader::ObjectReader>),
+    /// A stored snapshot, read by offset from its store.
+    Stored(Arc<dyn crate::snapshot::store::StoredReader>),
     /// A small generated file, fixed at open.
     Bytes { data: Arc<[u8]>, mtime: SystemTime },
     /// A directory listing, fixed at opendir so offsets stay meaningful.

@@ -3,12 +3,11 @@
 //! and the snapshots directory as they are at the moment of asking.
 
 use std::hash::Hasher;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{FsError, FsResult};
 use crate::snapshot::Scope;
-use crate::snapshot::stored::{CHECKSUM_EXT, SNAPSHOT_EXT, scope_dir};
+use crate::snapshot::store::SNAPSHOT_EXT;
 use crate::storage::Storage;
 
 pub const ROOT_INO: u64 = 1;
@@ -127,24 +126,15 @@ pub fn live_shard_name(collection: &str, id: u32) -> String {
 /// Resolves names to nodes and lists directories against the current storage.
 pub struct Namespace {
     storage: Arc<Storage>,
-    snapshots_path: PathBuf,
 }
 
 impl Namespace {
-    pub fn new(storage: Arc<Storage>, snapshots_path: PathBuf) -> Self {
-        Namespace {
-            storage,
-            snapshots_path,
-        }
+    pub fn new(storage: Arc<Storage>) -> Self {
+        Namespace { storage }
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
-    }
-
-    /// The file behind a stored-snapshot node.
-    pub fn stored_file(&self, scope: &Scope, name: &str) -> PathBuf {
-        scope_dir(&self.snapshots_path, scope).join(name)
     }
 
     /// The entries of directory `node`, sorted by name.
@@ -176,17 +166,11 @@ impl Namespace {
                     ]
                 })
                 .collect(),
-            // What is in a recover/ directory is the core's (see `fs::recover`).
-            Node::Recover(scope) => {
+            // What is in a recover/ directory is the core's (see `fs::recover`), and
+            // what is in a snapshots/ directory the store's (see `fs::stored`).
+            Node::Recover(scope) | Node::Snapshots(scope) => {
                 self.check_scope(scope)?;
                 Vec::new()
-            }
-            Node::Snapshots(scope) => {
-                self.check_scope(scope)?;
-                stored_names(&scope_dir(&self.snapshots_path, scope))?
-                    .into_iter()
-                    .map(|name| (name.clone(), Node::Stored(scope.clone(), name)))
-                    .collect()
             }
             Node::Collections => self
                 .storage
@@ -232,19 +216,6 @@ impl Namespace {
         if name.contains('/') || name.is_empty() {
             return Err(FsError::NotFound);
         }
-        // Stored snapshots are looked up directly: a directory may hold many.
-        if let Node::Snapshots(scope) = parent {
-            self.check_scope(scope)?;
-            if !is_stored_name(name) {
-                return Err(FsError::NotFound);
-            }
-            let path = self.stored_file(scope, name);
-            return match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() => Ok(Node::Stored(scope.clone(), name.to_string())),
-                Ok(_) => Err(FsError::NotFound),
-                Err(e) => Err(e.into()),
-            };
-        }
         self.children(parent)?
             .into_iter()
             .find(|(n, _)| n == name)
@@ -278,30 +249,6 @@ impl Namespace {
                 .map_err(Into::into),
         }
     }
-}
-
-/// Stored snapshots and their sidecars; hidden files (snapshots being written) are not.
-fn is_stored_name(name: &str) -> bool {
-    !name.starts_with('.')
-        && (name.ends_with(SNAPSHOT_EXT)
-            || name.ends_with(&format!("{SNAPSHOT_EXT}{CHECKSUM_EXT}")))
-}
-
-fn stored_names(dir: &Path) -> FsResult<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if is_stored_name(&name) && entry.file_type()?.is_file() {
-            names.push(name);
-        }
-    }
-    Ok(names)
 }
 
 #[cfg(test)]
@@ -352,14 +299,5 @@ mod tests {
         assert_ne!(a.ino(), b.ino());
         assert!(a.ino() > ROOT_INO);
         assert_eq!(Node::Root.ino(), ROOT_INO);
-    }
-
-    #[test]
-    fn stored_names_exclude_hidden_and_other_files() {
-        assert!(is_stored_name("docs-2026.snapshot"));
-        assert!(is_stored_name("docs-2026.snapshot.checksum"));
-        assert!(!is_stored_name(".docs-2026.snapshot"));
-        assert!(!is_stored_name("shards"));
-        assert!(!is_stored_name("notes.txt"));
     }
 }

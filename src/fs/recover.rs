@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use super::error::{FsError, FsResult};
 use crate::snapshot::Scope;
 use crate::snapshot::intake::{Intake, Received};
-use crate::snapshot::stored::SNAPSHOT_EXT;
+use crate::snapshot::store::SNAPSHOT_EXT;
 use crate::storage::StorageError;
 
 pub const ERROR_EXT: &str = ".error";

@@ -8,8 +8,9 @@ use super::handles::Handle;
 use super::namespace::Node;
 use super::recover;
 use super::{Attr, FsError, FsResult, SnapFs, file_attr};
+use crate::service::recover::restore_received;
 use crate::snapshot::intake::Received;
-use crate::snapshot::stored::SNAPSHOT_EXT;
+use crate::snapshot::store::SNAPSHOT_EXT;
 use crate::snapshot::{Scope, restore};
 use crate::storage::StorageError;
 
@@ -120,28 +121,20 @@ impl SnapFs {
         sidecar: Option<String>,
     ) -> Result<(), StorageError> {
         let checksum = sidecar_sum(sidecar)?;
-        let storage = self.ns.storage().clone();
-        let runtime = tokio::runtime::Handle::current();
-        let restored = match scope {
-            Scope::Collection(c) => {
-                runtime.block_on(restore::restore_collection(&storage, c, received, checksum))
-            }
-            Scope::Full => {
-                let collection = name.strip_suffix(SNAPSHOT_EXT).ok_or_else(|| {
-                    StorageError::bad_request("name files in recover/ `<collection>.snapshot`")
-                })?;
-                runtime.block_on(restore::restore_collection(
-                    &storage, collection, received, checksum,
-                ))
-            }
-            Scope::Shard(c, id) => {
-                // A full shard snapshot or a partial one, told apart by content.
-                return runtime.block_on(restore::restore_or_apply_shard(
-                    &storage, c, *id, received, checksum,
-                ));
-            }
+        // recover/ at the top takes `<collection>.snapshot`.
+        let scope = match scope {
+            Scope::Full => Scope::Collection(
+                name.strip_suffix(SNAPSHOT_EXT)
+                    .ok_or_else(|| {
+                        StorageError::bad_request("name files in recover/ `<collection>.snapshot`")
+                    })?
+                    .to_string(),
+            ),
+            other => other.clone(),
         };
-        restored.map(|_| ())
+        let storage = self.ns.storage().clone();
+        tokio::runtime::Handle::current()
+            .block_on(restore_received(&storage, scope, received, checksum))
     }
 }
 

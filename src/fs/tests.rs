@@ -32,7 +32,11 @@ async fn live_file_attributes_match_reads_and_follow_changes() {
     let temp = tempfile::tempdir().unwrap();
     let storage = Storage::open(&temp.path().join("storage")).unwrap();
     crate::demo::create_demo_collection(&storage).await.unwrap();
-    let fs = Arc::new(SnapFs::new(storage.clone(), temp.path().join("snapshots")));
+    let fs = Arc::new(SnapFs::new(
+        storage.clone(),
+        temp.path().join("snapshots"),
+        local_store(&temp),
+    ));
     let core = fs.clone();
     let settled = storage.clone();
     let (ino, before) = tokio::task::spawn_blocking(move || {
@@ -99,7 +103,11 @@ async fn live_file_attributes_match_reads_and_follow_changes() {
 fn page_cache_is_shared_only_by_one_state() {
     let temp = tempfile::tempdir().unwrap();
     let storage = Storage::open(&temp.path().join("storage")).unwrap();
-    let fs = SnapFs::new(storage.clone(), temp.path().join("snapshots"));
+    let fs = SnapFs::new(
+        storage.clone(),
+        temp.path().join("snapshots"),
+        local_store(&temp),
+    );
     let (s1, s2) = ([1u8; 32], [2u8; 32]);
     assert_eq!(
         fs.enter_cache(7, s1),
@@ -137,7 +145,11 @@ fn page_cache_is_shared_only_by_one_state() {
 async fn forgotten_inodes_leave_the_table() {
     let temp = tempfile::tempdir().unwrap();
     let storage = Storage::open(&temp.path().join("storage")).unwrap();
-    let fs = Arc::new(SnapFs::new(storage, temp.path().join("snapshots")));
+    let fs = Arc::new(SnapFs::new(
+        storage,
+        temp.path().join("snapshots"),
+        local_store(&temp),
+    ));
     let core = fs.clone();
     tokio::task::spawn_blocking(move || {
         assert_eq!(core.known_inodes(), 1, "the root");
@@ -166,4 +178,15 @@ async fn forgotten_inodes_leave_the_table() {
     })
     .await
     .unwrap();
+}
+
+/// The local store in `temp`'s `snapshots` directory.
+fn local_store(temp: &tempfile::TempDir) -> Arc<dyn crate::snapshot::store::SnapshotStore> {
+    Arc::new(
+        crate::snapshot::store::local::LocalStore::open(
+            &temp.path().join("snapshots"),
+            &temp.path().join("tmp"),
+        )
+        .unwrap(),
+    )
 }

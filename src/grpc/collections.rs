@@ -9,12 +9,12 @@ use tonic::{Request, Response, Status};
 use super::convert::collections::{collection_info, create_request};
 use super::proto::{self, collections_server::Collections};
 use super::{answer, seconds};
-use crate::api::AppState;
-use crate::api::collections::{
+use crate::service::Service;
+use crate::service::collections::{
     collection_exists, collection_names, collection_overview, create_collection, delete_collection,
 };
 
-pub struct CollectionsService(pub Arc<AppState>);
+pub struct CollectionsService(pub Arc<Service>);
 
 #[tonic::async_trait]
 impl Collections for CollectionsService {

@@ -1,6 +1,6 @@
 //! Translation between our protobuf messages and the types the REST layer and the
 //! engine use. Nothing here decides anything: what a request does is in the
-//! protocol-neutral functions of `crate::api`. A message that cannot be translated —
+//! protocol-neutral functions of `crate::service`. A message that cannot be translated —
 //! a required part missing, an option snapfs does not serve — is a
 //! `StorageError::BadRequest`, which becomes `INVALID_ARGUMENT` (`super::status`).
 

@@ -5,7 +5,7 @@
 use tonic::{Request, Response, Status};
 
 use super::proto::{HealthCheckReply, HealthCheckRequest, qdrant_server::Qdrant};
-use crate::api::{QDRANT_API_VERSION, SERVER_TITLE};
+use crate::service::{QDRANT_API_VERSION, SERVER_TITLE};
 
 pub struct HealthService;
 

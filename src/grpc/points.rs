@@ -21,15 +21,15 @@ use super::convert::points::{
 use super::convert::{filter, known_enum, missing, refuse_if_set, unsupported};
 use super::proto::{self, points_selector::PointsSelectorOneOf, points_server::Points};
 use super::{answer, seconds};
-use crate::api::AppState;
-use crate::api::points::{
+use crate::service::Service;
+use crate::service::points::{
     DEFAULT_LIMIT, NearestRequest, ORDER_BY_REFUSED, PREFETCH_REFUSED, PointsSelection,
     ScrollRequest, count_points, delete_points, nearest_points, retrieve_points, scroll_points,
     upsert_points,
 };
 use crate::storage::StorageError;
 
-pub struct PointsService(pub Arc<AppState>);
+pub struct PointsService(pub Arc<Service>);
 
 const SHARD_KEYS_REFUSED: &str = "`shard_key_selector` (collections here are sharded by id)";
 

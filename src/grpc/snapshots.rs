@@ -11,11 +11,11 @@ use tonic::{Request, Response, Status};
 use super::convert::snapshots::description;
 use super::proto::{self, snapshots_server::Snapshots};
 use super::{answer, seconds};
-use crate::api::AppState;
-use crate::api::snapshots::{create_snapshot, delete_snapshot, list_snapshots};
+use crate::service::Service;
+use crate::service::snapshots::{create_snapshot, delete_snapshot, list_snapshots};
 use crate::snapshot::Scope;
 
-pub struct SnapshotsService(pub Arc<AppState>);
+pub struct SnapshotsService(pub Arc<Service>);
 
 impl SnapshotsService {
     async fn create(

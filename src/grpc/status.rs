@@ -2,12 +2,12 @@
 //! the same kinds, the same messages as REST's TCP listener, the codes Qdrant's gRPC
 //! API uses. gRPC is served on TCP only, so an internal error is answered with a
 //! short reason and logged in full, and no message names the daemon's directories
-//! (`api::envelope::remote_text`).
+//! (`service::remote::remote_text`).
 
 use tonic::{Code, Status};
 
-use crate::api::envelope::{is_private, remote_text};
-use crate::api::server::KeyRefusal;
+use crate::service::listen::KeyRefusal;
+use crate::service::remote::{is_private, remote_text};
 use crate::storage::StorageError;
 use crate::storage::error::ErrorKind;
 
@@ -20,6 +20,7 @@ pub fn from_storage(err: StorageError) -> Status {
         // The other server is unreachable or refused; the request may be retried.
         ErrorKind::Unavailable | ErrorKind::Peer => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Forbidden => Code::PermissionDenied,
     };
     let message = err.to_string();
     if code == Code::Internal {
@@ -70,7 +71,7 @@ mod tests {
             assert_eq!(status.code(), Code::Internal);
             assert_eq!(
                 status.message(),
-                crate::api::envelope::INTERNAL_REASON,
+                crate::service::remote::INTERNAL_REASON,
                 "{status:?}"
             );
         }

@@ -317,7 +317,7 @@ fn refuse_partial(received: &Received) -> Result<()> {
             .any(|dir| super::partial::apply::is_partial_tree(dir))
     {
         return Err(SnapshotError::invalid(
-            "this is a partial snapshot: apply it to its shard with POST /collections/{c}/shards/{id}/snapshot/partial/recover (or write it into collections/<c>/shards/<id>/recover/)",
+            "this is a partial snapshot: restore it into its shard (POST /collections/{c}/shards/{id}/snapshots/upload or …/snapshot/partial/recover, or write it into collections/<c>/shards/<id>/recover/)",
         ).into());
     }
     Ok(())

@@ -23,6 +23,9 @@ pub enum StorageError {
     /// Another server (a peer asked for a partial snapshot) failed or refused.
     #[error("{0}")]
     Peer(String),
+    /// Not allowed by the configuration (a location outside the allowed ones).
+    #[error("{0}")]
+    Forbidden(String),
     /// The same kind of work is already running on the same target.
     #[error("{0}")]
     AlreadyInProgress(String),
@@ -57,6 +60,8 @@ pub enum ErrorKind {
     Unavailable,
     /// Another server (a peer, an object store) failed or refused.
     Peer,
+    /// The configuration does not allow it (a location, a bucket, an address).
+    Forbidden,
     /// Our fault (I/O, the engine, a bug).
     Internal,
 }
@@ -83,6 +88,7 @@ impl StorageError {
             ShuttingDown => ShuttingDown,
             Internal(why) => Internal(why.clone()),
             Peer(why) => Peer(why.clone()),
+            Forbidden(why) => Forbidden(why.clone()),
             AlreadyInProgress(why) => AlreadyInProgress(why.clone()),
             Snapshot(err) => Snapshot(err.duplicate()),
             StaleFreeze { collection, shards } => StaleFreeze {
@@ -108,6 +114,7 @@ impl StorageError {
             StorageError::Snapshot(SnapshotError::Cancelled) => ErrorKind::Unavailable,
             StorageError::Snapshot(_) => ErrorKind::Invalid,
             StorageError::Peer(_) => ErrorKind::Peer,
+            StorageError::Forbidden(_) => ErrorKind::Forbidden,
             StorageError::AlreadyInProgress(_) => ErrorKind::Unavailable,
             StorageError::Internal(_) | StorageError::Io(_) | StorageError::StaleFreeze { .. } => {
                 ErrorKind::Internal

@@ -30,6 +30,17 @@ pub fn validate_collection_name(name: &str) -> Result<()> {
     }
 }
 
+/// A name as one URL path segment: all but RFC 3986's unreserved characters
+/// percent-encoded (names may hold spaces or non-ASCII).
+pub fn url_segment(name: &str) -> String {
+    const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(name, KEPT).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +66,11 @@ mod tests {
             assert_eq!(validate_collection_name(name).is_ok(), *ok, "name {name:?}");
         }
         assert!(validate_collection_name(&"x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn a_name_becomes_one_path_segment() {
+        assert_eq!(url_segment("docs-1_a.b~"), "docs-1_a.b~");
+        assert_eq!(url_segment("a b/ü?#%"), "a%20b%2F%C3%BC%3F%23%25");
     }
 }

@@ -11,11 +11,11 @@ use serde_json::{Map, Value as Json, json};
 
 use super::json::{from_json, to_json_object};
 use super::{known_enum, refuse_if_set, unsupported};
-use crate::api::collections::CollectionOverview;
 use crate::grpc::proto::{
     self, binary_quantization_query_encoding as query_encoding, max_optimization_threads,
     quantization_config::Quantization, vectors_config,
 };
+use crate::service::collections::CollectionOverview;
 use crate::storage::collection_config::{
     CollectionConfig, Distance, ShardingMethod, SparseVectorParams, VectorParams, VectorsConfig,
 };

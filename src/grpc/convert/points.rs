@@ -12,11 +12,11 @@ use serde_json::{Value as Json, json};
 
 use super::json::{from_json_object, to_json_object};
 use super::{missing, unsupported};
-use crate::api::points::Target;
 use crate::grpc::proto::{
     self, point_id::PointIdOptions, vector, vector_input, vector_output, vectors, vectors_output,
     with_payload_selector, with_vectors_selector,
 };
+use crate::service::points::Target;
 use crate::storage::{QueryVector, ReadOptions, StorageError};
 
 // ---- ids ----

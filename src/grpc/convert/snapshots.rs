@@ -1,7 +1,7 @@
 //! Stored snapshots out: Qdrant's `SnapshotDescription`.
 
 use crate::grpc::proto;
-use crate::snapshot::stored::SnapshotDescription;
+use crate::snapshot::store::SnapshotDescription;
 
 pub fn description(d: SnapshotDescription) -> proto::SnapshotDescription {
     proto::SnapshotDescription {

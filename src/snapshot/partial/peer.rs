@@ -18,8 +18,8 @@ use serde_json::Value;
 use super::apply::{Applied, apply};
 use super::manifest::{ContentManifest, VersionManifest};
 use super::manifests_of;
-use crate::fetch::{FetchPolicy, unquoted};
-use crate::snapshot::restore;
+use crate::fetch::FetchPolicy;
+use crate::snapshot::inflow::{Source, pump};
 use crate::snapshot::{Scope, SnapshotView};
 use crate::storage::collection::CollectionFreeze;
 use crate::storage::{CollectionConfig, Result, Storage, StorageError};
@@ -181,48 +181,30 @@ async fn transfer(
     let body = body.map_err(|e| StorageError::internal(e.to_string()))?;
     let path = format!(
         "/collections/{}/shards/{id}/snapshot/partial/create",
-        encode_segment(collection)
+        crate::storage::names::url_segment(collection)
     );
-    let Some(mut response) = peer.post(&path, body).await? else {
+    let Some(response) = peer.post(&path, body).await? else {
         return Ok(Fetched::InSync { form });
     };
-    let shown = Some((collection.to_string(), format!("shard {id} (partial)")));
-    let mut intake = {
-        let storage = storage.clone();
-        tokio::task::spawn_blocking(move || restore::begin(&storage, shown, None))
+    let base = peer.base.clone();
+    let size = response.content_length();
+    let chunks = futures_util::stream::unfold(response, |mut response| async move {
+        response
+            .chunk()
             .await
-            .map_err(|e| StorageError::internal(e.to_string()))??
+            .transpose()
+            .map(|chunk| (chunk, response))
+    });
+    let source = Source {
+        body: Source::chunks(chunks),
+        size,
+        shown_as: Some((collection.to_string(), format!("shard {id} (partial)"))),
+        checksum: None,
+        what: "the peer's answer",
+        stall: Some(inactivity),
+        failed: Box::new(move |why| StorageError::Peer(format!("the transfer from {base}: {why}"))),
     };
-    if let Some(length) = response.content_length() {
-        intake.expect_size(length)?;
-    }
-    loop {
-        let chunk = tokio::time::timeout(inactivity, response.chunk())
-            .await
-            .map_err(|_| {
-                StorageError::Peer(format!(
-                    "the transfer from {} stalled: nothing arrived for {} s",
-                    peer.base,
-                    inactivity.as_secs()
-                ))
-            })?
-            .map_err(|e| {
-                StorageError::Peer(format!(
-                    "the transfer from {} broke off: {}",
-                    peer.base,
-                    crate::storage::error::with_causes(&e)
-                ))
-            })?;
-        let Some(chunk) = chunk else { break };
-        intake
-            .push(chunk)
-            .await
-            .map_err(|e| unquoted("the peer's answer", e))?;
-    }
-    let received = tokio::task::spawn_blocking(move || intake.finish())
-        .await
-        .map_err(|e| StorageError::internal(e.to_string()))?
-        .map_err(|e| unquoted("the peer's answer", e))?;
+    let received = pump(storage, source).await?;
     Ok(Fetched::Archive {
         form,
         received,
@@ -423,7 +405,10 @@ impl Peer {
 
     /// The peer's collection must hold the same vectors as ours.
     async fn check_collection(&self, collection: &str, ours: &CollectionConfig) -> Result<()> {
-        let path = format!("/collections/{}", encode_segment(collection));
+        let path = format!(
+            "/collections/{}",
+            crate::storage::names::url_segment(collection)
+        );
         let response = self.send(self.request(reqwest::Method::GET, &path)).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Err(StorageError::Peer(format!(
@@ -505,17 +490,4 @@ fn describe(vectors: &[(String, u64, String)]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A collection name as one URL path segment.
-fn encode_segment(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

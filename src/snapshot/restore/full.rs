@@ -33,7 +33,7 @@ async fn restore_full_in(
     force: bool,
 ) -> Result<Vec<String>> {
     let mut sidecar = archive.as_os_str().to_owned();
-    sidecar.push(crate::snapshot::stored::CHECKSUM_EXT);
+    sidecar.push(crate::snapshot::store::CHECKSUM_EXT);
     let checksum = fs_err::read_to_string(&sidecar)
         .ok()
         .and_then(|t| crate::snapshot::checksum::sidecar_checksum(&t));

@@ -1,5 +1,5 @@
-//! Stored snapshots in S3 (`storage.snapshots_config.snapshots_storage: s3`): the
-//! same operations as [`super::stored`], with objects instead of files, laid out as
+//! The S3 store (`storage.snapshots_config.snapshots_storage: s3`): the same
+//! operations as [`super::local`], with objects instead of files, laid out as
 //! Qdrant lays them out: `<prefix>/<c>/<name>`, `<prefix>/<c>/shards/<id>/<name>`,
 //! `<prefix>/<full-snapshot-name>`, each beside `<name>.checksum` (64 hex).
 //!
@@ -10,9 +10,12 @@
 //! checksum object is written before the upload is completed, so a listed snapshot
 //! (a `.snapshot` object exists only once its upload completed) always has its
 //! checksum. On any failure the multipart upload is aborted and the view dropped.
+//!
+//! The store also reads `s3://bucket/key` locations for restores ([`open_location`]),
+//! with the same client settings.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -23,13 +26,15 @@ use object_store::{
 };
 use sha2::{Digest, Sha256};
 
-use super::digest::hex;
-use super::names::{creation_time, name_timestamp, validate_snapshot_name};
 use super::s3_reader::ObjectReader;
-use super::stored::{CHECKSUM_EXT, SNAPSHOT_EXT, SnapshotDescription};
-use super::view::{Scope, SnapshotView};
+use super::{
+    CHECKSUM_EXT, NameReservations, OpenedSnapshot, SNAPSHOT_EXT, SnapshotStore, StoredReader,
+    StoredSnapshot, check_name, name_base, not_found,
+};
+use crate::snapshot::digest::hex;
+use crate::snapshot::view::{Scope, SnapshotView};
 use crate::storage::error::with_causes;
-use crate::storage::{Result, Storage, StorageError};
+use crate::storage::{Result, StorageError};
 
 /// Bytes per part of a multipart upload (S3 needs at least 5 MiB but for the last).
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
@@ -147,35 +152,33 @@ impl S3Config {
     }
 }
 
-/// A stored snapshot object as listed.
-#[derive(Debug, Clone)]
-pub struct StoredObject {
-    pub name: String,
-    pub size: u64,
-    pub modified: SystemTime,
-    /// The checksum object's text, if there is one.
-    pub checksum: Option<String>,
-}
-
-/// The S3 backend of stored snapshots.
-pub struct S3Snapshots {
+/// The S3 store of stored snapshots.
+pub struct S3Store {
     store: Arc<dyn ObjectStore>,
-    pub config: S3Config,
+    config: S3Config,
     bucket: String,
     prefix: String,
+    /// The runtime the store's requests run on (its methods block on them).
+    runtime: tokio::runtime::Handle,
+    names: NameReservations,
+    /// Cancelled when the daemon stops: uploads still running then are aborted.
+    stopping: tokio_util::sync::CancellationToken,
+    /// Uploads running (counted while their multipart upload is open).
+    uploads: Arc<AtomicUsize>,
 }
 
-impl std::fmt::Debug for S3Snapshots {
+impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Snapshots")
+        f.debug_struct("S3Store")
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
             .finish()
     }
 }
 
-impl S3Snapshots {
-    pub fn new(config: &S3Config) -> Result<S3Snapshots> {
+impl S3Store {
+    /// The store `config` names. Call from within the runtime its requests use.
+    pub fn new(config: &S3Config) -> Result<S3Store> {
         let bucket = config
             .bucket
             .clone()
@@ -191,16 +194,16 @@ impl S3Snapshots {
                 "s3_config.part_size_bytes and parts_in_flight must be at least 1",
             ));
         }
-        Ok(S3Snapshots {
+        Ok(S3Store {
             store: config.client(&bucket, None)?,
             config: config.clone(),
             bucket,
             prefix: config.prefix.trim_matches('/').to_string(),
+            runtime: tokio::runtime::Handle::current(),
+            names: NameReservations::default(),
+            stopping: Default::default(),
+            uploads: Default::default(),
         })
-    }
-
-    pub fn bucket(&self) -> &str {
-        &self.bucket
     }
 
     /// The key "directory" of `scope` (no trailing slash; empty at the top).
@@ -234,23 +237,14 @@ impl S3Snapshots {
         s3_failure(&self.bucket, what, err)
     }
 
-    /// Stored snapshots of `scope`: the `.snapshot` objects directly at its level.
-    pub async fn list(&self, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
-        Ok(self
-            .list_objects(scope)
-            .await?
-            .into_iter()
-            .map(|object| SnapshotDescription {
-                name: object.name,
-                creation_time: Some(creation_time(object.modified)),
-                size: object.size,
-                checksum: object.checksum,
-            })
-            .collect())
+    /// Wait for `work` on the store's runtime (from a blocking thread).
+    fn block_on<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(work)
     }
 
-    /// [`Self::list`] with the objects' times as times, sorted by name.
-    pub async fn list_objects(&self, scope: &Scope) -> Result<Vec<StoredObject>> {
+    /// The `.snapshot` objects directly at `scope`'s level, sorted by name, each
+    /// with its checksum object's text (read 16 at a time).
+    async fn list_objects(&self, scope: &Scope) -> Result<Vec<StoredSnapshot>> {
         let dir = self.dir(scope);
         let prefix = (!dir.is_empty()).then(|| Key::from(dir.as_str()));
         let listing = self
@@ -262,12 +256,11 @@ impl S3Snapshots {
             let name = object.location.filename()?.to_string();
             (name.ends_with(SNAPSHOT_EXT) && !name.starts_with('.')).then_some((name, object))
         });
-        // The checksum objects are read 16 at a time.
         use futures_util::{StreamExt, TryStreamExt};
-        let mut out: Vec<StoredObject> = futures_util::stream::iter(snapshots)
+        let mut out: Vec<StoredSnapshot> = futures_util::stream::iter(snapshots)
             .map(|(name, object)| async move {
                 let checksum = self.checksum_of(scope, &name).await?;
-                Ok::<_, StorageError>(StoredObject {
+                Ok::<_, StorageError>(StoredSnapshot {
                     name,
                     size: object.size,
                     modified: object.last_modified.into(),
@@ -282,93 +275,23 @@ impl S3Snapshots {
     }
 
     /// The checksum object beside stored snapshot `name`, if there is one.
-    pub async fn checksum_of(&self, scope: &Scope, name: &str) -> Result<Option<String>> {
+    async fn checksum_of(&self, scope: &Scope, name: &str) -> Result<Option<String>> {
         let key = self.key(scope, &format!("{name}{CHECKSUM_EXT}"));
         read_checksum(&*self.store, &self.bucket, &key).await
     }
 
-    /// The key and size of stored snapshot `name` of `scope`, which must exist.
-    pub async fn head(&self, scope: &Scope, name: &str) -> Result<(Key, object_store::ObjectMeta)> {
-        validate_snapshot_name(name)?;
-        let not_found = || StorageError::NotFound(format!("Snapshot {name} not found"));
-        if !name.ends_with(SNAPSHOT_EXT) {
-            return Err(not_found());
-        }
+    /// The key and metadata of stored snapshot `name` of `scope`, which must exist.
+    async fn head(&self, scope: &Scope, name: &str) -> Result<(Key, object_store::ObjectMeta)> {
+        check_name(name)?;
         let key = self.key(scope, name);
         match self.store.head(&key).await {
             Ok(meta) => Ok((key, meta)),
-            Err(object_store::Error::NotFound { .. }) => Err(not_found()),
+            Err(object_store::Error::NotFound { .. }) => Err(not_found(name)),
             Err(e) => Err(self.failed("look up a snapshot", e)),
         }
     }
 
-    /// A reader of the `size` bytes of `key` that reads ahead while it goes
-    /// forward: chunks of `part_size`, `parts_in_flight` of them ahead. Call from
-    /// within the runtime; its reads block.
-    pub fn reader(&self, key: Key, size: u64) -> ObjectReader {
-        ObjectReader::new(
-            self.store.clone(),
-            key,
-            size,
-            self.config.part_size,
-            self.config.parts_in_flight,
-            tokio::runtime::Handle::current(),
-        )
-    }
-
-    /// Delete stored snapshot `name` (found by [`Self::head`]), then its checksum.
-    pub async fn delete(&self, key: &Key) -> Result<()> {
-        let checksum = Key::from(format!("{key}{CHECKSUM_EXT}"));
-        for k in [key, &checksum] {
-            match self.store.delete(k).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.failed("delete a snapshot", e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// A stored snapshot of `scope`, streamed: (size, chunks).
-    pub async fn open_stream(
-        &self,
-        scope: &Scope,
-        name: &str,
-    ) -> Result<(object_store::GetResult, Option<String>)> {
-        let (key, _) = self.head(scope, name).await?;
-        let result = self.store.get(&key).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => {
-                StorageError::NotFound(format!("Snapshot {name} not found"))
-            }
-            e => self.failed("read a snapshot", e),
-        })?;
-        let checksum = self.checksum_of(scope, name).await?;
-        Ok((result, checksum))
-    }
-
-    /// Create a stored snapshot of `scope` in S3. Blocking: run it on a blocking
-    /// thread of the runtime (it reads the frozen files and waits for the uploads).
-    pub fn create(&self, storage: &Storage, scope: Scope) -> Result<SnapshotDescription> {
-        let runtime = tokio::runtime::Handle::current();
-        let view = SnapshotView::open(storage, scope.clone())?;
-        let base = name_base(&scope, SystemTime::now());
-        let (name, key) = runtime.block_on(self.reserve(&scope, &base))?;
-        let result = runtime.block_on(self.upload(&view, &key));
-        release(&key);
-        drop(view);
-        let (size, checksum) = result?;
-        crate::metrics::snapshot_created(match &scope {
-            Scope::Collection(c) | Scope::Shard(c, _) => c,
-            Scope::Full => "",
-        });
-        Ok(SnapshotDescription {
-            name,
-            creation_time: Some(creation_time(SystemTime::now())),
-            size,
-            checksum: Some(checksum),
-        })
-    }
-
-    /// Pick `<base>.snapshot`, or `-1`, `-2`, … when one exists or is being written.
+    /// Take `name` in `scope` for a new snapshot, if it is free in the bucket.
     ///
     /// A name is taken by creating its checksum object (empty until the upload
     /// writes the digest) with a conditional create (`If-None-Match: *`): of two
@@ -378,55 +301,34 @@ impl S3Snapshots {
     /// object_store.) A store that does not support conditional creates falls back
     /// to the lookup. The snapshot's own key is looked up too: one written without
     /// a checksum object still takes its name.
-    async fn reserve(&self, scope: &Scope, base: &str) -> Result<(String, Key)> {
-        for n in 0.. {
-            let name = if n == 0 {
-                format!("{base}{SNAPSHOT_EXT}")
-            } else {
-                format!("{base}-{n}{SNAPSHOT_EXT}")
-            };
-            let key = self.key(scope, &name);
-            let exists = match self.store.head(&key).await {
-                Ok(_) => true,
-                Err(object_store::Error::NotFound { .. }) => false,
-                Err(e) => return Err(self.failed("look up a snapshot name", e)),
-            };
-            if exists || !reserved().lock().unwrap().insert(key.to_string()) {
-                continue;
-            }
-            let checksum_key = Key::from(format!("{key}{CHECKSUM_EXT}"));
-            let taken = self
-                .store
-                .put_opts(
-                    &checksum_key,
-                    PutPayload::new(),
-                    object_store::PutMode::Create.into(),
-                )
-                .await;
-            match taken {
-                Ok(_) => return Ok((name, key)),
-                Err(object_store::Error::AlreadyExists { .. }) => release(&key),
-                Err(object_store::Error::NotImplemented) => {
-                    let exists = match self.store.head(&checksum_key).await {
-                        Ok(_) => true,
-                        Err(object_store::Error::NotFound { .. }) => false,
-                        Err(e) => {
-                            release(&key);
-                            return Err(self.failed("look up a snapshot name", e));
-                        }
-                    };
-                    if !exists {
-                        return Ok((name, key));
-                    }
-                    release(&key);
-                }
-                Err(e) => {
-                    release(&key);
-                    return Err(self.failed("reserve a snapshot name", e));
-                }
-            }
+    async fn take_name(&self, scope: &Scope, name: &str) -> Result<bool> {
+        let key = self.key(scope, name);
+        match self.store.head(&key).await {
+            Ok(_) => return Ok(false),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.failed("look up a snapshot name", e)),
         }
-        unreachable!()
+        let checksum_key = Key::from(format!("{key}{CHECKSUM_EXT}"));
+        let taken = self
+            .store
+            .put_opts(
+                &checksum_key,
+                PutPayload::new(),
+                object_store::PutMode::Create.into(),
+            )
+            .await;
+        match taken {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented) => {
+                match self.store.head(&checksum_key).await {
+                    Ok(_) => Ok(false),
+                    Err(object_store::Error::NotFound { .. }) => Ok(true),
+                    Err(e) => Err(self.failed("look up a snapshot name", e)),
+                }
+            }
+            Err(e) => Err(self.failed("reserve a snapshot name", e)),
+        }
     }
 
     /// Stream the view's archive into a multipart upload of `key`, hashing; write
@@ -442,11 +344,10 @@ impl S3Snapshots {
                 return Err(self.failed("start the upload", e));
             }
         };
-        let _active = ActiveUpload::enter();
-        let stopping = stopping().clone();
+        let _active = ActiveUpload::enter(&self.uploads);
         let outcome: Result<String> = tokio::select! {
             outcome = self.send_and_complete(view, upload.as_mut(), &checksum_key) => outcome,
-            () = stopping.cancelled() => Err(StorageError::ShuttingDown),
+            () = self.stopping.cancelled() => Err(StorageError::ShuttingDown),
         };
         match outcome {
             Ok(digest) => Ok((view.layout().size(), digest)),
@@ -528,7 +429,7 @@ impl S3Snapshots {
             joined(r)?;
         }
         let digest: [u8; 32] = hasher.finalize().into();
-        super::checksum::remember(layout, digest);
+        crate::snapshot::checksum::remember(layout, digest);
         Ok(digest)
     }
 }
@@ -595,65 +496,141 @@ fn s3_failure(bucket: &str, what: &str, err: object_store::Error) -> StorageErro
     }
 }
 
-fn name_base(scope: &Scope, now: SystemTime) -> String {
-    let ts = name_timestamp(now);
-    match scope {
-        Scope::Collection(c) => format!("{c}-{ts}"),
-        Scope::Shard(c, id) => format!("{c}-shard-{id}-{ts}"),
-        Scope::Full => format!("full-snapshot-{ts}"),
-    }
-}
-
-/// Cancelled when the daemon stops: uploads still running then are aborted.
-fn stopping() -> &'static tokio_util::sync::CancellationToken {
-    static STOPPING: OnceLock<tokio_util::sync::CancellationToken> = OnceLock::new();
-    STOPPING.get_or_init(Default::default)
-}
-
-/// Uploads running (counted while their multipart upload is open).
-static ACTIVE_UPLOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-struct ActiveUpload;
+/// Counts an upload while its multipart upload is open.
+struct ActiveUpload(Arc<AtomicUsize>);
 
 impl ActiveUpload {
-    fn enter() -> ActiveUpload {
-        ACTIVE_UPLOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        ActiveUpload
+    fn enter(count: &Arc<AtomicUsize>) -> ActiveUpload {
+        count.fetch_add(1, Ordering::SeqCst);
+        ActiveUpload(count.clone())
     }
 }
 
 impl Drop for ActiveUpload {
     fn drop(&mut self) {
-        ACTIVE_UPLOADS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// At shutdown, once requests had their grace: every snapshot upload still
-/// running stops and aborts its multipart upload (no parts left in the bucket);
-/// waits for them up to `limit`. Later creations fail at once.
-pub async fn abort_uploads(limit: Duration) {
-    stopping().cancel();
-    let deadline = tokio::time::Instant::now() + limit;
-    while ACTIVE_UPLOADS.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-        if tokio::time::Instant::now() >= deadline {
-            tracing::error!(
-                uploads = ACTIVE_UPLOADS.load(std::sync::atomic::Ordering::SeqCst),
-                "snapshot uploads to S3 still running at exit: their multipart uploads stay open (a lifecycle rule will have to remove them)"
-            );
-            return;
+impl SnapshotStore for S3Store {
+    fn location(&self) -> String {
+        match self.prefix.as_str() {
+            "" => format!("s3://{}", self.bucket),
+            prefix => format!("s3://{}/{prefix}", self.bucket),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    fn list(&self, scope: &Scope) -> Result<Vec<StoredSnapshot>> {
+        self.block_on(self.list_objects(scope))
+    }
+
+    fn stat(&self, scope: &Scope, name: &str) -> Result<StoredSnapshot> {
+        self.block_on(async {
+            let (_, meta) = self.head(scope, name).await?;
+            Ok(StoredSnapshot {
+                name: name.to_string(),
+                size: meta.size,
+                modified: meta.last_modified.into(),
+                checksum: self.checksum_of(scope, name).await?,
+            })
+        })
+    }
+
+    /// Read with ranged GETs, read ahead while a reader goes forward (see
+    /// [`super::s3_reader`]).
+    fn open(&self, scope: &Scope, name: &str) -> Result<OpenedSnapshot> {
+        let (key, meta, checksum) = self.block_on(async {
+            let (key, meta) = self.head(scope, name).await?;
+            let checksum = self.checksum_of(scope, name).await?;
+            Ok::<_, StorageError>((key, meta, checksum))
+        })?;
+        // The object's identity (key, size, ETag, time) names its bytes.
+        let identity = format!(
+            "{key}\n{}\n{}\n{}",
+            meta.size,
+            meta.e_tag.as_deref().unwrap_or(""),
+            meta.last_modified.timestamp_nanos_opt().unwrap_or(0)
+        );
+        let reader = ObjectReader::new(
+            self.store.clone(),
+            key.clone(),
+            meta.size,
+            self.config.part_size,
+            self.config.parts_in_flight,
+            self.runtime.clone(),
+        );
+        Ok(OpenedSnapshot {
+            snapshot: StoredSnapshot {
+                name: name.to_string(),
+                size: meta.size,
+                modified: meta.last_modified.into(),
+                checksum,
+            },
+            version: Sha256::digest(identity.as_bytes()).into(),
+            shown: format!("s3://{}/{key}", self.bucket),
+            reader: Arc::new(reader),
+        })
+    }
+
+    /// Streamed into a multipart upload, no temporary file (see the module note).
+    fn create(&self, view: &SnapshotView) -> Result<StoredSnapshot> {
+        let scope = view.scope();
+        let base = name_base(scope, SystemTime::now());
+        let reserved = self.names.reserve(scope, &base, |name| {
+            self.block_on(self.take_name(scope, name))
+        })?;
+        let key = self.key(scope, &reserved.name);
+        let (size, checksum) = self.block_on(self.upload(view, &key))?;
+        Ok(StoredSnapshot {
+            name: reserved.name.clone(),
+            size,
+            modified: SystemTime::now(),
+            checksum: Some(checksum),
+        })
+    }
+
+    fn delete(&self, scope: &Scope, name: &str) -> Result<()> {
+        self.block_on(async {
+            let (key, _) = self.head(scope, name).await?;
+            let checksum = Key::from(format!("{key}{CHECKSUM_EXT}"));
+            for k in [&key, &checksum] {
+                match self.store.delete(k).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.failed("delete a snapshot", e)),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// A listing is a LIST request and a GET per checksum: kept for 2 s.
+    fn listing_ttl(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    /// Every snapshot upload still running stops and aborts its multipart upload
+    /// (no parts left in the bucket); waits for them up to `limit`. Later creations
+    /// fail at once.
+    fn stop(&self, limit: Duration) {
+        self.stopping.cancel();
+        let deadline = std::time::Instant::now() + limit;
+        while self.uploads.load(Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() >= deadline {
+                tracing::error!(
+                    uploads = self.uploads.load(Ordering::SeqCst),
+                    "snapshot uploads to S3 still running at exit: their multipart uploads stay open (a lifecycle rule will have to remove them)"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
-/// Keys being written right now.
-fn reserved() -> &'static Mutex<HashSet<String>> {
-    static RESERVED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    RESERVED.get_or_init(Default::default)
-}
-
-fn release(key: &Key) {
-    reserved().lock().unwrap().remove(&key.to_string());
+impl StoredReader for ObjectReader {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        ObjectReader::read_at(self, offset, buf)
+    }
 }
 
 /// An object named by an `s3://bucket/key` location, opened for a restore:

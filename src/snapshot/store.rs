@@ -1,0 +1,264 @@
+//! Stored snapshots, wherever they are kept: one [`SnapshotStore`] trait, chosen
+//! once at start ([`open`]) and asked by the service, the API and the mount without
+//! knowing which it is.
+//!
+//! Two stores implement it: [`local`] (files in `storage.snapshots_path`, each beside
+//! a `<name>.checksum` sidecar) and [`s3`] (objects laid out as Qdrant lays them out,
+//! each beside a `.checksum` object). The trait is what every store can promise:
+//! - a listing per scope with sizes, times and checksums known up front (a store
+//!   that keeps an archive in pieces, e.g. a deduplicating repository, records its
+//!   size and checksum when it writes it, and lists them without assembling it);
+//! - reads by offset ([`StoredReader`]): an archive need not exist as one file or
+//!   object, only be readable at any offset (a plain file also offers itself, so the
+//!   mount can pass reads through to the kernel);
+//! - creation from a frozen view, under a name the store picks and holds while it
+//!   writes ([`NameReservations`], shared by the stores: Qdrant's names, `-1`, `-2`,
+//!   … on a clash), complete-or-nothing: a listed snapshot is whole and its checksum
+//!   already there.
+//!
+//! Methods block (a store does file I/O or waits for a network): call them from a
+//! blocking thread (`spawn_blocking`, the mount's workers), never from an async task.
+//! To add a store: implement the trait in a module beside these, give it a
+//! `snapshots_storage` value in the configuration, construct it in [`open`], and run
+//! the shared conformance checks ([`conformance`]) against it.
+
+pub mod conformance;
+pub mod local;
+pub mod s3;
+pub mod s3_reader;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::names::{creation_time, name_timestamp};
+use super::view::{Scope, SnapshotView};
+use crate::storage::{Result, StorageError};
+
+/// A stored snapshot's file name ends so.
+pub const SNAPSHOT_EXT: &str = ".snapshot";
+/// Its checksum sidecar's name: the snapshot's name and this.
+pub const CHECKSUM_EXT: &str = ".checksum";
+
+/// Qdrant's `SnapshotDescription`: what REST and gRPC answer for a stored snapshot.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SnapshotDescription {
+    pub name: String,
+    pub creation_time: Option<String>,
+    pub size: u64,
+    pub checksum: Option<String>,
+}
+
+/// One stored snapshot as a store lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSnapshot {
+    pub name: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    /// The checksum sidecar's text (64 lowercase hex), when there is one.
+    pub checksum: Option<String>,
+}
+
+impl StoredSnapshot {
+    pub fn description(&self) -> SnapshotDescription {
+        SnapshotDescription {
+            name: self.name.clone(),
+            creation_time: Some(creation_time(self.modified)),
+            size: self.size,
+            checksum: self.checksum.clone(),
+        }
+    }
+}
+
+/// Reads a stored snapshot's bytes by offset; blocking.
+pub trait StoredReader: Send + Sync {
+    /// Fill `buf` from `offset`; short only at the end (0 past it).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
+
+    /// The plain file holding exactly these bytes, when there is one.
+    fn file(&self) -> Option<&File> {
+        None
+    }
+}
+
+/// A stored snapshot opened for reading.
+pub struct OpenedSnapshot {
+    pub snapshot: StoredSnapshot,
+    /// Names these very bytes (file identity and time, object ETag…): HTTP's
+    /// validators are made from it.
+    pub version: [u8; 32],
+    /// How the snapshot is named in messages and logs (`s3://bucket/key`, or its name).
+    pub shown: String,
+    pub reader: Arc<dyn StoredReader>,
+}
+
+/// Where stored snapshots are kept. See the module note.
+pub trait SnapshotStore: Send + Sync {
+    /// Where, in words, for logs (`snapshots directory /x`, `s3://bucket/prefix`).
+    fn location(&self) -> String;
+
+    /// The stored snapshots of `scope`, sorted by name.
+    fn list(&self, scope: &Scope) -> Result<Vec<StoredSnapshot>>;
+
+    /// Stored snapshot `name` of `scope`: `NotFound` for anything that names none
+    /// (a bad name, a hidden one, a checksum sidecar, a symlink…).
+    fn stat(&self, scope: &Scope, name: &str) -> Result<StoredSnapshot>;
+
+    /// Stored snapshot `name` of `scope`, for reading.
+    fn open(&self, scope: &Scope, name: &str) -> Result<OpenedSnapshot>;
+
+    /// Write `view`'s archive as a new stored snapshot of its scope and return it:
+    /// complete with its checksum, or nothing left behind.
+    fn create(&self, view: &SnapshotView) -> Result<StoredSnapshot>;
+
+    /// Remove stored snapshot `name` of `scope` and its checksum. One already gone
+    /// meanwhile is no error; one that never was is `NotFound`.
+    fn delete(&self, scope: &Scope, name: &str) -> Result<()>;
+
+    /// How long a listing may be reused by a reader that lists often (the mount):
+    /// zero where listing is cheap.
+    fn listing_ttl(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// The daemon stops: stop writing, leave nothing half-written; waits up to `limit`.
+    fn stop(&self, _limit: Duration) {}
+}
+
+/// The store `config` names, opened (an interrupted creation's leftovers removed).
+pub fn open(
+    snapshots_path: &std::path::Path,
+    temp_path: &std::path::Path,
+    s3: Option<&s3::S3Config>,
+) -> Result<Arc<dyn SnapshotStore>> {
+    Ok(match s3 {
+        Some(config) => {
+            let store = s3::S3Store::new(config)?;
+            tracing::info!(location = %store.location(), "stored snapshots go to S3");
+            Arc::new(store)
+        }
+        None => Arc::new(local::LocalStore::open(snapshots_path, temp_path)?),
+    })
+}
+
+/// The first part of a new stored snapshot's name, as Qdrant names them:
+/// `<c>-<time>`, `<c>-shard-<id>-<time>`, `full-snapshot-<time>`.
+pub fn name_base(scope: &Scope, now: SystemTime) -> String {
+    let ts = name_timestamp(now);
+    match scope {
+        Scope::Collection(c) => format!("{c}-{ts}"),
+        Scope::Shard(c, id) => format!("{c}-shard-{id}-{ts}"),
+        Scope::Full => format!("full-snapshot-{ts}"),
+    }
+}
+
+/// Names being written right now by one store (not yet listed). A name is held
+/// from [`NameReservations::reserve`] until its [`Reserved`] is dropped.
+#[derive(Default)]
+pub struct NameReservations {
+    held: Arc<Mutex<HashSet<(Scope, String)>>>,
+}
+
+/// A name held for a snapshot being written; released when dropped.
+pub struct Reserved {
+    pub name: String,
+    scope: Scope,
+    held: Arc<Mutex<HashSet<(Scope, String)>>>,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let key = (self.scope.clone(), std::mem::take(&mut self.name));
+        self.held.lock().unwrap().remove(&key);
+    }
+}
+
+impl NameReservations {
+    /// Hold `<base>.snapshot`, or `<base>-1.snapshot`, `-2`, … : the first that no
+    /// creation of this store holds and `take` accepts. `take(name)` is the store's
+    /// own check (the name is free where it stores, and taken there if it can be):
+    /// `Ok(false)` moves on to the next.
+    pub fn reserve(
+        &self,
+        scope: &Scope,
+        base: &str,
+        mut take: impl FnMut(&str) -> Result<bool>,
+    ) -> Result<Reserved> {
+        for n in 0u32.. {
+            let name = match n {
+                0 => format!("{base}{SNAPSHOT_EXT}"),
+                n => format!("{base}-{n}{SNAPSHOT_EXT}"),
+            };
+            let key = (scope.clone(), name.clone());
+            if !self.held.lock().unwrap().insert(key.clone()) {
+                continue;
+            }
+            let reserved = Reserved {
+                name,
+                scope: scope.clone(),
+                held: self.held.clone(),
+            };
+            if take(&reserved.name)? {
+                return Ok(reserved);
+            }
+        }
+        Err(StorageError::internal("no free snapshot name"))
+    }
+}
+
+/// What `NotFound` says for a stored snapshot.
+pub fn not_found(name: &str) -> StorageError {
+    StorageError::NotFound(format!("Snapshot {name} not found"))
+}
+
+/// A name that can be a stored snapshot's at all: `validate_snapshot_name`, and
+/// `*.snapshot` like every listed one. Anything else is simply not found.
+pub fn check_name(name: &str) -> Result<()> {
+    super::names::validate_snapshot_name(name)?;
+    if !name.ends_with(SNAPSHOT_EXT) {
+        return Err(not_found(name));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_skip_held_and_taken_names_and_release_on_drop() {
+        let names = NameReservations::default();
+        let scope = Scope::Collection("c".into());
+        let first = names.reserve(&scope, "c-t", |_| Ok(true)).unwrap();
+        assert_eq!(first.name, "c-t.snapshot");
+        // Held by the first; and the store says `-1` is taken where it stores.
+        let second = names
+            .reserve(&scope, "c-t", |n| Ok(n != "c-t-1.snapshot"))
+            .unwrap();
+        assert_eq!(second.name, "c-t-2.snapshot");
+        // Another scope has its own names.
+        let other = Scope::Shard("c".into(), 0);
+        assert_eq!(
+            names.reserve(&other, "c-t", |_| Ok(true)).unwrap().name,
+            "c-t.snapshot"
+        );
+        drop(first);
+        assert_eq!(
+            names.reserve(&scope, "c-t", |_| Ok(true)).unwrap().name,
+            "c-t.snapshot"
+        );
+    }
+
+    #[test]
+    fn only_snapshot_names_are_checked_in() {
+        assert!(check_name("docs-1.snapshot").is_ok());
+        assert!(matches!(
+            check_name("docs-1.snapshot.checksum"),
+            Err(StorageError::NotFound(_))
+        ));
+        assert!(check_name("../x.snapshot").is_err());
+    }
+}
