@@ -19,6 +19,7 @@ pub mod limits;
 pub mod names;
 pub mod partial;
 pub mod progress;
+pub mod recover;
 pub mod restore;
 pub mod s3;
 pub mod s3_reader;

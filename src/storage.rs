@@ -15,7 +15,9 @@ pub mod ops;
 pub mod pending_log;
 pub mod router;
 pub mod shard;
+pub mod snapshot_error;
 pub mod switch;
+pub mod turns;
 pub mod wal;
 
 use std::collections::BTreeMap;
@@ -31,6 +33,7 @@ pub use collection::{
 };
 pub use collection_config::{CollectionConfig, CreateCollection};
 pub use error::{Result, StorageError};
+pub use snapshot_error::SnapshotError;
 pub(crate) use switch::{crash_point, pause_point};
 
 /// How often the maintenance thread looks for shards to flush or optimize.
@@ -52,6 +55,10 @@ pub struct Storage {
     temp_path: std::sync::OnceLock<PathBuf>,
     /// `storage.max_restore_bytes` (see [`Storage::limit_restores`]).
     max_restore_bytes: std::sync::OnceLock<u64>,
+    /// One restore or partial apply per collection at a time.
+    restore_turns: turns::RestoreTurns,
+    /// One partial apply or pull per shard.
+    shard_claims: turns::ShardClaims,
 }
 
 /// Prefix of a restore's staging directory.
@@ -108,9 +115,23 @@ impl Storage {
             restore_staging: std::sync::OnceLock::new(),
             temp_path: std::sync::OnceLock::new(),
             max_restore_bytes: std::sync::OnceLock::new(),
+            restore_turns: turns::RestoreTurns::default(),
+            shard_claims: turns::ShardClaims::default(),
         });
         storage.start_maintenance()?;
         Ok(storage)
+    }
+
+    /// Collection `name`'s turn to be restored or to have a partial snapshot
+    /// applied: one at a time per collection, the next one waits.
+    pub async fn restore_turn(&self, name: &str) -> turns::Turn {
+        self.restore_turns.wait(name).await
+    }
+
+    /// Claim shard `id` of `collection` for a partial apply or pull; `None` while
+    /// another one holds it.
+    pub fn try_claim_shard(&self, collection: &str, id: u32) -> Option<turns::ShardClaim> {
+        self.shard_claims.try_take(collection, id)
     }
 
     pub fn peer_id(&self) -> u64 {
@@ -149,7 +170,7 @@ impl Storage {
         let name = name.to_string();
         tokio::task::spawn_blocking(move || this.create_blocking(&name, config))
             .await
-            .map_err(|e| StorageError::internal(e.to_string()))?
+            .map_err(|e| StorageError::from_cause(e))?
     }
 
     fn create_blocking(&self, name: &str, config: CollectionConfig) -> Result<()> {
@@ -205,8 +226,8 @@ impl Storage {
     }
 
     /// Bound the logical bytes one restore may unpack (`storage.max_restore_bytes`);
-    /// unset, each restore's bound follows the free space
-    /// ([`crate::snapshot::intake::default_logical_limit`]).
+    /// unset, each restore's bound follows the free space (the snapshot layer's
+    /// `intake::default_logical_limit`).
     pub fn limit_restores(&self, max_restore_bytes: u64) {
         let _ = self.max_restore_bytes.set(max_restore_bytes);
     }
@@ -259,7 +280,7 @@ impl Storage {
             Ok(())
         })
         .await
-        .map_err(|e| StorageError::internal(e.to_string()))??;
+        .map_err(|e| StorageError::from_cause(e))??;
         tracing::info!(collection = name, "deleted");
         Ok(true)
     }
@@ -307,10 +328,9 @@ impl Storage {
 fn load_or_create_peer_id(storage_path: &Path) -> Result<u64> {
     let path = storage_path.join("peer_id");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return text
-            .trim()
-            .parse()
-            .map_err(|_| StorageError::internal(format!("{} is not a number", path.display())));
+        return text.trim().parse().map_err(|e| {
+            StorageError::internal_from(format!("{} is not a number", path.display()), e)
+        });
     }
     let id = rand::random_range(1..(1u64 << 53));
     let temp = storage_path.join(".peer_id.tmp");
@@ -444,4 +464,11 @@ pub fn open_regular_beneath(dir: &Path, relative: &str) -> std::io::Result<std::
 /// `statvfs` of the file system holding `path`.
 pub fn filesystem_stats(path: &Path) -> std::io::Result<rustix::fs::StatVfs> {
     Ok(rustix::fs::statvfs(path)?)
+}
+
+/// `syncfs` of the file system holding `dir`: everything staged there is durable.
+pub fn sync_filesystem(dir: &Path) -> Result<()> {
+    let handle = fs_err::File::open(dir)?;
+    rustix::fs::syncfs(&handle).map_err(std::io::Error::from)?;
+    Ok(())
 }

@@ -135,7 +135,7 @@ pub async fn recover_partial(
     let id = super::shard_id(&id)?;
     check_priority(q.priority.as_deref())?;
     app.storage.collection(&c)?.shard(id)?;
-    let Some(claim) = ShardClaim::try_take(&c, id) else {
+    let Some(claim) = ShardClaim::try_take(&app.storage, &c, id) else {
         return Ok(already_in_progress());
     };
     let scope = Scope::Shard(c.clone(), id);
@@ -193,7 +193,7 @@ pub async fn recover_from(
     };
     app.storage.collection(&c)?.shard(id)?;
     tracing::debug!(collection = %c, shard = id, peer = %request.peer_url, "partial pull asked");
-    let Some(claim) = ShardClaim::try_take(&c, id) else {
+    let Some(claim) = ShardClaim::try_take(&app.storage, &c, id) else {
         tracing::debug!(collection = %c, shard = id, "partial pull refused: one runs already");
         return Ok(already_in_progress());
     };

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::envelope::{ApiError, ApiJson, ApiResult, Timer};
-use crate::fetch::unquoted;
+use crate::snapshot::error::unquoted;
 use crate::snapshot::intake::{Intake, Received};
 use crate::snapshot::restore::{self, restore_collection, restore_shard};
 use crate::snapshot::{Scope, stored};

@@ -136,7 +136,7 @@ impl SnapFs {
             }
             Scope::Shard(c, id) => {
                 // A full shard snapshot or a partial one, told apart by content.
-                return runtime.block_on(restore::restore_or_apply_shard(
+                return runtime.block_on(crate::snapshot::recover::restore_or_apply_shard(
                     &storage, c, *id, received, checksum,
                 ));
             }

@@ -27,12 +27,29 @@ use super::digest::hex;
 use super::limits::{DEFAULT_LOGICAL_BYTES, Limits, Reservation};
 use super::progress::Running;
 use super::unpack::{FileDigests, VerifyReport, check_checksum, unpack_entries};
-use crate::storage::{Result, StorageError};
+use crate::storage::{Result, Storage, StorageError};
 
 /// Bytes handed to the workers at a time.
 const CHUNK: usize = 1 << 20;
 /// Chunks queued per worker.
 const QUEUE: usize = 4;
+
+/// Start receiving an archive for a restore into a new staging directory on the
+/// collections' file system (so the switch is a rename), shown in `info.json` as
+/// a restore of `shown_as` (collection, what); `checksum`, when known before the
+/// first byte, is checked when the last one is in (see [`Intake::start`]).
+pub fn begin(
+    storage: &Storage,
+    shown_as: Option<(String, String)>,
+    checksum: Option<String>,
+) -> Result<Intake> {
+    Intake::start(
+        storage.restore_staging_dir(),
+        shown_as,
+        checksum,
+        storage.max_restore_bytes(),
+    )
+}
 
 /// An archive being received and unpacked into a staging directory.
 pub struct Intake {

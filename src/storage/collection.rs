@@ -118,8 +118,7 @@ impl Collection {
         config.validate()?;
         config.edge_config()?; // fail before touching the disk
         std::fs::create_dir_all(dir)?;
-        let json =
-            serde_json::to_vec(&config).map_err(|e| StorageError::internal(e.to_string()))?;
+        let json = serde_json::to_vec(&config).map_err(|e| StorageError::from_cause(e))?;
         std::fs::write(dir.join(CONFIG_FILE), json)?;
         Self::assemble(dir, name, config, Shard::create)
     }
@@ -127,7 +126,7 @@ impl Collection {
     pub fn open(dir: &Path, name: &str) -> Result<Self> {
         let bytes = super::read_bounded(&dir.join(CONFIG_FILE), super::MAX_JSON_FILE)?;
         let config: CollectionConfig = serde_json::from_slice(&bytes).map_err(|e| {
-            StorageError::internal(format!("{}: invalid config.json: {e}", dir.display()))
+            StorageError::internal_from(format!("{}: invalid config.json", dir.display()), e)
         })?;
         config.validate()?;
         Self::assemble(dir, name, config, Shard::open)
