@@ -59,6 +59,9 @@ pub struct Storage {
     restore_turns: turns::RestoreTurns,
     /// One partial apply or pull per shard.
     shard_claims: turns::ShardClaims,
+    /// Disk bytes the restores into this storage have declared since it opened
+    /// (only ever grows; see `snapshot::limits::Reservation`).
+    restore_ledger: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Prefix of a restore's staging directory.
@@ -117,6 +120,7 @@ impl Storage {
             max_restore_bytes: std::sync::OnceLock::new(),
             restore_turns: turns::RestoreTurns::default(),
             shard_claims: turns::ShardClaims::default(),
+            restore_ledger: Arc::default(),
         });
         storage.start_maintenance()?;
         Ok(storage)
@@ -132,6 +136,12 @@ impl Storage {
     /// another one holds it.
     pub fn try_claim_shard(&self, collection: &str, id: u32) -> Option<turns::ShardClaim> {
         self.shard_claims.try_take(collection, id)
+    }
+
+    /// The count of disk bytes this storage's restores have declared, which each
+    /// restore subtracts from the free space it measured when it started.
+    pub fn restore_ledger(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.restore_ledger.clone()
     }
 
     pub fn peer_id(&self) -> u64 {

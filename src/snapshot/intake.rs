@@ -48,6 +48,7 @@ pub fn begin(
         shown_as,
         checksum,
         storage.max_restore_bytes(),
+        &storage.restore_ledger(),
     )
 }
 
@@ -103,12 +104,14 @@ impl Intake {
     /// archive's SHA-256 when known now, is checked by [`Intake::finish`] and spares
     /// hashing each file on its own. `max_logical` bounds the logical bytes the
     /// archive's files may describe (`storage.max_restore_bytes`; `None`:
-    /// [`DEFAULT_LOGICAL_BYTES`]).
+    /// [`DEFAULT_LOGICAL_BYTES`]). `ledger`: the disk bytes the storage's restores
+    /// have declared (see [`Reservation`]).
     pub fn start(
         staging: PathBuf,
         shown_as: Option<(String, String)>,
         expected: Option<String>,
         max_logical: Option<u64>,
+        ledger: &Arc<AtomicU64>,
     ) -> Result<Intake> {
         fs_err::create_dir(&staging)?;
         let free = match free_space(&staging) {
@@ -131,7 +134,7 @@ impl Intake {
             space: Some(free),
             logical: max_logical.unwrap_or(DEFAULT_LOGICAL_BYTES),
             cancel: cancel.clone(),
-            reservation: Some(Arc::new(Reservation::default())),
+            reservation: Some(Arc::new(Reservation::new(ledger))),
         };
         let unpacker = std::thread::Builder::new()
             .name("restore-unpack".into())
