@@ -85,12 +85,12 @@ impl Storage {
     /// Open (or initialize) the storage at `storage_path` and load every collection.
     pub fn open(storage_path: &Path) -> Result<Arc<Self>> {
         let collections_dir = storage_path.join("collections");
-        std::fs::create_dir_all(&collections_dir)?;
+        fs_err::create_dir_all(&collections_dir)?;
         // A restore interrupted by a crash is finished or undone before anything
         // else looks at the directory (its journal says which).
         switch::recover(&collections_dir)?;
         let mut collections = BTreeMap::new();
-        for entry in std::fs::read_dir(&collections_dir)? {
+        for entry in fs_err::read_dir(&collections_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
@@ -197,7 +197,7 @@ impl Storage {
             }
         }
         let target = self.collections_dir.join(name);
-        std::fs::rename(&staging, &target)?;
+        fs_err::rename(&staging, &target)?;
         let collection = Collection::open(&target, name)?;
         self.collections
             .write()
@@ -214,9 +214,9 @@ impl Storage {
     /// which has already finished or undone any interrupted switch).
     pub fn stage_restores_in(&self, temp_path: &Path) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
-        std::fs::create_dir_all(temp_path)?;
+        fs_err::create_dir_all(temp_path)?;
         let _ = self.temp_path.set(temp_path.to_path_buf());
-        for entry in std::fs::read_dir(temp_path)? {
+        for entry in fs_err::read_dir(temp_path)? {
             let path = entry?.path();
             let name = file_name(&path);
             if let Some((_, what)) = TEMP_LEFTOVERS
@@ -227,7 +227,7 @@ impl Storage {
                 remove_path(&path)?;
             }
         }
-        if std::fs::metadata(temp_path)?.dev() == std::fs::metadata(&self.collections_dir)?.dev() {
+        if fs_err::metadata(temp_path)?.dev() == fs_err::metadata(&self.collections_dir)?.dev() {
             let _ = self.restore_staging.set(temp_path.to_path_buf());
         } else {
             tracing::info!(temp_path = %temp_path.display(), "temp_path is on another file system than the collections: restores unpack beside the collections instead");
@@ -284,7 +284,7 @@ impl Storage {
             .join(format!(".deleting-{}", uuid::Uuid::new_v4()));
         tokio::task::spawn_blocking(move || -> Result<()> {
             collection.shutdown();
-            std::fs::rename(collection.dir(), &graveyard)?;
+            fs_err::rename(collection.dir(), &graveyard)?;
             // Readers holding the collection keep their open files; the directory goes now.
             remove_path(&graveyard)?;
             Ok(())
@@ -344,16 +344,16 @@ fn load_or_create_peer_id(storage_path: &Path) -> Result<u64> {
     }
     let id = rand::random_range(1..(1u64 << 53));
     let temp = storage_path.join(".peer_id.tmp");
-    std::fs::write(&temp, id.to_string())?;
-    std::fs::rename(&temp, &path)?;
+    fs_err::write(&temp, id.to_string())?;
+    fs_err::rename(&temp, &path)?;
     Ok(id)
 }
 
 pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
     if path.is_dir() {
-        std::fs::remove_dir_all(path)
+        fs_err::remove_dir_all(path)
     } else {
-        std::fs::remove_file(path)
+        fs_err::remove_file(path)
     }
 }
 

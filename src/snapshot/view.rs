@@ -163,7 +163,7 @@ impl SnapshotView {
         if freezes.is_empty() {
             return Ok(());
         }
-        std::fs::create_dir_all(temp_path)?;
+        fs_err::create_dir_all(temp_path)?;
         self.layout.copy_aside(temp_path)?;
         freezes.clear();
         crate::metrics::freeze_ended(self.opened.elapsed());
@@ -366,7 +366,7 @@ fn collection_layout(
             peer,
         )?;
     }
-    let config = std::fs::read(
+    let config = fs_err::read(
         collection
             .dir()
             .join(crate::storage::collection::CONFIG_FILE),

@@ -117,9 +117,9 @@ impl Collection {
     pub fn create(dir: &Path, name: &str, config: CollectionConfig) -> Result<Self> {
         config.validate()?;
         config.edge_config()?; // fail before touching the disk
-        std::fs::create_dir_all(dir)?;
+        fs_err::create_dir_all(dir)?;
         let json = serde_json::to_vec(&config).map_err(|e| StorageError::from_cause(e))?;
-        std::fs::write(dir.join(CONFIG_FILE), json)?;
+        fs_err::write(dir.join(CONFIG_FILE), json)?;
         Self::assemble(dir, name, config, Shard::create)
     }
 

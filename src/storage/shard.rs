@@ -594,8 +594,8 @@ fn read_clock(path: &Path) -> Option<ShardClock> {
 fn write_clock(path: &Path, clock: ShardClock) -> Result<()> {
     let temp = path.with_extension("clock.tmp");
     let bytes = serde_json::to_vec(&clock).map_err(|e| StorageError::from_cause(e))?;
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path)?;
+    fs_err::write(&temp, bytes)?;
+    fs_err::rename(&temp, path)?;
     Ok(())
 }
 
@@ -648,8 +648,8 @@ fn settle_json_file(path: &Path) -> Result<()> {
     if settled != bytes {
         // Replaced by rename, as the engine writes it: never half a file.
         let temp = path.with_extension("json.settling");
-        std::fs::write(&temp, &settled)?;
-        std::fs::rename(&temp, path)?;
+        fs_err::write(&temp, &settled)?;
+        fs_err::rename(&temp, path)?;
     }
     Ok(())
 }

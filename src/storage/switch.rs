@@ -233,7 +233,7 @@ impl Storage {
         let temp = self.staging_dir("tmp-journal");
         {
             use std::io::Write;
-            let mut file = std::fs::File::create(&temp)?;
+            let mut file = fs_err::File::create(&temp)?;
             file.write_all(&text)?;
             file.sync_all()?;
         }
@@ -343,7 +343,7 @@ fn copy_durably(from: &Path, to: &Path) -> Result<()> {
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)?.sync_all()?;
+    fs_err::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
