@@ -1,6 +1,5 @@
 //! The `snapfs` binary: parses the command line and hands over to the library.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

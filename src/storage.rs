@@ -180,7 +180,7 @@ impl Storage {
         let name = name.to_string();
         tokio::task::spawn_blocking(move || this.create_blocking(&name, config))
             .await
-            .map_err(|e| StorageError::from_cause(e))?
+            .map_err(StorageError::from_cause)?
     }
 
     fn create_blocking(&self, name: &str, config: CollectionConfig) -> Result<()> {
@@ -290,7 +290,7 @@ impl Storage {
             Ok(())
         })
         .await
-        .map_err(|e| StorageError::from_cause(e))??;
+        .map_err(StorageError::from_cause)??;
         tracing::info!(collection = name, "deleted");
         Ok(true)
     }

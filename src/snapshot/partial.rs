@@ -53,7 +53,7 @@ pub fn engine_manifest(shard: &Shard) -> Result<VersionManifest> {
         .engine()?
         .snapshot_manifest()
         .map_err(StorageError::from_engine)?;
-    let value = serde_json::to_value(&manifest).map_err(|e| StorageError::from_cause(e))?;
+    let value = serde_json::to_value(&manifest).map_err(StorageError::from_cause)?;
     serde_json::from_value(value).map_err(|e| {
         StorageError::internal_from("the engine's snapshot manifest has another shape", e)
     })

@@ -90,7 +90,7 @@ pub async fn receive_opened(
         intake.finish()
     })
     .await
-    .map_err(|e| StorageError::from_cause(e))?
+    .map_err(StorageError::from_cause)?
 }
 
 /// Restore collection `name` (creating or replacing it) from a received archive,
@@ -177,7 +177,7 @@ async fn run_restore(
             Ok::<_, StorageError>((received, pin))
         })
         .await
-        .map_err(|e| StorageError::from_cause(e))??;
+        .map_err(StorageError::from_cause)??;
         let (received, pin) = received;
         crate::storage::crash_point("restore-staged");
         let checked_ms = started.elapsed().as_millis() as u64;

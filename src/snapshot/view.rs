@@ -282,7 +282,7 @@ impl SnapshotView {
                     serde_json::json!({"collections_mapping": mapping, "collections_aliases": {}});
                 builder.bytes(
                     "config.json",
-                    serde_json::to_vec(&config).map_err(|e| StorageError::from_cause(e))?,
+                    serde_json::to_vec(&config).map_err(StorageError::from_cause)?,
                 );
                 add_manifest(&mut builder).map_err(io)?;
                 let layout = builder.finish().map_err(io)?;

@@ -118,7 +118,7 @@ impl Collection {
         config.validate()?;
         config.edge_config()?; // fail before touching the disk
         fs_err::create_dir_all(dir)?;
-        let json = serde_json::to_vec(&config).map_err(|e| StorageError::from_cause(e))?;
+        let json = serde_json::to_vec(&config).map_err(StorageError::from_cause)?;
         fs_err::write(dir.join(CONFIG_FILE), json)?;
         Self::assemble(dir, name, config, Shard::create)
     }

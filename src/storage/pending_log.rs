@@ -61,7 +61,7 @@ impl PendingLog {
     }
 
     pub fn append(&mut self, op: &ShardOp) -> Result<()> {
-        let payload = serde_json::to_vec(op).map_err(|e| StorageError::from_cause(e))?;
+        let payload = serde_json::to_vec(op).map_err(StorageError::from_cause)?;
         let mut record = Vec::with_capacity(HEADER_LEN + payload.len());
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());

@@ -593,7 +593,7 @@ fn read_clock(path: &Path) -> Option<ShardClock> {
 
 fn write_clock(path: &Path, clock: ShardClock) -> Result<()> {
     let temp = path.with_extension("clock.tmp");
-    let bytes = serde_json::to_vec(&clock).map_err(|e| StorageError::from_cause(e))?;
+    let bytes = serde_json::to_vec(&clock).map_err(StorageError::from_cause)?;
     fs_err::write(&temp, bytes)?;
     fs_err::rename(&temp, path)?;
     Ok(())

@@ -59,7 +59,7 @@ impl Storage {
         let name = name.to_string();
         tokio::task::spawn_blocking(move || this.replace_collection_blocking(&name, &staged))
             .await
-            .map_err(|e| StorageError::from_cause(e))?
+            .map_err(StorageError::from_cause)?
     }
 
     fn replace_collection_blocking(&self, name: &str, staged: &Path) -> Result<()> {
@@ -119,7 +119,7 @@ impl Storage {
         let name = name.to_string();
         tokio::task::spawn_blocking(move || this.replace_shard_blocking(&name, id, new))
             .await
-            .map_err(|e| StorageError::from_cause(e))?
+            .map_err(StorageError::from_cause)?
     }
 
     fn replace_shard_blocking(&self, name: &str, id: u32, new: ShardReplacement) -> Result<()> {
@@ -229,7 +229,7 @@ impl Storage {
     }
 
     fn write_journal(&self, path: &Path, journal: &Journal) -> Result<()> {
-        let text = serde_json::to_vec(journal).map_err(|e| StorageError::from_cause(e))?;
+        let text = serde_json::to_vec(journal).map_err(StorageError::from_cause)?;
         let temp = self.staging_dir("tmp-journal");
         {
             use std::io::Write;

@@ -189,7 +189,7 @@ pub async fn apply(
                 Ok((staged, frozen, partial.form(), opened))
             })
             .await
-            .map_err(|e| StorageError::from_cause(e))??
+            .map_err(StorageError::from_cause)??
         };
         let (staged, frozen, form, opened) = staged;
         let (files_received, files_kept) = (staged.received, staged.kept);

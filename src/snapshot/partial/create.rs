@@ -121,7 +121,7 @@ fn version_layout(
     let mut items = Vec::new();
     for (id, segment) in &current.segments {
         let prefix = format!("segments/{id}/files/");
-        let manifest = serde_json::to_vec(segment).map_err(|e| StorageError::from_cause(e))?;
+        let manifest = serde_json::to_vec(segment).map_err(StorageError::from_cause)?;
         items.push((
             format!("{prefix}segment_manifest.json"),
             Item::Bytes(manifest),
@@ -209,7 +209,7 @@ fn content_layout(
     }
     let manifest =
         json!({"format": "snapfs-manifest", "version": 1, "partial": true, "entries": entries});
-    let mut manifest = serde_json::to_vec(&manifest).map_err(|e| StorageError::from_cause(e))?;
+    let mut manifest = serde_json::to_vec(&manifest).map_err(StorageError::from_cause)?;
     manifest.push(b'\n');
     let mut builder = ArchiveBuilder::new(mtime_secs(view));
     let io = |e: std::io::Error| StorageError::internal_from("laying out the partial snapshot", e);

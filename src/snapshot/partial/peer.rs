@@ -154,7 +154,7 @@ async fn transfer(
             Ok((frozen, view))
         })
         .await
-        .map_err(|e| StorageError::from_cause(e))??
+        .map_err(StorageError::from_cause)??
     };
     let (form, body) = if form == Form::Content {
         let view = view.clone();
@@ -168,7 +168,7 @@ async fn transfer(
             })
         })
         .await
-        .map_err(|e| StorageError::from_cause(e))??;
+        .map_err(StorageError::from_cause)??;
         ("content", serde_json::to_vec(&manifest))
     } else {
         let versions: VersionManifest = view
@@ -178,7 +178,7 @@ async fn transfer(
         ("versions", serde_json::to_vec(&versions))
     };
     drop(view);
-    let body = body.map_err(|e| StorageError::from_cause(e))?;
+    let body = body.map_err(StorageError::from_cause)?;
     let path = format!(
         "/collections/{}/shards/{id}/snapshot/partial/create",
         encode_segment(collection)
@@ -191,7 +191,7 @@ async fn transfer(
         let storage = storage.clone();
         tokio::task::spawn_blocking(move || crate::snapshot::intake::begin(&storage, shown, None))
             .await
-            .map_err(|e| StorageError::from_cause(e))??
+            .map_err(StorageError::from_cause)??
     };
     if let Some(length) = response.content_length() {
         intake.expect_size(length)?;
@@ -221,7 +221,7 @@ async fn transfer(
     }
     let received = tokio::task::spawn_blocking(move || intake.finish())
         .await
-        .map_err(|e| StorageError::from_cause(e))?
+        .map_err(StorageError::from_cause)?
         .map_err(|e| unquoted("the peer's answer", e))?;
     Ok(Fetched::Archive {
         form,
@@ -295,7 +295,7 @@ async fn full_size(storage: &Arc<Storage>, collection: &str, id: u32) -> Result<
     let scope = Scope::Shard(collection.to_string(), id);
     tokio::task::spawn_blocking(move || SnapshotView::open(&storage, scope).map(|v| v.size()))
         .await
-        .map_err(|e| StorageError::from_cause(e))?
+        .map_err(StorageError::from_cause)?
 }
 
 /// The peer: its base URL and key.
@@ -325,7 +325,7 @@ impl Peer {
         // is worth keeping.
         let client = fetch
             .client_with(|builder| builder.pool_max_idle_per_host(0))
-            .map_err(|e| StorageError::from_cause(e))?;
+            .map_err(StorageError::from_cause)?;
         Ok(Peer {
             base: url.trim_end_matches('/').to_string(),
             api_key: api_key.map(str::to_string),

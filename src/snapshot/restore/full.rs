@@ -81,7 +81,7 @@ async fn restore_full_in(
                 .collect()
         })
         .await
-        .map_err(|e| StorageError::from_cause(e))??
+        .map_err(StorageError::from_cause)??
     };
     if !force
         && let Some((existing, _)) = mapping
