@@ -27,4 +27,4 @@ fi
 command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)"; exit 1; }
 
 # Integration tests start several daemons at once; two test threads fit a 2-core machine.
-cargo test --all-targets -- --test-threads="${SNAPFS_TEST_THREADS:-2}"
+cargo test --all-targets --features failpoints -- --test-threads="${SNAPFS_TEST_THREADS:-2}"

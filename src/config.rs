@@ -113,20 +113,49 @@ impl Config {
     }
 }
 
-/// Command-line flags (highest precedence). `None` leaves the lower layers' value.
-#[derive(Debug, Clone, Default)]
+/// Command-line flags of `snapfs serve` (highest precedence), parsed by clap
+/// straight into this struct. `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Flags {
-    pub config_file: Option<PathBuf>,
+    /// Directory holding storage/, snapshots/, tmp/ and the socket.
+    #[arg(long, help_heading = "Storage")]
     pub data_dir: Option<PathBuf>,
-    pub socket: Option<PathBuf>,
-    pub http: Option<SocketAddr>,
-    pub grpc: Option<SocketAddr>,
-    pub api_key: Option<String>,
-    pub allow_non_loopback: bool,
+    /// YAML configuration file (Qdrant's key names).
+    #[arg(long = "config", help_heading = "Storage")]
+    pub config_file: Option<PathBuf>,
+    /// Create a `demo` collection with random points when there are no collections.
+    #[arg(long, help_heading = "Storage")]
     pub demo: bool,
-    pub mount: Option<PathBuf>,
+    /// Restore every collection of a full-storage snapshot before serving.
+    #[arg(long, value_name = "FILE", help_heading = "Storage")]
     pub storage_snapshot: Option<PathBuf>,
+    /// With --storage-snapshot: replace collections that already exist.
+    #[arg(long, requires = "storage_snapshot", help_heading = "Storage")]
     pub force: bool,
+    /// Mount the filesystem at DIR (created if missing; unmounted on exit).
+    #[arg(long, value_name = "DIR", help_heading = "Mount")]
+    pub mount: Option<PathBuf>,
+    /// Control socket path [default: <data-dir>/snapfs.sock].
+    #[arg(long, help_heading = "Listeners")]
+    pub socket: Option<PathBuf>,
+    /// Also serve the API on TCP at ADDR (e.g. 127.0.0.1:6333); needs an API key.
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners")]
+    pub http: Option<SocketAddr>,
+    /// Also serve Qdrant's gRPC API on TCP at ADDR (Qdrant's port: 127.0.0.1:6334);
+    /// needs an API key.
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners")]
+    pub grpc: Option<SocketAddr>,
+    /// API key required on TCP, HTTP and gRPC (header or metadata `api-key`).
+    #[arg(
+        long,
+        env = "SNAPFS_API_KEY",
+        hide_env_values = true,
+        help_heading = "Listeners"
+    )]
+    pub api_key: Option<String>,
+    /// Allow --http and --grpc on an address other than loopback.
+    #[arg(long, help_heading = "Listeners")]
+    pub allow_non_loopback: bool,
 }
 
 /// The file/env layers, every key optional.
@@ -1004,5 +1033,55 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// The serve flags are parsed by clap straight into [`Flags`]: every flag lands
+    /// in its field, `--config` in `config_file`, and clap's own rules hold.
+    #[test]
+    fn serve_flags_parse_into_the_config_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            flags: Flags,
+        }
+        let parsed = Serve::try_parse_from([
+            "serve",
+            "--config",
+            "/etc/snapfs.yaml",
+            "--data-dir",
+            "/d",
+            "--http",
+            "127.0.0.1:6333",
+            "--grpc",
+            "127.0.0.1:6334",
+            "--api-key",
+            "k",
+            "--allow-non-loopback",
+            "--demo",
+            "--mount",
+            "/m",
+            "--storage-snapshot",
+            "/s.snapshot",
+            "--force",
+            "--socket",
+            "/d/s.sock",
+        ])
+        .unwrap()
+        .flags;
+        assert_eq!(parsed.config_file, Some(PathBuf::from("/etc/snapfs.yaml")));
+        assert_eq!(parsed.data_dir, Some(PathBuf::from("/d")));
+        assert_eq!(parsed.http, Some("127.0.0.1:6333".parse().unwrap()));
+        assert_eq!(parsed.grpc, Some("127.0.0.1:6334".parse().unwrap()));
+        assert_eq!(parsed.api_key.as_deref(), Some("k"));
+        assert!(parsed.allow_non_loopback && parsed.demo && parsed.force);
+        assert_eq!(parsed.mount, Some(PathBuf::from("/m")));
+        assert_eq!(parsed.storage_snapshot, Some(PathBuf::from("/s.snapshot")));
+        assert_eq!(parsed.socket, Some(PathBuf::from("/d/s.sock")));
+        // --force needs --storage-snapshot.
+        assert!(Serve::try_parse_from(["serve", "--force"]).is_err());
+        // Parsed flags reach the configuration.
+        let config = load(&parsed, vec![]).unwrap_err();
+        assert!(config.to_string().contains("/etc/snapfs.yaml"), "{config}");
     }
 }

@@ -1,6 +1,5 @@
 //! The `snapfs` binary: parses the command line and hands over to the library.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground (logs to stderr; SIGINT/SIGTERM stop it cleanly).
-    Serve(ServeArgs),
+    Serve(Flags),
     /// Create, list, inspect and delete collections.
     Collections {
         #[command(flatten)]
@@ -187,49 +186,6 @@ enum PartialCommand {
         #[arg(long, value_parser = ["content", "versions"])]
         form: Option<String>,
     },
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// Directory holding storage/, snapshots/, tmp/ and the socket.
-    #[arg(long, help_heading = "Storage")]
-    data_dir: Option<PathBuf>,
-    /// YAML configuration file (Qdrant's key names).
-    #[arg(long, help_heading = "Storage")]
-    config: Option<PathBuf>,
-    /// Create a `demo` collection with random points when there are no collections.
-    #[arg(long, help_heading = "Storage")]
-    demo: bool,
-    /// Restore every collection of a full-storage snapshot before serving.
-    #[arg(long, value_name = "FILE", help_heading = "Storage")]
-    storage_snapshot: Option<PathBuf>,
-    /// With --storage-snapshot: replace collections that already exist.
-    #[arg(long, requires = "storage_snapshot", help_heading = "Storage")]
-    force: bool,
-    /// Mount the filesystem at DIR (created if missing; unmounted on exit).
-    #[arg(long, value_name = "DIR", help_heading = "Mount")]
-    mount: Option<PathBuf>,
-    /// Control socket path [default: <data-dir>/snapfs.sock].
-    #[arg(long, help_heading = "Listeners")]
-    socket: Option<PathBuf>,
-    /// Also serve the API on TCP at ADDR (e.g. 127.0.0.1:6333); needs an API key.
-    #[arg(long, value_name = "ADDR", help_heading = "Listeners")]
-    http: Option<SocketAddr>,
-    /// Also serve Qdrant's gRPC API on TCP at ADDR (Qdrant's port: 127.0.0.1:6334);
-    /// needs an API key.
-    #[arg(long, value_name = "ADDR", help_heading = "Listeners")]
-    grpc: Option<SocketAddr>,
-    /// API key required on TCP, HTTP and gRPC (header or metadata `api-key`).
-    #[arg(
-        long,
-        env = "SNAPFS_API_KEY",
-        hide_env_values = true,
-        help_heading = "Listeners"
-    )]
-    api_key: Option<String>,
-    /// Allow --http and --grpc on an address other than loopback.
-    #[arg(long, help_heading = "Listeners")]
-    allow_non_loopback: bool,
 }
 
 #[derive(Args)]
@@ -438,21 +394,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(flags: Flags) -> anyhow::Result<()> {
     init_logging();
-    let flags = Flags {
-        config_file: args.config,
-        data_dir: args.data_dir,
-        socket: args.socket,
-        http: args.http,
-        grpc: args.grpc,
-        api_key: args.api_key,
-        allow_non_loopback: args.allow_non_loopback,
-        demo: args.demo,
-        mount: args.mount,
-        storage_snapshot: args.storage_snapshot,
-        force: args.force,
-    };
     let config = config::load(&flags, std::env::vars())?;
     daemon::run(config)
 }

@@ -55,5 +55,5 @@ pub async fn run_blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| StorageError::internal(format!("worker failed: {e}")))?
+        .map_err(|e| StorageError::internal_from("worker failed", e))?
 }

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod names;
 pub mod partial;
 pub mod progress;
+pub mod recover;
 pub mod restore;
 pub mod segment_layout;
 pub mod sparse;

@@ -15,7 +15,9 @@ pub mod ops;
 pub mod pending_log;
 pub mod router;
 pub mod shard;
+pub mod snapshot_error;
 pub mod switch;
+pub mod turns;
 pub mod wal;
 
 use std::collections::BTreeMap;
@@ -31,6 +33,7 @@ pub use collection::{
 };
 pub use collection_config::{CollectionConfig, CreateCollection};
 pub use error::{Result, StorageError};
+pub use snapshot_error::SnapshotError;
 pub(crate) use switch::{crash_point, pause_point};
 
 /// How often the maintenance thread looks for shards to flush or optimize.
@@ -52,6 +55,13 @@ pub struct Storage {
     temp_path: std::sync::OnceLock<PathBuf>,
     /// `storage.max_restore_bytes` (see [`Storage::limit_restores`]).
     max_restore_bytes: std::sync::OnceLock<u64>,
+    /// One restore or partial apply per collection at a time.
+    restore_turns: turns::RestoreTurns,
+    /// One partial apply or pull per shard.
+    shard_claims: turns::ShardClaims,
+    /// Disk bytes the restores into this storage have declared since it opened
+    /// (only ever grows; see `snapshot::limits::Reservation`).
+    restore_ledger: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Prefix of a restore's staging directory.
@@ -75,12 +85,12 @@ impl Storage {
     /// Open (or initialize) the storage at `storage_path` and load every collection.
     pub fn open(storage_path: &Path) -> Result<Arc<Self>> {
         let collections_dir = storage_path.join("collections");
-        std::fs::create_dir_all(&collections_dir)?;
+        fs_err::create_dir_all(&collections_dir)?;
         // A restore interrupted by a crash is finished or undone before anything
         // else looks at the directory (its journal says which).
         switch::recover(&collections_dir)?;
         let mut collections = BTreeMap::new();
-        for entry in std::fs::read_dir(&collections_dir)? {
+        for entry in fs_err::read_dir(&collections_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
@@ -108,9 +118,30 @@ impl Storage {
             restore_staging: std::sync::OnceLock::new(),
             temp_path: std::sync::OnceLock::new(),
             max_restore_bytes: std::sync::OnceLock::new(),
+            restore_turns: turns::RestoreTurns::default(),
+            shard_claims: turns::ShardClaims::default(),
+            restore_ledger: Arc::default(),
         });
         storage.start_maintenance()?;
         Ok(storage)
+    }
+
+    /// Collection `name`'s turn to be restored or to have a partial snapshot
+    /// applied: one at a time per collection, the next one waits.
+    pub async fn restore_turn(&self, name: &str) -> turns::Turn {
+        self.restore_turns.wait(name).await
+    }
+
+    /// Claim shard `id` of `collection` for a partial apply or pull; `None` while
+    /// another one holds it.
+    pub fn try_claim_shard(&self, collection: &str, id: u32) -> Option<turns::ShardClaim> {
+        self.shard_claims.try_take(collection, id)
+    }
+
+    /// The count of disk bytes this storage's restores have declared, which each
+    /// restore subtracts from the free space it measured when it started.
+    pub fn restore_ledger(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.restore_ledger.clone()
     }
 
     pub fn peer_id(&self) -> u64 {
@@ -149,7 +180,7 @@ impl Storage {
         let name = name.to_string();
         tokio::task::spawn_blocking(move || this.create_blocking(&name, config))
             .await
-            .map_err(|e| StorageError::internal(e.to_string()))?
+            .map_err(StorageError::from_cause)?
     }
 
     fn create_blocking(&self, name: &str, config: CollectionConfig) -> Result<()> {
@@ -166,7 +197,7 @@ impl Storage {
             }
         }
         let target = self.collections_dir.join(name);
-        std::fs::rename(&staging, &target)?;
+        fs_err::rename(&staging, &target)?;
         let collection = Collection::open(&target, name)?;
         self.collections
             .write()
@@ -183,9 +214,9 @@ impl Storage {
     /// which has already finished or undone any interrupted switch).
     pub fn stage_restores_in(&self, temp_path: &Path) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
-        std::fs::create_dir_all(temp_path)?;
+        fs_err::create_dir_all(temp_path)?;
         let _ = self.temp_path.set(temp_path.to_path_buf());
-        for entry in std::fs::read_dir(temp_path)? {
+        for entry in fs_err::read_dir(temp_path)? {
             let path = entry?.path();
             let name = file_name(&path);
             if let Some((_, what)) = TEMP_LEFTOVERS
@@ -196,7 +227,7 @@ impl Storage {
                 remove_path(&path)?;
             }
         }
-        if std::fs::metadata(temp_path)?.dev() == std::fs::metadata(&self.collections_dir)?.dev() {
+        if fs_err::metadata(temp_path)?.dev() == fs_err::metadata(&self.collections_dir)?.dev() {
             let _ = self.restore_staging.set(temp_path.to_path_buf());
         } else {
             tracing::info!(temp_path = %temp_path.display(), "temp_path is on another file system than the collections: restores unpack beside the collections instead");
@@ -205,8 +236,8 @@ impl Storage {
     }
 
     /// Bound the logical bytes one restore may unpack (`storage.max_restore_bytes`);
-    /// unset, each restore's bound follows the free space
-    /// ([`crate::snapshot::intake::default_logical_limit`]).
+    /// unset, each restore's bound follows the free space (the snapshot layer's
+    /// `intake::default_logical_limit`).
     pub fn limit_restores(&self, max_restore_bytes: u64) {
         let _ = self.max_restore_bytes.set(max_restore_bytes);
     }
@@ -253,13 +284,13 @@ impl Storage {
             .join(format!(".deleting-{}", uuid::Uuid::new_v4()));
         tokio::task::spawn_blocking(move || -> Result<()> {
             collection.shutdown();
-            std::fs::rename(collection.dir(), &graveyard)?;
+            fs_err::rename(collection.dir(), &graveyard)?;
             // Readers holding the collection keep their open files; the directory goes now.
             remove_path(&graveyard)?;
             Ok(())
         })
         .await
-        .map_err(|e| StorageError::internal(e.to_string()))??;
+        .map_err(StorageError::from_cause)??;
         tracing::info!(collection = name, "deleted");
         Ok(true)
     }
@@ -307,23 +338,22 @@ impl Storage {
 fn load_or_create_peer_id(storage_path: &Path) -> Result<u64> {
     let path = storage_path.join("peer_id");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return text
-            .trim()
-            .parse()
-            .map_err(|_| StorageError::internal(format!("{} is not a number", path.display())));
+        return text.trim().parse().map_err(|e| {
+            StorageError::internal_from(format!("{} is not a number", path.display()), e)
+        });
     }
     let id = rand::random_range(1..(1u64 << 53));
     let temp = storage_path.join(".peer_id.tmp");
-    std::fs::write(&temp, id.to_string())?;
-    std::fs::rename(&temp, &path)?;
+    fs_err::write(&temp, id.to_string())?;
+    fs_err::rename(&temp, &path)?;
     Ok(id)
 }
 
 pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
     if path.is_dir() {
-        std::fs::remove_dir_all(path)
+        fs_err::remove_dir_all(path)
     } else {
-        std::fs::remove_file(path)
+        fs_err::remove_file(path)
     }
 }
 
@@ -444,4 +474,11 @@ pub fn open_regular_beneath(dir: &Path, relative: &str) -> std::io::Result<std::
 /// `statvfs` of the file system holding `path`.
 pub fn filesystem_stats(path: &Path) -> std::io::Result<rustix::fs::StatVfs> {
     Ok(rustix::fs::statvfs(path)?)
+}
+
+/// `syncfs` of the file system holding `dir`: everything staged there is durable.
+pub fn sync_filesystem(dir: &Path) -> Result<()> {
+    let handle = fs_err::File::open(dir)?;
+    rustix::fs::syncfs(&handle).map_err(std::io::Error::from)?;
+    Ok(())
 }

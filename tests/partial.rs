@@ -546,6 +546,7 @@ async fn a_stalled_pull_gives_up_and_changes_nothing() {
 
 /// `kill -9` at each step of an apply: the next start finds the old shard or the
 /// new one, whole, with nothing left over.
+#[cfg(feature = "failpoints")] // SNAPFS_CRASH_AT / SNAPFS_PAUSE_AT
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_at_any_step_of_an_apply_leaves_old_or_new() {
     let (a, a_url) = peer_daemon();
@@ -1325,6 +1326,7 @@ async fn copies_read_only_the_shards_own_files() {
     assert_eq!(count(&client, "c").await, before.len() as u64 + 1);
 }
 
+#[cfg(feature = "failpoints")] // SNAPFS_CRASH_AT / SNAPFS_PAUSE_AT
 #[tokio::test(flavor = "multi_thread")]
 async fn an_apply_cut_short_leaves_the_old_shards_files_untouched() {
     let (a, a_url) = peer_daemon();

@@ -540,6 +540,7 @@ async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
 
 /// A crash (abort, as `kill -9`) before, at and after the switch: the next start
 /// finds the old or the new collection, whole, and no leftovers.
+#[cfg(feature = "failpoints")] // SNAPFS_CRASH_AT / SNAPFS_PAUSE_AT
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_around_the_switch_leaves_old_or_new() {
     for (crash_at, shard, new_state) in [
@@ -1125,6 +1126,7 @@ async fn restore_failures(client: &Client) -> std::collections::BTreeMap<String,
 /// A freeze whose shard is switched (restored) between placing its cut and settling
 /// the frozen files builds its view again: a reader never sees "shutting down"
 /// because a restore ran (the 30-minute soak hit this once, as an EBUSY lookup).
+#[cfg(feature = "failpoints")] // SNAPFS_CRASH_AT / SNAPFS_PAUSE_AT
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
     // Every freeze waits 1.5 s after its cut: the restore below lands in that window.

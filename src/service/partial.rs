@@ -41,7 +41,7 @@ pub async fn create_partial(
 /// The shard's one partial recovery, if none runs: `None` when one does.
 pub fn claim(service: &Service, collection: &str, id: u32) -> Result<Option<ShardClaim>> {
     service.storage.collection(collection)?.shard(id)?;
-    Ok(ShardClaim::try_take(collection, id))
+    Ok(ShardClaim::try_take(&service.storage, collection, id))
 }
 
 /// Apply a received partial archive to shard `id`, under its claim.

@@ -189,5 +189,5 @@ fn without_point(filter: Option<Filter>, id: PointId) -> Result<Filter, StorageE
         combined["must"] = serde_json::json!([filter]);
     }
     serde_json::from_value(combined)
-        .map_err(|e| StorageError::internal(format!("combining the query's filter: {e}")))
+        .map_err(|e| StorageError::internal_from("combining the query's filter", e))
 }

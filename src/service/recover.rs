@@ -61,7 +61,8 @@ pub async fn restore_received(
 ) -> Result<()> {
     match &scope {
         Scope::Shard(c, id) => {
-            restore::restore_or_apply_shard(storage, c, *id, received, checksum).await
+            crate::snapshot::recover::restore_or_apply_shard(storage, c, *id, received, checksum)
+                .await
         }
         Scope::Collection(c) => restore_collection(storage, c, received, checksum)
             .await
@@ -403,10 +404,7 @@ async fn download_within(
     let refused =
         |why: crate::fetch::Refused| StorageError::Forbidden(format!("cannot fetch {url}: {why}"));
     let origin = reqwest::Url::parse(url).map_err(|e| failed(e.to_string()))?;
-    let client = service
-        .fetch
-        .client()
-        .map_err(|e| StorageError::internal(e.to_string()))?;
+    let client = service.fetch.client().map_err(StorageError::from_cause)?;
     let header_timeout = service.fetch.header_timeout;
     let mut at = origin.clone();
     let mut response = None;

@@ -22,7 +22,7 @@ use super::layout::{ArchiveBuilder, ArchiveLayout, EntryKind, FrozenFile, Genera
 
 pub const MANIFEST_NAME: &str = "snapfs-manifest.json";
 /// The engine's repair journal beside a payload tracker (see [`add_shard`]).
-pub const TRACKER_JOURNAL: &str = "tracker_journal.dat";
+pub use crate::storage::shard::TRACKER_JOURNAL;
 /// What Qdrant 1.18.3 writes into a collection snapshot's `version.info` (the version
 /// of its collection storage format, not of the server).
 pub const COLLECTION_FORMAT_VERSION: &str = "0.4.2";

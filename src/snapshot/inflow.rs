@@ -7,7 +7,7 @@
 //! the stall limit) or something read by offset (a file, a stored snapshot: read on
 //! a blocking thread). Either way the size it declares is checked before the first
 //! byte is believed, the intake's refusal never quotes the bytes received (see
-//! [`crate::fetch::unquoted`]), and a failure of the source itself is put in the
+//! [`crate::snapshot::error::unquoted`]), and a failure of the source itself is put in the
 //! source's own words ([`Source::failed`]).
 
 use std::pin::Pin;
@@ -72,7 +72,7 @@ pub async fn pump(storage: &Arc<Storage>, source: Source<'_>) -> Result<Received
         stall,
         failed,
     } = source;
-    let refused = |e| crate::fetch::unquoted(what, e);
+    let refused = |e| crate::snapshot::error::unquoted(what, e);
     match body {
         Body::Reader(reader) => {
             let storage = storage.clone();
@@ -87,7 +87,7 @@ pub async fn pump(storage: &Arc<Storage>, source: Source<'_>) -> Result<Received
                 }
             })
             .await
-            .map_err(|e| StorageError::internal(format!("restore reader: {e}")))?
+            .map_err(|e| StorageError::internal_from("restore reader", e))?
             .map_err(refused)
         }
         Body::Stream(mut chunks) => {
@@ -113,7 +113,7 @@ pub async fn pump(storage: &Arc<Storage>, source: Source<'_>) -> Result<Received
             }
             tokio::task::spawn_blocking(move || intake.finish())
                 .await
-                .map_err(|e| StorageError::internal(format!("restore intake: {e}")))?
+                .map_err(|e| StorageError::internal_from("restore intake", e))?
                 .map_err(refused)
         }
     }
@@ -128,7 +128,7 @@ async fn begin(
     let storage = storage.clone();
     tokio::task::spawn_blocking(move || restore::begin(&storage, shown_as, checksum))
         .await
-        .map_err(|e| StorageError::internal(format!("restore intake: {e}")))?
+        .map_err(|e| StorageError::internal_from("restore intake", e))?
 }
 
 /// Read `size` bytes of `reader` in order into `intake`. An I/O error of the

@@ -27,12 +27,30 @@ use super::digest::hex;
 use super::limits::{DEFAULT_LOGICAL_BYTES, Limits, Reservation};
 use super::progress::Running;
 use super::unpack::{FileDigests, VerifyReport, check_checksum, unpack_entries};
-use crate::storage::{Result, StorageError};
+use crate::storage::{Result, Storage, StorageError};
 
 /// Bytes handed to the workers at a time.
 const CHUNK: usize = 1 << 20;
 /// Chunks queued per worker.
 const QUEUE: usize = 4;
+
+/// Start receiving an archive for a restore into a new staging directory on the
+/// collections' file system (so the switch is a rename), shown in `info.json` as
+/// a restore of `shown_as` (collection, what); `checksum`, when known before the
+/// first byte, is checked when the last one is in (see [`Intake::start`]).
+pub fn begin(
+    storage: &Storage,
+    shown_as: Option<(String, String)>,
+    checksum: Option<String>,
+) -> Result<Intake> {
+    Intake::start(
+        storage.restore_staging_dir(),
+        shown_as,
+        checksum,
+        storage.max_restore_bytes(),
+        &storage.restore_ledger(),
+    )
+}
 
 /// An archive being received and unpacked into a staging directory.
 pub struct Intake {
@@ -86,12 +104,14 @@ impl Intake {
     /// archive's SHA-256 when known now, is checked by [`Intake::finish`] and spares
     /// hashing each file on its own. `max_logical` bounds the logical bytes the
     /// archive's files may describe (`storage.max_restore_bytes`; `None`:
-    /// [`DEFAULT_LOGICAL_BYTES`]).
+    /// [`DEFAULT_LOGICAL_BYTES`]). `ledger`: the disk bytes the storage's restores
+    /// have declared (see [`Reservation`]).
     pub fn start(
         staging: PathBuf,
         shown_as: Option<(String, String)>,
         expected: Option<String>,
         max_logical: Option<u64>,
+        ledger: &Arc<AtomicU64>,
     ) -> Result<Intake> {
         fs_err::create_dir(&staging)?;
         let free = match free_space(&staging) {
@@ -114,7 +134,7 @@ impl Intake {
             space: Some(free),
             logical: max_logical.unwrap_or(DEFAULT_LOGICAL_BYTES),
             cancel: cancel.clone(),
-            reservation: Some(Arc::new(Reservation::default())),
+            reservation: Some(Arc::new(Reservation::new(ledger))),
         };
         let unpacker = std::thread::Builder::new()
             .name("restore-unpack".into())

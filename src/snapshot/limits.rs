@@ -75,39 +75,38 @@ impl Limits {
     }
 }
 
-/// Disk bytes every restore of this process has declared since it started (only
-/// ever grows).
-static DECLARED: AtomicU64 = AtomicU64::new(0);
-
 /// One restore's declared disk bytes. Its free space is measured when it starts, so
 /// what other restores had written by then is already out of it; what they declare
 /// after that is subtracted as they declare it (a restore that then fails and
-/// frees its bytes is still counted: on the safe side).
+/// frees its bytes is still counted: on the safe side). Every restore of one
+/// storage counts in that storage's ledger ([`crate::storage::Storage::restore_ledger`]:
+/// disk bytes declared since it opened, only ever growing).
 #[derive(Debug)]
 pub struct Reservation {
+    ledger: Arc<AtomicU64>,
     mine: AtomicU64,
-    /// [`DECLARED`] when this restore started.
+    /// The ledger when this restore started.
     start: u64,
 }
 
-impl Default for Reservation {
-    fn default() -> Self {
+impl Reservation {
+    /// A restore starting now, counted in `ledger`.
+    pub fn new(ledger: &Arc<AtomicU64>) -> Self {
         Reservation {
+            ledger: ledger.clone(),
             mine: AtomicU64::new(0),
-            start: DECLARED.load(Ordering::SeqCst),
+            start: ledger.load(Ordering::SeqCst),
         }
     }
-}
 
-impl Reservation {
     pub(super) fn add(&self, bytes: u64) {
         self.mine.fetch_add(bytes, Ordering::SeqCst);
-        DECLARED.fetch_add(bytes, Ordering::SeqCst);
+        self.ledger.fetch_add(bytes, Ordering::SeqCst);
     }
 
     /// What the other restores have declared since this one started.
     pub(super) fn others(&self) -> u64 {
-        DECLARED
+        self.ledger
             .load(Ordering::SeqCst)
             .saturating_sub(self.start)
             .saturating_sub(self.mine.load(Ordering::SeqCst))
@@ -202,23 +201,19 @@ impl<'a> Tally<'a> {
     }
 }
 
-/// Tests that count on [`DECLARED`] moving only by their own hand take this.
-#[cfg(test)]
-pub(super) static DECLARED_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_restore_sees_what_others_declared_since_it_started() {
-        let _only = DECLARED_TEST_LOCK.lock().unwrap();
-        let before = Reservation::default();
+        let ledger = Arc::default();
+        let before = Reservation::new(&ledger);
         before.add(1000);
-        let mine = Reservation::default();
+        let mine = Reservation::new(&ledger);
         // Declared before this one started: already out of its measured free space.
         assert_eq!(mine.others(), 0);
-        let after = Reservation::default();
+        let after = Reservation::new(&ledger);
         after.add(300);
         mine.add(50);
         assert_eq!(mine.others(), 300);

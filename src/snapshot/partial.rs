@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod peer;
 
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use manifest::{ContentEntry, ContentManifest, ManifestRequest, VersionManifest};
@@ -30,6 +31,21 @@ use super::{Scope, SnapshotView};
 use crate::storage::shard::Shard;
 use crate::storage::{Result, Storage, StorageError};
 
+/// Qdrant's per-segment version manifest in a partial archive.
+pub const SEGMENT_MANIFEST: &str = "segment_manifest.json";
+
+/// Whether a received collection or full shard archive holds partial pieces (which
+/// a full restore must refuse).
+pub fn is_partial_tree(dir: &Path) -> bool {
+    let Ok(entries) = fs_err::read_dir(dir.join("segments")) else {
+        return false;
+    };
+    entries.flatten().any(|segment| {
+        let path = segment.path();
+        path.join(SEGMENT_MANIFEST).exists() || path.join("files").join(SEGMENT_MANIFEST).exists()
+    })
+}
+
 /// The engine's version manifest of `shard` (call with the shard frozen, so that
 /// it describes its files).
 pub fn engine_manifest(shard: &Shard) -> Result<VersionManifest> {
@@ -37,12 +53,9 @@ pub fn engine_manifest(shard: &Shard) -> Result<VersionManifest> {
         .engine()?
         .snapshot_manifest()
         .map_err(StorageError::from_engine)?;
-    let value =
-        serde_json::to_value(&manifest).map_err(|e| StorageError::internal(e.to_string()))?;
+    let value = serde_json::to_value(&manifest).map_err(StorageError::from_cause)?;
     serde_json::from_value(value).map_err(|e| {
-        StorageError::internal(format!(
-            "the engine's snapshot manifest has another shape: {e}"
-        ))
+        StorageError::internal_from("the engine's snapshot manifest has another shape", e)
     })
 }
 
@@ -149,7 +162,7 @@ fn content_manifest(view: &SnapshotView) -> Result<ContentManifest> {
         let frozen = &layout.files()[*file];
         let digest = frozen
             .with_file(|f| file_digest(f, frozen.size, extents, true))
-            .map_err(|e| StorageError::internal(format!("hashing {}: {e}", entry.path)))?;
+            .map_err(|e| StorageError::internal_from(format!("hashing {}", entry.path), e))?;
         files.push(ContentEntry {
             path: entry.path.clone(),
             hash: hex(&digest.sha256),

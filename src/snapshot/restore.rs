@@ -8,20 +8,21 @@
 //! (a journaled pair of renames). On any failure the staging directory is removed
 //! and the collection is as it was.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::SnapshotError;
-use super::intake::{Intake, Received};
+use super::intake::Received;
 use super::progress::{Running, count_refusal};
 use super::segment_layout::normalize_segments;
 use super::unpack::check_checksum;
 use crate::storage::cache_pin::CachePin;
 use crate::storage::collection::CONFIG_FILE;
 use crate::storage::switch::ShardReplacement;
+use crate::storage::sync_filesystem;
 use crate::storage::{Collection, CollectionConfig, Result, Storage, StorageError};
 
 pub mod full;
@@ -42,65 +43,7 @@ pub struct Restored {
     pub files: usize,
 }
 
-type Locks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
-
-fn locks() -> &'static Locks {
-    static LOCKS: OnceLock<Locks> = OnceLock::new();
-    LOCKS.get_or_init(Default::default)
-}
-
-/// A collection's turn to restore or apply (see [`serialize`]); the last one out
-/// removes the collection's lock, so the map holds only collections in use.
-pub(crate) struct Turn {
-    name: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        self.guard = None;
-        let mut locks = locks().lock().unwrap();
-        // Ours and the map's: nobody else holds or waits for it.
-        if Arc::strong_count(&self.lock) == 2 {
-            locks.remove(&self.name);
-        }
-    }
-}
-
-/// One restore (or partial apply) per collection at a time (as Qdrant: a second
-/// one waits for the first); different collections in parallel.
-pub(crate) async fn serialize(name: &str) -> Turn {
-    let lock = locks()
-        .lock()
-        .unwrap()
-        .entry(name.to_string())
-        .or_default()
-        .clone();
-    let guard = lock.clone().lock_owned().await;
-    Turn {
-        name: name.to_string(),
-        lock,
-        guard: Some(guard),
-    }
-}
-
-/// Start receiving an archive for a restore into a new staging directory on the
-/// collections' file system (so the switch is a rename), shown in `info.json` as
-/// a restore of `shown_as` (see [`shown_as`]); `checksum`, when known before the
-/// first byte, is checked when the last one is in (see [`Intake::start`]).
-pub fn begin(
-    storage: &Storage,
-    shown_as: Option<(String, String)>,
-    checksum: Option<String>,
-) -> Result<Intake> {
-    Intake::start(
-        storage.restore_staging_dir(),
-        shown_as,
-        checksum,
-        storage.max_restore_bytes(),
-    )
-}
+pub use super::intake::begin;
 
 /// How a restore into `scope` is shown: (collection, `collection` | `shard <id>`).
 /// A full-storage scope names no collection.
@@ -147,7 +90,7 @@ pub async fn receive_opened(
         intake.finish()
     })
     .await
-    .map_err(|e| StorageError::internal(e.to_string()))?
+    .map_err(StorageError::from_cause)?
 }
 
 /// Restore collection `name` (creating or replacing it) from a received archive,
@@ -185,29 +128,6 @@ pub async fn restore_shard(
     .await
 }
 
-/// Restore shard `id` from a full shard snapshot, or apply a partial one to it:
-/// what a shard's `recover/` directory does (it tells them apart by content).
-pub async fn restore_or_apply_shard(
-    storage: &Arc<Storage>,
-    name: &str,
-    id: u32,
-    received: Received,
-    checksum: Option<String>,
-) -> Result<()> {
-    let (received, partial) = tokio::task::spawn_blocking(move || {
-        let partial = super::partial::apply::detect(&received).map(|p| p.is_some());
-        (received, partial)
-    })
-    .await
-    .map_err(|e| StorageError::internal(e.to_string()))?;
-    if partial? {
-        super::partial::apply::apply(storage, name, id, received, checksum, None).await?;
-    } else {
-        restore_shard(storage, name, id, received, checksum).await?;
-    }
-    Ok(())
-}
-
 /// What a restore replaces.
 enum Target {
     Collection,
@@ -228,7 +148,7 @@ async fn run_restore(
         Target::Collection => None,
         Target::Shard(id, _) => Some(*id),
     };
-    let _turn = serialize(name).await;
+    let _turn = storage.restore_turn(name).await;
     let _metric = crate::metrics::RecoveryRunning::start(name);
     let _shown = Running::start(
         name,
@@ -257,7 +177,7 @@ async fn run_restore(
             Ok::<_, StorageError>((received, pin))
         })
         .await
-        .map_err(|e| StorageError::internal(e.to_string()))??;
+        .map_err(StorageError::from_cause)??;
         let (received, pin) = received;
         crate::storage::crash_point("restore-staged");
         let checked_ms = started.elapsed().as_millis() as u64;
@@ -312,9 +232,7 @@ fn refuse_partial(received: &Received) -> Result<()> {
         dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
     }
     if received.report.partial_target.is_some()
-        || dirs
-            .iter()
-            .any(|dir| super::partial::apply::is_partial_tree(dir))
+        || dirs.iter().any(|dir| super::partial::is_partial_tree(dir))
     {
         return Err(SnapshotError::invalid(
             "this is a partial snapshot: restore it into its shard (POST /collections/{c}/shards/{id}/snapshots/upload or …/snapshot/partial/recover, or write it into collections/<c>/shards/<id>/recover/)",
@@ -429,27 +347,4 @@ fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<Cac
 
 fn layout_refusal(err: std::io::Error) -> SnapshotError {
     SnapshotError::BadLayout(err.to_string())
-}
-
-/// `syncfs` of the file system holding `dir`: everything staged there is durable.
-pub(crate) fn sync_filesystem(dir: &Path) -> Result<()> {
-    let handle = fs_err::File::open(dir)?;
-    rustix::fs::syncfs(&handle).map_err(std::io::Error::from)?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn restore_locks_go_with_the_last_turn() {
-        let name = "locks-test-collection";
-        let first = super::serialize(name).await;
-        let waiting = tokio::spawn(async move { super::serialize(name).await });
-        tokio::task::yield_now().await;
-        drop(first);
-        let second = waiting.await.unwrap();
-        assert!(super::locks().lock().unwrap().contains_key(name));
-        drop(second);
-        assert!(!super::locks().lock().unwrap().contains_key(name));
-    }
 }

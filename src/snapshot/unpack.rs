@@ -808,21 +808,21 @@ mod tests {
 
     #[test]
     fn restores_at_the_same_time_each_see_what_the_others_declared() {
-        use crate::snapshot::limits::{DECLARED_TEST_LOCK, Reservation};
+        use crate::snapshot::limits::Reservation;
         use std::sync::Arc;
-        let _only = DECLARED_TEST_LOCK.lock().unwrap();
+        let ledger = Arc::default();
         let bytes = archive(&[file_entry("0/a", &[1u8; 4096])]);
         let with = |reservation: &Arc<Reservation>| Limits {
             space: Some(64 << 10),
             reservation: Some(reservation.clone()),
             ..Limits::unbounded_space()
         };
-        let mine = Arc::new(Reservation::default());
+        let mine = Arc::new(Reservation::new(&ledger));
         unpack_entries(&bytes[..], None, &with(&mine), FileDigests::Check).unwrap();
         // Another restore, started before this one's next archive, declares all but
         // a block of the room: no room for a file and its data block.
-        let second = Arc::new(Reservation::default());
-        let other = Reservation::default();
+        let second = Arc::new(Reservation::new(&ledger));
+        let other = Reservation::new(&ledger);
         other.add((64 << 10) - 4096);
         let err = unpack_entries(&bytes[..], None, &with(&second), FileDigests::Check).unwrap_err();
         assert!(
@@ -830,7 +830,7 @@ mod tests {
             "{err}"
         );
         // What was declared before a restore started is out of its measured space.
-        let third = Arc::new(Reservation::default());
+        let third = Arc::new(Reservation::new(&ledger));
         unpack_entries(&bytes[..], None, &with(&third), FileDigests::Check).unwrap();
     }
 

@@ -163,7 +163,7 @@ impl SnapshotView {
         if freezes.is_empty() {
             return Ok(());
         }
-        std::fs::create_dir_all(temp_path)?;
+        fs_err::create_dir_all(temp_path)?;
         self.layout.copy_aside(temp_path)?;
         freezes.clear();
         crate::metrics::freeze_ended(self.opened.elapsed());
@@ -189,9 +189,10 @@ impl SnapshotView {
                             view.shared_after_copy
                                 .store(true, std::sync::atomic::Ordering::SeqCst);
                             view.copy_aside_and_thaw(&temp_path).map_err(|e| {
-                                StorageError::internal(format!(
-                                    "ending an older snapshot's freeze failed: {e}"
-                                ))
+                                StorageError::internal_from(
+                                    "ending an older snapshot's freeze failed",
+                                    e,
+                                )
                             })?;
                             tracing::debug!(scope = ?view.scope, "older freeze ended for a new snapshot");
                         }
@@ -220,9 +221,7 @@ impl SnapshotView {
     }
 
     fn build(storage: &Storage, scope: Scope) -> Result<SnapshotView> {
-        let io = |e: std::io::Error| {
-            StorageError::internal(format!("building the snapshot failed: {e}"))
-        };
+        let io = |e: std::io::Error| StorageError::internal_from("building the snapshot failed", e);
         let peer = storage.peer_id();
         match &scope {
             Scope::Collection(name) => {
@@ -283,8 +282,7 @@ impl SnapshotView {
                     serde_json::json!({"collections_mapping": mapping, "collections_aliases": {}});
                 builder.bytes(
                     "config.json",
-                    serde_json::to_vec(&config)
-                        .map_err(|e| StorageError::internal(e.to_string()))?,
+                    serde_json::to_vec(&config).map_err(StorageError::from_cause)?,
                 );
                 add_manifest(&mut builder).map_err(io)?;
                 let layout = builder.finish().map_err(io)?;
@@ -368,7 +366,7 @@ fn collection_layout(
             peer,
         )?;
     }
-    let config = std::fs::read(
+    let config = fs_err::read(
         collection
             .dir()
             .join(crate::storage::collection::CONFIG_FILE),

@@ -117,17 +117,16 @@ impl Collection {
     pub fn create(dir: &Path, name: &str, config: CollectionConfig) -> Result<Self> {
         config.validate()?;
         config.edge_config()?; // fail before touching the disk
-        std::fs::create_dir_all(dir)?;
-        let json =
-            serde_json::to_vec(&config).map_err(|e| StorageError::internal(e.to_string()))?;
-        std::fs::write(dir.join(CONFIG_FILE), json)?;
+        fs_err::create_dir_all(dir)?;
+        let json = serde_json::to_vec(&config).map_err(StorageError::from_cause)?;
+        fs_err::write(dir.join(CONFIG_FILE), json)?;
         Self::assemble(dir, name, config, Shard::create)
     }
 
     pub fn open(dir: &Path, name: &str) -> Result<Self> {
         let bytes = super::read_bounded(&dir.join(CONFIG_FILE), super::MAX_JSON_FILE)?;
         let config: CollectionConfig = serde_json::from_slice(&bytes).map_err(|e| {
-            StorageError::internal(format!("{}: invalid config.json: {e}", dir.display()))
+            StorageError::internal_from(format!("{}: invalid config.json", dir.display()), e)
         })?;
         config.validate()?;
         Self::assemble(dir, name, config, Shard::open)

@@ -4,6 +4,8 @@
 
 use qdrant_edge::OperationError;
 
+use super::SnapshotError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("Collection `{0}` not found")]
@@ -18,8 +20,14 @@ pub enum StorageError {
     PointNotFound(String),
     #[error("snapfs is shutting down; retry once it is back")]
     ShuttingDown,
-    #[error("{0}")]
-    Internal(String),
+    /// Our fault: what failed, and the error that made it fail when there is one
+    /// (kept as the [`std::error::Error::source`], shown after `what`).
+    #[error("{}", internal_text(what, source))]
+    Internal {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// Another server (a peer asked for a partial snapshot) failed or refused.
     #[error("{0}")]
     Peer(String),
@@ -38,12 +46,37 @@ pub enum StorageError {
     },
     /// A snapshot refused, or a restore that failed: its kind says why.
     #[error(transparent)]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
+    Snapshot(#[from] SnapshotError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// The error under an internal one.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An internal error's text: `what: source`, or either alone: the same text the
+/// callers wrote by hand before the cause was kept.
+fn internal_text(what: &str, source: &Option<Cause>) -> String {
+    match source {
+        None => what.to_string(),
+        Some(cause) if what.is_empty() => cause.to_string(),
+        Some(cause) => format!("{what}: {cause}"),
+    }
+}
+
+/// A cause told again by its text (an error duplicated for a second reader).
+#[derive(Debug)]
+struct CauseText(String);
+
+impl std::fmt::Display for CauseText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CauseText {}
 
 /// What an error means to the one who asked, whatever the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +104,27 @@ impl StorageError {
         StorageError::BadRequest(message.into())
     }
 
+    /// Our fault, with no error under it (a broken invariant).
     pub fn internal(message: impl Into<String>) -> Self {
-        StorageError::Internal(message.into())
+        StorageError::Internal {
+            what: message.into(),
+            source: None,
+        }
+    }
+
+    /// Our fault: `what` failed because of `cause` (kept as the source; the text
+    /// is `what: cause`).
+    pub fn internal_from(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        StorageError::Internal {
+            what: what.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    /// Our fault, told by `cause` alone (a task that panicked, a value that did not
+    /// serialize): its text is the cause's.
+    pub fn from_cause(cause: impl Into<Cause>) -> Self {
+        StorageError::internal_from(String::new(), cause)
     }
 
     /// The same error again, for a second reader of one failure (an upload that
@@ -86,7 +138,12 @@ impl StorageError {
             NotFound(why) => NotFound(why.clone()),
             PointNotFound(id) => PointNotFound(id.clone()),
             ShuttingDown => ShuttingDown,
-            Internal(why) => Internal(why.clone()),
+            Internal { what, source } => Internal {
+                what: what.clone(),
+                source: source
+                    .as_ref()
+                    .map(|cause| Box::new(CauseText(cause.to_string())) as Cause),
+            },
             Peer(why) => Peer(why.clone()),
             Forbidden(why) => Forbidden(why.clone()),
             AlreadyInProgress(why) => AlreadyInProgress(why.clone()),
@@ -100,7 +157,6 @@ impl StorageError {
     }
 
     pub fn kind(&self) -> ErrorKind {
-        use crate::snapshot::SnapshotError;
         match self {
             StorageError::CollectionNotFound(_)
             | StorageError::PointNotFound(_)
@@ -116,9 +172,9 @@ impl StorageError {
             StorageError::Peer(_) => ErrorKind::Peer,
             StorageError::Forbidden(_) => ErrorKind::Forbidden,
             StorageError::AlreadyInProgress(_) => ErrorKind::Unavailable,
-            StorageError::Internal(_) | StorageError::Io(_) | StorageError::StaleFreeze { .. } => {
-                ErrorKind::Internal
-            }
+            StorageError::Internal { .. }
+            | StorageError::Io(_)
+            | StorageError::StaleFreeze { .. } => ErrorKind::Internal,
         }
     }
 
@@ -155,7 +211,7 @@ impl StorageError {
             | OperationError::MissingMapIndexForFacet { .. }
             | OperationError::VariableTypeError { .. }
             | OperationError::NonFiniteNumber { .. } => StorageError::BadRequest(err.to_string()),
-            _ => StorageError::Internal(err.to_string()),
+            _ => StorageError::from_cause(err),
         }
     }
 }
@@ -166,9 +222,40 @@ pub fn with_causes(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // An error that shows its cause already (an internal one) is not repeated.
+        let told = cause.to_string();
+        if !text.ends_with(&told) {
+            text.push_str(": ");
+            text.push_str(&told);
+        }
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_and_its_text() {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad bytes");
+        let err = StorageError::internal_from("pending log p", io);
+        assert_eq!(err.to_string(), "pending log p: bad bytes");
+        let cause = err.source().expect("the cause is kept");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        // Told once, whether read alone or with its causes.
+        assert_eq!(with_causes(&err), "pending log p: bad bytes");
+        let again = err.duplicate();
+        assert_eq!(again.to_string(), err.to_string());
+        assert!(again.source().is_some());
+        // A cause alone reads as the cause; no cause reads as the text.
+        let alone = StorageError::from_cause(std::io::Error::other("gone"));
+        assert_eq!(alone.to_string(), "gone");
+        assert!(StorageError::internal("broken").source().is_none());
+        assert_eq!(StorageError::internal("broken").to_string(), "broken");
+    }
 }

@@ -61,7 +61,7 @@ impl PendingLog {
     }
 
     pub fn append(&mut self, op: &ShardOp) -> Result<()> {
-        let payload = serde_json::to_vec(op).map_err(|e| StorageError::internal(e.to_string()))?;
+        let payload = serde_json::to_vec(op).map_err(StorageError::from_cause)?;
         let mut record = Vec::with_capacity(HEADER_LEN + payload.len());
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -77,7 +77,7 @@ impl PendingLog {
         let mut ops = Vec::with_capacity(self.records);
         self.for_each_record(|payload| {
             let op = serde_json::from_slice(payload).map_err(|e| {
-                StorageError::internal(format!("pending log {}: {e}", self.path.display()))
+                StorageError::internal_from(format!("pending log {}", self.path.display()), e)
             })?;
             ops.push(op);
             Ok(())

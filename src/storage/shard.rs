@@ -56,6 +56,12 @@ enum Command {
 /// caller was answered when it was logged).
 pub type Waiting = VecDeque<Option<Ack>>;
 
+/// The engine's repair journal beside a payload tracker (`tracker.dat`): removed
+/// by the engine at every load after a flush, so archives and signatures leave it out.
+pub const TRACKER_JOURNAL: &str = "tracker_journal.dat";
+/// The payload tracker the journal belongs to.
+pub const TRACKER: &str = "tracker.dat";
+
 /// A process-wide sequence every change of every shard takes a number from, so a
 /// shard's change number identifies its state: it moves with every change and is
 /// never reused, not even by another shard object opened on the same directory.
@@ -154,7 +160,7 @@ impl Shard {
         settle_engine_json(path)?;
         let before = files_signature(path);
         let engine = EdgeShard::load(path, Some(config)).map_err(|e| {
-            StorageError::internal(format!("cannot load shard {}: {e}", path.display()))
+            StorageError::internal_from(format!("cannot load shard {}", path.display()), e)
         })?;
         settle_engine_json(path)?;
         // Loading may rewrite files (WAL replay, journal compaction): that is a change.
@@ -587,9 +593,9 @@ fn read_clock(path: &Path) -> Option<ShardClock> {
 
 fn write_clock(path: &Path, clock: ShardClock) -> Result<()> {
     let temp = path.with_extension("clock.tmp");
-    let bytes = serde_json::to_vec(&clock).map_err(|e| StorageError::internal(e.to_string()))?;
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path)?;
+    let bytes = serde_json::to_vec(&clock).map_err(StorageError::from_cause)?;
+    fs_err::write(&temp, bytes)?;
+    fs_err::rename(&temp, path)?;
     Ok(())
 }
 
@@ -642,8 +648,8 @@ fn settle_json_file(path: &Path) -> Result<()> {
     if settled != bytes {
         // Replaced by rename, as the engine writes it: never half a file.
         let temp = path.with_extension("json.settling");
-        std::fs::write(&temp, &settled)?;
-        std::fs::rename(&temp, path)?;
+        fs_err::write(&temp, &settled)?;
+        fs_err::rename(&temp, path)?;
     }
     Ok(())
 }
@@ -656,7 +662,7 @@ fn settle_json_file(path: &Path) -> Result<()> {
 fn files_signature(dir: &Path) -> Vec<(PathBuf, u64, Option<Vec<u8>>)> {
     /// Files up to this size are compared by content.
     const SMALL: u64 = 64 * 1024;
-    let tracker_journal = std::ffi::OsStr::new(crate::snapshot::archive::TRACKER_JOURNAL);
+    let tracker_journal = std::ffi::OsStr::new(TRACKER_JOURNAL);
     let mut out: Vec<_> = super::regular_files(dir)
         .into_iter()
         .filter(|(path, _)| path.file_name() != Some(tracker_journal))

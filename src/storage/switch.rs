@@ -59,7 +59,7 @@ impl Storage {
         let name = name.to_string();
         tokio::task::spawn_blocking(move || this.replace_collection_blocking(&name, &staged))
             .await
-            .map_err(|e| StorageError::internal(e.to_string()))?
+            .map_err(StorageError::from_cause)?
     }
 
     fn replace_collection_blocking(&self, name: &str, staged: &Path) -> Result<()> {
@@ -119,7 +119,7 @@ impl Storage {
         let name = name.to_string();
         tokio::task::spawn_blocking(move || this.replace_shard_blocking(&name, id, new))
             .await
-            .map_err(|e| StorageError::internal(e.to_string()))?
+            .map_err(StorageError::from_cause)?
     }
 
     fn replace_shard_blocking(&self, name: &str, id: u32, new: ShardReplacement) -> Result<()> {
@@ -229,12 +229,11 @@ impl Storage {
     }
 
     fn write_journal(&self, path: &Path, journal: &Journal) -> Result<()> {
-        let text =
-            serde_json::to_vec(journal).map_err(|e| StorageError::internal(e.to_string()))?;
+        let text = serde_json::to_vec(journal).map_err(StorageError::from_cause)?;
         let temp = self.staging_dir("tmp-journal");
         {
             use std::io::Write;
-            let mut file = std::fs::File::create(&temp)?;
+            let mut file = fs_err::File::create(&temp)?;
             file.write_all(&text)?;
             file.sync_all()?;
         }
@@ -344,12 +343,14 @@ fn copy_durably(from: &Path, to: &Path) -> Result<()> {
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)?.sync_all()?;
+    fs_err::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
 /// Crash tests: `SNAPFS_CRASH_AT=<point>` makes the process abort right there, as a
-/// `kill -9` at that instant would (no destructors, no flush).
+/// `kill -9` at that instant would (no destructors, no flush). Only with the
+/// `failpoints` feature: otherwise a no-op.
+#[cfg(feature = "failpoints")]
 pub(crate) fn crash_point(point: &str) {
     if std::env::var("SNAPFS_CRASH_AT").is_ok_and(|at| at == point) {
         eprintln!("SNAPFS_CRASH_AT={point}: aborting");
@@ -357,8 +358,15 @@ pub(crate) fn crash_point(point: &str) {
     }
 }
 
+/// Without the `failpoints` feature, crash points do nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn crash_point(_point: &str) {}
+
 /// Race tests: `SNAPFS_PAUSE_AT=<point>:<ms>` makes the thread passing `point` sleep
-/// that long, widening a window a test needs to hit every time.
+/// that long, widening a window a test needs to hit every time. Only with the
+/// `failpoints` feature: otherwise a no-op.
+#[cfg(feature = "failpoints")]
 pub(crate) fn pause_point(point: &str) {
     // Read once: freezes pass here on every snapshot.
     static PAUSE_AT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
@@ -373,3 +381,8 @@ pub(crate) fn pause_point(point: &str) {
         std::thread::sleep(std::time::Duration::from_millis(*ms));
     }
 }
+
+/// Without the `failpoints` feature, pause points do nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn pause_point(_point: &str) {}

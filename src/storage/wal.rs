@@ -25,9 +25,9 @@ const SEGMENT_VERSION: u8 = 0;
 /// Make `dir` (which must not exist) a WAL with no entries whose next operation is
 /// number `next`; its segments are `capacity` bytes.
 pub fn write_empty(dir: &Path, next: u64, capacity: u64) -> Result<()> {
-    std::fs::create_dir(dir)?;
+    fs_err::create_dir(dir)?;
     let segment = dir.join(format!("closed-{next}"));
-    let mut file = std::fs::File::create_new(&segment)?;
+    let mut file = fs_err::File::create_new(&segment)?;
     let mut header = [0u8; 8];
     header[..3].copy_from_slice(b"wal");
     header[3] = SEGMENT_VERSION;
@@ -38,7 +38,7 @@ pub fn write_empty(dir: &Path, next: u64, capacity: u64) -> Result<()> {
     // Rounded down to 8 bytes as the engine does; the rest reads as zeros (no entry).
     file.set_len((capacity & !7).max(header.len() as u64))?;
     file.sync_all()?;
-    std::fs::File::open(dir)?.sync_all()?;
+    fs_err::File::open(dir)?.sync_all()?;
     Ok(())
 }
 

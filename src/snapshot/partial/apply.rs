@@ -17,21 +17,21 @@
 //! applied on it. Reads wait only for that last step; a crash anywhere leaves the
 //! old shard or the new one.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
 
 use super::manifest::{SegmentVersions, VersionManifest};
-use super::{engine_manifest, shard_path};
+use super::{SEGMENT_MANIFEST, engine_manifest, shard_path};
 use crate::snapshot::SnapshotError;
 use crate::snapshot::digest::{file_sha256, hex};
 use crate::snapshot::intake::Received;
 use crate::snapshot::layout::FrozenFile;
 use crate::snapshot::progress::Running;
-use crate::snapshot::restore;
 use crate::snapshot::segment_layout::normalize_segments;
 use crate::snapshot::unpack::{CopyFrom, TargetFile, check_checksum};
+use crate::storage::shard::{TRACKER, TRACKER_JOURNAL};
 use crate::storage::switch::{AfterOpen, ShardReplacement};
 use crate::storage::{CollectionConfig, CollectionFreeze, Result, Storage, StorageError};
 
@@ -51,9 +51,6 @@ const CLOCK_FILES: [&str; 3] = [
     "oldest_clocks.json",
     "applied_seq.json",
 ];
-const SEGMENT_MANIFEST: &str = "segment_manifest.json";
-const TRACKER: &str = "tracker.dat";
-const TRACKER_JOURNAL: &str = "tracker_journal.dat";
 
 /// What kind of partial archive was received.
 pub enum Partial {
@@ -124,46 +121,9 @@ pub fn detect(received: &Received) -> Result<Option<Partial>> {
     Ok(Some(Partial::Versions(manifests)))
 }
 
-/// Whether a received collection or full shard archive holds partial pieces (which
-/// a full restore must refuse).
-pub fn is_partial_tree(dir: &Path) -> bool {
-    let Ok(entries) = fs_err::read_dir(dir.join("segments")) else {
-        return false;
-    };
-    entries.flatten().any(|segment| {
-        let path = segment.path();
-        path.join(SEGMENT_MANIFEST).exists() || path.join("files").join(SEGMENT_MANIFEST).exists()
-    })
-}
-
-/// A partial apply (or pull) of a shard under way: a second one for the same shard
-/// is refused at once (Qdrant answers 503 `already_in_progress`).
-pub struct ShardClaim {
-    key: (String, u32),
-}
-
-fn claims() -> &'static Mutex<HashSet<(String, u32)>> {
-    static CLAIMS: OnceLock<Mutex<HashSet<(String, u32)>>> = OnceLock::new();
-    CLAIMS.get_or_init(Default::default)
-}
-
-impl ShardClaim {
-    pub fn try_take(collection: &str, id: u32) -> Option<ShardClaim> {
-        let key = (collection.to_string(), id);
-        // Built only when taken: dropping a claim gives its key back.
-        if claims().lock().unwrap().insert(key.clone()) {
-            Some(ShardClaim { key })
-        } else {
-            None
-        }
-    }
-}
-
-impl Drop for ShardClaim {
-    fn drop(&mut self) {
-        claims().lock().unwrap().remove(&self.key);
-    }
-}
+/// A partial apply (or pull) of a shard under way (taken with
+/// [`Storage::try_claim_shard`]).
+pub use crate::storage::turns::ShardClaim;
 
 /// What an apply did.
 #[derive(Debug, Clone)]
@@ -192,7 +152,7 @@ pub async fn apply(
     target.shard(id)?;
     let config = target.config().clone();
     drop(target);
-    let _turn = restore::serialize(collection).await;
+    let _turn = storage.restore_turn(collection).await;
     let _metric = crate::metrics::RecoveryRunning::start(collection);
     let archive_bytes = received.report.archive_bytes;
     let _shown = Running::start(
@@ -229,7 +189,7 @@ pub async fn apply(
                 Ok((staged, frozen, partial.form(), opened))
             })
             .await
-            .map_err(|e| StorageError::internal(e.to_string()))??
+            .map_err(StorageError::from_cause)??
         };
         let (staged, frozen, form, opened) = staged;
         let (files_received, files_kept) = (staged.received, staged.kept);
@@ -525,7 +485,7 @@ fn stage(
     check_vectors(&staged.dir, config)?;
     // Durable before the switch deletes the old shard: a power loss after it must
     // find every byte of the new one.
-    crate::snapshot::restore::sync_filesystem(&staged.dir)?;
+    crate::storage::sync_filesystem(&staged.dir)?;
     tracing::debug!(
         kept = staged.kept,
         copied_bytes = staged.copied,

@@ -121,8 +121,7 @@ fn version_layout(
     let mut items = Vec::new();
     for (id, segment) in &current.segments {
         let prefix = format!("segments/{id}/files/");
-        let manifest =
-            serde_json::to_vec(segment).map_err(|e| StorageError::internal(e.to_string()))?;
+        let manifest = serde_json::to_vec(segment).map_err(StorageError::from_cause)?;
         items.push((
             format!("{prefix}segment_manifest.json"),
             Item::Bytes(manifest),
@@ -143,8 +142,7 @@ fn version_layout(
     }
     items.extend(replica_files(peer_id));
     let mut builder = ArchiveBuilder::new(mtime_secs(view));
-    let io =
-        |e: std::io::Error| StorageError::internal(format!("laying out the partial snapshot: {e}"));
+    let io = |e: std::io::Error| StorageError::internal_from("laying out the partial snapshot", e);
     add_items(&mut builder, "", items).map_err(io)?;
     add_manifest(&mut builder).map_err(io)?;
     builder.finish().map_err(io)
@@ -182,10 +180,10 @@ fn content_layout(
             let frozen = frozen_file(&files, &entry.path)?;
             let delta = if entry.size > BLOCK && !index.is_empty() {
                 delta(&frozen, &index).map_err(|e| {
-                    StorageError::internal(format!(
-                        "comparing {} with the receiver's: {e}",
-                        entry.path
-                    ))
+                    StorageError::internal_from(
+                        format!("comparing {} with the receiver's", entry.path),
+                        e,
+                    )
                 })?
             } else {
                 Delta::default()
@@ -211,12 +209,10 @@ fn content_layout(
     }
     let manifest =
         json!({"format": "snapfs-manifest", "version": 1, "partial": true, "entries": entries});
-    let mut manifest =
-        serde_json::to_vec(&manifest).map_err(|e| StorageError::internal(e.to_string()))?;
+    let mut manifest = serde_json::to_vec(&manifest).map_err(StorageError::from_cause)?;
     manifest.push(b'\n');
     let mut builder = ArchiveBuilder::new(mtime_secs(view));
-    let io =
-        |e: std::io::Error| StorageError::internal(format!("laying out the partial snapshot: {e}"));
+    let io = |e: std::io::Error| StorageError::internal_from("laying out the partial snapshot", e);
     add_items(&mut builder, "", items).map_err(io)?;
     builder.bytes(MANIFEST_NAME, manifest);
     Ok(Some(builder.finish().map_err(io)?))

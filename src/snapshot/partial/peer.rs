@@ -154,7 +154,7 @@ async fn transfer(
             Ok((frozen, view))
         })
         .await
-        .map_err(|e| StorageError::internal(e.to_string()))??
+        .map_err(StorageError::from_cause)??
     };
     let (form, body) = if form == Form::Content {
         let view = view.clone();
@@ -168,7 +168,7 @@ async fn transfer(
             })
         })
         .await
-        .map_err(|e| StorageError::internal(e.to_string()))??;
+        .map_err(StorageError::from_cause)??;
         ("content", serde_json::to_vec(&manifest))
     } else {
         let versions: VersionManifest = view
@@ -178,7 +178,7 @@ async fn transfer(
         ("versions", serde_json::to_vec(&versions))
     };
     drop(view);
-    let body = body.map_err(|e| StorageError::internal(e.to_string()))?;
+    let body = body.map_err(StorageError::from_cause)?;
     let path = format!(
         "/collections/{}/shards/{id}/snapshot/partial/create",
         crate::storage::names::url_segment(collection)
@@ -277,7 +277,7 @@ async fn full_size(storage: &Arc<Storage>, collection: &str, id: u32) -> Result<
     let scope = Scope::Shard(collection.to_string(), id);
     tokio::task::spawn_blocking(move || SnapshotView::open(&storage, scope).map(|v| v.size()))
         .await
-        .map_err(|e| StorageError::internal(e.to_string()))?
+        .map_err(StorageError::from_cause)?
 }
 
 /// The peer: its base URL and key.
@@ -307,7 +307,7 @@ impl Peer {
         // is worth keeping.
         let client = fetch
             .client_with(|builder| builder.pool_max_idle_per_host(0))
-            .map_err(|e| StorageError::internal(e.to_string()))?;
+            .map_err(StorageError::from_cause)?;
         Ok(Peer {
             base: url.trim_end_matches('/').to_string(),
             api_key: api_key.map(str::to_string),

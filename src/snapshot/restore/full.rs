@@ -81,7 +81,7 @@ async fn restore_full_in(
                 .collect()
         })
         .await
-        .map_err(|e| StorageError::internal(e.to_string()))??
+        .map_err(StorageError::from_cause)??
     };
     if !force
         && let Some((existing, _)) = mapping

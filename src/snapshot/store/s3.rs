@@ -401,9 +401,7 @@ impl S3Store {
             |r: std::result::Result<object_store::Result<()>, tokio::task::JoinError>| match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(self.failed("upload a part", e)),
-                Err(e) => Err(StorageError::internal(format!(
-                    "an upload task failed: {e}"
-                ))),
+                Err(e) => Err(StorageError::internal_from("an upload task failed", e)),
             };
         while offset < size {
             while in_flight.len() >= self.config.parts_in_flight {
