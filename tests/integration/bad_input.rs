@@ -319,12 +319,7 @@ async fn point_level_errors_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_the_limit_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(
-        dir.path(),
-        &[],
-        &[("SNAPFS__SERVICE__MAX_REQUEST_SIZE_MB", "1")],
-    );
+    let daemon = Daemon::start_with_env(&[("SNAPFS__SERVICE__MAX_REQUEST_SIZE_MB", "1")]);
     let client = daemon.client();
     create_collection(&client, "docs", vectors(256, "Dot")).await;
     // ~2.5 MB of points.

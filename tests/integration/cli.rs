@@ -21,6 +21,17 @@ fn snapfs_ok(daemon: &Daemon, args: &[&str]) -> Output {
     out
 }
 
+/// `snapfs`, which must fail (exit non-zero).
+fn snapfs_fails(daemon: &Daemon, args: &[&str]) -> Output {
+    let out = snapfs(daemon, args);
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded: {:?}",
+        text(&out)
+    );
+    out
+}
+
 /// `snapfs partial create docs 0 --manifest MANIFEST -o OUT` on `daemon`, which must succeed.
 fn partial_create(daemon: &Daemon, manifest: &std::path::Path, out: &std::path::Path) -> Output {
     snapfs_ok(
@@ -116,16 +127,14 @@ fn collections_and_points_commands() {
 #[test]
 fn failures_exit_non_zero_with_the_servers_words() {
     let daemon = Daemon::start(&[]);
-    let out = snapfs(&daemon, &["points", "count", "missing"]);
-    assert!(!out.status.success());
+    let out = snapfs_fails(&daemon, &["points", "count", "missing"]);
     assert!(
         text(&out).1.contains("Collection `missing` not found"),
         "{:?}",
         text(&out)
     );
 
-    let out = snapfs(&daemon, &["collections", "delete", "missing"]);
-    assert!(!out.status.success());
+    let out = snapfs_fails(&daemon, &["collections", "delete", "missing"]);
     assert!(text(&out).1.contains("does not exist"));
 
     assert!(
@@ -133,17 +142,15 @@ fn failures_exit_non_zero_with_the_servers_words() {
             .status
             .success()
     );
-    let out = snapfs(&daemon, &["collections", "create", "docs", "--dim", "4"]);
-    assert!(!out.status.success());
+    let out = snapfs_fails(&daemon, &["collections", "create", "docs", "--dim", "4"]);
     assert!(text(&out).1.contains("already exists"), "{:?}", text(&out));
 
     let bad = daemon.data_dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"id\": 1, \"vector\": [1,2,3]}\n").unwrap();
-    let out = snapfs(
+    let out = snapfs_fails(
         &daemon,
         &["points", "upsert", "docs", "--file", bad.to_str().unwrap()],
     );
-    assert!(!out.status.success());
     assert!(
         text(&out).1.contains("expected dim: 4, got 3"),
         "{:?}",
@@ -215,47 +222,38 @@ fn partial_commands() {
     assert!(text(&out).0.contains("nothing to send"), "{:?}", text(&out));
 
     // Pull: after a change on A, moved vs full; then up to date.
+    let pull = || {
+        snapfs_ok(
+            &b,
+            &[
+                "partial",
+                "pull",
+                "docs",
+                "0",
+                "--from",
+                &a_url,
+                "--api-key",
+                support::PEER_KEY,
+            ],
+        )
+    };
     snapfs_ok(
         &a,
         &[
             "points", "generate", "docs", "--count", "30", "--dim", "8", "--start", "10000",
         ],
     );
-    let out = snapfs_ok(
-        &b,
-        &[
-            "partial",
-            "pull",
-            "docs",
-            "0",
-            "--from",
-            &a_url,
-            "--api-key",
-            support::PEER_KEY,
-        ],
-    );
+    let out = pull();
     assert!(
         text(&out).0.contains("moved") && text(&out).0.contains("of a full"),
         "{:?}",
         text(&out)
     );
-    let out = snapfs_ok(
-        &b,
-        &[
-            "partial",
-            "pull",
-            "docs",
-            "0",
-            "--from",
-            &a_url,
-            "--api-key",
-            support::PEER_KEY,
-        ],
-    );
+    let out = pull();
     assert!(text(&out).0.contains("up to date"), "{:?}", text(&out));
 
     // Words for what fails: a wrong key, a file that is no snapshot.
-    let out = snapfs(
+    let out = snapfs_fails(
         &b,
         &[
             "partial",
@@ -268,17 +266,15 @@ fn partial_commands() {
             "nope",
         ],
     );
-    assert!(!out.status.success());
     assert!(
         text(&out).1.contains("refused the API key"),
         "{:?}",
         text(&out)
     );
-    let out = snapfs(
+    let out = snapfs_fails(
         &b,
         &["partial", "apply", "docs", "0", manifest.to_str().unwrap()],
     );
-    assert!(!out.status.success());
     assert!(
         text(&out).1.contains("not a readable tar"),
         "{:?}",

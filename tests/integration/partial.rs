@@ -487,12 +487,7 @@ async fn reads_answer_and_writes_are_kept_while_a_pull_is_applied() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_pull_gives_up_and_changes_nothing() {
     let (a, a_url) = peer_daemon();
-    let temp = tempfile::tempdir().unwrap();
-    let b = Daemon::start_in(
-        temp.path(),
-        &[],
-        &[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")],
-    );
+    let b = Daemon::start_with_env(&[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")]);
     let (ca, cb) = (a.client(), b.client());
     seeded_collection(&ca, "s", 1, 3000).await;
     seeded_collection(&cb, "s", 1, 10).await;

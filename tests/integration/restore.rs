@@ -766,8 +766,7 @@ async fn recovery_from_an_https_url_checks_the_certificate() {
     untrusting.assert_no_staging_leftovers();
 
     // Trusted through SSL_CERT_FILE: restored, with the api-key sent.
-    let data = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(data.path(), &[], &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let daemon = Daemon::start_with_env(&[("SSL_CERT_FILE", ca.to_str().unwrap())]);
     let client = daemon.client();
     let checksum =
         std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
@@ -845,12 +844,8 @@ async fn file_locations_are_confined_to_the_allowed_directories() {
     std::fs::copy(&fixture, allowed.join("docs.snapshot")).unwrap();
     std::fs::copy(&fixture, other.join("docs.snapshot")).unwrap();
     std::os::unix::fs::symlink(other.join("docs.snapshot"), allowed.join("link.snapshot")).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(
-        data.path(),
-        &[],
-        &[("SNAPFS__STORAGE__RECOVER_DIRS", allowed.to_str().unwrap())],
-    );
+    let daemon =
+        Daemon::start_with_env(&[("SNAPFS__STORAGE__RECOVER_DIRS", allowed.to_str().unwrap())]);
     let client = daemon.client();
     for refused in [other.join("docs.snapshot"), allowed.join("link.snapshot")] {
         let location = format!("file://{}", refused.display());
@@ -974,12 +969,7 @@ async fn crash_leftovers_in_temp_and_snapshots_go_at_start() {
 /// it was meant for, and gives up on a transfer that stalls.
 #[tokio::test(flavor = "multi_thread")]
 async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
-    let temp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(
-        temp.path(),
-        &[],
-        &[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")],
-    );
+    let daemon = Daemon::start_with_env(&[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")]);
     let client = daemon.client();
     let file = qdrant_fixture("qdrant-docs.snapshot");
     // Another origin: serves the snapshot, but refuses a request that carries a key.

@@ -623,12 +623,7 @@ async fn snapshots_under_a_write_storm_hold_whole_batches_in_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_reader_cannot_hold_writers_past_the_freeze_limit() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(
-        dir.path(),
-        &[],
-        &[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "1")],
-    );
+    let daemon = Daemon::start_with_env(&[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "1")]);
     let client = daemon.client();
     // Large enough (~8 MB) that the stream cannot finish into socket buffers.
     create_collection(&client, "slow", vectors(512, "Dot")).await;

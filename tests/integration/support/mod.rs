@@ -35,6 +35,14 @@ impl Daemon {
         daemon
     }
 
+    /// Start on a fresh temporary data dir with `env` set for the daemon.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Daemon {
+        let temp = tempfile::tempdir().unwrap();
+        let mut daemon = Daemon::start_in(temp.path(), &[], env);
+        daemon._temp = Some(temp);
+        daemon
+    }
+
     /// Start on `data_dir` (kept by the caller, e.g. across a restart).
     pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut daemon = Daemon::spawn(data_dir, extra, env);
