@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.enable_type_names();
     tonic_prost_build::configure()
         .build_server(true)
-        // The client serves the tests (tests/grpc.rs) and Rust callers of the library.
+        // The client serves the tests (tests/integration/grpc.rs) and Rust callers of the library.
         .build_client(true)
         .codec_path("crate::grpc::codec::StrictCodec")
         .compile_fds_with_config(compiler.file_descriptor_set(), config)?;

@@ -10,7 +10,7 @@ the seeds deterministically). Sources:
   4 KiB, header checksums fixed, so a run takes milliseconds, not seconds);
 - hand-made snapfs-style archives (GNU tar of plain, sparse and long-named files and a
   snapfs-manifest.json with their digests, full and partial forms) and hostile ones
-  (Python's tarfile: links, devices, `..`, absolute paths), as tests/restore.rs makes;
+  (Python's tarfile: links, devices, `..`, absolute paths), as tests/integration/restore.rs makes;
 - literal Range headers, manifests and sidecars.
 The `unpack` seeds start with the target's mode byte (0: fix header checksums).
 """
@@ -226,7 +226,7 @@ def main():
             for start, hend, _, kind, entry in entries(buf):
                 sparse_headers.setdefault((kind, hend - start), buf[start:hend])
 
-    # Hostile archives (as tests/restore.rs makes them).
+    # Hostile archives (as tests/integration/restore.rs makes them).
     def py_tar(name, build):
         b = io.BytesIO()
         with tarfile.open(fileobj=b, mode="w", format=tarfile.GNU_FORMAT) as t:

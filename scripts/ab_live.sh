@@ -10,19 +10,18 @@
 #   scripts/ab_live.sh BIN_A BIN_B ARCHIVE [ROUNDS]   (ARCHIVE.checksum beside it;
 #                                                     DIM: its vector size, 1024)
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 a_bin=$(realpath "$1"); b_bin=$(realpath "$2"); archive=$(realpath "$3"); rounds=${4:-3}
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-ab.XXXXXX")
 export SNAPFS_SOCKET=$work/data/snapfs.sock SNAPFS_API_KEY=ab
 pid=
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; umount -l "$work/mnt" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'stop_daemon "$pid" "$work/mnt"; rm -rf "$work"' EXIT
 start() {
   "$1" serve --data-dir "$work/data" --mount "$work/mnt" 2>>"$work/log" &
   pid=$!
-  for _ in $(seq 1 600); do [ -S "$SNAPFS_SOCKET" ] && [ -e "$work/mnt/live" ] && break; sleep 0.1; done
+  wait_daemon "$SNAPFS_SOCKET" "$work/mnt" || true
 }
-stop() { kill "$pid"; wait "$pid" || true; pid=; umount -l "$work/mnt" 2>/dev/null || true; }
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+stop() { stop_daemon "$pid" "$work/mnt"; pid=; }
 start "$a_bin"
 "$a_bin" recover ab "$archive" --checksum "$(cat "$archive.checksum")" >/dev/null
 sleep 10

@@ -51,6 +51,7 @@
 # Figures go to docs/BENCHMARKS.md; nothing here is a pass/fail test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 POINTS=${POINTS:-100000}
 DIM=${DIM:-128}
 BATCH=${BATCH:-1000}
@@ -68,8 +69,7 @@ pid=
 moto_pid=
 cleanup() {
   [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  umount -l "$work/mnt" 2>/dev/null || true
+  stop_daemon "$pid" "$work/mnt"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -78,13 +78,10 @@ SECTIONS=${SECTIONS:-1 2 3 4 5 6 7 8 9 10 11 12}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 export SNAPFS_SOCKET=$work/data/snapfs.sock
 export SNAPFS_API_KEY=bench-key
-port_a=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port_a=$(free_port)
 SNAPFS_LOG=warn,snapfs::snapshot::restore=info,snapfs::snapshot::partial=info SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS=600 "$BIN" serve --data-dir "$work/data" --mount "$work/mnt" --http "127.0.0.1:$port_a" 2>"$work/daemon.log" &
 pid=$!
-for _ in $(seq 1 600); do [ -S "$SNAPFS_SOCKET" ] && break; sleep 0.1; done
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
-rss_anon() { awk '/RssAnon/ {print $2}' "/proc/$pid/status"; }
+wait_daemon "$SNAPFS_SOCKET" || true
 url=http://localhost
 mnt=$work/mnt
 # Best of three runs each: the machine is small and shared, the minimum is the least noisy.
@@ -137,10 +134,9 @@ if want 2 || want 5; then
 echo "== 2. streaming a live snapshot (warm cache)"
 curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big/shards/0/snapshot -o /dev/null   # warm
 anon_before=$(rss_anon); peak_anon=$anon_before
-( while kill -0 "$pid" 2>/dev/null; do rss_anon; sleep 0.05; done ) >"$work/anon.log" &
-sampler=$!
+sample_rss_anon "$pid" "$work/anon.log" 0.05
 size=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big/shards/0/snapshot -o /dev/null -w '%{size_download}')
-kill $sampler; wait $sampler 2>/dev/null || true
+stop_sampler
 peak_anon=$(sort -n "$work/anon.log" | tail -1)
 runs_s=(); runs_a=(); runs_b=()
 for _ in 1 2 3; do
@@ -203,8 +199,7 @@ msize=$(stat -c %s "$mnt/live/big.snapshot")
 head -c "$msize" /dev/urandom >"$work/plain.bin"; cat "$work/plain.bin" >/dev/null
 runs_new=(); runs_same=(); runs_t=(); runs_c=()
 anon_before=$(rss_anon)
-( while kill -0 "$pid" 2>/dev/null; do rss_anon; sleep 0.05; done ) >"$work/anon-mount.log" &
-sampler=$!
+sample_rss_anon "$pid" "$work/anon-mount.log" 0.05
 for i in 1 2 3; do
   # A new state each round (one point upserted, settled), so the read goes through
   # FUSE (the page cache of the old state is dropped).
@@ -216,7 +211,7 @@ for i in 1 2 3; do
   t0=$(now); tar -cf - -C "$big_dir" 0 | cat >/dev/null; t1=$(now); runs_t+=("$(secs "$t0" "$t1")")
   c0=$(now); cat "$work/plain.bin" >/dev/null; c1=$(now); runs_c+=("$(secs "$c0" "$c1")")
 done
-kill $sampler; wait $sampler 2>/dev/null || true
+stop_sampler
 peak_anon=$(sort -n "$work/anon-mount.log" | tail -1)
 mnew=$(best "${runs_new[@]}"); msame=$(best "${runs_same[@]}"); mtar=$(best "${runs_t[@]}"); mcat=$(best "${runs_c[@]}")
 python3 -c "print(f'cp mnt/live/big.snapshot /dev/null ({$msize/1e6:.0f} MB): new state (through FUSE) {$mnew} s ({$msize/1e6/$mnew:.0f} MB/s), same state again (kernel page cache) {$msame} s; tar -cf <shard> | cat: {$mtar} s; cat of a plain {$msize/1e6:.0f} MB file: {$mcat} s; ratio new-state cp/tar = {$mnew/$mtar:.2f}, cp/cat = {$mnew/$mcat:.2f}')"
@@ -251,8 +246,7 @@ if [ $rc = mid ]; then
 else
   stored=$work/data/snapshots/big/$name
 fi
-want=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST $url/collections/$rc/points/count -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])')
-count_of() { curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/$1/points/count" -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])'; }
+want=$(points_count "$rc")
 sum=$(cat "$stored.checksum")
 cat "$stored" >/dev/null
 runs_fs=(); runs_http=(); runs_tar=(); runs_tar_sync=()
@@ -265,10 +259,10 @@ for round in 1 2 3; do
   x0=$(now); tar -xf "$stored" -C "$work/untar"; sync; x1=$(now); runs_tar_sync+=("$(secs "$x0" "$x1")"); rm -rf "$work/untar"
   printf '%s  restored-fs.snapshot\n' "$sum" >"$mnt/recover/restored-fs.snapshot.sha256"
   cat "$stored" >/dev/null
-  f0=$(now); cp "$stored" "$mnt/recover/restored-fs.snapshot"; got=$(count_of restored-fs); f1=$(now); runs_fs+=("$(secs "$f0" "$f1")")
+  f0=$(now); cp "$stored" "$mnt/recover/restored-fs.snapshot"; got=$(points_count restored-fs); f1=$(now); runs_fs+=("$(secs "$f0" "$f1")")
   [ "$got" = "$want" ] || echo "WARNING: restored-fs has $got points, expected $want"
   cat "$stored" >/dev/null
-  h0=$(now); "$BIN" recover restored-http "$stored" --checksum "$sum" >/dev/null; got=$(count_of restored-http); h1=$(now); runs_http+=("$(secs "$h0" "$h1")")
+  h0=$(now); "$BIN" recover restored-http "$stored" --checksum "$sum" >/dev/null; got=$(points_count restored-http); h1=$(now); runs_http+=("$(secs "$h0" "$h1")")
   [ "$got" = "$want" ] || echo "WARNING: restored-http has $got points, expected $want"
   for c in restored-fs restored-http; do curl -s --unix-socket "$SNAPFS_SOCKET" -X DELETE "$url/collections/$c" >/dev/null; done
 done
@@ -287,11 +281,11 @@ command -v restic >/dev/null || { apt-get install -y -qq restic >/dev/null 2>&1 
 key=$SNAPFS_API_KEY
 peer_a=http://127.0.0.1:$port_a
 # B: a second daemon that mirrors the big collection's shard.
-port_b=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port_b=$(free_port)
 sock_b=$work/b/snapfs.sock
 SNAPFS_LOG=warn,snapfs::snapshot::partial=info "$BIN" serve --data-dir "$work/b" --http "127.0.0.1:$port_b" 2>"$work/daemon-b.log" &
 pid_b=$!
-for _ in $(seq 1 600); do [ -S "$sock_b" ] && break; sleep 0.1; done
+wait_daemon "$sock_b" || true
 SNAPFS_SOCKET=$sock_b "$BIN" collections create big --dim $BIG_DIM >/dev/null
 pull_b() {  # prints "seconds bytes_moved full_size"
   local t0 t1 out
@@ -381,7 +375,7 @@ after=$(lat "")
 "$BIN" points generate big --count 1 --dim $BIG_DIM --batch 1 --start 900000001 >/dev/null
 after_files=$(lat "?format=files")
 echo "manifest latency: unchanged shard ${unchanged} s (content form ${unchanged_files} s); after one upsert ${after} s (content form ${after_files} s)"
-kill $pid_b 2>/dev/null; wait $pid_b 2>/dev/null || true
+stop_daemon "$pid_b"
 fi
 
 if want 11 && want 1; then
@@ -429,7 +423,7 @@ venv=$PWD/target/moto-venv
 if ! "$venv/bin/python" -c 'import moto.server, boto3' 2>/dev/null; then
   python3 -m venv "$venv" && "$venv/bin/pip" install -q 'moto[server]==5.2.5'
 fi
-s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+s3_port=$(free_port)
 "$venv/bin/python" -m moto.server -H 127.0.0.1 -p "$s3_port" >/dev/null 2>&1 &
 moto_pid=$!
 for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$s3_port) 2>/dev/null && break; sleep 0.1; done
@@ -444,8 +438,7 @@ s3py "s3.create_bucket(Bucket='bench')"
 # The archive the plain client uploads: the big collection's live snapshot.
 cp "$mnt/live/big.snapshot" "$work/big-s3.snapshot"
 # Restart the daemon on the same data with S3 as the snapshot storage.
-kill "$pid"; wait "$pid" 2>/dev/null || true
-for _ in $(seq 1 100); do mountpoint -q "$mnt" || break; sleep 0.1; done
+stop_daemon "$pid" "$mnt"
 SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE=s3 \
 SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__BUCKET=bench \
 SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__REGION=us-east-1 \
@@ -454,15 +447,14 @@ SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ACCESS_KEY=bench \
 SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__SECRET_KEY=bench-secret \
 SNAPFS_LOG=warn "$BIN" serve --data-dir "$work/data" --mount "$mnt" 2>"$work/daemon-s3.log" &
 pid=$!
-for _ in $(seq 1 600); do [ -S "$SNAPFS_SOCKET" ] && mountpoint -q "$mnt" && break; sleep 0.1; done
+wait_daemon "$SNAPFS_SOCKET" "$mnt" || true
 sleep 1
 anon_idle=$(rss_anon)
-( while kill -0 "$pid" 2>/dev/null; do rss_anon; sleep 0.05; done ) >"$work/anon-s3.log" &
-sampler=$!
+sample_rss_anon "$pid" "$work/anon-s3.log" 0.05
 c0=$(now)
 created=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/big/snapshots?wait=true")
 c1=$(now)
-kill $sampler; wait $sampler 2>/dev/null || true
+stop_sampler
 anon_create=$(sort -n "$work/anon-s3.log" | tail -1)
 name=$(echo "$created" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["name"])')
 size=$(echo "$created" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["size"])')
@@ -476,10 +468,9 @@ class Null(io.RawIOBase):
     def write(self, b): return len(b)
 t=time.time(); s3.download_fileobj('bench', 'big/$name', Null(), Config=cfg); print(f'{time.time()-t:.3f}')")
 h0=$(now); curl -s --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/snapshots/$name" -o /dev/null; h1=$(now)
-( while kill -0 "$pid" 2>/dev/null; do rss_anon; sleep 0.05; done ) >"$work/anon-s3cp.log" &
-sampler=$!
+sample_rss_anon "$pid" "$work/anon-s3cp.log" 0.05
 m0=$(now); cp "$mnt/collections/big/snapshots/$name" /dev/null; m1=$(now)
-kill $sampler; wait $sampler 2>/dev/null || true
+stop_sampler
 anon_cp=$(sort -n "$work/anon-s3cp.log" | tail -1)
 http=$(secs "$h0" "$h1"); cpm=$(secs "$m0" "$m1")
 python3 -c "print(f'download from S3: HTTP GET {$http} s, cp out of the mount {$cpm} s (RssAnon peak {$anon_cp/1024:.1f} MiB); boto3 download_fileobj {$ref_get} s; ratios {$http/$ref_get:.2f} and {$cpm/$ref_get:.2f}')"

@@ -6,19 +6,18 @@
 #
 #   scripts/memload.sh BINARY [COUNT]      (env: BATCH, default 250)
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 BIN=$1
 COUNT=${2:-65536}
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-memload.XXXXXX")
 export SNAPFS_SOCKET=$work/data/snapfs.sock
 "$BIN" serve --data-dir "$work/data" 2>"$work/daemon.log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do [ -S "$SNAPFS_SOCKET" ] && break; sleep 0.1; done
-anon() { awk '/RssAnon/ {print $2}' "/proc/$pid/status"; }
-( while kill -0 $pid 2>/dev/null; do anon; sleep 0.1; done ) >"$work/anon" &
-sampler=$!
+trap 'stop_daemon "$pid"; rm -rf "$work"' EXIT
+wait_daemon "$SNAPFS_SOCKET" "" 100 || true
+sample_rss_anon "$pid" "$work/anon"
 "$BIN" collections create load --dim 1024 >/dev/null
 "$BIN" points generate load --count "$COUNT" --dim 1024 --batch "${BATCH:-250}" >/dev/null
-after=$(anon); kill $sampler
-sleep 5; later=$(anon)
+after=$(rss_anon); stop_sampler
+sleep 5; later=$(rss_anon)
 echo "RssAnon: peak $(sort -n "$work/anon" | tail -1) kB during the load, $after kB right after, $later kB 5 s later"

@@ -17,6 +17,7 @@
 # QDRANT_HOST_HEADERS for the api-key header). Exits with pytest's status; the
 # daemon and the data dir are removed on every exit.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 if [[ $# -lt 1 || ! -d "$1" ]]; then
     echo "usage: $0 QDRANT_CHECKOUT [PYTEST_ARGS...]" >&2
@@ -53,22 +54,14 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-conformance.XXXXXX")
 PID=
 cleanup() {
-    if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then
-        kill -TERM "$PID" 2>/dev/null || true
-        for _ in $(seq 1 300); do
-            kill -0 "$PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-    fi
+    stop_daemon "$PID" "" 30
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-PORT=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 KEY=conformance-$RANDOM$RANDOM
 LOG=$WORK/snapfs.log
 

@@ -10,6 +10,7 @@ set -euo pipefail
 archive=$(realpath "$1")
 rounds=${2:-3}
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 cargo build --release --quiet
 BIN=$PWD/target/release/snapfs
 sum=$(cat "$archive.checksum")
@@ -17,14 +18,12 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-probe.XXXXXX")
 export SNAPFS_SOCKET=$work/data/snapfs.sock SNAPFS_API_KEY=probe
 SNAPFS_LOG=warn,snapfs::snapshot::restore=info "$BIN" serve --data-dir "$work/data" --mount "$work/mnt" 2>"$work/log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; umount -l "$work/mnt" 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 600); do [ -S "$SNAPFS_SOCKET" ] && mountpoint -q "$work/mnt" && break; sleep 0.1; done
-now() { date +%s.%N; }
-count() { curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "http://l/collections/$1/points/count" -H 'content-type: application/json' -d '{"exact":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])'; }
+trap 'stop_daemon "$pid" "$work/mnt"; rm -rf "$work"' EXIT
+wait_daemon "$SNAPFS_SOCKET" "$work/mnt" || true
 expected=
 # Each restore must answer with the archive's points, or its time means nothing.
 check() {
-  local got; got=$(count "$1")
+  local got; got=$(points_count "$1")
   if [ -z "$expected" ]; then expected=$got; fi
   [ "$got" = "$expected" ] || { echo "restore $1 answered $got points, expected $expected" >&2; exit 1; }
 }

@@ -22,6 +22,7 @@
 #                     0: never; unset: keep it when the soak fails
 # Needs root (or a user allowed to mount FUSE), /dev/fuse, python3, curl.
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 
 usage() { echo "usage: $0 DURATION_SECONDS" >&2; exit 2; }
 [ $# -eq 1 ] || usage
@@ -47,23 +48,16 @@ MNT=$TMP/mnt
 WORK=$TMP/work
 LOG=$TMP/daemon.log
 mkdir -p "$WORK"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 KEY=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 DAEMON_PID=
 STOPPED=0
 
-mounted() { grep -q " $MNT " /proc/mounts; }
-
 cleanup() {
   local code=$?
   trap - EXIT INT TERM
-  if [ -n "$DAEMON_PID" ] && [ "$STOPPED" = 0 ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -TERM "$DAEMON_PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.3; done
-    kill -KILL "$DAEMON_PID" 2>/dev/null
-    wait "$DAEMON_PID" 2>/dev/null
-  fi
-  if mounted; then umount -l "$MNT" 2>/dev/null; fi
+  if [ "$STOPPED" = 0 ]; then stop_daemon "$DAEMON_PID" "$MNT" 30; fi
+  if mounted "$MNT"; then umount -l "$MNT" 2>/dev/null; fi
   if [ "${SOAK_KEEP:-}" = 1 ] || { [ $code != 0 ] && [ "${SOAK_KEEP:-}" != 0 ]; }; then
     echo "soak: kept $TMP (daemon.log, work/: events.log, the writers' operations, failing archives)"
   else
@@ -85,7 +79,7 @@ DAEMON_PID=$!
 ready=0
 for _ in $(seq 1 600); do
   kill -0 "$DAEMON_PID" 2>/dev/null || break
-  if curl -sf --max-time 2 --unix-socket "$DATA/snapfs.sock" http://localhost/ >/dev/null && mounted; then
+  if curl -sf --max-time 2 --unix-socket "$DATA/snapfs.sock" http://localhost/ >/dev/null && mounted "$MNT"; then
     ready=1; break
   fi
   sleep 0.2
@@ -118,7 +112,7 @@ wait "$DAEMON_PID"
 exit_code=$?
 echo "daemon stop: SIGTERM -> exit $exit_code"
 [ $exit_code = 0 ] || failures+=("daemon exited $exit_code on SIGTERM")
-if mounted; then
+if mounted "$MNT"; then
   failures+=("mount still present after the daemon stopped")
 else
   echo "mount: gone"

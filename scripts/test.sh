@@ -26,5 +26,9 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)"; exit 1; }
 
-# Integration tests start several daemons at once; two test threads fit a 2-core machine.
+# Every target: the library's and the binary's unit tests, the one integration test
+# binary (tests/integration/) and the soak (tests/soak.rs, 40 s; SOAK_SECS for longer).
+# The crash and race tests need the daemon's failpoints (a cargo feature release
+# builds leave out). Integration tests start several daemons at once; two test
+# threads fit a 2-core machine. docs/TESTING.md has the layout and how to run one area.
 cargo test --all-targets --features failpoints -- --test-threads="${SNAPFS_TEST_THREADS:-2}"

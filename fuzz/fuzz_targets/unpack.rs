@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use snapfs::snapshot::tar_header::read_number;
 use snapfs::snapshot::unpack::{
     FileDigests, Limits, unpack_entries, unpack_verified, verify_archive,
 };
@@ -165,21 +166,4 @@ fn fix_checksums(buf: &mut [u8], depth: u32) {
         }
         at = end;
     }
-}
-
-/// A tar number field: octal (NULs and spaces around it) or GNU base-256.
-fn read_number(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 != 0 {
-        let mut value = u64::from(field[0] & 0x7f);
-        for b in &field[1..] {
-            value = value.checked_mul(256)?.checked_add(u64::from(*b))?;
-        }
-        return Some(value);
-    }
-    let text = std::str::from_utf8(field).ok()?;
-    let digits = text.trim_matches(|c: char| c == '\0' || c == ' ');
-    if digits.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(digits, 8).ok()
 }

@@ -256,7 +256,7 @@ fn sparse_map(raw: &[u8], at: usize) -> Option<(Vec<(u64, u64)>, usize)> {
 }
 
 /// A numeric field: octal (spaces and NULs around it), or GNU base-256.
-fn read_number(field: &[u8]) -> Option<u64> {
+pub fn read_number(field: &[u8]) -> Option<u64> {
     if field.first().is_some_and(|b| b & 0x80 != 0) {
         let mut value = u64::from(field[0] & 0x7f);
         for b in &field[1..] {

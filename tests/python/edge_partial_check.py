@@ -1,7 +1,7 @@
 """A Qdrant Edge shard (the official qdrant-edge-py package) mirrors a snapfs shard
 with partial snapshots, as Edge devices mirror a Qdrant server's shard.
 
-Run by tests/partial.rs with SNAPFS_URL, SNAPFS_API_KEY and a work directory in
+Run by tests/integration/partial.rs with SNAPFS_URL, SNAPFS_API_KEY and a work directory in
 SNAPFS_WORK; collection `edge` (one shard, 8-dim Cosine vectors) exists with points.
 Exits non-zero with an assertion message on any difference.
 """

@@ -1,5 +1,5 @@
 """Parse snapfs's /metrics with the Prometheus project's own parser and check the
-families, their types, labels and values (tests/api.rs gives the text on stdin and
+families, their types, labels and values (tests/integration/api.rs gives the text on stdin and
 what to expect in argv: the collection that was snapshotted and failed a restore).
 """
 import sys

@@ -1,6 +1,6 @@
 """Drive snapfs with the official qdrant-client, exactly as a Qdrant user would.
 
-Run by tests/qdrant_client.rs with SNAPFS_URL and SNAPFS_API_KEY set; exits non-zero
+Run by tests/integration/qdrant_client.rs with SNAPFS_URL and SNAPFS_API_KEY set; exits non-zero
 (with an assertion message) on any difference from what Qdrant would answer.
 """
 import math

@@ -1,7 +1,7 @@
 """Drive snapfs over gRPC with the official qdrant-client (prefer_grpc=True), as a
 Qdrant user would.
 
-Run by tests/grpc.rs with SNAPFS_HTTP_PORT, SNAPFS_GRPC_PORT, SNAPFS_API_KEY and
+Run by tests/integration/grpc.rs with SNAPFS_HTTP_PORT, SNAPFS_GRPC_PORT, SNAPFS_API_KEY and
 SNAPFS_OUT set. Exits non-zero (with an assertion message) on any difference from
 what Qdrant would answer. Writes to SNAPFS_OUT the snapshot it kept and the points
 that snapshot must hold, for the test to restore it through the mount.

@@ -2,7 +2,7 @@
 makes one: dense + sparse (idf) vectors and a payload index; upsert, query by the
 sparse vector, snapshot, download, restore into a new collection, compare.
 
-Run by tests/qdrant_client.rs with SNAPFS_URL and SNAPFS_API_KEY set.
+Run by tests/integration/qdrant_client.rs with SNAPFS_URL and SNAPFS_API_KEY set.
 """
 import os
 import random

@@ -2,7 +2,7 @@
 //! archives, random access, checksums, interop with the engine's own reader, and
 //! consistency while writers run.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -13,29 +13,6 @@ use qdrant_edge::{EdgeShard, PointId, ScrollRequest, WithPayloadInterface, WithV
 use serde_json::{Value, json};
 use snapfs::client::Client;
 use support::*;
-
-/// GET with a Range header through a raw request; returns (status, headers text, body).
-async fn fetch_range(client: &Client, path: &str, range: &str) -> (u16, String, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::UnixStream::connect(client.socket())
-        .await
-        .unwrap();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nhost: x\r\nrange: {range}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head, response[split + 4..].to_vec())
-}
-
-async fn create_stored(client: &Client, base: &str) -> Value {
-    let (status, body) = call(client, Method::POST, base, None).await;
-    assert_eq!(status, 200, "{body}");
-    body["result"].clone()
-}
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -120,13 +97,7 @@ fn dense_json(vector: Option<qdrant_edge::VectorStructInternal>) -> Value {
 
 async fn setup(client: &Client, name: &str, shards: u32, points: u64) {
     create_collection(client, name, json!({"vectors": {"size": 8, "distance": "Dot"}, "shard_number": shards, "wal_config": {"wal_capacity_mb": 1}})).await;
-    upsert(
-        client,
-        name,
-        (0..points).map(|id| point(id, 8)).collect(),
-        true,
-    )
-    .await;
+    upsert_ids(client, name, 0..points, 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -592,12 +563,7 @@ async fn async_creation_appears_complete_and_names_are_plain() {
 async fn snapshots_under_a_write_storm_hold_whole_batches_in_order() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    create_collection(
-        &client,
-        "storm",
-        json!({"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 3}),
-    )
-    .await;
+    create_collection(&client, "storm", sharded_vectors(4, "Dot", 3)).await;
     const BATCH: u64 = 30;
     let writer = {
         let client = client.clone();
@@ -657,30 +623,12 @@ async fn snapshots_under_a_write_storm_hold_whole_batches_in_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_reader_cannot_hold_writers_past_the_freeze_limit() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(
-        dir.path(),
-        &[],
-        &[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "1")],
-    );
+    let daemon = Daemon::start_with_env(&[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "1")]);
     let client = daemon.client();
     // Large enough (~8 MB) that the stream cannot finish into socket buffers.
-    create_collection(
-        &client,
-        "slow",
-        json!({"vectors": {"size": 512, "distance": "Dot"}}),
-    )
-    .await;
+    create_collection(&client, "slow", vectors(512, "Dot")).await;
     for batch in 0..8u64 {
-        upsert(
-            &client,
-            "slow",
-            (batch * 500..batch * 500 + 500)
-                .map(|id| point(id, 512))
-                .collect(),
-            true,
-        )
-        .await;
+        upsert_ids(&client, "slow", batch * 500..batch * 500 + 500, 512).await;
     }
 
     // A reader that takes the first bytes of a live snapshot and then stalls.

@@ -1,7 +1,7 @@
 //! The daemon's way out: a stop is bounded whatever is in flight, and an error exit
 //! after the storage opened still closes it cleanly (its clocks survive).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -100,11 +100,7 @@ async fn assert_restart_is_whole(dir: &std::path::Path) {
     let (status, _) = call(&daemon.client(), Method::GET, "/collections/docs", None).await;
     assert_eq!(status, 404);
     assert_eq!(count(&daemon.client(), "kept").await, 50);
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    daemon.assert_no_staging_leftovers();
 }
 
 /// A request in flight does not hold the stop beyond `snapfs.shutdown_grace_secs`.

@@ -6,7 +6,7 @@
 //! snapshot endpoint without anything outside the snapshots directory read or
 //! deleted, and Qdrant's words for refused `file://` locations.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -18,26 +18,13 @@ use snapfs::client::Client;
 use support::*;
 
 async fn setup(client: &Client, name: &str, points: u64) {
-    create_collection(
-        client,
-        name,
-        json!({"vectors": {"size": 8, "distance": "Dot"}, "shard_number": 2}),
-    )
-    .await;
-    upsert(
-        client,
-        name,
-        (0..points).map(|id| point(id, 8)).collect(),
-        true,
-    )
-    .await;
+    create_collection(client, name, sharded_vectors(8, "Dot", 2)).await;
+    upsert_ids(client, name, 0..points, 8).await;
 }
 
 /// `POST path?wait=true`: the created snapshot's description.
 async fn create_snapshot(client: &Client, path: &str) -> Value {
-    let (status, body) = call(client, Method::POST, &format!("{path}?wait=true"), None).await;
-    assert_eq!(status, 200, "{path}: {body}");
-    body["result"].clone()
+    create_stored(client, &format!("{path}?wait=true")).await
 }
 
 async fn listed(client: &Client, path: &str) -> Vec<String> {
@@ -181,11 +168,7 @@ async fn recover_bodies_ignore_fields_qdrant_does_not_use() {
         listed(&client, "/collections/docs/snapshots").await,
         [collection["name"].as_str().unwrap()]
     );
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    daemon.assert_no_staging_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -370,7 +353,7 @@ async fn names_that_resolve_to_no_stored_snapshot_are_404_and_nothing_outside_is
         listed(&client, "/collections/docs/snapshots").await,
         [stored_name.as_str()]
     );
-    assert!(daemon.staging_leftovers().is_empty());
+    daemon.assert_no_staging_leftovers();
     // The real one still answers.
     let (status, _) = request(
         &daemon.socket,
@@ -444,5 +427,5 @@ async fn refused_file_locations_say_what_qdrant_says() {
     .await;
     assert_eq!(status, 404);
     assert!(by_id(&all_points(&client, "docs").await) == before);
-    assert!(daemon.staging_leftovers().is_empty());
+    daemon.assert_no_staging_leftovers();
 }

@@ -1,7 +1,7 @@
 //! Partial snapshots between real daemons, Qdrant's own partial archives and the
 //! engine's own apply.
 
-mod support;
+use crate::support;
 
 use hyper::Method;
 use serde_json::{Value, json};
@@ -33,7 +33,7 @@ async fn a_daemon_pulls_a_peers_changes_shard_by_shard() {
         )
         .await;
     }
-    upsert(&ca, "docs", (0..600).map(|i| point(i, 8)).collect(), true).await;
+    upsert_ids(&ca, "docs", 0..600, 8).await;
     wait_settled(&ca, "docs").await;
     for shard in 0..3 {
         let (status, body) = pull(&cb, "docs", shard, &a_url).await;
@@ -71,13 +71,7 @@ async fn a_daemon_pulls_a_peers_changes_shard_by_shard() {
         true,
     )
     .await;
-    let (status, body) = call(
-        &ca,
-        Method::POST,
-        "/collections/docs/points/delete?wait=true",
-        Some(json!({"points": [1, 2, 3, 50, 51]})),
-    )
-    .await;
+    let (status, body) = delete_points(&ca, "docs", json!({"points": [1, 2, 3, 50, 51]})).await;
     assert_eq!(status, 200, "{body}");
     wait_settled(&ca, "docs").await;
     for shard in 0..3 {
@@ -263,11 +257,7 @@ async fn a_partial_snapshot_written_by_qdrant_applies_over_http() {
     );
     let now = manifest(&client, "p", 0).await;
     assert!(create_partial(&client, "p", 0, &now).await.is_none());
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    daemon.assert_no_staging_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,7 +271,7 @@ async fn a_partial_snapshot_written_by_qdrant_applies_through_the_shards_recover
             .arg(m.path("collections/p/shards/0/recover/partial.snapshot")),
     );
     assert!(by_id(&all_points(&client, "p").await) == expected_points());
-    assert!(m.daemon.staging_leftovers().is_empty());
+    m.daemon.assert_no_staging_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -291,21 +281,16 @@ async fn a_qdrant_edge_shard_mirrors_a_snapfs_shard_with_partial_snapshots() {
     let client = daemon.client();
     seeded_collection(&client, "edge", 1, 300).await;
     let work = tempfile::tempdir().unwrap();
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python/edge_partial_check.py");
-    let output = std::process::Command::new(&python)
-        .arg(&script)
-        .env("SNAPFS_URL", &url)
-        .env("SNAPFS_API_KEY", PEER_KEY)
-        .env("SNAPFS_WORK", work.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("all checks passed"),
-        "qdrant-edge-py check failed:\n{stdout}\n{}\ndaemon log:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        daemon.log()
+    python_check(
+        &python,
+        "edge_partial_check.py",
+        &[
+            ("SNAPFS_URL", url.as_ref()),
+            ("SNAPFS_API_KEY", PEER_KEY.as_ref()),
+            ("SNAPFS_WORK", work.path().as_ref()),
+        ],
+        "all checks passed",
+        &daemon,
     );
 }
 
@@ -375,13 +360,7 @@ async fn the_engine_applies_snapfs_partials_and_gnu_tar_reads_them() {
         true,
     )
     .await;
-    let (status, body) = call(
-        &client,
-        Method::POST,
-        "/collections/e/points/delete?wait=true",
-        Some(json!({"points": [0, 1, 2, 3]})),
-    )
-    .await;
+    let (status, body) = delete_points(&client, "e", json!({"points": [0, 1, 2, 3]})).await;
     assert_eq!(status, 200, "{body}");
 
     let known_json = serde_json::to_value(&known).unwrap();
@@ -510,22 +489,13 @@ async fn reads_answer_and_writes_are_kept_while_a_pull_is_applied() {
     let got = by_id(&all_points(&cb, "m").await);
     assert_eq!(got.len(), want.len());
     assert!(got.keys().eq(want.keys()), "A's points and both updates");
-    assert!(
-        b.staging_leftovers().is_empty(),
-        "{:?}",
-        b.staging_leftovers()
-    );
+    b.assert_no_staging_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_pull_gives_up_and_changes_nothing() {
     let (a, a_url) = peer_daemon();
-    let temp = tempfile::tempdir().unwrap();
-    let b = Daemon::start_in(
-        temp.path(),
-        &[],
-        &[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")],
-    );
+    let b = Daemon::start_with_env(&[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")]);
     let (ca, cb) = (a.client(), b.client());
     seeded_collection(&ca, "s", 1, 3000).await;
     seeded_collection(&cb, "s", 1, 10).await;
@@ -810,24 +780,9 @@ async fn pulls_from_peers_that_cannot_serve_fail_with_words() {
     let (ca, cb) = (a.client(), b.client());
     seeded_collection(&ca, "v", 1, 100).await;
     seeded_collection(&cb, "v", 1, 10).await;
-    create_collection(
-        &ca,
-        "other",
-        json!({"vectors": {"size": 4, "distance": "Dot"}}),
-    )
-    .await;
-    create_collection(
-        &cb,
-        "other",
-        json!({"vectors": {"size": 8, "distance": "Cosine"}}),
-    )
-    .await;
-    create_collection(
-        &cb,
-        "only-here",
-        json!({"vectors": {"size": 8, "distance": "Cosine"}}),
-    )
-    .await;
+    create_collection(&ca, "other", vectors(4, "Dot")).await;
+    create_collection(&cb, "other", vectors(8, "Cosine")).await;
+    create_collection(&cb, "only-here", vectors(8, "Cosine")).await;
     let before = by_id(&all_points(&cb, "v").await);
     let closed = format!("http://127.0.0.1:{}", free_port());
     let cases = [
@@ -875,11 +830,7 @@ async fn pulls_from_peers_that_cannot_serve_fail_with_words() {
         assert!(error_of(&body).contains(words), "{request}: {body}");
     }
     assert!(by_id(&all_points(&cb, "v").await) == before);
-    assert!(
-        b.staging_leftovers().is_empty(),
-        "{:?}",
-        b.staging_leftovers()
-    );
+    b.assert_no_staging_leftovers();
     // Qdrant's peers build the URL with a doubled slash: it still finds the path.
     let (status, body) = pull(&cb, "v", 0, &format!("{a_url}/")).await;
     assert_eq!(status, 200, "{body}");
@@ -896,13 +847,7 @@ async fn a_content_partial_for_another_state_does_not_apply() {
     seeded_collection(&client, "c", 1, 200).await;
     seeded_collection(&client, "d", 1, 50).await;
     let old = files_manifest(&client, "c", 0).await;
-    upsert(
-        &client,
-        "c",
-        (200..260).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    upsert_ids(&client, "c", 200..260, 8).await;
     let diff = create_partial(&client, "c", 0, &old).await.expect("a diff");
     let before = by_id(&all_points(&client, "d").await);
     let work = tempfile::tempdir().unwrap();
@@ -923,7 +868,7 @@ async fn a_content_partial_for_another_state_does_not_apply() {
         &file,
     );
     assert_eq!(status, 200, "{body}");
-    assert!(daemon.staging_leftovers().is_empty());
+    daemon.assert_no_staging_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -947,11 +892,10 @@ async fn the_mount_shows_each_shards_manifest() {
     assert!(listed.contains(&"manifest.json".to_string()), "{listed:?}");
     // A change shows at once.
     let before = std::fs::read(m.path("collections/mf/shards/0/manifest.json")).unwrap();
-    let (status, body) = call(
+    let (status, body) = delete_points(
         &client,
-        Method::POST,
-        "/collections/mf/points/delete?wait=true",
-        Some(json!({"filter": {"must": [{"key": "tag", "match": {"value": "t1"}}]}})),
+        "mf",
+        json!({"filter": {"must": [{"key": "tag", "match": {"value": "t1"}}]}}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -968,14 +912,9 @@ async fn changed_files_travel_as_deltas_against_the_receivers_blocks() {
     let (b, _) = peer_daemon();
     let (ca, cb) = (a.client(), b.client());
     for client in [&ca, &cb] {
-        create_collection(
-            client,
-            "pt",
-            json!({"vectors": {"size": 256, "distance": "Dot"}}),
-        )
-        .await;
+        create_collection(client, "pt", vectors(256, "Dot")).await;
     }
-    upsert(&ca, "pt", (0..2000).map(|i| point(i, 256)).collect(), true).await;
+    upsert_ids(&ca, "pt", 0..2000, 256).await;
     // B gets A's state whole (its manifest is empty), then A changes a little.
     let everything = create_partial(&ca, "pt", 0, &json!({"files": []}))
         .await
@@ -1072,11 +1011,7 @@ async fn changed_files_travel_as_deltas_against_the_receivers_blocks() {
     assert_eq!(status, 400, "{body}");
     assert!(error_of(&body).contains("checksum mismatch"), "{body}");
     assert!(by_id(&all_points(&cb, "pt").await) == before);
-    assert!(
-        b.staging_leftovers().is_empty(),
-        "{:?}",
-        b.staging_leftovers()
-    );
+    b.assert_no_staging_leftovers();
 
     let good = work.path().join("diff.snapshot");
     std::fs::write(&good, &diff).unwrap();
@@ -1116,7 +1051,7 @@ async fn a_pull_in_qdrants_form_gives_the_peers_state() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["snapfs"]["form"], "versions", "{body}");
     assert!(by_id(&all_points(&cb, "q").await) == by_id(&all_points(&ca, "q").await));
-    upsert(&ca, "q", (790..900).map(|i| point(i, 8)).collect(), true).await;
+    upsert_ids(&ca, "q", 790..900, 8).await;
     let (status, body) = pull_versions(cb.clone(), a_url.clone()).await;
     assert_eq!(status, 200, "{body}");
     assert!(by_id(&all_points(&cb, "q").await) == by_id(&all_points(&ca, "q").await));
@@ -1165,7 +1100,7 @@ async fn an_open_live_snapshot_keeps_its_bytes_across_an_apply() {
     let (status, body) = pull(&cb, "o", 0, &a_url).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], true);
-    upsert(&cb, "o", (5000..5200).map(|i| point(i, 8)).collect(), true).await;
+    upsert_ids(&cb, "o", 5000..5200, 8).await;
     reader.read_to_end(&mut bytes).unwrap();
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("old.snapshot");
@@ -1342,14 +1277,9 @@ async fn an_apply_cut_short_leaves_the_old_shards_files_untouched() {
     assert_eq!(status, 200, "{body}");
     assert!(b.stop().success());
     // A moves on: new points, deleted ones.
-    upsert(&ca, "k", (500..600).map(|i| point(i, 8)).collect(), true).await;
-    let (status, body) = call(
-        &ca,
-        Method::POST,
-        "/collections/k/points/delete?wait=true",
-        Some(json!({"points": (0..10).collect::<Vec<u64>>()})),
-    )
-    .await;
+    upsert_ids(&ca, "k", 500..600, 8).await;
+    let (status, body) =
+        delete_points(&ca, "k", json!({"points": (0..10).collect::<Vec<u64>>()})).await;
     assert_eq!(status, 200, "{body}");
 
     // The next pull stops once the new shard has opened in place, before it is
@@ -1469,11 +1399,7 @@ async fn an_apply_cut_short_leaves_the_old_shards_files_untouched() {
         now == old_points,
         "the old shard, less the acknowledged deletes"
     );
-    assert!(
-        b.staging_leftovers().is_empty(),
-        "{:?}",
-        b.staging_leftovers()
-    );
+    b.assert_no_staging_leftovers();
     // And a pull now brings A's state.
     let (status, body) = pull(&cb, "k", 0, &a_url).await;
     assert_eq!(status, 200, "{body}");
@@ -1544,19 +1470,18 @@ async fn pulls_after_deletes_converge_to_not_modified() {
         for client in [&ca, &cb] {
             create_collection(client, name, config.clone()).await;
         }
-        upsert(&ca, name, (0..3000).map(|i| point(i, 8)).collect(), true).await;
+        upsert_ids(&ca, name, 0..3000, 8).await;
         if settle {
             wait_settled(&ca, name).await;
         }
         // A live stream of shard 0, then more points and deletes on A.
         let stream = fetch(&ca, &format!("/collections/{name}/shards/0/snapshot")).await;
         assert!(!stream.is_empty());
-        upsert(&ca, name, (3000..3300).map(|i| point(i, 8)).collect(), true).await;
-        let (status, body) = call(
+        upsert_ids(&ca, name, 3000..3300, 8).await;
+        let (status, body) = delete_points(
             &ca,
-            Method::POST,
-            &format!("/collections/{name}/points/delete?wait=true"),
-            Some(json!({"points": [1, 2, 3, 4, 5, 100, 200, 300, 3100, 3200]})),
+            name,
+            json!({"points": [1, 2, 3, 4, 5, 100, 200, 300, 3100, 3200]}),
         )
         .await;
         assert_eq!(status, 200, "{body}");
@@ -1589,11 +1514,7 @@ async fn pulls_after_deletes_converge_to_not_modified() {
         }
         assert!(by_id(&all_points(&cb, name).await) == by_id(&all_points(&ca, name).await));
     }
-    assert!(
-        b.staging_leftovers().is_empty(),
-        "{:?}",
-        b.staging_leftovers()
-    );
+    b.assert_no_staging_leftovers();
 }
 
 /// Pull shard `shard` until the peer answers `false`, at most 3 times; then a pull

@@ -1,7 +1,7 @@
 //! The mount (DESIGN §2), through real FUSE mounts in temp dirs and the real tools
 //! users point at it: ls, stat, cp, cat, dd, tar, sha256sum, rsync, rm.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -49,6 +49,23 @@ fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Print what `du` (apparent and allocated) and `df` say of `dir`, for the log of a
+/// failing test.
+fn show_disk(dir: &Path) {
+    for args in [
+        &["du", "-sh", "--apparent-size"][..],
+        &["du", "-sh"],
+        &["df"],
+    ] {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .arg(dir)
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    }
 }
 
 fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
@@ -432,18 +449,8 @@ async fn stored_snapshots_are_plain_files_and_rm_deletes_them() {
     let m = MountedDaemon::start(&[]);
     let client = m.client();
     collection(&client, "docs", 1, 100).await;
-    let (status, body) = call(&client, Method::POST, "/collections/docs/snapshots", None).await;
-    assert_eq!(status, 200, "{body}");
-    let name = body["result"]["name"].as_str().unwrap().to_string();
-    let (status, body) = call(
-        &client,
-        Method::POST,
-        "/collections/docs/shards/0/snapshots",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let shard_name = body["result"]["name"].as_str().unwrap().to_string();
+    let name = stored_name(&client, "/collections/docs/snapshots").await;
+    let shard_name = stored_name(&client, "/collections/docs/shards/0/snapshots").await;
 
     let dir = m.path("collections/docs/snapshots");
     eventually("stored snapshot listed", || {
@@ -913,11 +920,7 @@ async fn writing_into_recover_restores_with_cp_dd_rsync_and_sidecars() {
 
     // Nothing of the uploads (each unpacked into a staging directory while it
     // arrived) is left.
-    assert!(
-        m.daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        m.daemon.staging_leftovers()
-    );
+    m.daemon.assert_no_staging_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -937,13 +940,7 @@ async fn qdrant_shard_snapshots_restore_through_their_shards_recover() {
     // Lose every point, then bring shards 1 and 2 back from Qdrant's shard snapshots
     // (nested-tar and streamable segment formats), each with its checksum sidecar.
     let ids: Vec<u64> = (0..2000).collect();
-    let (status, body) = call(
-        &client,
-        Method::POST,
-        "/collections/multi/points/delete?wait=true",
-        Some(json!({"points": ids})),
-    )
-    .await;
+    let (status, body) = delete_points(&client, "multi", json!({"points": ids})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&client, "multi").await, 0);
     for (id, file) in [
@@ -1052,14 +1049,7 @@ async fn require_checksum_waits_for_the_sidecar_in_either_order() {
         Some(json!({"location": "nope.snapshot"})),
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["status"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("require_checksum"),
-        "{body}"
-    );
+    assert_http_error(status, &body, 400, "require_checksum");
 }
 
 /// While a snapshot is being written into recover/, the collection's `info.json`
@@ -1140,13 +1130,7 @@ async fn every_kind_of_snapfs_snapshot_restores_to_the_same_points() {
     );
 
     // Live shard snapshots over HTTP, into a changed copy's shards.
-    upsert(
-        &client,
-        "copy",
-        (1000..1040).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    upsert_ids(&client, "copy", 1000..1040, 8).await;
     for shard in 0..2 {
         let bytes = fetch(
             &client,
@@ -1165,13 +1149,7 @@ async fn every_kind_of_snapfs_snapshot_restores_to_the_same_points() {
     );
 
     // A stored shard snapshot, restored over HTTP by name into `src` itself.
-    upsert(
-        &client,
-        "src",
-        (2000..2040).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    upsert_ids(&client, "src", 2000..2040, 8).await;
     let (status, body) = call(
         &client,
         Method::POST,
@@ -1263,33 +1241,7 @@ async fn a_sparse_snapshot_restores_on_a_small_disk() {
         logical > 64 << 20,
         "the files are larger than the disk: {logical}"
     );
-    eprintln!(
-        "{}",
-        String::from_utf8_lossy(
-            &Command::new("du")
-                .arg("-sh")
-                .arg("--apparent-size")
-                .arg(&small.path)
-                .output()
-                .unwrap()
-                .stdout
-        )
-    );
-    eprintln!(
-        "{}",
-        String::from_utf8_lossy(
-            &Command::new("du")
-                .arg("-sh")
-                .arg(&small.path)
-                .output()
-                .unwrap()
-                .stdout
-        )
-    );
-    eprintln!(
-        "{}",
-        String::from_utf8_lossy(&Command::new("df").arg(&small.path).output().unwrap().stdout)
-    );
+    show_disk(&small.path);
     let out = Command::new("cp")
         .arg(&copy)
         .arg(m.path("recover/again.snapshot"))
@@ -1340,5 +1292,5 @@ async fn an_empty_file_in_recover_leaves_an_error() {
             .contains("no entries"),
         "{body}"
     );
-    assert!(m.daemon.staging_leftovers().is_empty());
+    m.daemon.assert_no_staging_leftovers();
 }

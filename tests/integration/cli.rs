@@ -1,6 +1,6 @@
 //! The CLI client: exit codes and the words a user sees.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output};
 
@@ -14,6 +14,41 @@ fn snapfs(daemon: &Daemon, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `snapfs`, which must succeed.
+fn snapfs_ok(daemon: &Daemon, args: &[&str]) -> Output {
+    let out = snapfs(daemon, args);
+    assert!(out.status.success(), "{args:?}: {:?}", text(&out));
+    out
+}
+
+/// `snapfs`, which must fail (exit non-zero).
+fn snapfs_fails(daemon: &Daemon, args: &[&str]) -> Output {
+    let out = snapfs(daemon, args);
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded: {:?}",
+        text(&out)
+    );
+    out
+}
+
+/// `snapfs partial create docs 0 --manifest MANIFEST -o OUT` on `daemon`, which must succeed.
+fn partial_create(daemon: &Daemon, manifest: &std::path::Path, out: &std::path::Path) -> Output {
+    snapfs_ok(
+        daemon,
+        &[
+            "partial",
+            "create",
+            "docs",
+            "0",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+}
+
 fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -24,7 +59,7 @@ fn text(output: &Output) -> (String, String) {
 #[test]
 fn collections_and_points_commands() {
     let daemon = Daemon::start(&[]);
-    let out = snapfs(
+    let out = snapfs_ok(
         &daemon,
         &[
             "collections",
@@ -38,16 +73,14 @@ fn collections_and_points_commands() {
             "2",
         ],
     );
-    assert!(out.status.success(), "{:?}", text(&out));
     assert!(text(&out).0.contains("created collection docs"));
 
-    let out = snapfs(
+    let out = snapfs_ok(
         &daemon,
         &[
             "points", "generate", "docs", "--count", "2500", "--dim", "8", "--batch", "1000",
         ],
     );
-    assert!(out.status.success(), "{:?}", text(&out));
     assert!(
         text(&out)
             .0
@@ -61,7 +94,7 @@ fn collections_and_points_commands() {
         })
         .collect();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    let out = snapfs(
+    let out = snapfs_ok(
         &daemon,
         &[
             "points",
@@ -73,7 +106,6 @@ fn collections_and_points_commands() {
             "3",
         ],
     );
-    assert!(out.status.success(), "{:?}", text(&out));
     assert!(text(&out).0.contains("upserted 10 points into docs"));
 
     let out = snapfs(&daemon, &["points", "count", "docs"]);
@@ -95,16 +127,14 @@ fn collections_and_points_commands() {
 #[test]
 fn failures_exit_non_zero_with_the_servers_words() {
     let daemon = Daemon::start(&[]);
-    let out = snapfs(&daemon, &["points", "count", "missing"]);
-    assert!(!out.status.success());
+    let out = snapfs_fails(&daemon, &["points", "count", "missing"]);
     assert!(
         text(&out).1.contains("Collection `missing` not found"),
         "{:?}",
         text(&out)
     );
 
-    let out = snapfs(&daemon, &["collections", "delete", "missing"]);
-    assert!(!out.status.success());
+    let out = snapfs_fails(&daemon, &["collections", "delete", "missing"]);
     assert!(text(&out).1.contains("does not exist"));
 
     assert!(
@@ -112,17 +142,15 @@ fn failures_exit_non_zero_with_the_servers_words() {
             .status
             .success()
     );
-    let out = snapfs(&daemon, &["collections", "create", "docs", "--dim", "4"]);
-    assert!(!out.status.success());
+    let out = snapfs_fails(&daemon, &["collections", "create", "docs", "--dim", "4"]);
     assert!(text(&out).1.contains("already exists"), "{:?}", text(&out));
 
     let bad = daemon.data_dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"id\": 1, \"vector\": [1,2,3]}\n").unwrap();
-    let out = snapfs(
+    let out = snapfs_fails(
         &daemon,
         &["points", "upsert", "docs", "--file", bad.to_str().unwrap()],
     );
-    assert!(!out.status.success());
     assert!(
         text(&out).1.contains("expected dim: 4, got 3"),
         "{:?}",
@@ -150,7 +178,7 @@ fn partial_commands() {
     let (a, a_url) = support::peer_daemon();
     let (b, _) = support::peer_daemon();
     for daemon in [&a, &b] {
-        let out = snapfs(
+        snapfs_ok(
             daemon,
             &[
                 "collections",
@@ -162,113 +190,70 @@ fn partial_commands() {
                 "1",
             ],
         );
-        assert!(out.status.success(), "{:?}", text(&out));
     }
-    let out = snapfs(
+    snapfs_ok(
         &a,
         &[
             "points", "generate", "docs", "--count", "3000", "--dim", "8",
         ],
     );
-    assert!(out.status.success(), "{:?}", text(&out));
     let work = tempfile::tempdir().unwrap();
 
     // The manifest of B (empty), a diff of A against it, applied to B.
-    let out = snapfs(&b, &["partial", "manifest", "docs", "0"]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    let out = snapfs_ok(&b, &["partial", "manifest", "docs", "0"]);
     let manifest = work.path().join("b.json");
     std::fs::write(&manifest, &out.stdout).unwrap();
     serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("the manifest is JSON");
     let diff = work.path().join("diff.snapshot");
-    let out = snapfs(
-        &a,
-        &[
-            "partial",
-            "create",
-            "docs",
-            "0",
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "-o",
-            diff.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{:?}", text(&out));
+    let out = partial_create(&a, &manifest, &diff);
     assert!(text(&out).0.contains("wrote"), "{:?}", text(&out));
-    let out = snapfs(
+    let out = snapfs_ok(
         &b,
         &["partial", "apply", "docs", "0", diff.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{:?}", text(&out));
     assert!(text(&out).0.contains("applied"), "{:?}", text(&out));
     let out = snapfs(&b, &["points", "count", "docs"]);
     assert!(text(&out).0.contains("3000"), "{:?}", text(&out));
 
     // Now equal: the content form says so.
-    let out = snapfs(&b, &["partial", "manifest", "docs", "0", "--files"]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    let out = snapfs_ok(&b, &["partial", "manifest", "docs", "0", "--files"]);
     std::fs::write(&manifest, &out.stdout).unwrap();
-    let out = snapfs(
-        &a,
-        &[
-            "partial",
-            "create",
-            "docs",
-            "0",
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "-o",
-            diff.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{:?}", text(&out));
+    let out = partial_create(&a, &manifest, &diff);
     assert!(text(&out).0.contains("nothing to send"), "{:?}", text(&out));
 
     // Pull: after a change on A, moved vs full; then up to date.
-    let out = snapfs(
+    let pull = || {
+        snapfs_ok(
+            &b,
+            &[
+                "partial",
+                "pull",
+                "docs",
+                "0",
+                "--from",
+                &a_url,
+                "--api-key",
+                support::PEER_KEY,
+            ],
+        )
+    };
+    snapfs_ok(
         &a,
         &[
             "points", "generate", "docs", "--count", "30", "--dim", "8", "--start", "10000",
         ],
     );
-    assert!(out.status.success(), "{:?}", text(&out));
-    let out = snapfs(
-        &b,
-        &[
-            "partial",
-            "pull",
-            "docs",
-            "0",
-            "--from",
-            &a_url,
-            "--api-key",
-            support::PEER_KEY,
-        ],
-    );
-    assert!(out.status.success(), "{:?}", text(&out));
+    let out = pull();
     assert!(
         text(&out).0.contains("moved") && text(&out).0.contains("of a full"),
         "{:?}",
         text(&out)
     );
-    let out = snapfs(
-        &b,
-        &[
-            "partial",
-            "pull",
-            "docs",
-            "0",
-            "--from",
-            &a_url,
-            "--api-key",
-            support::PEER_KEY,
-        ],
-    );
-    assert!(out.status.success(), "{:?}", text(&out));
+    let out = pull();
     assert!(text(&out).0.contains("up to date"), "{:?}", text(&out));
 
     // Words for what fails: a wrong key, a file that is no snapshot.
-    let out = snapfs(
+    let out = snapfs_fails(
         &b,
         &[
             "partial",
@@ -281,17 +266,15 @@ fn partial_commands() {
             "nope",
         ],
     );
-    assert!(!out.status.success());
     assert!(
         text(&out).1.contains("refused the API key"),
         "{:?}",
         text(&out)
     );
-    let out = snapfs(
+    let out = snapfs_fails(
         &b,
         &["partial", "apply", "docs", "0", manifest.to_str().unwrap()],
     );
-    assert!(!out.status.success());
     assert!(
         text(&out).1.contains("not a readable tar"),
         "{:?}",

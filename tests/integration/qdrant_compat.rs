@@ -3,7 +3,7 @@
 //! Qdrant's own snapshots and from collections made here, through restore and a
 //! fresh snapshot of the restored state.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
@@ -11,15 +11,6 @@ use hyper::Method;
 use serde_json::{Value, json};
 use snapfs::client::Client;
 use support::*;
-
-/// Put `file` into the daemon's snapshots directory; returns its file:// location.
-fn stage(daemon: &Daemon, file: &Path, name: &str) -> String {
-    let dir = daemon.data_dir.join("snapshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    let target = dir.join(name);
-    std::fs::copy(file, &target).unwrap();
-    format!("file://{}", target.display())
-}
 
 async fn recover(client: &Client, collection: &str, location: &str) -> (u16, Value) {
     call(
@@ -111,9 +102,7 @@ async fn a_qdrant_hybrid_collection_restores_exactly_and_round_trips() {
     assert_same_points("restored", &want, &points_of(&client, "hybrid").await);
 
     // A fresh snapshot of it carries the real index schema and restores again.
-    let (status, body) = call(&client, Method::POST, "/collections/hybrid/snapshots", None).await;
-    assert_eq!(status, 200, "{body}");
-    let name = body["result"]["name"].as_str().unwrap().to_string();
+    let name = stored_name(&client, "/collections/hybrid/snapshots").await;
     let stored = daemon.data_dir.join("snapshots/hybrid").join(&name);
     let listing = std::process::Command::new("tar")
         .arg("-xOf")

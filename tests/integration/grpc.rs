@@ -4,13 +4,11 @@
 //! status and changes nothing; a snapshot made over gRPC downloads over REST and
 //! restores through the mount.
 
-#[path = "support/moto.rs"]
-mod moto;
-mod support;
+use crate::support;
+use crate::support::moto;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -57,26 +55,18 @@ async fn the_official_client_over_grpc_and_its_snapshot_restores_through_the_mou
     ]);
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("kept.json");
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/qdrant_client_grpc_check.py");
-    let output = Command::new(&python)
-        .arg(&script)
-        .env("SNAPFS_HTTP_PORT", http.to_string())
-        .env("SNAPFS_GRPC_PORT", grpc.to_string())
-        .env("SNAPFS_API_KEY", KEY)
-        .env("SNAPFS_OUT", &out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "qdrant-client over gRPC failed:\n{stdout}\n{stderr}\ndaemon log:\n{}",
-        m.daemon.log()
-    );
-    assert!(
-        stdout.contains("qdrant-client over gRPC: all checks passed"),
-        "{stdout}"
+    let (http_port, grpc_port) = (http.to_string(), grpc.to_string());
+    python_check(
+        &python,
+        "qdrant_client_grpc_check.py",
+        &[
+            ("SNAPFS_HTTP_PORT", http_port.as_ref()),
+            ("SNAPFS_GRPC_PORT", grpc_port.as_ref()),
+            ("SNAPFS_API_KEY", KEY.as_ref()),
+            ("SNAPFS_OUT", out.as_ref()),
+        ],
+        "qdrant-client over gRPC: all checks passed",
+        &m.daemon,
     );
 
     let kept: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -300,14 +290,19 @@ async fn seed(c: &mut Clients, name: &str, shards: u32, ids: std::ops::Range<u64
         .await
         .unwrap();
     c.points
-        .upsert(proto::UpsertPoints {
-            collection_name: name.into(),
-            wait: Some(true),
-            points: points(ids),
-            ..Default::default()
-        })
+        .upsert(upsert_wait(name, points(ids)))
         .await
         .unwrap();
+}
+
+/// Upsert `points` into `collection`, waiting for them.
+fn upsert_wait(collection: &str, points: Vec<proto::PointStruct>) -> proto::UpsertPoints {
+    proto::UpsertPoints {
+        collection_name: collection.into(),
+        wait: Some(true),
+        points,
+        ..Default::default()
+    }
 }
 
 fn create_request(name: &str, shards: u32) -> proto::CreateCollection {
@@ -413,12 +408,7 @@ async fn a_rust_client_serves_collections_points_and_snapshots() {
 
         let upserted = c
             .points
-            .upsert(proto::UpsertPoints {
-                collection_name: name.into(),
-                wait: Some(true),
-                points: points(0..30),
-                ..Default::default()
-            })
+            .upsert(upsert_wait(name, points(0..30)))
             .await
             .unwrap()
             .into_inner();
@@ -932,14 +922,7 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
     let mut batch = points(100..103);
     batch[1].vectors = named(&[("a", vec![0.5; 5]), ("b", vector_b(101))]);
     let msg = assert_refused(
-        c.points
-            .upsert(proto::UpsertPoints {
-                collection_name: "kept".into(),
-                wait: Some(true),
-                points: batch,
-                ..Default::default()
-            })
-            .await,
+        c.points.upsert(upsert_wait("kept", batch)).await,
         Code::InvalidArgument,
         "wrong vector size",
     );
@@ -984,14 +967,7 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
     vectorless[0].vectors = None;
     for (batch, what) in [(hollow, "an empty multivector"), (vectorless, "no vectors")] {
         assert_refused(
-            c.points
-                .upsert(proto::UpsertPoints {
-                    collection_name: "kept".into(),
-                    wait: Some(true),
-                    points: batch,
-                    ..Default::default()
-                })
-                .await,
+            c.points.upsert(upsert_wait("kept", batch)).await,
             Code::InvalidArgument,
             what,
         );
@@ -1258,12 +1234,7 @@ async fn bad_input_over_grpc_is_refused_with_its_code_and_changes_nothing() {
     assert_refused(
         anonymous
             .points
-            .upsert(proto::UpsertPoints {
-                collection_name: "kept".into(),
-                wait: Some(true),
-                points: points(300..301),
-                ..Default::default()
-            })
+            .upsert(upsert_wait("kept", points(300..301)))
             .await,
         Code::Unauthenticated,
         "upsert without a key",
@@ -1510,13 +1481,8 @@ async fn a_compressed_bomb_without_a_key_costs_little_and_gets_a_short_refusal()
         .expect("the health check answers");
     assert!(health.into_inner().title.starts_with("snapfs"));
     assert_eq!(count_of(&mut c, "kept").await, 10);
-    assert_eq!(
-        call(&daemon.client(), Method::GET, "/collections", None)
-            .await
-            .0,
-        200
-    );
-    assert!(daemon.staging_leftovers().is_empty());
+    assert_answers(&daemon.client()).await;
+    daemon.assert_no_staging_leftovers();
 }
 
 /// One HTTP/1.1 request on `stream` (kept open); the status and body, or `None`
@@ -1683,12 +1649,7 @@ async fn tcp_listeners_cap_connections_close_unauthenticated_ones_and_raise_the_
         "{descriptors} descriptors open, {descriptors_before} before the flood"
     );
     // Meanwhile the Unix socket answers, and the TCP listeners refuse even a key.
-    assert_eq!(
-        call(&daemon.client(), Method::GET, "/collections", None)
-            .await
-            .0,
-        200
-    );
+    assert_answers(&daemon.client()).await;
     assert_eq!(
         http1_exchange(&mut tcp_connect(http), "GET", "/collections", Some(KEY)),
         None,
@@ -1762,5 +1723,5 @@ async fn an_internal_error_gives_tcp_clients_a_short_reason_and_no_host_path() {
     assert!(daemon.log().contains("File exists"));
 
     assert_eq!(count(&client, "kept").await, 10);
-    assert!(daemon.staging_leftovers().is_empty());
+    daemon.assert_no_staging_leftovers();
 }

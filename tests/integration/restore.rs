@@ -2,7 +2,7 @@
 //! `PUT /collections/{c}/snapshots/recover`; hostile and broken archives are refused
 //! with a clear error and change nothing.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,15 +11,6 @@ use hyper::Method;
 use serde_json::{Value, json};
 use snapfs::client::Client;
 use support::*;
-
-/// Put `file` into the daemon's snapshots directory; returns its file:// location.
-fn stage(daemon: &Daemon, file: &Path, name: &str) -> String {
-    let dir = daemon.data_dir.join("snapshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    let target = dir.join(name);
-    std::fs::copy(file, &target).unwrap();
-    format!("file://{}", target.display())
-}
 
 async fn recover_shard(
     client: &Client,
@@ -72,11 +63,7 @@ async fn qdrant_collection_snapshots_restore_to_the_exact_points() {
                 .collect::<Vec<_>>()
         );
     }
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    daemon.assert_no_staging_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,20 +78,8 @@ async fn a_stored_snapshot_restores_its_state_and_replaces_the_collection() {
     let checksum = body["result"]["checksum"].as_str().unwrap().to_string();
 
     // Change the collection, then restore the stored state by name.
-    upsert(
-        &client,
-        "docs",
-        (300..400).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
-    let (status, _) = call(
-        &client,
-        Method::POST,
-        "/collections/docs/points/delete?wait=true",
-        Some(json!({"points": [1, 2, 3]})),
-    )
-    .await;
+    upsert_ids(&client, "docs", 300..400, 8).await;
+    let (status, _) = delete_points(&client, "docs", json!({"points": [1, 2, 3]})).await;
     assert_eq!(status, 200);
     let (status, body) = recover_collection(
         &client,
@@ -125,11 +100,7 @@ async fn a_stored_snapshot_restores_its_state_and_replaces_the_collection() {
     // Writes go on after a restore, and survive a restart.
     upsert(&client, "copy", vec![point(9999, 8)], true).await;
     assert_eq!(count(&client, "copy").await, 301);
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    daemon.assert_no_staging_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -192,14 +163,7 @@ async fn hostile_and_broken_archives_change_nothing() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     let shard_snapshot = {
-        let (_, body) = call(
-            &client,
-            Method::POST,
-            "/collections/keep/shards/0/snapshots",
-            None,
-        )
-        .await;
-        let name = body["result"]["name"].as_str().unwrap().to_string();
+        let name = stored_name(&client, "/collections/keep/shards/0/snapshots").await;
         daemon.data_dir.join("snapshots/keep/shards/0").join(name)
     };
     // Tiny archives that declare huge sizes: GNU sparse entries (a manifest of a
@@ -414,20 +378,9 @@ async fn hostile_and_broken_archives_change_nothing() {
         "foreign-shard.snapshot",
     );
     let (status, body) = recover_shard(&client, "keep", 0, location).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["status"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("does not fit this collection"),
-        "{body}"
-    );
+    assert_http_error(status, &body, 400, "does not fit this collection");
     assert!(by_id(&all_points(&client, "keep").await) == before);
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    daemon.assert_no_staging_leftovers();
 
     // Locations outside the snapshots directory are forbidden; unknown priorities refused.
     let outside = dir.join("outside.snapshot");
@@ -564,13 +517,7 @@ async fn a_crash_around_the_switch_leaves_old_or_new() {
         let (_, body) = call(&client, Method::POST, base, None).await;
         let name = body["result"]["name"].as_str().unwrap().to_string();
         let new_points = by_id(&all_points(&client, "keep").await);
-        upsert(
-            &client,
-            "keep",
-            (50..120).map(|i| point(i, 8)).collect(),
-            true,
-        )
-        .await;
+        upsert_ids(&client, "keep", 50..120, 8).await;
         let old_points = by_id(&all_points(&client, "keep").await);
 
         // The restore aborts the daemon at the crash point: the request gets no answer.
@@ -658,7 +605,7 @@ async fn a_qdrant_full_storage_snapshot_restores_at_start() {
     // With --force: the snapshot's collections replace the current ones.
     let forced = Daemon::start_in(&data, &[args[0], args[1], "--force"], &[]);
     assert_eq!(count(&forced.client(), "docs").await, 200);
-    assert!(forced.staging_leftovers().is_empty());
+    forced.assert_no_staging_leftovers();
 }
 
 /// A real HTTP server on loopback (Python's), serving `dir` and requiring the
@@ -712,14 +659,7 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
         json!({"location": url, "api_key": "wrong"}),
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["status"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP 403"),
-        "{body}"
-    );
+    assert_http_error(status, &body, 400, "HTTP 403");
     let (status, body) = recover_collection(
         &client,
         "docs",
@@ -735,11 +675,7 @@ async fn recovery_from_an_http_url_sends_the_api_key() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    daemon.assert_no_staging_leftovers();
 }
 
 /// A test certificate authority and a server certificate for 127.0.0.1 it signed,
@@ -828,11 +764,10 @@ async fn recovery_from_an_https_url_checks_the_certificate() {
     assert_eq!(status, 400, "{body}");
     let error = body["status"]["error"].as_str().unwrap().to_lowercase();
     assert!(error.contains("certificate"), "{body}");
-    assert!(untrusting.staging_leftovers().is_empty());
+    untrusting.assert_no_staging_leftovers();
 
     // Trusted through SSL_CERT_FILE: restored, with the api-key sent.
-    let data = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(data.path(), &[], &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let daemon = Daemon::start_with_env(&[("SSL_CERT_FILE", ca.to_str().unwrap())]);
     let client = daemon.client();
     let checksum =
         std::fs::read_to_string(qdrant_fixture("qdrant-docs.snapshot.checksum")).unwrap();
@@ -844,7 +779,7 @@ async fn recovery_from_an_https_url_checks_the_certificate() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&client, "docs").await, 200);
-    assert!(daemon.staging_leftovers().is_empty());
+    daemon.assert_no_staging_leftovers();
 }
 
 /// A size-limited file system (a 1 MiB tmpfs) under storage and temp_path: a restore
@@ -869,14 +804,7 @@ async fn too_little_disk_is_refused_cleanly() {
     let multi = qdrant_fixture("qdrant-multi.snapshot"); // 1.4 MB
     let location = stage(&daemon, &multi, "multi.snapshot");
     let (status, body) = recover_collection(&client, "multi", json!({"location": location})).await;
-    assert_eq!(status, 507, "{body}");
-    assert!(
-        body["status"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("not enough free space"),
-        "{body}"
-    );
+    assert_http_error(status, &body, 507, "not enough free space");
     // An upload (no size announced) fills the disk while it is unpacked: it fails
     // with the same words, and what it had unpacked is removed.
     let out = Command::new(BIN)
@@ -917,12 +845,8 @@ async fn file_locations_are_confined_to_the_allowed_directories() {
     std::fs::copy(&fixture, allowed.join("docs.snapshot")).unwrap();
     std::fs::copy(&fixture, other.join("docs.snapshot")).unwrap();
     std::os::unix::fs::symlink(other.join("docs.snapshot"), allowed.join("link.snapshot")).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(
-        data.path(),
-        &[],
-        &[("SNAPFS__STORAGE__RECOVER_DIRS", allowed.to_str().unwrap())],
-    );
+    let daemon =
+        Daemon::start_with_env(&[("SNAPFS__STORAGE__RECOVER_DIRS", allowed.to_str().unwrap())]);
     let client = daemon.client();
     for refused in [other.join("docs.snapshot"), allowed.join("link.snapshot")] {
         let location = format!("file://{}", refused.display());
@@ -1020,15 +944,7 @@ async fn crash_leftovers_in_temp_and_snapshots_go_at_start() {
     let data = temp.path().join("data");
     let mut daemon = Daemon::start_in(&data, &[], &[]);
     seeded_collection(&daemon.client(), "keep", 1, 20).await;
-    let (status, body) = call(
-        &daemon.client(),
-        Method::POST,
-        "/collections/keep/snapshots",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let stored = body["result"]["name"].as_str().unwrap().to_string();
+    let stored = stored_name(&daemon.client(), "/collections/keep/snapshots").await;
     assert!(daemon.stop().success());
     let leftovers = [
         data.join("tmp/.full-0b8e/keep.snapshot"),
@@ -1054,12 +970,7 @@ async fn crash_leftovers_in_temp_and_snapshots_go_at_start() {
 /// it was meant for, and gives up on a transfer that stalls.
 #[tokio::test(flavor = "multi_thread")]
 async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
-    let temp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(
-        temp.path(),
-        &[],
-        &[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")],
-    );
+    let daemon = Daemon::start_with_env(&[("SNAPFS__STORAGE__TRANSFER_STALL_SECS", "1")]);
     let client = daemon.client();
     let file = qdrant_fixture("qdrant-docs.snapshot");
     // Another origin: serves the snapshot, but refuses a request that carries a key.
@@ -1097,14 +1008,7 @@ async fn url_recovery_keeps_the_key_at_home_and_gives_up_on_a_stall() {
     );
     let (status, body) =
         recover_collection(&client, "stalled", json!({"location": stalled.url("/x")})).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["status"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("stalled"),
-        "{body}"
-    );
+    assert_http_error(status, &body, 400, "stalled");
     let (status, _) = call(&client, Method::GET, "/collections/stalled", None).await;
     assert_eq!(status, 404);
     // An abandoned restore's staging goes as soon as its unpacker has stopped.
@@ -1138,25 +1042,11 @@ async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
     );
     let client = daemon.client();
     seeded_collection(&client, "race", 1, 50).await;
-    let (status, body) = call(
-        &client,
-        Method::POST,
-        "/collections/race/shards/0/snapshots",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let name = body["result"]["name"].as_str().unwrap().to_string();
+    let name = stored_name(&client, "/collections/race/shards/0/snapshots").await;
     let stored = daemon.data_dir.join("snapshots/race/shards/0").join(&name);
     let location = stage(&daemon, &stored, "race-shard.snapshot");
     // Unflushed changes: the freeze must flush, which needs the shard's engine.
-    upsert(
-        &client,
-        "race",
-        (50..80).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    upsert_ids(&client, "race", 50..80, 8).await;
 
     let reader = {
         let client = daemon.client();
@@ -1173,13 +1063,7 @@ async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
     assert_eq!(count(&client, "race").await, 50);
     // …and of the restored state (50 points), not the 80 frozen before the switch:
     // restoring the streamed archive leaves the shard at 50.
-    upsert(
-        &client,
-        "race",
-        (80..90).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    upsert_ids(&client, "race", 80..90, 8).await;
     let streamed = stage(&daemon, &file, "streamed.snapshot");
     let (status, body) = recover_shard(&client, "race", 0, streamed).await;
     assert_eq!(status, 200, "{body}");

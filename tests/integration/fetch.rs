@@ -5,9 +5,8 @@
 //! bucket and prefix; pulls from a misbehaving peer are bounded and cancellable;
 //! `file://` follows no symlink and tells nothing about files outside.
 
-#[path = "support/moto.rs"]
-mod moto;
-mod support;
+use crate::support;
+use crate::support::moto;
 
 use std::path::Path;
 use std::process::Command;
@@ -38,11 +37,7 @@ fn rss_kib(pid: i32) -> u64 {
 async fn alive_and_clean(daemon: &Daemon) {
     let (status, _) = call(&daemon.client(), Method::GET, "/collections", None).await;
     assert_eq!(status, 200);
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    daemon.assert_no_staging_leftovers();
 }
 
 /// A Python HTTP server whose handler class body is `handler` (methods

@@ -1,6 +1,6 @@
 //! The control API over the real socket, against the real daemon and engine.
 
-mod support;
+use crate::support;
 
 use hyper::Method;
 use serde_json::{Value, json};
@@ -11,12 +11,7 @@ async fn upsert_count_retrieve_query_on_single_and_multi_shard() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
     for (name, shards) in [("one", 1), ("three", 3)] {
-        create_collection(
-            &client,
-            name,
-            json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": shards}),
-        )
-        .await;
+        create_collection(&client, name, sharded_vectors(8, "Cosine", shards)).await;
         let points: Vec<Value> = (0..300).map(|id| point(id, 8)).collect();
         upsert(&client, name, points, true).await;
         assert_eq!(count(&client, name).await, 300);
@@ -87,20 +82,13 @@ async fn upsert_count_retrieve_query_on_single_and_multi_shard() {
             (status, one["result"]["payload"]["n"].clone()),
             (200, json!(42))
         );
-        let (status, _) = call(
-            &client,
-            Method::POST,
-            &format!("/collections/{name}/points/delete?wait=true"),
-            Some(json!({"points": [0, 1, 2]})),
-        )
-        .await;
+        let (status, _) = delete_points(&client, name, json!({"points": [0, 1, 2]})).await;
         assert_eq!(status, 200);
         assert_eq!(count(&client, name).await, 297);
-        let (status, _) = call(
+        let (status, _) = delete_points(
             &client,
-            Method::POST,
-            &format!("/collections/{name}/points/delete?wait=true"),
-            Some(json!({"filter": {"must": [{"key": "tag", "match": {"value": "t0"}}]}})),
+            name,
+            json!({"filter": {"must": [{"key": "tag", "match": {"value": "t0"}}]}}),
         )
         .await;
         assert_eq!(status, 200);
@@ -168,26 +156,9 @@ async fn restart_keeps_everything() {
     let expected = {
         let mut daemon = Daemon::start_in(dir.path(), &[], &[]);
         let client = daemon.client();
-        create_collection(
-            &client,
-            "keep",
-            json!({"vectors": {"size": 16, "distance": "Euclid"}, "shard_number": 2}),
-        )
-        .await;
-        upsert(
-            &client,
-            "keep",
-            (0..500).map(|id| point(id, 16)).collect(),
-            true,
-        )
-        .await;
-        let (status, _) = call(
-            &client,
-            Method::POST,
-            "/collections/keep/points/delete?wait=true",
-            Some(json!({"points": [10, 20]})),
-        )
-        .await;
+        create_collection(&client, "keep", sharded_vectors(16, "Euclid", 2)).await;
+        upsert_ids(&client, "keep", 0..500, 16).await;
+        let (status, _) = delete_points(&client, "keep", json!({"points": [10, 20]})).await;
         assert_eq!(status, 200);
         let expected = all_points(&client, "keep").await;
         assert!(
@@ -216,12 +187,7 @@ async fn kill_9_right_after_acknowledged_upserts_loses_nothing() {
         let mut daemon = Daemon::start_in(dir.path(), &[], &[]);
         let client = daemon.client();
         let name = format!("crash-{wait}");
-        create_collection(
-            &client,
-            &name,
-            json!({"vectors": {"size": 8, "distance": "Dot"}, "shard_number": 3}),
-        )
-        .await;
+        create_collection(&client, &name, sharded_vectors(8, "Dot", 3)).await;
         for batch in 0..10u64 {
             upsert(
                 &client,
@@ -252,12 +218,7 @@ async fn kill_9_right_after_acknowledged_upserts_loses_nothing() {
 async fn concurrent_writers_to_one_collection() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    create_collection(
-        &client,
-        "busy",
-        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 2}),
-    )
-    .await;
+    create_collection(&client, "busy", sharded_vectors(8, "Cosine", 2)).await;
     let mut writers = Vec::new();
     for writer in 0..4u64 {
         let client = client.clone();
@@ -286,12 +247,7 @@ async fn concurrent_writers_to_one_collection() {
 async fn collections_list_info_exists_and_delete() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    create_collection(
-        &client,
-        "b",
-        json!({"vectors": {"size": 4, "distance": "Manhattan"}}),
-    )
-    .await;
+    create_collection(&client, "b", vectors(4, "Manhattan")).await;
     create_collection(
         &client,
         "a",
@@ -370,12 +326,7 @@ async fn socket_is_private_and_second_daemon_is_refused() {
         second.log()
     );
     // The first one still answers.
-    assert_eq!(
-        call(&daemon.client(), Method::GET, "/collections", None)
-            .await
-            .0,
-        200
-    );
+    assert_answers(&daemon.client()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -388,12 +339,7 @@ async fn stale_socket_from_a_crash_is_replaced() {
         "a crash leaves the socket file"
     );
     let second = Daemon::start_in(dir.path(), &[], &[]);
-    assert_eq!(
-        call(&second.client(), Method::GET, "/collections", None)
-            .await
-            .0,
-        200
-    );
+    assert_answers(&second.client()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -403,13 +349,7 @@ async fn demo_flag_creates_a_populated_collection_once() {
     let client = daemon.client();
     assert_eq!(count(&client, "demo").await, snapfs::demo::DEMO_POINTS);
     // Not recreated when collections exist.
-    let (status, _) = call(
-        &client,
-        Method::POST,
-        "/collections/demo/points/delete?wait=true",
-        Some(json!({"points": [0]})),
-    )
-    .await;
+    let (status, _) = delete_points(&client, "demo", json!({"points": [0]})).await;
     assert_eq!(status, 200);
     assert!(daemon.stop().success());
     let daemon = Daemon::start_in(dir.path(), &["--demo"], &[]);
@@ -427,15 +367,7 @@ async fn metrics_parse_with_a_real_parser() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
     support::seeded_collection(&client, "measured", 1, 30).await;
-    let (status, body) = call(
-        &client,
-        Method::POST,
-        "/collections/measured/snapshots",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let name = body["result"]["name"].as_str().unwrap().to_string();
+    let name = stored_name(&client, "/collections/measured/snapshots").await;
     let _ = support::fetch(&client, "/collections/measured/shards/0/snapshot").await;
     let (status, body) = call(
         &client,

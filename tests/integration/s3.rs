@@ -1,10 +1,9 @@
 //! Stored snapshots in S3 (`storage.snapshots_config.snapshots_storage: s3`) and
 //! recovery from `s3://` locations, against a real S3-compatible server process
-//! (moto's standalone server, see tests/support/moto.rs).
+//! (moto's standalone server, see tests/integration/support/moto.rs).
 
-#[path = "support/moto.rs"]
-mod moto;
-mod support;
+use crate::support;
+use crate::support::moto;
 
 use hyper::Method;
 use moto::{ACCESS, CuttingProxy, Moto, REGION, SECRET};
@@ -78,23 +77,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// GET with a Range header through a raw request; returns (status, body).
-async fn fetch_range(client: &Client, path: &str, range: &str) -> (u16, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::UnixStream::connect(client.socket())
-        .await
-        .unwrap();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nhost: x\r\nrange: {range}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, response[split + 4..].to_vec())
-}
-
 /// Create, list, download (whole and ranges), check the checksum object, delete,
 /// for one scope whose snapshots live under `key_dir`.
 async fn round_trip(client: &Client, moto: &Moto, base: &str, key_dir: &str) {
@@ -141,7 +123,7 @@ async fn round_trip(client: &Client, moto: &Moto, base: &str, key_dir: &str) {
         (len - 100, len - 1),
     ] {
         let end = end.min(len - 1);
-        let (status, body) = fetch_range(
+        let (status, _, body) = fetch_range(
             client,
             &format!("{base}/{name}"),
             &format!("bytes={start}-{end}"),
@@ -388,11 +370,7 @@ async fn s3_recovery_from_s3_urls_and_stored_names() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(error_of(&body).contains("ACCESS_KEY:SECRET_KEY"), "{body}");
-    assert!(
-        daemon.staging_leftovers().is_empty(),
-        "{:?}",
-        daemon.staging_leftovers()
-    );
+    daemon.assert_no_staging_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -580,15 +558,7 @@ async fn s3_snapshots_in_the_mount() {
     let name = body["result"]["name"].as_str().unwrap().to_string();
     let size = body["result"]["size"].as_u64().unwrap();
     assert!(size > 10 * 65536, "a copy should span many chunks: {size}");
-    let (status, body) = call(
-        &client,
-        Method::POST,
-        "/collections/docs/shards/1/snapshots",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let shard_name = body["result"]["name"].as_str().unwrap().to_string();
+    let shard_name = stored_name(&client, "/collections/docs/shards/1/snapshots").await;
 
     // ls -l: the snapshot and its checksum, with the object's size.
     let dir = mounted.path("collections/docs/snapshots");

@@ -3,6 +3,8 @@
 //! never leaves a daemon behind.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -29,6 +31,14 @@ impl Daemon {
     pub fn start(extra: &[&str]) -> Daemon {
         let temp = tempfile::tempdir().unwrap();
         let mut daemon = Daemon::start_in(temp.path(), extra, &[]);
+        daemon._temp = Some(temp);
+        daemon
+    }
+
+    /// Start on a fresh temporary data dir with `env` set for the daemon.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Daemon {
+        let temp = tempfile::tempdir().unwrap();
+        let mut daemon = Daemon::start_in(temp.path(), &[], env);
         daemon._temp = Some(temp);
         daemon
     }
@@ -163,6 +173,12 @@ impl Daemon {
         all
     }
 
+    /// Assert that no restore's staging is left (`staging_leftovers`).
+    pub fn assert_no_staging_leftovers(&self) {
+        let left = self.staging_leftovers();
+        assert!(left.is_empty(), "staging left behind: {left:?}");
+    }
+
     /// Wait (10 s at most) until no restore's staging is left: an abandoned one is
     /// removed once its unpacker has stopped, on a thread of its own.
     pub fn wait_no_staging_leftovers(&self) {
@@ -286,21 +302,20 @@ pub async fn create_collection(client: &Client, name: &str, body: Value) {
     assert_eq!(status, 200, "create {name}: {value}");
 }
 
+/// A collection body: one unnamed dense vector of `size` dimensions and `distance`.
+pub fn vectors(size: usize, distance: &str) -> Value {
+    json!({"vectors": {"size": size, "distance": distance}})
+}
+
+/// [`vectors`] in `shards` shards.
+pub fn sharded_vectors(size: usize, distance: &str, shards: u32) -> Value {
+    json!({"vectors": {"size": size, "distance": distance}, "shard_number": shards})
+}
+
 /// Create `name` (8-dim Cosine vectors, `shards` shards) holding points `0..points`.
 pub async fn seeded_collection(client: &Client, name: &str, shards: u32, points: u64) {
-    create_collection(
-        client,
-        name,
-        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": shards}),
-    )
-    .await;
-    upsert(
-        client,
-        name,
-        (0..points).map(|i| point(i, 8)).collect(),
-        true,
-    )
-    .await;
+    create_collection(client, name, sharded_vectors(8, "Cosine", shards)).await;
+    upsert_ids(client, name, 0..points, 8).await;
 }
 
 /// GET `path` whole (a streamed body: snapshots).
@@ -336,6 +351,56 @@ pub async fn upsert(client: &Client, name: &str, points: Vec<Value>, wait: bool)
     )
     .await;
     assert_eq!(status, 200, "upsert into {name}: {value}");
+}
+
+/// Upsert the points `ids` (each `point(id, dim)`) into `name`, waiting for them.
+pub async fn upsert_ids(client: &Client, name: &str, ids: std::ops::Range<u64>, dim: usize) {
+    upsert(client, name, ids.map(|id| point(id, dim)).collect(), true).await;
+}
+
+/// `POST /collections/{name}/points/delete?wait=true` with `selector` (`points` or
+/// `filter`).
+pub async fn delete_points(client: &Client, name: &str, selector: Value) -> (u16, Value) {
+    call(
+        client,
+        Method::POST,
+        &format!("/collections/{name}/points/delete?wait=true"),
+        Some(selector),
+    )
+    .await
+}
+
+/// `POST path` (a snapshots endpoint), which must answer 200: the created
+/// snapshot's description.
+pub async fn create_stored(client: &Client, path: &str) -> Value {
+    let (status, body) = call(client, Method::POST, path, None).await;
+    assert_eq!(status, 200, "POST {path}: {body}");
+    body["result"].clone()
+}
+
+/// [`create_stored`]: the new snapshot's name.
+pub async fn stored_name(client: &Client, path: &str) -> String {
+    create_stored(client, path).await["name"]
+        .as_str()
+        .expect("a created snapshot has a name")
+        .to_string()
+}
+
+/// GET `path` with a `Range` header through a raw request: (status, head, body).
+pub async fn fetch_range(client: &Client, path: &str, range: &str) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(client.socket())
+        .await
+        .unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nrange: {range}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, response[split + 4..].to_vec())
 }
 
 pub async fn count(client: &Client, name: &str) -> u64 {
@@ -474,6 +539,16 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Put `file` into the daemon's snapshots directory as `name`; returns its file://
+/// location.
+pub fn stage(daemon: &Daemon, file: &Path, name: &str) -> String {
+    let dir = daemon.data_dir.join("snapshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = dir.join(name);
+    std::fs::copy(file, &target).unwrap();
+    format!("file://{}", target.display())
+}
+
 // ---- Qdrant's own snapshots (tests/fixtures/qdrant-1.18.3) ----
 
 /// A file of the Qdrant 1.18.3 fixtures.
@@ -539,6 +614,18 @@ pub fn error_of(body: &Value) -> String {
         .to_string()
 }
 
+/// An answer of `want` status whose error text contains `words`.
+pub fn assert_http_error(status: u16, body: &Value, want: u16, words: &str) {
+    assert_eq!(status, want, "{body}");
+    assert!(error_of(body).contains(words), "{body}");
+}
+
+/// The daemon still answers: `GET /collections` is 200.
+pub async fn assert_answers(client: &Client) {
+    let (status, body) = call(client, Method::GET, "/collections", None).await;
+    assert_eq!(status, 200, "the daemon no longer answers: {body}");
+}
+
 // ---- Python: the official clients from PyPI ----
 
 /// The PyPI packages the Python checks use.
@@ -590,6 +677,34 @@ pub fn venv(dir: &str, import_check: &str, packages: &[&str]) -> PathBuf {
         assert!(status.success(), "pip install {packages:?} failed");
     }
     python
+}
+
+/// Run `tests/python/<script>` with `python` and `env`; panic with its output and the
+/// daemon's log unless it exits 0 and prints `passed`. Returns its stdout.
+pub fn python_check(
+    python: &Path,
+    script: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    passed: &str,
+    daemon: &Daemon,
+) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let output = Command::new(python)
+        .arg(&script)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains(passed),
+        "{} failed:\n{stdout}\n{}\ndaemon log:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr),
+        daemon.log()
+    );
+    stdout
 }
 
 // ---- a slow link ----

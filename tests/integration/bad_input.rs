@@ -1,6 +1,6 @@
 //! Bad input gets a clear error in Qdrant's envelope and changes nothing.
 
-mod support;
+use crate::support;
 
 use hyper::Method;
 use serde_json::{Value, json};
@@ -55,12 +55,7 @@ async fn raw_body(client: &Client, method: &str, path: &str, body: &str) -> (u16
 async fn collection_level_errors() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    create_collection(
-        &client,
-        "docs",
-        json!({"vectors": {"size": 4, "distance": "Cosine"}}),
-    )
-    .await;
+    create_collection(&client, "docs", vectors(4, "Cosine")).await;
 
     // Creating an existing collection: 409, config untouched.
     expect_error(
@@ -192,19 +187,8 @@ async fn collection_level_errors() {
 async fn point_level_errors_change_nothing() {
     let daemon = Daemon::start(&[]);
     let client = daemon.client();
-    create_collection(
-        &client,
-        "docs",
-        json!({"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 2}),
-    )
-    .await;
-    upsert(
-        &client,
-        "docs",
-        (0..10).map(|id| point(id, 4)).collect(),
-        true,
-    )
-    .await;
+    create_collection(&client, "docs", sharded_vectors(4, "Cosine", 2)).await;
+    upsert_ids(&client, "docs", 0..10, 4).await;
     let before = all_points(&client, "docs").await;
 
     // Malformed JSON.
@@ -335,19 +319,9 @@ async fn point_level_errors_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_the_limit_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(
-        dir.path(),
-        &[],
-        &[("SNAPFS__SERVICE__MAX_REQUEST_SIZE_MB", "1")],
-    );
+    let daemon = Daemon::start_with_env(&[("SNAPFS__SERVICE__MAX_REQUEST_SIZE_MB", "1")]);
     let client = daemon.client();
-    create_collection(
-        &client,
-        "docs",
-        json!({"vectors": {"size": 256, "distance": "Dot"}}),
-    )
-    .await;
+    create_collection(&client, "docs", vectors(256, "Dot")).await;
     // ~2.5 MB of points.
     let points: Vec<Value> = (0..1000).map(|id| point(id, 256)).collect();
     let (status, body) = call(
@@ -411,12 +385,7 @@ async fn tcp_listener_requires_the_api_key() {
     let (status, body) = http(Some("s3cret")).await;
     assert_eq!(status, 200, "{body}");
     // The Unix socket needs no key.
-    assert_eq!(
-        call(&daemon.client(), Method::GET, "/collections", None)
-            .await
-            .0,
-        200
-    );
+    assert_answers(&daemon.client()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
