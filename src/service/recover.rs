@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::Service;
 use crate::snapshot::Scope;
-use crate::snapshot::inflow::{self, Body, Source};
+use crate::snapshot::inflow::{Body, Source};
 use crate::snapshot::intake::Received;
 use crate::snapshot::restore::{self, restore_collection};
 use crate::snapshot::store::s3::S3Config;
@@ -127,20 +127,16 @@ pub async fn obtain(
             let file = confined_file(service, &path)?;
             let size = file.metadata()?.len();
             let shown = path.display().to_string();
-            let received = inflow::pump(
-                &service.storage,
-                Source {
-                    size: Some(size),
-                    ..source(
-                        service,
-                        scope,
-                        Body::Reader(Arc::new(FileReader(file))),
-                        "the file",
-                        given.clone(),
-                        move |why| StorageError::bad_request(format!("cannot read {shown}: {why}")),
-                    )
-                },
+            let received = source(
+                service,
+                scope,
+                Body::Reader(Arc::new(FileReader(file))),
+                "the file",
+                given.clone(),
+                move |why| StorageError::bad_request(format!("cannot read {shown}: {why}")),
             )
+            .sized(Some(size))
+            .pump(&service.storage)
             .await?;
             Ok((received, given))
         }
@@ -155,20 +151,16 @@ pub async fn obtain(
                     .await?;
             let expected = given.or(opened.snapshot.checksum.clone());
             let shown = opened.shown.clone();
-            let received = inflow::pump(
-                &service.storage,
-                Source {
-                    size: Some(opened.snapshot.size),
-                    ..source(
-                        service,
-                        scope,
-                        Body::Reader(opened.reader),
-                        "the stored snapshot",
-                        expected.clone(),
-                        move |why| StorageError::Peer(format!("cannot read {shown}: {why}")),
-                    )
-                },
+            let received = source(
+                service,
+                scope,
+                Body::Reader(opened.reader),
+                "the stored snapshot",
+                expected.clone(),
+                move |why| StorageError::Peer(format!("cannot read {shown}: {why}")),
             )
+            .sized(Some(opened.snapshot.size))
+            .pump(&service.storage)
             .await?;
             Ok((received, expected))
         }
@@ -226,20 +218,16 @@ async fn s3_location(
     let expected = checksum.map(str::to_string).or(sidecar);
     let size = object.meta.size;
     let shown = location.to_string();
-    let received = inflow::pump(
-        &service.storage,
-        Source {
-            size: Some(size),
-            ..source(
-                service,
-                scope,
-                Source::chunks(object.into_stream()),
-                "the object",
-                expected.clone(),
-                move |why| StorageError::Peer(format!("cannot read {shown}: {why}")),
-            )
-        },
+    let received = source(
+        service,
+        scope,
+        Source::chunks(object.into_stream()),
+        "the object",
+        expected.clone(),
+        move |why| StorageError::Peer(format!("cannot read {shown}: {why}")),
     )
+    .sized(Some(size))
+    .pump(&service.storage)
     .await?;
     Ok((received, expected))
 }
@@ -456,28 +444,24 @@ async fn download_within(
     }
     let size = response.content_length();
     let shown = url.to_string();
-    inflow::pump(
-        &service.storage,
-        Source {
-            size: size,
-            ..source(
-                service,
-                scope,
-                Source::chunks(futures_util::stream::unfold(
-                    response,
-                    |mut response| async move {
-                        response
-                            .chunk()
-                            .await
-                            .transpose()
-                            .map(|chunk| (chunk, response))
-                    },
-                )),
-                "what was fetched",
-                checksum.map(str::to_string),
-                move |why| StorageError::bad_request(format!("cannot fetch {shown}: {why}")),
-            )
-        },
+    source(
+        service,
+        scope,
+        Source::chunks(futures_util::stream::unfold(
+            response,
+            |mut response| async move {
+                response
+                    .chunk()
+                    .await
+                    .transpose()
+                    .map(|chunk| (chunk, response))
+            },
+        )),
+        "what was fetched",
+        checksum.map(str::to_string),
+        move |why| StorageError::bad_request(format!("cannot fetch {shown}: {why}")),
     )
+    .sized(size)
+    .pump(&service.storage)
     .await
 }

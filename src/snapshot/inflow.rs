@@ -51,6 +51,16 @@ pub struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// The same source, declaring `size` bytes.
+    pub fn sized(self, size: Option<u64>) -> Self {
+        Source { size, ..self }
+    }
+
+    /// Move it into a new intake and wait until every byte is in ([`pump`]).
+    pub async fn pump(self, storage: &Arc<Storage>) -> Result<Received> {
+        pump(storage, self).await
+    }
+
     /// Chunks from a stream of `Result<Bytes, E>` (reqwest, object_store, multipart…).
     pub fn chunks<'a, S, E>(stream: S) -> Body<'a>
     where

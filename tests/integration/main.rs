@@ -12,6 +12,7 @@ mod cli;
 mod fetch;
 mod freeze;
 mod grpc;
+mod layers;
 mod lifecycle;
 mod mount;
 mod partial;
