@@ -146,6 +146,7 @@ async fn a_second_signal_exits_at_once() {
         assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
         std::thread::sleep(Duration::from_millis(20));
     }
+    // SAFETY: as above, our own child.
     unsafe { libc::kill(daemon.pid(), libc::SIGTERM) };
     let status = daemon.wait_exit();
     assert_eq!(status.code(), Some(1), "{}", daemon.log());

@@ -4,6 +4,9 @@
 //! times. Run one area with `cargo test --test integration -- mount::`, one test
 //! with its name. The soak runs alone (tests/soak.rs). docs/TESTING.md has the rest.
 
+// The support helpers are `pub` for the modules of this one crate to share.
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod api;

@@ -775,3 +775,45 @@ async fn s3_upload_running_at_a_stop_is_aborted() {
     assert_eq!(moto.open_uploads(BUCKET), Vec::<String>::new());
     assert_eq!(moto.keys(BUCKET), Vec::<String>::new());
 }
+
+/// The S3 store keeps the promises every store keeps
+/// (`snapfs::snapshot::store::conformance`, the checks the local store's unit test
+/// runs too), against the real server, for every kind of scope.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_s3_store_keeps_the_stores_promises() {
+    use snapfs::snapshot::Scope;
+    use snapfs::snapshot::store::conformance;
+    use snapfs::snapshot::store::s3::{S3Config, S3Store};
+
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let temp = tempfile::tempdir().unwrap();
+    let storage =
+        std::sync::Arc::new(snapfs::storage::Storage::open(&temp.path().join("storage")).unwrap());
+    snapfs::demo::create_demo_collection(&storage)
+        .await
+        .unwrap();
+    let config = S3Config {
+        bucket: Some(BUCKET.into()),
+        region: Some(REGION.into()),
+        access_key: Some(ACCESS.into()),
+        secret_key: Some(SECRET.into()),
+        endpoint_url: Some(moto.endpoint()),
+        prefix: "conformance".into(),
+        ..S3Config::default()
+    };
+    let store = S3Store::new(&config).unwrap();
+    tokio::task::spawn_blocking(move || {
+        for scope in [
+            Scope::Collection("demo".into()),
+            Scope::Shard("demo".into(), 0),
+            Scope::Full,
+        ] {
+            conformance::check(&store, &storage, scope);
+        }
+    })
+    .await
+    .unwrap();
+    // Everything it wrote it removed: only the bucket is left.
+    assert_eq!(moto.keys(BUCKET), Vec::<String>::new());
+}

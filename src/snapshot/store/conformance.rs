@@ -34,7 +34,7 @@ pub fn check(store: &dyn SnapshotStore, storage: &Storage, scope: Scope) {
     );
     let digest = hex(&Sha256::digest(&expected));
     assert_eq!(first.checksum.as_deref(), Some(digest.as_str()), "checksum");
-    assert_eq!(names(store, &scope), [first.name.clone()]);
+    assert_eq!(names(store, &scope), std::slice::from_ref(&first.name));
 
     // Stat and list agree with create.
     let stat = store.stat(&scope, &first.name).expect("stat");

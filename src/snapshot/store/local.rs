@@ -354,6 +354,7 @@ mod tests {
         for scope in [
             Scope::Collection("demo".into()),
             Scope::Shard("demo".into(), 0),
+            Scope::Full,
         ] {
             super::super::conformance::check(&store, &storage, scope);
         }
