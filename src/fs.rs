@@ -1,4 +1,5 @@
-//! The filesystem layer: collections, shards and snapshots as a mount (DESIGN §2).
+//! The filesystem layer: collections, shards and snapshots as a mount (the layout:
+//! docs/SEMANTICS.md, "The mount").
 //!
 //! [`SnapFs`] is the core and knows nothing about FUSE: it resolves names
 //! ([`namespace`]), holds open files ([`handles`]) and produces bytes, returning plain
@@ -15,6 +16,7 @@
 pub mod error;
 pub mod fuse;
 pub mod handles;
+mod live;
 pub mod mount;
 pub mod namespace;
 pub mod recover;
@@ -30,6 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::{FsError, FsResult};
 use handles::{DirEntry, Handle, Handles, LiveRead};
+use live::{CachedState, LiveState};
 use namespace::{Namespace, Node, ROOT_INO};
 use recover::{EntryKind, RecoverDirs};
 
@@ -94,27 +97,6 @@ pub struct FsStats {
     pub ffree: u64,
     pub bsize: u32,
     pub namelen: u32,
-}
-
-/// Size and mtime of a live file's state, valid while `key` is unchanged.
-#[derive(Clone)]
-struct LiveState {
-    key: StateKey,
-    size: u64,
-    mtime: SystemTime,
-}
-
-/// Identifies a state cheaply: every covered shard's change number (which moves
-/// with every change to the shard's files and is never reused, not even by a shard
-/// switched in or a collection re-created).
-type StateKey = Vec<(u32, u64)>;
-
-/// Which state a live file's page cache holds, and how many open handles read
-/// through it. Only one state at a time goes through the cache; a handle of another
-/// state opened meanwhile reads direct.
-struct CachedState {
-    fingerprint: [u8; 32],
-    open: usize,
 }
 
 pub struct SnapFs {
@@ -344,36 +326,6 @@ impl SnapFs {
         }
     }
 
-    /// The size and mtime of the state `scope` would stream now: remembered while
-    /// nothing changed, otherwise from a fresh view (a short freeze and flush).
-    fn live_state(&self, scope: &Scope) -> FsResult<LiveState> {
-        let key = self.state_key(scope)?;
-        if let Some(state) = self.live_states.lock().unwrap().get(scope)
-            && state.key == key
-        {
-            return Ok(state.clone());
-        }
-        let view = SnapshotView::open(self.ns.storage(), scope.clone())?;
-        self.remember_state(scope, &view)
-    }
-
-    /// Record the state of a view just opened (its shards are frozen, so the key
-    /// read now is the view's own).
-    fn remember_state(&self, scope: &Scope, view: &SnapshotView) -> FsResult<LiveState> {
-        let state = LiveState {
-            key: self.state_key(scope)?,
-            size: view.size(),
-            mtime: view.mtime(),
-        };
-        if view.is_frozen() {
-            self.live_states
-                .lock()
-                .unwrap()
-                .insert(scope.clone(), state.clone());
-        }
-        Ok(state)
-    }
-
     /// A shard's partial-snapshot manifest (Qdrant's form) as the file shows it,
     /// and the shard's last change: from the manifest cache while the shard is
     /// unchanged, otherwise from a short freeze.
@@ -385,34 +337,6 @@ impl SnapFs {
             serde_json::to_vec_pretty(&found.versions).map_err(|e| FsError::io(e.to_string()))?;
         text.push(b'\n');
         Ok((text, last_change))
-    }
-
-    fn state_key(&self, scope: &Scope) -> FsResult<StateKey> {
-        let storage = self.ns.storage();
-        let mut key = Vec::new();
-        let mut add = |name: &str, only: Option<u32>| -> FsResult<()> {
-            let collection = storage.collection(name)?;
-            for shard in collection.shards() {
-                if only.is_none_or(|id| id == shard.id()) {
-                    key.push((shard.id(), shard.change_number()));
-                }
-            }
-            if let Some(id) = only {
-                collection.shard(id)?;
-            }
-            Ok(())
-        };
-        match scope {
-            Scope::Collection(c) => add(c, None)?,
-            Scope::Shard(c, id) => add(c, Some(*id))?,
-            Scope::Full => {
-                for name in storage.collection_names() {
-                    // A collection deleted meanwhile simply drops out.
-                    let _ = add(&name, None);
-                }
-            }
-        }
-        Ok(key)
     }
 
     // ---- directories ----
@@ -609,31 +533,6 @@ impl SnapFs {
                 }
             }
             _ => {}
-        }
-    }
-
-    /// May a new handle of live file `ino` holding state `fingerprint` read through
-    /// the page cache, and may the cache be kept? Returns (cached, keep_cache).
-    fn enter_cache(&self, ino: u64, fingerprint: [u8; 32]) -> (bool, bool) {
-        let mut states = self.cached_states.lock().unwrap();
-        match states.get_mut(&ino) {
-            Some(state) if state.fingerprint == fingerprint => {
-                state.open += 1;
-                (true, true)
-            }
-            Some(state) if state.open > 0 => (false, false),
-            _ => {
-                // A new state takes the cache over; the kernel drops the old pages
-                // at this open (no keep_cache).
-                states.insert(
-                    ino,
-                    CachedState {
-                        fingerprint,
-                        open: 1,
-                    },
-                );
-                (true, false)
-            }
         }
     }
 

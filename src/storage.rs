@@ -207,8 +207,8 @@ impl Storage {
         Ok(())
     }
 
-    /// Let restores unpack into `temp_path` (DESIGN §3: "uploads and unpack
-    /// staging"), if it is on the collections' file system — the switch is a rename,
+    /// Let restores unpack into `temp_path` (`storage.temp_path`: uploads and
+    /// unpack staging), if it is on the collections' file system — the switch is a rename,
     /// which cannot cross file systems; otherwise they stay beside the collections.
     /// Removes what an interrupted restore left there (call after [`Storage::open`],
     /// which has already finished or undone any interrupted switch).

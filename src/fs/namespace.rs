@@ -1,4 +1,4 @@
-//! The mount's namespace: which nodes exist (DESIGN §2), their names, their paths
+//! The mount's namespace: which nodes exist (docs/SEMANTICS.md, "The mount"), their names, their paths
 //! and inode numbers. Nothing here reads snapshot bytes; listings follow the storage
 //! and the snapshots directory as they are at the moment of asking.
 

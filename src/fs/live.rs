@@ -1,0 +1,117 @@
+//! Live files' sizes and the page cache. A live file's size needs a laid-out
+//! archive, which needs a freeze; so the size and mtime of each scope's last state
+//! are remembered against a cheap key (every covered shard's change number) and an
+//! unchanged scope is stat'ed without freezing anything. Only one state per inode
+//! goes through the kernel's page cache at a time (see docs/ARCHITECTURE.md, "The
+//! filesystem layer").
+
+use std::time::SystemTime;
+
+use super::{FsResult, SnapFs};
+use crate::snapshot::{Scope, SnapshotView};
+
+/// Size and mtime of a live file's state, valid while `key` is unchanged.
+#[derive(Clone)]
+pub(super) struct LiveState {
+    pub(super) key: StateKey,
+    pub(super) size: u64,
+    pub(super) mtime: SystemTime,
+}
+
+/// Identifies a state cheaply: every covered shard's change number (which moves
+/// with every change to the shard's files and is never reused, not even by a shard
+/// switched in or a collection re-created).
+pub(super) type StateKey = Vec<(u32, u64)>;
+
+/// Which state a live file's page cache holds, and how many open handles read
+/// through it. Only one state at a time goes through the cache; a handle of another
+/// state opened meanwhile reads direct.
+pub(super) struct CachedState {
+    pub(super) fingerprint: [u8; 32],
+    pub(super) open: usize,
+}
+
+impl SnapFs {
+    /// The size and mtime of the state `scope` would stream now: remembered while
+    /// nothing changed, otherwise from a fresh view (a short freeze and flush).
+    pub(super) fn live_state(&self, scope: &Scope) -> FsResult<LiveState> {
+        let key = self.state_key(scope)?;
+        if let Some(state) = self.live_states.lock().unwrap().get(scope)
+            && state.key == key
+        {
+            return Ok(state.clone());
+        }
+        let view = SnapshotView::open(self.ns.storage(), scope.clone())?;
+        self.remember_state(scope, &view)
+    }
+
+    /// Record the state of a view just opened (its shards are frozen, so the key
+    /// read now is the view's own).
+    pub(super) fn remember_state(&self, scope: &Scope, view: &SnapshotView) -> FsResult<LiveState> {
+        let state = LiveState {
+            key: self.state_key(scope)?,
+            size: view.size(),
+            mtime: view.mtime(),
+        };
+        if view.is_frozen() {
+            self.live_states
+                .lock()
+                .unwrap()
+                .insert(scope.clone(), state.clone());
+        }
+        Ok(state)
+    }
+
+    fn state_key(&self, scope: &Scope) -> FsResult<StateKey> {
+        let storage = self.ns.storage();
+        let mut key = Vec::new();
+        let mut add = |name: &str, only: Option<u32>| -> FsResult<()> {
+            let collection = storage.collection(name)?;
+            for shard in collection.shards() {
+                if only.is_none_or(|id| id == shard.id()) {
+                    key.push((shard.id(), shard.change_number()));
+                }
+            }
+            if let Some(id) = only {
+                collection.shard(id)?;
+            }
+            Ok(())
+        };
+        match scope {
+            Scope::Collection(c) => add(c, None)?,
+            Scope::Shard(c, id) => add(c, Some(*id))?,
+            Scope::Full => {
+                for name in storage.collection_names() {
+                    // A collection deleted meanwhile simply drops out.
+                    let _ = add(&name, None);
+                }
+            }
+        }
+        Ok(key)
+    }
+
+    /// May a new handle of live file `ino` holding state `fingerprint` read through
+    /// the page cache, and may the cache be kept? Returns (cached, keep_cache).
+    pub(super) fn enter_cache(&self, ino: u64, fingerprint: [u8; 32]) -> (bool, bool) {
+        let mut states = self.cached_states.lock().unwrap();
+        match states.get_mut(&ino) {
+            Some(state) if state.fingerprint == fingerprint => {
+                state.open += 1;
+                (true, true)
+            }
+            Some(state) if state.open > 0 => (false, false),
+            _ => {
+                // A new state takes the cache over; the kernel drops the old pages
+                // at this open (no keep_cache).
+                states.insert(
+                    ino,
+                    CachedState {
+                        fingerprint,
+                        open: 1,
+                    },
+                );
+                (true, false)
+            }
+        }
+    }
+}
