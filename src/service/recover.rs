@@ -11,6 +11,7 @@ use crate::snapshot::Scope;
 use crate::snapshot::inflow::{Body, Source};
 use crate::snapshot::intake::Received;
 use crate::snapshot::restore::{self, restore_collection};
+use crate::snapshot::store::FileReader;
 use crate::snapshot::store::s3::S3Config;
 use crate::storage::error::with_causes;
 use crate::storage::{Result, Storage, StorageError};
@@ -164,15 +165,6 @@ pub async fn obtain(
             .await?;
             Ok((received, expected))
         }
-    }
-}
-
-/// A file opened for a restore, read by offset.
-struct FileReader(std::fs::File);
-
-impl crate::snapshot::store::StoredReader for FileReader {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
     }
 }
 

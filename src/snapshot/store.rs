@@ -84,6 +84,33 @@ pub trait StoredReader: Send + Sync {
     }
 }
 
+/// A file read by offset with pread, short only at its end (a stored snapshot's
+/// file, a `file://` location's).
+pub struct FileReader(pub File);
+
+impl StoredReader for FileReader {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match std::os::unix::fs::FileExt::read_at(
+                &self.0,
+                &mut buf[done..],
+                offset + done as u64,
+            ) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn file(&self) -> Option<&File> {
+        Some(&self.0)
+    }
+}
+
 /// A stored snapshot opened for reading.
 pub struct OpenedSnapshot {
     pub snapshot: StoredSnapshot,

@@ -17,8 +17,8 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use super::{
-    CHECKSUM_EXT, NameReservations, OpenedSnapshot, SNAPSHOT_EXT, SnapshotStore, StoredReader,
-    StoredSnapshot, check_name, name_base, not_found,
+    CHECKSUM_EXT, NameReservations, OpenedSnapshot, SNAPSHOT_EXT, SnapshotStore, StoredSnapshot,
+    check_name, name_base, not_found,
 };
 use crate::snapshot::digest::hex;
 use crate::snapshot::view::{Scope, SnapshotView};
@@ -135,7 +135,7 @@ impl SnapshotStore for LocalStore {
             },
             version: Sha256::digest(identity.map(u64::to_le_bytes).concat()).into(),
             shown: name.to_string(),
-            reader: Arc::new(FileReader(file)),
+            reader: Arc::new(super::FileReader(file)),
         })
     }
 
@@ -162,28 +162,6 @@ impl SnapshotStore for LocalStore {
             }
         }
         Ok(())
-    }
-}
-
-/// A stored snapshot's file, read with pread.
-struct FileReader(File);
-
-impl StoredReader for FileReader {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.0.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
-    }
-
-    fn file(&self) -> Option<&File> {
-        Some(&self.0)
     }
 }
 
