@@ -17,6 +17,9 @@ command -v rsync >/dev/null || missing+=(rsync)
 command -v curl >/dev/null || missing+=(curl)
 # Recovery from https:// URLs is tested against a local server with its own CA.
 command -v openssl >/dev/null || missing+=(openssl)
+# The repository store's tests read, check, dump and prune its repositories with the
+# restic CLI.
+command -v restic >/dev/null || missing+=(restic)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -94,6 +94,9 @@ pub struct Config {
     /// Where stored snapshots go: `None` is the local snapshots directory,
     /// `Some` an S3 bucket (`storage.snapshots_config.snapshots_storage: s3`).
     pub s3: Option<crate::snapshot::store::s3::S3Config>,
+    /// `Some` when stored snapshots are generations in a restic repository
+    /// (`snapshots_storage: repository`).
+    pub repository: Option<crate::snapshot::store::repository::RepositoryConfig>,
     /// The S3 settings, also when snapshots are stored locally: `s3://` recovery
     /// locations use their endpoint, region and credentials.
     pub s3_recovery: Option<crate::snapshot::store::s3::S3Config>,
@@ -223,6 +226,84 @@ struct SnapshotsConfigSection {
     #[serde(deserialize_with = "lenient_string")]
     snapshots_storage: Option<String>,
     s3_config: Option<S3Section>,
+    repository: Option<RepositorySection>,
+}
+
+/// `storage.snapshots_config.repository` (ours): the restic repository that keeps
+/// stored snapshots when `snapshots_storage` is `repository`. Its `Debug` hides the
+/// password.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RepositorySection {
+    #[serde(deserialize_with = "lenient_string")]
+    location: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    password: Option<String>,
+    #[serde(deserialize_with = "lenient_path")]
+    password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the password.
+    #[serde(deserialize_with = "lenient_string")]
+    password_env: Option<String>,
+    #[serde(deserialize_with = "lenient_path")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RepositorySection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepositorySection")
+            .field("location", &self.location)
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RepositorySection {
+    /// The repository's settings with its password read: from `password`, the file
+    /// `password_file`, the variable `password_env`, or else restic's own
+    /// `RESTIC_PASSWORD` / `RESTIC_PASSWORD_FILE`. Never from the command line.
+    fn resolve(self) -> anyhow::Result<crate::snapshot::store::repository::RepositoryConfig> {
+        use crate::snapshot::store::repository::{Location, RepositoryConfig};
+        let set = |v: Option<String>| v.filter(|v| !v.is_empty());
+        let Some(location) = set(self.location) else {
+            bail!("storage.snapshots_config.repository.location is not set");
+        };
+        if location.starts_with("s3:") {
+            bail!("storage.snapshots_config.repository.location: s3: locations are not supported yet");
+        }
+        let from_file = |path: &std::path::Path| -> anyhow::Result<String> {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("the repository's password file cannot be read: {}", e.kind())
+            })?;
+            Ok(text.trim_end_matches(['\n', '\r']).to_string())
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let password = if let Some(p) = set(self.password) {
+            p
+        } else if let Some(path) = self.password_file {
+            from_file(&path)?
+        } else if let Some(name) = set(self.password_env) {
+            env(&name).ok_or_else(|| {
+                anyhow::anyhow!("the repository's password variable {name} is not set")
+            })?
+        } else if let Some(p) = env("RESTIC_PASSWORD") {
+            p
+        } else if let Some(path) = env("RESTIC_PASSWORD_FILE") {
+            from_file(std::path::Path::new(&path))?
+        } else {
+            bail!(
+                "storage.snapshots_config.repository needs a password: password_file, password_env or password (or RESTIC_PASSWORD_FILE / RESTIC_PASSWORD)"
+            );
+        };
+        if password.is_empty() {
+            bail!("the repository's password is empty");
+        }
+        Ok(RepositoryConfig {
+            location: Location::Local(PathBuf::from(location)),
+            password,
+            cache_dir: self.cache_dir,
+        })
+    }
 }
 
 /// Qdrant's `storage.snapshots_config.s3_config`, plus `prefix`, `part_size_bytes`
@@ -424,8 +505,18 @@ impl ConfigLayers {
         let fetch = self.storage.fetch_policy()?;
         let snapshots_config = self.storage.snapshots_config;
         let s3_section = snapshots_config.s3_config.map(S3Section::resolve);
+        let repository = match snapshots_config.snapshots_storage.as_deref() {
+            Some("repository") => Some(
+                snapshots_config
+                    .repository
+                    .clone()
+                    .unwrap_or_default()
+                    .resolve()?,
+            ),
+            _ => None,
+        };
         let s3 = match snapshots_config.snapshots_storage.as_deref() {
-            None | Some("local") => None,
+            None | Some("local") | Some("repository") => None,
             Some("s3") => {
                 let s3 = s3_section.clone().unwrap_or_default();
                 if s3.bucket.is_none() && std::env::var("AWS_BUCKET").is_err() {
@@ -441,11 +532,12 @@ impl ConfigLayers {
                 Some(s3)
             }
             Some(other) => bail!(
-                "storage.snapshots_config.snapshots_storage must be local or s3, got {other:?}"
+                "storage.snapshots_config.snapshots_storage must be local, s3 or repository, got {other:?}"
             ),
         };
         let config = Config {
             fetch,
+            repository,
             s3_recovery: s3.clone().or(s3_section),
             s3,
             storage_path: self

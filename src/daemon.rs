@@ -204,6 +204,7 @@ async fn serve_storage(
         &config.snapshots_path,
         &config.temp_path,
         config.s3.as_ref(),
+        config.repository.as_ref(),
     )?;
     let state = Arc::new(Service {
         storage: storage.clone(),

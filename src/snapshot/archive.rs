@@ -193,6 +193,11 @@ pub fn add_manifest(builder: &mut ArchiveBuilder) -> io::Result<()> {
                 EntryKind::Nested(index) => {
                     super::checksum::archive_sha256(&layout.nested()[*index])?
                 }
+                EntryKind::Ranged { .. } => {
+                    return Err(io::Error::other(
+                        "a manifest is made of frozen entries, not of read-back ones",
+                    ));
+                }
                 EntryKind::Dir | EntryKind::Deferred => unreachable!("skipped above"),
             };
             Ok(hex(&digest))

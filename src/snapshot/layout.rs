@@ -31,6 +31,18 @@ enum Source {
     },
     /// A whole archive nested as one entry (collection archives inside a full one).
     Nested(Arc<ArchiveLayout>),
+    /// `offset` into a file kept elsewhere (a repository generation's member).
+    Ranged {
+        reader: Arc<dyn RangeRead>,
+        offset: u64,
+    },
+}
+
+/// A file's logical bytes read by offset from wherever they are kept (a repository
+/// assembles a generation's archive from its members so).
+pub trait RangeRead: Send + Sync {
+    /// Fill all of `buf` from `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 }
 
 struct Piece {
@@ -45,6 +57,8 @@ pub struct EntryInfo {
     pub path: String,
     /// Logical size (holes included).
     pub size: u64,
+    /// Where the entry's data starts in the archive (after its headers).
+    pub start: u64,
     pub kind: EntryKind,
 }
 
@@ -61,6 +75,8 @@ pub enum EntryKind {
     Deferred,
     /// An archive nested as a file (index into [`ArchiveLayout::nested`]).
     Nested(usize),
+    /// A file read through a [`RangeRead`], holding `extents` of it.
+    Ranged { extents: Vec<(u64, u64)> },
 }
 
 /// A frozen file kept open for the life of the layout: a rename or unlink of the
@@ -143,6 +159,7 @@ pub struct ArchiveLayout {
     nested: Vec<Arc<ArchiveLayout>>,
     entries: Vec<EntryInfo>,
     size: u64,
+    mtime: u64,
     fingerprint: [u8; 32],
 }
 
@@ -164,6 +181,7 @@ impl ArchiveBuilder {
                 nested: Vec::new(),
                 entries: Vec::new(),
                 size: 0,
+                mtime,
                 fingerprint: [0; 32],
             },
             mtime,
@@ -192,17 +210,20 @@ impl ArchiveBuilder {
         self.push(pad, Source::Zeros);
     }
 
-    fn headers(&mut self, path: &str, kind: &Kind<'_>) {
+    /// Push an entry's headers; returns where its data starts.
+    fn headers(&mut self, path: &str, kind: &Kind<'_>) -> u64 {
         let headers: Arc<[u8]> = entry_headers(path, kind, self.mtime).into();
         self.push(headers.len() as u64, Source::Inline(headers));
+        self.layout.size
     }
 
     pub fn dir(&mut self, path: &str) {
         let path = format!("{}/", path.trim_end_matches('/'));
-        self.headers(&path, &Kind::Dir);
+        let start = self.headers(&path, &Kind::Dir);
         self.layout.entries.push(EntryInfo {
             path,
             size: 0,
+            start,
             kind: EntryKind::Dir,
         });
     }
@@ -210,19 +231,20 @@ impl ArchiveBuilder {
     pub fn bytes(&mut self, path: &str, data: impl Into<Arc<[u8]>>) {
         let data: Arc<[u8]> = data.into();
         let len = data.len() as u64;
-        self.headers(path, &Kind::File { size: len });
+        let start = self.headers(path, &Kind::File { size: len });
         self.push(len, Source::Inline(data.clone()));
         self.pad(len);
         self.layout.entries.push(EntryInfo {
             path: path.to_string(),
             size: len,
+            start,
             kind: EntryKind::Inline(data),
         });
     }
 
     /// Content of fixed `len` produced on first read.
     pub fn deferred(&mut self, path: &str, len: u64, generate: Generator) {
-        self.headers(path, &Kind::File { size: len });
+        let start = self.headers(path, &Kind::File { size: len });
         self.push(
             len,
             Source::Deferred {
@@ -234,6 +256,7 @@ impl ArchiveBuilder {
         self.layout.entries.push(EntryInfo {
             path: path.to_string(),
             size: len,
+            start,
             kind: EntryKind::Deferred,
         });
     }
@@ -257,47 +280,14 @@ impl ArchiveBuilder {
     pub fn frozen_ranges(&mut self, path: &str, frozen: Arc<FrozenFile>, extents: Vec<(u64, u64)>) {
         let index = self.layout.files.len();
         let size = frozen.size;
-        let dense = extents == [(0, size)] || size == 0;
-        if dense {
-            self.headers(path, &Kind::File { size });
-            self.push(
-                size,
-                Source::File {
-                    file: index,
-                    offset: 0,
-                },
-            );
-            self.pad(size);
-        } else {
-            let stored: u64 = extents.iter().map(|(_, len)| len).sum();
-            let mut map = extents.clone();
-            let ends_in_hole = extents.last().is_none_or(|(o, l)| o + l < size);
-            if ends_in_hole {
-                // GNU convention (and Qdrant's): a last empty extent at the real size.
-                map.push((size, 0));
-            }
-            self.headers(
-                path,
-                &Kind::Sparse {
-                    real_size: size,
-                    stored,
-                    map: &map,
-                },
-            );
-            for (offset, len) in &extents {
-                self.push(
-                    *len,
-                    Source::File {
-                        file: index,
-                        offset: *offset,
-                    },
-                );
-            }
-            self.pad(stored);
-        }
+        let start = self.extents_entry(path, size, &extents, |offset| Source::File {
+            file: index,
+            offset,
+        });
         self.layout.entries.push(EntryInfo {
             path: path.to_string(),
             size,
+            start,
             kind: EntryKind::File {
                 file: index,
                 extents,
@@ -306,10 +296,59 @@ impl ArchiveBuilder {
         self.layout.files.push(frozen);
     }
 
+    /// An entry of logical `size` holding `extents` of a file read through `reader`:
+    /// the same headers and bytes as [`Self::frozen_ranges`] of a file with that
+    /// content.
+    pub fn ranged(&mut self, path: &str, size: u64, extents: Vec<(u64, u64)>, reader: Arc<dyn RangeRead>) {
+        let start = self.extents_entry(path, size, &extents, |offset| Source::Ranged {
+            reader: reader.clone(),
+            offset,
+        });
+        self.layout.entries.push(EntryInfo {
+            path: path.to_string(),
+            size,
+            start,
+            kind: EntryKind::Ranged { extents },
+        });
+    }
+
+    /// Headers and pieces of a file entry: regular when `extents` cover it all,
+    /// GNU sparse otherwise. Returns where its data starts.
+    fn extents_entry(&mut self, path: &str, size: u64, extents: &[(u64, u64)], source: impl Fn(u64) -> Source) -> u64 {
+        let dense = extents == [(0, size)] || size == 0;
+        if dense {
+            let start = self.headers(path, &Kind::File { size });
+            self.push(size, source(0));
+            self.pad(size);
+            start
+        } else {
+            let stored: u64 = extents.iter().map(|(_, len)| len).sum();
+            let mut map = extents.to_vec();
+            let ends_in_hole = extents.last().is_none_or(|(o, l)| o + l < size);
+            if ends_in_hole {
+                // GNU convention (and Qdrant's): a last empty extent at the real size.
+                map.push((size, 0));
+            }
+            let start = self.headers(
+                path,
+                &Kind::Sparse {
+                    real_size: size,
+                    stored,
+                    map: &map,
+                },
+            );
+            for (offset, len) in extents {
+                self.push(*len, source(*offset));
+            }
+            self.pad(stored);
+            start
+        }
+    }
+
     /// Another archive as one regular entry.
     pub fn nested(&mut self, path: &str, archive: Arc<ArchiveLayout>) {
         let len = archive.size();
-        self.headers(path, &Kind::File { size: len });
+        let start = self.headers(path, &Kind::File { size: len });
         self.push(len, Source::Nested(archive.clone()));
         self.pad(len);
         let index = self.layout.nested.len();
@@ -317,6 +356,7 @@ impl ArchiveBuilder {
         self.layout.entries.push(EntryInfo {
             path: path.to_string(),
             size: len,
+            start,
             kind: EntryKind::Nested(index),
         });
     }
@@ -357,6 +397,15 @@ impl ArchiveBuilder {
                     h.update(b"n");
                     h.update(self.layout.nested[*index].fingerprint);
                 }
+                EntryKind::Ranged { extents } => {
+                    // Such a layout is read back, never named by state: its bytes are
+                    // identified by what it was read from (see the repository store).
+                    h.update(b"r");
+                    for (o, l) in extents {
+                        h.update(o.to_le_bytes());
+                        h.update(l.to_le_bytes());
+                    }
+                }
                 EntryKind::File { file, extents } => {
                     let m = self.layout.files[*file].with_file(|f| f.metadata())?;
                     h.update(b"f");
@@ -392,6 +441,11 @@ impl ArchiveBuilder {
 impl ArchiveLayout {
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The modification time every header carries (seconds).
+    pub fn mtime(&self) -> u64 {
+        self.mtime
     }
 
     pub fn entries(&self) -> &[EntryInfo] {
@@ -456,6 +510,7 @@ impl ArchiveLayout {
                             format!("frozen file changed or vanished while streaming: {e}"),
                         )
                     })?,
+                Source::Ranged { reader, offset } => reader.read_exact_at(out, offset + within)?,
                 Source::Nested(archive) => {
                     let n = archive.read_at(within, out)?;
                     if n != take {

@@ -2,9 +2,10 @@
 //! once at start ([`open`]) and asked by the service, the API and the mount without
 //! knowing which it is.
 //!
-//! Two stores implement it: [`local`] (files in `storage.snapshots_path`, each beside
-//! a `<name>.checksum` sidecar) and [`s3`] (objects laid out as Qdrant lays them out,
-//! each beside a `.checksum` object). The trait is what every store can promise:
+//! Three stores implement it: [`local`] (files in `storage.snapshots_path`, each beside
+//! a `<name>.checksum` sidecar), [`s3`] (objects laid out as Qdrant lays them out,
+//! each beside a `.checksum` object) and [`repository`] (generations in a
+//! deduplicated, encrypted restic repository). The trait is what every store can promise:
 //! - a listing per scope with sizes, times and checksums known up front (a store
 //!   that keeps an archive in pieces, e.g. a deduplicating repository, records its
 //!   size and checksum when it writes it, and lists them without assembling it);
@@ -24,6 +25,7 @@
 
 pub mod conformance;
 pub mod local;
+pub mod repository;
 pub mod s3;
 pub mod s3_reader;
 
@@ -155,19 +157,22 @@ pub trait SnapshotStore: Send + Sync {
     fn stop(&self, _limit: Duration) {}
 }
 
-/// The store `config` names, opened (an interrupted creation's leftovers removed).
+/// The store the configuration names, opened (an interrupted creation's leftovers
+/// removed; a repository created on first use).
 pub fn open(
     snapshots_path: &std::path::Path,
     temp_path: &std::path::Path,
     s3: Option<&s3::S3Config>,
+    repository: Option<&repository::RepositoryConfig>,
 ) -> Result<Arc<dyn SnapshotStore>> {
-    Ok(match s3 {
-        Some(config) => {
+    Ok(match (repository, s3) {
+        (Some(config), _) => Arc::new(repository::RepositoryStore::open(config)?),
+        (None, Some(config)) => {
             let store = s3::S3Store::new(config)?;
             tracing::info!(location = %store.location(), "stored snapshots go to S3");
             Arc::new(store)
         }
-        None => Arc::new(local::LocalStore::open(snapshots_path, temp_path)?),
+        (None, None) => Arc::new(local::LocalStore::open(snapshots_path, temp_path)?),
     })
 }
 

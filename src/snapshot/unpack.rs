@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::archive::MANIFEST_NAME;
+use super::store::repository::recipe::RECIPE_NAME;
 use super::digest::hex;
 use super::error::SnapshotError;
 pub use super::limits::Limits;
@@ -281,6 +282,13 @@ pub fn unpack_entries(
                 path: shown,
                 why: format!("entry type {kind:?} is not allowed (only files and directories)"),
             });
+        }
+        // The recipe a repository generation keeps at its root, which `restic dump`
+        // puts in its archive: not an entry of the snapshot, read past (and charged).
+        if shown == RECIPE_NAME && kind.is_file() {
+            tally.logical(entry.size())?;
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| not_tar(&format!("{shown}: {e}")))?;
+            continue;
         }
         // A sparse entry is written from its own map: one the reader and we read
         // differently is refused, never written dense (a 10 TB "sparse" file

@@ -22,6 +22,7 @@ mod partial;
 mod qdrant_client;
 mod qdrant_compat;
 mod qdrant_rest;
+mod repository;
 mod restore;
 mod routing;
 mod s3;

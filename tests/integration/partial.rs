@@ -104,28 +104,6 @@ async fn a_daemon_pulls_a_peers_changes_shard_by_shard() {
     );
 }
 
-/// `curl` a multipart upload of `file` (field `snapshot`) to the daemon's socket.
-fn upload(daemon: &Daemon, path: &str, file: &std::path::Path) -> (u16, Value) {
-    let out = std::process::Command::new("curl")
-        .arg("-s")
-        .arg("--unix-socket")
-        .arg(&daemon.socket)
-        .arg("-w")
-        .arg("\n%{http_code}")
-        .args(["-m", "300"])
-        .arg("-F")
-        .arg(format!("snapshot=@{}", file.display()))
-        .arg(format!("http://localhost{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
-
 /// Shard `shard` of `c`'s manifest in the content form (`result` of the answer).
 async fn files_manifest(client: &snapfs::client::Client, c: &str, shard: u32) -> Value {
     let path = format!("/collections/{c}/shards/{shard}/snapshot/partial/manifest?format=files");

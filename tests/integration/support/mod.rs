@@ -280,6 +280,28 @@ pub async fn call(
     (status.as_u16(), value)
 }
 
+/// `curl` a multipart upload of `file` (field `snapshot`) to the daemon's socket.
+pub fn upload(daemon: &Daemon, path: &str, file: &Path) -> (u16, Value) {
+    let out = std::process::Command::new("curl")
+        .arg("-s")
+        .arg("--unix-socket")
+        .arg(&daemon.socket)
+        .arg("-w")
+        .arg("\n%{http_code}")
+        .args(["-m", "300"])
+        .arg("-F")
+        .arg(format!("snapshot=@{}", file.display()))
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
 /// `PUT /collections/{collection}/snapshots/recover` with `body`.
 pub async fn recover_collection(client: &Client, collection: &str, body: Value) -> (u16, Value) {
     call(

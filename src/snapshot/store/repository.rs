@@ -1,0 +1,573 @@
+//! The repository store: every stored snapshot is a generation in a restic
+//! repository (content-defined chunks stored once, zstd, AES-256-CTR + Poly1305-AES),
+//! written and read with rustic_core, in a local directory or an S3 prefix.
+//!
+//! A generation is one restic snapshot whose tree holds the archive's entries as plain
+//! files and directories plus a recipe ([`recipe`]); it reads back as the complete
+//! archive, byte for byte, assembled from the members (the tar headers are written
+//! again, deterministically). Its tags name it for the restic CLI and for listing
+//! without reading it: `snapfs`, `scope=…`, `collection=…`, `shard=…`, `name=…`,
+//! `size=…`, `sha256=…` (names percent-encoded, as a tag cannot hold a comma).
+//!
+//! Incremental forever: each generation names the scope's previous one as its parent,
+//! so unchanged frozen files are not chunked again ([`source`]); what is chunked is
+//! stored only where the repository lacks the chunk. The archive's SHA-256, recorded
+//! at creation, still needs the archive's bytes once (a SHA-256 cannot be put together
+//! from parts), or comes from the checksum cache when this state was hashed before.
+//!
+//! The repository is shared with the restic CLI under restic's lock protocol
+//! ([`lock`]): a create or a delete holds a shared lock, so a `restic prune` waits
+//! for it and it refuses to start under a `prune`. The password is read once at
+//! start (a file, an environment variable or the configuration, never argv); the
+//! master key it opens is kept, so later opens do not run the key derivation again.
+
+pub mod lock;
+pub mod place;
+pub mod recipe;
+pub mod source;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use rustic_core::jiff::Timestamp;
+use rustic_core::repofile::{MasterKey, Node, NodeType, SnapshotFile, StringList};
+use rustic_core::{
+    BackupOptions, ConfigOptions, Credentials, IndexedFullStatus, KeyOptions, OpenStatus,
+    Repository, RepositoryBackends, RepositoryOptions, RusticError, SnapshotOptions, TreeId,
+};
+use sha2::{Digest, Sha256};
+
+use self::lock::{LockError, LockKey};
+use self::place::{Backend, LocalPlace, Place};
+use self::recipe::{MAX_RECIPE, RECIPE_NAME, Recipe};
+use self::source::ArchiveSource;
+use super::{
+    NameReservations, OpenedSnapshot, SnapshotStore, StoredReader, StoredSnapshot, check_name,
+    name_base, not_found,
+};
+use crate::snapshot::digest::hex;
+use crate::snapshot::layout::{ArchiveLayout, RangeRead};
+use crate::snapshot::view::{Scope, SnapshotView};
+use crate::storage::names::url_segment;
+use crate::storage::{Result, StorageError};
+
+/// Where the repository is and how to open it.
+#[derive(Clone, PartialEq)]
+pub struct RepositoryConfig {
+    pub location: Location,
+    /// The repository's password, already read from where the configuration says.
+    pub password: String,
+    /// rustic_core's local cache of snapshot and index files (none when unset).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RepositoryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepositoryConfig")
+            .field("location", &self.location)
+            .field("password", &"<redacted>")
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    Local(PathBuf),
+}
+
+/// The tag every snapfs generation carries.
+const TAG: &str = "snapfs";
+/// The host name generations are written under (one daemon's repository may be
+/// shared by several hosts; scopes and names, not hosts, tell generations apart).
+const HOST: &str = "snapfs";
+
+/// A rustic_core error, shown by its one-line log form.
+#[derive(Debug)]
+pub struct RepoError(String);
+
+impl std::fmt::Display for RepoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RepoError {}
+
+fn repo_error(what: &str, e: Box<RusticError>) -> StorageError {
+    tracing::warn!(error = %e.display_log(), "{what}");
+    StorageError::internal_from(what, RepoError(e.display_log()))
+}
+
+fn locked(e: LockError) -> StorageError {
+    match e {
+        LockError::Held(who) => StorageError::AlreadyInProgress(format!(
+            "the snapshot repository is locked by someone else ({}); try again when it is done",
+            who.0
+        )),
+        LockError::Io(e) => StorageError::internal_from("locking the snapshot repository", e),
+    }
+}
+
+/// One generation, as its tags describe it.
+#[derive(Debug, Clone)]
+struct Generation {
+    id: rustic_core::repofile::SnapshotId,
+    tree: TreeId,
+    scope: Scope,
+    name: String,
+    size: u64,
+    sha256: String,
+    time: SystemTime,
+}
+
+impl Generation {
+    fn stored(&self) -> StoredSnapshot {
+        StoredSnapshot {
+            name: self.name.clone(),
+            size: self.size,
+            modified: self.time,
+            checksum: Some(self.sha256.clone()),
+        }
+    }
+
+    /// From a restic snapshot's tags; `None` for one snapfs did not write.
+    fn of(snap: &SnapshotFile) -> Option<Generation> {
+        let mut tags: HashMap<&str, &str> = HashMap::new();
+        let mut ours = false;
+        for tag in snap.tags.iter() {
+            match tag.split_once('=') {
+                Some((key, value)) => {
+                    tags.insert(key, value);
+                }
+                None => ours |= tag == TAG,
+            }
+        }
+        if !ours {
+            return None;
+        }
+        let decode = |v: &str| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8()
+                .ok()
+                .map(|s| s.into_owned())
+        };
+        let scope = match *tags.get("scope")? {
+            "collection" => Scope::Collection(decode(tags.get("collection")?)?),
+            "shard" => Scope::Shard(
+                decode(tags.get("collection")?)?,
+                tags.get("shard")?.parse().ok()?,
+            ),
+            "full" => Scope::Full,
+            _ => return None,
+        };
+        let sha256 = tags.get("sha256")?.to_string();
+        if sha256.len() != 64 {
+            return None;
+        }
+        Some(Generation {
+            id: snap.id,
+            tree: snap.tree,
+            scope,
+            name: decode(tags.get("name")?)?,
+            size: tags.get("size")?.parse().ok()?,
+            sha256,
+            time: SystemTime::from(snap.time.timestamp()),
+        })
+    }
+
+    fn tags(scope: &Scope, name: &str, size: u64, sha256: &str) -> Vec<String> {
+        let mut tags = vec![TAG.to_string()];
+        match scope {
+            Scope::Collection(c) => {
+                tags.push("scope=collection".into());
+                tags.push(format!("collection={}", url_segment(c)));
+            }
+            Scope::Shard(c, id) => {
+                tags.push("scope=shard".into());
+                tags.push(format!("collection={}", url_segment(c)));
+                tags.push(format!("shard={id}"));
+            }
+            Scope::Full => tags.push("scope=full".into()),
+        }
+        tags.push(format!("name={}", url_segment(name)));
+        tags.push(format!("size={size}"));
+        tags.push(format!("sha256={sha256}"));
+        tags
+    }
+}
+
+pub struct RepositoryStore {
+    place: Arc<dyn Place>,
+    backends: RepositoryBackends,
+    options: RepositoryOptions,
+    key: MasterKey,
+    lock_key: LockKey,
+    names: NameReservations,
+    /// Bumped by every create and delete: an indexed repository of an older epoch
+    /// does not know the newest blobs.
+    epoch: AtomicU64,
+    indexed: Mutex<Option<(u64, Arc<Repository<IndexedFullStatus>>)>>,
+}
+
+impl RepositoryStore {
+    /// Open the repository `config` names, creating it (with the configured
+    /// password) when its location holds none yet.
+    pub fn open(config: &RepositoryConfig) -> Result<RepositoryStore> {
+        let place: Arc<dyn Place> = match &config.location {
+            Location::Local(path) => Arc::new(LocalPlace::new(path)),
+        };
+        let backends = RepositoryBackends::new(Arc::new(Backend::new(place.clone())), None);
+        let mut options = RepositoryOptions::default();
+        match &config.cache_dir {
+            Some(dir) => options.cache_dir = Some(dir.clone()),
+            None => options.no_cache = true,
+        }
+        let repo = Repository::new(&options, &backends)
+            .map_err(|e| repo_error("opening the snapshot repository", e))?;
+        let exists = place
+            .exists("config")
+            .map_err(|e| StorageError::internal_from("looking for the snapshot repository", e))?;
+        let credentials = Credentials::password(&config.password);
+        let opened = if exists {
+            repo.open(&credentials).map_err(|e| {
+                if e.is_incorrect_password() {
+                    StorageError::bad_request(format!(
+                        "the snapshot repository at {} does not open with the configured password",
+                        place.location()
+                    ))
+                } else {
+                    repo_error("opening the snapshot repository", e)
+                }
+            })?
+        } else {
+            tracing::info!(location = %place.location(), "no snapshot repository there yet: creating one");
+            place
+                .prepare()
+                .map_err(|e| StorageError::internal_from("creating the snapshot repository", e))?;
+            repo.init(&credentials, &KeyOptions::default(), &ConfigOptions::default())
+                .map_err(|e| repo_error("creating the snapshot repository", e))?
+        };
+        let key = opened.key();
+        let lock_key = LockKey::new(&key)
+            .ok_or_else(|| StorageError::internal("the repository key has an unexpected shape"))?;
+        tracing::info!(location = %place.location(), "stored snapshots go to a restic repository");
+        Ok(RepositoryStore {
+            place,
+            backends,
+            options,
+            key,
+            lock_key,
+            names: NameReservations::default(),
+            epoch: AtomicU64::new(0),
+            indexed: Mutex::new(None),
+        })
+    }
+
+    fn open_repo(&self) -> Result<Repository<OpenStatus>> {
+        Repository::new(&self.options, &self.backends)
+            .and_then(|repo| repo.open(&Credentials::Masterkey(self.key.clone())))
+            .map_err(|e| repo_error("opening the snapshot repository", e))
+    }
+
+    /// The repository with its index loaded, shared until a create or delete.
+    fn indexed(&self) -> Result<Arc<Repository<IndexedFullStatus>>> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if let Some((at, repo)) = &*self.indexed.lock().unwrap()
+            && *at == epoch
+        {
+            return Ok(repo.clone());
+        }
+        let repo = Arc::new(
+            self.open_repo()?
+                .to_indexed()
+                .map_err(|e| repo_error("reading the snapshot repository's index", e))?,
+        );
+        *self.indexed.lock().unwrap() = Some((epoch, repo.clone()));
+        Ok(repo)
+    }
+
+    fn generations(&self) -> Result<Vec<Generation>> {
+        let snaps = self
+            .open_repo()?
+            .get_all_snapshots()
+            .map_err(|e| repo_error("listing the snapshot repository", e))?;
+        Ok(snaps.iter().filter_map(Generation::of).collect())
+    }
+
+    fn find(&self, scope: &Scope, name: &str) -> Result<Generation> {
+        check_name(name)?;
+        self.generations()?
+            .into_iter()
+            .find(|g| &g.scope == scope && g.name == name)
+            .ok_or_else(|| not_found(name))
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<lock::Lock> {
+        lock::acquire(self.place.clone(), &self.lock_key, exclusive).map_err(locked)
+    }
+}
+
+/// A generation's member, read through the repository's index.
+struct Member {
+    repo: Arc<Repository<IndexedFullStatus>>,
+    file: rustic_core::vfs::OpenFile,
+    name: String,
+}
+
+impl RangeRead for Member {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let bytes = self
+                .repo
+                .read_file_at(&self.file, offset as usize + done, buf.len() - done)
+                .map_err(|e| {
+                    tracing::warn!(generation = %self.name, error = %e.display_log(), "a generation could not be read");
+                    std::io::Error::other(format!(
+                        "stored snapshot {} cannot be read from the repository (damaged or missing data; `restic check --read-data` tells more)",
+                        self.name
+                    ))
+                })?;
+            if bytes.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "stored snapshot {} is shorter in the repository than recorded",
+                    self.name
+                )));
+            }
+            buf[done..done + bytes.len()].copy_from_slice(&bytes);
+            done += bytes.len();
+        }
+        Ok(())
+    }
+}
+
+/// The members of tree `root`, by path (`a/b`), files only.
+fn files_of(repo: &Repository<IndexedFullStatus>, root: TreeId) -> std::result::Result<HashMap<String, Node>, Box<RusticError>> {
+    let mut out = HashMap::new();
+    let mut pending = vec![(String::new(), root)];
+    while let Some((prefix, id)) = pending.pop() {
+        for node in repo.get_tree(&id)?.nodes {
+            let path = format!("{prefix}{}", node.name().to_string_lossy());
+            match (node.node_type.clone(), node.subtree) {
+                (NodeType::Dir, Some(subtree)) => pending.push((format!("{path}/"), subtree)),
+                (NodeType::File, _) => {
+                    out.insert(path, node);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Assembled(ArchiveLayout);
+
+impl StoredReader for Assembled {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read_at(offset, buf)
+    }
+}
+
+impl SnapshotStore for RepositoryStore {
+    fn location(&self) -> String {
+        format!("restic repository {}", self.place.location())
+    }
+
+    fn list(&self, scope: &Scope) -> Result<Vec<StoredSnapshot>> {
+        let mut out: Vec<StoredSnapshot> = self
+            .generations()?
+            .iter()
+            .filter(|g| &g.scope == scope)
+            .map(Generation::stored)
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn stat(&self, scope: &Scope, name: &str) -> Result<StoredSnapshot> {
+        Ok(self.find(scope, name)?.stored())
+    }
+
+    fn open(&self, scope: &Scope, name: &str) -> Result<OpenedSnapshot> {
+        let generation = self.find(scope, name)?;
+        let repo = self.indexed()?;
+        let what = format!("reading stored snapshot {name} from the repository");
+        let mut files = files_of(&repo, generation.tree).map_err(|e| repo_error(&what, e))?;
+        let recipe_node = files
+            .remove(RECIPE_NAME)
+            .filter(|node| node.meta.size <= MAX_RECIPE)
+            .ok_or_else(|| StorageError::internal(format!("stored snapshot {name} has no recipe in the repository")))?;
+        let open = |node: &Node| {
+            repo.open_file(node).map(|file| Member {
+                repo: repo.clone(),
+                file,
+                name: name.to_string(),
+            })
+        };
+        let recipe_member = open(&recipe_node).map_err(|e| repo_error(&what, e))?;
+        let mut text = vec![0u8; recipe_node.meta.size as usize];
+        recipe_member.read_exact_at(&mut text, 0)?;
+        let recipe = Recipe::parse(&text)
+            .map_err(|why| StorageError::internal(format!("stored snapshot {name}: {why}")))?;
+        if recipe.sha256 != generation.sha256 || recipe.size != generation.size {
+            return Err(StorageError::internal(format!(
+                "stored snapshot {name}: its recipe and its tags disagree"
+            )));
+        }
+        let layout = recipe.layout(|path, size| {
+            let node = files
+                .get(path)
+                .filter(|node| node.meta.size == size)
+                .ok_or_else(|| std::io::Error::other(format!("stored snapshot {name} lacks member {path}")))?;
+            let member = open(node).map_err(|e| std::io::Error::other(e.display_log()))?;
+            Ok(Arc::new(member) as Arc<dyn RangeRead>)
+        })?;
+        Ok(OpenedSnapshot {
+            snapshot: generation.stored(),
+            version: Sha256::digest(generation.id.to_hex().as_bytes()).into(),
+            shown: format!("{name} (generation {})", &generation.id.to_hex()[..8]),
+            reader: Arc::new(Assembled(layout)),
+        })
+    }
+
+    fn create(&self, view: &SnapshotView) -> Result<StoredSnapshot> {
+        let scope = view.scope().clone();
+        let layout: Arc<ArchiveLayout> = view.layout().clone();
+        let started = std::time::Instant::now();
+        let sha256 = hex(&crate::snapshot::checksum::archive_sha256(&layout)?);
+        let _lock = self.lock(false)?;
+        crate::storage::pause_point("repository-locked");
+        let existing = self.generations()?;
+        let reserved = self.names.reserve(&scope, &name_base(&scope, SystemTime::now()), |name| {
+            Ok(!existing.iter().any(|g| g.scope == scope && g.name == name))
+        })?;
+        let name = reserved.name.clone();
+        let parent = existing
+            .iter()
+            .filter(|g| g.scope == scope)
+            .max_by_key(|g| g.time)
+            .map(|g| g.id);
+        let recipe = Recipe::of(&layout, &name, &scope, &sha256);
+        let recipe = serde_json::to_vec(&recipe).map_err(|e| StorageError::internal_from("writing a recipe", e))?;
+        let now = Timestamp::now();
+        let source = ArchiveSource::new(&layout, RECIPE_NAME, recipe, now)?;
+        let failures = source.failures();
+        let expected_files = layout.entries().iter().filter(|e| !e.path.ends_with('/')).count() as u64 + 1;
+
+        let mut options = SnapshotOptions::default();
+        options.host = Some(HOST.into());
+        let mut snap = SnapshotFile::from_options(&options).map_err(|e| repo_error("describing a generation", e))?;
+        for tag in Generation::tags(&scope, &name, layout.size(), &sha256) {
+            let list: StringList = tag.parse().map_err(|_| StorageError::internal("a tag"))?;
+            snap.add_tags(vec![list]);
+        }
+        let mut backup = BackupOptions::default();
+        backup.no_scan = true;
+        if let Some(parent) = parent {
+            backup.parent_opts.parents = vec![parent.to_hex().to_string()];
+        } else {
+            backup.parent_opts.force = true;
+        }
+        let repo = self
+            .open_repo()?
+            .to_indexed_ids()
+            .map_err(|e| repo_error("reading the snapshot repository's index", e))?;
+        let saved = repo
+            .archive(&backup, &source, snap, &[PathBuf::from("/")])
+            .map_err(|e| repo_error("writing a generation", e));
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let saved = saved?;
+        let processed = saved.summary.as_ref().map(|s| s.total_files_processed);
+        if let Some(failure) = failures.first().or_else(|| {
+            (processed != Some(expected_files)).then(|| {
+                format!("{} of {expected_files} entries were stored", processed.unwrap_or(0))
+            })
+        }) {
+            tracing::warn!(%failure, "a generation was not stored whole: removing it");
+            if let Err(e) = repo.delete_snapshots(&[saved.id]) {
+                tracing::warn!(error = %e.display_log(), "could not remove the incomplete generation");
+            }
+            return Err(StorageError::internal(format!(
+                "snapshot {name} was not stored: an entry could not be read"
+            )));
+        }
+        if let Some(summary) = &saved.summary {
+            let added = summary.data_added_packed;
+            let read = summary.total_bytes_processed;
+            tracing::info!(
+                snapshot = %name,
+                generation = %&saved.id.to_hex()[..8],
+                bytes_read = read,
+                new_bytes_stored = added,
+                files_new = summary.files_new,
+                files_changed = summary.files_changed,
+                files_unmodified = summary.files_unmodified,
+                seconds = started.elapsed().as_secs_f64(),
+                "generation stored"
+            );
+        }
+        let stored = StoredSnapshot {
+            name: name.clone(),
+            size: layout.size(),
+            modified: SystemTime::from(saved.time.timestamp()),
+            checksum: Some(sha256),
+        };
+        drop(reserved);
+        Ok(stored)
+    }
+
+    fn delete(&self, scope: &Scope, name: &str) -> Result<()> {
+        let _lock = self.lock(false)?;
+        let generation = self.find(scope, name)?;
+        let repo = self.open_repo()?;
+        repo.delete_snapshots(&[generation.id])
+            .map_err(|e| repo_error("removing a generation", e))?;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn listing_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(2)
+    }
+}
+
+/// The repository at a local `path` with `password` (tests, `snapfs repo` commands).
+pub fn local(path: &Path, password: &str) -> Result<RepositoryStore> {
+    RepositoryStore::open(&RepositoryConfig {
+        location: Location::Local(path.to_path_buf()),
+        password: password.into(),
+        cache_dir: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::storage::Storage;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_repository_store_keeps_the_stores_promises() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&dir.path().join("storage")).unwrap();
+        crate::demo::create_demo_collection(&storage).await.unwrap();
+        let store = local(&dir.path().join("repo"), "secret").unwrap();
+        for scope in [
+            Scope::Collection("demo".into()),
+            Scope::Shard("demo".into(), 0),
+            Scope::Full,
+        ] {
+            super::super::conformance::check(&store, &storage, scope);
+        }
+        // A wrong password is a clear refusal, not a new repository.
+        match local(&dir.path().join("repo"), "wrong") {
+            Err(StorageError::BadRequest(text)) => assert!(text.contains("password"), "{text}"),
+            Err(other) => panic!("wrong password: {other}"),
+            Ok(_) => panic!("a wrong password opened the repository"),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! A frozen archive as rustic_core's backup source: each entry of the archive a file
+//! or directory of the generation's tree (plus the recipe), in the tree's order.
+//!
+//! Incremental forever rests on the metadata given here. rustic_core reuses a file's
+//! chunk list from the parent generation, without opening it, when the parent has a
+//! node of that path with the same size, mtime, ctime and inode: for a frozen engine
+//! file those are the file's own, the identity the digest cache already trusts (a
+//! frozen file does not change; after a thaw any change moves its mtime or ctime).
+//! Entries snapfs generates (configs, the manifest, nested archives) get this
+//! creation's time as ctime, so they never match and are always read again: they are
+//! small, or (a full snapshot's nested archives) assembled and chunked anew.
+//!
+//! rustic_core logs and skips an entry it fails to read rather than failing the
+//! backup; the readers here record any failure in [`Failures`], and the store throws
+//! the generation away when there is one.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rustic_core::jiff::Timestamp;
+use rustic_core::repofile::{Metadata, Node, NodeType};
+use rustic_core::{ErrorKind, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult};
+
+use crate::snapshot::layout::{ArchiveLayout, EntryKind, FrozenFile};
+
+/// Go's `os.ModeDir`, as restic stores a directory's mode.
+const GO_MODE_DIR: u32 = 1 << 31;
+const READ_CHUNK: usize = 1 << 20;
+
+/// Read failures met while rustic_core read the source.
+#[derive(Default, Clone)]
+pub struct Failures(Arc<Mutex<Vec<String>>>);
+
+impl Failures {
+    fn record(&self, what: String) {
+        self.0.lock().unwrap().push(what);
+    }
+
+    pub fn first(&self) -> Option<String> {
+        self.0.lock().unwrap().first().cloned()
+    }
+}
+
+/// How one member's bytes are read.
+#[derive(Clone)]
+pub enum Member {
+    /// A frozen file's logical content (holes read as zeros).
+    Frozen(Arc<FrozenFile>),
+    /// `len` bytes of the archive from `start` (generated and nested entries).
+    Archive {
+        layout: Arc<ArchiveLayout>,
+        start: u64,
+        len: u64,
+    },
+    Bytes(Arc<[u8]>),
+}
+
+pub struct Opener {
+    member: Member,
+    path: String,
+    failures: Failures,
+}
+
+pub struct MemberReader {
+    member: Member,
+    at: u64,
+    size: u64,
+    path: String,
+    failures: Failures,
+}
+
+impl Read for MemberReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (self.size - self.at).min(buf.len().min(READ_CHUNK) as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let out = &mut buf[..want];
+        let done = match &self.member {
+            Member::Frozen(frozen) => frozen.read_exact_at(out, self.at),
+            Member::Archive { layout, start, .. } => match layout.read_at(start + self.at, out) {
+                Ok(n) if n == want => Ok(()),
+                Ok(_) => Err(io::Error::other("the archive ended early")),
+                Err(e) => Err(e),
+            },
+            Member::Bytes(bytes) => {
+                out.copy_from_slice(&bytes[self.at as usize..self.at as usize + want]);
+                Ok(())
+            }
+        };
+        if let Err(e) = done {
+            self.failures.record(format!("{}: {e}", self.path));
+            return Err(e);
+        }
+        self.at += want as u64;
+        Ok(want)
+    }
+}
+
+impl ReadSourceOpen for Opener {
+    type Reader = MemberReader;
+
+    fn open(self) -> RusticResult<MemberReader> {
+        let size = match &self.member {
+            Member::Frozen(frozen) => frozen.size,
+            Member::Archive { len, .. } => *len,
+            Member::Bytes(bytes) => bytes.len() as u64,
+        };
+        Ok(MemberReader {
+            member: self.member,
+            at: 0,
+            size,
+            path: self.path,
+            failures: self.failures,
+        })
+    }
+}
+
+/// The entries of one generation, sorted as a restic tree wants them.
+pub struct ArchiveSource {
+    entries: Vec<(PathBuf, Node, Option<Member>)>,
+    failures: Failures,
+    size: u64,
+}
+
+fn node(name: &str, kind: NodeType, meta: Metadata) -> Node {
+    Node::new_node(OsStr::new(name), kind, meta)
+}
+
+fn timestamp(secs: i64, nanos: i64) -> Option<Timestamp> {
+    Timestamp::new(secs, nanos as i32).ok()
+}
+
+impl ArchiveSource {
+    /// `layout`'s entries and the recipe (`recipe_name`, `recipe`), as a tree rooted
+    /// at `/`; generated entries carry `now` as ctime (never reused from a parent).
+    pub fn new(
+        layout: &Arc<ArchiveLayout>,
+        recipe_name: &str,
+        recipe: Vec<u8>,
+        now: Timestamp,
+    ) -> io::Result<ArchiveSource> {
+        let generated = |size: u64| Metadata {
+            mode: Some(0o644),
+            mtime: timestamp(layout.mtime() as i64, 0),
+            ctime: Some(now),
+            uid: Some(0),
+            gid: Some(0),
+            size,
+            ..Default::default()
+        };
+        let mut entries = Vec::new();
+        let mut total = 0u64;
+        for entry in layout.entries() {
+            let path = entry.path.trim_end_matches('/');
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let full = PathBuf::from("/").join(path);
+            let (meta, member) = match &entry.kind {
+                EntryKind::Dir => {
+                    let meta = Metadata {
+                        mode: Some(GO_MODE_DIR | 0o755),
+                        mtime: timestamp(layout.mtime() as i64, 0),
+                        uid: Some(0),
+                        gid: Some(0),
+                        ..Default::default()
+                    };
+                    entries.push((full, node(name, NodeType::Dir, meta), None));
+                    continue;
+                }
+                EntryKind::File { file, .. } => {
+                    let frozen = layout.files()[*file].clone();
+                    let m = frozen.with_file(|f| f.metadata())?;
+                    let meta = Metadata {
+                        mode: Some(0o644),
+                        mtime: timestamp(m.mtime(), m.mtime_nsec()),
+                        ctime: timestamp(m.ctime(), m.ctime_nsec()),
+                        uid: Some(0),
+                        gid: Some(0),
+                        inode: m.ino(),
+                        device_id: m.dev(),
+                        size: frozen.size,
+                        ..Default::default()
+                    };
+                    (meta, Member::Frozen(frozen))
+                }
+                EntryKind::Inline(bytes) => (generated(entry.size), Member::Bytes(bytes.clone())),
+                EntryKind::Deferred | EntryKind::Nested(_) | EntryKind::Ranged { .. } => (
+                    generated(entry.size),
+                    Member::Archive {
+                        layout: layout.clone(),
+                        start: entry.start,
+                        len: entry.size,
+                    },
+                ),
+            };
+            total += entry.size;
+            entries.push((full, node(name, NodeType::File, meta), Some(member)));
+        }
+        total += recipe.len() as u64;
+        entries.push((
+            PathBuf::from("/").join(recipe_name),
+            node(recipe_name, NodeType::File, generated(recipe.len() as u64)),
+            Some(Member::Bytes(recipe.into())),
+        ));
+        // A restic tree lists each directory's children by name, depth first: the
+        // order of paths compared component by component (not the archive's byte order,
+        // where `a.json` comes before `a/`).
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(ArchiveSource {
+            entries,
+            failures: Failures::default(),
+            size: total,
+        })
+    }
+
+    pub fn failures(&self) -> Failures {
+        self.failures.clone()
+    }
+}
+
+impl ReadSource for ArchiveSource {
+    type Open = Opener;
+    type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<Opener>>>;
+
+    fn size(&self) -> RusticResult<Option<u64>> {
+        Ok(Some(self.size))
+    }
+
+    fn entries(&self) -> Self::Iter {
+        self.entries
+            .iter()
+            .map(|(path, node, member)| {
+                let open = member.clone().map(|member| Opener {
+                    member,
+                    path: path.display().to_string(),
+                    failures: self.failures.clone(),
+                });
+                if node.node_type == NodeType::File && open.is_none() {
+                    return Err(RusticError::new(ErrorKind::Internal, "a file without content"));
+                }
+                Ok(ReadSourceEntry {
+                    path: path.clone(),
+                    node: node.clone(),
+                    open,
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+}
