@@ -262,15 +262,31 @@ impl RepositorySection {
     /// The repository's settings with its password read: from `password`, the file
     /// `password_file`, the variable `password_env`, or else restic's own
     /// `RESTIC_PASSWORD` / `RESTIC_PASSWORD_FILE`. Never from the command line.
-    fn resolve(self) -> anyhow::Result<crate::snapshot::store::repository::RepositoryConfig> {
+    fn resolve(
+        self,
+        s3: Option<crate::snapshot::store::s3::S3Config>,
+    ) -> anyhow::Result<crate::snapshot::store::repository::RepositoryConfig> {
         use crate::snapshot::store::repository::{Location, RepositoryConfig};
         let set = |v: Option<String>| v.filter(|v| !v.is_empty());
         let Some(location) = set(self.location) else {
             bail!("storage.snapshots_config.repository.location is not set");
         };
-        if location.starts_with("s3:") {
-            bail!("storage.snapshots_config.repository.location: s3: locations are not supported yet");
-        }
+        let location = match location.strip_prefix("s3:") {
+            Some(rest) => {
+                let rest = rest.trim_start_matches("//").trim_matches('/');
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let mut s3 = s3.unwrap_or_default();
+                if !bucket.is_empty() {
+                    s3.bucket = Some(bucket.to_string());
+                }
+                if s3.bucket.is_none() && std::env::var("AWS_BUCKET").is_err() {
+                    bail!("storage.snapshots_config.repository.location: s3:<bucket>/<prefix> names no bucket");
+                }
+                s3.prefix = prefix.to_string();
+                Location::S3(s3)
+            }
+            None => Location::Local(PathBuf::from(location)),
+        };
         let from_file = |path: &std::path::Path| -> anyhow::Result<String> {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 anyhow::anyhow!("the repository's password file cannot be read: {}", e.kind())
@@ -299,7 +315,7 @@ impl RepositorySection {
             bail!("the repository's password is empty");
         }
         Ok(RepositoryConfig {
-            location: Location::Local(PathBuf::from(location)),
+            location,
             password,
             cache_dir: self.cache_dir,
         })
@@ -511,7 +527,7 @@ impl ConfigLayers {
                     .repository
                     .clone()
                     .unwrap_or_default()
-                    .resolve()?,
+                    .resolve(s3_section.clone())?,
             ),
             _ => None,
         };
@@ -1063,6 +1079,53 @@ mod tests {
     }
 
     #[test]
+    fn repository_storage_keys_read_the_password_and_never_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let repo_at = |location: &str, extra: &[(&str, &str)]| {
+            let mut vars = vec![
+                ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "repository"),
+                ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION", location),
+            ];
+            vars.extend_from_slice(extra);
+            load(&Flags::default(), env(&vars))
+        };
+        let repo = |extra: &[(&str, &str)]| repo_at("/srv/repo", extra);
+        let path = file.display().to_string();
+        let config = repo(&[("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE", &path)]).unwrap();
+        let repository = config.repository.clone().unwrap();
+        assert_eq!(repository.password, "from-file", "the newline is dropped");
+        assert_eq!(
+            repository.location,
+            crate::snapshot::store::repository::Location::Local("/srv/repo".into())
+        );
+        assert!(config.s3.is_none());
+        assert!(!format!("{config:?}").contains("from-file"));
+        // An s3: location takes the bucket and prefix from it, the rest from s3_config.
+        let config = repo_at("s3:bucket/a/b", &[
+            ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD", "inline"),
+            ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ENDPOINT_URL", "http://127.0.0.1:9"),
+        ])
+        .unwrap();
+        match config.repository.unwrap().location {
+            crate::snapshot::store::repository::Location::S3(s3) => {
+                assert_eq!(s3.bucket.as_deref(), Some("bucket"));
+                assert_eq!(s3.prefix, "a/b");
+                assert_eq!(s3.endpoint_url.as_deref(), Some("http://127.0.0.1:9"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // No password anywhere: refused, saying where one may come from.
+        if std::env::var("RESTIC_PASSWORD").is_err() && std::env::var("RESTIC_PASSWORD_FILE").is_err() {
+            let err = repo(&[]).unwrap_err();
+            assert!(format!("{err:#}").contains("needs a password"), "{err:#}");
+        }
+        let err = repo(&[("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_ENV", "SNAPFS_NO_SUCH_VARIABLE")]).unwrap_err();
+        assert!(format!("{err:#}").contains("SNAPFS_NO_SUCH_VARIABLE"), "{err:#}");
+    }
+
+    #[test]
     fn s3_snapshot_storage_keys() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.yaml");
@@ -1117,7 +1180,7 @@ mod tests {
             )]),
         )
         .unwrap_err();
-        assert!(format!("{err:#}").contains("local or s3"), "{err:#}");
+        assert!(format!("{err:#}").contains("local, s3 or repository"), "{err:#}");
         assert!(
             load(
                 &Flags::default(),

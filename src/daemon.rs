@@ -200,12 +200,16 @@ async fn serve_storage(
     }
 
     // Where stored snapshots go, chosen once: nothing above asks which it is.
-    let store = crate::snapshot::store::open(
-        &config.snapshots_path,
-        &config.temp_path,
-        config.s3.as_ref(),
-        config.repository.as_ref(),
-    )?;
+    // Opening a repository blocks (key derivation, its files read, in S3 requests
+    // waited for on this runtime).
+    let store = tokio::task::block_in_place(|| {
+        crate::snapshot::store::open(
+            &config.snapshots_path,
+            &config.temp_path,
+            config.s3.as_ref(),
+            config.repository.as_ref(),
+        )
+    })?;
     let state = Arc::new(Service {
         storage: storage.clone(),
         store: store.clone(),

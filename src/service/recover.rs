@@ -141,6 +141,16 @@ pub async fn obtain(
             .await?;
             Ok((received, given))
         }
+        Ok(url) if url.scheme() == "restic" => {
+            // A repository generation by its id: the stored snapshot it is.
+            let id = url.path().to_string();
+            let store = service.store.clone();
+            let scope_for = scope.clone();
+            let name = tokio::task::spawn_blocking(move || store.name_by_id(&scope_for, &id))
+                .await
+                .map_err(StorageError::from_cause)??;
+            Box::pin(obtain(service, scope, &name, api_key, checksum)).await
+        }
         Ok(url) if url.scheme().len() > 1 => Err(StorageError::bad_request(format!(
             "recovery from `{location}` is not available: use http(s)://…, a file:// path inside {} or a stored snapshot's name",
             allowed_list(service)

@@ -147,6 +147,15 @@ pub trait SnapshotStore: Send + Sync {
     /// meanwhile is no error; one that never was is `NotFound`.
     fn delete(&self, scope: &Scope, name: &str) -> Result<()>;
 
+    /// The name of the stored snapshot of `scope` that `id` names in the store's own
+    /// terms (a repository's snapshot id, or a unique prefix of it): what a
+    /// `restic:<id>` location resolves to. Stores without such ids refuse.
+    fn name_by_id(&self, _scope: &Scope, _id: &str) -> Result<String> {
+        Err(StorageError::bad_request(
+            "restic:<id> locations name generations of the repository store; this daemon stores snapshots elsewhere",
+        ))
+    }
+
     /// How long a listing may be reused by a reader that lists often (the mount):
     /// zero where listing is cheap.
     fn listing_ttl(&self) -> Duration {

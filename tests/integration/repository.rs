@@ -40,14 +40,24 @@ fn repo_env(repo: &Path, password_file: &Path) -> Vec<(&'static str, String)> {
 
 impl RepoDaemon {
     fn start(extra_env: &[(&str, &str)]) -> RepoDaemon {
+        RepoDaemon::start_with(&[], extra_env)
+    }
+
+    /// With `args` for `serve` (`--mount <dir>/mnt` as `--mount MNT`).
+    fn start_with(args: &[&str], extra_env: &[(&str, &str)]) -> RepoDaemon {
         let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt").display().to_string();
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "MNT" { mnt.as_str() } else { a })
+            .collect();
         let repo = dir.path().join("repo");
         let password_file = dir.path().join("password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
         let env = repo_env(&repo, &password_file);
         let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         all.extend_from_slice(extra_env);
-        let daemon = Daemon::start_in(&dir.path().join("data"), &[], &all);
+        let daemon = Daemon::start_in(&dir.path().join("data"), &args, &all);
         RepoDaemon {
             daemon,
             repo,
@@ -232,6 +242,21 @@ async fn unchanged_generations_cost_almost_nothing_and_a_small_change_adds_littl
     let name = next["name"].as_str().unwrap();
     let bytes = fetch(&client, &format!("/collections/big/snapshots/{name}")).await;
     assert_eq!(next["checksum"].as_str().unwrap(), sha256_hex(&bytes));
+
+    // /metrics counts what the generations covered and added.
+    let metrics = String::from_utf8(fetch(&client, "/metrics").await).unwrap();
+    let value = |family: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{family}_total{{id=\"big\"}} ")))
+            .unwrap_or_else(|| panic!("{family}: {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let covered = value("snapfs_repository_bytes_covered");
+    let stored = value("snapfs_repository_bytes_added");
+    assert!(covered > 0, "covered {covered}");
+    assert!(stored > 0 && stored * 10 < covered, "added {stored} of {covered}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,6 +292,17 @@ async fn forget_and_prune_by_the_restic_cli_beside_the_daemon_keep_the_rest_whol
         let (status, body) = recover_collection(&client, "keep", serde_json::json!({"location": name})).await;
         assert_eq!(status, 200, "restore of {name}: {body}");
     }
+    // A generation by its restic id (a unique prefix, as restic takes it).
+    let newest = restic_id_of(&rd.restic_snapshots(), &names[2]);
+    let (status, body) =
+        recover_collection(&client, "keep", serde_json::json!({"location": format!("restic:{}", &newest[..10])})).await;
+    assert_eq!(status, 200, "restore by id: {body}");
+    let (status, body) =
+        recover_collection(&client, "other", serde_json::json!({"location": format!("restic:{newest}")})).await;
+    assert_eq!(status, 400, "another collection's generation: {body}");
+    let (status, body) =
+        recover_collection(&client, "keep", serde_json::json!({"location": "restic:00000000"})).await;
+    assert_eq!(status, 404, "{body}");
     assert_eq!(count(&client, "keep").await, 400 + 150);
     // And a generation after the prune is whole too.
     let after = create_stored(&client, "/collections/keep/snapshots").await;
@@ -373,4 +409,137 @@ async fn a_wrong_password_or_a_prune_under_way_is_a_clear_refusal() {
     let log = daemon.log();
     assert!(log.contains("does not open with the configured password"), "{log}");
     assert!(!log.contains("not it"), "the password is not logged: {log}");
+}
+
+/// The same promises with the repository in a bucket of a real S3-compatible server
+/// (moto, as the S3 store's tests), and a missing bucket said in words.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_in_s3_keeps_the_stores_promises() {
+    use crate::support::moto::{ACCESS, Moto, REGION, SECRET};
+    use snapfs::snapshot::Scope;
+    use snapfs::snapshot::store::conformance;
+    use snapfs::snapshot::store::repository::{Location, RepositoryConfig, RepositoryStore};
+    use snapfs::snapshot::store::s3::S3Config;
+
+    let moto = Moto::start();
+    moto.create_bucket("repo");
+    let temp = tempfile::tempdir().unwrap();
+    let storage =
+        std::sync::Arc::new(snapfs::storage::Storage::open(&temp.path().join("storage")).unwrap());
+    snapfs::demo::create_demo_collection(&storage).await.unwrap();
+    let config = |bucket: &str| RepositoryConfig {
+        location: Location::S3(S3Config {
+            bucket: Some(bucket.into()),
+            region: Some(REGION.into()),
+            access_key: Some(ACCESS.into()),
+            secret_key: Some(SECRET.into()),
+            endpoint_url: Some(moto.endpoint()),
+            prefix: "restic/main".into(),
+            ..S3Config::default()
+        }),
+        password: PASSWORD.into(),
+        cache_dir: None,
+    };
+    let missing = tokio::task::block_in_place(|| RepositoryStore::open(&config("no-such-bucket")));
+    match missing {
+        Err(e) => assert!(e.to_string().contains("does not exist"), "{e}"),
+        Ok(_) => panic!("a repository opened in a missing bucket"),
+    }
+    let store = tokio::task::block_in_place(|| RepositoryStore::open(&config("repo"))).unwrap();
+    tokio::task::spawn_blocking(move || {
+        for scope in [
+            Scope::Collection("demo".into()),
+            Scope::Shard("demo".into(), 0),
+            Scope::Full,
+        ] {
+            conformance::check(&store, &storage, scope);
+        }
+    })
+    .await
+    .unwrap();
+    // restic's layout under the prefix, and nothing outside it.
+    let keys = moto.keys("repo");
+    assert!(keys.iter().any(|k| k == "restic/main/config"), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("restic/main/data/")), "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("restic/main/")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.starts_with("restic/main/locks/")), "locks removed: {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mount_shows_generations_as_files_and_restores_them() {
+    let rd = RepoDaemon::start_with(&["--mount", "MNT"], &[]);
+    let client = rd.daemon.client();
+    seeded_collection(&client, "docs", 2, 300).await;
+    wait_settled(&client, "docs").await;
+    let created = create_stored(&client, "/collections/docs/snapshots").await;
+    let name = created["name"].as_str().unwrap().to_string();
+    let mnt = rd._dir.path().join("mnt");
+    let dir = mnt.join("collections/docs/snapshots");
+    eventually("the generation listed", || {
+        names(&dir) == [name.clone(), format!("{name}.checksum")]
+    });
+    let file = dir.join(&name);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), created["size"].as_u64().unwrap());
+
+    // cp, sha256sum -c with the checksum file, rsync and dd skip= read the archive.
+    let work = tempfile::tempdir().unwrap();
+    run_ok(Command::new("cp").arg(&file).arg(work.path()));
+    let copy = std::fs::read(work.path().join(&name)).unwrap();
+    assert_eq!(sha256_hex(&copy), created["checksum"].as_str().unwrap());
+    let checksum = std::fs::read_to_string(dir.join(format!("{name}.checksum"))).unwrap();
+    std::fs::write(work.path().join("SUMS"), format!("{checksum}  {name}\n")).unwrap();
+    let out = run_ok(Command::new("sha256sum").arg("-c").arg(work.path().join("SUMS")).current_dir(&dir));
+    assert!(out.contains(": OK"), "{out}");
+    let synced = work.path().join("synced");
+    run_ok(Command::new("rsync").arg("-a").arg(&file).arg(&synced));
+    assert!(std::fs::read(&synced).unwrap() == copy);
+    let tail = Command::new("dd")
+        .arg(format!("if={}", file.display()))
+        .args(["bs=4096", "skip=3", "status=none"])
+        .output()
+        .unwrap();
+    assert!(tail.status.success());
+    assert!(tail.stdout == copy[3 * 4096..], "dd skip=3");
+
+    // Writing it into recover/ restores it.
+    upsert_ids(&client, "docs", 5000..5010, 8).await;
+    assert_eq!(count(&client, "docs").await, 310);
+    run_ok(Command::new("cp").arg(&file).arg(mnt.join("collections/docs/recover/back.snapshot")));
+    assert_eq!(count(&client, "docs").await, 300);
+
+    // rm forgets the generation: gone from the API and from restic's list.
+    std::fs::remove_file(&file).unwrap();
+    let (_, list) = call(&client, Method::GET, "/collections/docs/snapshots", None).await;
+    assert_eq!(list["result"], serde_json::json!([]), "{list}");
+    assert!(rd.restic_snapshots().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_while_writing_leaves_no_half_generation() {
+    let mut rd = RepoDaemon::start(&[("SNAPFS_CRASH_AT", "repository-pack-written")]);
+    let client = rd.daemon.client();
+    seeded_collection(&client, "c", 1, 2000).await;
+    wait_settled(&client, "c").await;
+    let answer = client.raw(Method::POST, "/collections/c/snapshots", None).await;
+    assert!(
+        answer.map(|(status, _)| status.as_u16() != 200).unwrap_or(true),
+        "the creation was to be killed"
+    );
+    rd.daemon.wait_exit();
+    // A pack was stored that nothing names: no generation.
+    assert!(!packs(&rd.repo).is_empty(), "the crash came after a pack was written");
+    assert!(rd.restic_snapshots().is_empty());
+    // The next daemon removes the lock its dead predecessor left (as `restic unlock`
+    // would); the repository checks clean, and whole generations are written.
+    let data = rd._dir.path().join("data");
+    let env = repo_env(&rd.repo, &rd.password_file);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start_in(&data, &[], &env);
+    rd.restic_ok(&["check"]);
+    let client = daemon.client();
+    let created = create_stored(&client, "/collections/c/snapshots").await;
+    let name = created["name"].as_str().unwrap();
+    let bytes = fetch(&client, &format!("/collections/c/snapshots/{name}")).await;
+    assert_eq!(created["checksum"].as_str().unwrap(), sha256_hex(&bytes));
+    rd.restic_ok(&["check", "--read-data"]);
 }

@@ -24,6 +24,7 @@
 pub mod lock;
 pub mod place;
 pub mod recipe;
+pub mod s3_place;
 pub mod source;
 
 use std::collections::HashMap;
@@ -77,6 +78,9 @@ impl std::fmt::Debug for RepositoryConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Location {
     Local(PathBuf),
+    /// A bucket and prefix (`s3:<bucket>/<prefix>`), with the S3 store's endpoint,
+    /// region and credentials.
+    S3(crate::snapshot::store::s3::S3Config),
 }
 
 /// The tag every snapfs generation carries.
@@ -219,6 +223,7 @@ impl RepositoryStore {
     pub fn open(config: &RepositoryConfig) -> Result<RepositoryStore> {
         let place: Arc<dyn Place> = match &config.location {
             Location::Local(path) => Arc::new(LocalPlace::new(path)),
+            Location::S3(s3) => Arc::new(s3_place::S3Place::new(s3)?),
         };
         let backends = RepositoryBackends::new(Arc::new(Backend::new(place.clone())), None);
         let mut options = RepositoryOptions::default();
@@ -228,9 +233,12 @@ impl RepositoryStore {
         }
         let repo = Repository::new(&options, &backends)
             .map_err(|e| repo_error("opening the snapshot repository", e))?;
-        let exists = place
-            .exists("config")
-            .map_err(|e| StorageError::internal_from("looking for the snapshot repository", e))?;
+        let exists = place.exists("config").map_err(|e| {
+            StorageError::bad_request(format!(
+                "the snapshot repository at {} cannot be reached: {e}",
+                place.location()
+            ))
+        })?;
         let credentials = Credentials::password(&config.password);
         let opened = if exists {
             repo.open(&credentials).map_err(|e| {
@@ -245,15 +253,23 @@ impl RepositoryStore {
             })?
         } else {
             tracing::info!(location = %place.location(), "no snapshot repository there yet: creating one");
-            place
-                .prepare()
-                .map_err(|e| StorageError::internal_from("creating the snapshot repository", e))?;
+            place.prepare().map_err(|e| {
+                StorageError::bad_request(format!(
+                    "the snapshot repository at {} cannot be created: {e}",
+                    place.location()
+                ))
+            })?;
             repo.init(&credentials, &KeyOptions::default(), &ConfigOptions::default())
                 .map_err(|e| repo_error("creating the snapshot repository", e))?
         };
         let key = opened.key();
         let lock_key = LockKey::new(&key)
             .ok_or_else(|| StorageError::internal("the repository key has an unexpected shape"))?;
+        match lock::remove_stale(&*place, &lock_key) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "stale repository locks of this host removed"),
+            Err(e) => tracing::warn!(error = %e, "could not look for stale repository locks"),
+        }
         tracing::info!(location = %place.location(), "stored snapshots go to a restic repository");
         Ok(RepositoryStore {
             place,
@@ -496,17 +512,24 @@ impl SnapshotStore for RepositoryStore {
             )));
         }
         if let Some(summary) = &saved.summary {
-            let added = summary.data_added_packed;
             let read = summary.total_bytes_processed;
+            let added = summary.data_added_packed;
+            let took = started.elapsed();
+            let id = match &scope {
+                Scope::Collection(c) | Scope::Shard(c, _) => c.as_str(),
+                Scope::Full => "",
+            };
+            crate::metrics::generation_stored(id, read, added, took);
             tracing::info!(
                 snapshot = %name,
                 generation = %&saved.id.to_hex()[..8],
-                bytes_read = read,
+                bytes_covered = read,
                 new_bytes_stored = added,
+                dedup_ratio = format!("{:.1}", read as f64 / added.max(1) as f64),
                 files_new = summary.files_new,
                 files_changed = summary.files_changed,
                 files_unmodified = summary.files_unmodified,
-                seconds = started.elapsed().as_secs_f64(),
+                seconds = format!("{:.3}", took.as_secs_f64()),
                 "generation stored"
             );
         }
@@ -528,6 +551,30 @@ impl SnapshotStore for RepositoryStore {
             .map_err(|e| repo_error("removing a generation", e))?;
         self.epoch.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn name_by_id(&self, scope: &Scope, id: &str) -> Result<String> {
+        if id.len() < 8 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StorageError::bad_request(
+                "restic:<id> takes a generation's id: at least 8 hex characters",
+            ));
+        }
+        let id = id.to_ascii_lowercase();
+        let all = self.generations()?;
+        let found: Vec<&Generation> = all
+            .iter()
+            .filter(|g| g.id.to_hex().starts_with(id.as_str()))
+            .collect();
+        match found.as_slice() {
+            [] => Err(StorageError::NotFound(format!("no generation {id} in the repository"))),
+            [one] if &one.scope == scope => Ok(one.name.clone()),
+            [_] => Err(StorageError::bad_request(format!(
+                "generation {id} is not a snapshot of this collection or shard"
+            ))),
+            _ => Err(StorageError::bad_request(format!(
+                "restic:{id} names more than one generation: give more of the id"
+            ))),
+        }
     }
 
     fn listing_ttl(&self) -> std::time::Duration {

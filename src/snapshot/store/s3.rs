@@ -101,6 +101,18 @@ impl S3Config {
         })
     }
 
+    /// The bucket this configuration names (or `AWS_BUCKET`) and a client for it.
+    pub(crate) fn bucket_client(&self) -> Result<(String, Arc<dyn ObjectStore>)> {
+        let bucket = self
+            .bucket
+            .clone()
+            .or_else(|| std::env::var("AWS_BUCKET").ok())
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| StorageError::bad_request("no S3 bucket is configured"))?;
+        let client = self.client(&bucket, None)?;
+        Ok((bucket, client))
+    }
+
     /// A client for `bucket`, with the configured credentials or `credentials`
     /// (ACCESS, SECRET) instead; `AWS_*` variables fill in what is not configured.
     fn client(
@@ -474,7 +486,7 @@ async fn read_checksum(store: &dyn ObjectStore, bucket: &str, key: &Key) -> Resu
 /// An S3 failure in words: 404 for a missing object, 502 for the rest (the object
 /// store failed or refused; a missing bucket of the configured storage is a fault
 /// of the setup, so 502 too). Never includes credentials.
-fn s3_failure(bucket: &str, what: &str, err: object_store::Error) -> StorageError {
+pub(crate) fn s3_failure(bucket: &str, what: &str, err: object_store::Error) -> StorageError {
     // object_store's text already carries its causes (status, S3's error body).
     let text = err.to_string();
     if text.contains("NoSuchBucket") {

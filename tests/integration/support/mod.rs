@@ -280,6 +280,25 @@ pub async fn call(
     (status.as_u16(), value)
 }
 
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Poll `check` for up to 5 s (listings follow changes within their 1 s TTL).
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `curl` a multipart upload of `file` (field `snapshot`) to the daemon's socket.
 pub fn upload(daemon: &Daemon, path: &str, file: &Path) -> (u16, Value) {
     let out = std::process::Command::new("curl")

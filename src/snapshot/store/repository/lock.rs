@@ -217,6 +217,36 @@ fn others(place: &dyn Place, key: &LockKey, own: Option<&str>) -> std::io::Resul
     Ok(out)
 }
 
+/// Remove the stale locks this host left (a process gone without removing its lock,
+/// or a lock not renewed for 30 minutes), as `restic unlock` does: restic 0.14 does
+/// not start under one, even a stale one. Returns how many were removed.
+pub fn remove_stale(place: &dyn Place, key: &LockKey) -> std::io::Result<usize> {
+    let host = this_host();
+    let mut removed = 0;
+    for (name, size) in place.list(DIR, false)? {
+        let path = format!("{DIR}/{name}");
+        if size > 64 * 1024 {
+            continue;
+        }
+        let Ok(data) = place.read(&path, None) else { continue };
+        let Some(lock) = key
+            .open(&data)
+            .and_then(|plain| serde_json::from_slice::<LockFile>(&plain).ok())
+        else {
+            continue;
+        };
+        let too_old = lock
+            .time
+            .parse::<Timestamp>()
+            .is_ok_and(|t| Timestamp::now().duration_since(t).unsigned_abs() > STALE);
+        if too_old || (lock.hostname == host && !process_exists(lock.pid)) {
+            place.remove(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn conflict(others: &[(bool, Holder)], exclusive: bool) -> Option<Holder> {
     others
         .iter()
@@ -315,6 +345,8 @@ mod tests {
         let sealed = key.seal(&serde_json::to_vec(&stale).unwrap());
         place.write("locks/aa", &[Bytes::from(sealed)]).unwrap();
         drop(acquire(place.clone(), &key, true).unwrap());
+        assert_eq!(remove_stale(&*place, &key).unwrap(), 1, "the dead process's lock");
+        assert!(place.list(DIR, false).unwrap().is_empty());
         // One this key cannot read is not ignored.
         place.write("locks/bb", &[Bytes::from_static(&[7u8; 80])]).unwrap();
         assert!(matches!(

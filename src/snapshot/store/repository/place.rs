@@ -247,7 +247,12 @@ impl WriteBackend for Backend {
     ) -> RusticResult<()> {
         self.place
             .write(&path_of(tpe, id), content.slice())
-            .map_err(|e| io_error("Failed to write a repository file", tpe, Some(id), e))
+            .map_err(|e| io_error("Failed to write a repository file", tpe, Some(id), e))?;
+        if tpe == FileType::Pack {
+            // Crash tests: killed with data stored that no index or snapshot names yet.
+            crate::storage::crash_point("repository-pack-written");
+        }
+        Ok(())
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
