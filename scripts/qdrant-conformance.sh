@@ -65,7 +65,17 @@ PORT=$(free_port)
 KEY=conformance-$RANDOM$RANDOM
 LOG=$WORK/snapfs.log
 
-SNAPFS_API_KEY=$KEY "$BIN" serve --data-dir "$WORK/data" --http "127.0.0.1:$PORT" \
+# CONFORMANCE_STORE=repository: stored snapshots as generations of a restic
+# repository in the work dir (the store issue 22 added) instead of plain files.
+STORE_ENV=()
+if [[ "${CONFORMANCE_STORE:-local}" == repository ]]; then
+    echo "conformance-password" >"$WORK/repo-password"
+    STORE_ENV=(SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE=repository
+        SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION="$WORK/repo"
+        SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE="$WORK/repo-password")
+fi
+
+env "${STORE_ENV[@]}" SNAPFS_API_KEY=$KEY "$BIN" serve --data-dir "$WORK/data" --http "127.0.0.1:$PORT" \
     >"$LOG" 2>&1 </dev/null &
 PID=$!
 

@@ -20,15 +20,39 @@ fn a_hybrid_collection_through_qdrant_client() {
     );
 }
 
+/// The same checks with stored snapshots kept as generations of a restic
+/// repository (issue 22): qdrant-client's snapshot calls do not see a difference.
+#[test]
+fn qdrant_client_works_with_the_repository_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "py-repo").unwrap();
+    let repo = dir.path().join("repo");
+    let (repo, password) = (repo.display().to_string(), password.display().to_string());
+    let env = [
+        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "repository"),
+        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION", repo.as_str()),
+        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE", password.as_str()),
+    ];
+    run_check_with("qdrant_client_check.py", "qdrant-client: all checks passed", &env);
+    run_check_with(
+        "qdrant_client_hybrid_check.py",
+        "qdrant-client hybrid: all checks passed",
+        &env,
+    );
+}
+
 fn run_check(script: &str, passed: &str) {
+    run_check_with(script, passed, &[]);
+}
+
+fn run_check_with(script: &str, passed: &str, env: &[(&str, &str)]) {
     let python = python_venv();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_in(
-        dir.path(),
-        &["--http", &format!("127.0.0.1:{port}")],
-        &[("SNAPFS_API_KEY", "py-key")],
-    );
+    let mut env = env.to_vec();
+    env.push(("SNAPFS_API_KEY", "py-key"));
+    let daemon = Daemon::start_in(dir.path(), &["--http", &format!("127.0.0.1:{port}")], &env);
     let url = format!("http://127.0.0.1:{port}");
     python_check(
         &python,
