@@ -3,6 +3,7 @@
 
 pub mod partial;
 pub mod recover;
+pub mod repo;
 pub mod snapshots;
 
 use std::io::BufRead;

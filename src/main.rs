@@ -88,6 +88,18 @@ enum Command {
         #[command(subcommand)]
         command: PartialCommand,
     },
+    /// The restic repository that keeps stored snapshots (snapshots_storage:
+    /// repository), worked on directly with the daemon's configuration.
+    Repo {
+        /// YAML configuration file, as for serve (the environment applies too).
+        #[arg(long = "config")]
+        config_file: Option<PathBuf>,
+        /// Data directory, as for serve.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
     /// Check a snapshot file offline: structure, embedded digests, whole-file checksum.
     Verify {
         file: PathBuf,
@@ -141,6 +153,22 @@ enum SnapshotCommand {
         target: SnapshotTarget,
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepoCommand {
+    /// Create the repository the configuration names (the daemon also creates it on
+    /// first use); with one there already, check that the password opens it.
+    Init,
+    /// Take snapshot archives in as generations: one FILE (with --collection, --shard
+    /// or --full), or a DIR laid out as a snapshots directory (<c>/<name>,
+    /// <c>/shards/<id>/<name>, <name> for full snapshots). Each is checked first
+    /// (and against its .checksum sidecar) and keeps its name and bytes.
+    Import {
+        path: PathBuf,
+        #[command(flatten)]
+        target: SnapshotTarget,
     },
 }
 
@@ -362,6 +390,11 @@ fn main() -> ExitCode {
             }
         }),
         Command::Verify { file, checksum } => cli::snapshots::verify(&file, checksum),
+        Command::Repo {
+            config_file,
+            data_dir,
+            command,
+        } => repo(config_file, data_dir, command),
         Command::Recover {
             socket,
             collection,
@@ -390,6 +423,37 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo(
+    config_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    command: RepoCommand,
+) -> anyhow::Result<()> {
+    init_logging();
+    let flags = Flags {
+        config_file,
+        data_dir,
+        ..Flags::default()
+    };
+    let config = config::load(&flags, std::env::vars())?;
+    // S3 locations wait for their requests on a runtime; this thread blocks.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let _entered = runtime.enter();
+    match command {
+        RepoCommand::Init => cli::repo::init(&config),
+        RepoCommand::Import { path, target } => {
+            use snapfs::snapshot::Scope;
+            let scope = match (target.collection, target.shard, target.full) {
+                (None, None, false) => None,
+                (None, None, true) => Some(Scope::Full),
+                (Some(c), None, false) => Some(Scope::Collection(c)),
+                (Some(c), Some(id), false) => Some(Scope::Shard(c, id)),
+                _ => anyhow::bail!("give a collection (and --shard), or --full"),
+            };
+            cli::repo::import(&config, &path, scope)
         }
     }
 }

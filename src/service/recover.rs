@@ -157,9 +157,12 @@ pub async fn obtain(
         ))),
         // No scheme (or a one-letter one, a Windows drive): a stored snapshot's name.
         _ => {
-            let opened =
-                super::snapshots::open_snapshot(service, scope.clone(), location.to_string())
-                    .await?;
+            let opened = super::snapshots::open_snapshot_to_restore(
+                service,
+                scope.clone(),
+                location.to_string(),
+            )
+            .await?;
             let expected = given.or(opened.snapshot.checksum.clone());
             let shown = opened.shown.clone();
             let received = source(

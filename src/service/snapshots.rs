@@ -75,6 +75,21 @@ pub async fn open_snapshot(
     run_blocking(move || store.open(&scope, &name)).await
 }
 
+/// Stored snapshot `name` of `scope`, opened to be restored: a collection's may be
+/// restored when the collection is gone (the store keeps its snapshots, and a
+/// restore makes it again); a shard's needs its collection.
+pub async fn open_snapshot_to_restore(
+    service: &Service,
+    scope: Scope,
+    name: String,
+) -> Result<OpenedSnapshot> {
+    if !matches!(scope, Scope::Collection(_)) {
+        return open_snapshot(service, scope, name).await;
+    }
+    let store = service.store.clone();
+    run_blocking(move || store.open(&scope, &name)).await
+}
+
 /// A removal of stored snapshot `name` of `scope`, resolved: one that names none
 /// is `NotFound` here, and nothing is touched.
 pub struct SnapshotRemoval {

@@ -580,3 +580,99 @@ async fn generations_under_concurrent_writes_hold_whole_batches() {
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "generations move forward: {seen:?}");
     rd.restic_ok(&["check", "--read-data"]);
 }
+
+/// `snapfs repo import`: a plain snapshots directory and a Qdrant snapshot moved into
+/// the repository, each under its own name and byte for byte; a file that is not a
+/// snapshot is refused with nothing added.
+#[tokio::test(flavor = "multi_thread")]
+async fn repo_import_takes_a_snapshots_directory_and_qdrant_archives_in() {
+    // Stored snapshots of the plain local store.
+    let plain = tempfile::tempdir().unwrap();
+    let (collection_name, shard_name) = {
+        let mut daemon = Daemon::start_in(plain.path(), &[], &[]);
+        let client = daemon.client();
+        seeded_collection(&client, "docs", 2, 200).await;
+        wait_settled(&client, "docs").await;
+        let names = (
+            stored_name(&client, "/collections/docs/snapshots").await,
+            stored_name(&client, "/collections/docs/shards/1/snapshots").await,
+        );
+        assert!(daemon.stop().success());
+        names
+    };
+    let snapshots = plain.path().join("snapshots");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    let env = repo_env(&repo, &password_file);
+    let import = |args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command.arg("repo").arg("import").args(args);
+        for (k, v) in &env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    let out = import(&[snapshots.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("2 imported, 0 already there"), "{said}");
+    let again = import(&[snapshots.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 imported, 2 already there"));
+    let qdrant = qdrant_fixture("qdrant-docs.snapshot");
+    let out = import(&[qdrant.to_str().unwrap(), "qdrant_docs"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Not a snapshot: refused, nothing added.
+    let junk = dir.path().join("junk.snapshot");
+    std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+    let out = import(&[junk.to_str().unwrap(), "docs"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.snapshot"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A daemon on the repository serves them as they were.
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start_in(&dir.path().join("data"), &[], &env);
+    let client = daemon.client();
+    // Restores by name make the collections (a stored snapshot is served for a
+    // collection that exists, as Qdrant does).
+    let (status, body) =
+        recover_collection(&client, "docs", serde_json::json!({"location": collection_name})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&client, "docs").await, 200);
+    let (status, body) =
+        recover_collection(&client, "qdrant_docs", serde_json::json!({"location": "qdrant-docs.snapshot"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&client, "qdrant_docs").await, 200);
+    for (path, original) in [
+        (
+            format!("/collections/docs/snapshots/{collection_name}"),
+            snapshots.join("docs").join(&collection_name),
+        ),
+        (
+            format!("/collections/docs/shards/1/snapshots/{shard_name}"),
+            snapshots.join("docs/shards/1").join(&shard_name),
+        ),
+        ("/collections/qdrant_docs/snapshots/qdrant-docs.snapshot".to_string(), qdrant.clone()),
+    ] {
+        let bytes = fetch(&client, &path).await;
+        assert!(bytes == std::fs::read(&original).unwrap(), "{path} differs from {}", original.display());
+    }
+    // restic alone gives an imported archive back whole.
+    let rd_restic = |args: &[&str]| {
+        Command::new("restic")
+            .arg("-r")
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&password_file)
+            .arg("--no-cache")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed: Vec<Value> = serde_json::from_slice(&rd_restic(&["snapshots", "--json"]).stdout).unwrap();
+    assert_eq!(listed.len(), 3);
+    let id = restic_id_of(&listed, "qdrant-docs.snapshot");
+    let dumped = rd_restic(&["dump", &id, "/qdrant-docs.snapshot"]);
+    assert!(dumped.stdout == std::fs::read(&qdrant).unwrap(), "restic dump of an imported archive");
+}

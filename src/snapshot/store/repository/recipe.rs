@@ -36,6 +36,10 @@ pub struct Recipe {
     pub mtime: u64,
     /// The archive's entries in archive order.
     pub entries: Vec<RecipeEntry>,
+    /// An imported archive (not written by snapfs, so not in its tar dialect) is
+    /// kept whole, as this one member of the tree; `entries` is empty then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -120,6 +124,22 @@ impl Recipe {
             sha256: sha256.into(),
             mtime: layout.mtime(),
             entries,
+            whole: None,
+        }
+    }
+
+    /// The recipe of an archive imported whole as member `member`.
+    pub fn whole(member: &str, name: &str, scope: &Scope, size: u64, sha256: &str) -> Recipe {
+        Recipe {
+            format: FORMAT.into(),
+            version: 1,
+            name: name.into(),
+            scope: ScopeRecord::of(scope),
+            size,
+            sha256: sha256.into(),
+            mtime: 0,
+            entries: Vec::new(),
+            whole: Some(member.into()),
         }
     }
 
@@ -133,6 +153,11 @@ impl Recipe {
         }
         if recipe.sha256.len() != 64 || !recipe.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("recipe without a SHA-256".into());
+        }
+        if let Some(member) = &recipe.whole
+            && (!recipe.entries.is_empty() || member.is_empty() || member.contains('/') || member.starts_with('.'))
+        {
+            return Err("recipe of a whole archive names no plain member".into());
         }
         for entry in &recipe.entries {
             let path = entry.path.trim_end_matches('/');

@@ -216,6 +216,46 @@ impl ArchiveSource {
         })
     }
 
+    /// An archive file imported whole: the one member `name` (the file's own
+    /// metadata) and the recipe.
+    pub fn whole(name: &str, file: Arc<FrozenFile>, recipe_name: &str, recipe: Vec<u8>, now: Timestamp) -> io::Result<ArchiveSource> {
+        let m = file.with_file(|f| f.metadata())?;
+        let meta = Metadata {
+            mode: Some(0o644),
+            mtime: timestamp(m.mtime(), m.mtime_nsec()),
+            ctime: timestamp(m.ctime(), m.ctime_nsec()),
+            uid: Some(0),
+            gid: Some(0),
+            inode: m.ino(),
+            device_id: m.dev(),
+            size: file.size,
+            ..Default::default()
+        };
+        let recipe_meta = Metadata {
+            mode: Some(0o644),
+            ctime: Some(now),
+            uid: Some(0),
+            gid: Some(0),
+            size: recipe.len() as u64,
+            ..Default::default()
+        };
+        let size = file.size + recipe.len() as u64;
+        let mut entries = vec![
+            (PathBuf::from("/").join(name), node(name, NodeType::File, meta), Some(Member::Frozen(file))),
+            (
+                PathBuf::from("/").join(recipe_name),
+                node(recipe_name, NodeType::File, recipe_meta),
+                Some(Member::Bytes(recipe.into())),
+            ),
+        ];
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(ArchiveSource {
+            entries,
+            failures: Failures::default(),
+            size,
+        })
+    }
+
     pub fn failures(&self) -> Failures {
         self.failures.clone()
     }
