@@ -135,6 +135,10 @@ enum SnapshotCommand {
     List {
         #[command(flatten)]
         target: SnapshotTarget,
+        /// Also how each was made, where the store records it (a repository
+        /// generation's id, bytes covered and added, dedup ratio, duration, files).
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Download a stored snapshot and verify its checksum.
     Download {
@@ -338,8 +342,8 @@ fn main() -> ExitCode {
                     target,
                     asynchronous,
                 } => snapshots::create(&client, &target_of(target)?, asynchronous).await,
-                SnapshotCommand::List { target } => {
-                    snapshots::list(&client, &target_of(target)?).await
+                SnapshotCommand::List { target, verbose } => {
+                    snapshots::list(&client, &target_of(target)?, verbose).await
                 }
                 SnapshotCommand::Download {
                     target,

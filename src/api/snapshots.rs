@@ -13,7 +13,8 @@ use super::envelope::{ApiError, ApiResult, Timer};
 use super::ranges::{ReadAt, Validators, stream_response};
 use crate::service::Service;
 use crate::service::snapshots::{
-    create_snapshot, list_snapshots, live_view, open_snapshot, snapshot_creation, snapshot_removal,
+    create_snapshot, list_snapshots, live_view, open_snapshot, snapshot_creation, snapshot_details,
+    snapshot_removal,
 };
 use crate::snapshot::checksum::SequentialHasher;
 use crate::snapshot::layout::ArchiveLayout;
@@ -43,7 +44,18 @@ async fn create(timer: Timer, app: Arc<Service>, scope: Scope, wait: bool) -> Ap
     Ok(timer.accepted())
 }
 
-async fn list(timer: Timer, app: Arc<Service>, scope: Scope) -> ApiResult {
+/// `?details=true` (snapfs): how each was made, as the store recorded it, instead
+/// of Qdrant's descriptions (which stay exactly Qdrant's otherwise).
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParam {
+    #[serde(default)]
+    details: bool,
+}
+
+async fn list(timer: Timer, app: Arc<Service>, scope: Scope, q: ListParam) -> ApiResult {
+    if q.details {
+        return Ok(timer.ok(snapshot_details(&app, scope).await?));
+    }
     Ok(timer.ok(list_snapshots(&app, scope).await?))
 }
 
@@ -102,8 +114,9 @@ pub async fn collection_list(
     timer: Timer,
     State(app): State<Arc<Service>>,
     Path(c): Path<String>,
+    Query(q): Query<ListParam>,
 ) -> ApiResult {
-    list(timer, app, Scope::Collection(c)).await
+    list(timer, app, Scope::Collection(c), q).await
 }
 
 pub async fn collection_download(
@@ -138,8 +151,9 @@ pub async fn shard_list(
     timer: Timer,
     State(app): State<Arc<Service>>,
     Path((c, id)): Path<(String, String)>,
+    Query(q): Query<ListParam>,
 ) -> ApiResult {
-    list(timer, app, Scope::Shard(c, super::shard_id(&id)?)).await
+    list(timer, app, Scope::Shard(c, super::shard_id(&id)?), q).await
 }
 
 pub async fn shard_download(
@@ -228,8 +242,12 @@ pub async fn full_create(
     create(timer, app, Scope::Full, q.wait).await
 }
 
-pub async fn full_list(timer: Timer, State(app): State<Arc<Service>>) -> ApiResult {
-    list(timer, app, Scope::Full).await
+pub async fn full_list(
+    timer: Timer,
+    State(app): State<Arc<Service>>,
+    Query(q): Query<ListParam>,
+) -> ApiResult {
+    list(timer, app, Scope::Full, q).await
 }
 
 pub async fn full_download(

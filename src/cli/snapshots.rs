@@ -81,8 +81,41 @@ pub async fn create(client: &Client, target: &Target, asynchronous: bool) -> any
     Ok(())
 }
 
-pub async fn list(client: &Client, target: &Target) -> anyhow::Result<()> {
+pub async fn list(client: &Client, target: &Target, verbose: bool) -> anyhow::Result<()> {
     let result = client.call(Method::GET, &target.base(), None).await?;
+    if verbose {
+        // How each was made, where the store records it (a repository's generations).
+        let details = client
+            .call(Method::GET, &format!("{}?details=true", target.base()), None)
+            .await?;
+        let details: Vec<&serde_json::Value> = details.as_array().into_iter().flatten().collect();
+        for s in result.as_array().into_iter().flatten() {
+            let name = s["name"].as_str().unwrap_or_default();
+            let extra = details
+                .iter()
+                .find(|d| d["name"] == name)
+                .map(|d| {
+                    let covered = d["bytes_covered"].as_u64().unwrap_or(0);
+                    let added = d["bytes_added"].as_u64().unwrap_or(0);
+                    format!(
+                        "\tid {}\tcovered {covered}\tadded {added}\tdedup {:.1}x\t{:.2} s\tfiles new/changed/unchanged {}/{}/{}",
+                        &d["id"].as_str().unwrap_or_default()[..8.min(d["id"].as_str().unwrap_or_default().len())],
+                        covered as f64 / added.max(1) as f64,
+                        d["seconds"].as_f64().unwrap_or(0.0),
+                        d["files_new"], d["files_changed"], d["files_unmodified"],
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "{}\t{}\t{}\t{}{extra}",
+                name,
+                s["size"],
+                s["creation_time"].as_str().unwrap_or_default(),
+                s["checksum"].as_str().unwrap_or("-")
+            );
+        }
+        return Ok(());
+    }
     for s in result.as_array().into_iter().flatten() {
         println!(
             "{}\t{}\t{}\t{}",

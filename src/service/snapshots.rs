@@ -75,6 +75,17 @@ pub async fn open_snapshot(
     run_blocking(move || store.open(&scope, &name)).await
 }
 
+/// How the stored snapshots of `scope` were made (empty where the store does not
+/// record it).
+pub async fn snapshot_details(
+    service: &Arc<Service>,
+    scope: Scope,
+) -> Result<Vec<crate::snapshot::store::StoredDetails>> {
+    let scope = checked_scope(service, scope)?;
+    let store = service.store.clone();
+    run_blocking(move || store.details(&scope)).await
+}
+
 /// Stored snapshot `name` of `scope`, opened to be restored: a collection's may be
 /// restored when the collection is gone (the store keeps its snapshots, and a
 /// restore makes it again); a shard's needs its collection.

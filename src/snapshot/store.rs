@@ -75,6 +75,25 @@ impl StoredSnapshot {
     }
 }
 
+/// What a store knows of how a stored snapshot was made, beyond Qdrant's
+/// description (a repository generation's figures); `snapfs snapshot list -v`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoredDetails {
+    pub name: String,
+    /// The store's own id (a restic snapshot id).
+    pub id: String,
+    /// Logical bytes of the files the snapshot holds.
+    pub bytes_covered: u64,
+    /// Bytes it added to the store (new chunks, compressed and encrypted).
+    pub bytes_added: u64,
+    /// Files chunked anew, changed since the parent, and found unchanged.
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    /// How long writing it took.
+    pub seconds: f64,
+}
+
 /// Reads a stored snapshot's bytes by offset; blocking.
 pub trait StoredReader: Send + Sync {
     /// Fill `buf` from `offset`; short only at the end (0 past it).
@@ -154,6 +173,12 @@ pub trait SnapshotStore: Send + Sync {
         Err(StorageError::bad_request(
             "restic:<id> locations name generations of the repository store; this daemon stores snapshots elsewhere",
         ))
+    }
+
+    /// How the stored snapshots of `scope` were made, where the store records it
+    /// (none for plain files and objects).
+    fn details(&self, _scope: &Scope) -> Result<Vec<StoredDetails>> {
+        Ok(Vec::new())
     }
 
     /// How long a listing may be reused by a reader that lists often (the mount):

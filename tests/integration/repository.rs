@@ -243,6 +243,27 @@ async fn unchanged_generations_cost_almost_nothing_and_a_small_change_adds_littl
     let bytes = fetch(&client, &format!("/collections/big/snapshots/{name}")).await;
     assert_eq!(next["checksum"].as_str().unwrap(), sha256_hex(&bytes));
 
+    // The generations' own figures: over REST (`?details=true`) and `snapshot list -v`.
+    let (status, details) = call(&client, Method::GET, "/collections/big/snapshots?details=true", None).await;
+    assert_eq!(status, 200, "{details}");
+    let details = details["result"].as_array().unwrap().clone();
+    assert_eq!(details.len(), 11, "{details:?}");
+    let of = |name: &str| details.iter().find(|d| d["name"] == name).unwrap().clone();
+    let newest = of(name);
+    assert!(
+        newest["bytes_added"].as_u64().unwrap() * 4 < newest["bytes_covered"].as_u64().unwrap(),
+        "{newest}"
+    );
+    assert!(newest["files_unmodified"].as_u64().unwrap() > 0, "unchanged files reused: {newest}");
+    let listed = std::process::Command::new(BIN)
+        .args(["snapshot", "list", "big", "-v", "--socket"])
+        .arg(&rd.daemon.socket)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let line = listed.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains("dedup") && line.contains(&newest["id"].as_str().unwrap()[..8]), "{line}");
+
     // /metrics counts what the generations covered and added.
     let metrics = String::from_utf8(fetch(&client, "/metrics").await).unwrap();
     let value = |family: &str| -> u64 {

@@ -126,6 +126,7 @@ struct Generation {
     size: u64,
     sha256: String,
     time: SystemTime,
+    summary: Option<rustic_core::repofile::SnapshotSummary>,
 }
 
 impl Generation {
@@ -180,7 +181,22 @@ impl Generation {
             size: tags.get("size")?.parse().ok()?,
             sha256,
             time: SystemTime::from(snap.time.timestamp()),
+            summary: snap.summary.clone(),
         })
+    }
+
+    fn details(&self) -> super::StoredDetails {
+        let summary = self.summary.clone().unwrap_or_default();
+        super::StoredDetails {
+            name: self.name.clone(),
+            id: self.id.to_hex().to_string(),
+            bytes_covered: summary.total_bytes_processed,
+            bytes_added: summary.data_added_packed,
+            files_new: summary.files_new,
+            files_changed: summary.files_changed,
+            files_unmodified: summary.files_unmodified,
+            seconds: summary.total_duration,
+        }
     }
 
     fn tags(scope: &Scope, name: &str, size: u64, sha256: &str) -> Vec<String> {
@@ -649,6 +665,17 @@ impl SnapshotStore for RepositoryStore {
             .map_err(|e| repo_error("removing a generation", e))?;
         self.epoch.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn details(&self, scope: &Scope) -> Result<Vec<super::StoredDetails>> {
+        let mut out: Vec<super::StoredDetails> = self
+            .generations()?
+            .iter()
+            .filter(|g| &g.scope == scope)
+            .map(Generation::details)
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     fn name_by_id(&self, scope: &Scope, id: &str) -> Result<String> {
