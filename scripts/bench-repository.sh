@@ -19,7 +19,7 @@
 #     cost without the repository: Qdrant's create is a full archive every time too);
 #   - HTTP GET and `cp` out of the mount of that stored file; its restore by name.
 #
-# Usage: scripts/bench-repository.sh   (env: BIG_MB=1024)
+# Usage: scripts/bench-repository.sh   (env: BIG_MB=1024, SNAPFS_BIN to skip the build)
 # Figures go to docs/BENCHMARKS.md; nothing here is a pass/fail test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +29,9 @@ DIM=1024
 POINTS=$((BIG_MB * 1024 * 1024 / (DIM * 4)))
 command -v restic >/dev/null || apt-get install -y -qq --no-install-recommends restic >/dev/null
 
-cargo build --release --quiet
-BIN=$PWD/target/release/snapfs
+# SNAPFS_BIN: a binary already built (a quick check of the script itself).
+if [ -z "${SNAPFS_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=${SNAPFS_BIN:-$PWD/target/release/snapfs}
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench-repo.XXXXXX")
 pid=
 cleanup() {
@@ -42,12 +43,12 @@ export SNAPFS_SOCKET=$work/data/snapfs.sock
 url=http://localhost
 echo bench-repository-password >"$work/password"
 du_bytes() { du -sb "$1" | cut -f1; }
-post_snapshot() {  # the created snapshot's name; the seconds in $took
+post_snapshot() {  # the created snapshot's name in $name, the seconds in $took
   local t0 t1 body
   t0=$(now)
   body=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST "$url/collections/big/snapshots?wait=true")
   t1=$(now); took=$(secs "$t0" "$t1")
-  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["result"]["name"])' "$body"
+  name=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["result"]["name"])' "$body")
 }
 restore_by_name() {  # seconds in $took
   local t0 t1
@@ -78,11 +79,11 @@ sample_rss_anon "$pid" "$work/rss-repo"
 "$BIN" points generate big --count "$POINTS" --dim $DIM --batch 250 >/dev/null
 settle
 repo0=$(du_bytes "$work/repo")
-first=$(post_snapshot); first_took=$took
+post_snapshot; first=$name; first_took=$took
 repo1=$(du_bytes "$work/repo")
 size=$(stat -c %s "$work/mnt/collections/big/snapshots/$first")
 echo "first generation: ${first_took} s; archive $size bytes; the repository grew $((repo1 - repo0)) bytes"
-again=$(post_snapshot); again_took=$took
+post_snapshot; again=$name; again_took=$took
 repo2=$(du_bytes "$work/repo")
 echo "a second generation of the unchanged state: ${again_took} s; the repository grew $((repo2 - repo1)) bytes"
 
@@ -94,7 +95,7 @@ changed=$((POINTS / 100))
 python3 scripts/bench_spread_upsert.py "$SNAPFS_SOCKET" big $DIM $changed 100
 settle
 echo "changed $changed of $POINTS points (every 100th id)"
-second=$(post_snapshot); second_took=$took
+post_snapshot; second=$name; second_took=$took
 repo3=$(du_bytes "$work/repo")
 grep 'generation stored' "$work/daemon.log" | tail -1 | sed 's/^.*generation stored/  log: generation stored/'
 restic_added=$(restic backup "$work/mnt/live/big.snapshot" 2>/dev/null | awk '/Added to the repository/ {print $5, $6}')
@@ -116,7 +117,7 @@ echo "== phase 2: the plain local store, same data dir (references)"
 start
 sample_rss_anon "$pid" "$work/rss-local"
 settle
-plain=$(post_snapshot); plain_took=$took
+post_snapshot; plain=$name; plain_took=$took
 plain_size=$(stat -c %s "$work/data/snapshots/big/$plain")
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 t0=$(now); curl -s --fail --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/snapshots/$plain" -o /dev/null; t1=$(now)

@@ -287,9 +287,11 @@ const DEFAULT_LOG_FILTER: &str = "info,qdrant_edge=warn,qdrant_edge::common::fla
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Colours only for a terminal: a log file or the journal gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
