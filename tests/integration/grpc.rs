@@ -1725,3 +1725,65 @@ async fn an_internal_error_gives_tcp_clients_a_short_reason_and_no_host_path() {
     assert_eq!(count(&client, "kept").await, 10);
     daemon.assert_no_staging_leftovers();
 }
+
+/// gRPC's snapshot calls with stored snapshots kept as repository generations: the
+/// same descriptions REST gives, the download byte-identical to the checksum, delete
+/// forgetting the generation.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_snapshots_are_repository_generations_with_the_repository_store() {
+    let temp = tempfile::tempdir().unwrap();
+    let password = temp.path().join("password");
+    std::fs::write(&password, "grpc-repo").unwrap();
+    let repo = temp.path().join("repo").display().to_string();
+    let password = password.display().to_string();
+    let port = free_port();
+    let env = [
+        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "repository"),
+        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION", repo.as_str()),
+        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE", password.as_str()),
+        ("SNAPFS_API_KEY", KEY),
+    ];
+    let daemon = Daemon::start_in(&temp.path().join("data"), &["--grpc", &format!("127.0.0.1:{port}")], &env);
+    let mut c = connect(port, api_key(KEY)).await;
+    seed(&mut c, "docs", 2, 0..20).await;
+    let made = c
+        .snapshots
+        .create(proto::CreateSnapshotRequest { collection_name: "docs".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot_description
+        .unwrap();
+    let client = daemon.client();
+    let bytes = fetch(&client, &format!("/collections/docs/snapshots/{}", made.name)).await;
+    assert_eq!(bytes.len() as i64, made.size);
+    assert_eq!(Some(format!("{:x}", sha2::Sha256::digest(&bytes))), made.checksum);
+    let listed = c
+        .snapshots
+        .list(proto::ListSnapshotsRequest { collection_name: "docs".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot_descriptions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].name.as_str(), &listed[0].checksum), (made.name.as_str(), &made.checksum));
+    let full = c
+        .snapshots
+        .create_full(proto::CreateFullSnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot_description
+        .unwrap();
+    let bytes = fetch(&client, &format!("/snapshots/{}", full.name)).await;
+    assert_eq!(Some(format!("{:x}", sha2::Sha256::digest(&bytes))), full.checksum);
+    c.snapshots
+        .delete(proto::DeleteSnapshotRequest {
+            collection_name: "docs".into(),
+            snapshot_name: made.name.clone(),
+        })
+        .await
+        .unwrap();
+    let (status, _) = call(&client, Method::GET, &format!("/collections/docs/snapshots/{}", made.name), None).await;
+    assert_eq!(status, 404);
+}
