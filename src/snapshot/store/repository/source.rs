@@ -8,7 +8,9 @@
 //! frozen file does not change; after a thaw any change moves its mtime or ctime).
 //! Entries snapfs generates (configs, the manifest, nested archives) get this
 //! creation's time as ctime, so they never match and are always read again: they are
-//! small, or (a full snapshot's nested archives) assembled and chunked anew.
+//! small, or (a full snapshot's nested archives) assembled and chunked anew. So does a
+//! frozen file that changed within the last second (its next change could come within
+//! the same clock tick and keep its times): it is read again next time.
 //!
 //! rustic_core logs and skips an entry it fails to read rather than failing the
 //! backup; the readers here record any failure in [`Failures`], and the store throws
@@ -29,6 +31,9 @@ use crate::snapshot::layout::{ArchiveLayout, EntryKind, FrozenFile};
 /// Go's `os.ModeDir`, as restic stores a directory's mode.
 const GO_MODE_DIR: u32 = 1 << 31;
 const READ_CHUNK: usize = 1 << 20;
+/// How long ago a file must have last changed for its times to identify its
+/// content (well above the coarsest file-system clock tick).
+const SETTLED_SECS: f64 = 1.0;
 
 /// Read failures met while rustic_core read the source.
 #[derive(Default, Clone)]
@@ -173,10 +178,19 @@ impl ArchiveSource {
                 EntryKind::File { file, .. } => {
                     let frozen = layout.files()[*file].clone();
                     let m = frozen.with_file(|f| f.metadata())?;
+                    let mtime = timestamp(m.mtime(), m.mtime_nsec());
+                    let ctime = timestamp(m.ctime(), m.ctime_nsec());
+                    // A file changed within the last second could change again within
+                    // one tick of the file system's clock and keep its times: recorded
+                    // with this generation's time as ctime, it cannot match in the
+                    // next generation, which reads it again (the digest cache's rule).
+                    let settled = ctime.zip(mtime).is_some_and(|(c, m)| {
+                        now.duration_since(c.max(m)).as_secs_f64() >= SETTLED_SECS
+                    });
                     let meta = Metadata {
                         mode: Some(0o644),
-                        mtime: timestamp(m.mtime(), m.mtime_nsec()),
-                        ctime: timestamp(m.ctime(), m.ctime_nsec()),
+                        mtime,
+                        ctime: if settled { ctime } else { Some(now) },
                         uid: Some(0),
                         gid: Some(0),
                         inode: m.ino(),
@@ -289,5 +303,51 @@ impl ReadSource for ArchiveSource {
             })
             .collect::<Vec<_>>()
             .into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::layout::ArchiveBuilder;
+
+    #[test]
+    fn only_settled_files_keep_their_own_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        std::fs::write(&old, b"settled").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let fresh = dir.path().join("fresh");
+        std::fs::write(&fresh, b"just written").unwrap();
+        let mut builder = ArchiveBuilder::new(7);
+        builder.file("old", &old).unwrap();
+        builder.file("fresh", &fresh).unwrap();
+        builder.bytes("generated.json", b"{}".to_vec());
+        let layout = Arc::new(builder.finish().unwrap());
+        let now = Timestamp::now();
+        let source = ArchiveSource::new(&layout, ".recipe", b"{}".to_vec(), now).unwrap();
+        let ctime_of = |name: &str| {
+            source
+                .entries
+                .iter()
+                .find(|(path, _, _)| path == &PathBuf::from("/").join(name))
+                .unwrap()
+                .1
+                .meta
+                .ctime
+        };
+        let real = |path: &std::path::Path| {
+            let m = std::fs::metadata(path).unwrap();
+            timestamp(m.ctime(), m.ctime_nsec())
+        };
+        assert_eq!(ctime_of("old"), real(&old), "a settled file keeps its ctime");
+        assert_eq!(ctime_of("fresh"), Some(now), "a fresh one gets the generation's");
+        assert_eq!(ctime_of("generated.json"), Some(now));
+        // The tree's order: by path component, the recipe included.
+        let paths: Vec<_> = source.entries.iter().map(|(p, _, _)| p.clone()).collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted);
+        assert_eq!(paths.len(), 4);
     }
 }
