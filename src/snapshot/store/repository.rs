@@ -481,8 +481,59 @@ impl RepositoryStore {
 /// A generation's member, read through the repository's index.
 struct Member {
     repo: Arc<Repository<IndexedFullStatus>>,
-    file: rustic_core::vfs::OpenFile,
+    file: Arc<rustic_core::vfs::OpenFile>,
     name: String,
+    size: u64,
+    /// Read-ahead: blobs past the last read are decrypted into the repository's
+    /// blob cache on another thread while the reader uses what it has (a download,
+    /// a `cp` and a restore read forward; one thread alternating fetching, decrypting
+    /// and copying went at a third of the disk's speed).
+    ahead: Mutex<Ahead>,
+}
+
+#[derive(Default)]
+struct Ahead {
+    /// Where the last read-ahead ends.
+    until: u64,
+    running: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How much is read ahead at once: well inside the repository's 32 MiB blob cache.
+const READ_AHEAD: u64 = 8 << 20;
+
+impl Member {
+    fn new(repo: &Arc<Repository<IndexedFullStatus>>, node: &Node, name: &str) -> std::result::Result<Member, Box<RusticError>> {
+        Ok(Member {
+            repo: repo.clone(),
+            file: Arc::new(repo.open_file(node)?),
+            name: name.to_string(),
+            size: node.meta.size,
+            ahead: Mutex::new(Ahead::default()),
+        })
+    }
+
+    /// Start reading ahead from `from` unless a read-ahead is running or already
+    /// covers the next half window.
+    fn read_ahead(&self, from: u64) {
+        let mut ahead = self.ahead.lock().unwrap();
+        if ahead.running.as_ref().is_some_and(|t| !t.is_finished()) || from + READ_AHEAD / 2 < ahead.until {
+            return;
+        }
+        let start = from.max(ahead.until);
+        let len = READ_AHEAD.min(self.size.saturating_sub(start));
+        if len == 0 {
+            return;
+        }
+        ahead.until = start + len;
+        let (repo, file) = (self.repo.clone(), self.file.clone());
+        // A failure here is met again, and reported, by the read that needs the bytes.
+        ahead.running = std::thread::Builder::new()
+            .name("repo-read-ahead".into())
+            .spawn(move || {
+                let _ = repo.read_file_at(&file, start as usize, len as usize);
+            })
+            .ok();
+    }
 }
 
 impl RangeRead for Member {
@@ -508,6 +559,7 @@ impl RangeRead for Member {
             buf[done..done + bytes.len()].copy_from_slice(&bytes);
             done += bytes.len();
         }
+        self.read_ahead(offset + buf.len() as u64);
         Ok(())
     }
 }
@@ -584,13 +636,7 @@ impl SnapshotStore for RepositoryStore {
             .remove(RECIPE_NAME)
             .filter(|node| node.meta.size <= MAX_RECIPE)
             .ok_or_else(|| StorageError::internal(format!("stored snapshot {name} has no recipe in the repository")))?;
-        let open = |node: &Node| {
-            repo.open_file(node).map(|file| Member {
-                repo: repo.clone(),
-                file,
-                name: name.to_string(),
-            })
-        };
+        let open = |node: &Node| Member::new(&repo, node, name);
         let recipe_member = open(&recipe_node).map_err(|e| repo_error(&what, e))?;
         let mut text = vec![0u8; recipe_node.meta.size as usize];
         recipe_member.read_exact_at(&mut text, 0)?;
