@@ -449,7 +449,7 @@ fn repo(
     let runtime = tokio::runtime::Runtime::new()?;
     let _entered = runtime.enter();
     match command {
-        RepoCommand::Init => cli::repo::init(&config),
+        RepoCommand::Init => cli::repo::init(config.repository.as_ref()),
         RepoCommand::Import { path, target } => {
             use snapfs::snapshot::Scope;
             let scope = match (target.collection, target.shard, target.full) {
@@ -459,7 +459,7 @@ fn repo(
                 (Some(c), Some(id), false) => Some(Scope::Shard(c, id)),
                 _ => anyhow::bail!("give a collection (and --shard), or --full"),
             };
-            cli::repo::import(&config, &path, scope)
+            cli::repo::import(config.repository.as_ref(), &path, scope)
         }
     }
 }

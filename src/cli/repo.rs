@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::config::Config;
 use crate::snapshot::Scope;
 use crate::snapshot::store::SNAPSHOT_EXT;
-use crate::snapshot::store::repository::RepositoryStore;
+use crate::snapshot::store::repository::{RepositoryConfig, RepositoryStore};
 
-/// The repository the configuration names, opened (created when there is none).
-pub fn open(config: &Config) -> anyhow::Result<RepositoryStore> {
-    let Some(repository) = &config.repository else {
+/// The repository the configuration names (`None`: it names none), opened (created
+/// when there is none).
+pub fn open(config: Option<&RepositoryConfig>) -> anyhow::Result<RepositoryStore> {
+    let Some(repository) = config else {
         bail!(
             "the configuration does not keep snapshots in a repository (storage.snapshots_config.snapshots_storage: repository)"
         );
@@ -23,7 +23,7 @@ pub fn open(config: &Config) -> anyhow::Result<RepositoryStore> {
     Ok(RepositoryStore::open(repository)?)
 }
 
-pub fn init(config: &Config) -> anyhow::Result<()> {
+pub fn init(config: Option<&RepositoryConfig>) -> anyhow::Result<()> {
     let store = open(config)?;
     println!("{}: ready", crate::snapshot::store::SnapshotStore::location(&store));
     Ok(())
@@ -92,7 +92,7 @@ fn find(path: &Path, given: Option<Scope>) -> anyhow::Result<Vec<Found>> {
 
 /// Take `path` in: each archive checked (its `.checksum` sidecar too, when it has one)
 /// and stored as a generation under its own name. Stops at the first failure.
-pub fn import(config: &Config, path: &Path, given: Option<Scope>) -> anyhow::Result<()> {
+pub fn import(config: Option<&RepositoryConfig>, path: &Path, given: Option<Scope>) -> anyhow::Result<()> {
     let store = open(config)?;
     let found = find(path, given)?;
     if found.is_empty() {

@@ -697,3 +697,98 @@ async fn repo_import_takes_a_snapshots_directory_and_qdrant_archives_in() {
     let dumped = rd_restic(&["dump", &id, "/qdrant-docs.snapshot"]);
     assert!(dumped.stdout == std::fs::read(&qdrant).unwrap(), "restic dump of an imported archive");
 }
+
+/// The real Qdrant 1.18.3 server (`QDRANT_BIN`, else unpacked from
+/// `../shared/bin/` into `target/`), or `None` with a printed notice.
+fn qdrant_server_binary() -> Option<PathBuf> {
+    if let Ok(bin) = std::env::var("QDRANT_BIN") {
+        return Some(PathBuf::from(bin));
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let unpacked = root.join("target/qdrant-1.18.3");
+    if unpacked.exists() {
+        return Some(unpacked);
+    }
+    let packed = root.join("../shared/bin/qdrant-1.18.3-linux-x86_64.xz");
+    if !packed.exists() {
+        eprintln!("skipped: no Qdrant server (set QDRANT_BIN or provide ../shared/bin/)");
+        return None;
+    }
+    let partial = root.join(format!("target/qdrant-1.18.3.{}", std::process::id()));
+    let out = std::fs::File::create(&partial).unwrap();
+    let status = Command::new("xz").arg("-dc").arg(&packed).stdout(out).status().unwrap();
+    assert!(status.success(), "xz -dc {}", packed.display());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&partial, &unpacked).unwrap();
+    Some(unpacked)
+}
+
+/// What `restic dump <id> /` gives of a generation, a Qdrant server recovers: the
+/// restic CLI alone brings a collection back into Qdrant.
+#[tokio::test(flavor = "multi_thread")]
+async fn restic_dump_of_a_generation_recovers_in_a_qdrant_server() {
+    let Some(qdrant) = qdrant_server_binary() else { return };
+    let rd = RepoDaemon::start(&[]);
+    let client = rd.daemon.client();
+    seeded_collection(&client, "docs", 2, 300).await;
+    wait_settled(&client, "docs").await;
+    let name = stored_name(&client, "/collections/docs/snapshots").await;
+    let id = restic_id_of(&rd.restic_snapshots(), &name);
+    let dump = rd.restic(&["dump", &id, "/"]);
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let tar = rd._dir.path().join("docs.tar");
+    std::fs::write(&tar, &dump.stdout).unwrap();
+
+    let home = rd._dir.path().join("qdrant");
+    std::fs::create_dir_all(&home).unwrap();
+    let (http, grpc) = (free_port(), free_port());
+    let log = std::fs::File::create(home.join("log")).unwrap();
+    let mut server = Command::new(&qdrant)
+        .current_dir(&home)
+        .env("QDRANT__SERVICE__HOST", "127.0.0.1")
+        .env("QDRANT__SERVICE__HTTP_PORT", http.to_string())
+        .env("QDRANT__SERVICE__GRPC_PORT", grpc.to_string())
+        .env("QDRANT__TELEMETRY_DISABLED", "true")
+        .env("QDRANT__STORAGE__STORAGE_PATH", home.join("storage"))
+        .env("QDRANT__STORAGE__SNAPSHOTS_PATH", home.join("snapshots"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(&mut server);
+    let base = format!("http://127.0.0.1:{http}");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl").args(["-s", "-m", "120"]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while curl(&[&format!("{base}/")]).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "Qdrant did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let answer = curl(&[
+        "-F",
+        &format!("snapshot=@{}", tar.display()),
+        &format!("{base}/collections/docs/snapshots/upload?priority=snapshot&wait=true"),
+    ]);
+    assert!(answer.contains("\"result\":true"), "Qdrant's answer to the upload: {answer}");
+    let counted = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        "{\"exact\":true}",
+        &format!("{base}/collections/docs/points/count"),
+    ]);
+    let counted: Value = serde_json::from_str(&counted).unwrap();
+    assert_eq!(counted["result"]["count"], 300, "{counted}");
+}
