@@ -324,6 +324,13 @@ async fn forget_and_prune_by_the_restic_cli_beside_the_daemon_keep_the_rest_whol
     let (status, body) =
         recover_collection(&client, "keep", serde_json::json!({"location": "restic:00000000"})).await;
     assert_eq!(status, 404, "{body}");
+    // The CLI takes the same locations.
+    let out = Command::new(BIN)
+        .args(["recover", "keep", &format!("restic:{}", &newest[..12]), "--socket"])
+        .arg(&rd.daemon.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "snapfs recover: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(count(&client, "keep").await, 400 + 150);
     // And a generation after the prune is whole too.
     let after = create_stored(&client, "/collections/keep/snapshots").await;
