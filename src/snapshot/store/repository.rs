@@ -753,20 +753,19 @@ impl SnapshotStore for RepositoryStore {
     }
 }
 
-/// The repository at a local `path` with `password` (tests, `snapfs repo` commands).
-pub fn local(path: &Path, password: &str) -> Result<RepositoryStore> {
-    RepositoryStore::open(&RepositoryConfig {
-        location: Location::Local(path.to_path_buf()),
-        password: password.into(),
-        cache_dir: None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use crate::storage::Storage;
+
+    fn local(path: &Path, password: &str) -> Result<RepositoryStore> {
+        RepositoryStore::open(&RepositoryConfig {
+            location: Location::Local(path.to_path_buf()),
+            password: password.into(),
+            cache_dir: None,
+        })
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn the_repository_store_keeps_the_stores_promises() {
