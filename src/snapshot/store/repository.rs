@@ -493,13 +493,16 @@ struct Member {
 
 #[derive(Default)]
 struct Ahead {
-    /// Where the last read-ahead ends.
+    /// Where the read-ahead ends.
     until: u64,
-    running: Option<std::thread::JoinHandle<()>>,
+    running: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// How much is read ahead at once: well inside the repository's 32 MiB blob cache.
-const READ_AHEAD: u64 = 8 << 20;
+/// How much one read-ahead thread reads: with [`READ_AHEAD_THREADS`] of them, well
+/// inside the repository's 32 MiB blob cache.
+const READ_AHEAD: u64 = 6 << 20;
+/// Read-ahead threads per member: one waits for the disk while another decrypts.
+const READ_AHEAD_THREADS: usize = 2;
 
 impl Member {
     fn new(repo: &Arc<Repository<IndexedFullStatus>>, node: &Node, name: &str) -> std::result::Result<Member, Box<RusticError>> {
@@ -512,27 +515,29 @@ impl Member {
         })
     }
 
-    /// Start reading ahead from `from` unless a read-ahead is running or already
-    /// covers the next half window.
+    /// Keep up to [`READ_AHEAD_THREADS`] windows being read past `from`.
     fn read_ahead(&self, from: u64) {
         let mut ahead = self.ahead.lock().unwrap();
-        if ahead.running.as_ref().is_some_and(|t| !t.is_finished()) || from + READ_AHEAD / 2 < ahead.until {
-            return;
+        ahead.running.retain(|t| !t.is_finished());
+        if ahead.until < from {
+            ahead.until = from;
         }
-        let start = from.max(ahead.until);
-        let len = READ_AHEAD.min(self.size.saturating_sub(start));
-        if len == 0 {
-            return;
+        let horizon = from + READ_AHEAD * READ_AHEAD_THREADS as u64;
+        while ahead.running.len() < READ_AHEAD_THREADS && ahead.until < horizon.min(self.size) {
+            let start = ahead.until;
+            let len = READ_AHEAD.min(self.size - start);
+            ahead.until = start + len;
+            let (repo, file) = (self.repo.clone(), self.file.clone());
+            // A failure here is met again, and reported, by the read that needs the bytes.
+            if let Ok(thread) = std::thread::Builder::new()
+                .name("repo-read-ahead".into())
+                .spawn(move || {
+                    let _ = repo.read_file_at(&file, start as usize, len as usize);
+                })
+            {
+                ahead.running.push(thread);
+            }
         }
-        ahead.until = start + len;
-        let (repo, file) = (self.repo.clone(), self.file.clone());
-        // A failure here is met again, and reported, by the read that needs the bytes.
-        ahead.running = std::thread::Builder::new()
-            .name("repo-read-ahead".into())
-            .spawn(move || {
-                let _ = repo.read_file_at(&file, start as usize, len as usize);
-            })
-            .ok();
     }
 }
 
