@@ -36,6 +36,8 @@ const STALE: Duration = Duration::from_secs(30 * 60);
 const RENEW: Duration = Duration::from_secs(5 * 60);
 /// How long to wait before looking again after writing a lock (restic waits 200 ms).
 const SETTLE: Duration = Duration::from_millis(200);
+/// A lock file is some hundred bytes; one larger is not read (nor believed).
+const MAX_LOCK_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LockFile {
@@ -171,75 +173,72 @@ fn write_lock(place: &dyn Place, key: &LockKey, exclusive: bool) -> std::io::Res
     Ok(path)
 }
 
+/// The lock files there, each with what it says: `None` for one that is not a lock
+/// of this repository (larger than a lock is, another key, damaged).
+fn read_locks(place: &dyn Place, key: &LockKey) -> std::io::Result<Vec<(String, Option<LockFile>)>> {
+    let mut out = Vec::new();
+    for (name, size) in place.list(DIR, false)? {
+        let path = format!("{DIR}/{name}");
+        let lock = if size > MAX_LOCK_BYTES {
+            None
+        } else {
+            let data = match place.read(&path, None) {
+                Ok(data) => data,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // removed meanwhile
+                Err(e) => return Err(e),
+            };
+            key.open(&data)
+                .and_then(|plain| serde_json::from_slice::<LockFile>(&plain).ok())
+        };
+        out.push((path, lock));
+    }
+    Ok(out)
+}
+
+/// restic's rule: not renewed for 30 minutes (or no readable time), or of this host
+/// and its process gone.
+fn is_stale(lock: &LockFile, host: &str) -> bool {
+    let too_old = lock
+        .time
+        .parse::<Timestamp>()
+        .map_or(true, |t| Timestamp::now().duration_since(t).unsigned_abs() > STALE);
+    too_old || (lock.hostname == host && !process_exists(lock.pid))
+}
+
 /// The live locks other than `own`: (exclusive, who).
 fn others(place: &dyn Place, key: &LockKey, own: Option<&str>) -> std::io::Result<Vec<(bool, Holder)>> {
     let host = this_host();
     let mut out = Vec::new();
-    for (name, size) in place.list(DIR, false)? {
-        let path = format!("{DIR}/{name}");
-        if Some(path.as_str()) == own || size > 64 * 1024 {
-            continue;
-        }
-        let data = match place.read(&path, None) {
-            Ok(data) => data,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        let Some(lock) = key
-            .open(&data)
-            .and_then(|plain| serde_json::from_slice::<LockFile>(&plain).ok())
-        else {
-            // Not one of this repository's locks (another key, damaged): restic
-            // refuses to go on then; so does this.
-            out.push((true, Holder("an unreadable lock file".into())));
-            continue;
-        };
-        let age = lock
-            .time
-            .parse::<Timestamp>()
-            .ok()
-            .map(|t| Timestamp::now().duration_since(t));
-        let stale = match age {
-            Some(age) => age.unsigned_abs() > STALE,
-            None => true,
-        } || (lock.hostname == host && !process_exists(lock.pid));
-        if !stale {
-            let kind = if lock.exclusive { "an exclusive" } else { "a" };
-            out.push((
-                lock.exclusive,
-                Holder(format!(
-                    "{kind} lock of PID {} on host {} since {}",
-                    lock.pid, lock.hostname, lock.time
-                )),
-            ));
+    for (path, lock) in read_locks(place, key)? {
+        match lock {
+            _ if Some(path.as_str()) == own => {}
+            // Not one of this repository's locks: restic refuses to go on then; so
+            // does this.
+            None => out.push((true, Holder("an unreadable lock file".into()))),
+            Some(lock) if !is_stale(&lock, &host) => {
+                let kind = if lock.exclusive { "an exclusive" } else { "a" };
+                out.push((
+                    lock.exclusive,
+                    Holder(format!(
+                        "{kind} lock of PID {} on host {} since {}",
+                        lock.pid, lock.hostname, lock.time
+                    )),
+                ));
+            }
+            Some(_) => {}
         }
     }
     Ok(out)
 }
 
-/// Remove the stale locks this host left (a process gone without removing its lock,
-/// or a lock not renewed for 30 minutes), as `restic unlock` does: restic 0.14 does
-/// not start under one, even a stale one. Returns how many were removed.
+/// Remove the stale locks (a process of this host gone without removing its lock, or
+/// a lock not renewed for 30 minutes), as `restic unlock` does: restic 0.14 does not
+/// start under one, even a stale one. Returns how many were removed.
 pub fn remove_stale(place: &dyn Place, key: &LockKey) -> std::io::Result<usize> {
     let host = this_host();
     let mut removed = 0;
-    for (name, size) in place.list(DIR, false)? {
-        let path = format!("{DIR}/{name}");
-        if size > 64 * 1024 {
-            continue;
-        }
-        let Ok(data) = place.read(&path, None) else { continue };
-        let Some(lock) = key
-            .open(&data)
-            .and_then(|plain| serde_json::from_slice::<LockFile>(&plain).ok())
-        else {
-            continue;
-        };
-        let too_old = lock
-            .time
-            .parse::<Timestamp>()
-            .is_ok_and(|t| Timestamp::now().duration_since(t).unsigned_abs() > STALE);
-        if too_old || (lock.hostname == host && !process_exists(lock.pid)) {
+    for (path, lock) in read_locks(place, key)? {
+        if lock.is_some_and(|lock| is_stale(&lock, &host)) {
             place.remove(&path)?;
             removed += 1;
         }
@@ -347,6 +346,13 @@ mod tests {
         drop(acquire(place.clone(), &key, true).unwrap());
         assert_eq!(remove_stale(&*place, &key).unwrap(), 1, "the dead process's lock");
         assert!(place.list(DIR, false).unwrap().is_empty());
+        // One larger than any lock is not read, and not ignored either.
+        place.write("locks/cc", &[Bytes::from(vec![0u8; 70 * 1024])]).unwrap();
+        assert!(matches!(
+            acquire(place.clone(), &key, false),
+            Err(LockError::Held(Holder(who))) if who == "an unreadable lock file"
+        ));
+        place.remove("locks/cc").unwrap();
         // One this key cannot read is not ignored.
         place.write("locks/bb", &[Bytes::from_static(&[7u8; 80])]).unwrap();
         assert!(matches!(

@@ -147,7 +147,10 @@ impl Recipe {
     /// entry is a plain relative path with extents inside its size.
     pub fn parse(bytes: &[u8]) -> Result<Recipe, String> {
         let recipe: Recipe =
-            serde_json::from_slice(bytes).map_err(|e| format!("recipe is not valid: {e}"))?;
+            serde_json::from_slice(bytes).map_err(|e| {
+                // Where, not what: serde's message may quote the recipe's bytes.
+                format!("recipe is not valid (line {}, column {})", e.line(), e.column())
+            })?;
         if recipe.format != FORMAT || recipe.version != 1 {
             return Err("recipe of an unknown format".into());
         }
@@ -265,6 +268,9 @@ mod tests {
         rebuilt.read_at(0, &mut again).unwrap();
         assert!(again == original, "the rebuilt archive differs");
 
+        // What is not a recipe is refused without quoting it.
+        let why = Recipe::parse(br#"{"format": 7, "secret-bytes": "x"}"#).unwrap_err();
+        assert!(!why.contains("secret") && !why.contains('7'), "{why}");
         // A recipe that leaves its directory, or extents past the end, is refused.
         let mut bad = recipe.clone();
         bad.entries[1].path = "../escape".into();
