@@ -1734,15 +1734,10 @@ async fn grpc_snapshots_are_repository_generations_with_the_repository_store() {
     let temp = tempfile::tempdir().unwrap();
     let password = temp.path().join("password");
     std::fs::write(&password, "grpc-repo").unwrap();
-    let repo = temp.path().join("repo").display().to_string();
-    let password = password.display().to_string();
     let port = free_port();
-    let env = [
-        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "repository"),
-        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION", repo.as_str()),
-        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE", password.as_str()),
-        ("SNAPFS_API_KEY", KEY),
-    ];
+    let repository = repository_env(&temp.path().join("repo"), &password);
+    let mut env: Vec<(&str, &str)> = repository.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("SNAPFS_API_KEY", KEY));
     let daemon = Daemon::start_in(&temp.path().join("data"), &["--grpc", &format!("127.0.0.1:{port}")], &env);
     let mut c = connect(port, api_key(KEY)).await;
     seed(&mut c, "docs", 2, 0..20).await;

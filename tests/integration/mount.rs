@@ -11,13 +11,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{Value, json};
-use snapfs::client::Client;
 use support::*;
-
-async fn collection(client: &Client, name: &str, shards: u32, points: u64) {
-    seeded_collection(client, name, shards, points).await;
-    wait_settled(client, name).await;
-}
 
 /// Write a file and close it, returning close's own error (std ignores it on drop).
 fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -61,7 +55,7 @@ fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
 async fn layout_follows_the_design_and_listings_follow_changes() {
     let m = MountedDaemon::start(&[]);
     let client = m.client();
-    collection(&client, "docs", 2, 50).await;
+    settled_collection(&client, "docs", 2, 50).await;
 
     assert_eq!(
         names(&m.mnt),
@@ -161,7 +155,7 @@ async fn layout_follows_the_design_and_listings_follow_changes() {
     }
 
     // Collections come and go.
-    collection(&client, "other", 1, 5).await;
+    settled_collection(&client, "other", 1, 5).await;
     eventually("other appears", || {
         names(&m.path("live")).contains(&"other.snapshot".to_string())
             && names(&m.path("collections")) == ["docs", "other"]
@@ -177,7 +171,7 @@ async fn layout_follows_the_design_and_listings_follow_changes() {
 async fn live_files_work_with_cp_sha256sum_tar_and_dd() {
     let m = MountedDaemon::start(&[]);
     let client = m.client();
-    collection(&client, "docs", 2, 300).await;
+    settled_collection(&client, "docs", 2, 300).await;
     let work = tempfile::tempdir().unwrap();
     let live = m.path("live/docs.snapshot");
 
@@ -321,8 +315,8 @@ fn stat_line(output: &str, key: &str) -> String {
 async fn rsync_skips_unchanged_collections() {
     let m = MountedDaemon::start(&[]);
     let client = m.client();
-    collection(&client, "alpha", 1, 100).await;
-    collection(&client, "beta", 2, 100).await;
+    settled_collection(&client, "alpha", 1, 100).await;
+    settled_collection(&client, "beta", 2, 100).await;
     let backup = tempfile::tempdir().unwrap();
     let dst = backup.path().join("live");
 
@@ -378,8 +372,8 @@ async fn rsync_skips_unchanged_collections() {
 async fn concurrent_readers_while_points_are_written() {
     let m = MountedDaemon::start(&[]);
     let client = m.client();
-    collection(&client, "one", 2, 200).await;
-    collection(&client, "two", 1, 200).await;
+    settled_collection(&client, "one", 2, 200).await;
+    settled_collection(&client, "two", 1, 200).await;
 
     // Two processes reading one unchanged file at once get identical bytes.
     let live = m.path("live/one.snapshot");
@@ -430,7 +424,7 @@ async fn concurrent_readers_while_points_are_written() {
 async fn stored_snapshots_are_plain_files_and_rm_deletes_them() {
     let m = MountedDaemon::start(&[]);
     let client = m.client();
-    collection(&client, "docs", 1, 100).await;
+    settled_collection(&client, "docs", 1, 100).await;
     let name = stored_name(&client, "/collections/docs/snapshots").await;
     let shard_name = stored_name(&client, "/collections/docs/shards/0/snapshots").await;
 
@@ -493,7 +487,7 @@ async fn stored_snapshots_are_plain_files_and_rm_deletes_them() {
 async fn changes_outside_stored_snapshots_fail_with_the_right_errno() {
     let m = MountedDaemon::start(&[]);
     let client = m.client();
-    collection(&client, "docs", 1, 10).await;
+    settled_collection(&client, "docs", 1, 10).await;
     let live = m.path("live/docs.snapshot");
     let write = |p: &Path| std::fs::write(p, b"x");
 
@@ -561,7 +555,7 @@ async fn changes_outside_stored_snapshots_fail_with_the_right_errno() {
 async fn a_deleted_collections_reader_finishes_its_frozen_view() {
     let m = MountedDaemon::start(&[]);
     let client = m.client();
-    collection(&client, "gone", 2, 400).await;
+    settled_collection(&client, "gone", 2, 400).await;
     let live = m.path("live/gone.snapshot");
     let expected = std::fs::read(&live).unwrap();
     let mut file = std::fs::File::open(&live).unwrap();
@@ -581,7 +575,7 @@ async fn a_deleted_collections_reader_finishes_its_frozen_view() {
 async fn sigterm_with_a_reader_active_unmounts_and_exits() {
     let mut m = MountedDaemon::start(&[]);
     let client = m.client();
-    collection(&client, "docs", 1, 200).await;
+    settled_collection(&client, "docs", 1, 200).await;
     let mut file = std::fs::File::open(m.path("live/docs.snapshot")).unwrap();
     let mut buf = vec![0u8; 4096];
     file.read_exact(&mut buf).unwrap();
@@ -669,7 +663,7 @@ async fn an_open_file_keeps_its_state_while_new_readers_see_the_next() {
         &[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "0.3")],
     );
     let client = daemon.client();
-    collection(&client, "docs", 2, 300).await;
+    settled_collection(&client, "docs", 2, 300).await;
     let live = mnt.join("live/docs.snapshot");
     let first_state = std::fs::read(&live).unwrap();
 

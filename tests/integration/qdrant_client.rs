@@ -27,13 +27,8 @@ fn qdrant_client_works_with_the_repository_store() {
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("password");
     std::fs::write(&password, "py-repo").unwrap();
-    let repo = dir.path().join("repo");
-    let (repo, password) = (repo.display().to_string(), password.display().to_string());
-    let env = [
-        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "repository"),
-        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION", repo.as_str()),
-        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE", password.as_str()),
-    ];
+    let repository = support::repository_env(&dir.path().join("repo"), &password);
+    let env: Vec<(&str, &str)> = repository.iter().map(|(k, v)| (*k, v.as_str())).collect();
     run_check_with("qdrant_client_check.py", "qdrant-client: all checks passed", &env);
     run_check_with(
         "qdrant_client_hybrid_check.py",

@@ -7,7 +7,6 @@ use std::process::{Command, Output};
 
 use hyper::Method;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::support::*;
 
@@ -22,20 +21,7 @@ struct RepoDaemon {
 }
 
 fn repo_env(repo: &Path, password_file: &Path) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE",
-            "repository".to_string(),
-        ),
-        (
-            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION",
-            repo.display().to_string(),
-        ),
-        (
-            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE",
-            password_file.display().to_string(),
-        ),
-    ]
+    repository_env(repo, password_file)
 }
 
 impl RepoDaemon {
@@ -67,15 +53,7 @@ impl RepoDaemon {
     }
 
     fn restic(&self, args: &[&str]) -> Output {
-        Command::new("restic")
-            .arg("-r")
-            .arg(&self.repo)
-            .arg("--password-file")
-            .arg(&self.password_file)
-            .arg("--no-cache")
-            .args(args)
-            .output()
-            .expect("the restic CLI runs (scripts/test.sh installs the Debian package)")
+        restic(&self.repo, &self.password_file, args)
     }
 
     fn restic_ok(&self, args: &[&str]) -> String {
@@ -110,11 +88,17 @@ impl RepoDaemon {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The restic CLI on repository `repo`.
+fn restic(repo: &Path, password_file: &Path, args: &[&str]) -> Output {
+    Command::new("restic")
+        .arg("-r")
+        .arg(repo)
+        .arg("--password-file")
+        .arg(password_file)
+        .arg("--no-cache")
+        .args(args)
+        .output()
+        .expect("the restic CLI runs (scripts/test.sh installs the Debian package)")
 }
 
 fn tags_of(snapshot: &Value) -> Vec<String> {
@@ -140,8 +124,7 @@ fn restic_id_of(snapshots: &[Value], name: &str) -> String {
 async fn generations_read_back_byte_identical_and_the_restic_cli_reads_them() {
     let rd = RepoDaemon::start(&[]);
     let client = rd.daemon.client();
-    seeded_collection(&client, "docs", 2, 300).await;
-    wait_settled(&client, "docs").await;
+    settled_collection(&client, "docs", 2, 300).await;
 
     // A shard generation is the live shard archive of that state, byte for byte.
     let live = fetch(&client, "/collections/docs/shards/0/snapshot").await;
@@ -210,8 +193,7 @@ async fn generations_read_back_byte_identical_and_the_restic_cli_reads_them() {
 async fn unchanged_generations_cost_almost_nothing_and_a_small_change_adds_little() {
     let rd = RepoDaemon::start(&[]);
     let client = rd.daemon.client();
-    seeded_collection(&client, "big", 1, 24_000).await;
-    wait_settled(&client, "big").await;
+    settled_collection(&client, "big", 1, 24_000).await;
 
     let first = create_stored(&client, "/collections/big/snapshots").await;
     let archive = first["size"].as_u64().unwrap();
@@ -284,8 +266,7 @@ async fn unchanged_generations_cost_almost_nothing_and_a_small_change_adds_littl
 async fn forget_and_prune_by_the_restic_cli_beside_the_daemon_keep_the_rest_whole() {
     let rd = RepoDaemon::start(&[]);
     let client = rd.daemon.client();
-    seeded_collection(&client, "keep", 1, 400).await;
-    wait_settled(&client, "keep").await;
+    settled_collection(&client, "keep", 1, 400).await;
     let mut names = Vec::new();
     for round in 0..3u64 {
         upsert_ids(&client, "keep", 1000 + round * 50..1050 + round * 50, 8).await;
@@ -343,10 +324,8 @@ async fn forget_and_prune_by_the_restic_cli_beside_the_daemon_keep_the_rest_whol
 async fn a_damaged_pack_fails_its_generations_clearly_and_spares_the_others() {
     let rd = RepoDaemon::start(&[]);
     let client = rd.daemon.client();
-    seeded_collection(&client, "one", 1, 300).await;
-    seeded_collection(&client, "two", 1, 300).await;
-    wait_settled(&client, "one").await;
-    wait_settled(&client, "two").await;
+    settled_collection(&client, "one", 1, 300).await;
+    settled_collection(&client, "two", 1, 300).await;
     let one = stored_name(&client, "/collections/one/snapshots").await;
     let packs_before: Vec<PathBuf> = packs(&rd.repo);
     let two = stored_name(&client, "/collections/two/snapshots").await;
@@ -444,7 +423,6 @@ async fn a_wrong_password_or_a_prune_under_way_is_a_clear_refusal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repository_in_s3_keeps_the_stores_promises() {
     use crate::support::moto::{ACCESS, Moto, REGION, SECRET};
-    use snapfs::snapshot::Scope;
     use snapfs::snapshot::store::conformance;
     use snapfs::snapshot::store::repository::{Location, RepositoryConfig, RepositoryStore};
     use snapfs::snapshot::store::s3::S3Config;
@@ -475,13 +453,7 @@ async fn a_repository_in_s3_keeps_the_stores_promises() {
     }
     let store = tokio::task::block_in_place(|| RepositoryStore::open(&config("repo"))).unwrap();
     tokio::task::spawn_blocking(move || {
-        for scope in [
-            Scope::Collection("demo".into()),
-            Scope::Shard("demo".into(), 0),
-            Scope::Full,
-        ] {
-            conformance::check(&store, &storage, scope);
-        }
+        conformance::check_every_scope(&store, &storage);
     })
     .await
     .unwrap();
@@ -497,8 +469,7 @@ async fn a_repository_in_s3_keeps_the_stores_promises() {
 async fn the_mount_shows_generations_as_files_and_restores_them() {
     let rd = RepoDaemon::start_with(&["--mount", "MNT"], &[]);
     let client = rd.daemon.client();
-    seeded_collection(&client, "docs", 2, 300).await;
-    wait_settled(&client, "docs").await;
+    settled_collection(&client, "docs", 2, 300).await;
     let created = create_stored(&client, "/collections/docs/snapshots").await;
     let name = created["name"].as_str().unwrap().to_string();
     let mnt = rd._dir.path().join("mnt");
@@ -546,8 +517,7 @@ async fn the_mount_shows_generations_as_files_and_restores_them() {
 async fn a_daemon_killed_while_writing_leaves_no_half_generation() {
     let mut rd = RepoDaemon::start(&[("SNAPFS_CRASH_AT", "repository-pack-written")]);
     let client = rd.daemon.client();
-    seeded_collection(&client, "c", 1, 2000).await;
-    wait_settled(&client, "c").await;
+    settled_collection(&client, "c", 1, 2000).await;
     let answer = client.raw(Method::POST, "/collections/c/snapshots", None).await;
     assert!(
         answer.map(|(status, _)| status.as_u16() != 200).unwrap_or(true),
@@ -619,8 +589,7 @@ async fn repo_import_takes_a_snapshots_directory_and_qdrant_archives_in() {
     let (collection_name, shard_name) = {
         let mut daemon = Daemon::start_in(plain.path(), &[], &[]);
         let client = daemon.client();
-        seeded_collection(&client, "docs", 2, 200).await;
-        wait_settled(&client, "docs").await;
+        settled_collection(&client, "docs", 2, 200).await;
         let names = (
             stored_name(&client, "/collections/docs/snapshots").await,
             stored_name(&client, "/collections/docs/shards/1/snapshots").await,
@@ -687,17 +656,7 @@ async fn repo_import_takes_a_snapshots_directory_and_qdrant_archives_in() {
         assert!(bytes == std::fs::read(&original).unwrap(), "{path} differs from {}", original.display());
     }
     // restic alone gives an imported archive back whole.
-    let rd_restic = |args: &[&str]| {
-        Command::new("restic")
-            .arg("-r")
-            .arg(&repo)
-            .arg("--password-file")
-            .arg(&password_file)
-            .arg("--no-cache")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let rd_restic = |args: &[&str]| restic(&repo, &password_file, args);
     let listed: Vec<Value> = serde_json::from_slice(&rd_restic(&["snapshots", "--json"]).stdout).unwrap();
     assert_eq!(listed.len(), 3);
     let id = restic_id_of(&listed, "qdrant-docs.snapshot");
@@ -738,8 +697,7 @@ async fn restic_dump_of_a_generation_recovers_in_a_qdrant_server() {
     let Some(qdrant) = qdrant_server_binary() else { return };
     let rd = RepoDaemon::start(&[]);
     let client = rd.daemon.client();
-    seeded_collection(&client, "docs", 2, 300).await;
-    wait_settled(&client, "docs").await;
+    settled_collection(&client, "docs", 2, 300).await;
     let name = stored_name(&client, "/collections/docs/snapshots").await;
     let id = restic_id_of(&rd.restic_snapshots(), &name);
     let dump = rd.restic(&["dump", &id, "/"]);

@@ -8,7 +8,6 @@ use crate::support::moto;
 use hyper::Method;
 use moto::{ACCESS, CuttingProxy, Moto, REGION, SECRET};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use snapfs::client::Client;
 use support::*;
 
@@ -68,13 +67,6 @@ fn daemon_with(env: &[(String, String)]) -> Daemon {
 
 fn s3_daemon(moto: &Moto) -> Daemon {
     daemon_with(&s3_env(&moto.endpoint(), ACCESS, SECRET, &[]))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Create, list, download (whole and ranges), check the checksum object, delete,
@@ -781,7 +773,6 @@ async fn s3_upload_running_at_a_stop_is_aborted() {
 /// runs too), against the real server, for every kind of scope.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_s3_store_keeps_the_stores_promises() {
-    use snapfs::snapshot::Scope;
     use snapfs::snapshot::store::conformance;
     use snapfs::snapshot::store::s3::{S3Config, S3Store};
 
@@ -804,13 +795,7 @@ async fn the_s3_store_keeps_the_stores_promises() {
     };
     let store = S3Store::new(&config).unwrap();
     tokio::task::spawn_blocking(move || {
-        for scope in [
-            Scope::Collection("demo".into()),
-            Scope::Shard("demo".into(), 0),
-            Scope::Full,
-        ] {
-            conformance::check(&store, &storage, scope);
-        }
+        conformance::check_every_scope(&store, &storage);
     })
     .await
     .unwrap();

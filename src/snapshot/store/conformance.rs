@@ -123,6 +123,18 @@ pub fn check(store: &dyn SnapshotStore, storage: &Storage, scope: Scope) {
     assert_eq!(names(store, &scope), Vec::<String>::new(), "all gone");
 }
 
+/// [`check`] for each kind of scope, on the demo collection (`demo`, its shard 0,
+/// the full storage), which `storage` must hold.
+pub fn check_every_scope(store: &dyn SnapshotStore, storage: &Storage) {
+    for scope in [
+        Scope::Collection("demo".into()),
+        Scope::Shard("demo".into(), 0),
+        Scope::Full,
+    ] {
+        check(store, storage, scope);
+    }
+}
+
 fn names(store: &dyn SnapshotStore, scope: &Scope) -> Vec<String> {
     let listed: Vec<StoredSnapshot> = store.list(scope).expect("list");
     listed.into_iter().map(|s| s.name).collect()

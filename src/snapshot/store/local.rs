@@ -329,13 +329,7 @@ mod tests {
         crate::demo::create_demo_collection(&storage).await.unwrap();
         let store =
             LocalStore::open(&temp.path().join("snapshots"), &temp.path().join("tmp")).unwrap();
-        for scope in [
-            Scope::Collection("demo".into()),
-            Scope::Shard("demo".into(), 0),
-            Scope::Full,
-        ] {
-            super::super::conformance::check(&store, &storage, scope);
-        }
+        super::super::conformance::check_every_scope(&store, &storage);
     }
 
     #[test]

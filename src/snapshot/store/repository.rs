@@ -330,6 +330,17 @@ impl RepositoryStore {
         Ok(snaps.iter().filter_map(Generation::of).collect())
     }
 
+    /// The generations of `scope`, sorted by name.
+    fn generations_of(&self, scope: &Scope) -> Result<Vec<Generation>> {
+        let mut of: Vec<Generation> = self
+            .generations()?
+            .into_iter()
+            .filter(|g| &g.scope == scope)
+            .collect();
+        of.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(of)
+    }
+
     fn find(&self, scope: &Scope, name: &str) -> Result<Generation> {
         check_name(name)?;
         self.generations()?
@@ -352,7 +363,7 @@ struct Written<'a> {
 }
 
 impl RepositoryStore {
-    /// Archive `source` (holding `files` files) as generation `written`, on `parent`
+    /// Archive `source` as generation `written`, on `parent`
     /// (none: everything is chunked), at `time` (default now); a generation that did
     /// not get every file is removed again and the creation fails. The caller holds
     /// the shared lock.
@@ -360,13 +371,13 @@ impl RepositoryStore {
         &self,
         written: &Written<'_>,
         source: &ArchiveSource,
-        files: u64,
         parent: Option<rustic_core::repofile::SnapshotId>,
         time: Option<rustic_core::jiff::Zoned>,
         started: std::time::Instant,
     ) -> Result<StoredSnapshot> {
         let Written { scope, name, size, sha256 } = *written;
         let failures = source.failures();
+        let files = source.files();
         let mut options = SnapshotOptions::default();
         options.host = Some(HOST.into());
         options.time = time;
@@ -474,7 +485,7 @@ impl RepositoryStore {
             .map(|t| t.to_zoned(rustic_core::jiff::tz::TimeZone::UTC));
         let source = ArchiveSource::whole(name, frozen, RECIPE_NAME, recipe, Timestamp::now())?;
         let written = Written { scope, name, size: report.archive_bytes, sha256: &report.sha256 };
-        self.write_generation(&written, &source, 2, None, time, started).map(Some)
+        self.write_generation(&written, &source, None, time, started).map(Some)
     }
 }
 
@@ -618,14 +629,7 @@ impl SnapshotStore for RepositoryStore {
     }
 
     fn list(&self, scope: &Scope) -> Result<Vec<StoredSnapshot>> {
-        let mut out: Vec<StoredSnapshot> = self
-            .generations()?
-            .iter()
-            .filter(|g| &g.scope == scope)
-            .map(Generation::stored)
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(self.generations_of(scope)?.iter().map(Generation::stored).collect())
     }
 
     fn stat(&self, scope: &Scope, name: &str) -> Result<StoredSnapshot> {
@@ -652,32 +656,29 @@ impl SnapshotStore for RepositoryStore {
                 "stored snapshot {name}: its recipe and its tags disagree"
             )));
         }
-        if let Some(member) = &recipe.whole {
-            let node = files
-                .get(member)
-                .filter(|node| node.meta.size == recipe.size)
-                .ok_or_else(|| StorageError::internal(format!("stored snapshot {name} lacks its archive")))?;
-            let member = open(node).map_err(|e| repo_error(&what, e))?;
-            return Ok(OpenedSnapshot {
-                snapshot: generation.stored(),
-                version: Sha256::digest(generation.id.to_hex().as_bytes()).into(),
-                shown: format!("{name} (generation {})", &generation.id.to_hex()[..8]),
-                reader: Arc::new(Whole { member, size: recipe.size }),
-            });
-        }
-        let layout = recipe.layout(|path, size| {
-            let node = files
-                .get(path)
-                .filter(|node| node.meta.size == size)
-                .ok_or_else(|| std::io::Error::other(format!("stored snapshot {name} lacks member {path}")))?;
-            let member = open(node).map_err(|e| std::io::Error::other(e.display_log()))?;
-            Ok(Arc::new(member) as Arc<dyn RangeRead>)
-        })?;
+        let reader: Arc<dyn StoredReader> = match &recipe.whole {
+            Some(member) => {
+                let node = files
+                    .get(member)
+                    .filter(|node| node.meta.size == recipe.size)
+                    .ok_or_else(|| StorageError::internal(format!("stored snapshot {name} lacks its archive")))?;
+                let member = open(node).map_err(|e| repo_error(&what, e))?;
+                Arc::new(Whole { member, size: recipe.size })
+            }
+            None => Arc::new(Assembled(recipe.layout(|path, size| {
+                let node = files
+                    .get(path)
+                    .filter(|node| node.meta.size == size)
+                    .ok_or_else(|| std::io::Error::other(format!("stored snapshot {name} lacks member {path}")))?;
+                let member = open(node).map_err(|e| std::io::Error::other(e.display_log()))?;
+                Ok(Arc::new(member) as Arc<dyn RangeRead>)
+            })?)),
+        };
         Ok(OpenedSnapshot {
             snapshot: generation.stored(),
             version: Sha256::digest(generation.id.to_hex().as_bytes()).into(),
             shown: format!("{name} (generation {})", &generation.id.to_hex()[..8]),
-            reader: Arc::new(Assembled(layout)),
+            reader,
         })
     }
 
@@ -701,9 +702,8 @@ impl SnapshotStore for RepositoryStore {
         let recipe = serde_json::to_vec(&Recipe::of(&layout, &name, &scope, &sha256))
             .map_err(|e| StorageError::internal_from("writing a recipe", e))?;
         let source = ArchiveSource::new(&layout, RECIPE_NAME, recipe, Timestamp::now())?;
-        let files = layout.entries().iter().filter(|e| !e.path.ends_with('/')).count() as u64 + 1;
         let written = Written { scope: &scope, name: &name, size: layout.size(), sha256: &sha256 };
-        let saved = self.write_generation(&written, &source, files, parent, None, started)?;
+        let saved = self.write_generation(&written, &source, parent, None, started)?;
         drop(reserved);
         Ok(saved)
     }
@@ -719,14 +719,7 @@ impl SnapshotStore for RepositoryStore {
     }
 
     fn details(&self, scope: &Scope) -> Result<Vec<super::StoredDetails>> {
-        let mut out: Vec<super::StoredDetails> = self
-            .generations()?
-            .iter()
-            .filter(|g| &g.scope == scope)
-            .map(Generation::details)
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(self.generations_of(scope)?.iter().map(Generation::details).collect())
     }
 
     fn name_by_id(&self, scope: &Scope, id: &str) -> Result<String> {
@@ -778,13 +771,7 @@ mod tests {
         let storage = Storage::open(&dir.path().join("storage")).unwrap();
         crate::demo::create_demo_collection(&storage).await.unwrap();
         let store = local(&dir.path().join("repo"), "secret").unwrap();
-        for scope in [
-            Scope::Collection("demo".into()),
-            Scope::Shard("demo".into(), 0),
-            Scope::Full,
-        ] {
-            super::super::conformance::check(&store, &storage, scope);
-        }
+        super::super::conformance::check_every_scope(&store, &storage);
         // A wrong password is a clear refusal, not a new repository.
         match local(&dir.path().join("repo"), "wrong") {
             Err(StorageError::BadRequest(text)) => assert!(text.contains("password"), "{text}"),

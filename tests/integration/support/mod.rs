@@ -280,6 +280,32 @@ pub async fn call(
     (status.as_u16(), value)
 }
 
+/// A collection seeded with `points` points over `shards` shards, settled (its
+/// background work done).
+pub async fn settled_collection(client: &Client, name: &str, shards: u32, points: u64) {
+    seeded_collection(client, name, shards, points).await;
+    wait_settled(client, name).await;
+}
+
+/// The SHA-256 of `bytes`, as 64 lowercase hex characters (a checksum sidecar's text).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    snapfs::snapshot::digest::hex(&sha2::Sha256::digest(bytes))
+}
+
+/// The environment that has a daemon keep stored snapshots in a restic repository
+/// at `repo`, its password in `password_file`.
+pub fn repository_env(repo: &Path, password_file: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "repository".to_string()),
+        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION", repo.display().to_string()),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE",
+            password_file.display().to_string(),
+        ),
+    ]
+}
+
 /// The names in `dir`, sorted.
 pub fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

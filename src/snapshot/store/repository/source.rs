@@ -126,7 +126,7 @@ impl ReadSourceOpen for Opener {
 
 /// The entries of one generation, sorted as a restic tree wants them.
 pub struct ArchiveSource {
-    entries: Vec<(PathBuf, Node, Option<Member>)>,
+    entries: Vec<Entry>,
     failures: Failures,
     size: u64,
 }
@@ -139,6 +139,46 @@ fn timestamp(secs: i64, nanos: i64) -> Option<Timestamp> {
     Timestamp::new(secs, nanos as i32).ok()
 }
 
+/// A frozen file's node metadata: its own times, inode and size, so that an unchanged
+/// file matches its parent's node. A file changed within the last second could
+/// change again within one tick of the file system's clock and keep its times:
+/// recorded with this generation's time `now` as ctime, it cannot match in the next
+/// generation, which reads it again (the digest cache's rule).
+fn frozen_meta(frozen: &FrozenFile, now: Timestamp) -> io::Result<Metadata> {
+    let m = frozen.with_file(|f| f.metadata())?;
+    let mtime = timestamp(m.mtime(), m.mtime_nsec());
+    let ctime = timestamp(m.ctime(), m.ctime_nsec());
+    let settled = ctime
+        .zip(mtime)
+        .is_some_and(|(c, m)| now.duration_since(c.max(m)).as_secs_f64() >= SETTLED_SECS);
+    Ok(Metadata {
+        mode: Some(0o644),
+        mtime,
+        ctime: if settled { ctime } else { Some(now) },
+        uid: Some(0),
+        gid: Some(0),
+        inode: m.ino(),
+        device_id: m.dev(),
+        size: frozen.size,
+        ..Default::default()
+    })
+}
+
+/// Metadata of bytes snapfs generates: `now` as ctime, so never a parent's match.
+fn generated_meta(size: u64, mtime: Option<Timestamp>, now: Timestamp) -> Metadata {
+    Metadata {
+        mode: Some(0o644),
+        mtime,
+        ctime: Some(now),
+        uid: Some(0),
+        gid: Some(0),
+        size,
+        ..Default::default()
+    }
+}
+
+type Entry = (PathBuf, Node, Option<Member>);
+
 impl ArchiveSource {
     /// `layout`'s entries and the recipe (`recipe_name`, `recipe`), as a tree rooted
     /// at `/`; generated entries carry `now` as ctime (never reused from a parent).
@@ -148,17 +188,8 @@ impl ArchiveSource {
         recipe: Vec<u8>,
         now: Timestamp,
     ) -> io::Result<ArchiveSource> {
-        let generated = |size: u64| Metadata {
-            mode: Some(0o644),
-            mtime: timestamp(layout.mtime() as i64, 0),
-            ctime: Some(now),
-            uid: Some(0),
-            gid: Some(0),
-            size,
-            ..Default::default()
-        };
+        let mtime = timestamp(layout.mtime() as i64, 0);
         let mut entries = Vec::new();
-        let mut total = 0u64;
         for entry in layout.entries() {
             let path = entry.path.trim_end_matches('/');
             let name = path.rsplit('/').next().unwrap_or(path);
@@ -167,7 +198,7 @@ impl ArchiveSource {
                 EntryKind::Dir => {
                     let meta = Metadata {
                         mode: Some(GO_MODE_DIR | 0o755),
-                        mtime: timestamp(layout.mtime() as i64, 0),
+                        mtime,
                         uid: Some(0),
                         gid: Some(0),
                         ..Default::default()
@@ -177,32 +208,14 @@ impl ArchiveSource {
                 }
                 EntryKind::File { file, .. } => {
                     let frozen = layout.files()[*file].clone();
-                    let m = frozen.with_file(|f| f.metadata())?;
-                    let mtime = timestamp(m.mtime(), m.mtime_nsec());
-                    let ctime = timestamp(m.ctime(), m.ctime_nsec());
-                    // A file changed within the last second could change again within
-                    // one tick of the file system's clock and keep its times: recorded
-                    // with this generation's time as ctime, it cannot match in the
-                    // next generation, which reads it again (the digest cache's rule).
-                    let settled = ctime.zip(mtime).is_some_and(|(c, m)| {
-                        now.duration_since(c.max(m)).as_secs_f64() >= SETTLED_SECS
-                    });
-                    let meta = Metadata {
-                        mode: Some(0o644),
-                        mtime,
-                        ctime: if settled { ctime } else { Some(now) },
-                        uid: Some(0),
-                        gid: Some(0),
-                        inode: m.ino(),
-                        device_id: m.dev(),
-                        size: frozen.size,
-                        ..Default::default()
-                    };
-                    (meta, Member::Frozen(frozen))
+                    (frozen_meta(&frozen, now)?, Member::Frozen(frozen))
                 }
-                EntryKind::Inline(bytes) => (generated(entry.size), Member::Bytes(bytes.clone())),
+                EntryKind::Inline(bytes) => (
+                    generated_meta(entry.size, mtime, now),
+                    Member::Bytes(bytes.clone()),
+                ),
                 EntryKind::Deferred | EntryKind::Nested(_) | EntryKind::Ranged { .. } => (
-                    generated(entry.size),
+                    generated_meta(entry.size, mtime, now),
                     Member::Archive {
                         layout: layout.clone(),
                         start: entry.start,
@@ -210,64 +223,57 @@ impl ArchiveSource {
                     },
                 ),
             };
-            total += entry.size;
             entries.push((full, node(name, NodeType::File, meta), Some(member)));
         }
-        total += recipe.len() as u64;
+        Ok(Self::with_recipe(entries, recipe_name, recipe, mtime, now))
+    }
+
+    /// An archive file imported whole: the one member `name` (the file's own
+    /// metadata) and the recipe.
+    pub fn whole(
+        name: &str,
+        file: Arc<FrozenFile>,
+        recipe_name: &str,
+        recipe: Vec<u8>,
+        now: Timestamp,
+    ) -> io::Result<ArchiveSource> {
+        let meta = frozen_meta(&file, now)?;
+        let entries = vec![(
+            PathBuf::from("/").join(name),
+            node(name, NodeType::File, meta),
+            Some(Member::Frozen(file)),
+        )];
+        Ok(Self::with_recipe(entries, recipe_name, recipe, None, now))
+    }
+
+    /// `entries` and the recipe, in the order a restic tree wants them.
+    fn with_recipe(
+        mut entries: Vec<Entry>,
+        recipe_name: &str,
+        recipe: Vec<u8>,
+        mtime: Option<Timestamp>,
+        now: Timestamp,
+    ) -> ArchiveSource {
         entries.push((
             PathBuf::from("/").join(recipe_name),
-            node(recipe_name, NodeType::File, generated(recipe.len() as u64)),
+            node(recipe_name, NodeType::File, generated_meta(recipe.len() as u64, mtime, now)),
             Some(Member::Bytes(recipe.into())),
         ));
         // A restic tree lists each directory's children by name, depth first: the
         // order of paths compared component by component (not the archive's byte order,
         // where `a.json` comes before `a/`).
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(ArchiveSource {
-            entries,
-            failures: Failures::default(),
-            size: total,
-        })
-    }
-
-    /// An archive file imported whole: the one member `name` (the file's own
-    /// metadata) and the recipe.
-    pub fn whole(name: &str, file: Arc<FrozenFile>, recipe_name: &str, recipe: Vec<u8>, now: Timestamp) -> io::Result<ArchiveSource> {
-        let m = file.with_file(|f| f.metadata())?;
-        let meta = Metadata {
-            mode: Some(0o644),
-            mtime: timestamp(m.mtime(), m.mtime_nsec()),
-            ctime: timestamp(m.ctime(), m.ctime_nsec()),
-            uid: Some(0),
-            gid: Some(0),
-            inode: m.ino(),
-            device_id: m.dev(),
-            size: file.size,
-            ..Default::default()
-        };
-        let recipe_meta = Metadata {
-            mode: Some(0o644),
-            ctime: Some(now),
-            uid: Some(0),
-            gid: Some(0),
-            size: recipe.len() as u64,
-            ..Default::default()
-        };
-        let size = file.size + recipe.len() as u64;
-        let mut entries = vec![
-            (PathBuf::from("/").join(name), node(name, NodeType::File, meta), Some(Member::Frozen(file))),
-            (
-                PathBuf::from("/").join(recipe_name),
-                node(recipe_name, NodeType::File, recipe_meta),
-                Some(Member::Bytes(recipe.into())),
-            ),
-        ];
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(ArchiveSource {
+        let size = entries.iter().map(|(_, node, _)| node.meta.size).sum();
+        ArchiveSource {
             entries,
             failures: Failures::default(),
             size,
-        })
+        }
+    }
+
+    /// The files (not directories) the tree will hold: what a whole generation stores.
+    pub fn files(&self) -> u64 {
+        self.entries.iter().filter(|(_, _, member)| member.is_some()).count() as u64
     }
 
     pub fn failures(&self) -> Failures {
