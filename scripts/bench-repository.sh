@@ -63,6 +63,16 @@ start() {  # start the daemon with the environment given as arguments
   pid=$!
   wait_daemon "$SNAPFS_SOCKET" "$work/mnt"
 }
+read_back() {  # read stored snapshot $1 over HTTP (caches dropped first), cp it out of
+  # the mount, restore it: the seconds in $get, $copied, $restored
+  local t0 t1
+  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  t0=$(now); curl -s --fail --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/snapshots/$1" -o /dev/null; t1=$(now)
+  get=$(secs "$t0" "$t1")
+  t0=$(now); cp "$work/mnt/collections/big/snapshots/$1" /dev/null; t1=$(now)
+  copied=$(secs "$t0" "$t1")
+  restore_by_name "$1"; restored=$took
+}
 settle() {
   for _ in $(seq 1 900); do
     [ "$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')" = green ] && return 0
@@ -102,12 +112,7 @@ restic_added=$(restic backup "$work/mnt/live/big.snapshot" 2>/dev/null | awk '/A
 unset RESTIC_PASSWORD_FILE RESTIC_REPOSITORY
 echo "second generation after the change: ${second_took} s; the repository grew $((repo3 - repo2)) bytes; restic backup of the live file added: $restic_added"
 
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-t0=$(now); curl -s --fail --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/snapshots/$second" -o /dev/null; t1=$(now)
-repo_get=$(secs "$t0" "$t1")
-t0=$(now); cp "$work/mnt/collections/big/snapshots/$second" /dev/null; t1=$(now)
-repo_cp=$(secs "$t0" "$t1")
-restore_by_name "$second"; repo_restore=$took
+read_back "$second"; repo_get=$get; repo_cp=$copied; repo_restore=$restored
 stop_sampler
 repo_rss=$(sort -n "$work/rss-repo" | tail -1)
 echo "reading the generation: HTTP GET ${repo_get} s, cp from the mount ${repo_cp} s; restore by name ${repo_restore} s; RssAnon peak ${repo_rss} kB"
@@ -119,12 +124,7 @@ sample_rss_anon "$pid" "$work/rss-local"
 settle
 post_snapshot; plain=$name; plain_took=$took
 plain_size=$(stat -c %s "$work/data/snapshots/big/$plain")
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-t0=$(now); curl -s --fail --unix-socket "$SNAPFS_SOCKET" "$url/collections/big/snapshots/$plain" -o /dev/null; t1=$(now)
-plain_get=$(secs "$t0" "$t1")
-t0=$(now); cp "$work/mnt/collections/big/snapshots/$plain" /dev/null; t1=$(now)
-plain_cp=$(secs "$t0" "$t1")
-restore_by_name "$plain"; plain_restore=$took
+read_back "$plain"; plain_get=$get; plain_cp=$copied; plain_restore=$restored
 stop_sampler
 plain_rss=$(sort -n "$work/rss-local" | tail -1)
 echo "plain create: ${plain_took} s ($plain_size bytes); HTTP GET ${plain_get} s; cp from the mount ${plain_cp} s; restore by name ${plain_restore} s; RssAnon peak ${plain_rss} kB"
