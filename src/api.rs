@@ -141,6 +141,7 @@ pub fn router(state: Arc<Service>, max_request_bytes: usize) -> Router {
         )
         .fallback(|| async { ApiError::not_found("Not found: no such API path") })
         .layer(DefaultBodyLimit::max(max_request_bytes))
+        .layer(axum::Extension(envelope::BodyLimit(max_request_bytes)))
         .with_state(state);
     // Routing sees the path with runs of slashes merged: Qdrant's peers ask for
     // `{peer_url}/collections/…`, and a peer URL ending in `/` doubles the slash.

@@ -280,7 +280,9 @@ impl RepositorySection {
                     s3.bucket = Some(bucket.to_string());
                 }
                 if s3.bucket.is_none() && std::env::var("AWS_BUCKET").is_err() {
-                    bail!("storage.snapshots_config.repository.location: s3:<bucket>/<prefix> names no bucket");
+                    bail!(
+                        "storage.snapshots_config.repository.location: s3:<bucket>/<prefix> names no bucket"
+                    );
                 }
                 s3.prefix = prefix.to_string();
                 Location::S3(s3)
@@ -289,7 +291,10 @@ impl RepositorySection {
         };
         let from_file = |path: &std::path::Path| -> anyhow::Result<String> {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("the repository's password file cannot be read: {}", e.kind())
+                anyhow::anyhow!(
+                    "the repository's password file cannot be read: {}",
+                    e.kind()
+                )
             })?;
             Ok(text.trim_end_matches(['\n', '\r']).to_string())
         };
@@ -1085,15 +1090,25 @@ mod tests {
         std::fs::write(&file, "from-file\n").unwrap();
         let repo_at = |location: &str, extra: &[(&str, &str)]| {
             let mut vars = vec![
-                ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "repository"),
-                ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION", location),
+                (
+                    "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE",
+                    "repository",
+                ),
+                (
+                    "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION",
+                    location,
+                ),
             ];
             vars.extend_from_slice(extra);
             load(&Flags::default(), env(&vars))
         };
         let repo = |extra: &[(&str, &str)]| repo_at("/srv/repo", extra);
         let path = file.display().to_string();
-        let config = repo(&[("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE", &path)]).unwrap();
+        let config = repo(&[(
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE",
+            &path,
+        )])
+        .unwrap();
         let repository = config.repository.clone().unwrap();
         assert_eq!(repository.password, "from-file", "the newline is dropped");
         assert_eq!(
@@ -1103,10 +1118,19 @@ mod tests {
         assert!(config.s3.is_none());
         assert!(!format!("{config:?}").contains("from-file"));
         // An s3: location takes the bucket and prefix from it, the rest from s3_config.
-        let config = repo_at("s3:bucket/a/b", &[
-            ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD", "inline"),
-            ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ENDPOINT_URL", "http://127.0.0.1:9"),
-        ])
+        let config = repo_at(
+            "s3:bucket/a/b",
+            &[
+                (
+                    "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD",
+                    "inline",
+                ),
+                (
+                    "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ENDPOINT_URL",
+                    "http://127.0.0.1:9",
+                ),
+            ],
+        )
         .unwrap();
         match config.repository.unwrap().location {
             crate::snapshot::store::repository::Location::S3(s3) => {
@@ -1117,12 +1141,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // No password anywhere: refused, saying where one may come from.
-        if std::env::var("RESTIC_PASSWORD").is_err() && std::env::var("RESTIC_PASSWORD_FILE").is_err() {
+        if std::env::var("RESTIC_PASSWORD").is_err()
+            && std::env::var("RESTIC_PASSWORD_FILE").is_err()
+        {
             let err = repo(&[]).unwrap_err();
             assert!(format!("{err:#}").contains("needs a password"), "{err:#}");
         }
-        let err = repo(&[("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_ENV", "SNAPFS_NO_SUCH_VARIABLE")]).unwrap_err();
-        assert!(format!("{err:#}").contains("SNAPFS_NO_SUCH_VARIABLE"), "{err:#}");
+        let err = repo(&[(
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_ENV",
+            "SNAPFS_NO_SUCH_VARIABLE",
+        )])
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("SNAPFS_NO_SUCH_VARIABLE"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -1180,7 +1213,10 @@ mod tests {
             )]),
         )
         .unwrap_err();
-        assert!(format!("{err:#}").contains("local, s3 or repository"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("local, s3 or repository"),
+            "{err:#}"
+        );
         assert!(
             load(
                 &Flags::default(),

@@ -302,8 +302,12 @@ pub fn partial_bytes(direction: Direction, bytes: u64) {
 /// `read` archive bytes covered, `added` bytes new in the repository.
 pub fn generation_stored(id: &str, read: u64, added: u64, took: Duration) {
     let m = metrics();
-    m.repository_read.get_or_create(&collection(id)).inc_by(read);
-    m.repository_added.get_or_create(&collection(id)).inc_by(added);
+    m.repository_read
+        .get_or_create(&collection(id))
+        .inc_by(read);
+    m.repository_added
+        .get_or_create(&collection(id))
+        .inc_by(added);
     m.repository_seconds.observe(took.as_secs_f64());
 }
 

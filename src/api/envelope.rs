@@ -147,19 +147,28 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The most a JSON body may hold (`service.max_request_size_mb`), set on every
+/// request by the router for [`ApiJson`].
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+/// How much of a refused body is still read and dropped, and for how long at most,
+/// before the refusal is sent (see [`read_limited`]).
+const LINGER_BYTES: usize = 64 << 20;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `Json<T>` whose rejections answer in Qdrant's envelope. An empty body reads as `{}`.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Request body is too large or unreadable: {e} (raise service.max_request_size_mb)"),
-            )
-        })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(usize::MAX, |limit| limit.0);
+        let bytes = read_limited(req.into_body(), limit).await?;
         let bytes: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             b"{}"
         } else {
@@ -169,6 +178,52 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let value = parse_whole(&mut deserializer)?;
         Ok(ApiJson(value))
     }
+}
+
+/// A body of at most `limit` bytes. A longer one is refused with 413, but only
+/// after the rest of it was read and dropped (up to [`LINGER_BYTES`], for
+/// [`LINGER_TIME`] at most): a refusal sent while the client is still writing is
+/// followed by the connection's close, whose reset can reach the client before the
+/// answer does, and it would see a broken connection instead of the reason.
+async fn read_limited(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Request body is too large: more than {limit} bytes (raise service.max_request_size_mb)"
+            ),
+        )
+    };
+    let declared = hyper::body::Body::size_hint(&body).lower();
+    if declared <= limit as u64 {
+        let mut bytes = Vec::new();
+        loop {
+            let Some(frame) = body.frame().await else {
+                return Ok(bytes);
+            };
+            let frame = frame
+                .map_err(|e| ApiError::bad_request(format!("Request body is unreadable: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if bytes.len() + data.len() > limit {
+                break;
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    let linger = async {
+        let mut dropped = 0usize;
+        while dropped < LINGER_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => dropped += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, linger).await;
+    Err(too_large())
 }
 
 fn parse_whole<T: DeserializeOwned>(

@@ -25,7 +25,10 @@ pub fn open(config: Option<&RepositoryConfig>) -> anyhow::Result<RepositoryStore
 
 pub fn init(config: Option<&RepositoryConfig>) -> anyhow::Result<()> {
     let store = open(config)?;
-    println!("{}: ready", crate::snapshot::store::SnapshotStore::location(&store));
+    println!(
+        "{}: ready",
+        crate::snapshot::store::SnapshotStore::location(&store)
+    );
     Ok(())
 }
 
@@ -42,17 +45,25 @@ fn find(path: &Path, given: Option<Scope>) -> anyhow::Result<Vec<Found>> {
         let Some(scope) = given else {
             bail!("importing one file needs --collection (and --shard) or --full");
         };
-        return Ok(vec![Found { file: path.to_path_buf(), scope }]);
+        return Ok(vec![Found {
+            file: path.to_path_buf(),
+            scope,
+        }]);
     }
     if given.is_some() {
         bail!("--collection, --shard and --full are for one file; a directory says by its layout");
     }
     let snapshots_in = |dir: &Path| -> anyhow::Result<Vec<PathBuf>> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(SNAPSHOT_EXT) && !name.starts_with('.') && entry.file_type()?.is_file() {
+            if name.ends_with(SNAPSHOT_EXT)
+                && !name.starts_with('.')
+                && entry.file_type()?.is_file()
+            {
                 out.push(entry.path());
             }
         }
@@ -61,7 +72,10 @@ fn find(path: &Path, given: Option<Scope>) -> anyhow::Result<Vec<Found>> {
     };
     let mut found: Vec<Found> = snapshots_in(path)?
         .into_iter()
-        .map(|file| Found { file, scope: Scope::Full })
+        .map(|file| Found {
+            file,
+            scope: Scope::Full,
+        })
         .collect();
     let mut collections: Vec<PathBuf> = std::fs::read_dir(path)?
         .filter_map(|e| e.ok())
@@ -72,7 +86,10 @@ fn find(path: &Path, given: Option<Scope>) -> anyhow::Result<Vec<Found>> {
     for dir in collections {
         let collection = dir.file_name().unwrap().to_string_lossy().into_owned();
         for file in snapshots_in(&dir)? {
-            found.push(Found { file, scope: Scope::Collection(collection.clone()) });
+            found.push(Found {
+                file,
+                scope: Scope::Collection(collection.clone()),
+            });
         }
         let shards = dir.join("shards");
         if shards.is_dir() {
@@ -82,7 +99,10 @@ fn find(path: &Path, given: Option<Scope>) -> anyhow::Result<Vec<Found>> {
                     continue;
                 };
                 for file in snapshots_in(&entry.path())? {
-                    found.push(Found { file, scope: Scope::Shard(collection.clone(), id) });
+                    found.push(Found {
+                        file,
+                        scope: Scope::Shard(collection.clone(), id),
+                    });
                 }
             }
         }
@@ -92,7 +112,11 @@ fn find(path: &Path, given: Option<Scope>) -> anyhow::Result<Vec<Found>> {
 
 /// Take `path` in: each archive checked (its `.checksum` sidecar too, when it has one)
 /// and stored as a generation under its own name. Stops at the first failure.
-pub fn import(config: Option<&RepositoryConfig>, path: &Path, given: Option<Scope>) -> anyhow::Result<()> {
+pub fn import(
+    config: Option<&RepositoryConfig>,
+    path: &Path,
+    given: Option<Scope>,
+) -> anyhow::Result<()> {
     let store = open(config)?;
     let found = find(path, given)?;
     if found.is_empty() {

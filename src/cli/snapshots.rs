@@ -86,7 +86,11 @@ pub async fn list(client: &Client, target: &Target, verbose: bool) -> anyhow::Re
     if verbose {
         // How each was made, where the store records it (a repository's generations).
         let details = client
-            .call(Method::GET, &format!("{}?details=true", target.base()), None)
+            .call(
+                Method::GET,
+                &format!("{}?details=true", target.base()),
+                None,
+            )
             .await?;
         let details: Vec<&serde_json::Value> = details.as_array().into_iter().flatten().collect();
         for s in result.as_array().into_iter().flatten() {

@@ -76,7 +76,9 @@ pub enum EntryKind {
     /// An archive nested as a file (index into [`ArchiveLayout::nested`]).
     Nested(usize),
     /// A file read through a [`RangeRead`], holding `extents` of it.
-    Ranged { extents: Vec<(u64, u64)> },
+    Ranged {
+        extents: Vec<(u64, u64)>,
+    },
 }
 
 /// A frozen file kept open for the life of the layout: a rename or unlink of the
@@ -299,7 +301,13 @@ impl ArchiveBuilder {
     /// An entry of logical `size` holding `extents` of a file read through `reader`:
     /// the same headers and bytes as [`Self::frozen_ranges`] of a file with that
     /// content.
-    pub fn ranged(&mut self, path: &str, size: u64, extents: Vec<(u64, u64)>, reader: Arc<dyn RangeRead>) {
+    pub fn ranged(
+        &mut self,
+        path: &str,
+        size: u64,
+        extents: Vec<(u64, u64)>,
+        reader: Arc<dyn RangeRead>,
+    ) {
         let start = self.extents_entry(path, size, &extents, |offset| Source::Ranged {
             reader: reader.clone(),
             offset,
@@ -314,7 +322,13 @@ impl ArchiveBuilder {
 
     /// Headers and pieces of a file entry: regular when `extents` cover it all,
     /// GNU sparse otherwise. Returns where its data starts.
-    fn extents_entry(&mut self, path: &str, size: u64, extents: &[(u64, u64)], source: impl Fn(u64) -> Source) -> u64 {
+    fn extents_entry(
+        &mut self,
+        path: &str,
+        size: u64,
+        extents: &[(u64, u64)],
+        source: impl Fn(u64) -> Source,
+    ) -> u64 {
         let dense = extents == [(0, size)] || size == 0;
         if dense {
             let start = self.headers(path, &Kind::File { size });

@@ -14,12 +14,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::archive::MANIFEST_NAME;
-use super::store::repository::recipe::RECIPE_NAME;
 use super::digest::hex;
 use super::error::SnapshotError;
 pub use super::limits::Limits;
 use super::limits::{MAX_MANIFEST_BYTES, Tally};
 use super::sparse::SparseWriter;
+use super::store::repository::recipe::RECIPE_NAME;
 use super::tar_header::{DataLayout, data_layout, padded};
 
 #[derive(Debug, Default)]
@@ -287,7 +287,8 @@ pub fn unpack_entries(
         // puts in its archive: not an entry of the snapshot, read past (and charged).
         if shown == RECIPE_NAME && kind.is_file() {
             tally.logical(entry.size())?;
-            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| not_tar(&format!("{shown}: {e}")))?;
+            std::io::copy(&mut entry, &mut std::io::sink())
+                .map_err(|e| not_tar(&format!("{shown}: {e}")))?;
             continue;
         }
         // A sparse entry is written from its own map: one the reader and we read

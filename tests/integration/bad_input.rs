@@ -334,6 +334,21 @@ async fn bodies_over_the_limit_are_refused() {
     assert_eq!(status, 413, "{body}");
     assert!(error_text(&body).contains("max_request_size_mb"), "{body}");
     assert_eq!(count(&client, "docs").await, 0);
+    // A body many times the limit still gets its reason, not a reset connection:
+    // the daemon reads and drops the rest before it answers.
+    let filler = "x".repeat(24 << 20);
+    for _ in 0..3 {
+        let (status, body) = call(
+            &client,
+            Method::PUT,
+            "/collections/docs/points?wait=true",
+            Some(json!({"points": [], "filler": filler})),
+        )
+        .await;
+        assert_eq!(status, 413, "{body}");
+        assert!(error_text(&body).contains("max_request_size_mb"), "{body}");
+    }
+    assert_eq!(count(&client, "docs").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -155,8 +155,14 @@ async fn two_freezes_share_the_frozen_state_until_the_last_thaw() {
         "still frozen by the second reader"
     );
     drop(second);
-    collection.upsert(points(30..31, 1), true).await.unwrap();
-    assert_eq!(gens(&storage).len(), 31);
+    // Waiting for updates on both shards waits for both thaws (the thaw is queued
+    // in each shard's update order).
+    let shards: std::collections::HashSet<u32> = (30..40)
+        .map(|id| collection.shard_for(&qdrant_edge::PointId::NumId(id)))
+        .collect();
+    assert_eq!(shards.len(), 2);
+    collection.upsert(points(30..40, 1), true).await.unwrap();
+    assert_eq!(gens(&storage).len(), 40);
     storage.shutdown();
 }
 

@@ -1738,30 +1738,48 @@ async fn grpc_snapshots_are_repository_generations_with_the_repository_store() {
     let repository = repository_env(&temp.path().join("repo"), &password);
     let mut env: Vec<(&str, &str)> = repository.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.push(("SNAPFS_API_KEY", KEY));
-    let daemon = Daemon::start_in(&temp.path().join("data"), &["--grpc", &format!("127.0.0.1:{port}")], &env);
+    let daemon = Daemon::start_in(
+        &temp.path().join("data"),
+        &["--grpc", &format!("127.0.0.1:{port}")],
+        &env,
+    );
     let mut c = connect(port, api_key(KEY)).await;
     seed(&mut c, "docs", 2, 0..20).await;
     let made = c
         .snapshots
-        .create(proto::CreateSnapshotRequest { collection_name: "docs".into() })
+        .create(proto::CreateSnapshotRequest {
+            collection_name: "docs".into(),
+        })
         .await
         .unwrap()
         .into_inner()
         .snapshot_description
         .unwrap();
     let client = daemon.client();
-    let bytes = fetch(&client, &format!("/collections/docs/snapshots/{}", made.name)).await;
+    let bytes = fetch(
+        &client,
+        &format!("/collections/docs/snapshots/{}", made.name),
+    )
+    .await;
     assert_eq!(bytes.len() as i64, made.size);
-    assert_eq!(Some(format!("{:x}", sha2::Sha256::digest(&bytes))), made.checksum);
+    assert_eq!(
+        Some(format!("{:x}", sha2::Sha256::digest(&bytes))),
+        made.checksum
+    );
     let listed = c
         .snapshots
-        .list(proto::ListSnapshotsRequest { collection_name: "docs".into() })
+        .list(proto::ListSnapshotsRequest {
+            collection_name: "docs".into(),
+        })
         .await
         .unwrap()
         .into_inner()
         .snapshot_descriptions;
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].name.as_str(), &listed[0].checksum), (made.name.as_str(), &made.checksum));
+    assert_eq!(
+        (listed[0].name.as_str(), &listed[0].checksum),
+        (made.name.as_str(), &made.checksum)
+    );
     let full = c
         .snapshots
         .create_full(proto::CreateFullSnapshotRequest {})
@@ -1771,7 +1789,10 @@ async fn grpc_snapshots_are_repository_generations_with_the_repository_store() {
         .snapshot_description
         .unwrap();
     let bytes = fetch(&client, &format!("/snapshots/{}", full.name)).await;
-    assert_eq!(Some(format!("{:x}", sha2::Sha256::digest(&bytes))), full.checksum);
+    assert_eq!(
+        Some(format!("{:x}", sha2::Sha256::digest(&bytes))),
+        full.checksum
+    );
     c.snapshots
         .delete(proto::DeleteSnapshotRequest {
             collection_name: "docs".into(),
@@ -1779,6 +1800,12 @@ async fn grpc_snapshots_are_repository_generations_with_the_repository_store() {
         })
         .await
         .unwrap();
-    let (status, _) = call(&client, Method::GET, &format!("/collections/docs/snapshots/{}", made.name), None).await;
+    let (status, _) = call(
+        &client,
+        Method::GET,
+        &format!("/collections/docs/snapshots/{}", made.name),
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
 }

@@ -29,7 +29,11 @@ fn qdrant_client_works_with_the_repository_store() {
     std::fs::write(&password, "py-repo").unwrap();
     let repository = support::repository_env(&dir.path().join("repo"), &password);
     let env: Vec<(&str, &str)> = repository.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    run_check_with("qdrant_client_check.py", "qdrant-client: all checks passed", &env);
+    run_check_with(
+        "qdrant_client_check.py",
+        "qdrant-client: all checks passed",
+        &env,
+    );
     run_check_with(
         "qdrant_client_hybrid_check.py",
         "qdrant-client hybrid: all checks passed",

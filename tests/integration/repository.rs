@@ -80,7 +80,11 @@ impl RepoDaemon {
                 .map(|e| {
                     let e = e.unwrap();
                     let meta = e.metadata().unwrap();
-                    if meta.is_dir() { walk(&e.path()) } else { meta.len() }
+                    if meta.is_dir() {
+                        walk(&e.path())
+                    } else {
+                        meta.len()
+                    }
                 })
                 .sum()
         }
@@ -130,8 +134,15 @@ async fn generations_read_back_byte_identical_and_the_restic_cli_reads_them() {
     let live = fetch(&client, "/collections/docs/shards/0/snapshot").await;
     let shard = create_stored(&client, "/collections/docs/shards/0/snapshots").await;
     let shard_name = shard["name"].as_str().unwrap().to_string();
-    let stored = fetch(&client, &format!("/collections/docs/shards/0/snapshots/{shard_name}")).await;
-    assert!(stored == live, "the shard generation differs from the live archive");
+    let stored = fetch(
+        &client,
+        &format!("/collections/docs/shards/0/snapshots/{shard_name}"),
+    )
+    .await;
+    assert!(
+        stored == live,
+        "the shard generation differs from the live archive"
+    );
     assert_eq!(shard["checksum"].as_str().unwrap(), sha256_hex(&live));
     assert_eq!(shard["size"].as_u64().unwrap(), live.len() as u64);
 
@@ -164,20 +175,42 @@ async fn generations_read_back_byte_identical_and_the_restic_cli_reads_them() {
     for tag in ["snapfs", "scope=collection", "collection=docs"] {
         assert!(tags.contains(&tag.to_string()), "{tags:?}");
     }
-    assert!(tags.contains(&format!("sha256={}", sha256_hex(&whole))), "{tags:?}");
+    assert!(
+        tags.contains(&format!("sha256={}", sha256_hex(&whole))),
+        "{tags:?}"
+    );
     let shard_id = restic_id_of(&snapshots, &shard_name);
-    let shard_tags = tags_of(snapshots.iter().find(|s| s["id"] == shard_id.as_str()).unwrap());
-    assert!(shard_tags.contains(&"shard=0".to_string()), "{shard_tags:?}");
+    let shard_tags = tags_of(
+        snapshots
+            .iter()
+            .find(|s| s["id"] == shard_id.as_str())
+            .unwrap(),
+    );
+    assert!(
+        shard_tags.contains(&"shard=0".to_string()),
+        "{shard_tags:?}"
+    );
     rd.restic_ok(&["check", "--read-data"]);
 
     // `restic dump <id> /` alone gives an archive a restore takes: the same points.
     let dump = rd.restic(&["dump", &id, "/"]);
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let dumped = rd._dir.path().join("dumped.tar");
     std::fs::write(&dumped, &dump.stdout).unwrap();
-    let (status, body) = upload(&rd.daemon, "/collections/copy/snapshots/upload?priority=snapshot", &dumped);
+    let (status, body) = upload(
+        &rd.daemon,
+        "/collections/copy/snapshots/upload?priority=snapshot",
+        &dumped,
+    );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(all_points(&client, "copy").await, all_points(&client, "docs").await);
+    assert_eq!(
+        all_points(&client, "copy").await,
+        all_points(&client, "docs").await
+    );
 
     // Delete forgets the generation: gone from the API and from restic's list.
     let (status, body) = call(&client, Method::DELETE, &path, None).await;
@@ -200,7 +233,10 @@ async fn unchanged_generations_cost_almost_nothing_and_a_small_change_adds_littl
     let after_one = rd.repo_bytes();
     for _ in 0..9 {
         let again = create_stored(&client, "/collections/big/snapshots").await;
-        assert_eq!(again["checksum"], first["checksum"], "unchanged state, same archive");
+        assert_eq!(
+            again["checksum"], first["checksum"],
+            "unchanged state, same archive"
+        );
     }
     let after_ten = rd.repo_bytes();
     assert!(
@@ -226,7 +262,13 @@ async fn unchanged_generations_cost_almost_nothing_and_a_small_change_adds_littl
     assert_eq!(next["checksum"].as_str().unwrap(), sha256_hex(&bytes));
 
     // The generations' own figures: over REST (`?details=true`) and `snapshot list -v`.
-    let (status, details) = call(&client, Method::GET, "/collections/big/snapshots?details=true", None).await;
+    let (status, details) = call(
+        &client,
+        Method::GET,
+        "/collections/big/snapshots?details=true",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{details}");
     let details = details["result"].as_array().unwrap().clone();
     assert_eq!(details.len(), 11, "{details:?}");
@@ -236,15 +278,24 @@ async fn unchanged_generations_cost_almost_nothing_and_a_small_change_adds_littl
         newest["bytes_added"].as_u64().unwrap() * 4 < newest["bytes_covered"].as_u64().unwrap(),
         "{newest}"
     );
-    assert!(newest["files_unmodified"].as_u64().unwrap() > 0, "unchanged files reused: {newest}");
+    assert!(
+        newest["files_unmodified"].as_u64().unwrap() > 0,
+        "unchanged files reused: {newest}"
+    );
     let listed = std::process::Command::new(BIN)
         .args(["snapshot", "list", "big", "-v", "--socket"])
         .arg(&rd.daemon.socket)
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    let line = listed.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{listed}"));
-    assert!(line.contains("dedup") && line.contains(&newest["id"].as_str().unwrap()[..8]), "{line}");
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        line.contains("dedup") && line.contains(&newest["id"].as_str().unwrap()[..8]),
+        "{line}"
+    );
 
     // /metrics counts what the generations covered and added.
     let metrics = String::from_utf8(fetch(&client, "/metrics").await).unwrap();
@@ -259,7 +310,10 @@ async fn unchanged_generations_cost_almost_nothing_and_a_small_change_adds_littl
     let covered = value("snapfs_repository_bytes_covered");
     let stored = value("snapfs_repository_bytes_added");
     assert!(covered > 0, "covered {covered}");
-    assert!(stored > 0 && stored * 10 < covered, "added {stored} of {covered}");
+    assert!(
+        stored > 0 && stored * 10 < covered,
+        "added {stored} of {covered}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -291,27 +345,49 @@ async fn forget_and_prune_by_the_restic_cli_beside_the_daemon_keep_the_rest_whol
     kept.sort();
     assert_eq!(listed, kept);
     for name in &names[1..] {
-        let (status, body) = recover_collection(&client, "keep", serde_json::json!({"location": name})).await;
+        let (status, body) =
+            recover_collection(&client, "keep", serde_json::json!({"location": name})).await;
         assert_eq!(status, 200, "restore of {name}: {body}");
     }
     // A generation by its restic id (a unique prefix, as restic takes it).
     let newest = restic_id_of(&rd.restic_snapshots(), &names[2]);
-    let (status, body) =
-        recover_collection(&client, "keep", serde_json::json!({"location": format!("restic:{}", &newest[..10])})).await;
+    let (status, body) = recover_collection(
+        &client,
+        "keep",
+        serde_json::json!({"location": format!("restic:{}", &newest[..10])}),
+    )
+    .await;
     assert_eq!(status, 200, "restore by id: {body}");
-    let (status, body) =
-        recover_collection(&client, "other", serde_json::json!({"location": format!("restic:{newest}")})).await;
+    let (status, body) = recover_collection(
+        &client,
+        "other",
+        serde_json::json!({"location": format!("restic:{newest}")}),
+    )
+    .await;
     assert_eq!(status, 400, "another collection's generation: {body}");
-    let (status, body) =
-        recover_collection(&client, "keep", serde_json::json!({"location": "restic:00000000"})).await;
+    let (status, body) = recover_collection(
+        &client,
+        "keep",
+        serde_json::json!({"location": "restic:00000000"}),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     // The CLI takes the same locations.
     let out = Command::new(BIN)
-        .args(["recover", "keep", &format!("restic:{}", &newest[..12]), "--socket"])
+        .args([
+            "recover",
+            "keep",
+            &format!("restic:{}", &newest[..12]),
+            "--socket",
+        ])
         .arg(&rd.daemon.socket)
         .output()
         .unwrap();
-    assert!(out.status.success(), "snapfs recover: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "snapfs recover: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(count(&client, "keep").await, 400 + 150);
     // And a generation after the prune is whole too.
     let after = create_stored(&client, "/collections/keep/snapshots").await;
@@ -352,26 +428,47 @@ async fn a_damaged_pack_fails_its_generations_clearly_and_spares_the_others() {
         .unwrap();
     let recorded = {
         let (_, listed) = call(&client, Method::GET, "/collections/two/snapshots", None).await;
-        listed["result"][0]["checksum"].as_str().unwrap().to_string()
+        listed["result"][0]["checksum"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let body = &out.stdout[..out.stdout.len().saturating_sub(4)];
     assert!(
         !(out.status.success() && out.stdout.ends_with(b"\n200") && sha256_hex(body) == recorded),
         "a damaged generation downloaded whole"
     );
-    let (status, body) = recover_collection(&client, "two", serde_json::json!({"location": two})).await;
-    assert!(status >= 400, "restore of a damaged generation: {status} {body}");
-    assert!(error_of(&body).contains(&two), "the error names the generation: {body}");
-    assert_eq!(count(&client, "two").await, 300, "the collection is as it was");
+    let (status, body) =
+        recover_collection(&client, "two", serde_json::json!({"location": two})).await;
+    assert!(
+        status >= 400,
+        "restore of a damaged generation: {status} {body}"
+    );
+    assert!(
+        error_of(&body).contains(&two),
+        "the error names the generation: {body}"
+    );
+    assert_eq!(
+        count(&client, "two").await,
+        300,
+        "the collection is as it was"
+    );
 
     let check = rd.restic(&["check", "--read-data"]);
-    assert!(!check.status.success(), "restic check --read-data found nothing");
+    assert!(
+        !check.status.success(),
+        "restic check --read-data found nothing"
+    );
     // The other generation still reads and restores.
     let bytes = fetch(&client, &format!("/collections/one/snapshots/{one}")).await;
     let (status, listed) = call(&client, Method::GET, "/collections/one/snapshots", None).await;
     assert_eq!(status, 200);
-    assert_eq!(listed["result"][0]["checksum"].as_str().unwrap(), sha256_hex(&bytes));
-    let (status, body) = recover_collection(&client, "one", serde_json::json!({"location": one})).await;
+    assert_eq!(
+        listed["result"][0]["checksum"].as_str().unwrap(),
+        sha256_hex(&bytes)
+    );
+    let (status, body) =
+        recover_collection(&client, "one", serde_json::json!({"location": one})).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -414,7 +511,10 @@ async fn a_wrong_password_or_a_prune_under_way_is_a_clear_refusal() {
     let status = daemon.wait_exit();
     assert!(!status.success());
     let log = daemon.log();
-    assert!(log.contains("does not open with the configured password"), "{log}");
+    assert!(
+        log.contains("does not open with the configured password"),
+        "{log}"
+    );
     assert!(!log.contains("not it"), "the password is not logged: {log}");
 }
 
@@ -432,7 +532,9 @@ async fn a_repository_in_s3_keeps_the_stores_promises() {
     let temp = tempfile::tempdir().unwrap();
     let storage =
         std::sync::Arc::new(snapfs::storage::Storage::open(&temp.path().join("storage")).unwrap());
-    snapfs::demo::create_demo_collection(&storage).await.unwrap();
+    snapfs::demo::create_demo_collection(&storage)
+        .await
+        .unwrap();
     let config = |bucket: &str| RepositoryConfig {
         location: Location::S3(S3Config {
             bucket: Some(bucket.into()),
@@ -460,9 +562,18 @@ async fn a_repository_in_s3_keeps_the_stores_promises() {
     // restic's layout under the prefix, and nothing outside it.
     let keys = moto.keys("repo");
     assert!(keys.iter().any(|k| k == "restic/main/config"), "{keys:?}");
-    assert!(keys.iter().any(|k| k.starts_with("restic/main/data/")), "{keys:?}");
-    assert!(keys.iter().all(|k| k.starts_with("restic/main/")), "{keys:?}");
-    assert!(!keys.iter().any(|k| k.starts_with("restic/main/locks/")), "locks removed: {keys:?}");
+    assert!(
+        keys.iter().any(|k| k.starts_with("restic/main/data/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().all(|k| k.starts_with("restic/main/")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("restic/main/locks/")),
+        "locks removed: {keys:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -478,7 +589,10 @@ async fn the_mount_shows_generations_as_files_and_restores_them() {
         names(&dir) == [name.clone(), format!("{name}.checksum")]
     });
     let file = dir.join(&name);
-    assert_eq!(std::fs::metadata(&file).unwrap().len(), created["size"].as_u64().unwrap());
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        created["size"].as_u64().unwrap()
+    );
 
     // cp, sha256sum -c with the checksum file, rsync and dd skip= read the archive.
     let work = tempfile::tempdir().unwrap();
@@ -487,7 +601,12 @@ async fn the_mount_shows_generations_as_files_and_restores_them() {
     assert_eq!(sha256_hex(&copy), created["checksum"].as_str().unwrap());
     let checksum = std::fs::read_to_string(dir.join(format!("{name}.checksum"))).unwrap();
     std::fs::write(work.path().join("SUMS"), format!("{checksum}  {name}\n")).unwrap();
-    let out = run_ok(Command::new("sha256sum").arg("-c").arg(work.path().join("SUMS")).current_dir(&dir));
+    let out = run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg(work.path().join("SUMS"))
+            .current_dir(&dir),
+    );
     assert!(out.contains(": OK"), "{out}");
     let synced = work.path().join("synced");
     run_ok(Command::new("rsync").arg("-a").arg(&file).arg(&synced));
@@ -503,7 +622,11 @@ async fn the_mount_shows_generations_as_files_and_restores_them() {
     // Writing it into recover/ restores it.
     upsert_ids(&client, "docs", 5000..5010, 8).await;
     assert_eq!(count(&client, "docs").await, 310);
-    run_ok(Command::new("cp").arg(&file).arg(mnt.join("collections/docs/recover/back.snapshot")));
+    run_ok(
+        Command::new("cp")
+            .arg(&file)
+            .arg(mnt.join("collections/docs/recover/back.snapshot")),
+    );
     assert_eq!(count(&client, "docs").await, 300);
 
     // rm forgets the generation: gone from the API and from restic's list.
@@ -518,14 +641,21 @@ async fn a_daemon_killed_while_writing_leaves_no_half_generation() {
     let mut rd = RepoDaemon::start(&[("SNAPFS_CRASH_AT", "repository-pack-written")]);
     let client = rd.daemon.client();
     settled_collection(&client, "c", 1, 2000).await;
-    let answer = client.raw(Method::POST, "/collections/c/snapshots", None).await;
+    let answer = client
+        .raw(Method::POST, "/collections/c/snapshots", None)
+        .await;
     assert!(
-        answer.map(|(status, _)| status.as_u16() != 200).unwrap_or(true),
+        answer
+            .map(|(status, _)| status.as_u16() != 200)
+            .unwrap_or(true),
         "the creation was to be killed"
     );
     rd.daemon.wait_exit();
     // A pack was stored that nothing names: no generation.
-    assert!(!packs(&rd.repo).is_empty(), "the crash came after a pack was written");
+    assert!(
+        !packs(&rd.repo).is_empty(),
+        "the crash came after a pack was written"
+    );
     assert!(rd.restic_snapshots().is_empty());
     // The next daemon removes the lock its dead predecessor left (as `restic unlock`
     // would); the repository checks clean, and whole generations are written.
@@ -568,14 +698,25 @@ async fn generations_under_concurrent_writes_hold_whole_batches() {
         let copy = format!("storm-{round}");
         let file = rd._dir.path().join(format!("{copy}.snapshot"));
         std::fs::write(&file, &bytes).unwrap();
-        let (status, body) = upload(&rd.daemon, &format!("/collections/{copy}/snapshots/upload"), &file);
+        let (status, body) = upload(
+            &rd.daemon,
+            &format!("/collections/{copy}/snapshots/upload"),
+            &file,
+        );
         assert_eq!(status, 200, "{body}");
         let points = count(&client, &copy).await;
-        assert_eq!(points % BATCH, 0, "round {round}: a torn batch ({points} points)");
+        assert_eq!(
+            points % BATCH,
+            0,
+            "round {round}: a torn batch ({points} points)"
+        );
         seen.push(points);
     }
     writer.await.unwrap();
-    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "generations move forward: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "generations move forward: {seen:?}"
+    );
     rd.restic_ok(&["check", "--read-data"]);
 }
 
@@ -613,19 +754,31 @@ async fn repo_import_takes_a_snapshots_directory_and_qdrant_archives_in() {
     };
     let out = import(&[snapshots.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(said.contains("2 imported, 0 already there"), "{said}");
     let again = import(&[snapshots.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 imported, 2 already there"));
     let qdrant = qdrant_fixture("qdrant-docs.snapshot");
     let out = import(&[qdrant.to_str().unwrap(), "qdrant_docs"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Not a snapshot: refused, nothing added.
     let junk = dir.path().join("junk.snapshot");
     std::fs::write(&junk, vec![7u8; 4096]).unwrap();
     let out = import(&[junk.to_str().unwrap(), "docs"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.snapshot"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("junk.snapshot"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A daemon on the repository serves them as they were.
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -633,12 +786,20 @@ async fn repo_import_takes_a_snapshots_directory_and_qdrant_archives_in() {
     let client = daemon.client();
     // Restores by name make the collections (a stored snapshot is served for a
     // collection that exists, as Qdrant does).
-    let (status, body) =
-        recover_collection(&client, "docs", serde_json::json!({"location": collection_name})).await;
+    let (status, body) = recover_collection(
+        &client,
+        "docs",
+        serde_json::json!({"location": collection_name}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&client, "docs").await, 200);
-    let (status, body) =
-        recover_collection(&client, "qdrant_docs", serde_json::json!({"location": "qdrant-docs.snapshot"})).await;
+    let (status, body) = recover_collection(
+        &client,
+        "qdrant_docs",
+        serde_json::json!({"location": "qdrant-docs.snapshot"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&client, "qdrant_docs").await, 200);
     for (path, original) in [
@@ -650,18 +811,29 @@ async fn repo_import_takes_a_snapshots_directory_and_qdrant_archives_in() {
             format!("/collections/docs/shards/1/snapshots/{shard_name}"),
             snapshots.join("docs/shards/1").join(&shard_name),
         ),
-        ("/collections/qdrant_docs/snapshots/qdrant-docs.snapshot".to_string(), qdrant.clone()),
+        (
+            "/collections/qdrant_docs/snapshots/qdrant-docs.snapshot".to_string(),
+            qdrant.clone(),
+        ),
     ] {
         let bytes = fetch(&client, &path).await;
-        assert!(bytes == std::fs::read(&original).unwrap(), "{path} differs from {}", original.display());
+        assert!(
+            bytes == std::fs::read(&original).unwrap(),
+            "{path} differs from {}",
+            original.display()
+        );
     }
     // restic alone gives an imported archive back whole.
     let rd_restic = |args: &[&str]| restic(&repo, &password_file, args);
-    let listed: Vec<Value> = serde_json::from_slice(&rd_restic(&["snapshots", "--json"]).stdout).unwrap();
+    let listed: Vec<Value> =
+        serde_json::from_slice(&rd_restic(&["snapshots", "--json"]).stdout).unwrap();
     assert_eq!(listed.len(), 3);
     let id = restic_id_of(&listed, "qdrant-docs.snapshot");
     let dumped = rd_restic(&["dump", &id, "/qdrant-docs.snapshot"]);
-    assert!(dumped.stdout == std::fs::read(&qdrant).unwrap(), "restic dump of an imported archive");
+    assert!(
+        dumped.stdout == std::fs::read(&qdrant).unwrap(),
+        "restic dump of an imported archive"
+    );
 }
 
 /// The real Qdrant 1.18.3 server (`QDRANT_BIN`, else unpacked from
@@ -682,7 +854,12 @@ fn qdrant_server_binary() -> Option<PathBuf> {
     }
     let partial = root.join(format!("target/qdrant-1.18.3.{}", std::process::id()));
     let out = std::fs::File::create(&partial).unwrap();
-    let status = Command::new("xz").arg("-dc").arg(&packed).stdout(out).status().unwrap();
+    let status = Command::new("xz")
+        .arg("-dc")
+        .arg(&packed)
+        .stdout(out)
+        .status()
+        .unwrap();
     assert!(status.success(), "xz -dc {}", packed.display());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -694,14 +871,20 @@ fn qdrant_server_binary() -> Option<PathBuf> {
 /// restic CLI alone brings a collection back into Qdrant.
 #[tokio::test(flavor = "multi_thread")]
 async fn restic_dump_of_a_generation_recovers_in_a_qdrant_server() {
-    let Some(qdrant) = qdrant_server_binary() else { return };
+    let Some(qdrant) = qdrant_server_binary() else {
+        return;
+    };
     let rd = RepoDaemon::start(&[]);
     let client = rd.daemon.client();
     settled_collection(&client, "docs", 2, 300).await;
     let name = stored_name(&client, "/collections/docs/snapshots").await;
     let id = restic_id_of(&rd.restic_snapshots(), &name);
     let dump = rd.restic(&["dump", &id, "/"]);
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let tar = rd._dir.path().join("docs.tar");
     std::fs::write(&tar, &dump.stdout).unwrap();
 
@@ -731,7 +914,11 @@ async fn restic_dump_of_a_generation_recovers_in_a_qdrant_server() {
     let _server = Kill(&mut server);
     let base = format!("http://127.0.0.1:{http}");
     let curl = |args: &[&str]| {
-        let out = Command::new("curl").args(["-s", "-m", "120"]).args(args).output().unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-m", "120"])
+            .args(args)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -744,7 +931,10 @@ async fn restic_dump_of_a_generation_recovers_in_a_qdrant_server() {
         &format!("snapshot=@{}", tar.display()),
         &format!("{base}/collections/docs/snapshots/upload?priority=snapshot&wait=true"),
     ]);
-    assert!(answer.contains("\"result\":true"), "Qdrant's answer to the upload: {answer}");
+    assert!(
+        answer.contains("\"result\":true"),
+        "Qdrant's answer to the upload: {answer}"
+    );
     let counted = curl(&[
         "-X",
         "POST",

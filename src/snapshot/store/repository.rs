@@ -275,8 +275,12 @@ impl RepositoryStore {
                     place.location()
                 ))
             })?;
-            repo.init(&credentials, &KeyOptions::default(), &ConfigOptions::default())
-                .map_err(|e| repo_error("creating the snapshot repository", e))?
+            repo.init(
+                &credentials,
+                &KeyOptions::default(),
+                &ConfigOptions::default(),
+            )
+            .map_err(|e| repo_error("creating the snapshot repository", e))?
         };
         let key = opened.key();
         let lock_key = LockKey::new(&key)
@@ -375,13 +379,19 @@ impl RepositoryStore {
         time: Option<rustic_core::jiff::Zoned>,
         started: std::time::Instant,
     ) -> Result<StoredSnapshot> {
-        let Written { scope, name, size, sha256 } = *written;
+        let Written {
+            scope,
+            name,
+            size,
+            sha256,
+        } = *written;
         let failures = source.failures();
         let files = source.files();
         let mut options = SnapshotOptions::default();
         options.host = Some(HOST.into());
         options.time = time;
-        let mut snap = SnapshotFile::from_options(&options).map_err(|e| repo_error("describing a generation", e))?;
+        let mut snap = SnapshotFile::from_options(&options)
+            .map_err(|e| repo_error("describing a generation", e))?;
         for tag in Generation::tags(scope, name, size, sha256) {
             let list: StringList = tag.parse().map_err(|_| StorageError::internal("a tag"))?;
             snap.add_tags(vec![list]);
@@ -457,15 +467,23 @@ impl RepositoryStore {
         checksum: Option<&str>,
     ) -> Result<Option<StoredSnapshot>> {
         check_name(name).map_err(|_| {
-            StorageError::bad_request(format!("{name} is not a snapshot name (<name>.snapshot, no `/`, not hidden)"))
+            StorageError::bad_request(format!(
+                "{name} is not a snapshot name (<name>.snapshot, no `/`, not hidden)"
+            ))
         })?;
         let started = std::time::Instant::now();
         let opened = fs_err::File::open(file)?;
-        let report = crate::snapshot::unpack::verify_archive(std::io::BufReader::with_capacity(1 << 20, opened), checksum)
-            .map_err(|e| StorageError::bad_request(format!("{name} is not taken in: {e}")))?;
+        let report = crate::snapshot::unpack::verify_archive(
+            std::io::BufReader::with_capacity(1 << 20, opened),
+            checksum,
+        )
+        .map_err(|e| StorageError::bad_request(format!("{name} is not taken in: {e}")))?;
         let _lock = self.lock(false)?;
         let existing = self.generations()?;
-        if let Some(there) = existing.iter().find(|g| &g.scope == scope && g.name == name) {
+        if let Some(there) = existing
+            .iter()
+            .find(|g| &g.scope == scope && g.name == name)
+        {
             return match there.sha256 == report.sha256 {
                 true => Ok(None),
                 false => Err(StorageError::AlreadyInProgress(format!(
@@ -475,17 +493,26 @@ impl RepositoryStore {
         }
         let frozen = Arc::new(crate::snapshot::layout::FrozenFile::open(file)?);
         if frozen.size != report.archive_bytes {
-            return Err(StorageError::bad_request(format!("{name} changed while it was read")));
+            return Err(StorageError::bad_request(format!(
+                "{name} changed while it was read"
+            )));
         }
         let recipe = Recipe::whole(name, name, scope, report.archive_bytes, &report.sha256);
-        let recipe = serde_json::to_vec(&recipe).map_err(|e| StorageError::internal_from("writing a recipe", e))?;
+        let recipe = serde_json::to_vec(&recipe)
+            .map_err(|e| StorageError::internal_from("writing a recipe", e))?;
         let modified = std::fs::metadata(file)?.modified()?;
         let time = rustic_core::jiff::Timestamp::try_from(modified)
             .ok()
             .map(|t| t.to_zoned(rustic_core::jiff::tz::TimeZone::UTC));
         let source = ArchiveSource::whole(name, frozen, RECIPE_NAME, recipe, Timestamp::now())?;
-        let written = Written { scope, name, size: report.archive_bytes, sha256: &report.sha256 };
-        self.write_generation(&written, &source, None, time, started).map(Some)
+        let written = Written {
+            scope,
+            name,
+            size: report.archive_bytes,
+            sha256: &report.sha256,
+        };
+        self.write_generation(&written, &source, None, time, started)
+            .map(Some)
     }
 }
 
@@ -516,7 +543,11 @@ const READ_AHEAD: u64 = 6 << 20;
 const READ_AHEAD_THREADS: usize = 2;
 
 impl Member {
-    fn new(repo: &Arc<Repository<IndexedFullStatus>>, node: &Node, name: &str) -> std::result::Result<Member, Box<RusticError>> {
+    fn new(
+        repo: &Arc<Repository<IndexedFullStatus>>,
+        node: &Node,
+        name: &str,
+    ) -> std::result::Result<Member, Box<RusticError>> {
         Ok(Member {
             repo: repo.clone(),
             file: Arc::new(repo.open_file(node)?),
@@ -581,7 +612,10 @@ impl RangeRead for Member {
 }
 
 /// The members of tree `root`, by path (`a/b`), files only.
-fn files_of(repo: &Repository<IndexedFullStatus>, root: TreeId) -> std::result::Result<HashMap<String, Node>, Box<RusticError>> {
+fn files_of(
+    repo: &Repository<IndexedFullStatus>,
+    root: TreeId,
+) -> std::result::Result<HashMap<String, Node>, Box<RusticError>> {
     let mut out = HashMap::new();
     let mut pending = vec![(String::new(), root)];
     while let Some((prefix, id)) = pending.pop() {
@@ -629,7 +663,11 @@ impl SnapshotStore for RepositoryStore {
     }
 
     fn list(&self, scope: &Scope) -> Result<Vec<StoredSnapshot>> {
-        Ok(self.generations_of(scope)?.iter().map(Generation::stored).collect())
+        Ok(self
+            .generations_of(scope)?
+            .iter()
+            .map(Generation::stored)
+            .collect())
     }
 
     fn stat(&self, scope: &Scope, name: &str) -> Result<StoredSnapshot> {
@@ -644,7 +682,11 @@ impl SnapshotStore for RepositoryStore {
         let recipe_node = files
             .remove(RECIPE_NAME)
             .filter(|node| node.meta.size <= MAX_RECIPE)
-            .ok_or_else(|| StorageError::internal(format!("stored snapshot {name} has no recipe in the repository")))?;
+            .ok_or_else(|| {
+                StorageError::internal(format!(
+                    "stored snapshot {name} has no recipe in the repository"
+                ))
+            })?;
         let open = |node: &Node| Member::new(&repo, node, name);
         let recipe_member = open(&recipe_node).map_err(|e| repo_error(&what, e))?;
         let mut text = vec![0u8; recipe_node.meta.size as usize];
@@ -661,15 +703,22 @@ impl SnapshotStore for RepositoryStore {
                 let node = files
                     .get(member)
                     .filter(|node| node.meta.size == recipe.size)
-                    .ok_or_else(|| StorageError::internal(format!("stored snapshot {name} lacks its archive")))?;
+                    .ok_or_else(|| {
+                        StorageError::internal(format!("stored snapshot {name} lacks its archive"))
+                    })?;
                 let member = open(node).map_err(|e| repo_error(&what, e))?;
-                Arc::new(Whole { member, size: recipe.size })
+                Arc::new(Whole {
+                    member,
+                    size: recipe.size,
+                })
             }
             None => Arc::new(Assembled(recipe.layout(|path, size| {
                 let node = files
                     .get(path)
                     .filter(|node| node.meta.size == size)
-                    .ok_or_else(|| std::io::Error::other(format!("stored snapshot {name} lacks member {path}")))?;
+                    .ok_or_else(|| {
+                        std::io::Error::other(format!("stored snapshot {name} lacks member {path}"))
+                    })?;
                 let member = open(node).map_err(|e| std::io::Error::other(e.display_log()))?;
                 Ok(Arc::new(member) as Arc<dyn RangeRead>)
             })?)),
@@ -690,9 +739,11 @@ impl SnapshotStore for RepositoryStore {
         let _lock = self.lock(false)?;
         crate::storage::pause_point("repository-locked");
         let existing = self.generations()?;
-        let reserved = self.names.reserve(&scope, &name_base(&scope, SystemTime::now()), |name| {
-            Ok(!existing.iter().any(|g| g.scope == scope && g.name == name))
-        })?;
+        let reserved =
+            self.names
+                .reserve(&scope, &name_base(&scope, SystemTime::now()), |name| {
+                    Ok(!existing.iter().any(|g| g.scope == scope && g.name == name))
+                })?;
         let name = reserved.name.clone();
         let parent = existing
             .iter()
@@ -702,7 +753,12 @@ impl SnapshotStore for RepositoryStore {
         let recipe = serde_json::to_vec(&Recipe::of(&layout, &name, &scope, &sha256))
             .map_err(|e| StorageError::internal_from("writing a recipe", e))?;
         let source = ArchiveSource::new(&layout, RECIPE_NAME, recipe, Timestamp::now())?;
-        let written = Written { scope: &scope, name: &name, size: layout.size(), sha256: &sha256 };
+        let written = Written {
+            scope: &scope,
+            name: &name,
+            size: layout.size(),
+            sha256: &sha256,
+        };
         let saved = self.write_generation(&written, &source, parent, None, started)?;
         drop(reserved);
         Ok(saved)
@@ -719,7 +775,11 @@ impl SnapshotStore for RepositoryStore {
     }
 
     fn details(&self, scope: &Scope) -> Result<Vec<super::StoredDetails>> {
-        Ok(self.generations_of(scope)?.iter().map(Generation::details).collect())
+        Ok(self
+            .generations_of(scope)?
+            .iter()
+            .map(Generation::details)
+            .collect())
     }
 
     fn name_by_id(&self, scope: &Scope, id: &str) -> Result<String> {
@@ -735,7 +795,9 @@ impl SnapshotStore for RepositoryStore {
             .filter(|g| g.id.to_hex().starts_with(id.as_str()))
             .collect();
         match found.as_slice() {
-            [] => Err(StorageError::NotFound(format!("no generation {id} in the repository"))),
+            [] => Err(StorageError::NotFound(format!(
+                "no generation {id} in the repository"
+            ))),
             [one] if &one.scope == scope => Ok(one.name.clone()),
             [_] => Err(StorageError::bad_request(format!(
                 "generation {id} is not a snapshot of this collection or shard"

@@ -297,8 +297,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// at `repo`, its password in `password_file`.
 pub fn repository_env(repo: &Path, password_file: &Path) -> Vec<(&'static str, String)> {
     vec![
-        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "repository".to_string()),
-        ("SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION", repo.display().to_string()),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE",
+            "repository".to_string(),
+        ),
+        (
+            "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__LOCATION",
+            repo.display().to_string(),
+        ),
         (
             "SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE",
             password_file.display().to_string(),

@@ -175,7 +175,10 @@ fn write_lock(place: &dyn Place, key: &LockKey, exclusive: bool) -> std::io::Res
 
 /// The lock files there, each with what it says: `None` for one that is not a lock
 /// of this repository (larger than a lock is, another key, damaged).
-fn read_locks(place: &dyn Place, key: &LockKey) -> std::io::Result<Vec<(String, Option<LockFile>)>> {
+fn read_locks(
+    place: &dyn Place,
+    key: &LockKey,
+) -> std::io::Result<Vec<(String, Option<LockFile>)>> {
     let mut out = Vec::new();
     for (name, size) in place.list(DIR, false)? {
         let path = format!("{DIR}/{name}");
@@ -198,15 +201,18 @@ fn read_locks(place: &dyn Place, key: &LockKey) -> std::io::Result<Vec<(String, 
 /// restic's rule: not renewed for 30 minutes (or no readable time), or of this host
 /// and its process gone.
 fn is_stale(lock: &LockFile, host: &str) -> bool {
-    let too_old = lock
-        .time
-        .parse::<Timestamp>()
-        .map_or(true, |t| Timestamp::now().duration_since(t).unsigned_abs() > STALE);
+    let too_old = lock.time.parse::<Timestamp>().map_or(true, |t| {
+        Timestamp::now().duration_since(t).unsigned_abs() > STALE
+    });
     too_old || (lock.hostname == host && !process_exists(lock.pid))
 }
 
 /// The live locks other than `own`: (exclusive, who).
-fn others(place: &dyn Place, key: &LockKey, own: Option<&str>) -> std::io::Result<Vec<(bool, Holder)>> {
+fn others(
+    place: &dyn Place,
+    key: &LockKey,
+    own: Option<&str>,
+) -> std::io::Result<Vec<(bool, Holder)>> {
     let host = this_host();
     let mut out = Vec::new();
     for (path, lock) in read_locks(place, key)? {
@@ -317,12 +323,18 @@ mod tests {
         let b = acquire(place.clone(), &key, false).unwrap();
         match acquire(place.clone(), &key, true) {
             Err(LockError::Held(Holder(who))) => {
-                assert!(who.contains(&format!("PID {}", std::process::id())), "{who}")
+                assert!(
+                    who.contains(&format!("PID {}", std::process::id())),
+                    "{who}"
+                )
             }
             _ => panic!("an exclusive lock was taken beside shared ones"),
         }
         drop((a, b));
-        assert!(place.list(DIR, false).unwrap().is_empty(), "locks removed on drop");
+        assert!(
+            place.list(DIR, false).unwrap().is_empty(),
+            "locks removed on drop"
+        );
         let x = acquire(place.clone(), &key, true).unwrap();
         assert!(matches!(
             acquire(place.clone(), &key, false),
@@ -344,17 +356,25 @@ mod tests {
         let sealed = key.seal(&serde_json::to_vec(&stale).unwrap());
         place.write("locks/aa", &[Bytes::from(sealed)]).unwrap();
         drop(acquire(place.clone(), &key, true).unwrap());
-        assert_eq!(remove_stale(&*place, &key).unwrap(), 1, "the dead process's lock");
+        assert_eq!(
+            remove_stale(&*place, &key).unwrap(),
+            1,
+            "the dead process's lock"
+        );
         assert!(place.list(DIR, false).unwrap().is_empty());
         // One larger than any lock is not read, and not ignored either.
-        place.write("locks/cc", &[Bytes::from(vec![0u8; 70 * 1024])]).unwrap();
+        place
+            .write("locks/cc", &[Bytes::from(vec![0u8; 70 * 1024])])
+            .unwrap();
         assert!(matches!(
             acquire(place.clone(), &key, false),
             Err(LockError::Held(Holder(who))) if who == "an unreadable lock file"
         ));
         place.remove("locks/cc").unwrap();
         // One this key cannot read is not ignored.
-        place.write("locks/bb", &[Bytes::from_static(&[7u8; 80])]).unwrap();
+        place
+            .write("locks/bb", &[Bytes::from_static(&[7u8; 80])])
+            .unwrap();
         assert!(matches!(
             acquire(place, &key, false),
             Err(LockError::Held(Holder(who))) if who == "an unreadable lock file"

@@ -112,7 +112,12 @@ impl Place for LocalPlace {
     }
 }
 
-fn list_local(dir: &Path, prefix: &str, deep: bool, out: &mut Vec<(String, u64)>) -> io::Result<()> {
+fn list_local(
+    dir: &Path,
+    prefix: &str,
+    deep: bool,
+    out: &mut Vec<(String, u64)>,
+) -> io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

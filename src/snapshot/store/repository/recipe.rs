@@ -146,11 +146,14 @@ impl Recipe {
     /// Parse and check a recipe read from a repository: its format, and that every
     /// entry is a plain relative path with extents inside its size.
     pub fn parse(bytes: &[u8]) -> Result<Recipe, String> {
-        let recipe: Recipe =
-            serde_json::from_slice(bytes).map_err(|e| {
-                // Where, not what: serde's message may quote the recipe's bytes.
-                format!("recipe is not valid (line {}, column {})", e.line(), e.column())
-            })?;
+        let recipe: Recipe = serde_json::from_slice(bytes).map_err(|e| {
+            // Where, not what: serde's message may quote the recipe's bytes.
+            format!(
+                "recipe is not valid (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
         if recipe.format != FORMAT || recipe.version != 1 {
             return Err("recipe of an unknown format".into());
         }
@@ -158,7 +161,10 @@ impl Recipe {
             return Err("recipe without a SHA-256".into());
         }
         if let Some(member) = &recipe.whole
-            && (!recipe.entries.is_empty() || member.is_empty() || member.contains('/') || member.starts_with('.'))
+            && (!recipe.entries.is_empty()
+                || member.is_empty()
+                || member.contains('/')
+                || member.starts_with('.'))
         {
             return Err("recipe of a whole archive names no plain member".into());
         }
@@ -249,7 +255,12 @@ mod tests {
         let mut original = vec![0u8; layout.size() as usize];
         layout.read_at(0, &mut original).unwrap();
 
-        let recipe = Recipe::of(&layout, "c.snapshot", &Scope::Collection("c".into()), &"0".repeat(64));
+        let recipe = Recipe::of(
+            &layout,
+            "c.snapshot",
+            &Scope::Collection("c".into()),
+            &"0".repeat(64),
+        );
         let text = serde_json::to_vec(&recipe).unwrap();
         let parsed = Recipe::parse(&text).unwrap();
         assert_eq!(parsed, recipe);
@@ -276,7 +287,11 @@ mod tests {
         bad.entries[1].path = "../escape".into();
         assert!(Recipe::parse(&serde_json::to_vec(&bad).unwrap()).is_err());
         let mut bad = recipe.clone();
-        let sparse_entry = bad.entries.iter_mut().find(|e| e.extents.is_some()).unwrap();
+        let sparse_entry = bad
+            .entries
+            .iter_mut()
+            .find(|e| e.extents.is_some())
+            .unwrap();
         sparse_entry.extents = Some(vec![(sparse_entry.size, 1)]);
         assert!(Recipe::parse(&serde_json::to_vec(&bad).unwrap()).is_err());
         // One whose sizes do not add up to the recorded size is refused when read.

@@ -67,16 +67,16 @@ impl Place for S3Place {
     fn list(&self, dir: &str, deep: bool) -> io::Result<Vec<(String, u64)>> {
         let base = self.key(dir);
         let strip = format!("{}/", base.as_ref());
-        let relative = |key: &Key| {
-            key.as_ref()
-                .strip_prefix(&strip)
-                .map(str::to_string)
-        };
+        let relative = |key: &Key| key.as_ref().strip_prefix(&strip).map(str::to_string);
         self.runtime.block_on(async {
             let mut out = Vec::new();
             if deep {
                 let mut listing = self.store.list(Some(&base));
-                while let Some(meta) = listing.try_next().await.map_err(|e| self.failed("listing", e))? {
+                while let Some(meta) = listing
+                    .try_next()
+                    .await
+                    .map_err(|e| self.failed("listing", e))?
+                {
                     if let Some(name) = relative(&meta.location) {
                         out.push((name, meta.size));
                     }
@@ -107,7 +107,11 @@ impl Place for S3Place {
                     .await
                     .map_err(|e| self.failed("reading", e)),
                 None => {
-                    let got = self.store.get(&key).await.map_err(|e| self.failed("reading", e))?;
+                    let got = self
+                        .store
+                        .get(&key)
+                        .await
+                        .map_err(|e| self.failed("reading", e))?;
                     got.bytes().await.map_err(|e| self.failed("reading", e))
                 }
             }

@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 
 use rustic_core::jiff::Timestamp;
 use rustic_core::repofile::{Metadata, Node, NodeType};
-use rustic_core::{ErrorKind, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult};
+use rustic_core::{
+    ErrorKind, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
+};
 
 use crate::snapshot::layout::{ArchiveLayout, EntryKind, FrozenFile};
 
@@ -256,7 +258,11 @@ impl ArchiveSource {
     ) -> ArchiveSource {
         entries.push((
             PathBuf::from("/").join(recipe_name),
-            node(recipe_name, NodeType::File, generated_meta(recipe.len() as u64, mtime, now)),
+            node(
+                recipe_name,
+                NodeType::File,
+                generated_meta(recipe.len() as u64, mtime, now),
+            ),
             Some(Member::Bytes(recipe.into())),
         ));
         // A restic tree lists each directory's children by name, depth first: the
@@ -273,7 +279,10 @@ impl ArchiveSource {
 
     /// The files (not directories) the tree will hold: what a whole generation stores.
     pub fn files(&self) -> u64 {
-        self.entries.iter().filter(|(_, _, member)| member.is_some()).count() as u64
+        self.entries
+            .iter()
+            .filter(|(_, _, member)| member.is_some())
+            .count() as u64
     }
 
     pub fn failures(&self) -> Failures {
@@ -299,7 +308,10 @@ impl ReadSource for ArchiveSource {
                     failures: self.failures.clone(),
                 });
                 if node.node_type == NodeType::File && open.is_none() {
-                    return Err(RusticError::new(ErrorKind::Internal, "a file without content"));
+                    return Err(RusticError::new(
+                        ErrorKind::Internal,
+                        "a file without content",
+                    ));
                 }
                 Ok(ReadSourceEntry {
                     path: path.clone(),
@@ -346,8 +358,16 @@ mod tests {
             let m = std::fs::metadata(path).unwrap();
             timestamp(m.ctime(), m.ctime_nsec())
         };
-        assert_eq!(ctime_of("old"), real(&old), "a settled file keeps its ctime");
-        assert_eq!(ctime_of("fresh"), Some(now), "a fresh one gets the generation's");
+        assert_eq!(
+            ctime_of("old"),
+            real(&old),
+            "a settled file keeps its ctime"
+        );
+        assert_eq!(
+            ctime_of("fresh"),
+            Some(now),
+            "a fresh one gets the generation's"
+        );
         assert_eq!(ctime_of("generated.json"), Some(now));
         // The tree's order: by path component, the recipe included.
         let paths: Vec<_> = source.entries.iter().map(|(p, _, _)| p.clone()).collect();
