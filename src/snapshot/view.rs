@@ -20,6 +20,34 @@ pub enum Scope {
     Full,
 }
 
+/// An I/O error that says a file was not found.
+fn vanished_file(err: &StorageError) -> bool {
+    match err {
+        StorageError::Internal {
+            source: Some(cause),
+            ..
+        } => cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound),
+        _ => false,
+    }
+}
+
+/// What a collection snapshot's state held when it was made ([`SnapshotView::recorded`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub points: u64,
+    pub config_sha256: String,
+}
+
+/// The SHA-256 (hex) of a collection configuration's JSON: equal for equal
+/// configurations, whichever copy of the collection holds them.
+pub fn config_digest(config: &crate::storage::CollectionConfig) -> String {
+    use sha2::Digest;
+    let json = serde_json::to_vec(config).unwrap_or_default();
+    super::digest::hex(&sha2::Sha256::digest(&json))
+}
+
 pub struct SnapshotView {
     scope: Scope,
     layout: Arc<ArchiveLayout>,
@@ -207,6 +235,14 @@ impl SnapshotView {
                     tracing::debug!(?scope, "a shard closed under a view build: building again");
                     std::thread::sleep(Duration::from_millis(2 * attempt as u64));
                 }
+                // A file gone while the shards were laid out: garbage the engine
+                // removes when its last reader lets go of it (a segment an
+                // optimization replaced), never a file of the frozen state.
+                Err(ref err) if attempt < ATTEMPTS && vanished_file(err) => {
+                    attempt += 1;
+                    tracing::debug!(?scope, %err, "a file went under a view build: building again");
+                    std::thread::sleep(Duration::from_millis(2 * attempt as u64));
+                }
                 other => return other,
             }
         }
@@ -321,6 +357,23 @@ impl SnapshotView {
 
     pub fn layout(&self) -> &Arc<ArchiveLayout> {
         &self.layout
+    }
+
+    /// What a collection view's state holds, for a stored snapshot to record: its
+    /// point count and the digest of its configuration. Counted while the view still
+    /// holds its freeze (reads then answer from the frozen state); `None` for other
+    /// scopes, or once the freeze has ended.
+    pub fn recorded(&self) -> Option<Recorded> {
+        let Scope::Collection(_) = &self.scope else {
+            return None;
+        };
+        let freezes = self.freezes.lock().unwrap();
+        let collection = freezes.first()?.collection();
+        let points = collection.count(None).ok()? as u64;
+        Some(Recorded {
+            points,
+            config_sha256: config_digest(collection.config()),
+        })
     }
 
     pub fn size(&self) -> u64 {
