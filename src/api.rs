@@ -7,6 +7,7 @@
 //! codes come from one place, [`envelope::ApiError`].
 
 pub mod auth;
+pub mod backups;
 pub mod collections;
 pub mod envelope;
 pub mod indexes;
@@ -54,6 +55,10 @@ pub fn router(state: Arc<Service>, max_request_bytes: usize) -> Router {
                 )
             }),
         )
+        .route("/snapfs/backups", get(backups::status))
+        .route("/snapfs/backups/{policy}", get(backups::policy_status))
+        .route("/snapfs/backups/{policy}/run", post(backups::run))
+        .route("/snapfs/backups/{policy}/forget", post(backups::forget))
         .route("/collections", get(collections::list))
         .route(
             "/collections/{name}",

@@ -1,6 +1,7 @@
 //! Client subcommands: each turns its arguments into calls on the control socket
 //! and prints what a user needs, with progress bars for long work.
 
+pub mod backup;
 pub mod partial;
 pub mod recover;
 pub mod repo;

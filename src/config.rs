@@ -102,6 +102,10 @@ pub struct Config {
     pub s3_recovery: Option<crate::snapshot::store::s3::S3Config>,
     /// Where downloads may go and how long they may take (`storage.fetch_*`).
     pub fetch: crate::fetch::FetchPolicy,
+    /// The backup policies (`backups.policies`, the file only), and the line each
+    /// policy's name is on, for refusals made at start.
+    pub backups: crate::backup::PolicyFile,
+    pub backup_lines: std::collections::HashMap<String, usize>,
 }
 
 impl Default for Config {
@@ -170,6 +174,9 @@ struct ConfigLayers {
     service: ServiceSection,
     /// Qdrant's log level key, accepted so a Qdrant config file loads; snapfs uses `SNAPFS_LOG`.
     log_level: Option<String>,
+    /// Backup policies: read from the file's text by [`crate::backup::PolicyFile`]
+    /// (so its errors name lines), only let through here.
+    backups: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -424,6 +431,23 @@ pub fn load(
     let mut layers: ConfigLayers = serde_json::from_value(tree).context("invalid configuration")?;
     apply_flags(&mut layers, flags);
     let mut config = layers.resolve()?;
+    if let Some(path) = &flags.config_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        config.backups = crate::backup::PolicyFile::from_yaml(&text)
+            .map_err(|why| anyhow::anyhow!("config file {}: backups: {why}", path.display()))?;
+        config.backup_lines = config
+            .backups
+            .policies
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.name.clone(),
+                    crate::backup::policy::line_of_policy(&text, &p.name)?,
+                ))
+            })
+            .collect();
+    }
     config.storage_snapshot = flags.storage_snapshot.clone();
     config.force = flags.force;
     Ok(config)
@@ -629,6 +653,8 @@ impl ConfigLayers {
             recover_dirs: self.storage.recover_dirs.unwrap_or_default(),
             storage_snapshot: None,
             force: false,
+            backups: Default::default(),
+            backup_lines: Default::default(),
             data_dir,
         };
         config.validate()?;

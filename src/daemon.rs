@@ -210,6 +210,13 @@ async fn serve_storage(
             config.repository.as_ref(),
         )
     })?;
+    crate::service::backups::check_policies(storage, &config.backups, &config.backup_lines)
+        .map_err(|why| anyhow::anyhow!(why))?;
+    let backups = Arc::new(crate::service::backups::Backups::new(
+        &config.backups,
+        &config.data_dir,
+        &config.temp_path,
+    ));
     let state = Arc::new(Service {
         storage: storage.clone(),
         store: store.clone(),
@@ -220,6 +227,7 @@ async fn serve_storage(
         transfer_stall: config.transfer_stall,
         s3_recovery: config.s3_recovery.clone(),
         fetch: Arc::new(config.fetch.clone()),
+        backups,
     });
     let router = api::router(state.clone(), config.max_request_bytes());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -227,6 +235,7 @@ async fn serve_storage(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let grace = config.shutdown_grace;
+    crate::service::backups::start_schedules(&state, stop_rx.clone());
 
     // Dropped on every way out of this function: listener tasks are cancelled
     // with their connections.
@@ -258,7 +267,7 @@ async fn serve_storage(
         let tcp = server::bind_tcp(&addr.to_string()).await?;
         let grpc_router = crate::grpc::require_api_key(
             crate::grpc::router(
-                state,
+                state.clone(),
                 config.max_request_bytes(),
                 config.grpc_max_concurrent_calls,
             ),
@@ -282,7 +291,8 @@ async fn serve_storage(
                     config.snapshots_path.clone(),
                     store.clone(),
                 )
-                .with_require_checksum(config.require_checksum),
+                .with_require_checksum(config.require_checksum)
+                .with_backups(state.clone()),
             );
             let runtime = tokio::runtime::Handle::current();
             Some(

@@ -116,6 +116,8 @@ pub struct SnapFs {
     /// The `snapshots/` directories: whichever store keeps stored snapshots.
     stored: stored::StoredDirs,
     started: SystemTime,
+    /// The service, for `backups/<policy>.json` (none: no backups/ directory).
+    backups: Option<Arc<crate::service::Service>>,
 }
 
 impl SnapFs {
@@ -139,7 +141,36 @@ impl SnapFs {
             snapshots_path,
             stored: stored::StoredDirs::new(store),
             started: SystemTime::now(),
+            backups: None,
         }
+    }
+
+    /// Show `backups/<policy>.json` for the service's backup policies (when it has any).
+    pub fn with_backups(mut self, service: Arc<crate::service::Service>) -> Self {
+        let names: Vec<String> = service
+            .backups
+            .policies()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        if !names.is_empty() {
+            self.ns = Namespace::new(self.ns.storage().clone()).with_policies(names);
+            self.backups = Some(service);
+        }
+        self
+    }
+
+    /// A policy's status as the mount shows it (pretty JSON, as `GET
+    /// /snapfs/backups/{policy}` gives its result).
+    fn backup_status(&self, policy: &str) -> FsResult<Vec<u8>> {
+        let service = self.backups.as_ref().ok_or(FsError::NotFound)?;
+        let status = crate::service::backups::status_now(service)
+            .into_iter()
+            .find(|s| s.name == policy)
+            .ok_or(FsError::NotFound)?;
+        let mut text = serde_json::to_vec_pretty(&status).unwrap_or_default();
+        text.push(b'\n');
+        Ok(text)
     }
 
     /// Make restores through recover/ wait for a checksum sidecar.
@@ -274,6 +305,12 @@ impl SnapFs {
                 volatile: false,
                 ..file_attr(ino, texts::README_TEXT.len() as u64, self.started, false)
             }),
+            Node::BackupStatus(p) => Ok(file_attr(
+                ino,
+                self.backup_status(p)?.len() as u64,
+                SystemTime::now(),
+                true,
+            )),
             Node::Metrics => Ok(file_attr(
                 ino,
                 metrics::render(&self.ns.storage().collection_names()).len() as u64,
@@ -436,6 +473,7 @@ impl SnapFs {
                 )),
                 None => Err(FsError::NotFound),
             },
+            Node::BackupStatus(p) => Ok(bytes(self.backup_status(&p)?, SystemTime::now())),
             Node::Metrics => Ok(bytes(
                 metrics::render(&self.ns.storage().collection_names()).into_bytes(),
                 SystemTime::now(),

@@ -11,6 +11,7 @@
 //! - [`storage`]: collections, shards, the per-shard writer and its freeze.
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -100,6 +100,14 @@ enum Command {
         #[command(subcommand)]
         command: RepoCommand,
     },
+    /// The daemon's backup policies (backups.policies): status, a run now, what a
+    /// retention would remove.
+    Backup {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Check a snapshot file offline: structure, embedded digests, whole-file checksum.
     Verify {
         file: PathBuf,
@@ -157,6 +165,33 @@ enum SnapshotCommand {
         target: SnapshotTarget,
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Per policy: last run (result, duration, bytes added), next runs, snapshots
+    /// kept, drills, what runs now.
+    Status {
+        /// The daemon's JSON, as `GET /snapfs/backups` gives it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a policy's backup (or its retention, or its drill) now and follow it.
+    Run {
+        policy: String,
+        #[arg(long, default_value = "backup", value_parser = ["backup", "retention", "drill"])]
+        job: String,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// What a policy's retention keeps and removes (restic's forget rules).
+    Forget {
+        policy: String,
+        /// Only show what it would remove.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -392,6 +427,19 @@ fn main() -> ExitCode {
                         form.as_deref(),
                     )
                     .await
+                }
+            }
+        }),
+        Command::Backup { socket, command } => client_command(socket, |client| async move {
+            match command {
+                BackupCommand::Status { json } => cli::backup::status(&client, json).await,
+                BackupCommand::Run {
+                    policy,
+                    job,
+                    detach,
+                } => cli::backup::run(&client, &policy, &job, detach).await,
+                BackupCommand::Forget { policy, dry_run } => {
+                    cli::backup::forget(&client, &policy, dry_run).await
                 }
             }
         }),

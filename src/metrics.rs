@@ -26,6 +26,15 @@ pub const PARTIAL_BYTES: &str = "snapfs_partial_snapshot_bytes";
 pub const REPOSITORY_BYTES_COVERED: &str = "snapfs_repository_bytes_covered";
 pub const REPOSITORY_BYTES_ADDED: &str = "snapfs_repository_bytes_added";
 pub const REPOSITORY_GENERATION_SECONDS: &str = "snapfs_repository_generation_seconds";
+pub const BACKUP_LAST_SUCCESS: &str = "snapfs_backup_last_success_timestamp_seconds";
+pub const BACKUP_LAST_DURATION: &str = "snapfs_backup_last_duration_seconds";
+pub const BACKUP_INTERVAL: &str = "snapfs_backup_interval_seconds";
+pub const BACKUP_BYTES_ADDED: &str = "snapfs_backup_bytes_added";
+pub const BACKUP_FAILURES: &str = "snapfs_backup_failures";
+pub const BACKUP_SKIPPED: &str = "snapfs_backup_runs_skipped";
+pub const BACKUP_FORGOTTEN: &str = "snapfs_backup_generations_forgotten";
+pub const BACKUP_DRILLS: &str = "snapfs_backup_drills";
+pub const BACKUP_DRILL_FAILING: &str = "snapfs_backup_drill_failing";
 
 /// How long writing a repository generation took: an unchanged state's in well
 /// under a second, a first generation of a large collection in minutes.
@@ -39,6 +48,46 @@ const FREEZE_BUCKETS: [f64; 9] = [0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 3
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Collection {
     id: String,
+}
+
+/// A backup policy, and the collection a series is of (`""`: the full storage).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyCollection {
+    policy: String,
+    collection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyJob {
+    policy: String,
+    job: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyFailure {
+    policy: String,
+    collection: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DrillLabel {
+    policy: String,
+    collection: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DrillResult {
+    policy: String,
+    collection: String,
+    kind: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,6 +195,15 @@ struct Metrics {
     repository_read: Family<Collection, Counter>,
     repository_added: Family<Collection, Counter>,
     repository_seconds: Histogram,
+    backup_last_success: Family<PolicyCollection, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    backup_last_duration: Family<PolicyLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    backup_interval: Family<PolicyLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    backup_bytes_added: Family<PolicyCollection, Counter>,
+    backup_failures: Family<PolicyFailure, Counter>,
+    backup_skipped: Family<PolicyJob, Counter>,
+    backup_forgotten: Family<PolicyCollection, Counter>,
+    backup_drills: Family<DrillResult, Counter>,
+    backup_drill_failing: Family<DrillLabel, Gauge>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -164,6 +222,15 @@ fn metrics() -> &'static Metrics {
             repository_read: Family::default(),
             repository_added: Family::default(),
             repository_seconds: Histogram::new(GENERATION_BUCKETS),
+            backup_last_success: Family::default(),
+            backup_last_duration: Family::default(),
+            backup_interval: Family::default(),
+            backup_bytes_added: Family::default(),
+            backup_failures: Family::default(),
+            backup_skipped: Family::default(),
+            backup_forgotten: Family::default(),
+            backup_drills: Family::default(),
+            backup_drill_failing: Family::default(),
         };
         let registry = &mut m.registry;
         registry.register(
@@ -220,6 +287,51 @@ fn metrics() -> &'static Metrics {
             REPOSITORY_GENERATION_SECONDS,
             "How long writing a repository generation took",
             m.repository_seconds.clone(),
+        );
+        registry.register(
+            BACKUP_LAST_SUCCESS,
+            "When a backup policy last stored a snapshot of a collection (collection \"\": the full storage), in seconds since the epoch",
+            m.backup_last_success.clone(),
+        );
+        registry.register(
+            BACKUP_LAST_DURATION,
+            "How long a backup policy's last run took",
+            m.backup_last_duration.clone(),
+        );
+        registry.register(
+            BACKUP_INTERVAL,
+            "A backup policy's nominal interval between runs (its interval, or the gap between its cron schedule's next two matches)",
+            m.backup_interval.clone(),
+        );
+        registry.register(
+            BACKUP_BYTES_ADDED,
+            "Bytes a backup policy's snapshots added to the store, by policy and collection",
+            m.backup_bytes_added.clone(),
+        );
+        registry.register(
+            BACKUP_FAILURES,
+            "Backups of a collection that failed, by policy, collection and reason",
+            m.backup_failures.clone(),
+        );
+        registry.register(
+            BACKUP_SKIPPED,
+            "Scheduled jobs not started because the policy's previous one was still running, by policy and job",
+            m.backup_skipped.clone(),
+        );
+        registry.register(
+            BACKUP_FORGOTTEN,
+            "Stored snapshots a policy's retention removed, by policy and collection",
+            m.backup_forgotten.clone(),
+        );
+        registry.register(
+            BACKUP_DRILLS,
+            "Verification drills, by policy, collection (\"\": the whole repository), kind (check, restore) and result",
+            m.backup_drills.clone(),
+        );
+        registry.register(
+            BACKUP_DRILL_FAILING,
+            "1 while the last drill of this kind failed, by policy, collection and kind",
+            m.backup_drill_failing.clone(),
         );
         // Series with fixed labels show from the start, at zero.
         for via in Via::ALL {
@@ -309,6 +421,97 @@ pub fn generation_stored(id: &str, read: u64, added: u64, took: Duration) {
         .get_or_create(&collection(id))
         .inc_by(added);
     m.repository_seconds.observe(took.as_secs_f64());
+}
+
+fn policy_collection(policy: &str, collection: &str) -> PolicyCollection {
+    PolicyCollection {
+        policy: policy.to_string(),
+        collection: collection.to_string(),
+    }
+}
+
+/// A backup policy is configured, with its nominal interval: its series show from
+/// the start.
+pub fn backup_policy(policy: &str, interval: Duration) {
+    let label = PolicyLabel {
+        policy: policy.to_string(),
+    };
+    metrics()
+        .backup_interval
+        .get_or_create(&label)
+        .set(interval.as_secs_f64());
+    let _ = metrics().backup_last_duration.get_or_create(&label);
+}
+
+/// A policy stored a snapshot of `collection` at `at` (seconds since the epoch).
+pub fn backup_stored(policy: &str, collection: &str, at: f64, bytes_added: u64) {
+    let m = metrics();
+    let label = policy_collection(policy, collection);
+    m.backup_last_success.get_or_create(&label).set(at);
+    m.backup_bytes_added
+        .get_or_create(&label)
+        .inc_by(bytes_added);
+}
+
+/// A policy's backup of `collection` failed.
+pub fn backup_failed(policy: &str, collection: &str, reason: &'static str) {
+    metrics()
+        .backup_failures
+        .get_or_create(&PolicyFailure {
+            policy: policy.to_string(),
+            collection: collection.to_string(),
+            reason,
+        })
+        .inc();
+}
+
+/// A policy's run ended after `took`.
+pub fn backup_ran(policy: &str, took: Duration) {
+    metrics()
+        .backup_last_duration
+        .get_or_create(&PolicyLabel {
+            policy: policy.to_string(),
+        })
+        .set(took.as_secs_f64());
+}
+
+/// A scheduled job was skipped: the previous one still ran.
+pub fn backup_skipped(policy: &str, job: &'static str) {
+    metrics()
+        .backup_skipped
+        .get_or_create(&PolicyJob {
+            policy: policy.to_string(),
+            job,
+        })
+        .inc();
+}
+
+/// A retention removed `count` stored snapshots of `collection`.
+pub fn generations_forgotten(policy: &str, collection: &str, count: u64) {
+    metrics()
+        .backup_forgotten
+        .get_or_create(&policy_collection(policy, collection))
+        .inc_by(count);
+}
+
+/// A drill of `kind` (`check`, `restore`) ended.
+pub fn drill_ended(policy: &str, collection: &str, kind: &'static str, passed: bool) {
+    let m = metrics();
+    m.backup_drills
+        .get_or_create(&DrillResult {
+            policy: policy.to_string(),
+            collection: collection.to_string(),
+            kind,
+            result: if passed { "passed" } else { "failed" },
+        })
+        .inc();
+    m.backup_drill_failing
+        .get_or_create(&DrillLabel {
+            policy: policy.to_string(),
+            collection: collection.to_string(),
+            kind,
+        })
+        .set(i64::from(!passed));
 }
 
 /// A freeze ended after `held`.

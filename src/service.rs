@@ -10,8 +10,10 @@
 //!   the engine's and the snapshot layer's types and returning `StorageError`s;
 //! - [`listen`]: the listeners (Unix socket, TCP with an API key, HTTP/1.1 and
 //!   HTTP/2 on one accept loop) that REST and gRPC are served on;
-//! - [`remote`]: what a remote client is told of an error.
+//! - [`remote`]: what a remote client is told of an error;
+//! - [`backups`]: backup policies at work (schedules, runs, retention, drills).
 
+pub mod backups;
 pub mod collections;
 pub mod listen;
 pub mod partial;
@@ -47,6 +49,8 @@ pub struct Service {
     pub s3_recovery: Option<crate::snapshot::store::s3::S3Config>,
     /// Where downloads and peer pulls may go, and their deadlines (`storage.fetch_*`).
     pub fetch: Arc<crate::fetch::FetchPolicy>,
+    /// The backup policies, their record and their running jobs.
+    pub backups: Arc<backups::Backups>,
 }
 
 /// Run blocking storage work off the async threads.

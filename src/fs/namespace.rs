@@ -24,6 +24,8 @@ pub const SHARDS: &str = "shards";
 pub const MANIFEST: &str = "manifest.json";
 /// `live/<c>.snapshot.sha256`: the live snapshot's checksum in `sha256sum` format.
 pub const SHA256_EXT: &str = ".sha256";
+/// `backups/<policy>.json`: a backup policy's status (only with policies configured).
+pub const BACKUPS: &str = "backups";
 
 /// Every kind of node in the mount.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -52,6 +54,9 @@ pub enum Node {
     Shard(String, u32),
     /// `collections/<c>/shards/<id>/manifest.json`.
     Manifest(String, u32),
+    /// `backups/` and `backups/<policy>.json`.
+    Backups,
+    BackupStatus(String),
 }
 
 impl Node {
@@ -66,6 +71,7 @@ impl Node {
                 | Node::Collection(_)
                 | Node::Shards(_)
                 | Node::Shard(..)
+                | Node::Backups
         )
     }
 
@@ -104,6 +110,8 @@ impl Node {
             Node::Shards(c) => join(collection(c), SHARDS),
             Node::Shard(c, id) => shard(c, *id),
             Node::Manifest(c, id) => join(shard(c, *id), MANIFEST),
+            Node::Backups => BACKUPS.into(),
+            Node::BackupStatus(p) => format!("{BACKUPS}/{p}.json"),
         }
     }
 
@@ -126,11 +134,22 @@ pub fn live_shard_name(collection: &str, id: u32) -> String {
 /// Resolves names to nodes and lists directories against the current storage.
 pub struct Namespace {
     storage: Arc<Storage>,
+    /// The backup policies' names (fixed at start).
+    policies: Vec<String>,
 }
 
 impl Namespace {
     pub fn new(storage: Arc<Storage>) -> Self {
-        Namespace { storage }
+        Namespace {
+            storage,
+            policies: Vec::new(),
+        }
+    }
+
+    /// Show `backups/` with a status file per policy.
+    pub fn with_policies(mut self, policies: Vec<String>) -> Self {
+        self.policies = policies;
+        self
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -140,15 +159,26 @@ impl Namespace {
     /// The entries of directory `node`, sorted by name.
     pub fn children(&self, node: &Node) -> FsResult<Vec<(String, Node)>> {
         let mut out: Vec<(String, Node)> = match node {
-            Node::Root => vec![
-                (README.into(), Node::Readme),
-                (METRICS.into(), Node::Metrics),
-                (STORAGE_SNAPSHOT.into(), Node::Live(Scope::Full)),
-                (LIVE.into(), Node::LiveDir),
-                (RECOVER.into(), Node::Recover(Scope::Full)),
-                (SNAPSHOTS.into(), Node::Snapshots(Scope::Full)),
-                (COLLECTIONS.into(), Node::Collections),
-            ],
+            Node::Root => {
+                let mut root = vec![
+                    (README.into(), Node::Readme),
+                    (METRICS.into(), Node::Metrics),
+                    (STORAGE_SNAPSHOT.into(), Node::Live(Scope::Full)),
+                    (LIVE.into(), Node::LiveDir),
+                    (RECOVER.into(), Node::Recover(Scope::Full)),
+                    (SNAPSHOTS.into(), Node::Snapshots(Scope::Full)),
+                    (COLLECTIONS.into(), Node::Collections),
+                ];
+                if !self.policies.is_empty() {
+                    root.push((BACKUPS.into(), Node::Backups));
+                }
+                root
+            }
+            Node::Backups => self
+                .policies
+                .iter()
+                .map(|p| (format!("{p}.json"), Node::BackupStatus(p.clone())))
+                .collect(),
             Node::LiveDir => self
                 .storage
                 .collection_names()
@@ -226,7 +256,7 @@ impl Namespace {
     /// Directory `node` still exists (without listing it: `stat` asks this often).
     pub fn check_dir(&self, node: &Node) -> FsResult<()> {
         match node {
-            Node::Root | Node::LiveDir | Node::Collections => Ok(()),
+            Node::Root | Node::LiveDir | Node::Collections | Node::Backups => Ok(()),
             Node::Recover(scope) | Node::Snapshots(scope) => self.check_scope(scope),
             Node::Collection(c) | Node::Shards(c) => {
                 self.check_scope(&Scope::Collection(c.clone()))

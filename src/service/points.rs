@@ -191,3 +191,57 @@ fn without_point(filter: Option<Filter>, id: PointId) -> Result<Filter, StorageE
     serde_json::from_value(combined)
         .map_err(|e| StorageError::internal_from("combining the query's filter", e))
 }
+
+/// Look up the first `samples` points of `collection` by their own vectors (the
+/// first named one where there are names), each search limited to that point:
+/// every one must be found. How a restore drill proves the restored indexes answer.
+/// The number looked up (fewer for a smaller collection).
+pub fn sample_lookups(
+    collection: &crate::storage::Collection,
+    samples: usize,
+) -> Result<usize, StorageError> {
+    let read = ReadOptions {
+        with_payload: WithPayloadInterface::Bool(false),
+        with_vector: WithVector::Bool(true),
+    };
+    let page = collection.scroll(None, samples.max(1), None, &read)?;
+    for record in &page.points {
+        let using = match &record.vector {
+            Some(VectorStructInternal::Named(named)) => {
+                let mut names: Vec<&String> = named.keys().collect();
+                names.sort();
+                match names.first() {
+                    Some(name) => name.to_string(),
+                    None => continue,
+                }
+            }
+            Some(_) => String::new(),
+            // A point without vectors has nothing to be found by.
+            None => continue,
+        };
+        let vector = stored_vector(collection, record.id, &using)?;
+        let only: Filter =
+            serde_json::from_value(serde_json::json!({"must": [{"has_id": [record.id]}]}))
+                .map_err(|e| StorageError::internal_from("a sample lookup's filter", e))?;
+        let found = collection.query(NearestQuery {
+            vector,
+            using: using.clone(),
+            filter: Some(only),
+            limit: 1,
+            offset: 0,
+            score_threshold: None,
+            params: None,
+            read: ReadOptions {
+                with_payload: WithPayloadInterface::Bool(false),
+                with_vector: WithVector::Bool(false),
+            },
+        })?;
+        if found.first().map(|p| p.id) != Some(record.id) {
+            return Err(StorageError::internal(format!(
+                "point {} is not found by its own vector {using:?}",
+                record.id
+            )));
+        }
+    }
+    Ok(page.points.len())
+}

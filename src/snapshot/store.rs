@@ -92,6 +92,12 @@ pub struct StoredDetails {
     pub files_unmodified: u64,
     /// How long writing it took.
     pub seconds: f64,
+    /// What it recorded of the state it holds (a collection snapshot's point count
+    /// and the SHA-256 of its configuration), for a restore drill to compare with.
+    pub points: Option<u64>,
+    pub config_sha256: Option<String>,
+    /// The store's tags on it (a repository generation's restic tags).
+    pub tags: Vec<String>,
 }
 
 /// Reads a stored snapshot's bytes by offset; blocking.
@@ -179,6 +185,20 @@ pub trait SnapshotStore: Send + Sync {
     /// (none for plain files and objects).
     fn details(&self, _scope: &Scope) -> Result<Vec<StoredDetails>> {
         Ok(Vec::new())
+    }
+
+    /// Reclaim the space of removed snapshots (a repository's prune), after the
+    /// creations under way; what it freed, in words. `None` where a delete frees its
+    /// space already.
+    fn prune(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Check the store's structure and, with `read_part = Some((k, n))`, read part
+    /// `k` of `n` of its data: the problems found, in words (empty: none). `None`
+    /// where the store has no structure beyond its files.
+    fn check(&self, _read_part: Option<(u32, u32)>) -> Result<Option<Vec<String>>> {
+        Ok(None)
     }
 
     /// How long a listing may be reused by a reader that lists often (the mount):

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics", "fetch", "client"],
     &["storage"],
     &["snapshot", "demo"],
+    &["backup"],
     &["service"],
     // Adapters: one protocol each, never each other.
     &["api", "grpc", "fs", "cli"],

@@ -10,6 +10,7 @@
 mod support;
 
 mod api;
+mod backups;
 mod bad_input;
 mod cli;
 mod fetch;

@@ -33,11 +33,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use rustic_core::ReadSubsetOption;
 use rustic_core::jiff::Timestamp;
 use rustic_core::repofile::{MasterKey, Node, NodeType, SnapshotFile, StringList};
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, IndexedFullStatus, KeyOptions, OpenStatus,
-    Repository, RepositoryBackends, RepositoryOptions, RusticError, SnapshotOptions, TreeId,
+    BackupOptions, CheckOptions, ConfigOptions, Credentials, IndexedFullStatus, KeyOptions,
+    OpenStatus, PruneOptions, Repository, RepositoryBackends, RepositoryOptions, RusticError,
+    SnapshotOptions, TreeId,
 };
 use sha2::{Digest, Sha256};
 
@@ -51,7 +53,7 @@ use super::{
 };
 use crate::snapshot::digest::hex;
 use crate::snapshot::layout::{ArchiveLayout, RangeRead};
-use crate::snapshot::view::{Scope, SnapshotView};
+use crate::snapshot::view::{Recorded, Scope, SnapshotView};
 use crate::storage::names::url_segment;
 use crate::storage::{Result, StorageError};
 
@@ -101,6 +103,7 @@ impl std::fmt::Display for RepoError {
 
 impl std::error::Error for RepoError {}
 
+#[allow(clippy::boxed_local)] // rustic_core hands its errors boxed
 fn repo_error(what: &str, e: Box<RusticError>) -> StorageError {
     tracing::warn!(error = %e.display_log(), "{what}");
     StorageError::internal_from(what, RepoError(e.display_log()))
@@ -127,6 +130,10 @@ struct Generation {
     sha256: String,
     time: SystemTime,
     summary: Option<rustic_core::repofile::SnapshotSummary>,
+    /// What the state held (`points=`, `config=` tags; collection scopes).
+    points: Option<u64>,
+    config_sha256: Option<String>,
+    tags: Vec<String>,
 }
 
 impl Generation {
@@ -182,6 +189,12 @@ impl Generation {
             sha256,
             time: SystemTime::from(snap.time.timestamp()),
             summary: snap.summary.clone(),
+            points: tags.get("points").and_then(|v| v.parse().ok()),
+            config_sha256: tags
+                .get("config")
+                .filter(|v| v.len() == 64)
+                .map(|v| v.to_string()),
+            tags: snap.tags.iter().cloned().collect(),
         })
     }
 
@@ -196,10 +209,19 @@ impl Generation {
             files_changed: summary.files_changed,
             files_unmodified: summary.files_unmodified,
             seconds: summary.total_duration,
+            points: self.points,
+            config_sha256: self.config_sha256.clone(),
+            tags: self.tags.clone(),
         }
     }
 
-    fn tags(scope: &Scope, name: &str, size: u64, sha256: &str) -> Vec<String> {
+    fn tags(
+        scope: &Scope,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        recorded: Option<&Recorded>,
+    ) -> Vec<String> {
         let mut tags = vec![TAG.to_string()];
         match scope {
             Scope::Collection(c) => {
@@ -216,6 +238,10 @@ impl Generation {
         tags.push(format!("name={}", url_segment(name)));
         tags.push(format!("size={size}"));
         tags.push(format!("sha256={sha256}"));
+        if let Some(recorded) = recorded {
+            tags.push(format!("points={}", recorded.points));
+            tags.push(format!("config={}", recorded.config_sha256));
+        }
         tags
     }
 }
@@ -231,6 +257,10 @@ pub struct RepositoryStore {
     /// does not know the newest blobs.
     epoch: AtomicU64,
     indexed: Mutex<Option<(u64, Arc<Repository<IndexedFullStatus>>)>>,
+    /// Creations and deletes hold it shared, a prune exclusively: a prune in this
+    /// daemon waits for the generations being written (the restic locks say the same
+    /// to other processes).
+    gc: std::sync::RwLock<()>,
 }
 
 impl RepositoryStore {
@@ -300,6 +330,7 @@ impl RepositoryStore {
             names: NameReservations::default(),
             epoch: AtomicU64::new(0),
             indexed: Mutex::new(None),
+            gc: std::sync::RwLock::new(()),
         })
     }
 
@@ -364,6 +395,7 @@ struct Written<'a> {
     name: &'a str,
     size: u64,
     sha256: &'a str,
+    recorded: Option<&'a Recorded>,
 }
 
 impl RepositoryStore {
@@ -384,6 +416,7 @@ impl RepositoryStore {
             name,
             size,
             sha256,
+            recorded,
         } = *written;
         let failures = source.failures();
         let files = source.files();
@@ -392,7 +425,7 @@ impl RepositoryStore {
         options.time = time;
         let mut snap = SnapshotFile::from_options(&options)
             .map_err(|e| repo_error("describing a generation", e))?;
-        for tag in Generation::tags(scope, name, size, sha256) {
+        for tag in Generation::tags(scope, name, size, sha256, recorded) {
             let list: StringList = tag.parse().map_err(|_| StorageError::internal("a tag"))?;
             snap.add_tags(vec![list]);
         }
@@ -510,6 +543,7 @@ impl RepositoryStore {
             name,
             size: report.archive_bytes,
             sha256: &report.sha256,
+            recorded: None,
         };
         self.write_generation(&written, &source, None, time, started)
             .map(Some)
@@ -736,6 +770,8 @@ impl SnapshotStore for RepositoryStore {
         let layout: Arc<ArchiveLayout> = view.layout().clone();
         let started = std::time::Instant::now();
         let sha256 = hex(&crate::snapshot::checksum::archive_sha256(&layout)?);
+        let recorded = view.recorded();
+        let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
         let _lock = self.lock(false)?;
         crate::storage::pause_point("repository-locked");
         let existing = self.generations()?;
@@ -758,6 +794,7 @@ impl SnapshotStore for RepositoryStore {
             name: &name,
             size: layout.size(),
             sha256: &sha256,
+            recorded: recorded.as_ref(),
         };
         let saved = self.write_generation(&written, &source, parent, None, started)?;
         drop(reserved);
@@ -765,6 +802,7 @@ impl SnapshotStore for RepositoryStore {
     }
 
     fn delete(&self, scope: &Scope, name: &str) -> Result<()> {
+        let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
         let _lock = self.lock(false)?;
         let generation = self.find(scope, name)?;
         let repo = self.open_repo()?;
@@ -806,6 +844,59 @@ impl SnapshotStore for RepositoryStore {
                 "restic:{id} names more than one generation: give more of the id"
             ))),
         }
+    }
+
+    fn prune(&self) -> Result<Option<String>> {
+        let _gc = self.gc.write().unwrap_or_else(|p| p.into_inner());
+        let _lock = self.lock(true)?;
+        crate::storage::pause_point("repository-pruning");
+        let repo = self.open_repo()?;
+        let mut options = PruneOptions::default();
+        // Packs go at once, as restic's prune removes them (rustic's default keeps
+        // them marked in the index for a day, a mark restic does not read).
+        options.instant_delete = true;
+        let plan = repo
+            .prune_plan(&options)
+            .map_err(|e| repo_error("planning a prune of the snapshot repository", e))?;
+        let packs = plan.stats.packs_to_delete.remove;
+        let bytes = plan.stats.size_to_delete.remove;
+        let repacked = plan.stats.size_sum().repack;
+        repo.prune(&options, plan)
+            .map_err(|e| repo_error("pruning the snapshot repository", e))?;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(
+            packs_removed = packs,
+            bytes_freed = bytes,
+            bytes_repacked = repacked,
+            "repository pruned"
+        );
+        Ok(Some(format!(
+            "{packs} pack files ({bytes} bytes) removed, {repacked} bytes repacked"
+        )))
+    }
+
+    fn check(&self, read_part: Option<(u32, u32)>) -> Result<Option<Vec<String>>> {
+        let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
+        let _lock = self.lock(false)?;
+        let repo = self.open_repo()?;
+        let mut options = CheckOptions::default();
+        if let Some((part, parts)) = read_part {
+            options.read_data = true;
+            options.read_data_subset = ReadSubsetOption::IdSubSet((part, parts));
+        }
+        let results = repo
+            .check(options)
+            .map_err(|e| repo_error("checking the snapshot repository", e))?;
+        Ok(Some(
+            results
+                .0
+                .iter()
+                // The level's type is not exported; warnings (an unused pack, a
+                // cache file) leave the repository whole and are not counted.
+                .filter(|(level, _)| format!("{level:?}") == "Error")
+                .map(|(_, error)| error.to_string())
+                .collect(),
+        ))
     }
 
     fn listing_ttl(&self) -> std::time::Duration {
