@@ -576,7 +576,9 @@ async fn drill_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
     };
     backups.set_step(&policy.name, Job::Drill, "checking the store".into(), 0, 1);
     let store = service.store.clone();
+    let clock = Instant::now();
     let checked = run_blocking(move || store.check(part)).await;
+    let took = format!("{:.3} s", clock.elapsed().as_secs_f64());
     let passed = match checked {
         Ok(None) => {
             record
@@ -586,8 +588,8 @@ async fn drill_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
         }
         Ok(Some(problems)) if problems.is_empty() => {
             record.checks.push(match part {
-                Some((k, n)) => format!("check: structure and data part {k}/{n} whole"),
-                None => "check: structure whole".into(),
+                Some((k, n)) => format!("check: structure and data part {k}/{n} whole ({took})"),
+                None => format!("check: structure whole ({took})"),
             });
             Some(true)
         }
@@ -634,7 +636,9 @@ async fn drill_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
                 done,
                 total,
             );
+            let clock = Instant::now();
             let result = restore_drill(service, &policy.name, collection).await;
+            let took = format!("{:.3} s", clock.elapsed().as_secs_f64());
             let passed = result.is_ok();
             crate::metrics::drill_ended(&policy.name, collection, "restore", passed);
             let mut outcome = ScopeOutcome {
@@ -644,7 +648,9 @@ async fn drill_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
             match result {
                 Ok((name, words)) => {
                     outcome.snapshot = Some(name);
-                    record.checks.push(format!("restore {collection}: {words}"));
+                    record
+                        .checks
+                        .push(format!("restore {collection}: {words} ({took})"));
                 }
                 Err(err) => {
                     tracing::error!(policy = %policy.name, %collection, error = %err, "a restore drill failed");
