@@ -35,7 +35,9 @@ BIN=${SNAPFS_BIN:-$PWD/target/release/snapfs}
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench-backups.XXXXXX")
 pid=
 cleanup() {
+  local status=$?
   stop_daemon "$pid"
+  if [ "$status" -ne 0 ] && [ -f "$work/daemon.log" ]; then tail -20 "$work/daemon.log" >&2; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -46,10 +48,17 @@ repo_env=(SNAPFS__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE=repository
   SNAPFS__STORAGE__SNAPSHOTS_CONFIG__REPOSITORY__PASSWORD_FILE="$work/password")
 
 start() {  # start the daemon with config file $1 and --demo
+  rm -f "$SNAPFS_SOCKET"  # a socket left by the last daemon would look ready
   env "${repo_env[@]}" SNAPFS_LOG=warn,snapfs=info SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS=600 \
     "$BIN" serve --data-dir "$work/data" --demo --config "$1" 2>>"$work/daemon.log" &
   pid=$!
   wait_daemon "$SNAPFS_SOCKET"
+}
+settle() {  # until collection big is green (optimized and flushed)
+  for _ in $(seq 1 900); do
+    [ "$(curl -s --unix-socket "$SNAPFS_SOCKET" http://localhost/collections/big | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')" = green ] && return 0
+    sleep 1
+  done
 }
 cpu_secs() {  # utime + stime of process $1, in seconds
   awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
@@ -100,7 +109,8 @@ YAML
 start "$work/none.yaml"
 "$BIN" collections create big --dim $DIM >/dev/null
 "$BIN" points generate big --count "$POINTS" --dim $DIM --batch 250 >/dev/null
-stop_daemon "$pid"; pid=
+settle
+stop_daemon "$pid" "" 600; pid=
 start "$work/drill.yaml"
 t0=$(now); "$BIN" backup run drill >/dev/null; t1=$(now)
 echo "the generation: $(secs "$t0" "$t1") s"
@@ -117,7 +127,7 @@ print(f"drill: {record['result']}, {record['seconds']:.3f} s")
 for check in record["checks"]:
     print(f"  {check}")
 PY
-stop_daemon "$pid"; pid=
+stop_daemon "$pid" "" 600; pid=
 
 export RESTIC_PASSWORD_FILE=$work/password RESTIC_REPOSITORY=$work/repo
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true

@@ -106,6 +106,8 @@ pub struct Config {
     /// policy's name is on, for refusals made at start.
     pub backups: crate::backup::PolicyFile,
     pub backup_lines: std::collections::HashMap<String, usize>,
+    /// The stores of the policies that name their own (`store:`), by policy.
+    pub policy_stores: std::collections::HashMap<String, crate::snapshot::store::StoreChoice>,
 }
 
 impl Default for Config {
@@ -118,6 +120,61 @@ impl Config {
     pub fn max_request_bytes(&self) -> usize {
         self.max_request_size_mb * 1024 * 1024
     }
+
+    /// The daemon's own snapshot store.
+    pub fn store_choice(&self) -> crate::snapshot::store::StoreChoice {
+        crate::snapshot::store::StoreChoice {
+            snapshots_path: self.snapshots_path.clone(),
+            s3: self.s3.clone(),
+            repository: self.repository.clone(),
+        }
+    }
+}
+
+/// A backup policy's own `store:`: `storage.snapshots_config`'s keys, plus
+/// `snapshots_path` for a local store (required there: no default beside the
+/// daemon's own).
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PolicyStoreSection {
+    #[serde(deserialize_with = "lenient_string")]
+    snapshots_storage: Option<String>,
+    #[serde(deserialize_with = "lenient_path")]
+    snapshots_path: Option<PathBuf>,
+    s3_config: Option<S3Section>,
+    repository: Option<RepositorySection>,
+}
+
+fn policy_store(
+    section: &crate::backup::policy::StoreSection,
+) -> anyhow::Result<crate::snapshot::store::StoreChoice> {
+    use crate::snapshot::store::StoreChoice;
+    let json = serde_json::to_value(&section.0)?;
+    let spec: PolicyStoreSection = serde_json::from_value(json)?;
+    let s3 = spec.s3_config.map(S3Section::resolve);
+    Ok(match spec.snapshots_storage.as_deref() {
+        Some("repository") => StoreChoice {
+            repository: Some(spec.repository.unwrap_or_default().resolve(s3)?),
+            ..StoreChoice::default()
+        },
+        Some("s3") => {
+            let s3 = s3.unwrap_or_default();
+            if s3.bucket.is_none() && std::env::var("AWS_BUCKET").is_err() {
+                bail!("snapshots_storage is s3 but s3_config.bucket is not set");
+            }
+            StoreChoice {
+                s3: Some(s3),
+                ..StoreChoice::default()
+            }
+        }
+        Some("local") | None => StoreChoice {
+            snapshots_path: spec
+                .snapshots_path
+                .ok_or_else(|| anyhow::anyhow!("a local store needs snapshots_path"))?,
+            ..StoreChoice::default()
+        },
+        Some(other) => bail!("snapshots_storage must be local, s3 or repository, got {other:?}"),
+    })
 }
 
 /// Command-line flags of `snapfs serve` (highest precedence), parsed by clap
@@ -447,6 +504,23 @@ pub fn load(
                 ))
             })
             .collect();
+        for policy in &config.backups.policies {
+            if let Some(section) = &policy.store {
+                let line = config
+                    .backup_lines
+                    .get(&policy.name)
+                    .map(|l| format!(" (line {l})"))
+                    .unwrap_or_default();
+                let choice = policy_store(section).with_context(|| {
+                    format!(
+                        "config file {}: backup policy {}{line}: store",
+                        path.display(),
+                        policy.name
+                    )
+                })?;
+                config.policy_stores.insert(policy.name.clone(), choice);
+            }
+        }
     }
     config.storage_snapshot = flags.storage_snapshot.clone();
     config.force = flags.force;
@@ -655,6 +729,7 @@ impl ConfigLayers {
             force: false,
             backups: Default::default(),
             backup_lines: Default::default(),
+            policy_stores: Default::default(),
             data_dir,
         };
         config.validate()?;

@@ -212,10 +212,24 @@ async fn serve_storage(
     })?;
     crate::service::backups::check_policies(storage, &config.backups, &config.backup_lines)
         .map_err(|why| anyhow::anyhow!(why))?;
+    // A policy's own store; one that is the daemon's is the daemon's (one store object
+    // per place, so names are reserved in one place).
+    let daemon_store = config.store_choice();
+    let mut policy_stores = std::collections::HashMap::new();
+    for (policy, choice) in &config.policy_stores {
+        let opened = if *choice == daemon_store {
+            store.clone()
+        } else {
+            tokio::task::block_in_place(|| choice.open(&config.temp_path))
+                .with_context(|| format!("backup policy {policy}: its store"))?
+        };
+        policy_stores.insert(policy.clone(), opened);
+    }
     let backups = Arc::new(crate::service::backups::Backups::new(
         &config.backups,
         &config.data_dir,
         &config.temp_path,
+        policy_stores,
     ));
     let state = Arc::new(Service {
         storage: storage.clone(),

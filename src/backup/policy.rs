@@ -37,6 +37,22 @@ pub struct Policy {
     pub schedule: Schedule,
     pub retention: Option<Retention>,
     pub drills: Option<Drills>,
+    /// Where this policy's snapshots go, when not to the daemon's store: the shape of
+    /// `storage.snapshots_config` plus `snapshots_path` (resolved by the
+    /// configuration, opened at start).
+    pub store: Option<StoreSection>,
+}
+
+/// A policy's own `store:` section, kept as written until the configuration
+/// resolves it (it may hold a password: its `Debug` shows none of it).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct StoreSection(pub serde_yaml::Value);
+
+impl std::fmt::Debug for StoreSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreSection(…)")
+    }
 }
 
 #[derive(Deserialize)]
@@ -52,6 +68,8 @@ struct PolicySpec {
     retention: Option<Retention>,
     #[serde(default)]
     drills: Option<Drills>,
+    #[serde(default)]
+    store: Option<StoreSection>,
 }
 
 impl TryFrom<PolicySpec> for Policy {
@@ -83,6 +101,7 @@ impl TryFrom<PolicySpec> for Policy {
             schedule: spec.schedule,
             retention: spec.retention,
             drills: spec.drills,
+            store: spec.store,
         })
     }
 }

@@ -26,8 +26,9 @@ use crate::backup::ledger::{Job, Ledger, PolicyRecord, RunRecord, ScopeOutcome};
 use crate::backup::retention::{Candidate, Decision};
 use crate::backup::schedule::{self, from_unix, unix};
 use crate::backup::{Policy, PolicyFile, retention};
-use crate::snapshot::Scope;
 use crate::snapshot::inflow::{Body, Source};
+use crate::snapshot::store::SnapshotStore;
+use crate::snapshot::{Scope, SnapshotView};
 use crate::storage::{Result, Storage, StorageError};
 
 /// Sample points a restore drill looks up by their own vector.
@@ -42,6 +43,8 @@ pub struct Backups {
     next: Mutex<HashMap<(String, Job), SystemTime>>,
     /// Where restore drills make their scratch storage.
     scratch: PathBuf,
+    /// The policies with a store of their own (`store:`); the others use the daemon's.
+    stores: HashMap<String, Arc<dyn SnapshotStore>>,
 }
 
 /// A job under way, as the status shows it.
@@ -64,6 +67,8 @@ pub struct PolicyStatus {
     pub collections: Vec<String>,
     pub full_storage: bool,
     pub schedule: String,
+    /// Where its snapshots go (the daemon's store, or its own).
+    pub store: String,
     /// When each kind of job is due next (seconds since the epoch).
     pub next: HashMap<String, f64>,
     pub running: Vec<Progress>,
@@ -106,11 +111,13 @@ fn reason(err: &StorageError) -> &'static str {
 }
 
 impl Backups {
-    /// The policies of `file`, with the ledger at `data_dir`.
+    /// The policies of `file`, with the ledger at `data_dir`; `stores`: the stores of
+    /// the policies that have their own.
     pub fn new(
         file: &PolicyFile,
         data_dir: &std::path::Path,
         temp_path: &std::path::Path,
+        stores: HashMap<String, Arc<dyn SnapshotStore>>,
     ) -> Backups {
         let ledger_path = Ledger::path(data_dir);
         let ledger = if file.policies.is_empty() {
@@ -125,7 +132,16 @@ impl Backups {
             running: Mutex::new(HashMap::new()),
             next: Mutex::new(HashMap::new()),
             scratch: temp_path.to_path_buf(),
+            stores,
         }
+    }
+
+    /// Where policy `name` keeps its snapshots: its own store, or the daemon's.
+    fn store_of(&self, name: &str, service: &Service) -> Arc<dyn SnapshotStore> {
+        self.stores
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| service.store.clone())
     }
 
     pub fn policies(&self) -> &[Policy] {
@@ -347,7 +363,8 @@ async fn backup_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
             collection: collection.clone(),
             ..ScopeOutcome::default()
         };
-        match store_one(service, scope.clone()).await {
+        let store = service.backups.store_of(&policy.name, service);
+        match store_one(service, store, scope.clone()).await {
             Ok((name, added)) => {
                 crate::metrics::backup_stored(
                     &policy.name,
@@ -413,24 +430,28 @@ fn shown(scope: &Scope) -> String {
     }
 }
 
-/// Store a snapshot of `scope`: its name and the bytes it added to the store (what
-/// the store recorded; a plain store's whole archive).
-async fn store_one(service: &Arc<Service>, scope: Scope) -> Result<(String, u64)> {
-    let created = super::snapshots::create_snapshot(service, scope.clone()).await?;
-    let store = service.store.clone();
-    let name = created.name.clone();
-    let added = run_blocking(move || {
-        Ok(store
-            .details(&scope)?
-            .into_iter()
-            .find(|d| d.name == name)
-            .map(|d| d.bytes_added))
+/// Store a snapshot of `scope` in `store`: its name and the bytes it added to the
+/// store (what the store recorded; a plain store's whole archive).
+async fn store_one(
+    service: &Arc<Service>,
+    store: Arc<dyn SnapshotStore>,
+    scope: Scope,
+) -> Result<(String, u64)> {
+    let scope = super::snapshots::checked_scope(service, scope)?;
+    let storage = service.storage.clone();
+    run_blocking(move || {
+        let view = SnapshotView::open(&storage, scope.clone())?;
+        let created = store.create(&view)?;
+        drop(view);
+        crate::metrics::snapshot_created(&scope_label(&scope));
+        let added = store
+            .details(&scope)
+            .ok()
+            .and_then(|details| details.into_iter().find(|d| d.name == created.name))
+            .map_or(created.size, |d| d.bytes_added);
+        Ok((created.name, added))
     })
     .await
-    .ok()
-    .flatten()
-    .unwrap_or(created.size);
-    Ok((created.name, added))
 }
 
 /// What policy `name`'s retention removes now (`dry_run`: would remove), per scope.
@@ -466,7 +487,7 @@ async fn plan_retention(service: &Arc<Service>, policy: &Policy) -> Result<Vec<S
         return Ok(Vec::new());
     };
     let scopes = scopes_of(&service.storage, policy);
-    let store = service.store.clone();
+    let store = service.backups.store_of(&policy.name, service);
     run_blocking(move || {
         let now = SystemTime::now();
         let mut planned = Vec::new();
@@ -520,7 +541,7 @@ async fn retention_run(
             ..ScopeOutcome::default()
         };
         for decision in scope_plan.decisions.iter().filter(|d| !d.keep) {
-            let store = service.store.clone();
+            let store = service.backups.store_of(&policy.name, service);
             let (scope, name) = (scope.clone(), decision.name.clone());
             match run_blocking(move || store.delete(&scope, &name)).await {
                 Ok(()) => outcome.forgotten.push(decision.name.clone()),
@@ -545,7 +566,7 @@ async fn retention_run(
     }
     let prune = policy.retention.as_ref().is_some_and(|r| r.prune);
     if prune && removed_any {
-        let store = service.store.clone();
+        let store = service.backups.store_of(&policy.name, service);
         match run_blocking(move || store.prune()).await {
             Ok(pruned) => record.pruned = pruned,
             Err(err) => {
@@ -575,7 +596,7 @@ async fn drill_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
         None
     };
     backups.set_step(&policy.name, Job::Drill, "checking the store".into(), 0, 1);
-    let store = service.store.clone();
+    let store = backups.store_of(&policy.name, service);
     let clock = Instant::now();
     let checked = run_blocking(move || store.check(part)).await;
     let took = format!("{:.3} s", clock.elapsed().as_secs_f64());
@@ -680,7 +701,7 @@ async fn restore_drill(
     collection: &str,
 ) -> Result<(String, String)> {
     let scope = Scope::Collection(collection.to_string());
-    let store = service.store.clone();
+    let store = service.backups.store_of(policy, service);
     let looked = scope.clone();
     let (newest, details) = run_blocking(move || {
         let newest = store
@@ -798,9 +819,10 @@ pub fn status_now(service: &Service) -> Vec<PolicyStatus> {
     let mut all = Vec::new();
     for policy in backups.policies() {
         let record = backups.policy_record(&policy.name);
+        let store = backups.store_of(&policy.name, service);
         let mut generations = HashMap::new();
         for scope in scopes_of(&service.storage, policy) {
-            if let Ok(listed) = service.store.list(&scope) {
+            if let Ok(listed) = store.list(&scope) {
                 generations.insert(scope_label(&scope), listed.len());
             }
         }
@@ -825,6 +847,7 @@ pub fn status_now(service: &Service) -> Vec<PolicyStatus> {
             collections: policy.collections.clone(),
             full_storage: policy.full_storage,
             schedule: describe(&policy.schedule),
+            store: store.location(),
             next,
             running,
             last_run: record.last.get(&Job::Backup).cloned(),

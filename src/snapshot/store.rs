@@ -211,6 +211,30 @@ pub trait SnapshotStore: Send + Sync {
     fn stop(&self, _limit: Duration) {}
 }
 
+/// Which store, and its settings: the daemon's (`storage.snapshots_config`), or a
+/// backup policy's own (`store:`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoreChoice {
+    /// The local store's directory.
+    pub snapshots_path: std::path::PathBuf,
+    /// `Some`: an S3 bucket.
+    pub s3: Option<s3::S3Config>,
+    /// `Some`: a restic repository (wins over `s3`, which then only gives its S3 settings).
+    pub repository: Option<repository::RepositoryConfig>,
+}
+
+impl StoreChoice {
+    /// The store this choice names, opened ([`open`]).
+    pub fn open(&self, temp_path: &std::path::Path) -> Result<Arc<dyn SnapshotStore>> {
+        open(
+            &self.snapshots_path,
+            temp_path,
+            self.s3.as_ref(),
+            self.repository.as_ref(),
+        )
+    }
+}
+
 /// The store the configuration names, opened (an interrupted creation's leftovers
 /// removed; a repository created on first use).
 pub fn open(

@@ -17,7 +17,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// A daemon with a demo collection, snapshots in a restic repository at
 /// `<dir>/repo` (or the plain local store), and the policies of `policies` (YAML
-/// under `backups:`).
+/// under `backups:`; `DIR` stands for the test's directory).
 struct PolicyDaemon {
     daemon: Daemon,
     dir: tempfile::TempDir,
@@ -39,6 +39,7 @@ impl PolicyDaemon {
         let password_file = dir.path().join("password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
         let config = dir.path().join("config.yaml");
+        let policies = policies.replace("DIR", &dir.path().display().to_string());
         std::fs::write(&config, format!("backups:\n  policies:\n{policies}")).unwrap();
         let mut env: Vec<(String, String)> = Vec::new();
         if repository {
@@ -661,4 +662,62 @@ fn bad_policies_are_refused_at_start_naming_the_line() {
             assert!(log.contains(word), "{word:?} in:\n{log}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_with_its_own_store_keeps_its_generations_there() {
+    // The daemon keeps stored snapshots as plain files; the policy sends its own to
+    // a restic repository.
+    let pd = PolicyDaemon::start(
+        "    - name: offsite\n      collections: [demo]\n      schedule: { every: 1d }\n      retention: { keep_last: 1 }\n      store:\n        snapshots_storage: repository\n        repository: { location: DIR/repo, password_file: DIR/password }\n",
+        false,
+        &[],
+        false,
+    );
+    for _ in 0..2 {
+        let out = pd.cli(&["backup", "run", "offsite"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = pd.status("offsite").await;
+    assert!(
+        status["store"]
+            .as_str()
+            .unwrap()
+            .starts_with("restic repository"),
+        "{status:#}"
+    );
+    assert_eq!(status["generations"]["demo"], 1, "{status:#}");
+    assert_eq!(
+        status["last_run"]["scopes"][0]["forgotten"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // In the repository: one generation of demo, read back whole by restic.
+    let snapshots: Vec<Value> =
+        serde_json::from_str(&pd.restic_ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(
+        name_of(&snapshots[0]),
+        status["last_run"]["scopes"][0]["snapshot"]
+            .as_str()
+            .unwrap()
+    );
+    // Not among the daemon's own stored snapshots.
+    let (_, listed) = call(
+        &pd.daemon.client(),
+        Method::GET,
+        "/collections/demo/snapshots",
+        None,
+    )
+    .await;
+    assert_eq!(listed["result"], serde_json::json!([]));
+    let mut pd = pd;
+    assert!(pd.daemon.stop().success());
+    pd.restic_ok(&["check", "--read-data"]);
 }
