@@ -561,19 +561,7 @@ struct Member {
     /// a `cp` and a restore read forward; one thread alternating fetching, decrypting
     /// and copying went at a third of the disk's speed).
     ahead: Mutex<Ahead>,
-    /// The member's bytes last read, by aligned window: readers of one member share
-    /// them. The kernel sends one `cp`'s reads from several FUSE threads at once, a
-    /// few 128 KiB apart; each asking the repository for its own range decrypted the
-    /// same blobs again (a `cp` out of the mount took 20-40 times a plain file's).
-    windows: Mutex<std::collections::VecDeque<(u64, WindowSlot)>>,
 }
-
-/// A window's bytes once the first reader needing them has read them.
-type WindowSlot = Arc<Mutex<Option<bytes::Bytes>>>;
-
-/// A window's size, and how many a member keeps (the bytes a member holds at most).
-const WINDOW: u64 = 4 << 20;
-const WINDOWS: usize = 2;
 
 #[derive(Default)]
 struct Ahead {
@@ -600,57 +588,7 @@ impl Member {
             name: name.to_string(),
             size: node.meta.size,
             ahead: Mutex::new(Ahead::default()),
-            windows: Mutex::new(std::collections::VecDeque::new()),
         })
-    }
-
-    fn unreadable(&self, e: &RusticError) -> std::io::Error {
-        tracing::warn!(generation = %self.name, error = %e.display_log(), "a generation could not be read");
-        std::io::Error::other(format!(
-            "stored snapshot {} cannot be read from the repository (damaged or missing data; `restic check --read-data` tells more)",
-            self.name
-        ))
-    }
-
-    /// The window starting at `start` (a multiple of [`WINDOW`]): read once, by the
-    /// first reader that needs it, while the others needing it wait for it.
-    fn window(&self, start: u64) -> std::io::Result<bytes::Bytes> {
-        let slot = {
-            let mut windows = self.windows.lock().unwrap();
-            match windows.iter().find(|(at, _)| *at == start) {
-                Some((_, slot)) => slot.clone(),
-                None => {
-                    let slot = Arc::new(Mutex::new(None));
-                    windows.push_back((start, slot.clone()));
-                    if windows.len() > WINDOWS {
-                        windows.pop_front();
-                    }
-                    slot
-                }
-            }
-        };
-        let mut filled = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bytes) = &*filled {
-            return Ok(bytes.clone());
-        }
-        let len = WINDOW.min(self.size.saturating_sub(start)) as usize;
-        let mut bytes = bytes::BytesMut::with_capacity(len);
-        while bytes.len() < len {
-            let got = self
-                .repo
-                .read_file_at(&self.file, start as usize + bytes.len(), len - bytes.len())
-                .map_err(|e| self.unreadable(&e))?;
-            if got.is_empty() {
-                return Err(std::io::Error::other(format!(
-                    "stored snapshot {} is shorter in the repository than recorded",
-                    self.name
-                )));
-            }
-            bytes.extend_from_slice(&got);
-        }
-        let bytes = bytes.freeze();
-        *filled = Some(bytes.clone());
-        Ok(bytes)
     }
 
     /// Keep up to [`READ_AHEAD_THREADS`] windows being read past `from`.
@@ -681,30 +619,28 @@ impl Member {
 
 impl RangeRead for Member {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let end = offset + buf.len() as u64;
-        if end > self.size {
-            return Err(std::io::Error::other(format!(
-                "stored snapshot {}: a read past a member's end",
-                self.name
-            )));
-        }
         let mut done = 0usize;
         while done < buf.len() {
-            let at = offset + done as u64;
-            let start = at / WINDOW * WINDOW;
-            let window = self.window(start)?;
-            let from = (at - start) as usize;
-            let n = (window.len() - from).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&window[from..from + n]);
-            done += n;
+            let bytes = self
+                .repo
+                .read_file_at(&self.file, offset as usize + done, buf.len() - done)
+                .map_err(|e| {
+                    tracing::warn!(generation = %self.name, error = %e.display_log(), "a generation could not be read");
+                    std::io::Error::other(format!(
+                        "stored snapshot {} cannot be read from the repository (damaged or missing data; `restic check --read-data` tells more)",
+                        self.name
+                    ))
+                })?;
+            if bytes.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "stored snapshot {} is shorter in the repository than recorded",
+                    self.name
+                )));
+            }
+            buf[done..done + bytes.len()].copy_from_slice(&bytes);
+            done += bytes.len();
         }
-        if end == self.size {
-            // Read to its end: its windows go (an archive holds every member while
-            // it is open, and a reader moving on does not come back).
-            self.windows.lock().unwrap().clear();
-        } else {
-            self.read_ahead(end);
-        }
+        self.read_ahead(offset + buf.len() as u64);
         Ok(())
     }
 }
