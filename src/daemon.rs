@@ -102,6 +102,29 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .iter()
             .map(|dir| (dir.clone(), "storage.recover_dirs")),
     );
+    // Where stored snapshots go, when that is a local directory: the daemon's
+    // repository, and the policies' own stores.
+    let local_store = |choice: &crate::snapshot::store::StoreChoice| match &choice.repository {
+        Some(repository) => match &repository.location {
+            crate::snapshot::store::repository::Location::Local(path) => Some(path.clone()),
+            crate::snapshot::store::repository::Location::S3(_) => None,
+        },
+        None => choice.s3.is_none().then(|| choice.snapshots_path.clone()),
+    };
+    if let Some(Some(path)) = config
+        .repository
+        .as_ref()
+        .map(|_| local_store(&config.store_choice()))
+    {
+        private.push((path, "storage.snapshots_config.repository.location"));
+    }
+    private.extend(
+        config
+            .policy_stores
+            .values()
+            .filter_map(local_store)
+            .map(|path| (path, "backups.policies[].store")),
+    );
     crate::service::remote::hide_directories(&private);
     // Checked before the storage loads, so a wrong mount point fails fast.
     let mount_point = match &config.mount {

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
-use super::envelope::{ApiError, RemoteText, error_body};
+use super::envelope::{ApiError, RemoteBody, RemoteText, error_body};
 use crate::service::listen::{ApiKey, ConnectionAuth, KeyRefusal};
 
 /// Wrap `router` so that every request must carry `api-key: <key>` (or
@@ -41,7 +41,12 @@ pub fn require_api_key(router: Router, key: ApiKey) -> Router {
 pub fn remote_errors(router: Router) -> Router {
     router.layer(middleware::map_response(
         |mut response: Response| async move {
-            if let Some(RemoteText(text)) = response.extensions_mut().remove::<RemoteText>() {
+            if let Some(RemoteBody(bytes)) = response.extensions_mut().remove::<RemoteBody>() {
+                let (mut parts, _) = response.into_parts();
+                parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+                response = Response::from_parts(parts, Body::from(bytes));
+            } else if let Some(RemoteText(text)) = response.extensions_mut().remove::<RemoteText>()
+            {
                 let (mut parts, _) = response.into_parts();
                 parts.headers.remove(axum::http::header::CONTENT_LENGTH);
                 let body = serde_json::to_vec(&error_body(&text)).unwrap_or_default();

@@ -5,6 +5,9 @@
 //! - `GET /snapfs/backups`, `GET /snapfs/backups/{policy}`: status;
 //! - `POST /snapfs/backups/{policy}/run?job=backup|retention|drill&wait=true`;
 //! - `POST /snapfs/backups/{policy}/forget?dry_run=true`.
+//!
+//! A status names where snapshots go and what failed, in the daemon's words: a
+//! client on a TCP listener gets the daemon's directories by their config keys.
 
 use std::sync::Arc;
 
@@ -17,7 +20,7 @@ use crate::backup::ledger::Job;
 use crate::service::backups::{forget as forget_now, run_now, status as all_status};
 
 pub async fn status(timer: Timer, State(app): State<Arc<Service>>) -> ApiResult {
-    Ok(timer.ok(all_status(&app).await?))
+    Ok(timer.ok_hiding_paths(all_status(&app).await?))
 }
 
 pub async fn policy_status(
@@ -30,7 +33,7 @@ pub async fn policy_status(
         .into_iter()
         .find(|s| s.name == policy)
         .ok_or_else(|| ApiError::not_found(format!("no backup policy {policy}")))?;
-    Ok(timer.ok(one))
+    Ok(timer.ok_hiding_paths(one))
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,7 +61,7 @@ pub async fn run(
     let record = task
         .await
         .map_err(|e| ApiError::from(crate::storage::StorageError::from_cause(e)))?;
-    Ok(timer.ok(record))
+    Ok(timer.ok_hiding_paths(record))
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,5 +76,5 @@ pub async fn forget(
     Path(policy): Path<String>,
     Query(params): Query<ForgetParams>,
 ) -> ApiResult {
-    Ok(timer.ok(forget_now(&app, &policy, params.dry_run).await?))
+    Ok(timer.ok_hiding_paths(forget_now(&app, &policy, params.dry_run).await?))
 }

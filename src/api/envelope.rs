@@ -75,6 +75,30 @@ impl Timer {
 #[derive(Clone, Debug)]
 pub struct RemoteText(pub String);
 
+/// A whole answer a client on a TCP listener gets instead of the full one (an
+/// answer that names the host's directories, such as a backup policy's status).
+#[derive(Clone, Debug)]
+pub struct RemoteBody(pub Vec<u8>);
+
+impl Timer {
+    /// [`Timer::ok`], and beside it the same answer with the daemon's directories
+    /// named by their config keys ([`remote_text`]) for TCP clients.
+    pub fn ok_hiding_paths<T: Serialize>(&self, result: T) -> Response {
+        let body = json!({"result": result, "status": "ok", "time": self.seconds()});
+        let full = body.to_string();
+        let remote = remote_text(false, &full).into_owned();
+        let mut response = (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            full,
+        )
+            .into_response();
+        response
+            .extensions_mut()
+            .insert(RemoteBody(remote.into_bytes()));
+        response
+    }
+}
+
 /// The failure envelope.
 pub fn error_body(message: &str) -> serde_json::Value {
     json!({"status": {"error": message}, "time": 0.0})

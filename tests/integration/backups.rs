@@ -527,10 +527,15 @@ async fn a_prune_beside_a_generation_being_written_leaves_both_whole() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drills_pass_and_a_damaged_repository_fails_them_loudly() {
+    let port = free_port().to_string();
     let pd = PolicyDaemon::start(
         "    - name: proof\n      collections: [demo]\n      schedule: { every: 1d }\n      drills: { schedule: { every: 1d }, read_data_parts: 2, restore: true }\n",
         true,
-        &[],
+        &[
+            ("SNAPFS__SERVICE__HOST", "127.0.0.1"),
+            ("SNAPFS__SERVICE__HTTP_PORT", &port),
+            ("SNAPFS__SERVICE__API_KEY", "drill-key"),
+        ],
         true,
     );
     let out = pd.cli(&["backup", "run", "proof"]);
@@ -623,6 +628,27 @@ async fn drills_pass_and_a_damaged_repository_fails_them_loudly() {
         serde_json::from_slice(&std::fs::read(pd.mnt().join("backups/proof.json")).unwrap())
             .unwrap();
     assert_eq!(mounted["last_drill"]["result"], "failed");
+    // Over TCP the status names the repository by its config key, not its path.
+    let tcp = Command::new("curl")
+        .args(["-s", "-H", "api-key: drill-key"])
+        .arg(format!("http://127.0.0.1:{port}/snapfs/backups/proof"))
+        .output()
+        .unwrap();
+    let tcp = String::from_utf8_lossy(&tcp.stdout).into_owned();
+    let repo = pd.repo.display().to_string();
+    assert!(
+        tcp.contains("<storage.snapshots_config.repository.location>"),
+        "{tcp}"
+    );
+    assert!(
+        !tcp.contains(&repo) && tcp.contains("\"drills_failed\":1"),
+        "{tcp}"
+    );
+    let local = pd.status("proof").await;
+    assert!(
+        local["store"].as_str().unwrap().contains(&repo),
+        "{local:#}"
+    );
     // The live collection was never touched by the drills.
     assert_eq!(count(&pd.daemon.client(), "demo").await, points);
 }
