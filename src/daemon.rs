@@ -237,16 +237,20 @@ async fn serve_storage(
         .map_err(|why| anyhow::anyhow!(why))?;
     // A policy's own store; one that is the daemon's is the daemon's (one store object
     // per place, so names are reserved in one place).
-    let daemon_store = config.store_choice();
+    let mut opened = vec![(config.store_choice(), store.clone())];
     let mut policy_stores = std::collections::HashMap::new();
     for (policy, choice) in &config.policy_stores {
-        let opened = if *choice == daemon_store {
-            store.clone()
-        } else {
-            tokio::task::block_in_place(|| choice.open(&config.temp_path))
-                .with_context(|| format!("backup policy {policy}: its store"))?
+        let same = opened.iter().find(|(place, _)| place.same_place(choice));
+        let store = match same {
+            Some((_, store)) => store.clone(),
+            None => {
+                let store = tokio::task::block_in_place(|| choice.open(&config.temp_path))
+                    .with_context(|| format!("backup policy {policy}: its store"))?;
+                opened.push((choice.clone(), store.clone()));
+                store
+            }
         };
-        policy_stores.insert(policy.clone(), opened);
+        policy_stores.insert(policy.clone(), store);
     }
     let backups = Arc::new(crate::service::backups::Backups::new(
         &config.backups,

@@ -69,7 +69,14 @@ const RESTORING_PREFIX: &str = ".restoring-";
 
 /// What the daemon writes into `temp_path` while it works, by name prefix; found at
 /// start, it is a crash's leftover.
-const TEMP_LEFTOVERS: [(&str, &str); 3] = [
+/// The start of a backup restore drill's scratch directory in `temp_path`.
+pub const DRILL_SCRATCH_PREFIX: &str = ".backup-drill-";
+
+const TEMP_LEFTOVERS: [(&str, &str); 4] = [
+    (
+        DRILL_SCRATCH_PREFIX,
+        "an interrupted restore drill's scratch storage",
+    ),
     (
         RESTORING_PREFIX,
         "an interrupted restore's staging directory",

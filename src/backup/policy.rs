@@ -228,6 +228,9 @@ impl TryFrom<serde_yaml::Value> for Interval {
     }
 }
 
+/// The longest length of time a policy takes: ten years.
+const MAX_INTERVAL_SECS: u64 = 10 * 366 * 86_400;
+
 /// `1h30m` → 5400 s. Units: s, m, h, d (24 h), w.
 pub fn parse_interval(text: &str) -> Result<Duration, String> {
     let bad = || format!("bad length of time {text:?}: write it like 90s, 15m, 6h, 1d or 2w");
@@ -262,6 +265,9 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
     }
     if !any || total == 0 {
         return Err(bad());
+    }
+    if total > MAX_INTERVAL_SECS {
+        return Err(format!("{text:?} is longer than ten years"));
     }
     Ok(Duration::from_secs(total))
 }
@@ -376,7 +382,7 @@ mod tests {
             Duration::from_secs(1_209_600)
         );
         assert_eq!(parse_interval("45").unwrap(), Duration::from_secs(45));
-        for bad in ["", "0s", "h", "5 parsecs", "99999999999999999999w"] {
+        for bad in ["", "0s", "h", "5 parsecs", "99999999999999999999w", "600w"] {
             assert!(parse_interval(bad).is_err(), "{bad}");
         }
     }

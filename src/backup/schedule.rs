@@ -11,7 +11,10 @@ use super::policy::Schedule;
 
 /// The schedule's first due time strictly after `after`.
 pub fn next_due(schedule: &Schedule, after: SystemTime) -> SystemTime {
-    let by_interval = schedule.every.map(|every| after + every);
+    let never = || after.checked_add(NEVER).unwrap_or(after);
+    let by_interval = schedule
+        .every
+        .map(|every| after.checked_add(every).unwrap_or_else(never));
     let by_cron = schedule.cron.as_ref().and_then(|cron| {
         let from: DateTime<Utc> = after.into();
         cron.cron
@@ -23,19 +26,23 @@ pub fn next_due(schedule: &Schedule, after: SystemTime) -> SystemTime {
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) | (None, Some(a)) => a,
         // A cron expression that never matches again (a date in the past).
-        (None, None) => after + Duration::from_secs(100 * 365 * 86_400),
+        (None, None) => never(),
     }
 }
 
+/// Far enough to be never (a cron expression without a next match).
+const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// The due time to wait for at start. `last_due`: the due time of the last job
-/// started before the stop (none ever: wait for the first slot). `true` when a slot
-/// was missed meanwhile: one catch-up run, now.
+/// started before the stop, or the time the schedule was first started (none: wait
+/// for the first slot). `true` when a slot was missed meanwhile: one catch-up run,
+/// now. A `last_due` ahead of now (a clock set back) counts as now.
 pub fn first_due(
     schedule: &Schedule,
     last_due: Option<SystemTime>,
     now: SystemTime,
 ) -> (SystemTime, bool) {
-    match last_due {
+    match last_due.map(|last| last.min(now)) {
         Some(last) if next_due(schedule, last) <= now => (now, true),
         Some(last) => (next_due(schedule, last), false),
         None => (next_due(schedule, now), false),
@@ -70,8 +77,9 @@ pub fn unix(time: SystemTime) -> f64 {
 }
 
 /// [`unix`] back to a time.
-pub fn from_unix(seconds: f64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
+/// [`unix`] back to a time; `None` for a value no time has (a damaged ledger).
+pub fn from_unix(seconds: f64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
 }
 
 #[cfg(test)]
@@ -140,6 +148,17 @@ mod tests {
             first_due(&hourly, None, now),
             (at("2026-12-07T13:00:00Z"), false)
         );
+        // A last due time ahead of now (the clock was set back) is taken as now.
+        let ahead = at("2027-01-01T00:00:00Z");
+        assert_eq!(
+            first_due(&hourly, Some(ahead), now),
+            (at("2026-12-07T13:00:00Z"), false)
+        );
+        // Values no time has do not panic.
+        assert_eq!(from_unix(f64::MAX), None);
+        assert_eq!(from_unix(-1.0), None);
+        let huge = schedule("{ every: 520w }");
+        assert!(next_due(&huge, now) > now);
     }
 
     #[test]

@@ -34,6 +34,25 @@ use crate::storage::{Result, Storage, StorageError};
 /// Sample points a restore drill looks up by their own vector.
 const DRILL_SAMPLES: usize = 5;
 
+/// What a restore drill restores into its scratch storage as: one fixed name, so
+/// a drill never shows as a restore of the live collection (its progress and
+/// metrics are by collection name).
+const DRILL_COLLECTION: &str = "backup-drill";
+
+/// A restore drill's scratch directory: removed when dropped, whatever way the drill
+/// ends (a crash leaves it to the next start: `storage::TEMP_LEFTOVERS`).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %e, "a restore drill's scratch could not be removed");
+        }
+    }
+}
+
 /// The policies, their record, and the jobs running now.
 pub struct Backups {
     policies: Vec<Policy>,
@@ -266,7 +285,7 @@ async fn run_claimed(
     let clock = Instant::now();
     let mut record = match job {
         Job::Backup => backup_run(service, policy).await,
-        Job::Retention => retention_run(service, policy, false)
+        Job::Retention => retention_run(service, policy)
             .await
             .unwrap_or_else(|err| failed_record(&err)),
         Job::Drill => drill_run(service, policy).await,
@@ -295,8 +314,8 @@ async fn run_claimed(
         let entry = ledger.policies.entry(policy.name.clone()).or_default();
         match job {
             Job::Backup => {
-                entry.runs += 1;
-                entry.failures += u64::from(failed);
+                entry.runs = entry.runs.saturating_add(1);
+                entry.failures = entry.failures.saturating_add(u64::from(failed));
                 for scope in &kept.scopes {
                     if scope.snapshot.is_some() && scope.reason.is_none() {
                         entry
@@ -305,8 +324,8 @@ async fn run_claimed(
                     }
                 }
             }
-            Job::Drill if failed => entry.drills_failed += 1,
-            Job::Drill => entry.drills_passed += 1,
+            Job::Drill if failed => entry.drills_failed = entry.drills_failed.saturating_add(1),
+            Job::Drill => entry.drills_passed = entry.drills_passed.saturating_add(1),
             Job::Retention => {}
         }
         entry.last.insert(job, kept);
@@ -396,27 +415,46 @@ async fn backup_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
         service
             .backups
             .set_step(&policy.name, Job::Backup, "retention".into(), total, total);
-        match retention_run(service, policy, false).await {
-            Ok(kept) => {
-                for scope in kept.scopes {
-                    if let Some(outcome) = record
-                        .scopes
-                        .iter_mut()
-                        .find(|o| o.collection == scope.collection)
-                    {
-                        outcome.forgotten = scope.forgotten;
+        // One retention at a time per policy: a manual one running now is left to do it.
+        let retention = match claim(
+            &service.backups,
+            &policy.name,
+            Job::Retention,
+            "after a run",
+        ) {
+            Some(claim) => {
+                let done = retention_run(service, policy).await;
+                drop(claim);
+                Some(done)
+            }
+            None => None,
+        };
+        match retention {
+            None => record
+                .checks
+                .push("retention: left to the one running now".into()),
+            Some(done) => match done {
+                Ok(kept) => {
+                    for scope in kept.scopes {
+                        if let Some(outcome) = record
+                            .scopes
+                            .iter_mut()
+                            .find(|o| o.collection == scope.collection)
+                        {
+                            outcome.forgotten = scope.forgotten;
+                        }
+                    }
+                    record.pruned = kept.pruned;
+                    if kept.result != "ok" {
+                        record.result = "failed".into();
+                        record.checks.extend(kept.checks);
                     }
                 }
-                record.pruned = kept.pruned;
-                if kept.result != "ok" {
+                Err(err) => {
                     record.result = "failed".into();
-                    record.checks.extend(kept.checks);
+                    record.checks.push(format!("retention: {err}"));
                 }
-            }
-            Err(err) => {
-                record.result = "failed".into();
-                record.checks.push(format!("retention: {err}"));
-            }
+            },
         }
     }
     record
@@ -519,11 +557,7 @@ async fn plan_retention(service: &Arc<Service>, policy: &Policy) -> Result<Vec<S
 }
 
 /// Apply the retention: delete what it does not keep, then prune.
-async fn retention_run(
-    service: &Arc<Service>,
-    policy: &Policy,
-    _dry_run: bool,
-) -> Result<RunRecord> {
+async fn retention_run(service: &Arc<Service>, policy: &Policy) -> Result<RunRecord> {
     let planned = plan_retention(service, policy).await?;
     let mut record = RunRecord {
         result: "ok".into(),
@@ -546,6 +580,11 @@ async fn retention_run(
             match run_blocking(move || store.delete(&scope, &name)).await {
                 Ok(()) => outcome.forgotten.push(decision.name.clone()),
                 Err(err) => {
+                    crate::metrics::backup_failed(
+                        &policy.name,
+                        &scope_plan.collection,
+                        "retention",
+                    );
                     record.result = "failed".into();
                     record
                         .checks
@@ -570,6 +609,7 @@ async fn retention_run(
         match run_blocking(move || store.prune()).await {
             Ok(pruned) => record.pruned = pruned,
             Err(err) => {
+                crate::metrics::backup_failed(&policy.name, "", "prune");
                 record.result = "failed".into();
                 record.checks.push(format!("prune: {err}"));
             }
@@ -600,6 +640,7 @@ async fn drill_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
     let clock = Instant::now();
     let checked = run_blocking(move || store.check(part)).await;
     let took = format!("{:.3} s", clock.elapsed().as_secs_f64());
+    let checked_ran = matches!(checked, Ok(Some(_)));
     let passed = match checked {
         Ok(None) => {
             record
@@ -631,7 +672,8 @@ async fn drill_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
             record.result = "failed".into();
         }
     }
-    if let Some((k, n)) = part {
+    // The part moves on once it was read (not after a refusal, a lock say).
+    if let (Some((k, n)), Some(_)) = (part, passed.filter(|_| checked_ran)) {
         backups.record(|ledger| {
             ledger
                 .policies
@@ -718,19 +760,20 @@ async fn restore_drill(
     })
     .await?;
     let name = newest.snapshot.name.clone();
-    let scratch = service
-        .backups
-        .scratch
-        .join(format!("drill-{policy}-{}", rand::random::<u32>()));
-    let result = drill_in(&scratch, collection, newest, details.as_ref()).await;
-    let removing = scratch.clone();
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(removing)).await;
+    let scratch = Scratch(service.backups.scratch.join(format!(
+        "{}{policy}-{}",
+        crate::storage::DRILL_SCRATCH_PREFIX,
+        rand::random::<u32>()
+    )));
+    let result = drill_in(&scratch.0, newest, details.as_ref()).await;
+    tokio::task::spawn_blocking(move || drop(scratch))
+        .await
+        .map_err(StorageError::from_cause)?;
     result.map(|words| (name, words))
 }
 
 async fn drill_in(
     scratch: &std::path::Path,
-    collection: &str,
     opened: crate::snapshot::store::OpenedSnapshot,
     details: Option<&crate::snapshot::store::StoredDetails>,
 ) -> Result<String> {
@@ -762,9 +805,14 @@ async fn drill_in(
         }
         .pump(&storage)
         .await?;
-        crate::snapshot::restore::restore_collection(&storage, collection, received, checksum)
-            .await?;
-        let restored = storage.collection(collection)?;
+        crate::snapshot::restore::restore_collection(
+            &storage,
+            DRILL_COLLECTION,
+            received,
+            checksum,
+        )
+        .await?;
+        let restored = storage.collection(DRILL_COLLECTION)?;
         let details = details.cloned();
         run_blocking(move || compare_and_query(&restored, details)).await
     }
@@ -782,6 +830,10 @@ fn compare_and_query(
     let points = restored.count(None)? as u64;
     let config = crate::snapshot::view::config_digest(restored.config());
     let mut words = vec![format!("{points} points")];
+    let recorded = details.as_ref().is_some_and(|d| d.points.is_some());
+    if !recorded {
+        words.push("no point count or configuration recorded to compare with".into());
+    }
     if let Some(details) = &details {
         if let Some(recorded) = details.points {
             if recorded != points {
@@ -802,7 +854,7 @@ fn compare_and_query(
     }
     let sampled = super::points::sample_lookups(restored, DRILL_SAMPLES)?;
     words.push(format!(
-        "{sampled} sample points found by their own vectors"
+        "{sampled} sample points found by their own vectors, each search over all points answering"
     ));
     Ok(words.join(", "))
 }
@@ -879,19 +931,27 @@ fn describe(schedule: &crate::backup::policy::Schedule) -> String {
     parts.join(", ")
 }
 
-/// The policy's nominal interval: its `every`, or the gap between its cron
-/// expression's next two matches.
+/// The policy's nominal interval, for alert rules: the longest gap between its next
+/// 50 due times (a weekday cron expression's weekend included), plus its jitter.
 fn nominal_interval(schedule: &crate::backup::policy::Schedule) -> Duration {
-    let now = SystemTime::now();
-    let first = schedule::next_due(schedule, now);
-    let second = schedule::next_due(schedule, first);
-    second.duration_since(first).unwrap_or_default()
+    let mut at = schedule::next_due(schedule, SystemTime::now());
+    let mut longest = Duration::ZERO;
+    for _ in 0..50 {
+        let next = schedule::next_due(schedule, at);
+        longest = longest.max(next.duration_since(at).unwrap_or_default());
+        at = next;
+    }
+    longest + schedule.jitter
 }
 
 /// Start every policy's schedules; they end when `stop` turns true.
 pub fn start_schedules(service: &Arc<Service>, stop: watch::Receiver<bool>) {
     for policy in service.backups.policies().to_vec() {
         crate::metrics::backup_policy(&policy.name, nominal_interval(&policy.schedule));
+        // The last successes before the restart: an alert on their age holds across it.
+        for (collection, at) in service.backups.policy_record(&policy.name).last_success {
+            crate::metrics::backup_stored(&policy.name, &collection, at, 0);
+        }
         let mut jobs = vec![(Job::Backup, policy.schedule.clone())];
         if let Some(own) = policy.retention.as_ref().and_then(|r| r.schedule.clone()) {
             jobs.push((Job::Retention, own));
@@ -921,7 +981,19 @@ async fn schedule_loop(
         .policy_record(&policy.name)
         .last_due
         .get(&job)
-        .map(|s| from_unix(*s));
+        .and_then(|s| from_unix(*s));
+    if last_due.is_none() {
+        // The schedule's anchor: a daemon restarted more often than the interval
+        // still runs once an interval has passed since this first start.
+        backups.record(|ledger| {
+            ledger
+                .policies
+                .entry(policy.name.clone())
+                .or_default()
+                .last_due
+                .insert(job, unix(SystemTime::now()));
+        });
+    }
     let (mut due, mut catch_up) = schedule::first_due(&schedule, last_due, SystemTime::now());
     if catch_up {
         tracing::info!(policy = %policy.name, job = job.label(), "a run was missed while the daemon was down: one catch-up run now");
@@ -959,11 +1031,8 @@ async fn schedule_loop(
                 tracing::warn!(policy = %policy.name, job = job.label(), "the previous job still runs: this one is skipped");
                 crate::metrics::backup_skipped(&policy.name, job.label());
                 backups.record(|ledger| {
-                    ledger
-                        .policies
-                        .entry(policy.name.clone())
-                        .or_default()
-                        .skipped += 1;
+                    let entry = ledger.policies.entry(policy.name.clone()).or_default();
+                    entry.skipped = entry.skipped.saturating_add(1);
                 });
             }
         }

@@ -242,6 +242,30 @@ pub fn sample_lookups(
                 record.id
             )));
         }
+        // And a search over every point answers, as many as asked or all there are.
+        let total = collection.count(None)?;
+        let wanted = samples.max(1).min(total);
+        let vector = stored_vector(collection, record.id, &using)?;
+        let all = collection.query(NearestQuery {
+            vector,
+            using: using.clone(),
+            filter: None,
+            limit: wanted,
+            offset: 0,
+            score_threshold: None,
+            params: None,
+            read: ReadOptions {
+                with_payload: WithPayloadInterface::Bool(false),
+                with_vector: WithVector::Bool(false),
+            },
+        })?;
+        if all.len() != wanted || all.iter().any(|p| !p.score.is_finite()) {
+            return Err(StorageError::internal(format!(
+                "a search near point {} over the whole collection gave {} of {wanted} results",
+                record.id,
+                all.len()
+            )));
+        }
     }
     Ok(page.points.len())
 }

@@ -224,6 +224,24 @@ pub struct StoreChoice {
 }
 
 impl StoreChoice {
+    /// Both name the same place (a repository's location, a bucket and prefix at
+    /// one endpoint, a directory), whatever else their settings say: one store
+    /// object must serve a place, so names are reserved and prunes ordered in one.
+    pub fn same_place(&self, other: &StoreChoice) -> bool {
+        match (&self.repository, &other.repository) {
+            (Some(a), Some(b)) => return a.location == b.location,
+            (None, None) => {}
+            _ => return false,
+        }
+        match (&self.s3, &other.s3) {
+            (Some(a), Some(b)) => {
+                a.bucket == b.bucket && a.prefix == b.prefix && a.endpoint_url == b.endpoint_url
+            }
+            (None, None) => self.snapshots_path == other.snapshots_path,
+            _ => false,
+        }
+    }
+
     /// The store this choice names, opened ([`open`]).
     pub fn open(&self, temp_path: &std::path::Path) -> Result<Arc<dyn SnapshotStore>> {
         open(
@@ -360,6 +378,31 @@ mod tests {
             names.reserve(&scope, "c-t", |_| Ok(true)).unwrap().name,
             "c-t.snapshot"
         );
+    }
+
+    #[test]
+    fn one_place_is_one_store_whatever_else_the_settings_say() {
+        use repository::{Location, RepositoryConfig};
+        let repo = |path: &str, password: &str| StoreChoice {
+            snapshots_path: "/data/snapshots".into(),
+            repository: Some(RepositoryConfig {
+                location: Location::Local(path.into()),
+                password: password.into(),
+                cache_dir: None,
+            }),
+            ..StoreChoice::default()
+        };
+        let mut policy = repo("/backups/repo", "a");
+        policy.snapshots_path = Default::default();
+        assert!(repo("/backups/repo", "a").same_place(&policy));
+        assert!(!repo("/backups/other", "a").same_place(&policy));
+        let local = |path: &str| StoreChoice {
+            snapshots_path: path.into(),
+            ..StoreChoice::default()
+        };
+        assert!(local("/x").same_place(&local("/x")));
+        assert!(!local("/x").same_place(&local("/y")));
+        assert!(!local("/backups/repo").same_place(&policy));
     }
 
     #[test]

@@ -268,6 +268,13 @@ async fn a_catch_up_after_downtime_is_one_run_on_the_plain_store() {
     // The daemon was down for five slots: the ledger says the last one was due 5 h ago.
     assert!(pd.daemon.stop().success());
     let ledger_path = pd.dir.path().join("data/backups.json");
+    // (The first start anchored the schedule: restarts more often than the interval
+    // still come to a run.)
+    let anchored: Value = serde_json::from_slice(&std::fs::read(&ledger_path).unwrap()).unwrap();
+    let anchor = anchored["policies"]["hourly"]["last_due"]["backup"]
+        .as_f64()
+        .unwrap();
+    assert!((anchor - now).abs() < 60.0, "{anchor} vs {now}");
     let mut ledger: Value = serde_json::from_slice(
         &std::fs::read(&ledger_path).unwrap_or_else(|_| b"{\"policies\":{}}".to_vec()),
     )
@@ -573,11 +580,9 @@ async fn drills_pass_and_a_damaged_repository_fails_them_loudly() {
     );
     // The scratch place is gone.
     assert!(
-        std::fs::read_dir(pd.dir.path().join("data/tmp"))
-            .map(|d| d
-                .filter_map(|e| e.ok())
-                .all(|e| !e.file_name().to_string_lossy().starts_with("drill-")))
-            .unwrap_or(true)
+        no_scratch(&pd),
+        "{:?}",
+        names(&pd.dir.path().join("data/tmp"))
     );
     let metrics = pd.metrics().await;
     assert_eq!(
@@ -608,7 +613,30 @@ async fn drills_pass_and_a_damaged_repository_fails_them_loudly() {
     assert_eq!(status["last_drill"]["result"], "failed");
     let checks = status["last_drill"]["checks"].to_string();
     assert!(checks.contains("restore demo: FAILED"), "{checks}");
+    assert!(
+        !checks.contains("whole ("),
+        "the check found the damage: {checks}"
+    );
+    assert!(
+        no_scratch(&pd),
+        "{:?}",
+        names(&pd.dir.path().join("data/tmp"))
+    );
     let metrics = pd.metrics().await;
+    // A drill's restore is labelled as the drill's, never as a restore of the live
+    // collection.
+    assert!(
+        metrics.contains("snapshot_recovery_running{id=\"backup-drill\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "snapfs_backup_drill_failing{policy=\"proof\",collection=\"\",kind=\"check\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     assert_eq!(
         sample(
             &metrics,
@@ -651,6 +679,19 @@ async fn drills_pass_and_a_damaged_repository_fails_them_loudly() {
     );
     // The live collection was never touched by the drills.
     assert_eq!(count(&pd.daemon.client(), "demo").await, points);
+}
+
+/// No restore drill's scratch storage is left in the daemon's temp_path.
+fn no_scratch(pd: &PolicyDaemon) -> bool {
+    std::fs::read_dir(pd.dir.path().join("data/tmp"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()).all(|e| {
+                !e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".backup-drill-")
+            })
+        })
+        .unwrap_or(true)
 }
 
 #[test]

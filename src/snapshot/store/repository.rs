@@ -261,7 +261,38 @@ pub struct RepositoryStore {
     /// daemon waits for the generations being written (the restic locks say the same
     /// to other processes).
     gc: std::sync::RwLock<()>,
+    /// Generations open for reading: a prune waits for them (it may remove or repack
+    /// the packs they read), as restic's readers hold a lock a prune waits for.
+    readers: Arc<Readers>,
 }
+
+/// How many generations are open for reading, and a signal when one closes.
+#[derive(Default)]
+struct Readers {
+    open: Mutex<usize>,
+    closed: std::sync::Condvar,
+}
+
+/// Held by an open generation's reader.
+struct ReaderHold(Arc<Readers>);
+
+impl ReaderHold {
+    fn new(readers: &Arc<Readers>) -> ReaderHold {
+        *readers.open.lock().unwrap() += 1;
+        ReaderHold(readers.clone())
+    }
+}
+
+impl Drop for ReaderHold {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock().unwrap();
+        *open = open.saturating_sub(1);
+        self.0.closed.notify_all();
+    }
+}
+
+/// How long a prune waits for the generations open for reading to close.
+const PRUNE_WAITS_FOR_READERS: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl RepositoryStore {
     /// Open the repository `config` names, creating it (with the configured
@@ -331,6 +362,7 @@ impl RepositoryStore {
             epoch: AtomicU64::new(0),
             indexed: Mutex::new(None),
             gc: std::sync::RwLock::new(()),
+            readers: Arc::default(),
         })
     }
 
@@ -671,6 +703,7 @@ fn files_of(
 struct Whole {
     member: Member,
     size: u64,
+    _hold: ReaderHold,
 }
 
 impl StoredReader for Whole {
@@ -683,11 +716,15 @@ impl StoredReader for Whole {
     }
 }
 
-struct Assembled(ArchiveLayout);
+/// An archive put together from its members (and held open against a prune).
+struct Assembled {
+    layout: ArchiveLayout,
+    _hold: ReaderHold,
+}
 
 impl StoredReader for Assembled {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read_at(offset, buf)
+        self.layout.read_at(offset, buf)
     }
 }
 
@@ -709,6 +746,11 @@ impl SnapshotStore for RepositoryStore {
     }
 
     fn open(&self, scope: &Scope, name: &str) -> Result<OpenedSnapshot> {
+        // Not while a prune runs; the reader holds off the next one until it closes.
+        let hold = {
+            let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
+            ReaderHold::new(&self.readers)
+        };
         let generation = self.find(scope, name)?;
         let repo = self.indexed()?;
         let what = format!("reading stored snapshot {name} from the repository");
@@ -744,18 +786,24 @@ impl SnapshotStore for RepositoryStore {
                 Arc::new(Whole {
                     member,
                     size: recipe.size,
+                    _hold: hold,
                 })
             }
-            None => Arc::new(Assembled(recipe.layout(|path, size| {
-                let node = files
-                    .get(path)
-                    .filter(|node| node.meta.size == size)
-                    .ok_or_else(|| {
-                        std::io::Error::other(format!("stored snapshot {name} lacks member {path}"))
-                    })?;
-                let member = open(node).map_err(|e| std::io::Error::other(e.display_log()))?;
-                Ok(Arc::new(member) as Arc<dyn RangeRead>)
-            })?)),
+            None => Arc::new(Assembled {
+                layout: recipe.layout(|path, size| {
+                    let node = files
+                        .get(path)
+                        .filter(|node| node.meta.size == size)
+                        .ok_or_else(|| {
+                            std::io::Error::other(format!(
+                                "stored snapshot {name} lacks member {path}"
+                            ))
+                        })?;
+                    let member = open(node).map_err(|e| std::io::Error::other(e.display_log()))?;
+                    Ok(Arc::new(member) as Arc<dyn RangeRead>)
+                })?,
+                _hold: hold,
+            }),
         };
         Ok(OpenedSnapshot {
             snapshot: generation.stored(),
@@ -769,8 +817,10 @@ impl SnapshotStore for RepositoryStore {
         let scope = view.scope().clone();
         let layout: Arc<ArchiveLayout> = view.layout().clone();
         let started = std::time::Instant::now();
-        let sha256 = hex(&crate::snapshot::checksum::archive_sha256(&layout)?);
+        // Counted first, while the view surely still holds its freeze (hashing a large
+        // archive may outlast the freeze limit).
         let recorded = view.recorded();
+        let sha256 = hex(&crate::snapshot::checksum::archive_sha256(&layout)?);
         let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
         let _lock = self.lock(false)?;
         crate::storage::pause_point("repository-locked");
@@ -848,6 +898,20 @@ impl SnapshotStore for RepositoryStore {
 
     fn prune(&self) -> Result<Option<String>> {
         let _gc = self.gc.write().unwrap_or_else(|p| p.into_inner());
+        // No new reader from here; the open ones are waited for, up to a limit.
+        let open = self.readers.open.lock().unwrap();
+        let (open, _) = self
+            .readers
+            .closed
+            .wait_timeout_while(open, PRUNE_WAITS_FOR_READERS, |open| *open > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        if *open > 0 {
+            return Err(StorageError::AlreadyInProgress(format!(
+                "{} stored snapshots of the repository are being read (a download, a copy from the mount, a restore); prune again when they are closed",
+                *open
+            )));
+        }
+        drop(open);
         let _lock = self.lock(true)?;
         crate::storage::pause_point("repository-pruning");
         let repo = self.open_repo()?;
@@ -887,14 +951,16 @@ impl SnapshotStore for RepositoryStore {
         let results = repo
             .check(options)
             .map_err(|e| repo_error("checking the snapshot repository", e))?;
+        // Whole unless rustic says it found errors; then every finding is told, the
+        // warnings (an unused pack, a cache file) among them.
+        if results.is_ok().is_ok() {
+            return Ok(Some(Vec::new()));
+        }
         Ok(Some(
             results
                 .0
                 .iter()
-                // The level's type is not exported; warnings (an unused pack, a
-                // cache file) leave the repository whole and are not counted.
-                .filter(|(level, _)| format!("{level:?}") == "Error")
-                .map(|(_, error)| error.to_string())
+                .map(|(level, error)| format!("{level:?}: {error}"))
                 .collect(),
         ))
     }
