@@ -788,3 +788,74 @@ async fn a_policy_with_its_own_store_keeps_its_generations_there() {
     assert!(pd.daemon.stop().success());
     pd.restic_ok(&["check", "--read-data"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prune_waits_for_a_generation_being_read() {
+    let pd = PolicyDaemon::start(
+        "    - name: tidy\n      collections: [demo]\n      schedule: { every: 1d }\n      retention: { keep_last: 1 }\n",
+        true,
+        &[],
+        true,
+    );
+    let client = pd.daemon.client();
+    // An archive larger than what the download reads ahead (2 × 2 MiB) and the
+    // socket holds, so its reader stays open while the client does not read.
+    for start in (100_000..160_000).step_by(10_000) {
+        upsert_ids(&client, "demo", start..start + 10_000, 64).await;
+    }
+    let old = create_stored(&client, "/collections/demo/snapshots").await;
+    assert!(old["size"].as_u64().unwrap() > 16 << 20, "{old}");
+    upsert_ids(&client, "demo", 200_000..200_200, 64).await;
+    create_stored(&client, "/collections/demo/snapshots").await;
+    // The older generation is being downloaded by a client that stops reading after
+    // its first bytes (the daemon's reader stays open, its writes held by the socket).
+    let mut download = std::os::unix::net::UnixStream::connect(&pd.daemon.socket).unwrap();
+    std::io::Write::write_all(
+        &mut download,
+        format!(
+            "GET /collections/demo/snapshots/{} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            old["name"].as_str().unwrap()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut received = vec![0u8; 16 << 10];
+    std::io::Read::read_exact(&mut download, &mut received).unwrap();
+    // The retention forgets it and prunes: the prune waits for the reader.
+    let forgetting = {
+        let client = pd.daemon.client();
+        tokio::spawn(async move {
+            call(&client, Method::POST, "/snapfs/backups/tidy/forget", None).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !forgetting.is_finished(),
+        "the prune did not wait for the reader"
+    );
+    // The reader gets every byte of what it opened, then lets go.
+    std::io::Read::read_to_end(&mut download, &mut received).unwrap();
+    let split = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&received[..split]).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("content-length"),
+        "{head}"
+    );
+    assert_eq!(
+        sha256_hex(&received[split..]),
+        old["checksum"].as_str().unwrap()
+    );
+    drop(download);
+    let (status, body) = forgetting.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let status = pd.status("tidy").await;
+    assert!(
+        status["last_retention"]["pruned"]
+            .as_str()
+            .is_some_and(|p| p.contains("removed")),
+        "{status:#}"
+    );
+    let mut pd = pd;
+    assert!(pd.daemon.stop().success());
+    pd.restic_ok(&["check", "--read-data"]);
+}
