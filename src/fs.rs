@@ -275,6 +275,9 @@ impl SnapFs {
                 Handle::Bytes { data, mtime } => {
                     return Ok(file_attr(ino, data.len() as u64, *mtime, true));
                 }
+                Handle::Stored { size, mtime, .. } => {
+                    return Ok(file_attr(ino, *size, *mtime, false));
+                }
                 _ => {}
             }
         }
@@ -494,7 +497,11 @@ impl SnapFs {
                     // A plain file is read by the kernel itself (passthrough).
                     let backing = opened.reader.file().and_then(|f| f.try_clone().ok());
                     Ok(Opened {
-                        fh: self.handles.insert(Handle::Stored(opened.reader)),
+                        fh: self.handles.insert(Handle::Stored {
+                            reader: opened.reader,
+                            size: opened.snapshot.size,
+                            mtime: opened.snapshot.modified,
+                        }),
                         direct_io: false,
                         keep_cache: false,
                         backing,
@@ -529,7 +536,7 @@ impl SnapFs {
                 }
                 Ok(())
             }
-            Handle::Stored(reader) => {
+            Handle::Stored { reader, .. } => {
                 let n = reader.read_at(offset, buf)?;
                 sent(&buf[..n]);
                 Ok(())

@@ -14,8 +14,14 @@ pub enum Handle {
     /// A live snapshot: one frozen view for the handle's whole life, so one open
     /// file never mixes two states.
     Live(Box<LiveRead>),
-    /// A stored snapshot, read by offset from its store.
-    Stored(Arc<dyn crate::snapshot::store::StoredReader>),
+    /// A stored snapshot, read by offset from its store, with the size and time it
+    /// had when opened: an open file keeps its attributes (and its bytes) after its
+    /// snapshot is deleted, as an unlinked file does.
+    Stored {
+        reader: Arc<dyn crate::snapshot::store::StoredReader>,
+        size: u64,
+        mtime: SystemTime,
+    },
     /// A small generated file, fixed at open.
     Bytes { data: Arc<[u8]>, mtime: SystemTime },
     /// A directory listing, fixed at opendir so offsets stay meaningful.

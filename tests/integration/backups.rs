@@ -821,6 +821,15 @@ async fn a_prune_waits_for_a_generation_being_read() {
     .unwrap();
     let mut received = vec![0u8; 16 << 10];
     std::io::Read::read_exact(&mut download, &mut received).unwrap();
+    // And it is open in the mount, a little of it read.
+    let mut mounted = std::fs::File::open(
+        pd.mnt()
+            .join("collections/demo/snapshots")
+            .join(old["name"].as_str().unwrap()),
+    )
+    .unwrap();
+    let mut copied = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut mounted, &mut copied).unwrap();
     // The retention forgets it and prunes: the prune waits for the reader.
     let forgetting = {
         let client = pd.daemon.client();
@@ -833,7 +842,7 @@ async fn a_prune_waits_for_a_generation_being_read() {
         !forgetting.is_finished(),
         "the prune did not wait for the reader"
     );
-    // The reader gets every byte of what it opened, then lets go.
+    // The readers get every byte of what they opened, then let go.
     std::io::Read::read_to_end(&mut download, &mut received).unwrap();
     let split = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = String::from_utf8_lossy(&received[..split]).to_ascii_lowercase();
@@ -846,6 +855,15 @@ async fn a_prune_waits_for_a_generation_being_read() {
         old["checksum"].as_str().unwrap()
     );
     drop(download);
+    // An open file of the mount keeps its bytes after its snapshot was forgotten, as
+    // an unlinked file does.
+    assert!(
+        !forgetting.is_finished(),
+        "the prune waits for the mount's reader too"
+    );
+    std::io::Read::read_to_end(&mut mounted, &mut copied).unwrap();
+    assert_eq!(sha256_hex(&copied), old["checksum"].as_str().unwrap());
+    drop(mounted);
     let (status, body) = forgetting.await.unwrap();
     assert_eq!(status, 200, "{body}");
     let status = pd.status("tidy").await;
