@@ -374,7 +374,14 @@ async fn serve_storage(
     }
     // Snapshot uploads still running (abandoned requests, wait=false creations)
     // abort their multipart uploads rather than leave the parts in the bucket.
-    tokio::task::spawn_blocking(move || store.stop(FINAL_STOP_LIMIT / 2)).await?;
+    // The policies' own stores too (`opened` holds the daemon's and theirs, once each).
+    drop(store);
+    tokio::task::spawn_blocking(move || {
+        for (_, store) in opened {
+            store.stop(FINAL_STOP_LIMIT / 2);
+        }
+    })
+    .await?;
     Ok(())
 }
 

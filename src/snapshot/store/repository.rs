@@ -968,6 +968,20 @@ impl SnapshotStore for RepositoryStore {
     fn listing_ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(2)
     }
+
+    /// The daemon stops: a generation still being written is cut (not listed: its
+    /// snapshot file is written last), and the locks it held go, so the restic CLI
+    /// starts at once afterwards.
+    fn stop(&self, _limit: std::time::Duration) {
+        match lock::remove_own(&*self.place, &self.lock_key) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                removed = n,
+                "repository locks of work cut by the stop removed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not remove this daemon's repository locks"),
+        }
+    }
 }
 
 #[cfg(test)]

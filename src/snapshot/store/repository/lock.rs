@@ -252,6 +252,20 @@ pub fn remove_stale(place: &dyn Place, key: &LockKey) -> std::io::Result<usize> 
     Ok(removed)
 }
 
+/// Remove the locks this very process holds (its jobs are cut by a stop): the
+/// process exits next, and restic 0.14 would not start under them. Returns how many.
+pub fn remove_own(place: &dyn Place, key: &LockKey) -> std::io::Result<usize> {
+    let (host, pid) = (this_host(), std::process::id() as i64);
+    let mut removed = 0;
+    for (path, lock) in read_locks(place, key)? {
+        if lock.is_some_and(|lock| lock.hostname == host && lock.pid == pid) {
+            place.remove(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn conflict(others: &[(bool, Holder)], exclusive: bool) -> Option<Holder> {
     others
         .iter()
