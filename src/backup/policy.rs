@@ -130,16 +130,23 @@ impl PolicyFile {
     }
 }
 
-/// The 1-based line of policy `name`'s `name:` key in `text`, for refusals made after
-/// parsing (a collection that does not exist).
+/// The 1-based line of policy `name`'s `name:` key in `text` (searched from the
+/// top-level `backups:` key on), for refusals made after parsing (a collection that
+/// does not exist).
 pub fn line_of_policy(text: &str, name: &str) -> Option<usize> {
+    let from = text
+        .lines()
+        .position(|line| line.trim_end() == "backups:")
+        .unwrap_or(0);
     text.lines()
-        .position(|line| {
+        .enumerate()
+        .skip(from)
+        .find(|(_, line)| {
             let line = line.trim_start().trim_start_matches('-').trim_start();
             line.strip_prefix("name:")
                 .is_some_and(|value| value.trim().trim_matches(|c| c == '"' || c == '\'') == name)
         })
-        .map(|at| at + 1)
+        .map(|(at, _)| at + 1)
 }
 
 /// When a job is due: a cron expression (five fields, UTC; six with seconds), an
@@ -408,6 +415,9 @@ backups:
         assert!(policy.retention.as_ref().unwrap().prune);
         assert!(policy.drills.as_ref().unwrap().restore);
         assert_eq!(line_of_policy(text, "nightly"), Some(4));
+        // A `name:` before the section (another key's) is not the policy's.
+        let earlier = format!("other:\n  name: nightly\n{text}");
+        assert_eq!(line_of_policy(&earlier, "nightly"), Some(6));
 
         let bad_cron = text.replace("0 3 * * *", "0 3 * * * * * *");
         let err = PolicyFile::from_yaml(&bad_cron).unwrap_err();
