@@ -270,22 +270,25 @@ pub fn run_now(
     })?;
     let service = service.clone();
     Ok(tokio::spawn(async move {
-        run_claimed(&service, &policy, job, "manual", claim).await
+        run_claimed(&service, &policy, job, "manual", claim, None).await
     }))
 }
 
+/// Run a claimed job to its end and record it. `plan`: a retention's decisions made
+/// already (a manual forget answers with exactly what it applied).
 async fn run_claimed(
     service: &Arc<Service>,
     policy: &Policy,
     job: Job,
     trigger: &str,
     claim: Claim,
+    plan: Option<Vec<ScopeRetention>>,
 ) -> RunRecord {
     let started = SystemTime::now();
     let clock = Instant::now();
     let mut record = match job {
         Job::Backup => backup_run(service, policy).await,
-        Job::Retention => retention_run(service, policy)
+        Job::Retention => retention_run(service, policy, plan)
             .await
             .unwrap_or_else(|err| failed_record(&err)),
         Job::Drill => drill_run(service, policy).await,
@@ -423,7 +426,7 @@ async fn backup_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
             "after a run",
         ) {
             Some(claim) => {
-                let done = retention_run(service, policy).await;
+                let done = retention_run(service, policy, None).await;
                 drop(claim);
                 Some(done)
             }
@@ -513,7 +516,15 @@ pub async fn forget(
         ))
     })?;
     let planned = plan_retention(service, &policy).await?;
-    let record = run_claimed(service, &policy, Job::Retention, "manual", claim).await;
+    let record = run_claimed(
+        service,
+        &policy,
+        Job::Retention,
+        "manual",
+        claim,
+        Some(planned.clone()),
+    )
+    .await;
     if record.result != "ok" {
         return Err(StorageError::internal(record.checks.join("; ")));
     }
@@ -556,9 +567,17 @@ async fn plan_retention(service: &Arc<Service>, policy: &Policy) -> Result<Vec<S
     .await
 }
 
-/// Apply the retention: delete what it does not keep, then prune.
-async fn retention_run(service: &Arc<Service>, policy: &Policy) -> Result<RunRecord> {
-    let planned = plan_retention(service, policy).await?;
+/// Apply the retention (`plan`: the decisions made already, else made now): delete
+/// what it does not keep, then prune.
+async fn retention_run(
+    service: &Arc<Service>,
+    policy: &Policy,
+    plan: Option<Vec<ScopeRetention>>,
+) -> Result<RunRecord> {
+    let planned = match plan {
+        Some(plan) => plan,
+        None => plan_retention(service, policy).await?,
+    };
     let mut record = RunRecord {
         result: "ok".into(),
         ..RunRecord::default()
@@ -1024,7 +1043,7 @@ async fn schedule_loop(
             Some(claim) => {
                 let (service, policy) = (service.clone(), policy.clone());
                 tokio::spawn(async move {
-                    run_claimed(&service, &policy, job, trigger, claim).await;
+                    run_claimed(&service, &policy, job, trigger, claim, None).await;
                 });
             }
             None => {

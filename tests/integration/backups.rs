@@ -469,6 +469,8 @@ async fn retention_removes_exactly_what_restic_forget_removes() {
     // Applied: what stays is what restic would have kept.
     let (status, body) = call(&client, Method::POST, "/snapfs/backups/keep/forget", None).await;
     assert_eq!(status, 200, "{body}");
+    // The answer is what was applied.
+    assert_eq!(ours(&body["result"], false), restic_removes);
     let left: Vec<Value> = serde_json::from_str(&pd.restic_ok(&["snapshots", "--json"])).unwrap();
     let mut left: Vec<String> = left.iter().map(name_of).collect();
     left.sort();
