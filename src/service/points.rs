@@ -205,16 +205,29 @@ pub fn sample_lookups(
         with_vector: WithVector::Bool(true),
     };
     let page = collection.scroll(None, samples.max(1), None, &read)?;
+    let total = collection.count(None)?;
+    let wanted = samples.max(1).min(total);
+    let near = |vector: QueryVector, using: &str, filter: Option<Filter>, limit: usize| {
+        collection.query(NearestQuery {
+            vector,
+            using: using.to_string(),
+            filter,
+            limit,
+            offset: 0,
+            score_threshold: None,
+            params: None,
+            read: ReadOptions {
+                with_payload: WithPayloadInterface::Bool(false),
+                with_vector: WithVector::Bool(false),
+            },
+        })
+    };
     for record in &page.points {
         let using = match &record.vector {
-            Some(VectorStructInternal::Named(named)) => {
-                let mut names: Vec<&String> = named.keys().collect();
-                names.sort();
-                match names.first() {
-                    Some(name) => name.to_string(),
-                    None => continue,
-                }
-            }
+            Some(VectorStructInternal::Named(named)) => match named.keys().min() {
+                Some(name) => name.to_string(),
+                None => continue,
+            },
             Some(_) => String::new(),
             // A point without vectors has nothing to be found by.
             None => continue,
@@ -223,19 +236,7 @@ pub fn sample_lookups(
         let only: Filter =
             serde_json::from_value(serde_json::json!({"must": [{"has_id": [record.id]}]}))
                 .map_err(|e| StorageError::internal_from("a sample lookup's filter", e))?;
-        let found = collection.query(NearestQuery {
-            vector,
-            using: using.clone(),
-            filter: Some(only),
-            limit: 1,
-            offset: 0,
-            score_threshold: None,
-            params: None,
-            read: ReadOptions {
-                with_payload: WithPayloadInterface::Bool(false),
-                with_vector: WithVector::Bool(false),
-            },
-        })?;
+        let found = near(vector.clone(), &using, Some(only), 1)?;
         if found.first().map(|p| p.id) != Some(record.id) {
             return Err(StorageError::internal(format!(
                 "point {} is not found by its own vector {using:?}",
@@ -243,22 +244,7 @@ pub fn sample_lookups(
             )));
         }
         // And a search over every point answers, as many as asked or all there are.
-        let total = collection.count(None)?;
-        let wanted = samples.max(1).min(total);
-        let vector = stored_vector(collection, record.id, &using)?;
-        let all = collection.query(NearestQuery {
-            vector,
-            using: using.clone(),
-            filter: None,
-            limit: wanted,
-            offset: 0,
-            score_threshold: None,
-            params: None,
-            read: ReadOptions {
-                with_payload: WithPayloadInterface::Bool(false),
-                with_vector: WithVector::Bool(false),
-            },
-        })?;
+        let all = near(vector, &using, None, wanted)?;
         if all.len() != wanted || all.iter().any(|p| !p.score.is_finite()) {
             return Err(StorageError::internal(format!(
                 "a search near point {} over the whole collection gave {} of {wanted} results",

@@ -581,11 +581,7 @@ async fn drills_pass_and_a_damaged_repository_fails_them_loudly() {
         "{checks:?}"
     );
     // The scratch place is gone.
-    assert!(
-        no_scratch(&pd),
-        "{:?}",
-        names(&pd.dir.path().join("data/tmp"))
-    );
+    assert_no_scratch(&pd);
     let metrics = pd.metrics().await;
     assert_eq!(
         sample(
@@ -619,11 +615,7 @@ async fn drills_pass_and_a_damaged_repository_fails_them_loudly() {
         !checks.contains("whole ("),
         "the check found the damage: {checks}"
     );
-    assert!(
-        no_scratch(&pd),
-        "{:?}",
-        names(&pd.dir.path().join("data/tmp"))
-    );
+    assert_no_scratch(&pd);
     let metrics = pd.metrics().await;
     // A drill's restore is labelled as the drill's, never as a restore of the live
     // collection.
@@ -684,16 +676,13 @@ async fn drills_pass_and_a_damaged_repository_fails_them_loudly() {
 }
 
 /// No restore drill's scratch storage is left in the daemon's temp_path.
-fn no_scratch(pd: &PolicyDaemon) -> bool {
-    std::fs::read_dir(pd.dir.path().join("data/tmp"))
-        .map(|d| {
-            d.filter_map(|e| e.ok()).all(|e| {
-                !e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".backup-drill-")
-            })
-        })
-        .unwrap_or(true)
+fn assert_no_scratch(pd: &PolicyDaemon) {
+    let tmp = pd.dir.path().join("data/tmp");
+    let left: Vec<String> = names(&tmp)
+        .into_iter()
+        .filter(|n| n.starts_with(".backup-drill-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
