@@ -201,6 +201,20 @@ pub trait SnapshotStore: Send + Sync {
         Ok(None)
     }
 
+    /// Keep `bytes` as record `name` of `group` (a cluster generation's manifest),
+    /// replacing one of that name; whole or not at all. Both names are plain
+    /// ([`check_record_name`]).
+    fn put_record(&self, group: &str, name: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Record `name` of `group`, up to `limit` bytes: `NotFound` when there is none.
+    fn get_record(&self, group: &str, name: &str, limit: u64) -> Result<Vec<u8>>;
+
+    /// The names of `group`'s records, sorted.
+    fn list_records(&self, group: &str) -> Result<Vec<String>>;
+
+    /// Remove record `name` of `group`; one that is not there is no error.
+    fn delete_record(&self, group: &str, name: &str) -> Result<()>;
+
     /// How long a listing may be reused by a reader that lists often (the mount):
     /// zero where listing is cheap.
     fn listing_ttl(&self) -> Duration {
@@ -335,6 +349,27 @@ impl NameReservations {
         }
         Err(StorageError::internal("no free snapshot name"))
     }
+}
+
+/// A record's group or name: 1 to 128 letters, digits, `-`, `_` or `.`, not
+/// starting with `.` (it becomes part of a path or key).
+pub fn check_record_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::NotFound(format!("record {name:?} not found")))
+    }
+}
+
+/// What `NotFound` says for a record.
+pub fn record_not_found(group: &str, name: &str) -> StorageError {
+    StorageError::NotFound(format!("{group} record {name} not found"))
 }
 
 /// What `NotFound` says for a stored snapshot.

@@ -133,6 +133,61 @@ pub fn check_every_scope(store: &dyn SnapshotStore, storage: &Storage) {
     ] {
         check(store, storage, scope);
     }
+    check_records(store);
+}
+
+/// Records: written whole, replaced by name, listed per group, bounded on reading,
+/// hostile names refused, removed (a second removal is no error).
+pub fn check_records(store: &dyn SnapshotStore) {
+    assert_eq!(
+        store.list_records("conformance").expect("list records"),
+        Vec::<String>::new()
+    );
+    store
+        .put_record("conformance", "b-1", b"{\"v\":1}")
+        .expect("put");
+    store.put_record("conformance", "a-1", b"{}").expect("put");
+    store
+        .put_record("conformance", "b-1", b"{\"v\":2}")
+        .expect("replace");
+    store
+        .put_record("other", "b-1", b"{\"v\":3}")
+        .expect("put in another group");
+    assert_eq!(store.list_records("conformance").unwrap(), ["a-1", "b-1"]);
+    assert_eq!(
+        store.get_record("conformance", "b-1", 1024).unwrap(),
+        b"{\"v\":2}"
+    );
+    assert!(
+        store.get_record("conformance", "b-1", 3).is_err(),
+        "bounded"
+    );
+    assert!(matches!(
+        store.get_record("conformance", "c-1", 1024),
+        Err(StorageError::NotFound(_))
+    ));
+    for bad in ["../x", ".hidden", "a/b", ""] {
+        assert!(
+            store.put_record("conformance", bad, b"{}").is_err(),
+            "{bad:?}"
+        );
+        assert!(store.get_record(bad, "a-1", 1024).is_err(), "{bad:?}");
+    }
+    for (group, name) in [
+        ("conformance", "a-1"),
+        ("conformance", "b-1"),
+        ("other", "b-1"),
+    ] {
+        store.delete_record(group, name).expect("delete a record");
+        store
+            .delete_record(group, name)
+            .expect("a second delete is no error");
+    }
+    assert_eq!(
+        store.list_records("conformance").unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(store.list_records("other").unwrap(), Vec::<String>::new());
 }
 
 fn names(store: &dyn SnapshotStore, scope: &Scope) -> Vec<String> {

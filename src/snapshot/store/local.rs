@@ -66,6 +66,20 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Records live in `.records/<group>/<name>.json` (a hidden directory: never
+    /// a collection's).
+    fn record_path(&self, group: &str, name: &str) -> Result<PathBuf> {
+        super::check_record_name(group)?;
+        super::check_record_name(name)?;
+        Ok(self
+            .root
+            .join(".records")
+            .join(group)
+            .join(format!("{name}.json")))
+    }
+}
+
 impl SnapshotStore for LocalStore {
     fn location(&self) -> String {
         format!("snapshots directory {}", self.root.display())
@@ -153,6 +167,47 @@ impl SnapshotStore for LocalStore {
         Ok(describe(&target)?)
     }
 
+    fn put_record(&self, group: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        Ok(put_record_file(&self.record_path(group, name)?, bytes)?)
+    }
+
+    fn get_record(&self, group: &str, name: &str, limit: u64) -> Result<Vec<u8>> {
+        let path = self.record_path(group, name)?;
+        crate::storage::read_bounded(&path, limit).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => super::record_not_found(group, name),
+            _ => e.into(),
+        })
+    }
+
+    fn list_records(&self, group: &str) -> Result<Vec<String>> {
+        super::check_record_name(group)?;
+        let entries = match std::fs::read_dir(self.root.join(".records").join(group)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(name) = file.strip_suffix(".json")
+                && super::check_record_name(name).is_ok()
+                && entry.file_type()?.is_file()
+            {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_record(&self, group: &str, name: &str) -> Result<()> {
+        match std::fs::remove_file(self.record_path(group, name)?) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     fn delete(&self, scope: &Scope, name: &str) -> Result<()> {
         let path = self.stored_path(scope, name)?;
         for file in [path.clone(), sidecar(&path)] {
@@ -163,6 +218,13 @@ impl SnapshotStore for LocalStore {
         }
         Ok(())
     }
+}
+
+fn put_record_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("a record has a directory");
+    std::fs::create_dir_all(dir)?;
+    write_atomically(path, bytes)?;
+    sync_dir(dir)
 }
 
 fn describe(path: &Path) -> io::Result<StoredSnapshot> {

@@ -421,6 +421,100 @@ impl RepositoryStore {
     }
 }
 
+/// A record's restic snapshot carries this tag (not [`TAG`]: it is no generation).
+const RECORD_TAG: &str = "snapfs-record";
+
+/// A record, as its tags name it.
+struct RecordSnapshot {
+    id: rustic_core::repofile::SnapshotId,
+    tree: TreeId,
+    group: String,
+    name: String,
+}
+
+impl RecordSnapshot {
+    fn of(snap: &SnapshotFile) -> Option<RecordSnapshot> {
+        if !snap.tags.iter().any(|t| t == RECORD_TAG) {
+            return None;
+        }
+        let tag = |key: &str| {
+            snap.tags
+                .iter()
+                .find_map(|t| t.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+        };
+        Some(RecordSnapshot {
+            id: snap.id,
+            tree: snap.tree,
+            group: tag("group")?,
+            name: tag("record")?,
+        })
+    }
+}
+
+impl RepositoryStore {
+    fn records(&self, group: &str) -> Result<Vec<RecordSnapshot>> {
+        let snaps = self
+            .open_repo()?
+            .get_all_snapshots()
+            .map_err(|e| repo_error("listing the snapshot repository", e))?;
+        Ok(snaps
+            .iter()
+            .filter_map(RecordSnapshot::of)
+            .filter(|r| r.group == group)
+            .collect())
+    }
+
+    /// Write record `name` of `group` as a restic snapshot of one file, `<name>.json`;
+    /// the records it replaces are removed after it is written. The caller holds the
+    /// shared lock.
+    fn write_record(&self, group: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        let file = format!("{name}.json");
+        let source = ArchiveSource::single(&file, bytes.to_vec(), Timestamp::now());
+        let mut options = SnapshotOptions::default();
+        options.host = Some(HOST.into());
+        let mut snap = SnapshotFile::from_options(&options)
+            .map_err(|e| repo_error("describing a record", e))?;
+        for tag in [
+            RECORD_TAG.to_string(),
+            format!("group={group}"),
+            format!("record={name}"),
+        ] {
+            let list: StringList = tag.parse().map_err(|_| StorageError::internal("a tag"))?;
+            snap.add_tags(vec![list]);
+        }
+        let mut backup = BackupOptions::default();
+        backup.no_scan = true;
+        backup.parent_opts.force = true;
+        let older = self.records(group)?;
+        let repo = self
+            .open_repo()?
+            .to_indexed_ids()
+            .map_err(|e| repo_error("reading the snapshot repository's index", e))?;
+        let saved = repo
+            .archive(&backup, &source, snap, &[PathBuf::from("/")])
+            .map_err(|e| repo_error("writing a record", e));
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let saved = saved?;
+        let stored = saved.summary.as_ref().map(|s| s.total_files_processed);
+        if stored != Some(1) || source.failures().first().is_some() {
+            let _ = repo.delete_snapshots(&[saved.id]);
+            return Err(StorageError::internal(format!(
+                "{group} record {name} was not stored"
+            )));
+        }
+        let replaced: Vec<_> = older
+            .iter()
+            .filter(|r| r.name == name && r.id != saved.id)
+            .map(|r| r.id)
+            .collect();
+        if !replaced.is_empty() {
+            repo.delete_snapshots(&replaced)
+                .map_err(|e| repo_error("removing a replaced record", e))?;
+        }
+        Ok(())
+    }
+}
+
 /// What a generation being written is.
 struct Written<'a> {
     scope: &'a Scope,
@@ -849,6 +943,74 @@ impl SnapshotStore for RepositoryStore {
         let saved = self.write_generation(&written, &source, parent, None, started)?;
         drop(reserved);
         Ok(saved)
+    }
+
+    fn put_record(&self, group: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        super::check_record_name(group)?;
+        super::check_record_name(name)?;
+        let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
+        let _lock = self.lock(false)?;
+        self.write_record(group, name, bytes)
+    }
+
+    fn get_record(&self, group: &str, name: &str, limit: u64) -> Result<Vec<u8>> {
+        super::check_record_name(group)?;
+        super::check_record_name(name)?;
+        let record = self
+            .records(group)?
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| super::record_not_found(group, name))?;
+        let repo = self.indexed()?;
+        let what = format!("reading {group} record {name} from the repository");
+        let files = files_of(&repo, record.tree).map_err(|e| repo_error(&what, e))?;
+        let node = files
+            .get(&format!("{name}.json"))
+            .ok_or_else(|| StorageError::internal(format!("{group} record {name} is empty")))?;
+        if node.meta.size > limit {
+            return Err(StorageError::internal(format!(
+                "{group} record {name} is {} bytes, more than {limit}",
+                node.meta.size
+            )));
+        }
+        let member = Member::new(&repo, node, name).map_err(|e| repo_error(&what, e))?;
+        let mut bytes = vec![0u8; node.meta.size as usize];
+        member.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
+
+    fn list_records(&self, group: &str) -> Result<Vec<String>> {
+        super::check_record_name(group)?;
+        let mut names: Vec<String> = self
+            .records(group)?
+            .into_iter()
+            .map(|r| r.name)
+            .filter(|n| super::check_record_name(n).is_ok())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn delete_record(&self, group: &str, name: &str) -> Result<()> {
+        super::check_record_name(group)?;
+        super::check_record_name(name)?;
+        let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
+        let _lock = self.lock(false)?;
+        let ids: Vec<_> = self
+            .records(group)?
+            .into_iter()
+            .filter(|r| r.name == name)
+            .map(|r| r.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.open_repo()?
+            .delete_snapshots(&ids)
+            .map_err(|e| repo_error("removing a record", e))?;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn delete(&self, scope: &Scope, name: &str) -> Result<()> {

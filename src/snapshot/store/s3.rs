@@ -236,6 +236,13 @@ impl S3Store {
         parts.join("/")
     }
 
+    /// Records live under `.records/<group>/<name>.json` (never a collection's key).
+    fn record_key(&self, group: &str, name: &str) -> Result<Key> {
+        super::check_record_name(group)?;
+        super::check_record_name(name)?;
+        Ok(self.key(&Scope::Full, &format!(".records/{group}/{name}.json")))
+    }
+
     fn key(&self, scope: &Scope, name: &str) -> Key {
         let dir = self.dir(scope);
         if dir.is_empty() {
@@ -611,6 +618,68 @@ impl SnapshotStore for S3Store {
             }
             Ok(())
         })
+    }
+
+    fn put_record(&self, group: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        let key = self.record_key(group, name)?;
+        let payload = object_store::PutPayload::from(Bytes::copy_from_slice(bytes));
+        self.block_on(self.store.put(&key, payload))
+            .map(|_| ())
+            .map_err(|e| self.failed("write a record", e))
+    }
+
+    fn get_record(&self, group: &str, name: &str, limit: u64) -> Result<Vec<u8>> {
+        let key = self.record_key(group, name)?;
+        self.block_on(async {
+            let meta = match self.store.head(&key).await {
+                Ok(meta) => meta,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(super::record_not_found(group, name));
+                }
+                Err(e) => return Err(self.failed("read a record", e)),
+            };
+            if meta.size > limit {
+                return Err(StorageError::internal(format!(
+                    "{group} record {name} is {} bytes, more than {limit}",
+                    meta.size
+                )));
+            }
+            let got = self
+                .store
+                .get_range(&key, 0..meta.size)
+                .await
+                .map_err(|e| self.failed("read a record", e))?;
+            Ok(got.to_vec())
+        })
+    }
+
+    fn list_records(&self, group: &str) -> Result<Vec<String>> {
+        super::check_record_name(group)?;
+        let dir = self.key(&Scope::Full, &format!(".records/{group}"));
+        let listing = self
+            .block_on(self.store.list_with_delimiter(Some(&dir)))
+            .map_err(|e| self.failed("list records", e))?;
+        let mut names: Vec<String> = listing
+            .objects
+            .iter()
+            .filter_map(|o| {
+                o.location
+                    .filename()?
+                    .strip_suffix(".json")
+                    .map(str::to_string)
+            })
+            .filter(|n| super::check_record_name(n).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_record(&self, group: &str, name: &str) -> Result<()> {
+        let key = self.record_key(group, name)?;
+        match self.block_on(self.store.delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed("delete a record", e)),
+        }
     }
 
     /// A listing is a LIST request and a GET per checksum: kept for 2 s.

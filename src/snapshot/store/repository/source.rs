@@ -248,6 +248,11 @@ impl ArchiveSource {
         Ok(Self::with_recipe(entries, recipe_name, recipe, None, now))
     }
 
+    /// One small generated file `name` holding `bytes` (a record), alone in the tree.
+    pub fn single(name: &str, bytes: Vec<u8>, now: Timestamp) -> ArchiveSource {
+        Self::with_recipe(Vec::new(), name, bytes, None, now)
+    }
+
     /// `entries` and the recipe, in the order a restic tree wants them.
     fn with_recipe(
         mut entries: Vec<Entry>,
