@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["storage"],
     &["snapshot", "demo"],
     &["backup"],
+    &["cluster"],
     &["service"],
     // Adapters: one protocol each, never each other.
     &["api", "grpc", "fs", "cli"],
