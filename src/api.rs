@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod backups;
+pub mod clusters;
 pub mod collections;
 pub mod envelope;
 pub mod indexes;
@@ -59,6 +60,20 @@ pub fn router(state: Arc<Service>, max_request_bytes: usize) -> Router {
         .route("/snapfs/backups/{policy}", get(backups::policy_status))
         .route("/snapfs/backups/{policy}/run", post(backups::run))
         .route("/snapfs/backups/{policy}/forget", post(backups::forget))
+        .route("/snapfs/clusters", get(clusters::status))
+        .route("/snapfs/clusters/{cluster}/round", post(clusters::round))
+        .route(
+            "/snapfs/clusters/{cluster}/generations",
+            get(clusters::generations),
+        )
+        .route(
+            "/snapfs/clusters/{cluster}/generations/{generation}",
+            get(clusters::generation).delete(clusters::forget),
+        )
+        .route(
+            "/snapfs/clusters/{cluster}/generations/{generation}/restore",
+            post(clusters::restore),
+        )
         .route("/collections", get(collections::list))
         .route(
             "/collections/{name}",

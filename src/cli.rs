@@ -2,6 +2,7 @@
 //! and prints what a user needs, with progress bars for long work.
 
 pub mod backup;
+pub mod cluster;
 pub mod partial;
 pub mod recover;
 pub mod repo;

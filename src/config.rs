@@ -106,6 +106,8 @@ pub struct Config {
     /// policy's name is on, for refusals made at start.
     pub backups: crate::backup::PolicyFile,
     pub backup_lines: std::collections::HashMap<String, usize>,
+    /// The Qdrant clusters followed (`follow.clusters`, the file only).
+    pub follow: crate::cluster::FollowFile,
     /// The stores of the policies that name their own (`store:`), by policy.
     pub policy_stores: std::collections::HashMap<String, crate::snapshot::store::StoreChoice>,
 }
@@ -234,6 +236,9 @@ struct ConfigLayers {
     /// Backup policies: read from the file's text by [`crate::backup::PolicyFile`]
     /// (so its errors name lines), only let through here.
     backups: Option<serde::de::IgnoredAny>,
+    /// Followed Qdrant clusters: read from the file's text by
+    /// [`crate::cluster::FollowFile`], only let through here.
+    follow: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -493,6 +498,8 @@ pub fn load(
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         config.backups = crate::backup::PolicyFile::from_yaml(&text)
             .map_err(|why| anyhow::anyhow!("config file {}: backups: {why}", path.display()))?;
+        config.follow = crate::cluster::FollowFile::from_yaml(&text)
+            .map_err(|why| anyhow::anyhow!("config file {}: follow: {why}", path.display()))?;
         config.backup_lines = config
             .backups
             .policies
@@ -728,6 +735,7 @@ impl ConfigLayers {
             storage_snapshot: None,
             force: false,
             backups: Default::default(),
+            follow: Default::default(),
             backup_lines: Default::default(),
             policy_stores: Default::default(),
             data_dir,

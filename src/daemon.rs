@@ -258,6 +258,15 @@ async fn serve_storage(
         &config.temp_path,
         policy_stores,
     ));
+    storage.set_mirrored_clusters(
+        &config
+            .follow
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>(),
+    );
+    let follow = Arc::new(crate::service::follow::Follow::new(&config.follow.clusters));
     let state = Arc::new(Service {
         storage: storage.clone(),
         store: store.clone(),
@@ -269,6 +278,7 @@ async fn serve_storage(
         s3_recovery: config.s3_recovery.clone(),
         fetch: Arc::new(config.fetch.clone()),
         backups,
+        follow,
     });
     let router = api::router(state.clone(), config.max_request_bytes());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -277,6 +287,7 @@ async fn serve_storage(
     };
     let grace = config.shutdown_grace;
     crate::service::backups::start_schedules(&state, stop_rx.clone());
+    crate::service::follow::start_rounds(&state, stop_rx.clone());
 
     // Dropped on every way out of this function: listener tasks are cancelled
     // with their connections.

@@ -108,6 +108,21 @@ enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// The followed Qdrant clusters (follow.clusters): status, a round now.
+    Follow {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(subcommand)]
+        command: FollowCommand,
+    },
+    /// Generations of followed Qdrant clusters: list, show, forget, restore into a
+    /// Qdrant cluster.
+    Cluster {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Check a snapshot file offline: structure, embedded digests, whole-file checksum.
     Verify {
         file: PathBuf,
@@ -190,6 +205,47 @@ enum BackupCommand {
     Forget {
         policy: String,
         /// Only show what it would remove.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FollowCommand {
+    /// Per cluster: nodes, rounds, the last round's outcome (stale shards, skipped
+    /// collections).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a round now and wait for it (pulls, then a generation).
+    Run {
+        cluster: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// A cluster's generations, oldest first.
+    Generations {
+        cluster: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A generation's manifest.
+    Show { cluster: String, generation: String },
+    /// Forget a generation (its manifest, and shard snapshots no other generation names).
+    Forget { cluster: String, generation: String },
+    /// Restore a generation into a Qdrant cluster: every node's REST URL with
+    /// --node; the API key from SNAPFS_TARGET_API_KEY.
+    Restore {
+        cluster: String,
+        generation: String,
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+        /// List what it would do; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -428,6 +484,35 @@ fn main() -> ExitCode {
                     )
                     .await
                 }
+            }
+        }),
+        Command::Follow { socket, command } => client_command(socket, |client| async move {
+            match command {
+                FollowCommand::Status { json } => cli::cluster::status(&client, json).await,
+                FollowCommand::Run { cluster, json } => {
+                    cli::cluster::round(&client, &cluster, json).await
+                }
+            }
+        }),
+        Command::Cluster { socket, command } => client_command(socket, |client| async move {
+            match command {
+                ClusterCommand::Generations { cluster, json } => {
+                    cli::cluster::generations(&client, &cluster, json).await
+                }
+                ClusterCommand::Show {
+                    cluster,
+                    generation,
+                } => cli::cluster::show(&client, &cluster, &generation).await,
+                ClusterCommand::Forget {
+                    cluster,
+                    generation,
+                } => cli::cluster::forget(&client, &cluster, &generation).await,
+                ClusterCommand::Restore {
+                    cluster,
+                    generation,
+                    nodes,
+                    dry_run,
+                } => cli::cluster::restore(&client, &cluster, &generation, &nodes, dry_run).await,
             }
         }),
         Command::Backup { socket, command } => client_command(socket, |client| async move {

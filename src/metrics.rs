@@ -35,6 +35,11 @@ pub const BACKUP_SKIPPED: &str = "snapfs_backup_runs_skipped";
 pub const BACKUP_FORGOTTEN: &str = "snapfs_backup_generations_forgotten";
 pub const BACKUP_DRILLS: &str = "snapfs_backup_drills";
 pub const BACKUP_DRILL_FAILING: &str = "snapfs_backup_drill_failing";
+pub const FOLLOW_ROUNDS: &str = "snapfs_follow_rounds";
+pub const FOLLOW_LAST_SUCCESS: &str = "snapfs_follow_last_success_timestamp_seconds";
+pub const FOLLOW_LAST_DURATION: &str = "snapfs_follow_last_round_seconds";
+pub const FOLLOW_BYTES_RECEIVED: &str = "snapfs_follow_bytes_received";
+pub const FOLLOW_STALE_SHARDS: &str = "snapfs_follow_stale_shards";
 
 /// How long writing a repository generation took: an unchanged state's in well
 /// under a second, a first generation of a large collection in minutes.
@@ -60,6 +65,17 @@ struct PolicyCollection {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabel {
     policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabel {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterResult {
+    cluster: String,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,6 +220,11 @@ struct Metrics {
     backup_forgotten: Family<PolicyCollection, Counter>,
     backup_drills: Family<DrillResult, Counter>,
     backup_drill_failing: Family<DrillLabel, Gauge>,
+    follow_rounds: Family<ClusterResult, Counter>,
+    follow_last_success: Family<ClusterLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    follow_last_duration: Family<ClusterLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    follow_bytes: Family<ClusterLabel, Counter>,
+    follow_stale: Family<ClusterLabel, Gauge>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -231,6 +252,11 @@ fn metrics() -> &'static Metrics {
             backup_forgotten: Family::default(),
             backup_drills: Family::default(),
             backup_drill_failing: Family::default(),
+            follow_rounds: Family::default(),
+            follow_last_success: Family::default(),
+            follow_last_duration: Family::default(),
+            follow_bytes: Family::default(),
+            follow_stale: Family::default(),
         };
         let registry = &mut m.registry;
         registry.register(
@@ -332,6 +358,31 @@ fn metrics() -> &'static Metrics {
             BACKUP_DRILL_FAILING,
             "1 while the last drill of this kind failed, by policy, collection and kind",
             m.backup_drill_failing.clone(),
+        );
+        registry.register(
+            FOLLOW_ROUNDS,
+            "Rounds over a followed Qdrant cluster, by cluster and result (ok, failed)",
+            m.follow_rounds.clone(),
+        );
+        registry.register(
+            FOLLOW_LAST_SUCCESS,
+            "When a round over a followed cluster last recorded a generation, in seconds since the epoch",
+            m.follow_last_success.clone(),
+        );
+        registry.register(
+            FOLLOW_LAST_DURATION,
+            "How long the last round over a followed cluster took",
+            m.follow_last_duration.clone(),
+        );
+        registry.register(
+            FOLLOW_BYTES_RECEIVED,
+            "Bytes of partial snapshots pulled from a followed cluster's nodes",
+            m.follow_bytes.clone(),
+        );
+        registry.register(
+            FOLLOW_STALE_SHARDS,
+            "Shards of a followed cluster that the last round could not pull from any Active replica (they keep an earlier state)",
+            m.follow_stale.clone(),
         );
         // Series with fixed labels show from the start, at zero.
         for via in Via::ALL {
@@ -473,6 +524,30 @@ pub fn backup_ran(policy: &str, took: Duration) {
             policy: policy.to_string(),
         })
         .set(took.as_secs_f64());
+}
+
+/// A round over followed cluster `cluster` ended.
+pub fn follow_round(cluster: &str, ok: bool, seconds: f64, bytes: u64, stale: usize) {
+    let m = metrics();
+    let label = ClusterLabel {
+        cluster: cluster.to_string(),
+    };
+    m.follow_rounds
+        .get_or_create(&ClusterResult {
+            cluster: cluster.to_string(),
+            result: if ok { "ok" } else { "failed" },
+        })
+        .inc();
+    m.follow_last_duration.get_or_create(&label).set(seconds);
+    m.follow_bytes.get_or_create(&label).inc_by(bytes);
+    m.follow_stale.get_or_create(&label).set(stale as i64);
+    if ok {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        m.follow_last_success.get_or_create(&label).set(now);
+    }
 }
 
 /// A scheduled job was skipped: the previous one still ran.

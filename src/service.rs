@@ -11,10 +11,14 @@
 //! - [`listen`]: the listeners (Unix socket, TCP with an API key, HTTP/1.1 and
 //!   HTTP/2 on one accept loop) that REST and gRPC are served on;
 //! - [`remote`]: what a remote client is told of an error;
-//! - [`backups`]: backup policies at work (schedules, runs, retention, drills).
+//! - [`backups`]: backup policies at work (schedules, runs, retention, drills);
+//! - [`follow`] and [`cluster_restore`]: following Qdrant clusters into mirrors and
+//!   cluster generations, and restoring a generation into a Qdrant cluster.
 
 pub mod backups;
+pub mod cluster_restore;
 pub mod collections;
+pub mod follow;
 pub mod listen;
 pub mod partial;
 pub mod points;
@@ -51,6 +55,8 @@ pub struct Service {
     pub fetch: Arc<crate::fetch::FetchPolicy>,
     /// The backup policies, their record and their running jobs.
     pub backups: Arc<backups::Backups>,
+    /// The followed Qdrant clusters and their rounds.
+    pub follow: Arc<follow::Follow>,
 }
 
 /// Run blocking storage work off the async threads.

@@ -59,6 +59,9 @@ pub struct Storage {
     restore_turns: turns::RestoreTurns,
     /// One partial apply or pull per shard.
     shard_claims: turns::ShardClaims,
+    /// Name prefixes of read-only mirror collections, with the cluster each follows
+    /// (`<cluster>.`): writers are refused there ([`Storage::check_writable`]).
+    mirrors: RwLock<Vec<(String, String)>>,
     /// Disk bytes the restores into this storage have declared since it opened
     /// (only ever grows; see `snapshot::limits::Reservation`).
     restore_ledger: Arc<std::sync::atomic::AtomicU64>,
@@ -128,6 +131,7 @@ impl Storage {
             restore_turns: turns::RestoreTurns::default(),
             shard_claims: turns::ShardClaims::default(),
             restore_ledger: Arc::default(),
+            mirrors: RwLock::default(),
         });
         storage.start_maintenance()?;
         Ok(storage)
@@ -149,6 +153,32 @@ impl Storage {
     /// restore subtracts from the free space it measured when it started.
     pub fn restore_ledger(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.restore_ledger.clone()
+    }
+
+    /// Collections named `<cluster>.…` mirror a followed Qdrant cluster: only the
+    /// follower writes them.
+    pub fn set_mirrored_clusters(&self, clusters: &[String]) {
+        *self.mirrors.write().unwrap() = clusters
+            .iter()
+            .map(|c| (format!("{c}."), c.clone()))
+            .collect();
+    }
+
+    /// Refuse a writer's change to collection `name` (points, indexes, a restore, a
+    /// delete, a create under the name) when it is a mirror of a followed cluster.
+    pub fn check_writable(&self, name: &str) -> Result<()> {
+        match self
+            .mirrors
+            .read()
+            .unwrap()
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix.as_str()))
+        {
+            Some((_, cluster)) => Err(StorageError::Forbidden(format!(
+                "collection `{name}` is a read-only mirror of Qdrant cluster `{cluster}` (follow.clusters): write to the cluster; snapfs follows it"
+            ))),
+            None => Ok(()),
+        }
     }
 
     pub fn peer_id(&self) -> u64 {

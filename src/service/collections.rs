@@ -10,12 +10,14 @@ use crate::storage::{CollectionConfig, CollectionStats, CreateCollection, Result
 /// Create collection `name` from Qdrant's create request (config diffs over Qdrant's
 /// defaults; every field checked).
 pub async fn create_collection(app: &Service, name: &str, request: CreateCollection) -> Result<()> {
+    app.storage.check_writable(name)?;
     let config = request.into_config()?;
     app.storage.create_collection(name, config).await
 }
 
 /// Delete collection `name`; `false` if there was none.
 pub async fn delete_collection(app: &Service, name: &str) -> Result<bool> {
+    app.storage.check_writable(name)?;
     app.storage.delete_collection(name).await
 }
 

@@ -40,6 +40,7 @@ pub async fn create_partial(
 
 /// The shard's one partial recovery, if none runs: `None` when one does.
 pub fn claim(service: &Service, collection: &str, id: u32) -> Result<Option<ShardClaim>> {
+    service.storage.check_writable(collection)?;
     service.storage.collection(collection)?.shard(id)?;
     Ok(ShardClaim::try_take(&service.storage, collection, id))
 }
@@ -71,6 +72,7 @@ pub async fn pull_partial(
     let _claim = claim;
     pull(
         &service.storage,
+        &collection,
         &collection,
         id,
         &peer_url,

@@ -30,6 +30,7 @@ pub async fn upsert_points(
     points: Vec<PointStructPersisted>,
     wait: bool,
 ) -> Result<(), StorageError> {
+    app.storage.check_writable(collection)?;
     app.storage
         .collection(collection)?
         .upsert(points, wait)
@@ -42,6 +43,7 @@ pub async fn delete_points(
     selection: PointsSelection,
     wait: bool,
 ) -> Result<(), StorageError> {
+    app.storage.check_writable(collection)?;
     let collection = app.storage.collection(collection)?;
     match selection {
         PointsSelection::Ids(ids) => collection.delete(ids, wait).await,

@@ -41,6 +41,9 @@ pub fn check_checksum(service: &Service, checksum: Option<&str>) -> Result<()> {
 /// The scope a restore goes into, checked: a collection's name is valid (it may
 /// not exist yet), a shard exists.
 pub fn checked_target(service: &Service, scope: &Scope) -> Result<()> {
+    if let Scope::Collection(c) | Scope::Shard(c, _) = scope {
+        service.storage.check_writable(c)?;
+    }
     match scope {
         Scope::Collection(c) => crate::storage::names::validate_collection_name(c),
         Scope::Shard(c, id) => service.storage.collection(c)?.shard(*id).map(|_| ()),
@@ -60,6 +63,9 @@ pub async fn restore_received(
     received: Received,
     checksum: Option<String>,
 ) -> Result<()> {
+    if let Scope::Collection(c) | Scope::Shard(c, _) = &scope {
+        storage.check_writable(c)?;
+    }
     match &scope {
         Scope::Shard(c, id) => {
             crate::snapshot::recover::restore_or_apply_shard(storage, c, *id, received, checksum)

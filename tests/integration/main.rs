@@ -13,6 +13,7 @@ mod api;
 mod backups;
 mod bad_input;
 mod cli;
+mod cluster;
 mod fetch;
 mod freeze;
 mod grpc;

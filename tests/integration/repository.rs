@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use hyper::Method;
 use serde_json::Value;
 
+use crate::support::qdrant_cluster::qdrant_server_binary;
 use crate::support::*;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -834,37 +835,6 @@ async fn repo_import_takes_a_snapshots_directory_and_qdrant_archives_in() {
         dumped.stdout == std::fs::read(&qdrant).unwrap(),
         "restic dump of an imported archive"
     );
-}
-
-/// The real Qdrant 1.18.3 server (`QDRANT_BIN`, else unpacked from
-/// `../shared/bin/` into `target/`), or `None` with a printed notice.
-fn qdrant_server_binary() -> Option<PathBuf> {
-    if let Ok(bin) = std::env::var("QDRANT_BIN") {
-        return Some(PathBuf::from(bin));
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let unpacked = root.join("target/qdrant-1.18.3");
-    if unpacked.exists() {
-        return Some(unpacked);
-    }
-    let packed = root.join("../shared/bin/qdrant-1.18.3-linux-x86_64.xz");
-    if !packed.exists() {
-        eprintln!("skipped: no Qdrant server (set QDRANT_BIN or provide ../shared/bin/)");
-        return None;
-    }
-    let partial = root.join(format!("target/qdrant-1.18.3.{}", std::process::id()));
-    let out = std::fs::File::create(&partial).unwrap();
-    let status = Command::new("xz")
-        .arg("-dc")
-        .arg(&packed)
-        .stdout(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "xz -dc {}", packed.display());
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&partial, &unpacked).unwrap();
-    Some(unpacked)
 }
 
 /// What `restic dump <id> /` gives of a generation, a Qdrant server recovers: the

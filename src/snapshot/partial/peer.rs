@@ -44,8 +44,9 @@ pub enum Form {
     Content,
 }
 
-/// Pull shard `id` of `collection` from the snapfs or Qdrant server at `peer_url`,
-/// with the manifest form `form` (by default: content for a snapfs peer, versions for
+/// Pull shard `id` of `collection` from the snapfs or Qdrant server at `peer_url`
+/// (where the collection is named `remote`: the same name, or the cluster's name of
+/// a mirror), with the manifest form `form` (by default: content for a snapfs peer, versions for
 /// any other); a transfer that receives nothing for `inactivity` fails.
 ///
 /// The peer is reached only where `fetch` allows (`storage.fetch_allow` /
@@ -59,6 +60,7 @@ pub enum Form {
 pub async fn pull(
     storage: &Arc<Storage>,
     collection: &str,
+    remote: &str,
     id: u32,
     peer_url: &str,
     api_key: Option<&str>,
@@ -73,7 +75,7 @@ pub async fn pull(
     let registered = Registered::new(collection, id);
     let total = fetch.total_timeout;
     let transfer = transfer(
-        storage, collection, id, &config, peer_url, api_key, form, inactivity, fetch,
+        storage, collection, remote, id, &config, peer_url, api_key, form, inactivity, fetch,
     );
     let fetched = tokio::select! {
         outcome = tokio::time::timeout(total, transfer) => outcome.map_err(|_| {
@@ -126,6 +128,7 @@ enum Fetched {
 async fn transfer(
     storage: &Arc<Storage>,
     collection: &str,
+    remote: &str,
     id: u32,
     config: &CollectionConfig,
     peer_url: &str,
@@ -141,7 +144,7 @@ async fn transfer(
     } else {
         Form::Versions
     });
-    peer.check_collection(collection, config).await?;
+    peer.check_collection(remote, config).await?;
     // Frozen from here to the switch: the manifest sent stays true.
     let (frozen, view) = {
         let storage = storage.clone();
@@ -181,7 +184,7 @@ async fn transfer(
     let body = body.map_err(StorageError::from_cause)?;
     let path = format!(
         "/collections/{}/shards/{id}/snapshot/partial/create",
-        crate::storage::names::url_segment(collection)
+        crate::storage::names::url_segment(remote)
     );
     let Some(response) = peer.post(&path, body).await? else {
         return Ok(Fetched::InSync { form });
@@ -280,8 +283,11 @@ async fn full_size(storage: &Arc<Storage>, collection: &str, id: u32) -> Result<
         .map_err(StorageError::from_cause)?
 }
 
-/// The peer: its base URL and key.
-struct Peer {
+/// A peer (a snapfs or a Qdrant node): its base URL and key. Every answer is
+/// bounded: headers within `storage.fetch_header_secs`, JSON up to
+/// `storage.fetch_json_max_bytes`; refusals are told in words, never echoing more
+/// than the peer's own error text.
+pub struct Peer {
     base: String,
     api_key: Option<String>,
     client: reqwest::Client,
@@ -289,7 +295,97 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(url: &str, api_key: Option<&str>, fetch: &Arc<FetchPolicy>) -> Result<Peer> {
+    /// The base URL, as given (no trailing `/`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path` as JSON: `None` for a 404.
+    pub async fn get_json(&self, what: &str, path: &str) -> Result<Option<Value>> {
+        self.call_json(what, reqwest::Method::GET, path, None).await
+    }
+
+    /// `method path` with an optional JSON body: the JSON answer, `None` for a 404.
+    pub async fn call_json(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            let bytes = serde_json::to_vec(body).map_err(StorageError::from_cause)?;
+            request = request
+                .header("content-type", "application/json")
+                .body(bytes);
+        }
+        let response = self.send(request).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(self.refusal(what, response).await);
+        }
+        self.json_of(what, response).await.map(Some)
+    }
+
+    /// `POST path` with a multipart form of one file field `snapshot`, its `size`
+    /// bytes streamed from `chunks`; the whole upload may take `limit`.
+    pub async fn upload_snapshot<S>(
+        &self,
+        what: &str,
+        path: &str,
+        chunks: S,
+        size: u64,
+        limit: Duration,
+    ) -> Result<Value>
+    where
+        S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    {
+        use futures_util::StreamExt;
+        let boundary = format!("snapfs-{}", uuid::Uuid::new_v4().simple());
+        let head = format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"snapshot\"; filename=\"shard.snapshot\"\r\ncontent-type: application/octet-stream\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let length = head.len() as u64 + size + tail.len() as u64;
+        let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(head)) })
+            .chain(chunks)
+            .chain(futures_util::stream::once(async move {
+                Ok(bytes::Bytes::from(tail))
+            }));
+        let request = self
+            .request(reqwest::Method::POST, path)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .header("content-length", length)
+            .body(reqwest::Body::wrap_stream(body));
+        let response = tokio::time::timeout(limit, request.send())
+            .await
+            .map_err(|_| {
+                StorageError::Peer(format!(
+                    "{what}: the upload to {} took longer than {} s",
+                    self.base,
+                    limit.as_secs_f64()
+                ))
+            })?
+            .map_err(|e| {
+                StorageError::Peer(format!(
+                    "{what}: cannot upload to {}: {}",
+                    self.base,
+                    crate::storage::error::with_causes(&e)
+                ))
+            })?;
+        if !response.status().is_success() {
+            return Err(self.refusal(what, response).await);
+        }
+        self.json_of(what, response).await
+    }
+
+    pub fn new(url: &str, api_key: Option<&str>, fetch: &Arc<FetchPolicy>) -> Result<Peer> {
         let parsed = reqwest::Url::parse(url).map_err(|e| {
             StorageError::bad_request(format!("peer_url {url:?} is not a URL: {e}"))
         })?;
@@ -386,7 +482,7 @@ impl Peer {
             .map(|s| format!(": {s}"))
             .unwrap_or_default();
         let why = match status.as_u16() {
-            401 => "refused: it needs an API key (pass api_key)".to_string(),
+            401 => "refused: it needs an API key (none was given, or a wrong one)".to_string(),
             403 => "refused the API key".to_string(),
             code => format!("answered HTTP {code}"),
         };

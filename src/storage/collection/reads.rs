@@ -145,6 +145,20 @@ impl Collection {
         Ok(total)
     }
 
+    /// The exact number of points in shard `id`.
+    pub fn count_shard(&self, id: u32) -> Result<usize> {
+        let request = CountRequest {
+            filter: None,
+            exact: true,
+        };
+        self.read_shard(id, |shard| {
+            shard
+                .engine()?
+                .count(request)
+                .map_err(StorageError::from_engine)
+        })
+    }
+
     pub fn query(&self, query: NearestQuery) -> Result<Vec<ScoredPoint>> {
         check_limit(query.limit)?;
         check_filter(query.filter.as_ref())?;

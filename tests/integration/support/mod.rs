@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod qdrant_cluster;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

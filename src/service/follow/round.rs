@@ -1,0 +1,528 @@
+//! One round over a followed cluster: meet the nodes, read the layouts, keep the
+//! mirrors in shape, pull every shard from an Active replica under the per-node
+//! limit and the round's deadline, then record the generation.
+
+use super::generations::{apply_retention, free_generation_name, store_shard};
+use super::*;
+
+pub(super) async fn round(
+    service: &Arc<Service>,
+    config: &FollowedCluster,
+    started: SystemTime,
+    report: &mut RoundReport,
+) -> Result<()> {
+    let nodes = meet_nodes(service, config, report).await?;
+    // The view of a node caught up with consensus: the leader's, else the highest commit.
+    let leader = nodes.iter().find_map(|n| n.leader);
+    let trusted = nodes
+        .iter()
+        .find(|n| Some(n.peer_id) == leader)
+        .or_else(|| nodes.iter().max_by_key(|n| n.commit))
+        .expect("meet_nodes gives one node at least");
+    let by_peer: HashMap<u64, Arc<Peer>> =
+        nodes.iter().map(|n| (n.peer_id, n.peer.clone())).collect();
+    let reachable: HashSet<u64> = by_peer.keys().copied().collect();
+    let version = trusted
+        .peer
+        .get_json("asking the node's version", "/")
+        .await?
+        .and_then(|v| {
+            v["version"]
+                .as_str()
+                .map(|s| s.chars().take(64).collect::<String>())
+        });
+    let names = collections_to_follow(&trusted.peer, config).await?;
+    let aliases = aliases_of(&trusted.peer, &names).await?;
+
+    // What each followed collection is and where its shards are.
+    let mut followed: Vec<(String, Value, Value, CollectionLayout)> = Vec::new();
+    for name in &names {
+        let path = format!("/collections/{}", url_segment(name));
+        let Some(info) = trusted.peer.get_json("reading a collection", &path).await? else {
+            report.skipped.push(Skipped {
+                collection: name.clone(),
+                reason: "not in the cluster".into(),
+            });
+            continue;
+        };
+        let cluster_path = format!("{path}/cluster");
+        let Some(placement) = trusted
+            .peer
+            .get_json("reading a collection's shard layout", &cluster_path)
+            .await?
+        else {
+            report.skipped.push(Skipped {
+                collection: name.clone(),
+                reason: "deleted during the round".into(),
+            });
+            continue;
+        };
+        let garbage = |why: String| {
+            StorageError::Peer(format!(
+                "the node at {} answered an unusable layout for `{name}`: {why}",
+                trusted.peer.base()
+            ))
+        };
+        let layout = layout::parse_layout(&placement["result"]).map_err(garbage)?;
+        let config_value = info["result"]["config"].clone();
+        let shard_number = config_value["params"]["shard_number"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| garbage("no shard_number".into()))?;
+        if let Some(why) = layout::why_not_followed(&layout, shard_number) {
+            report.skipped.push(Skipped {
+                collection: name.clone(),
+                reason: why,
+            });
+            continue;
+        }
+        let schema = info["result"]["payload_schema"].clone();
+        followed.push((name.clone(), config_value, schema, layout));
+    }
+
+    // Mirrors: created with the cluster's configuration, rebuilt when its data
+    // shape (vectors, sparse vectors, shard count) changed.
+    for (name, config_value, _, _) in &followed {
+        ensure_mirror(service, config, name, config_value).await?;
+    }
+    drop_vanished_mirrors(service, config, &names, report).await;
+
+    // The pulls.
+    let previous = service.follow.snapshot_of(&config.name);
+    let semaphores: HashMap<u64, Arc<Semaphore>> = reachable
+        .iter()
+        .map(|p| (*p, Arc::new(Semaphore::new(config.per_node))))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, _, _, layout) in &followed {
+        for shard in &layout.shards {
+            let mirror = config.mirror_of(name);
+            let key = (mirror.clone(), shard.shard_id);
+            let order = layout::sources(shard, previous.sources.get(&key).copied(), &reachable);
+            let candidates: Vec<(u64, Arc<Peer>, Arc<Semaphore>)> = order
+                .into_iter()
+                .map(|p| (p, by_peer[&p].clone(), semaphores[&p].clone()))
+                .collect();
+            let service = service.clone();
+            let remote = name.clone();
+            let id = shard.shard_id;
+            let api_key = config.api_key.clone();
+            tasks.spawn(async move {
+                pull_shard(&service, &mirror, &remote, id, candidates, api_key).await
+            });
+        }
+    }
+    let deadline = tokio::time::Instant::now() + config.round_deadline;
+    let mut outcomes = Vec::new();
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                Some(joined) => outcomes.push(joined.map_err(StorageError::from_cause)?),
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(cluster = %config.name, "the round's deadline passed: cancelling the pulls still receiving");
+                for (name, _, _, layout) in &followed {
+                    for shard in &layout.shards {
+                        crate::snapshot::partial::peer::cancel_pull(&config.mirror_of(name), shard.shard_id);
+                    }
+                }
+                while let Some(joined) = tasks.join_next().await {
+                    outcomes.push(joined.map_err(StorageError::from_cause)?);
+                }
+                break;
+            }
+        }
+    }
+    outcomes.sort_by(|a, b| (&a.collection, a.shard_id).cmp(&(&b.collection, b.shard_id)));
+    for outcome in &outcomes {
+        match outcome.outcome {
+            "unchanged" => report.unchanged += 1,
+            "applied" => report.applied += 1,
+            _ => report.stale += 1,
+        }
+        report.bytes_received += outcome.bytes;
+    }
+    report.shards = outcomes.clone();
+    {
+        let mut state = service.follow.state.lock().unwrap();
+        let entry = state.entry(config.name.clone()).or_default();
+        for outcome in &outcomes {
+            let key = (config.mirror_of(&outcome.collection), outcome.shard_id);
+            if let Some(source) = outcome.source {
+                entry.sources.insert(key.clone(), source);
+            }
+            if outcome.outcome == "applied" {
+                entry.stored.remove(&key);
+            }
+        }
+    }
+    if report.stale > 0 && config.on_stale == OnStale::Fail {
+        let stale: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.outcome == "stale")
+            .map(|o| format!("`{}` shard {}", o.collection, o.shard_id))
+            .collect();
+        return Err(StorageError::Peer(format!(
+            "no Active replica could give {} (on_stale: fail): no generation recorded",
+            stale.join(", ")
+        )));
+    }
+
+    // The generation.
+    let ended = SystemTime::now();
+    let store = service.store.clone();
+    let mut collections = Vec::new();
+    for (name, config_value, schema, layout) in &followed {
+        let mirror = config.mirror_of(name);
+        let mut shards = Vec::new();
+        for shard in &layout.shards {
+            let outcome = outcomes
+                .iter()
+                .find(|o| &o.collection == name && o.shard_id == shard.shard_id);
+            let record = store_shard(service, &store, config, &mirror, shard.shard_id).await?;
+            let stale = outcome.filter(|o| o.outcome == "stale").map(|o| {
+                format!(
+                    "no Active replica could give it this round: {}",
+                    o.failures.join("; ")
+                )
+            });
+            let pulled_from = service
+                .follow
+                .snapshot_of(&config.name)
+                .sources
+                .get(&(mirror.clone(), shard.shard_id))
+                .copied();
+            shards.push(ShardRecord {
+                pulled_from,
+                pulled_at: record.pulled_at.clone(),
+                replicas: shard.replicas.iter().map(|r| r.peer_id).collect(),
+                stale,
+                ..record
+            });
+        }
+        collections.push(CollectionRecord {
+            name: name.clone(),
+            mirror,
+            config: config_value.clone(),
+            payload_schema: schema.clone(),
+            shards,
+        });
+    }
+    let generation = free_generation_name(&store, &config.name, ended).await?;
+    let manifest = ClusterManifest {
+        format: FORMAT,
+        cluster: config.name.clone(),
+        generation: generation.clone(),
+        qdrant_version: version,
+        round_started: rfc3339(started),
+        round_ended: rfc3339(ended),
+        nodes: report.nodes.clone(),
+        collections,
+        aliases,
+        skipped: report.skipped.clone(),
+    };
+    manifest.check().map_err(StorageError::internal)?;
+    let bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| StorageError::internal_from("writing a cluster manifest", e))?;
+    let group = record_group(&config.name);
+    {
+        let store = store.clone();
+        let generation = generation.clone();
+        run_blocking(move || store.put_record(&group, &generation, &bytes)).await?;
+    }
+    {
+        let mut state = service.follow.state.lock().unwrap();
+        let entry = state.entry(config.name.clone()).or_default();
+        entry.stored = manifest
+            .collections
+            .iter()
+            .flat_map(|c| {
+                c.shards
+                    .iter()
+                    .map(|s| ((c.mirror.clone(), s.shard_id), s.clone()))
+            })
+            .collect();
+    }
+    report.generation = Some(generation);
+    if let Some(retention) = &config.retention
+        && let Err(e) = apply_retention(service, config, retention).await
+    {
+        tracing::warn!(cluster = %config.name, error = %e, "the cluster retention failed");
+    }
+    Ok(())
+}
+
+/// Ask every node who it is; the ones that answer (one at least).
+pub(super) async fn meet_nodes(
+    service: &Service,
+    config: &FollowedCluster,
+    report: &mut RoundReport,
+) -> Result<Vec<NodeSeen>> {
+    let mut seen = Vec::new();
+    let mut errors = Vec::new();
+    let asks = config.nodes.iter().map(|url| async move {
+        let peer = Peer::new(url, config.api_key.as_deref(), &service.fetch)?;
+        let answer = peer
+            .get_json("asking the node about its cluster", "/cluster")
+            .await?
+            .ok_or_else(|| StorageError::Peer(format!("the node at {url} has no /cluster: is it Qdrant?")))?;
+        let result = &answer["result"];
+        if result["status"].as_str() != Some("enabled") {
+            return Err(StorageError::Peer(format!(
+                "the node at {url} does not run in cluster mode (its /cluster status is not `enabled`)"
+            )));
+        }
+        let peer_id = result["peer_id"]
+            .as_u64()
+            .ok_or_else(|| StorageError::Peer(format!("the node at {url} gave no peer_id")))?;
+        Ok(NodeSeen {
+            peer: Arc::new(peer),
+            peer_id,
+            commit: result["raft_info"]["commit"].as_u64().unwrap_or(0),
+            leader: result["raft_info"]["leader"].as_u64(),
+        })
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    for (url, answer) in config.nodes.iter().zip(answers) {
+        match answer {
+            Ok(node) => {
+                report.nodes.push(NodeRecord {
+                    url: url.clone(),
+                    peer_id: Some(node.peer_id),
+                    unreachable: None,
+                });
+                if seen.iter().any(|n: &NodeSeen| n.peer_id == node.peer_id) {
+                    return Err(StorageError::bad_request(format!(
+                        "cluster {}: two configured URLs reach the same node (peer {})",
+                        config.name, node.peer_id
+                    )));
+                }
+                seen.push(node);
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %config.name, node = %url, error = %e, "a node did not answer");
+                report.nodes.push(NodeRecord {
+                    url: url.clone(),
+                    peer_id: None,
+                    unreachable: Some(e.to_string()),
+                });
+                errors.push(e.to_string());
+            }
+        }
+    }
+    if seen.is_empty() {
+        return Err(StorageError::Peer(format!(
+            "no node of cluster {} answered: {}",
+            config.name,
+            errors.join("; ")
+        )));
+    }
+    Ok(seen)
+}
+
+/// The collections a round follows: the configured names, or every collection.
+async fn collections_to_follow(peer: &Peer, config: &FollowedCluster) -> Result<Vec<String>> {
+    let mut names: Vec<String> = config
+        .collections
+        .iter()
+        .filter(|c| *c != "*")
+        .cloned()
+        .collect();
+    if config.follows_all() {
+        let listed = peer
+            .get_json("listing the cluster's collections", "/collections")
+            .await?
+            .unwrap_or(Value::Null);
+        let items = listed["result"]["collections"].as_array().ok_or_else(|| {
+            StorageError::Peer(format!("the node at {} listed no collections", peer.base()))
+        })?;
+        if items.len() > crate::cluster::manifest::MAX_COLLECTIONS {
+            return Err(StorageError::Peer(
+                "the cluster lists too many collections".into(),
+            ));
+        }
+        for item in items {
+            let name = item["name"].as_str().unwrap_or_default();
+            if crate::storage::names::validate_collection_name(name).is_ok()
+                && !names.iter().any(|n| n == name)
+            {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The cluster's aliases of the followed collections.
+async fn aliases_of(peer: &Peer, followed: &[String]) -> Result<Vec<AliasRecord>> {
+    let answer = peer
+        .get_json("listing the cluster's aliases", "/aliases")
+        .await?
+        .unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    for alias in answer["result"]["aliases"].as_array().into_iter().flatten() {
+        let (Some(alias_name), Some(collection)) = (
+            alias["alias_name"].as_str(),
+            alias["collection_name"].as_str(),
+        ) else {
+            continue;
+        };
+        let valid = |n: &str| crate::storage::names::validate_collection_name(n).is_ok();
+        if valid(alias_name) && valid(collection) && followed.iter().any(|f| f == collection) {
+            out.push(AliasRecord {
+                alias_name: alias_name.to_string(),
+                collection_name: collection.to_string(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.alias_name.cmp(&b.alias_name));
+    Ok(out)
+}
+
+/// The mirror of `name` exists with the cluster's data shape: created when missing,
+/// rebuilt (deleted, created empty, pulled whole) when the shape changed.
+async fn ensure_mirror(
+    service: &Service,
+    config: &FollowedCluster,
+    name: &str,
+    cluster_config: &Value,
+) -> Result<()> {
+    let mirror = config.mirror_of(name);
+    let wanted = qdrant_config::data_shape(cluster_config);
+    if let Ok(existing) = service.storage.collection(&mirror) {
+        let have = qdrant_config::data_shape(
+            &serde_json::to_value(existing.config()).unwrap_or(Value::Null),
+        );
+        if have == wanted {
+            return Ok(());
+        }
+        tracing::warn!(
+            cluster = %config.name, collection = name, mirror = %mirror,
+            before = %have, now = %wanted,
+            "the collection's vectors or shard count changed in the cluster: its mirror is rebuilt (earlier generations keep the old state)"
+        );
+        drop(existing);
+        service.storage.delete_collection(&mirror).await?;
+        let mut state = service.follow.state.lock().unwrap();
+        if let Some(entry) = state.get_mut(&config.name) {
+            entry.sources.retain(|(m, _), _| m != &mirror);
+            entry.stored.retain(|(m, _), _| m != &mirror);
+        }
+    }
+    let request = qdrant_config::mirror_request(cluster_config).map_err(|why| {
+        StorageError::Peer(format!(
+            "collection `{name}` of cluster {} cannot be mirrored: {why}",
+            config.name
+        ))
+    })?;
+    let collection_config = request.into_config().map_err(|e| {
+        StorageError::Peer(format!(
+            "collection `{name}` of cluster {} cannot be mirrored: {e}",
+            config.name
+        ))
+    })?;
+    service
+        .storage
+        .create_collection(&mirror, collection_config)
+        .await?;
+    tracing::info!(cluster = %config.name, collection = name, mirror = %mirror, "mirror created");
+    Ok(())
+}
+
+/// Mirrors of collections the cluster no longer has are removed (the generations
+/// that hold them stay, under the retention).
+async fn drop_vanished_mirrors(
+    service: &Service,
+    config: &FollowedCluster,
+    present: &[String],
+    report: &mut RoundReport,
+) {
+    let gone = report
+        .skipped
+        .iter()
+        .filter(|s| s.reason == "not in the cluster")
+        .map(|s| s.collection.clone());
+    let unlisted = service
+        .storage
+        .collection_names()
+        .into_iter()
+        .filter_map(|m| config.source_of(&m).map(str::to_string))
+        .filter(|source| config.follows_all() && !present.contains(source));
+    let vanished: HashSet<String> = gone.chain(unlisted).collect();
+    for source in vanished {
+        let mirror = config.mirror_of(&source);
+        if service.storage.collection(&mirror).is_err() {
+            continue;
+        }
+        match service.storage.delete_collection(&mirror).await {
+            Ok(_) => tracing::warn!(
+                cluster = %config.name, collection = %source, mirror = %mirror,
+                "the collection is gone from the cluster: its mirror is removed (earlier generations keep it)"
+            ),
+            Err(e) => {
+                tracing::warn!(mirror = %mirror, error = %e, "could not remove a vanished collection's mirror")
+            }
+        }
+    }
+}
+
+/// Pull one shard from the first candidate that gives it.
+async fn pull_shard(
+    service: &Service,
+    mirror: &str,
+    remote: &str,
+    id: u32,
+    candidates: Vec<(u64, Arc<Peer>, Arc<Semaphore>)>,
+    api_key: Option<String>,
+) -> ShardOutcome {
+    let mut outcome = ShardOutcome {
+        collection: remote.to_string(),
+        shard_id: id,
+        source: None,
+        outcome: "stale",
+        bytes: 0,
+        failures: Vec::new(),
+    };
+    if candidates.is_empty() {
+        outcome
+            .failures
+            .push("no reachable node holds an Active replica".into());
+    }
+    for (peer_id, peer, permits) in candidates {
+        let Ok(_permit) = permits.acquire().await else {
+            continue;
+        };
+        let pulled = pull(
+            &service.storage,
+            mirror,
+            remote,
+            id,
+            peer.base(),
+            api_key.as_deref(),
+            Some(Form::Versions),
+            service.transfer_stall,
+            &service.fetch,
+        )
+        .await;
+        match pulled {
+            Ok(pulled) => {
+                outcome.source = Some(peer_id);
+                match pulled.applied {
+                    Some(applied) => {
+                        outcome.outcome = "applied";
+                        outcome.bytes = applied.archive_bytes;
+                    }
+                    None => outcome.outcome = "unchanged",
+                }
+                return outcome;
+            }
+            Err(e) => {
+                tracing::warn!(mirror, shard = id, peer = peer_id, error = %e, "a pull failed: trying the next Active replica");
+                outcome.failures.push(format!("peer {peer_id}: {e}"));
+            }
+        }
+    }
+    outcome
+}

@@ -1,0 +1,565 @@
+//! A real multi-node Qdrant cluster (`support::qdrant_cluster`): the upstream 1.18.3
+//! binary, three nodes on loopback, killed on drop. Real sharding and replication,
+//! not a model of them, so what snapfs does against a cluster is checked against the
+//! server itself. Skipped with a notice when the binary is not available.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::support::qdrant_cluster::{QdrantCluster, random_points};
+use crate::support::{all_points, call};
+
+/// The harness itself: three nodes join, a sharded and replicated collection is
+/// placed over them, and every node answers for all of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_three_node_cluster_starts_and_answers() {
+    tokio::task::block_in_place(|| {
+        let Some(cluster) = QdrantCluster::start(3) else {
+            return;
+        };
+        cluster.create_collection(
+            "c1",
+            json!({"vectors": {"size": 4, "distance": "Cosine"},
+                   "shard_number": 3, "replication_factor": 2}),
+        );
+        cluster.upsert("c1", &random_points(0..300, 4, 7));
+
+        let ids: BTreeSet<String> = cluster.scroll_all(1, "c1").into_keys().collect();
+        let expected: BTreeSet<String> = (0..300).map(|id: u64| id.to_string()).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(cluster.count_exact(2, "c1"), 300);
+
+        let placement = cluster.placement(0, "c1");
+        assert_eq!(placement.len(), 6, "{placement:?}");
+        assert!(
+            placement.iter().all(|(_, _, state)| state == "Active"),
+            "{placement:?}"
+        );
+        let peers: BTreeSet<u64> = (0..3).map(|i| cluster.node(i).peer_id).collect();
+        assert!(
+            placement.iter().all(|(_, peer, _)| peers.contains(peer)),
+            "{placement:?}"
+        );
+    });
+}
+
+/// A snapfs daemon following `cluster` as cluster `prod` (every collection, rounds on
+/// demand), its snapshots in a restic repository.
+struct Follower {
+    daemon: crate::support::Daemon,
+    _dir: tempfile::TempDir,
+}
+
+impl Follower {
+    fn start(nodes: &[String], extra: &str) -> Follower {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "follow-test").unwrap();
+        let nodes: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "storage:\n  snapshots_config:\n    snapshots_storage: repository\n    repository:\n      location: {}\n      password_file: {}\nfollow:\n  clusters:\n    - name: prod\n      nodes: [{}]\n      collections: [\"*\"]\n      per_node: 2\n{extra}",
+                dir.path().join("repo").display(),
+                password.display(),
+                nodes.join(", ")
+            ),
+        )
+        .unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let daemon =
+            crate::support::Daemon::start_in(&data, &["--config", config.to_str().unwrap()], &[]);
+        Follower { daemon, _dir: dir }
+    }
+
+    async fn round(&self) -> (u16, Value) {
+        call(
+            &self.daemon.client(),
+            Method::POST,
+            "/snapfs/clusters/prod/round?wait=true",
+            None,
+        )
+        .await
+    }
+
+    async fn round_ok(&self) -> Value {
+        let (status, report) = self.round().await;
+        assert_eq!(status, 200, "round: {report}\n{}", self.daemon.log());
+        report["result"].clone()
+    }
+
+    async fn generations(&self) -> Vec<Value> {
+        let (status, all) = call(
+            &self.daemon.client(),
+            Method::GET,
+            "/snapfs/clusters/prod/generations",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{all}");
+        all["result"].as_array().unwrap().clone()
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(crate::support::BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(&self.daemon.socket)
+            .output()
+            .unwrap()
+    }
+}
+
+/// Points by id (as text) with payload and vector, from the mirror in snapfs.
+async fn mirror_points(follower: &Follower, mirror: &str) -> BTreeMap<String, Value> {
+    all_points(&follower.daemon.client(), mirror)
+        .await
+        .into_iter()
+        .map(|p| {
+            (
+                p["id"].to_string(),
+                json!({"payload": p["payload"], "vector": p["vector"]}),
+            )
+        })
+        .collect()
+}
+
+fn cluster_points(cluster: &QdrantCluster, node: usize, name: &str) -> BTreeMap<String, Value> {
+    cluster
+        .scroll_all(node, name)
+        .into_iter()
+        .map(|(id, p)| (id, json!({"payload": p["payload"], "vector": p["vector"]})))
+        .collect()
+}
+
+/// Equal ids and payloads, and vectors equal to f32 precision.
+fn assert_same_points(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>, what: &str) {
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}: the ids differ"
+    );
+    for (id, left) in a {
+        let right = &b[id];
+        assert_eq!(left["payload"], right["payload"], "{what}: payload of {id}");
+        assert!(
+            close(&left["vector"], &right["vector"]),
+            "{what}: vector of {id}: {} vs {}",
+            left["vector"],
+            right["vector"]
+        );
+    }
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-6
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Sparse-vector points for `c2`: a dense `d` and a sparse `text` vector.
+fn sparse_points(ids: std::ops::Range<u64>) -> Vec<Value> {
+    ids.map(|id| {
+        json!({"id": id,
+               "vector": {"d": [1.0, (id % 5) as f32, 0.5, (id % 3) as f32],
+                          "text": {"indices": [id % 11, 20 + id % 7], "values": [0.5, 1.5]}},
+               "payload": {"tag": format!("t{}", id % 4), "n": id}})
+    })
+    .collect()
+}
+
+fn two_collections(cluster: &QdrantCluster) {
+    cluster.create_collection(
+        "c1",
+        json!({"vectors": {"size": 4, "distance": "Cosine"},
+               "shard_number": 3, "replication_factor": 2}),
+    );
+    cluster.create_collection(
+        "c2",
+        json!({"vectors": {"d": {"size": 4, "distance": "Dot"}},
+               "sparse_vectors": {"text": {}},
+               "shard_number": 2, "replication_factor": 2}),
+    );
+    cluster.create_payload_index("c2", "tag", "keyword");
+    cluster.create_alias("c1", "c1-live");
+    cluster.upsert("c1", &random_points(0..300, 4, 7));
+    cluster.upsert("c2", &sparse_points(0..120));
+}
+
+/// The main path: rounds under writes mirror the cluster exactly, an
+/// unchanged round moves no segment data, mirrors refuse writers, generations are
+/// listed, and the latest one restores into a fresh cluster with the same points,
+/// configurations, payload indexes and aliases; a cluster too small is refused
+/// before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn following_a_cluster_mirrors_it_and_its_generations_restore_into_a_fresh_one() {
+    let Some(source) = tokio::task::block_in_place(|| QdrantCluster::start(3)) else {
+        return;
+    };
+    tokio::task::block_in_place(|| two_collections(&source));
+    let follower = Follower::start(&source.urls(), "");
+
+    // A round while writes go on, then one after them: the mirror equals the cluster.
+    let first = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for batch in 0..5u64 {
+                let from = 1000 + batch * 50;
+                source.upsert("c1", &random_points(from..from + 50, 4, batch));
+            }
+        });
+        let round = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(follower.round_ok())
+        });
+        writer.join().unwrap();
+        round
+    });
+    assert!(first["error"].is_null(), "{first}");
+    assert_eq!(first["stale"], 0, "{first}");
+    let second = follower.round_ok().await;
+    assert_eq!(second["stale"], 0, "{second}");
+    for name in ["c1", "c2"] {
+        let theirs = tokio::task::block_in_place(|| cluster_points(&source, 1, name));
+        let ours = mirror_points(&follower, &format!("prod.{name}")).await;
+        assert_same_points(&ours, &theirs, name);
+    }
+    assert_eq!(
+        mirror_points(&follower, "prod.c1").await.len(),
+        550,
+        "300 points and 250 written during the first round"
+    );
+
+    // Nothing changed: every shard answers 304, no segment data moves.
+    let quiet = follower.round_ok().await;
+    assert_eq!(quiet["unchanged"], 5, "{quiet}");
+    assert_eq!(quiet["applied"], 0, "{quiet}");
+    assert_eq!(quiet["bytes_received"], 0, "{quiet}");
+
+    // The mirror takes no writes, and says whose it is.
+    let (status, refused) = call(
+        &follower.daemon.client(),
+        Method::PUT,
+        "/collections/prod.c1/points?wait=true",
+        Some(json!({"points": [{"id": 1, "vector": [1.0, 0.0, 0.0, 0.0]}]})),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("read-only mirror of Qdrant cluster `prod`"),
+        "{refused}"
+    );
+
+    // Three generations, listed by the API and the CLI.
+    let generations = follower.generations().await;
+    assert_eq!(generations.len(), 3, "{generations:?}");
+    let latest = generations.last().unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generations.last().unwrap()["points"], 550 + 120);
+    let listed = follower.cli(&["cluster", "generations", "prod"]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&latest));
+    // The unchanged round stored nothing new: it names the same shard snapshots.
+    let (_, manifest) = call(
+        &follower.daemon.client(),
+        Method::GET,
+        &format!("/snapfs/clusters/prod/generations/{latest}"),
+        None,
+    )
+    .await;
+    let manifest = manifest["result"].clone();
+    let (_, before) = call(
+        &follower.daemon.client(),
+        Method::GET,
+        &format!(
+            "/snapfs/clusters/prod/generations/{}",
+            generations[1]["name"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        manifest["collections"], before["result"]["collections"],
+        "an unchanged round's generation names the previous stored shards"
+    );
+    assert_eq!(
+        manifest["aliases"],
+        json!([{"alias_name": "c1-live", "collection_name": "c1"}])
+    );
+    assert_eq!(manifest["qdrant_version"], "1.18.3");
+
+    // Too few nodes: refused before anything is written.
+    let small = tokio::task::block_in_place(|| QdrantCluster::start(1)).unwrap();
+    let (status, refused) = call(
+        &follower.daemon.client(),
+        Method::POST,
+        &format!("/snapfs/clusters/prod/generations/{latest}/restore"),
+        Some(json!({"nodes": small.urls()})),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("too few"), "{refused}");
+    let (_, listed) = tokio::task::block_in_place(|| small.request(0, "GET", "/collections", None));
+    assert_eq!(
+        listed["result"]["collections"],
+        json!([]),
+        "nothing written"
+    );
+    drop(small);
+
+    // A fresh three-node cluster: a dry run changes nothing, then the restore.
+    let fresh = tokio::task::block_in_place(|| QdrantCluster::start(3)).unwrap();
+    let dry = follower.cli(&[
+        "cluster",
+        "restore",
+        "prod",
+        &latest,
+        "--dry-run",
+        "--node",
+        &fresh.url(0),
+        "--node",
+        &fresh.url(1),
+        "--node",
+        &fresh.url(2),
+    ]);
+    assert!(dry.status.success(), "{dry:?}");
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(said.contains("would: create collection `c1`"), "{said}");
+    assert!(said.contains("would: upload shard 2 of `c1`"), "{said}");
+    let (_, listed) = tokio::task::block_in_place(|| fresh.request(0, "GET", "/collections", None));
+    assert_eq!(
+        listed["result"]["collections"],
+        json!([]),
+        "a dry run writes nothing"
+    );
+    let restored = follower.cli(&[
+        "cluster",
+        "restore",
+        "prod",
+        &latest,
+        "--node",
+        &fresh.url(0),
+        "--node",
+        &fresh.url(1),
+        "--node",
+        &fresh.url(2),
+    ]);
+    assert!(
+        restored.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&restored.stdout),
+        String::from_utf8_lossy(&restored.stderr),
+        follower.daemon.log()
+    );
+    tokio::task::block_in_place(|| {
+        for name in ["c1", "c2"] {
+            assert_same_points(
+                &cluster_points(&fresh, 2, name),
+                &cluster_points(&source, 0, name),
+                &format!("restored {name}"),
+            );
+            let (_, was) = source.request(0, "GET", &format!("/collections/{name}"), None);
+            let (_, now) = fresh.request(0, "GET", &format!("/collections/{name}"), None);
+            assert_eq!(
+                now["result"]["config"]["params"],
+                was["result"]["config"]["params"]
+            );
+            assert_eq!(
+                now["result"]["config"]["hnsw_config"],
+                was["result"]["config"]["hnsw_config"]
+            );
+        }
+        let (_, c2) = fresh.request(0, "GET", "/collections/c2", None);
+        assert_eq!(
+            c2["result"]["payload_schema"]["tag"]["data_type"], "keyword",
+            "{c2}"
+        );
+        assert_eq!(
+            fresh.aliases(1),
+            vec![("c1-live".to_string(), "c1".to_string())]
+        );
+        for (shard, _, state) in fresh.placement(0, "c1") {
+            assert_eq!(state, "Active", "shard {shard}");
+        }
+    });
+}
+
+/// A node down when a round starts, and one killed while it runs: the round takes
+/// every shard from another Active replica, nothing is stale, the mirror equals the
+/// cluster. With every replica of the cluster gone, the round fails clearly and
+/// records no generation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_round_uses_the_other_replicas_when_a_node_dies() {
+    let Some(mut source) = tokio::task::block_in_place(|| QdrantCluster::start(3)) else {
+        return;
+    };
+    tokio::task::block_in_place(|| {
+        source.create_collection(
+            "c1",
+            json!({"vectors": {"size": 4, "distance": "Cosine"},
+                   "shard_number": 3, "replication_factor": 2}),
+        );
+        source.upsert("c1", &random_points(0..400, 4, 3));
+    });
+    let follower = Follower::start(&source.urls(), "");
+    let first = follower.round_ok().await;
+    assert_eq!(first["applied"], 3, "{first}");
+
+    // Node 2 dies while the next round runs (started without waiting).
+    tokio::task::block_in_place(|| source.upsert("c1", &random_points(400..500, 4, 4)));
+    let (status, _) = call(
+        &follower.daemon.client(),
+        Method::POST,
+        "/snapfs/clusters/prod/round?wait=false",
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    tokio::task::block_in_place(|| source.kill(2));
+    let report = loop {
+        let (_, all) = call(
+            &follower.daemon.client(),
+            Method::GET,
+            "/snapfs/clusters",
+            None,
+        )
+        .await;
+        let prod = all["result"][0].clone();
+        if prod["running"] == false && prod["rounds"] == 2 {
+            break prod["last_round"].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(report["error"].is_null(), "{report}");
+    assert_eq!(report["stale"], 0, "{report}");
+    // And a round with node 2 down from the start.
+    let third = follower.round_ok().await;
+    assert_eq!(third["stale"], 0, "{third}");
+    let down = third["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| !n["unreachable"].is_null())
+        .count();
+    assert_eq!(down, 1, "{third}");
+    let theirs = tokio::task::block_in_place(|| cluster_points(&source, 0, "c1"));
+    assert_same_points(&mirror_points(&follower, "prod.c1").await, &theirs, "c1");
+    assert_eq!(theirs.len(), 500);
+
+    // No node answers: a clear failure, no generation, the mirror as it was.
+    tokio::task::block_in_place(|| {
+        source.kill(0);
+        source.kill(1);
+    });
+    let before = follower.generations().await.len();
+    let (status, failed) = follower.round().await;
+    assert_eq!(status, 502, "{failed}");
+    assert!(
+        failed
+            .to_string()
+            .contains("no node of cluster prod answered"),
+        "{failed}"
+    );
+    assert_eq!(follower.generations().await.len(), before);
+    assert_eq!(mirror_points(&follower, "prod.c1").await.len(), 500);
+    let text =
+        String::from_utf8(crate::support::fetch(&follower.daemon.client(), "/metrics").await)
+            .unwrap();
+    assert!(
+        text.contains("snapfs_follow_rounds_total{cluster=\"prod\",result=\"failed\"} 1"),
+        "{text}"
+    );
+}
+
+/// A wrong API key and a server that is not Qdrant: clear errors, nothing written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_key_or_a_node_answering_garbage_fails_the_round_clearly() {
+    let Some(keyed) =
+        tokio::task::block_in_place(|| QdrantCluster::start_with_key(1, Some("right-key")))
+    else {
+        return;
+    };
+    let wrong = Follower::start(&keyed.urls(), "      api_key: wrong-key\n");
+    let (status, failed) = wrong.round().await;
+    assert_eq!(status, 502, "{failed}");
+    assert!(
+        failed
+            .to_string()
+            .contains("needs an API key (none was given, or a wrong one)"),
+        "{failed}"
+    );
+    assert!(
+        !failed.to_string().contains("wrong-key"),
+        "the key is never echoed: {failed}"
+    );
+    assert!(!wrong.daemon.log().contains("wrong-key"), "nor logged");
+    assert_eq!(wrong.generations().await.len(), 0);
+
+    // A plain web server where a node should be.
+    let junk = tempfile::tempdir().unwrap();
+    std::fs::write(junk.path().join("cluster"), "<html>not qdrant</html>").unwrap();
+    let port = crate::support::free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(junk.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(&mut server);
+    crate::support::eventually("the junk server answers", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let garbage = Follower::start(&[format!("http://127.0.0.1:{port}")], "");
+    let (status, failed) = garbage.round().await;
+    assert_eq!(status, 502, "{failed}");
+    assert!(
+        failed.to_string().contains("does not run in cluster mode")
+            || failed.to_string().contains("is it Qdrant"),
+        "{failed}"
+    );
+    assert!(
+        !failed.to_string().contains("not qdrant</html>"),
+        "no fetched bytes echoed: {failed}"
+    );
+    assert_eq!(garbage.generations().await.len(), 0);
+    assert!(
+        garbage
+            .daemon
+            .client()
+            .raw(Method::GET, "/collections", None)
+            .await
+            .unwrap()
+            .1
+            .to_string()
+            .contains("[]")
+    );
+}
