@@ -266,7 +266,10 @@ async fn serve_storage(
             .map(|c| c.name.clone())
             .collect::<Vec<_>>(),
     );
-    let follow = Arc::new(crate::service::follow::Follow::new(&config.follow.clusters));
+    let follow = Arc::new(crate::service::follow::Follow::new(
+        &config.follow.clusters,
+        &config.data_dir,
+    ));
     let state = Arc::new(Service {
         storage: storage.clone(),
         store: store.clone(),

@@ -429,6 +429,20 @@ pub const MAX_JSON_FILE: u64 = 16 << 20;
 
 /// Read a small file whole, refusing one larger than `limit` (its size is checked
 /// before it is read, and the read stops at the limit should it grow meanwhile).
+/// Replace `path` with `data` whole or not at all: a hidden temporary file beside it,
+/// synced, renamed over it, and the directory synced.
+pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a file to replace has a directory"))?;
+    let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    temp.write_all(data)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let file = fs_err::File::open(path)?;

@@ -6,7 +6,6 @@
 //! over the old one, so a crash leaves the old record or the new one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -125,21 +124,8 @@ impl Ledger {
 
     /// Write it at `path`: a temporary file, synced, renamed over the old one.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let temp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        crate::storage::write_atomically(path, &bytes)
     }
 }
 

@@ -45,6 +45,9 @@ use crate::storage::{Result, StorageError};
 pub struct Follow {
     clusters: Vec<FollowedCluster>,
     state: Mutex<HashMap<String, ClusterState>>,
+    /// Where each cluster's journal of shard snapshots written for a generation not
+    /// yet recorded is kept (`<data_dir>/follow-<cluster>.pending.json`).
+    data_dir: std::path::PathBuf,
 }
 
 /// What the daemon knows of a followed cluster between rounds.
@@ -124,11 +127,16 @@ pub fn record_group(cluster: &str) -> String {
 }
 
 impl Follow {
-    pub fn new(clusters: &[FollowedCluster]) -> Follow {
+    pub fn new(clusters: &[FollowedCluster], data_dir: &std::path::Path) -> Follow {
         Follow {
             clusters: clusters.to_vec(),
             state: Mutex::default(),
+            data_dir: data_dir.to_path_buf(),
         }
+    }
+
+    fn pending_path(&self, cluster: &str) -> std::path::PathBuf {
+        self.data_dir.join(format!("follow-{cluster}.pending.json"))
     }
 
     pub fn clusters(&self) -> &[FollowedCluster] {

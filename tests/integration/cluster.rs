@@ -50,10 +50,25 @@ async fn a_three_node_cluster_starts_and_answers() {
 struct Follower {
     daemon: crate::support::Daemon,
     _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    data: std::path::PathBuf,
 }
 
 impl Follower {
     fn start(nodes: &[String], extra: &str) -> Follower {
+        Follower::start_with_env(nodes, extra, &[])
+    }
+
+    /// The daemon again on the same data dir and configuration.
+    fn restart(&mut self) {
+        self.daemon = crate::support::Daemon::start_in(
+            &self.data,
+            &["--config", self.config.to_str().unwrap()],
+            &[],
+        );
+    }
+
+    fn start_with_env(nodes: &[String], extra: &str, env: &[(&str, &str)]) -> Follower {
         let dir = tempfile::tempdir().unwrap();
         let password = dir.path().join("password");
         std::fs::write(&password, "follow-test").unwrap();
@@ -72,8 +87,13 @@ impl Follower {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let daemon =
-            crate::support::Daemon::start_in(&data, &["--config", config.to_str().unwrap()], &[]);
-        Follower { daemon, _dir: dir }
+            crate::support::Daemon::start_in(&data, &["--config", config.to_str().unwrap()], env);
+        Follower {
+            daemon,
+            _dir: dir,
+            config,
+            data,
+        }
     }
 
     async fn round(&self) -> (u16, Value) {
@@ -562,4 +582,112 @@ async fn a_wrong_key_or_a_node_answering_garbage_fails_the_round_clearly() {
             .to_string()
             .contains("[]")
     );
+}
+
+/// The stored snapshots of `mirror`'s shard `shard`, by name.
+async fn stored_names(follower: &Follower, mirror: &str, shard: u32) -> BTreeSet<String> {
+    let (status, listed) = call(
+        &follower.daemon.client(),
+        Method::GET,
+        &format!("/collections/{mirror}/shards/{shard}/snapshots"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    listed["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The shard snapshots the generations' manifests name, per shard.
+async fn named_by_generations(follower: &Follower, shard: u32) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    for generation in follower.generations().await {
+        let (_, manifest) = call(
+            &follower.daemon.client(),
+            Method::GET,
+            &format!(
+                "/snapfs/clusters/prod/generations/{}",
+                generation["name"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        for collection in manifest["result"]["collections"].as_array().unwrap() {
+            named.insert(
+                collection["shards"][shard as usize]["snapshot"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    named
+}
+
+/// A daemon killed between its shard snapshots and the manifest records no
+/// generation, and the next round removes what it stored; the cluster's retention
+/// forgets generations by restic's rules, and a shard snapshot goes with the last
+/// generation naming it: the store holds exactly what the generations name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_before_the_manifest_and_the_retention_leave_only_what_generations_name() {
+    let Some(source) = tokio::task::block_in_place(|| QdrantCluster::start(1)) else {
+        return;
+    };
+    tokio::task::block_in_place(|| {
+        source.create_collection(
+            "c1",
+            json!({"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2}),
+        );
+        source.upsert("c1", &random_points(0..200, 4, 1));
+    });
+    let mut follower = Follower::start_with_env(
+        &source.urls(),
+        "      retention: { keep_last: 2 }\n",
+        &[("SNAPFS_CRASH_AT", "follow-before-manifest")],
+    );
+    let _ = follower
+        .daemon
+        .client()
+        .raw(Method::POST, "/snapfs/clusters/prod/round?wait=true", None)
+        .await;
+    follower.daemon.wait_exit();
+    follower.restart();
+    assert_eq!(
+        follower.generations().await.len(),
+        0,
+        "no manifest, no generation"
+    );
+    assert_eq!(
+        stored_names(&follower, "prod.c1", 0).await.len(),
+        1,
+        "the crashed round's shard snapshot is there until the next round"
+    );
+
+    follower.round_ok().await;
+    assert_eq!(
+        stored_names(&follower, "prod.c1", 0).await,
+        named_by_generations(&follower, 0).await,
+        "the crashed round's shard snapshot was removed"
+    );
+    tokio::task::block_in_place(|| source.upsert("c1", &random_points(200..260, 4, 2)));
+    let changed = follower.round_ok().await;
+    assert_eq!(changed["applied"], 2, "{changed}");
+    let quiet = follower.round_ok().await;
+    assert_eq!(quiet["unchanged"], 2, "{quiet}");
+    let generations = follower.generations().await;
+    assert_eq!(generations.len(), 2, "keep_last: 2: {generations:?}");
+    for shard in 0..2 {
+        let named = named_by_generations(&follower, shard).await;
+        assert_eq!(
+            named.len(),
+            1,
+            "the two kept generations share their shard snapshots"
+        );
+        assert_eq!(stored_names(&follower, "prod.c1", shard).await, named);
+    }
+    assert_eq!(mirror_points(&follower, "prod.c1").await.len(), 260);
 }

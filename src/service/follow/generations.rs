@@ -5,6 +5,124 @@
 
 use super::*;
 
+/// A shard snapshot written for a generation whose manifest is not written yet.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(super) struct Pending {
+    mirror: String,
+    shard: u32,
+    /// The stored snapshot's name, once the store has picked it.
+    name: Option<String>,
+    /// When its creation started (seconds since the epoch): before the name is
+    /// known, a stored snapshot of the shard made since then is this one.
+    since: u64,
+}
+
+/// The journal's entries (none when there is no journal, or an unreadable one).
+fn read_pending(follow: &Follow, cluster: &str) -> Vec<Pending> {
+    crate::storage::read_bounded(&follow.pending_path(cluster), 16 << 20)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Note `entry` in the journal before it is stored: a crash between the store and the
+/// manifest leaves its name there.
+fn note_pending(follow: &Follow, cluster: &str, entry: Pending) -> Result<()> {
+    let mut all = read_pending(follow, cluster);
+    all.retain(|p| !(p.mirror == entry.mirror && p.shard == entry.shard && p.name.is_none()));
+    all.push(entry);
+    let bytes = serde_json::to_vec(&all).map_err(StorageError::from_cause)?;
+    Ok(crate::storage::write_atomically(
+        &follow.pending_path(cluster),
+        &bytes,
+    )?)
+}
+
+/// The generation's manifest is written: its shard snapshots are no longer pending.
+pub(super) fn clear_pending(follow: &Follow, cluster: &str) {
+    match std::fs::remove_file(follow.pending_path(cluster)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(cluster, error = %e, "could not clear the follow journal");
+        }
+        _ => {}
+    }
+}
+
+/// Remove the shard snapshots a round cut short stored for a generation it never
+/// recorded (no manifest names them), then clear the journal. Run at a round's start.
+pub(super) async fn sweep_pending(service: &Service, cluster: &str) -> Result<()> {
+    let pending = read_pending(&service.follow, cluster);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let named: HashSet<String> = manifests(service, cluster)
+        .await?
+        .iter()
+        .flat_map(|m| m.snapshots().map(|(_, _, n)| n.to_string()))
+        .collect();
+    let store = service.store.clone();
+    let removed = run_blocking(move || {
+        let mut removed = 0;
+        for entry in pending {
+            let scope = Scope::Shard(entry.mirror, entry.shard);
+            let names = match entry.name {
+                Some(name) => vec![name],
+                None => {
+                    let since = std::time::UNIX_EPOCH + Duration::from_secs(entry.since);
+                    store
+                        .list(&scope)?
+                        .into_iter()
+                        .filter(|s| s.modified >= since)
+                        .map(|s| s.name)
+                        .collect()
+                }
+            };
+            for name in names {
+                if named.contains(&name) {
+                    continue;
+                }
+                match store.delete(&scope, &name) {
+                    Ok(()) => removed += 1,
+                    Err(StorageError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    })
+    .await?;
+    if removed > 0 {
+        tracing::warn!(
+            cluster,
+            removed,
+            "removed shard snapshots of a round that recorded no generation"
+        );
+    }
+    clear_pending(&service.follow, cluster);
+    Ok(())
+}
+
+/// The sources of the latest generation (after a restart: pulled from the same
+/// replicas again, their manifests match the mirror's).
+pub(super) async fn seed_sources(service: &Service, cluster: &str) {
+    let Ok(all) = manifests(service, cluster).await else {
+        return;
+    };
+    let Some(latest) = all.last() else { return };
+    let mut state = service.follow.state.lock().unwrap();
+    let entry = state.entry(cluster.to_string()).or_default();
+    for collection in &latest.collections {
+        for shard in &collection.shards {
+            if let Some(peer) = shard.pulled_from {
+                entry
+                    .sources
+                    .entry((collection.mirror.clone(), shard.shard_id))
+                    .or_insert(peer);
+            }
+        }
+    }
+}
+
 /// The stored snapshot of mirror shard `id` for this generation: the last
 /// generation's, when the shard has not changed since; otherwise a new one.
 pub(super) async fn store_shard(
@@ -28,10 +146,27 @@ pub(super) async fn store_shard(
     let storage = service.storage.clone();
     let store = store.clone();
     let mirror_name = mirror.to_string();
+    let follow = service.follow.clone();
+    let cluster = config.name.clone();
     let (stored, points) = run_blocking(move || {
         let view = SnapshotView::open(&storage, Scope::Shard(mirror_name.clone(), id))?;
         let points = storage.collection(&mirror_name)?.count_shard(id)? as u64;
+        // Noted before it is written (the store picks the name), and again with its name.
+        let since = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            .saturating_sub(1);
+        let mut entry = Pending {
+            mirror: mirror_name,
+            shard: id,
+            name: None,
+            since,
+        };
+        note_pending(&follow, &cluster, entry.clone())?;
         let stored = store.create(&view)?;
+        entry.name = Some(stored.name.clone());
+        note_pending(&follow, &cluster, entry)?;
         Ok((stored, points))
     })
     .await?;

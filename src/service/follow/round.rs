@@ -11,6 +11,10 @@ pub(super) async fn round(
     started: SystemTime,
     report: &mut RoundReport,
 ) -> Result<()> {
+    super::generations::sweep_pending(service, &config.name).await?;
+    if service.follow.snapshot_of(&config.name).sources.is_empty() {
+        super::generations::seed_sources(service, &config.name).await;
+    }
     let nodes = meet_nodes(service, config, report).await?;
     // The view of a node caught up with consensus: the leader's, else the highest commit.
     let leader = nodes.iter().find_map(|n| n.leader);
@@ -226,11 +230,13 @@ pub(super) async fn round(
     let bytes = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| StorageError::internal_from("writing a cluster manifest", e))?;
     let group = record_group(&config.name);
+    crate::storage::crash_point("follow-before-manifest");
     {
         let store = store.clone();
         let generation = generation.clone();
         run_blocking(move || store.put_record(&group, &generation, &bytes)).await?;
     }
+    super::generations::clear_pending(&service.follow, &config.name);
     {
         let mut state = service.follow.state.lock().unwrap();
         let entry = state.entry(config.name.clone()).or_default();

@@ -8,7 +8,7 @@
 //! following symlinks (one could lead out of the snapshots directory).
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -221,10 +221,8 @@ impl SnapshotStore for LocalStore {
 }
 
 fn put_record_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().expect("a record has a directory");
-    std::fs::create_dir_all(dir)?;
-    write_atomically(path, bytes)?;
-    sync_dir(dir)
+    std::fs::create_dir_all(path.parent().expect("a record has a directory"))?;
+    write_atomically(path, bytes)
 }
 
 fn describe(path: &Path) -> io::Result<StoredSnapshot> {
@@ -367,12 +365,7 @@ fn persist(temp: tempfile::NamedTempFile, target: &Path) -> Result<()> {
 }
 
 fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap();
-    let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    temp.write_all(data)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::storage::write_atomically(path, data)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
