@@ -347,7 +347,8 @@ async fn serve_storage(
                     store.clone(),
                 )
                 .with_require_checksum(config.require_checksum)
-                .with_backups(state.clone()),
+                .with_backups(state.clone())
+                .with_clusters(state.clone()),
             );
             let runtime = tokio::runtime::Handle::current();
             Some(

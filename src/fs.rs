@@ -13,6 +13,7 @@
 //! unchanged collection is stat'ed without freezing anything, which is what makes
 //! rsync's quick check free.
 
+pub mod clusters;
 pub mod error;
 pub mod fuse;
 pub mod handles;
@@ -118,6 +119,8 @@ pub struct SnapFs {
     started: SystemTime,
     /// The service, for `backups/<policy>.json` (none: no backups/ directory).
     backups: Option<Arc<crate::service::Service>>,
+    /// The followed clusters' generations (none: no clusters/ directory).
+    clusters: Option<clusters::ClusterDirs>,
 }
 
 impl SnapFs {
@@ -142,7 +145,28 @@ impl SnapFs {
             stored: stored::StoredDirs::new(store),
             started: SystemTime::now(),
             backups: None,
+            clusters: None,
         }
+    }
+
+    /// Show `clusters/` for the service's followed clusters (when it has any).
+    pub fn with_clusters(mut self, service: Arc<crate::service::Service>) -> Self {
+        let names: Vec<String> = service
+            .follow
+            .clusters()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        if !names.is_empty() {
+            let storage = self.ns.storage().clone();
+            self.ns = std::mem::replace(&mut self.ns, Namespace::new(storage)).with_clusters(names);
+            self.clusters = Some(clusters::ClusterDirs::new(service));
+        }
+        self
+    }
+
+    fn cluster_dirs(&self) -> FsResult<&clusters::ClusterDirs> {
+        self.clusters.as_ref().ok_or(FsError::NotFound)
     }
 
     /// Show `backups/<policy>.json` for the service's backup policies (when it has any).
@@ -154,7 +178,8 @@ impl SnapFs {
             .map(|p| p.name.clone())
             .collect();
         if !names.is_empty() {
-            self.ns = Namespace::new(self.ns.storage().clone()).with_policies(names);
+            let storage = self.ns.storage().clone();
+            self.ns = std::mem::replace(&mut self.ns, Namespace::new(storage)).with_policies(names);
             self.backups = Some(service);
         }
         self
@@ -239,6 +264,12 @@ impl SnapFs {
             self.stored.entry(scope, name)?;
             return Ok(Node::Stored(scope.clone(), name.to_string()));
         }
+        if matches!(
+            parent,
+            Node::Cluster(_) | Node::Generation(..) | Node::GenerationCollection(..)
+        ) {
+            return self.cluster_dirs()?.child(parent, name);
+        }
         self.ns.child(parent, name)
     }
 
@@ -260,6 +291,12 @@ impl SnapFs {
                 .iter()
                 .map(|(name, _)| (name.clone(), Node::Stored(scope.clone(), name.clone())))
                 .collect());
+        }
+        if matches!(
+            node,
+            Node::Cluster(_) | Node::Generation(..) | Node::GenerationCollection(..)
+        ) {
+            return self.cluster_dirs()?.children(node);
         }
         self.ns.children(node)
     }
@@ -287,7 +324,12 @@ impl SnapFs {
     fn attr(&self, node: &Node) -> FsResult<Attr> {
         let ino = node.ino();
         if node.is_dir() {
-            self.ns.check_dir(node)?;
+            match node {
+                Node::Cluster(_) | Node::Generation(..) | Node::GenerationCollection(..) => {
+                    self.cluster_dirs()?.check_dir(node)?
+                }
+                _ => self.ns.check_dir(node)?,
+            }
             // Stored-snapshot directories allow rm, collection recover/ directories
             // take writes; the rest is read-only.
             let writable = matches!(node, Node::Snapshots(_) | Node::Recover(_));
@@ -361,6 +403,14 @@ impl SnapFs {
             Node::Stored(scope, name) => {
                 let entry = self.stored.entry(scope, name)?;
                 Ok(file_attr(ino, entry.size(), entry.mtime(), false))
+            }
+            Node::GenerationFile(c, g, f) => {
+                let (text, at) = self.cluster_dirs()?.text(c, g, f)?;
+                Ok(file_attr(ino, text.len() as u64, at, false))
+            }
+            Node::GenerationShard(c, g, x, id) => {
+                let (size, at) = self.cluster_dirs()?.shard_attr(c, g, x, *id)?;
+                Ok(file_attr(ino, size, at, false))
             }
             _ => Err(FsError::io(format!("no attributes for {node:?}"))),
         }
@@ -487,6 +537,24 @@ impl SnapFs {
                     texts::info_json(&collection)?,
                     collection.last_change(),
                 ))
+            }
+            Node::GenerationFile(c, g, f) => {
+                let (text, at) = self.cluster_dirs()?.text(&c, &g, &f)?;
+                Ok(bytes(text, at))
+            }
+            Node::GenerationShard(c, g, x, id) => {
+                let (opened, at) = self.cluster_dirs()?.open_shard(&c, &g, &x, id)?;
+                let backing = opened.reader.file().and_then(|f| f.try_clone().ok());
+                Ok(Opened {
+                    fh: self.handles.insert(Handle::Stored {
+                        reader: opened.reader,
+                        size: opened.snapshot.size,
+                        mtime: at,
+                    }),
+                    direct_io: false,
+                    keep_cache: false,
+                    backing,
+                })
             }
             Node::Stored(scope, name) => match self.stored.entry(&scope, &name)? {
                 stored::StoredEntry::Checksum { text, mtime } => {

@@ -26,6 +26,9 @@ pub const MANIFEST: &str = "manifest.json";
 pub const SHA256_EXT: &str = ".sha256";
 /// `backups/<policy>.json`: a backup policy's status (only with policies configured).
 pub const BACKUPS: &str = "backups";
+/// `clusters/<cluster>/<generation>/…`: followed clusters' generations (only with
+/// clusters configured; see `fs::clusters`).
+pub const CLUSTERS: &str = "clusters";
 
 /// Every kind of node in the mount.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,6 +60,15 @@ pub enum Node {
     /// `backups/` and `backups/<policy>.json`.
     Backups,
     BackupStatus(String),
+    /// `clusters/`, `clusters/<cluster>/`, `clusters/<cluster>/<generation>/`, a
+    /// generation's text file (`manifest.json`, `SHA256SUMS`), a collection's
+    /// directory in it and a shard archive (`<shard>.snapshot`).
+    Clusters,
+    Cluster(String),
+    Generation(String, String),
+    GenerationFile(String, String, String),
+    GenerationCollection(String, String, String),
+    GenerationShard(String, String, String, u32),
 }
 
 impl Node {
@@ -72,6 +84,10 @@ impl Node {
                 | Node::Shards(_)
                 | Node::Shard(..)
                 | Node::Backups
+                | Node::Clusters
+                | Node::Cluster(_)
+                | Node::Generation(..)
+                | Node::GenerationCollection(..)
         )
     }
 
@@ -112,6 +128,14 @@ impl Node {
             Node::Manifest(c, id) => join(shard(c, *id), MANIFEST),
             Node::Backups => BACKUPS.into(),
             Node::BackupStatus(p) => format!("{BACKUPS}/{p}.json"),
+            Node::Clusters => CLUSTERS.into(),
+            Node::Cluster(c) => format!("{CLUSTERS}/{c}"),
+            Node::Generation(c, g) => format!("{CLUSTERS}/{c}/{g}"),
+            Node::GenerationFile(c, g, f) => format!("{CLUSTERS}/{c}/{g}/{f}"),
+            Node::GenerationCollection(c, g, x) => format!("{CLUSTERS}/{c}/{g}/{x}"),
+            Node::GenerationShard(c, g, x, id) => {
+                format!("{CLUSTERS}/{c}/{g}/{x}/{id}{SNAPSHOT_EXT}")
+            }
         }
     }
 
@@ -136,6 +160,8 @@ pub struct Namespace {
     storage: Arc<Storage>,
     /// The backup policies' names (fixed at start).
     policies: Vec<String>,
+    /// The followed clusters' names (fixed at start).
+    clusters: Vec<String>,
 }
 
 impl Namespace {
@@ -143,7 +169,14 @@ impl Namespace {
         Namespace {
             storage,
             policies: Vec::new(),
+            clusters: Vec::new(),
         }
+    }
+
+    /// Show `clusters/` with a directory per followed cluster.
+    pub fn with_clusters(mut self, clusters: Vec<String>) -> Self {
+        self.clusters = clusters;
+        self
     }
 
     /// Show `backups/` with a status file per policy.
@@ -172,8 +205,16 @@ impl Namespace {
                 if !self.policies.is_empty() {
                     root.push((BACKUPS.into(), Node::Backups));
                 }
+                if !self.clusters.is_empty() {
+                    root.push((CLUSTERS.into(), Node::Clusters));
+                }
                 root
             }
+            Node::Clusters => self
+                .clusters
+                .iter()
+                .map(|c| (c.clone(), Node::Cluster(c.clone())))
+                .collect(),
             Node::Backups => self
                 .policies
                 .iter()
@@ -256,7 +297,9 @@ impl Namespace {
     /// Directory `node` still exists (without listing it: `stat` asks this often).
     pub fn check_dir(&self, node: &Node) -> FsResult<()> {
         match node {
-            Node::Root | Node::LiveDir | Node::Collections | Node::Backups => Ok(()),
+            Node::Root | Node::LiveDir | Node::Collections | Node::Backups | Node::Clusters => {
+                Ok(())
+            }
             Node::Recover(scope) | Node::Snapshots(scope) => self.check_scope(scope),
             Node::Collection(c) | Node::Shards(c) => {
                 self.check_scope(&Scope::Collection(c.clone()))

@@ -17,7 +17,7 @@
 mod generations;
 mod round;
 
-pub use generations::{forget, manifests, read_manifest_blocking, summary};
+pub use generations::{forget, manifests, manifests_blocking, read_manifest_blocking, summary};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -69,6 +69,19 @@ impl Follower {
     }
 
     fn start_with_env(nodes: &[String], extra: &str, env: &[(&str, &str)]) -> Follower {
+        Follower::start_with(nodes, extra, env, false)
+    }
+
+    /// Mounted at `<dir>/mnt`.
+    fn start_mounted(nodes: &[String]) -> Follower {
+        Follower::start_with(nodes, "", &[], true)
+    }
+
+    fn mnt(&self) -> std::path::PathBuf {
+        self.data.parent().unwrap().join("mnt")
+    }
+
+    fn start_with(nodes: &[String], extra: &str, env: &[(&str, &str)], mount: bool) -> Follower {
         let dir = tempfile::tempdir().unwrap();
         let password = dir.path().join("password");
         std::fs::write(&password, "follow-test").unwrap();
@@ -86,8 +99,13 @@ impl Follower {
         .unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let daemon =
-            crate::support::Daemon::start_in(&data, &["--config", config.to_str().unwrap()], env);
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let mut args = vec!["--config", config.to_str().unwrap()];
+        if mount {
+            args.extend(["--mount", mnt.to_str().unwrap()]);
+        }
+        let daemon = crate::support::Daemon::start_in(&data, &args, env);
         Follower {
             daemon,
             _dir: dir,
@@ -690,4 +708,69 @@ async fn a_crash_before_the_manifest_and_the_retention_leave_only_what_generatio
         assert_eq!(stored_names(&follower, "prod.c1", shard).await, named);
     }
     assert_eq!(mirror_points(&follower, "prod.c1").await.len(), 260);
+}
+
+/// The mount's `clusters/<cluster>/<generation>/`: the manifest, `SHA256SUMS` that
+/// `sha256sum -c` checks, and the shard archives, byte for byte the stored snapshots
+/// they name; read-only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mount_shows_each_generation_as_a_checkable_tree() {
+    let Some(source) = tokio::task::block_in_place(|| QdrantCluster::start(1)) else {
+        return;
+    };
+    tokio::task::block_in_place(|| {
+        source.create_collection(
+            "c1",
+            json!({"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2}),
+        );
+        source.upsert("c1", &random_points(0..150, 4, 5));
+    });
+    let follower = Follower::start_mounted(&source.urls());
+    let round = follower.round_ok().await;
+    let generation = round["generation"].as_str().unwrap().to_string();
+    let mnt = follower.mnt();
+    let dir = mnt.join("clusters/prod").join(&generation);
+    let listed: Vec<String> =
+        tokio::task::block_in_place(|| crate::support::names(&mnt.join("clusters/prod")));
+    assert_eq!(listed, vec![generation.clone()]);
+    assert_eq!(
+        crate::support::names(&dir),
+        vec!["SHA256SUMS", "c1", "manifest.json"]
+    );
+    assert_eq!(
+        crate::support::names(&dir.join("c1")),
+        vec!["0.snapshot", "1.snapshot"]
+    );
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout)
+            .matches(": OK")
+            .count(),
+        2
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["generation"], generation.as_str());
+    let name = manifest["collections"][0]["shards"][1]["snapshot"]
+        .as_str()
+        .unwrap();
+    let stored = crate::support::fetch(
+        &follower.daemon.client(),
+        &format!("/collections/prod.c1/shards/1/snapshots/{name}"),
+    )
+    .await;
+    assert!(std::fs::read(dir.join("c1/1.snapshot")).unwrap() == stored);
+    assert!(
+        std::fs::write(dir.join("c1/2.snapshot"), b"x").is_err(),
+        "read-only"
+    );
+    assert!(
+        std::fs::remove_file(dir.join("manifest.json")).is_err(),
+        "read-only"
+    );
 }

@@ -210,20 +210,30 @@ pub(super) async fn free_generation_name(
 pub async fn manifests(service: &Service, cluster: &str) -> Result<Vec<ClusterManifest>> {
     service.follow.cluster(cluster)?;
     let store = service.store.clone();
-    let group = record_group(cluster);
     let cluster = cluster.to_string();
-    run_blocking(move || {
-        let mut out = Vec::new();
-        for name in store.list_records(&group)? {
-            match read_manifest_blocking(&*store, &cluster, &name) {
-                Ok(manifest) => out.push(manifest),
-                Err(e) => tracing::warn!(generation = %name, error = %e, "an unreadable cluster manifest is skipped"),
+    run_blocking(move || manifests_blocking(&*store, &cluster)).await
+}
+
+/// [`manifests`], from a blocking thread (the mount's).
+pub fn manifests_blocking(
+    store: &dyn SnapshotStore,
+    cluster: &str,
+) -> Result<Vec<ClusterManifest>> {
+    let mut out = Vec::new();
+    for name in store.list_records(&record_group(cluster))? {
+        match read_manifest_blocking(store, cluster, &name) {
+            Ok(manifest) => out.push(manifest),
+            Err(e) => {
+                tracing::warn!(generation = %name, error = %e, "an unreadable cluster manifest is skipped")
             }
         }
-        out.sort_by(|a, b| a.round_ended.cmp(&b.round_ended).then(a.generation.cmp(&b.generation)));
-        Ok(out)
-    })
-    .await
+    }
+    out.sort_by(|a, b| {
+        a.round_ended
+            .cmp(&b.round_ended)
+            .then(a.generation.cmp(&b.generation))
+    });
+    Ok(out)
 }
 
 /// Generation `name` of `cluster`, read and checked.
