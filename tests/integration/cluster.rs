@@ -774,3 +774,127 @@ async fn the_mount_shows_each_generation_as_a_checkable_tree() {
         "read-only"
     );
 }
+
+/// A shard whose only replica is on a dead node: with `on_stale: record` the round
+/// records a generation with that shard stale (its previous state, the reason), the
+/// others pulled; with `on_stale: fail` the round fails and records nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_no_replica_can_give_is_recorded_stale_or_fails_the_round() {
+    let Some(mut source) = tokio::task::block_in_place(|| QdrantCluster::start(3)) else {
+        return;
+    };
+    tokio::task::block_in_place(|| {
+        source.create_collection(
+            "c1",
+            json!({"vectors": {"size": 4, "distance": "Dot"},
+                   "shard_number": 3, "replication_factor": 1}),
+        );
+        source.upsert("c1", &random_points(0..300, 4, 9));
+    });
+    let record = Follower::start(&source.urls(), "");
+    let fail = Follower::start(&source.urls(), "      on_stale: fail\n");
+    record.round_ok().await;
+    fail.round_ok().await;
+    let lost = source.node(2).peer_id;
+    let lost_shards: Vec<u32> = tokio::task::block_in_place(|| source.placement(0, "c1"))
+        .into_iter()
+        .filter(|(_, peer, _)| *peer == lost)
+        .map(|(shard, _, _)| shard)
+        .collect();
+    assert_eq!(lost_shards.len(), 1, "one shard per node");
+    tokio::task::block_in_place(|| source.kill(2));
+
+    let report = record.round_ok().await;
+    assert_eq!(report["stale"], 1, "{report}");
+    let generations = record.generations().await;
+    assert_eq!(generations.last().unwrap()["stale_shards"], 1);
+    let (_, manifest) = call(
+        &record.daemon.client(),
+        Method::GET,
+        &format!(
+            "/snapfs/clusters/prod/generations/{}",
+            report["generation"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    let shard = &manifest["result"]["collections"][0]["shards"][lost_shards[0] as usize];
+    assert!(
+        shard["stale"].as_str().unwrap().contains("no Active replica could give it"),
+        "{shard}"
+    );
+    assert_eq!(mirror_points(&record, "prod.c1").await.len(), 300, "its previous state");
+    let metrics = String::from_utf8(crate::support::fetch(&record.daemon.client(), "/metrics").await).unwrap();
+    assert!(metrics.contains("snapfs_follow_stale_shards{cluster=\"prod\"} 1"), "{metrics}");
+
+    let before = fail.generations().await.len();
+    let (status, failed) = fail.round().await;
+    assert_eq!(status, 502, "{failed}");
+    assert!(failed.to_string().contains("on_stale: fail"), "{failed}");
+    assert_eq!(fail.generations().await.len(), before, "no generation");
+}
+
+/// The cluster changes under the follower: a collection created is followed from the
+/// next round, one whose vectors change gets its mirror rebuilt with the new
+/// configuration, one deleted loses its mirror (earlier generations keep it).
+#[tokio::test(flavor = "multi_thread")]
+async fn collections_created_reshaped_and_deleted_in_the_cluster_are_followed() {
+    let Some(source) = tokio::task::block_in_place(|| QdrantCluster::start(1)) else {
+        return;
+    };
+    let create = |name: &str, size: usize| {
+        tokio::task::block_in_place(|| {
+            source.create_collection(
+                name,
+                json!({"vectors": {"size": size, "distance": "Dot"}, "shard_number": 1}),
+            );
+            source.upsert(name, &random_points(0..50, size, 2));
+        })
+    };
+    create("c1", 4);
+    let follower = Follower::start(&source.urls(), "");
+    follower.round_ok().await;
+    let mirrors = |follower: &Follower| {
+        let client = follower.daemon.client();
+        async move {
+            let (_, listed) = call(&client, Method::GET, "/collections", None).await;
+            let mut names: Vec<String> = listed["result"]["collections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(mirrors(&follower).await, ["prod.c1"]);
+
+    create("c2", 4);
+    follower.round_ok().await;
+    assert_eq!(mirrors(&follower).await, ["prod.c1", "prod.c2"]);
+
+    // c1 again with 8-dimensional vectors.
+    tokio::task::block_in_place(|| {
+        let (status, _) = source.request(0, "DELETE", "/collections/c1", None);
+        assert_eq!(status, 200);
+    });
+    create("c1", 8);
+    follower.round_ok().await;
+    let (_, info) = call(&follower.daemon.client(), Method::GET, "/collections/prod.c1", None).await;
+    assert_eq!(info["result"]["config"]["params"]["vectors"]["size"], 8, "{info}");
+    let points = mirror_points(&follower, "prod.c1").await;
+    assert_eq!(points.len(), 50);
+    assert!(points.values().all(|p| p["vector"].as_array().unwrap().len() == 8));
+
+    tokio::task::block_in_place(|| {
+        let (status, _) = source.request(0, "DELETE", "/collections/c2", None);
+        assert_eq!(status, 200);
+    });
+    follower.round_ok().await;
+    assert_eq!(mirrors(&follower).await, ["prod.c1"]);
+    let generations = follower.generations().await;
+    assert_eq!(generations.len(), 4);
+    assert_eq!(generations[2]["collections"], 2, "the earlier generation keeps c2");
+    assert_eq!(generations[3]["collections"], 1);
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Following a Qdrant cluster (issue 24), every figure beside a reference measured in
+# the same run (scripts/bench_follow.py has the details): a real 3-node Qdrant 1.18.3
+# cluster holding POINTS x DIM vectors (default 262,144 x 1024 = 1 GiB) over 3 shards;
+# snapfs follows it into a restic repository. After (a) 1% of new points appended and
+# (b) 1% of the points updated, spread over the ids, one round each: bytes moved over
+# the network and seconds against downloading a full snapshot of every shard, bytes
+# added to the repository against `restic backup` of those full archives, and the
+# disk the Qdrant nodes needed meanwhile against what a stored full shard snapshot
+# takes there.
+#
+# Usage: scripts/bench-follow.sh   (env: POINTS=262144, DIM=1024, QDRANT_BIN, SNAPFS_BIN
+# to skip the build). Needs the Qdrant binary (../shared/bin/ or QDRANT_BIN) and the
+# Python clients (scripts/test.sh makes target/py-venv). Figures go to
+# docs/BENCHMARKS.md; nothing here is a pass/fail test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+POINTS=${POINTS:-262144}
+DIM=${DIM:-1024}
+command -v restic >/dev/null || apt-get install -y -qq --no-install-recommends restic >/dev/null
+if [ -z "${QDRANT_BIN:-}" ]; then
+  QDRANT_BIN=$PWD/target/qdrant-1.18.3
+  if [ ! -x "$QDRANT_BIN" ]; then
+    xz -dc ../shared/bin/qdrant-1.18.3-linux-x86_64.xz >"$QDRANT_BIN.part"
+    chmod +x "$QDRANT_BIN.part" && mv "$QDRANT_BIN.part" "$QDRANT_BIN"
+  fi
+fi
+PY=$PWD/target/py-venv/bin/python
+"$PY" -c 'import qdrant_client, numpy' 2>/dev/null || {
+  python3 -m venv target/py-venv && "$PY" -m pip install -q qdrant-client numpy
+}
+if [ -z "${SNAPFS_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=${SNAPFS_BIN:-$PWD/target/release/snapfs}
+work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench-follow.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+"$PY" scripts/bench_follow.py "$BIN" "$QDRANT_BIN" "$work/run" "$POINTS" "$DIM"
