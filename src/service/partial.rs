@@ -9,7 +9,7 @@ use super::{Service, run_blocking};
 use crate::snapshot::intake::Received;
 use crate::snapshot::partial::apply::{Applied, ShardClaim, apply};
 use crate::snapshot::partial::create::{Created, create};
-use crate::snapshot::partial::peer::{Form, Pulled, pull};
+use crate::snapshot::partial::peer::{Form, PullFrom, Pulled, pull};
 use crate::snapshot::partial::{ManifestRequest, ShardManifests, manifests};
 use crate::storage::Result;
 
@@ -70,14 +70,18 @@ pub async fn pull_partial(
     form: Option<Form>,
 ) -> Result<Pulled> {
     let _claim = claim;
+    let from = PullFrom {
+        peer_url: &peer_url,
+        api_key: api_key.as_deref(),
+        remote: &collection,
+        form,
+        config_checked: false,
+    };
     pull(
         &service.storage,
         &collection,
-        &collection,
         id,
-        &peer_url,
-        api_key.as_deref(),
-        form,
+        from,
         service.transfer_stall,
         &service.fetch,
     )

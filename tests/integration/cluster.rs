@@ -820,12 +820,24 @@ async fn a_shard_no_replica_can_give_is_recorded_stale_or_fails_the_round() {
     .await;
     let shard = &manifest["result"]["collections"][0]["shards"][lost_shards[0] as usize];
     assert!(
-        shard["stale"].as_str().unwrap().contains("no Active replica could give it"),
+        shard["stale"]
+            .as_str()
+            .unwrap()
+            .contains("no Active replica could give it"),
         "{shard}"
     );
-    assert_eq!(mirror_points(&record, "prod.c1").await.len(), 300, "its previous state");
-    let metrics = String::from_utf8(crate::support::fetch(&record.daemon.client(), "/metrics").await).unwrap();
-    assert!(metrics.contains("snapfs_follow_stale_shards{cluster=\"prod\"} 1"), "{metrics}");
+    assert_eq!(
+        mirror_points(&record, "prod.c1").await.len(),
+        300,
+        "its previous state"
+    );
+    let metrics =
+        String::from_utf8(crate::support::fetch(&record.daemon.client(), "/metrics").await)
+            .unwrap();
+    assert!(
+        metrics.contains("snapfs_follow_stale_shards{cluster=\"prod\"} 1"),
+        "{metrics}"
+    );
 
     let before = fail.generations().await.len();
     let (status, failed) = fail.round().await;
@@ -881,11 +893,24 @@ async fn collections_created_reshaped_and_deleted_in_the_cluster_are_followed() 
     });
     create("c1", 8);
     follower.round_ok().await;
-    let (_, info) = call(&follower.daemon.client(), Method::GET, "/collections/prod.c1", None).await;
-    assert_eq!(info["result"]["config"]["params"]["vectors"]["size"], 8, "{info}");
+    let (_, info) = call(
+        &follower.daemon.client(),
+        Method::GET,
+        "/collections/prod.c1",
+        None,
+    )
+    .await;
+    assert_eq!(
+        info["result"]["config"]["params"]["vectors"]["size"], 8,
+        "{info}"
+    );
     let points = mirror_points(&follower, "prod.c1").await;
     assert_eq!(points.len(), 50);
-    assert!(points.values().all(|p| p["vector"].as_array().unwrap().len() == 8));
+    assert!(
+        points
+            .values()
+            .all(|p| p["vector"].as_array().unwrap().len() == 8)
+    );
 
     tokio::task::block_in_place(|| {
         let (status, _) = source.request(0, "DELETE", "/collections/c2", None);
@@ -895,6 +920,9 @@ async fn collections_created_reshaped_and_deleted_in_the_cluster_are_followed() 
     assert_eq!(mirrors(&follower).await, ["prod.c1"]);
     let generations = follower.generations().await;
     assert_eq!(generations.len(), 4);
-    assert_eq!(generations[2]["collections"], 2, "the earlier generation keeps c2");
+    assert_eq!(
+        generations[2]["collections"], 2,
+        "the earlier generation keeps c2"
+    );
     assert_eq!(generations[3]["collections"], 1);
 }

@@ -40,14 +40,39 @@ pub(super) async fn round(
 
     // What each followed collection is and where its shards are.
     let mut followed: Vec<(String, Value, Value, CollectionLayout)> = Vec::new();
+    // Qdrant answers `GET /collections/{c}` only when every shard can be read: with a
+    // shard's only replica down it fails, while the other shards can still be pulled.
+    // The configuration then comes from the latest generation.
+    let mut latest: Option<Option<ClusterManifest>> = None;
     for name in &names {
         let path = format!("/collections/{}", url_segment(name));
-        let Some(info) = trusted.peer.get_json("reading a collection", &path).await? else {
-            report.skipped.push(Skipped {
-                collection: name.clone(),
-                reason: "not in the cluster".into(),
-            });
-            continue;
+        let info = match trusted.peer.get_json("reading a collection", &path).await {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                report.skipped.push(Skipped {
+                    collection: name.clone(),
+                    reason: "not in the cluster".into(),
+                });
+                continue;
+            }
+            Err(e) => {
+                if latest.is_none() {
+                    latest = Some(super::manifests(service, &config.name).await?.pop());
+                }
+                let recorded = latest
+                    .as_ref()
+                    .and_then(|m| m.as_ref())
+                    .and_then(|m| m.collections.iter().find(|c| &c.name == name));
+                let Some(recorded) = recorded else {
+                    return Err(e);
+                };
+                tracing::warn!(
+                    cluster = %config.name, collection = %name, error = %e,
+                    "the cluster cannot describe the collection now: its configuration is taken from the latest generation"
+                );
+                serde_json::json!({"result": {
+                    "config": recorded.config, "payload_schema": recorded.payload_schema}})
+            }
         };
         let cluster_path = format!("{path}/cluster");
         let Some(placement) = trusted
@@ -500,14 +525,18 @@ async fn pull_shard(
         let Ok(_permit) = permits.acquire().await else {
             continue;
         };
+        let from = crate::snapshot::partial::peer::PullFrom {
+            peer_url: peer.base(),
+            api_key: api_key.as_deref(),
+            remote,
+            form: Some(Form::Versions),
+            config_checked: true,
+        };
         let pulled = pull(
             &service.storage,
             mirror,
-            remote,
             id,
-            peer.base(),
-            api_key.as_deref(),
-            Some(Form::Versions),
+            from,
             service.transfer_stall,
             &service.fetch,
         )

@@ -35,6 +35,21 @@ pub struct Pulled {
     pub full_size: u64,
 }
 
+/// How a pull reaches its peer and what it sends.
+#[derive(Debug, Clone, Copy)]
+pub struct PullFrom<'a> {
+    pub peer_url: &'a str,
+    pub api_key: Option<&'a str>,
+    /// The collection's name on the peer (a mirror's source has another name).
+    pub remote: &'a str,
+    /// The manifest form (default: content for a snapfs peer, versions for any other).
+    pub form: Option<Form>,
+    /// The caller compared the peer's collection configuration already (a follow
+    /// round does, once for all shards; Qdrant cannot describe a collection while one
+    /// of its shards is unreachable, though the others can be pulled).
+    pub config_checked: bool,
+}
+
 /// Which manifest a pull sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
@@ -56,27 +71,22 @@ pub enum Form {
 /// to the apply must be done within `storage.fetch_total_secs`. Until the apply
 /// starts the pull can be cancelled ([`cancel_pull`], [`cancel_all_pulls`]): the
 /// freeze and the staged files go, the shard is as it was.
-#[allow(clippy::too_many_arguments)]
 pub async fn pull(
     storage: &Arc<Storage>,
     collection: &str,
-    remote: &str,
     id: u32,
-    peer_url: &str,
-    api_key: Option<&str>,
-    form: Option<Form>,
+    from: PullFrom<'_>,
     inactivity: Duration,
     fetch: &Arc<FetchPolicy>,
 ) -> Result<Pulled> {
+    let peer_url = from.peer_url;
     let local = storage.collection(collection)?;
     local.shard(id)?;
     let config = local.config().clone();
     drop(local);
     let registered = Registered::new(collection, id);
     let total = fetch.total_timeout;
-    let transfer = transfer(
-        storage, collection, remote, id, &config, peer_url, api_key, form, inactivity, fetch,
-    );
+    let transfer = transfer(storage, collection, id, &config, from, inactivity, fetch);
     let fetched = tokio::select! {
         outcome = tokio::time::timeout(total, transfer) => outcome.map_err(|_| {
             StorageError::Peer(format!(
@@ -124,19 +134,22 @@ enum Fetched {
 }
 
 /// Ask the peer and receive its answer (everything of a pull but the apply).
-#[allow(clippy::too_many_arguments)]
 async fn transfer(
     storage: &Arc<Storage>,
     collection: &str,
-    remote: &str,
     id: u32,
     config: &CollectionConfig,
-    peer_url: &str,
-    api_key: Option<&str>,
-    form: Option<Form>,
+    from: PullFrom<'_>,
     inactivity: Duration,
     fetch: &Arc<FetchPolicy>,
 ) -> Result<Fetched> {
+    let PullFrom {
+        peer_url,
+        api_key,
+        remote,
+        form,
+        config_checked,
+    } = from;
     let peer = Peer::new(peer_url, api_key, fetch)?;
     let snapfs = peer.is_snapfs().await?;
     let form = form.unwrap_or(if snapfs {
@@ -144,7 +157,9 @@ async fn transfer(
     } else {
         Form::Versions
     });
-    peer.check_collection(remote, config).await?;
+    if !config_checked {
+        peer.check_collection(remote, config).await?;
+    }
     // Frozen from here to the switch: the manifest sent stays true.
     let (frozen, view) = {
         let storage = storage.clone();
