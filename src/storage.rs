@@ -427,8 +427,6 @@ pub fn regular_files(dir: &Path) -> Vec<(PathBuf, u64)> {
 /// the engine's own are a few KiB.
 pub const MAX_JSON_FILE: u64 = 16 << 20;
 
-/// Read a small file whole, refusing one larger than `limit` (its size is checked
-/// before it is read, and the read stops at the limit should it grow meanwhile).
 /// Replace `path` with `data` whole or not at all: a hidden temporary file beside it,
 /// synced, renamed over it, and the directory synced.
 pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -443,6 +441,8 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Read a small file whole, refusing one larger than `limit` (its size is checked
+/// before it is read, and the read stops at the limit should it grow meanwhile).
 pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let file = fs_err::File::open(path)?;

@@ -41,12 +41,18 @@ pub async fn round(
     Query(params): Query<RoundParams>,
 ) -> ApiResult {
     app.follow.cluster(&cluster)?;
-    if !params.wait {
+    // The round runs as a task of its own: a client that goes away does not cut it.
+    let task = {
         let app = app.clone();
-        tokio::spawn(async move { run_round(&app, &cluster).await });
+        tokio::spawn(async move { run_round(&app, &cluster).await })
+    };
+    if !params.wait {
         return Ok(timer.accepted());
     }
-    Ok(timer.ok_hiding_paths(run_round(&app, &cluster).await?))
+    let report = task
+        .await
+        .map_err(|e| ApiError::from(crate::storage::StorageError::from_cause(e)))??;
+    Ok(timer.ok_hiding_paths(report))
 }
 
 pub async fn generations(

@@ -8,6 +8,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use crate::client::Client;
+use crate::storage::names::url_segment as seg;
 
 pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     let all = client.call(Method::GET, "/snapfs/clusters", None).await?;
@@ -87,7 +88,7 @@ pub async fn round(client: &Client, cluster: &str, json: bool) -> anyhow::Result
     let report = client
         .call(
             Method::POST,
-            &format!("/snapfs/clusters/{cluster}/round?wait=true"),
+            &format!("/snapfs/clusters/{}/round?wait=true", seg(cluster)),
             None,
         )
         .await?;
@@ -103,7 +104,7 @@ pub async fn generations(client: &Client, cluster: &str, json: bool) -> anyhow::
     let all = client
         .call(
             Method::GET,
-            &format!("/snapfs/clusters/{cluster}/generations"),
+            &format!("/snapfs/clusters/{}/generations", seg(cluster)),
             None,
         )
         .await?;
@@ -134,7 +135,11 @@ pub async fn show(client: &Client, cluster: &str, generation: &str) -> anyhow::R
     let manifest = client
         .call(
             Method::GET,
-            &format!("/snapfs/clusters/{cluster}/generations/{generation}"),
+            &format!(
+                "/snapfs/clusters/{}/generations/{}",
+                seg(cluster),
+                seg(generation)
+            ),
             None,
         )
         .await?;
@@ -146,7 +151,11 @@ pub async fn forget(client: &Client, cluster: &str, generation: &str) -> anyhow:
     client
         .call(
             Method::DELETE,
-            &format!("/snapfs/clusters/{cluster}/generations/{generation}"),
+            &format!(
+                "/snapfs/clusters/{}/generations/{}",
+                seg(cluster),
+                seg(generation)
+            ),
             None,
         )
         .await?;
@@ -171,7 +180,11 @@ pub async fn restore(
     let report = client
         .call(
             Method::POST,
-            &format!("/snapfs/clusters/{cluster}/generations/{generation}/restore"),
+            &format!(
+                "/snapfs/clusters/{}/generations/{}/restore",
+                seg(cluster),
+                seg(generation)
+            ),
             Some(&body),
         )
         .await?;

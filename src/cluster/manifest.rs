@@ -119,9 +119,21 @@ impl ClusterManifest {
         check_generation_name(&self.cluster, &self.generation)?;
         let name =
             |n: &str| crate::storage::names::validate_collection_name(n).map_err(|e| e.to_string());
+        let mut seen = std::collections::HashSet::new();
         for collection in &self.collections {
             name(&collection.name)?;
             name(&collection.mirror)?;
+            // A mirror's name is its cluster's and the collection's: a manifest cannot
+            // make a forget or a restore reach another collection's stored snapshots.
+            if collection.mirror != format!("{}.{}", self.cluster, collection.name) {
+                return Err(format!(
+                    "collection {}: its mirror is not {}.{}",
+                    collection.name, self.cluster, collection.name
+                ));
+            }
+            if !seen.insert(collection.name.as_str()) {
+                return Err(format!("collection {} is named twice", collection.name));
+            }
             if collection.shards.len() > super::layout::MAX_SHARDS {
                 return Err(format!(
                     "collection {} names too many shards",
@@ -275,6 +287,11 @@ mod tests {
         refused(&|m| m.collections[0].shards[0].snapshot = "../../etc/passwd".into());
         refused(&|m| m.collections[0].shards[0].snapshot = "x.tar".into());
         refused(&|m| m.collections[0].mirror = "../x".into());
+        refused(&|m| m.collections[0].mirror = "other.c1".into());
+        refused(&|m| {
+            let again = m.collections[0].clone();
+            m.collections.push(again)
+        });
         refused(&|m| m.collections[0].shards[0].sha256 = "zz".into());
         refused(&|m| m.collections[0].shards[0].shard_id = 3);
         refused(&|m| m.generation = "other-2026-12-07-13-00-00".into());

@@ -38,7 +38,7 @@ use crate::storage::{Result, StorageError};
 /// transfers) after the uploads.
 const SETTLE: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     /// The target cluster's nodes (REST base URLs): all of its peers.
@@ -48,6 +48,16 @@ pub struct RestoreRequest {
     /// List what would be done, change nothing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+impl std::fmt::Debug for RestoreRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreRequest")
+            .field("nodes", &self.nodes)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("dry_run", &self.dry_run)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,6 +97,8 @@ pub async fn restore(
     request: RestoreRequest,
 ) -> Result<RestoreReport> {
     service.follow.cluster(cluster)?;
+    // Nothing the generation names is forgotten while it is restored.
+    let _gc = service.follow.generations_gc.read().await;
     let store = service.store.clone();
     let manifest = {
         let (store, cluster, generation) =
@@ -95,11 +107,14 @@ pub async fn restore(
             let manifest = read_manifest_blocking(&*store, &cluster, &generation)?;
             // Every stored shard snapshot it names is there, before anything is written.
             for (mirror, shard, name) in manifest.snapshots() {
-                store.stat(&Scope::Shard(mirror.to_string(), shard), name).map_err(|_| {
-                    StorageError::NotFound(format!(
-                        "generation {generation} is incomplete: stored snapshot {name} of `{mirror}` shard {shard} is gone"
-                    ))
-                })?;
+                store
+                    .stat(&Scope::Shard(mirror.to_string(), shard), name)
+                    .map_err(|e| match e {
+                        StorageError::NotFound(_) => StorageError::NotFound(format!(
+                            "generation {generation} is incomplete: stored snapshot {name} of `{mirror}` shard {shard} is gone"
+                        )),
+                        other => other,
+                    })?;
             }
             Ok(manifest)
         })

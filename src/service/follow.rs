@@ -48,6 +48,10 @@ pub struct Follow {
     /// Where each cluster's journal of shard snapshots written for a generation not
     /// yet recorded is kept (`<data_dir>/follow-<cluster>.pending.json`).
     data_dir: std::path::PathBuf,
+    /// Deleting generations' shard snapshots (forget, retention, the sweep) holds it
+    /// exclusively; recording a generation and restoring one hold it shared, so
+    /// nothing they name goes under them.
+    pub(crate) generations_gc: tokio::sync::RwLock<()>,
 }
 
 /// What the daemon knows of a followed cluster between rounds.
@@ -94,6 +98,8 @@ pub struct ShardOutcome {
     pub bytes: u64,
     /// Why the replicas tried failed (a stale shard's reasons).
     pub failures: Vec<String>,
+    /// When the state applied was pulled (an applied shard's).
+    pub pulled_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +138,7 @@ impl Follow {
             clusters: clusters.to_vec(),
             state: Mutex::default(),
             data_dir: data_dir.to_path_buf(),
+            generations_gc: tokio::sync::RwLock::new(()),
         }
     }
 

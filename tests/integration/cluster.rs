@@ -926,3 +926,50 @@ async fn collections_created_reshaped_and_deleted_in_the_cluster_are_followed() 
     );
     assert_eq!(generations[3]["collections"], 1);
 }
+
+/// A collection that had a mirror's name before the cluster was followed is no
+/// mirror: a round neither rebuilds nor removes it, says why it does not follow its
+/// source, and the collection keeps its points.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collection_that_only_has_a_mirrors_name_is_left_alone() {
+    let Some(source) = tokio::task::block_in_place(|| QdrantCluster::start(1)) else {
+        return;
+    };
+    tokio::task::block_in_place(|| {
+        source.create_collection(
+            "c1",
+            json!({"vectors": {"size": 8, "distance": "Dot"}, "shard_number": 1}),
+        );
+        source.upsert("c1", &random_points(0..20, 8, 3));
+    });
+    let mut follower = Follower::start(&source.urls(), "");
+    follower.daemon.stop();
+    // Without the follow configuration, a collection of its own named prod.c1.
+    let mut plain = crate::support::Daemon::start_in(&follower.data, &[], &[]);
+    crate::support::create_collection(
+        &plain.client(),
+        "prod.c1",
+        crate::support::vectors(4, "Dot"),
+    )
+    .await;
+    crate::support::upsert_ids(&plain.client(), "prod.c1", 0..7, 4).await;
+    plain.stop();
+    follower.restart();
+
+    let report = follower.round_ok().await;
+    let skipped = report["skipped"].to_string();
+    assert!(skipped.contains("is no mirror of cluster prod"), "{report}");
+    assert_eq!(
+        mirror_points(&follower, "prod.c1").await.len(),
+        7,
+        "untouched"
+    );
+    let (_, info) = call(
+        &follower.daemon.client(),
+        Method::GET,
+        "/collections/prod.c1",
+        None,
+    )
+    .await;
+    assert_eq!(info["result"]["config"]["params"]["vectors"]["size"], 4);
+}

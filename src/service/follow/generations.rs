@@ -55,8 +55,14 @@ pub(super) async fn sweep_pending(service: &Service, cluster: &str) -> Result<()
     if pending.is_empty() {
         return Ok(());
     }
-    let named: HashSet<String> = manifests(service, cluster)
-        .await?
+    let _gc = service.follow.generations_gc.write().await;
+    let (readable, unreadable) = manifests_for_deleting(service, cluster).await?;
+    if !unreadable.is_empty() {
+        return Err(StorageError::internal(format!(
+            "generations {unreadable:?} of cluster {cluster} cannot be read: the shard snapshots a cut round left are kept until they can"
+        )));
+    }
+    let named: HashSet<String> = readable
         .iter()
         .flat_map(|m| m.snapshots().map(|(_, _, n)| n.to_string()))
         .collect();
@@ -214,6 +220,29 @@ pub async fn manifests(service: &Service, cluster: &str) -> Result<Vec<ClusterMa
     run_blocking(move || manifests_blocking(&*store, &cluster)).await
 }
 
+/// Every generation for a path that deletes stored snapshots: the readable manifests
+/// and the names of the unreadable ones (whose snapshots cannot be told, so nothing
+/// is deleted on their behalf unless they are themselves forgotten).
+async fn manifests_for_deleting(
+    service: &Service,
+    cluster: &str,
+) -> Result<(Vec<ClusterManifest>, Vec<String>)> {
+    let store = service.store.clone();
+    let cluster = cluster.to_string();
+    run_blocking(move || {
+        let mut readable = Vec::new();
+        let mut unreadable = Vec::new();
+        for name in store.list_records(&record_group(&cluster))? {
+            match read_manifest_blocking(&*store, &cluster, &name) {
+                Ok(manifest) => readable.push(manifest),
+                Err(_) => unreadable.push(name),
+            }
+        }
+        Ok((readable, unreadable))
+    })
+    .await
+}
+
 /// [`manifests`], from a blocking thread (the mount's).
 pub fn manifests_blocking(
     store: &dyn SnapshotStore,
@@ -274,11 +303,26 @@ pub fn summary(manifest: &ClusterManifest) -> GenerationSummary {
 /// Forget generation `name` of `cluster`: its manifest, then the stored shard
 /// snapshots no remaining generation names.
 pub async fn forget(service: &Service, cluster: &str, names: &[String]) -> Result<usize> {
-    let all = manifests(service, cluster).await?;
+    service.follow.cluster(cluster)?;
+    let _gc = service.follow.generations_gc.write().await;
+    let (all, unreadable) = manifests_for_deleting(service, cluster).await?;
+    // An unreadable generation that is itself forgotten goes (its record only).
+    let (forgotten_unreadable, other_unreadable): (Vec<String>, Vec<String>) =
+        unreadable.into_iter().partition(|n| names.contains(n));
+    if !other_unreadable.is_empty() {
+        return Err(StorageError::internal(format!(
+            "generations {other_unreadable:?} of cluster {cluster} cannot be read, so what they name cannot be told: nothing forgotten (forget those first)"
+        )));
+    }
+    for name in &forgotten_unreadable {
+        let (store, group, record) = (service.store.clone(), record_group(cluster), name.clone());
+        run_blocking(move || store.delete_record(&group, &record)).await?;
+        tracing::warn!(cluster, generation = %name, "an unreadable generation forgotten: the shard snapshots it named are left in the store");
+    }
     let (gone, kept): (Vec<_>, Vec<_>) =
         all.into_iter().partition(|m| names.contains(&m.generation));
     if gone.is_empty() {
-        return Ok(0);
+        return Ok(forgotten_unreadable.len());
     }
     let still_named: HashSet<(String, u32, String)> = kept
         .iter()
@@ -297,7 +341,7 @@ pub async fn forget(service: &Service, cluster: &str, names: &[String]) -> Resul
         .collect();
     let store = service.store.clone();
     let group = record_group(cluster);
-    let count = gone.len();
+    let count = gone.len() + forgotten_unreadable.len();
     run_blocking(move || {
         for manifest in &gone {
             store.delete_record(&group, &manifest.generation)?;

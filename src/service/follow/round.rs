@@ -111,9 +111,21 @@ pub(super) async fn round(
 
     // Mirrors: created with the cluster's configuration, rebuilt when its data
     // shape (vectors, sparse vectors, shard count) changed.
-    for (name, config_value, _, _) in &followed {
-        ensure_mirror(service, config, name, config_value).await?;
+    // A collection that cannot be mirrored is skipped with the reason; the others go on.
+    let mut mirrored = Vec::new();
+    for entry in followed {
+        match ensure_mirror(service, config, &entry.0, &entry.1).await {
+            Ok(()) => mirrored.push(entry),
+            Err(e) => {
+                tracing::warn!(cluster = %config.name, collection = %entry.0, error = %e, "not followed this round");
+                report.skipped.push(Skipped {
+                    collection: entry.0.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
     }
+    let followed = mirrored;
     drop_vanished_mirrors(service, config, &names, report).await;
 
     // The pulls.
@@ -122,6 +134,7 @@ pub(super) async fn round(
         .iter()
         .map(|p| (*p, Arc::new(Semaphore::new(config.per_node))))
         .collect();
+    let deadline = tokio::time::Instant::now() + config.round_deadline;
     let mut tasks = tokio::task::JoinSet::new();
     for (name, _, _, layout) in &followed {
         for shard in &layout.shards {
@@ -135,13 +148,16 @@ pub(super) async fn round(
             let service = service.clone();
             let remote = name.clone();
             let id = shard.shard_id;
-            let api_key = config.api_key.clone();
+            let round = RoundPulls {
+                cluster: config.name.clone(),
+                api_key: config.api_key.clone(),
+                deadline,
+            };
             tasks.spawn(async move {
-                pull_shard(&service, &mirror, &remote, id, candidates, api_key).await
+                pull_shard(&service, &round, &mirror, &remote, id, candidates).await
             });
         }
     }
-    let deadline = tokio::time::Instant::now() + config.round_deadline;
     let mut outcomes = Vec::new();
     loop {
         tokio::select! {
@@ -198,7 +214,8 @@ pub(super) async fn round(
         )));
     }
 
-    // The generation.
+    // The generation (nothing it names is forgotten meanwhile).
+    let gc = service.follow.generations_gc.read().await;
     let ended = SystemTime::now();
     let store = service.store.clone();
     let mut collections = Vec::new();
@@ -222,9 +239,12 @@ pub(super) async fn round(
                 .sources
                 .get(&(mirror.clone(), shard.shard_id))
                 .copied();
+            let pulled_at = outcome
+                .and_then(|o| o.pulled_at.clone())
+                .or_else(|| record.pulled_at.clone());
             shards.push(ShardRecord {
                 pulled_from,
-                pulled_at: record.pulled_at.clone(),
+                pulled_at,
                 replicas: shard.replicas.iter().map(|r| r.peer_id).collect(),
                 stale,
                 ..record
@@ -238,6 +258,35 @@ pub(super) async fn round(
             shards,
         });
     }
+    // A collection skipped this round but still in the cluster (resharding, a layout
+    // or a configuration it cannot take now) keeps its previous state in the
+    // generation, every shard marked stale with the reason.
+    let carried: Vec<&Skipped> = report
+        .skipped
+        .iter()
+        .filter(|s| s.reason != "not in the cluster")
+        .collect();
+    if !carried.is_empty() {
+        if latest.is_none() {
+            latest = Some(super::manifests(service, &config.name).await?.pop());
+        }
+        if let Some(previous) = latest.as_ref().and_then(|m| m.as_ref()) {
+            for skipped in carried {
+                if let Some(record) = previous
+                    .collections
+                    .iter()
+                    .find(|c| c.name == skipped.collection)
+                {
+                    let mut record = record.clone();
+                    for shard in &mut record.shards {
+                        shard.stale = Some(format!("not followed this round: {}", skipped.reason));
+                    }
+                    collections.push(record);
+                }
+            }
+        }
+    }
+    collections.sort_by(|a, b| a.name.cmp(&b.name));
     let generation = free_generation_name(&store, &config.name, ended).await?;
     let manifest = ClusterManifest {
         format: FORMAT,
@@ -254,6 +303,13 @@ pub(super) async fn round(
     manifest.check().map_err(StorageError::internal)?;
     let bytes = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| StorageError::internal_from("writing a cluster manifest", e))?;
+    if bytes.len() as u64 > crate::cluster::manifest::MAX_MANIFEST_BYTES {
+        return Err(StorageError::internal(format!(
+            "the cluster manifest would be {} bytes, more than a manifest may have ({}): no generation recorded",
+            bytes.len(),
+            crate::cluster::manifest::MAX_MANIFEST_BYTES
+        )));
+    }
     let group = record_group(&config.name);
     crate::storage::crash_point("follow-before-manifest");
     {
@@ -275,6 +331,7 @@ pub(super) async fn round(
             })
             .collect();
     }
+    drop(gc);
     report.generation = Some(generation);
     if let Some(retention) = &config.retention
         && let Err(e) = apply_retention(service, config, retention).await
@@ -423,6 +480,12 @@ async fn ensure_mirror(
     let mirror = config.mirror_of(name);
     let wanted = qdrant_config::data_shape(cluster_config);
     if let Ok(existing) = service.storage.collection(&mirror) {
+        if !is_mirror_of(&existing, &config.name) {
+            return Err(StorageError::bad_request(format!(
+                "a collection named `{mirror}` exists and is no mirror of cluster {}: rename or delete it to follow `{name}`",
+                config.name
+            )));
+        }
         let have = qdrant_config::data_shape(
             &serde_json::to_value(existing.config()).unwrap_or(Value::Null),
         );
@@ -448,18 +511,38 @@ async fn ensure_mirror(
             config.name
         ))
     })?;
-    let collection_config = request.into_config().map_err(|e| {
+    let mut collection_config = request.into_config().map_err(|e| {
         StorageError::Peer(format!(
             "collection `{name}` of cluster {} cannot be mirrored: {e}",
             config.name
         ))
     })?;
+    // Marked, so that only the follower's own mirrors are ever rebuilt or removed.
+    let mut metadata = match collection_config.metadata.take() {
+        Some(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    metadata.insert(MIRROR_MARK.into(), Value::String(config.name.clone()));
+    collection_config.metadata = Some(Value::Object(metadata));
     service
         .storage
         .create_collection(&mirror, collection_config)
         .await?;
     tracing::info!(cluster = %config.name, collection = name, mirror = %mirror, "mirror created");
     Ok(())
+}
+
+/// The metadata key that marks a mirror, with its cluster's name.
+const MIRROR_MARK: &str = "snapfs_mirror_of";
+
+fn is_mirror_of(collection: &crate::storage::Collection, cluster: &str) -> bool {
+    collection
+        .config()
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get(MIRROR_MARK))
+        .and_then(Value::as_str)
+        == Some(cluster)
 }
 
 /// Mirrors of collections the cluster no longer has are removed (the generations
@@ -484,8 +567,16 @@ async fn drop_vanished_mirrors(
     let vanished: HashSet<String> = gone.chain(unlisted).collect();
     for source in vanished {
         let mirror = config.mirror_of(&source);
-        if service.storage.collection(&mirror).is_err() {
-            continue;
+        match service.storage.collection(&mirror) {
+            Ok(existing) if is_mirror_of(&existing, &config.name) => {}
+            _ => continue,
+        }
+        {
+            let mut state = service.follow.state.lock().unwrap();
+            if let Some(entry) = state.get_mut(&config.name) {
+                entry.sources.retain(|(m, _), _| m != &mirror);
+                entry.stored.retain(|(m, _), _| m != &mirror);
+            }
         }
         match service.storage.delete_collection(&mirror).await {
             Ok(_) => tracing::warn!(
@@ -500,14 +591,28 @@ async fn drop_vanished_mirrors(
 }
 
 /// Pull one shard from the first candidate that gives it.
+/// What every pull of a round shares.
+#[derive(Clone)]
+struct RoundPulls {
+    cluster: String,
+    api_key: Option<String>,
+    deadline: tokio::time::Instant,
+}
+
 async fn pull_shard(
     service: &Service,
+    round: &RoundPulls,
     mirror: &str,
     remote: &str,
     id: u32,
     candidates: Vec<(u64, Arc<Peer>, Arc<Semaphore>)>,
-    api_key: Option<String>,
 ) -> ShardOutcome {
+    let RoundPulls {
+        cluster,
+        api_key,
+        deadline,
+    } = round;
+    let (cluster, deadline) = (cluster.as_str(), *deadline);
     let mut outcome = ShardOutcome {
         collection: remote.to_string(),
         shard_id: id,
@@ -515,16 +620,37 @@ async fn pull_shard(
         outcome: "stale",
         bytes: 0,
         failures: Vec::new(),
+        pulled_at: None,
     };
     if candidates.is_empty() {
         outcome
             .failures
             .push("no reachable node holds an Active replica".into());
     }
+    // The shard may change from here: its last stored snapshot no longer stands for
+    // it unless the pull finds it unchanged (a round cut short leaves it dropped, so
+    // the next generation stores the shard anew).
+    let key = (mirror.to_string(), id);
+    let last_stored = service
+        .follow
+        .state
+        .lock()
+        .unwrap()
+        .get_mut(cluster)
+        .and_then(|entry| entry.stored.remove(&key));
     for (peer_id, peer, permits) in candidates {
-        let Ok(_permit) = permits.acquire().await else {
-            continue;
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, permits.acquire()).await else {
+            outcome
+                .failures
+                .push("the round's deadline passed before a pull could start".into());
+            break;
         };
+        if tokio::time::Instant::now() >= deadline {
+            outcome
+                .failures
+                .push("the round's deadline passed before a pull could start".into());
+            break;
+        }
         let from = crate::snapshot::partial::peer::PullFrom {
             peer_url: peer.base(),
             api_key: api_key.as_deref(),
@@ -548,8 +674,17 @@ async fn pull_shard(
                     Some(applied) => {
                         outcome.outcome = "applied";
                         outcome.bytes = applied.archive_bytes;
+                        outcome.pulled_at = Some(rfc3339(SystemTime::now()));
                     }
-                    None => outcome.outcome = "unchanged",
+                    None => {
+                        outcome.outcome = "unchanged";
+                        if let Some(record) = last_stored {
+                            let mut state = service.follow.state.lock().unwrap();
+                            if let Some(entry) = state.get_mut(cluster) {
+                                entry.stored.insert(key, record);
+                            }
+                        }
+                    }
                 }
                 return outcome;
             }

@@ -35,8 +35,11 @@ pub struct Pulled {
     pub full_size: u64,
 }
 
+/// The most characters of a peer's own error text an error repeats.
+const MAX_PEER_TEXT: usize = 300;
+
 /// How a pull reaches its peer and what it sends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct PullFrom<'a> {
     pub peer_url: &'a str,
     pub api_key: Option<&'a str>,
@@ -492,9 +495,23 @@ impl Peer {
     async fn refusal(&self, what: &str, response: reqwest::Response) -> StorageError {
         let status = response.status();
         let body: Value = self.json_of(what, response).await.unwrap_or(Value::Null);
+        // The peer's own error text, cut short and on one line: it goes into logs,
+        // statuses and manifests.
         let said = body["status"]["error"]
             .as_str()
-            .map(|s| format!(": {s}"))
+            .map(|s| {
+                let line: String = s
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(MAX_PEER_TEXT)
+                    .collect();
+                let cut = if s.chars().count() > MAX_PEER_TEXT {
+                    "…"
+                } else {
+                    ""
+                };
+                format!(": {line}{cut}")
+            })
             .unwrap_or_default();
         let why = match status.as_u16() {
             401 => "refused: it needs an API key (none was given, or a wrong one)".to_string(),

@@ -172,11 +172,25 @@ impl SnapshotStore for LocalStore {
     }
 
     fn get_record(&self, group: &str, name: &str, limit: u64) -> Result<Vec<u8>> {
-        let path = self.record_path(group, name)?;
-        crate::storage::read_bounded(&path, limit).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => super::record_not_found(group, name),
-            _ => e.into(),
-        })
+        use std::io::Read;
+        self.record_path(group, name)?;
+        // A regular file beneath the store's root, no symbolic link on the way.
+        let relative = format!(".records/{group}/{name}.json");
+        let file =
+            crate::storage::open_regular_beneath(&self.root, &relative).map_err(|e| {
+                match e.kind() {
+                    io::ErrorKind::NotFound => super::record_not_found(group, name),
+                    _ => e.into(),
+                }
+            })?;
+        if file.metadata()?.len() > limit {
+            return Err(StorageError::internal(format!(
+                "{group} record {name} is larger than {limit} bytes"
+            )));
+        }
+        let mut bytes = Vec::new();
+        file.take(limit).read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     fn list_records(&self, group: &str) -> Result<Vec<String>> {
