@@ -21,6 +21,8 @@
 #     `cat` of a plain file of the same size; `cp` of a stored snapshot through the
 #     mount vs `cat` of the same file on disk; first byte through the mount; RssAnon
 #     while copying.
+#     And the FUSE ceiling: `cp` of one in-memory file of the same size from a minimal
+#     FUSE server with the same mount options (examples/fuse_ceiling.rs).
 #  8. restore of the big and the mid (~MID_MB) collections' stored snapshots, end to end (until the
 #     collection answers with the restored count): `cp` into mnt/recover/ and
 #     `snapfs recover` (HTTP upload) vs `tar -xf` of the same archive.
@@ -63,12 +65,16 @@ BIG_POINTS=$((BIG_MB * 1024 * 1024 / (BIG_DIM * 4)))
 SMALL_POINTS=$((10 * 1024 * 1024 / (BIG_DIM * 4)))
 
 cargo build --release --quiet
+cargo build --release --quiet --example fuse_ceiling
 BIN=$PWD/target/release/snapfs
+CEILING=$PWD/target/release/examples/fuse_ceiling
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench.XXXXXX")
 pid=
 moto_pid=
+ceiling_pid=
 cleanup() {
   [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null
+  stop_daemon "$ceiling_pid" "$work/ceiling" 5
   stop_daemon "$pid" "$work/mnt"
   rm -rf "$work"
 }
@@ -197,7 +203,13 @@ echo "== 7. the mount"
 big_dir=$work/data/storage/collections/big
 msize=$(stat -c %s "$mnt/live/big.snapshot")
 head -c "$msize" /dev/urandom >"$work/plain.bin"; cat "$work/plain.bin" >/dev/null
-runs_new=(); runs_same=(); runs_t=(); runs_c=()
+runs_new=(); runs_same=(); runs_t=(); runs_c=(); runs_ceil=()
+# The FUSE ceiling: a minimal server of one in-memory file of the same size, with
+# snapfs's mount options, threads, readahead and open flags (examples/fuse_ceiling.rs).
+mkdir -p "$work/ceiling"
+"$CEILING" "$work/ceiling" "$msize" &
+ceiling_pid=$!
+for _ in $(seq 1 50); do [ -e "$work/ceiling/file" ] && break; sleep 0.1; done
 anon_before=$(rss_anon)
 sample_rss_anon "$pid" "$work/anon-mount.log" 0.05
 for i in 1 2 3; do
@@ -210,10 +222,13 @@ for i in 1 2 3; do
   m0=$(now); cp "$mnt/live/big.snapshot" /dev/null; m1=$(now); runs_same+=("$(secs "$m0" "$m1")")
   t0=$(now); tar -cf - -C "$big_dir" 0 | cat >/dev/null; t1=$(now); runs_t+=("$(secs "$t0" "$t1")")
   c0=$(now); cat "$work/plain.bin" >/dev/null; c1=$(now); runs_c+=("$(secs "$c0" "$c1")")
+  e0=$(now); cp "$work/ceiling/file" /dev/null; e1=$(now); runs_ceil+=("$(secs "$e0" "$e1")")
 done
+kill "$ceiling_pid"; wait "$ceiling_pid" 2>/dev/null || true
 stop_sampler
 peak_anon=$(sort -n "$work/anon-mount.log" | tail -1)
-mnew=$(best "${runs_new[@]}"); msame=$(best "${runs_same[@]}"); mtar=$(best "${runs_t[@]}"); mcat=$(best "${runs_c[@]}")
+mnew=$(best "${runs_new[@]}"); msame=$(best "${runs_same[@]}"); mtar=$(best "${runs_t[@]}"); mcat=$(best "${runs_c[@]}"); mceil=$(best "${runs_ceil[@]}")
+python3 -c "print(f'FUSE ceiling (a minimal server, one in-memory file of {$msize/1e6:.0f} MB): cp {$mceil} s ({$msize/1e6/$mceil:.0f} MB/s); snapfs new-state cp reaches {$mceil/$mnew*100:.0f}% of it (bar: >= 90%)')"
 python3 -c "print(f'cp mnt/live/big.snapshot /dev/null ({$msize/1e6:.0f} MB): new state (through FUSE) {$mnew} s ({$msize/1e6/$mnew:.0f} MB/s), same state again (kernel page cache) {$msame} s; tar -cf <shard> | cat: {$mtar} s; cat of a plain {$msize/1e6:.0f} MB file: {$mcat} s; ratio new-state cp/tar = {$mnew/$mtar:.2f}, cp/cat = {$mnew/$mcat:.2f}')"
 python3 -c "print(f'daemon RssAnon while copying through the mount: {$anon_before/1024:.0f} MiB before, peak {$peak_anon/1024:.0f} MiB')"
 sname=$name   # section 4's snapshot, the file `cat "$stored"` reads
