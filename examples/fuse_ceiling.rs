@@ -130,7 +130,9 @@ fn main() -> anyhow::Result<()> {
     };
     let size: u64 = size.parse()?;
     // A pattern a page longer than the largest read, so any offset's slice fits.
-    let pattern: Vec<u8> = (0..(READ as usize + 4096)).map(|i| (i % 251) as u8).collect();
+    let pattern: Vec<u8> = (0..(READ as usize + 4096))
+        .map(|i| (i % 251) as u8)
+        .collect();
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("ceiling".into()),

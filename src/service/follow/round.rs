@@ -25,18 +25,28 @@ pub(super) async fn round(
         .expect("meet_nodes gives one node at least");
     let by_peer: HashMap<u64, Arc<Peer>> =
         nodes.iter().map(|n| (n.peer_id, n.peer.clone())).collect();
+    // Asked in this order: a node that stops answering mid-round hands over to the next.
+    let ask = Ask {
+        order: std::iter::once(trusted.peer.clone())
+            .chain(
+                nodes
+                    .iter()
+                    .filter(|n| n.peer_id != trusted.peer_id)
+                    .map(|n| n.peer.clone()),
+            )
+            .collect(),
+    };
     let reachable: HashSet<u64> = by_peer.keys().copied().collect();
-    let version = trusted
-        .peer
-        .get_json("asking the node's version", "/")
+    let version = ask
+        .get("asking the node's version", "/")
         .await?
         .and_then(|v| {
             v["version"]
                 .as_str()
                 .map(|s| s.chars().take(64).collect::<String>())
         });
-    let names = collections_to_follow(&trusted.peer, config).await?;
-    let aliases = aliases_of(&trusted.peer, &names).await?;
+    let names = collections_to_follow(&ask, config).await?;
+    let aliases = aliases_of(&ask, &names).await?;
 
     // What each followed collection is and where its shards are.
     let mut followed: Vec<(String, Value, Value, CollectionLayout)> = Vec::new();
@@ -46,7 +56,7 @@ pub(super) async fn round(
     let mut latest: Option<Option<ClusterManifest>> = None;
     for name in &names {
         let path = format!("/collections/{}", url_segment(name));
-        let info = match trusted.peer.get_json("reading a collection", &path).await {
+        let info = match ask.get("reading a collection", &path).await {
             Ok(Some(info)) => info,
             Ok(None) => {
                 report.skipped.push(Skipped {
@@ -75,9 +85,8 @@ pub(super) async fn round(
             }
         };
         let cluster_path = format!("{path}/cluster");
-        let Some(placement) = trusted
-            .peer
-            .get_json("reading a collection's shard layout", &cluster_path)
+        let Some(placement) = ask
+            .get("reading a collection's shard layout", &cluster_path)
             .await?
         else {
             report.skipped.push(Skipped {
@@ -89,7 +98,7 @@ pub(super) async fn round(
         let garbage = |why: String| {
             StorageError::Peer(format!(
                 "the node at {} answered an unusable layout for `{name}`: {why}",
-                trusted.peer.base()
+                ask.order[0].base()
             ))
         };
         let layout = layout::parse_layout(&placement["result"]).map_err(garbage)?;
@@ -410,7 +419,35 @@ pub(super) async fn meet_nodes(
 }
 
 /// The collections a round follows: the configured names, or every collection.
-async fn collections_to_follow(peer: &Peer, config: &FollowedCluster) -> Result<Vec<String>> {
+/// The cluster's nodes in the order they are asked about metadata (collections,
+/// configurations, layouts, aliases).
+struct Ask {
+    order: Vec<Arc<Peer>>,
+}
+
+impl Ask {
+    /// The first answer: a node that cannot be reached or fails is followed by the
+    /// next; a 404 is an answer. All failing: the first node's error.
+    async fn get(&self, what: &str, path: &str) -> Result<Option<Value>> {
+        let mut first = None;
+        for peer in &self.order {
+            match peer.get_json(what, path).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    tracing::debug!(node = %peer.base(), error = %e, "{what}: asking the next node");
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| StorageError::Peer("no node to ask".into())))
+    }
+
+    fn base(&self) -> &str {
+        self.order[0].base()
+    }
+}
+
+async fn collections_to_follow(peer: &Ask, config: &FollowedCluster) -> Result<Vec<String>> {
     let mut names: Vec<String> = config
         .collections
         .iter()
@@ -419,7 +456,7 @@ async fn collections_to_follow(peer: &Peer, config: &FollowedCluster) -> Result<
         .collect();
     if config.follows_all() {
         let listed = peer
-            .get_json("listing the cluster's collections", "/collections")
+            .get("listing the cluster's collections", "/collections")
             .await?
             .unwrap_or(Value::Null);
         let items = listed["result"]["collections"].as_array().ok_or_else(|| {
@@ -444,9 +481,9 @@ async fn collections_to_follow(peer: &Peer, config: &FollowedCluster) -> Result<
 }
 
 /// The cluster's aliases of the followed collections.
-async fn aliases_of(peer: &Peer, followed: &[String]) -> Result<Vec<AliasRecord>> {
+async fn aliases_of(peer: &Ask, followed: &[String]) -> Result<Vec<AliasRecord>> {
     let answer = peer
-        .get_json("listing the cluster's aliases", "/aliases")
+        .get("listing the cluster's aliases", "/aliases")
         .await?
         .unwrap_or(Value::Null);
     let mut out = Vec::new();
