@@ -15,6 +15,8 @@ use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+mod systemd;
+
 use crate::api;
 use crate::config::Config;
 use crate::fs::SnapFs;
@@ -358,7 +360,15 @@ async fn serve_storage(
         }
         None => None,
     };
+    // The socket must answer before the service manager hears the daemon is ready.
+    answers_on(&config.socket).await?;
     tracing::info!(socket = %config.socket.display(), data_dir = %config.data_dir.display(), "snapfs ready");
+    systemd::ready(&systemd::ready_status(
+        &state,
+        &config.socket,
+        mounted.as_ref().map(|m| m.path()),
+    ));
+    systemd::start(state.clone(), stop_rx.clone());
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -370,6 +380,7 @@ async fn serve_storage(
             bail!("a listener stopped unexpectedly");
         }
     }
+    systemd::stopping();
     bound_the_stop(grace + FINAL_STOP_LIMIT, sigterm, sigint);
     let _ = stop_tx.send(true);
     // Pulls from peers still receiving are cut now, not at the end of the grace.
@@ -398,6 +409,22 @@ async fn serve_storage(
     })
     .await?;
     Ok(())
+}
+
+/// The control socket answers `GET /` (within 10 s).
+async fn answers_on(socket: &Path) -> anyhow::Result<()> {
+    let client = crate::client::Client::new(socket.to_path_buf());
+    let asked = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.raw(hyper::Method::GET, "/", None),
+    )
+    .await;
+    match asked {
+        Ok(Ok((status, _))) if status.is_success() => Ok(()),
+        Ok(Ok((status, _))) => bail!("the control socket answered {status} to GET /"),
+        Ok(Err(err)) => bail!("the control socket does not answer: {err}"),
+        Err(_) => bail!("the control socket did not answer within 10 s"),
+    }
 }
 
 /// Once a stop has begun, it ends within `limit` whatever hangs, and a second

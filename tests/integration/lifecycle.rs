@@ -201,3 +201,106 @@ async fn what_the_daemon_writes_only_its_own_user_can_read() {
         assert_eq!(mode & 0o777, 0o700, "{dir}");
     }
 }
+
+/// Under systemd (`Type=notify`): `READY=1` comes once the control socket answers,
+/// with a `STATUS=` line; the watchdog is fed at half its period; a stop says
+/// `STOPPING=1`. The service manager is played by a datagram socket.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_manager_hears_ready_after_the_socket_answers() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let manager = UnixDatagram::bind(&notify_path).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let data = dir.path().join("data");
+    let mut daemon = Daemon::spawn(
+        &data,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let receive = || {
+        let mut buf = [0u8; 4096];
+        let n = manager.recv(&mut buf).expect("a message from the daemon");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = receive();
+    assert!(ready.contains("READY=1"), "the first message: {ready}");
+    // Ready means answering, at once.
+    let (status, root) = daemon
+        .client()
+        .raw(Method::GET, "/", None)
+        .await
+        .expect("the socket answers when READY=1 is sent");
+    assert!(status.is_success(), "{root}");
+    assert!(ready.contains("STATUS="), "{ready}");
+    assert!(ready.contains("collections"), "{ready}");
+    // The watchdog, fed every 200 ms.
+    let started = std::time::Instant::now();
+    let mut fed = 0;
+    while fed < 3 {
+        if receive().contains("WATCHDOG=1") {
+            fed += 1;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fed 3 times in {:?}",
+        started.elapsed()
+    );
+    let exit = daemon.stop();
+    assert!(exit.success(), "{exit:?}");
+    let mut said = Vec::new();
+    while let Ok(n) = {
+        manager
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        manager
+            .recv(&mut buf)
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    } {
+        said.push(n);
+    }
+    assert!(said.iter().any(|m| m.contains("STOPPING=1")), "{said:?}");
+}
+
+/// The unit file in packaging/ is one systemd takes (`systemd-analyze verify`, with
+/// this build as its binary). Skipped with a notice where systemd is not installed.
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("skipped: no systemd-analyze on this machine");
+        return;
+    };
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("packaging/snapfs.service")).unwrap();
+    assert!(unit.contains("Type=notify"), "{unit}");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("snapfs.service");
+    std::fs::write(&local, unit.replace("/usr/bin/snapfs", BIN)).unwrap();
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(program))
+                .find(|path| path.is_file())
+        })
+        .ok_or(())
+}
