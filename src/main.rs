@@ -123,6 +123,13 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions.
+    Manpage,
     /// Check a snapshot file offline: structure, embedded digests, whole-file checksum.
     Verify {
         file: PathBuf,
@@ -528,6 +535,17 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "snapfs", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpage => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .map_err(anyhow::Error::from)
+        }
         Command::Verify { file, checksum } => cli::snapshots::verify(&file, checksum),
         Command::Repo {
             config_file,

@@ -281,3 +281,46 @@ fn partial_commands() {
         text(&out)
     );
 }
+
+/// Completions and the man page come from the clap definitions: every subcommand is
+/// in them, bash parses its completion script, and the man page is roff.
+#[test]
+fn completions_and_the_man_page_name_every_subcommand() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    for sub in [
+        "serve",
+        "follow",
+        "cluster",
+        "backup",
+        "recover",
+        "completions",
+        "manpage",
+    ] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("snapfs.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let parsed = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(parsed.success(), "bash -n of the completion script");
+    for shell in ["zsh", "fish"] {
+        assert!(run(&["completions", shell]).contains("cluster"), "{shell}");
+    }
+    let man = run(&["manpage"]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH snapfs"),
+        "{}",
+        &man[..man.len().min(200)]
+    );
+    assert!(man.contains(".TH snapfs"), "a man page header");
+    assert!(man.contains("follow"), "subcommands are listed");
+}
