@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod cluster;
+pub mod doctor;
 pub mod partial;
 pub mod recover;
 pub mod repo;

@@ -123,6 +123,20 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Check what a first run needs (FUSE, the data directory's file system, the
+    /// socket, the snapshot store, the clock) and say how to fix each; exit 1 when a
+    /// check fails. Changes nothing.
+    Doctor {
+        /// YAML configuration file, as for serve (the environment applies too).
+        #[arg(long = "config")]
+        config_file: Option<PathBuf>,
+        /// Data directory, as for serve.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Mount point, as for serve (checks the right to mount).
+        #[arg(long)]
+        mount: Option<PathBuf>,
+    },
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -535,6 +549,11 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Doctor {
+            config_file,
+            data_dir,
+            mount,
+        } => doctor(config_file, data_dir, mount),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "snapfs", &mut std::io::stdout());
@@ -581,6 +600,33 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn doctor(
+    config_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    mount: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let flags = Flags {
+        config_file,
+        data_dir,
+        mount,
+        ..Flags::default()
+    };
+    let config = config::load(&flags, std::env::vars())?;
+    let setup = cli::doctor::Setup {
+        data_dir: &config.data_dir,
+        socket: &config.socket,
+        mount: config.mount.is_some(),
+        snapshots_path: &config.snapshots_path,
+        s3: config.s3.as_ref(),
+        repository: config.repository.as_ref(),
+    };
+    if cli::doctor::run(&setup) {
+        Ok(())
+    } else {
+        anyhow::bail!("some checks failed: see the fixes above")
     }
 }
 

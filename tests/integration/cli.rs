@@ -324,3 +324,48 @@ fn completions_and_the_man_page_name_every_subcommand() {
     assert!(man.contains(".TH snapfs"), "a man page header");
     assert!(man.contains("follow"), "subcommands are listed");
 }
+
+/// `snapfs doctor` checks without changing anything: on this machine everything
+/// passes (FUSE, the data directory, sparse files, the clock); a daemon running on
+/// the data directory is seen answering; a plain file where the socket goes fails
+/// with its fix, and the exit code says so.
+#[test]
+fn doctor_says_what_is_ready_and_how_to_fix_what_is_not() {
+    let doctor = |data: &std::path::Path| {
+        let out = Command::new(BIN)
+            .args(["doctor", "--data-dir"])
+            .arg(data)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh");
+    let (passed, said) = doctor(&fresh);
+    assert!(passed, "{said}");
+    assert!(said.contains("ok   FUSE device: /dev/fuse opens"), "{said}");
+    assert!(said.contains("to be created in"), "{said}");
+    assert!(
+        said.contains("ok   sparse files: a 64 MiB hole uses"),
+        "{said}"
+    );
+    assert!(said.contains("0 failed"), "{said}");
+    assert!(!fresh.exists(), "doctor creates nothing");
+
+    let mut daemon = Daemon::start(&[]);
+    let (passed, said) = doctor(&daemon.data_dir);
+    assert!(passed, "{said}");
+    assert!(said.contains("a daemon answers"), "{said}");
+    daemon.stop();
+
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join("snapfs.sock"), b"not a socket").unwrap();
+    let (passed, said) = doctor(&blocked);
+    assert!(!passed, "{said}");
+    assert!(said.contains("FAIL control socket"), "{said}");
+    assert!(said.contains("fix: move that file away"), "{said}");
+}
