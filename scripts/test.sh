@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian
-# packages; a Python virtualenv with qdrant-client is made by the tests themselves),
-# then builds and runs every test. CI runs exactly this (.ci/run). The mount tests
-# need /dev/fuse and root (they mount without fusermount).
+# packages; a Python virtualenv with qdrant-client is made by the tests themselves;
+# the user `snapfs-test` for the non-root mount test), then builds and runs every
+# test. CI runs exactly this (.ci/run). The mount tests need /dev/fuse and root
+# (they mount without fusermount), one of them as `snapfs-test` through fusermount3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,11 +21,20 @@ command -v openssl >/dev/null || missing+=(openssl)
 # The repository store's tests read, check, dump and prune its repositories with the
 # restic CLI.
 command -v restic >/dev/null || missing+=(restic)
+# A daemon run as an ordinary user mounts through fusermount3 (the fuse3 package).
+command -v fusermount3 >/dev/null || missing+=(fuse3)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The non-root mount test runs the daemon as this ordinary user; like any user of a
+# desktop Linux, it may open /dev/fuse (mode 0666, as udev leaves it there).
+if [ "$(id -u)" -eq 0 ]; then
+  id snapfs-test >/dev/null 2>&1 || useradd --create-home --shell /bin/sh snapfs-test || true
+  if [ -c /dev/fuse ]; then chmod 0666 /dev/fuse || true; fi
 fi
 
 command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)"; exit 1; }

@@ -1270,3 +1270,111 @@ async fn an_empty_file_in_recover_leaves_an_error() {
     );
     m.daemon.assert_no_staging_leftovers();
 }
+
+/// An ordinary user runs the daemon and mounts through fusermount3: the user copies a
+/// live snapshot and `sha256sum -c` checks it; without `allow_other` the mount is
+/// its owner's only (root is refused too); a stop unmounts it. Skipped with a notice
+/// when the machine has no `snapfs-test` user, no fusermount3, or a /dev/fuse the
+/// user cannot open (scripts/test.sh sets all three up).
+#[test]
+fn an_ordinary_user_mounts_through_fusermount3() {
+    use std::os::unix::fs::PermissionsExt;
+    let user = "snapfs-test";
+    let home = std::path::PathBuf::from(format!("/home/{user}"));
+    let ready = std::process::Command::new("id")
+        .arg(user)
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && std::path::Path::new("/usr/bin/fusermount3").exists()
+        && std::fs::metadata("/dev/fuse").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+        && home.is_dir();
+    if !ready {
+        eprintln!(
+            "skipped: no {user} user, fusermount3 or open /dev/fuse (scripts/test.sh sets them up)"
+        );
+        return;
+    }
+    let as_user = |script: &str| {
+        std::process::Command::new("runuser")
+            .args(["-u", user, "--", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let dir = home.join(format!("mount-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("m")).unwrap();
+    std::fs::copy(crate::support::BIN, dir.join("snapfs")).unwrap();
+    let chown = std::process::Command::new("chown")
+        .args(["-R", &format!("{user}:{user}")])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let d = dir.display();
+    // The daemon, as the user; it stops (and unmounts) on SIGTERM.
+    let mut daemon = std::process::Command::new("runuser")
+        .args(["-u", user, "--"])
+        .arg(dir.join("snapfs"))
+        .args(["serve", "--demo", "--data-dir"])
+        .arg(dir.join("d"))
+        .arg("--mount")
+        .arg(dir.join("m"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    struct Cleanup<'a>(&'a std::path::Path, &'a mut std::process::Child);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .arg(self.1.id().to_string())
+                .status();
+            let _ = self.1.wait();
+            let _ = std::process::Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(self.0.join("m"))
+                .status();
+            let _ = std::fs::remove_dir_all(self.0);
+        }
+    }
+    let pid = daemon.id();
+    let guard = Cleanup(&dir, &mut daemon);
+    crate::support::eventually("the user's mount answers", || {
+        as_user(&format!("test -f {d}/m/live/demo.snapshot"))
+            .status
+            .success()
+    });
+    let copied = as_user(&format!(
+        "cd {d} && cp m/live/demo.snapshot demo.snapshot && cp m/live/demo.snapshot.sha256 demo.snapshot.sha256 && sha256sum -c demo.snapshot.sha256"
+    ));
+    assert!(
+        copied.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&copied.stdout),
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.contains(&format!("{d}/m")))
+        .expect("the mount is listed");
+    assert!(line.contains("fuse"), "{line}");
+    // Owner-only: root itself is refused without allow_other.
+    let by_root = std::fs::metadata(dir.join("m/live"));
+    assert!(
+        by_root.is_err(),
+        "root reads another user's mount: {by_root:?}"
+    );
+    // A stop unmounts.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    crate::support::eventually("the mount is gone after SIGTERM", || {
+        !std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(&format!("{d}/m"))
+    });
+    drop(guard);
+}
