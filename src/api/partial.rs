@@ -196,13 +196,13 @@ pub async fn recover_from(
         pull_partial(&app, claim, c, id, request.peer_url, request.api_key, form).await
     };
     if q.wait.unwrap_or(true) {
-        let pulled = work.await?;
+        let (pulled, full_size) = work.await?;
         let mut details = pulled
             .applied
             .as_ref()
             .map(applied_json)
             .unwrap_or_else(|| json!({"form": pulled.form, "bytes": 0}));
-        details["full_size"] = json!(pulled.full_size);
+        details["full_size"] = json!(full_size);
         Ok(timer.ok_with_details(pulled.applied.is_some(), details))
     } else {
         tokio::spawn(async move {

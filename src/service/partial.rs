@@ -59,7 +59,8 @@ pub async fn apply_partial(
 }
 
 /// Pull shard `id` from the peer at `peer_url` (what it lacks only) and apply it,
-/// under its claim; the daemon's fetch policy and stall limit apply.
+/// under its claim; the daemon's fetch policy and stall limit apply. Also the size a
+/// full shard snapshot of the state now here has, to set the bytes moved against.
 pub async fn pull_partial(
     service: &Service,
     claim: ShardClaim,
@@ -68,7 +69,7 @@ pub async fn pull_partial(
     peer_url: String,
     api_key: Option<String>,
     form: Option<Form>,
-) -> Result<Pulled> {
+) -> Result<(Pulled, u64)> {
     let _claim = claim;
     let from = PullFrom {
         peer_url: &peer_url,
@@ -77,7 +78,7 @@ pub async fn pull_partial(
         form,
         config_checked: false,
     };
-    pull(
+    let pulled = pull(
         &service.storage,
         &collection,
         id,
@@ -85,7 +86,10 @@ pub async fn pull_partial(
         service.transfer_stall,
         &service.fetch,
     )
-    .await
+    .await?;
+    let full_size =
+        crate::snapshot::partial::peer::full_size(&service.storage, &collection, id).await?;
+    Ok((pulled, full_size))
 }
 
 /// Cancel the pull of shard `id` while it is receiving; whether one was.

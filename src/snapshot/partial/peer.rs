@@ -31,8 +31,6 @@ pub struct Pulled {
     pub applied: Option<Applied>,
     /// `content` (a snapfs peer) or `versions` (Qdrant's form).
     pub form: &'static str,
-    /// The size of a full shard snapshot of the state now here.
-    pub full_size: u64,
 }
 
 /// The most characters of a peer's own error text an error repeats.
@@ -116,12 +114,7 @@ pub async fn pull(
             Some(apply(storage, collection, id, received, None, Some(frozen)).await?),
         ),
     };
-    let full_size = full_size(storage, collection, id).await?;
-    Ok(Pulled {
-        applied,
-        form,
-        full_size,
-    })
+    Ok(Pulled { applied, form })
 }
 
 /// What the network part of a pull brought.
@@ -292,8 +285,9 @@ pub fn cancel_all_pulls() {
     }
 }
 
-/// The size a full shard snapshot of the current state has.
-async fn full_size(storage: &Arc<Storage>, collection: &str, id: u32) -> Result<u64> {
+/// The size a full shard snapshot of the current state has (what a pull's answer
+/// compares its bytes with; a follow round has no use for it and does not ask).
+pub async fn full_size(storage: &Arc<Storage>, collection: &str, id: u32) -> Result<u64> {
     let storage = storage.clone();
     let scope = Scope::Shard(collection.to_string(), id);
     tokio::task::spawn_blocking(move || SnapshotView::open(&storage, scope).map(|v| v.size()))
