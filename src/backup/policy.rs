@@ -76,13 +76,7 @@ impl TryFrom<PolicySpec> for Policy {
     type Error = String;
 
     fn try_from(spec: PolicySpec) -> Result<Policy, String> {
-        let name_ok = !spec.name.is_empty()
-            && spec.name.len() <= 64
-            && spec
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !name_ok {
+        if !is_plain_name(&spec.name) {
             return Err(format!(
                 "policy name {:?}: 1 to 64 letters, digits, `-` or `_`",
                 spec.name
@@ -104,6 +98,16 @@ impl TryFrom<PolicySpec> for Policy {
             store: spec.store,
         })
     }
+}
+
+/// A name the configuration gives a policy or a followed cluster: 1 to 64 letters,
+/// digits, `-` or `_` (it becomes part of metric labels, record names and mirrors).
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl PolicyFile {

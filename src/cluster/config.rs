@@ -120,13 +120,7 @@ impl TryFrom<ClusterSpec> for FollowedCluster {
     type Error = String;
 
     fn try_from(spec: ClusterSpec) -> Result<FollowedCluster, String> {
-        let name_ok = !spec.name.is_empty()
-            && spec.name.len() <= 64
-            && spec
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !name_ok {
+        if !crate::backup::policy::is_plain_name(&spec.name) {
             return Err(format!(
                 "cluster name {:?}: 1 to 64 letters, digits, `-` or `_`",
                 spec.name

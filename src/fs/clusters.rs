@@ -126,11 +126,7 @@ impl ClusterDirs {
     }
 
     pub fn child(&self, parent: &Node, name: &str) -> FsResult<Node> {
-        self.children(parent)?
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, node)| node)
-            .ok_or(FsError::NotFound)
+        super::namespace::find_child(self.children(parent)?, name)
     }
 
     /// A generation directory still exists.

@@ -151,6 +151,18 @@ impl Node {
     }
 }
 
+/// Entry `name` among a directory's `children` (a name with `/`, or none, is none).
+pub fn find_child(children: Vec<(String, Node)>, name: &str) -> FsResult<Node> {
+    if name.contains('/') || name.is_empty() {
+        return Err(FsError::NotFound);
+    }
+    children
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, node)| node)
+        .ok_or(FsError::NotFound)
+}
+
 pub fn live_shard_name(collection: &str, id: u32) -> String {
     format!("{collection}-shard-{id}{SNAPSHOT_EXT}")
 }
@@ -284,14 +296,7 @@ impl Namespace {
 
     /// The entry `name` of directory `parent`.
     pub fn child(&self, parent: &Node, name: &str) -> FsResult<Node> {
-        if name.contains('/') || name.is_empty() {
-            return Err(FsError::NotFound);
-        }
-        self.children(parent)?
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, node)| node)
-            .ok_or(FsError::NotFound)
+        find_child(self.children(parent)?, name)
     }
 
     /// Directory `node` still exists (without listing it: `stat` asks this often).

@@ -987,6 +987,18 @@ pub fn start_schedules(service: &Arc<Service>, stop: watch::Receiver<bool>) {
     }
 }
 
+/// Record `at` as the due time of `policy`'s `job` (what the catch-up decides from).
+fn note_due(backups: &Backups, policy: &str, job: Job, at: SystemTime) {
+    backups.record(|ledger| {
+        ledger
+            .policies
+            .entry(policy.to_string())
+            .or_default()
+            .last_due
+            .insert(job, unix(at));
+    });
+}
+
 async fn schedule_loop(
     service: Arc<Service>,
     policy: Policy,
@@ -1004,14 +1016,7 @@ async fn schedule_loop(
     if last_due.is_none() {
         // The schedule's anchor: a daemon restarted more often than the interval
         // still runs once an interval has passed since this first start.
-        backups.record(|ledger| {
-            ledger
-                .policies
-                .entry(policy.name.clone())
-                .or_default()
-                .last_due
-                .insert(job, unix(SystemTime::now()));
-        });
+        note_due(&backups, &policy.name, job, SystemTime::now());
     }
     let (mut due, mut catch_up) = schedule::first_due(&schedule, last_due, SystemTime::now());
     if catch_up {
@@ -1031,14 +1036,7 @@ async fn schedule_loop(
             _ = stop.wait_for(|stop| *stop) => return,
         }
         let trigger = if catch_up { "catch-up" } else { "schedule" };
-        backups.record(|ledger| {
-            ledger
-                .policies
-                .entry(policy.name.clone())
-                .or_default()
-                .last_due
-                .insert(job, unix(due));
-        });
+        note_due(&backups, &policy.name, job, due);
         match claim(&backups, &policy.name, job, trigger) {
             Some(claim) => {
                 let (service, policy) = (service.clone(), policy.clone());

@@ -228,6 +228,7 @@ pub(super) async fn round(
     let ended = SystemTime::now();
     let store = service.store.clone();
     let mut collections = Vec::new();
+    let sources = service.follow.snapshot_of(&config.name).sources;
     for (name, config_value, schema, layout) in &followed {
         let mirror = config.mirror_of(name);
         let mut shards = Vec::new();
@@ -242,12 +243,7 @@ pub(super) async fn round(
                     o.failures.join("; ")
                 )
             });
-            let pulled_from = service
-                .follow
-                .snapshot_of(&config.name)
-                .sources
-                .get(&(mirror.clone(), shard.shard_id))
-                .copied();
+            let pulled_from = sources.get(&(mirror.clone(), shard.shard_id)).copied();
             let pulled_at = outcome
                 .and_then(|o| o.pulled_at.clone())
                 .or_else(|| record.pulled_at.clone());
