@@ -142,6 +142,19 @@ impl Follower {
         all["result"].as_array().unwrap().clone()
     }
 
+    /// Generation `name`'s manifest.
+    async fn manifest(&self, name: &str) -> Value {
+        let (status, manifest) = call(
+            &self.daemon.client(),
+            Method::GET,
+            &format!("/snapfs/clusters/prod/generations/{name}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{manifest}");
+        manifest["result"].clone()
+    }
+
     fn cli(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(crate::support::BIN)
             .args(args)
@@ -313,26 +326,12 @@ async fn following_a_cluster_mirrors_it_and_its_generations_restore_into_a_fresh
     assert!(listed.status.success(), "{listed:?}");
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&latest));
     // The unchanged round stored nothing new: it names the same shard snapshots.
-    let (_, manifest) = call(
-        &follower.daemon.client(),
-        Method::GET,
-        &format!("/snapfs/clusters/prod/generations/{latest}"),
-        None,
-    )
-    .await;
-    let manifest = manifest["result"].clone();
-    let (_, before) = call(
-        &follower.daemon.client(),
-        Method::GET,
-        &format!(
-            "/snapfs/clusters/prod/generations/{}",
-            generations[1]["name"].as_str().unwrap()
-        ),
-        None,
-    )
-    .await;
+    let manifest = follower.manifest(&latest).await;
+    let before = follower
+        .manifest(generations[1]["name"].as_str().unwrap())
+        .await;
     assert_eq!(
-        manifest["collections"], before["result"]["collections"],
+        manifest["collections"], before["collections"],
         "an unchanged round's generation names the previous stored shards"
     );
     assert_eq!(
@@ -551,32 +550,22 @@ async fn a_wrong_key_or_a_node_answering_garbage_fails_the_round_clearly() {
     // A plain web server where a node should be.
     let junk = tempfile::tempdir().unwrap();
     std::fs::write(junk.path().join("cluster"), "<html>not qdrant</html>").unwrap();
-    let port = crate::support::free_port();
-    let mut server = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(junk.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(&mut server);
-    crate::support::eventually("the junk server answers", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    let server = crate::support::ServerProcess::start(|port| {
+        let mut command = std::process::Command::new("python3");
+        command
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(junk.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
     });
-    let garbage = Follower::start(&[format!("http://127.0.0.1:{port}")], "");
+    let garbage = Follower::start(&[server.url("")], "");
     let (status, failed) = garbage.round().await;
     assert_eq!(status, 502, "{failed}");
     assert!(
@@ -624,17 +613,10 @@ async fn stored_names(follower: &Follower, mirror: &str, shard: u32) -> BTreeSet
 async fn named_by_generations(follower: &Follower, shard: u32) -> BTreeSet<String> {
     let mut named = BTreeSet::new();
     for generation in follower.generations().await {
-        let (_, manifest) = call(
-            &follower.daemon.client(),
-            Method::GET,
-            &format!(
-                "/snapfs/clusters/prod/generations/{}",
-                generation["name"].as_str().unwrap()
-            ),
-            None,
-        )
-        .await;
-        for collection in manifest["result"]["collections"].as_array().unwrap() {
+        let manifest = follower
+            .manifest(generation["name"].as_str().unwrap())
+            .await;
+        for collection in manifest["collections"].as_array().unwrap() {
             named.insert(
                 collection["shards"][shard as usize]["snapshot"]
                     .as_str()
@@ -773,6 +755,47 @@ async fn the_mount_shows_each_generation_as_a_checkable_tree() {
         std::fs::remove_file(dir.join("manifest.json")).is_err(),
         "read-only"
     );
+
+    // Bad requests: a clear refusal each, nothing written into the target.
+    let client = follower.daemon.client();
+    let restore = format!("/snapfs/clusters/prod/generations/{generation}/restore");
+    for (body, status, said) in [
+        (json!({"nodes": []}), 400, "give the target cluster's nodes"),
+        (
+            json!({"nodes": ["ftp://127.0.0.1:1"]}),
+            400,
+            "http:// or https://",
+        ),
+        (json!({"nodes": source.urls(), "wipe": true}), 400, "wipe"),
+    ] {
+        let (got, answer) = call(&client, Method::POST, &restore, Some(body)).await;
+        assert_eq!(got, status, "{answer}");
+        assert!(answer.to_string().contains(said), "{answer}");
+    }
+    for (method, path) in [
+        (
+            Method::POST,
+            "/snapfs/clusters/prod/generations/prod-2000-01-01-00-00-00/restore",
+        ),
+        (
+            Method::GET,
+            "/snapfs/clusters/prod/generations/..%2F..%2Fetc",
+        ),
+        (Method::DELETE, "/snapfs/clusters/prod/generations/nope"),
+        (Method::POST, "/snapfs/clusters/elsewhere/round"),
+        (Method::GET, "/snapfs/clusters/elsewhere/generations"),
+    ] {
+        let body = (method == Method::POST).then(|| json!({"nodes": source.urls()}));
+        let (got, answer) = call(&client, method.clone(), path, body).await;
+        assert_eq!(got, 404, "{method} {path}: {answer}");
+    }
+    let (_, listed) =
+        tokio::task::block_in_place(|| source.request(0, "GET", "/collections", None));
+    assert_eq!(
+        listed["result"]["collections"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
 }
 
 /// A shard whose only replica is on a dead node: with `on_stale: record` the round
@@ -808,17 +831,10 @@ async fn a_shard_no_replica_can_give_is_recorded_stale_or_fails_the_round() {
     assert_eq!(report["stale"], 1, "{report}");
     let generations = record.generations().await;
     assert_eq!(generations.last().unwrap()["stale_shards"], 1);
-    let (_, manifest) = call(
-        &record.daemon.client(),
-        Method::GET,
-        &format!(
-            "/snapfs/clusters/prod/generations/{}",
-            report["generation"].as_str().unwrap()
-        ),
-        None,
-    )
-    .await;
-    let shard = &manifest["result"]["collections"][0]["shards"][lost_shards[0] as usize];
+    let manifest = record
+        .manifest(report["generation"].as_str().unwrap())
+        .await;
+    let shard = &manifest["collections"][0]["shards"][lost_shards[0] as usize];
     assert!(
         shard["stale"]
             .as_str()
