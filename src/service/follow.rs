@@ -19,7 +19,7 @@ mod round;
 
 pub use generations::{forget, manifests, manifests_blocking, read_manifest_blocking, summary};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -308,25 +308,6 @@ pub fn start_rounds(service: &Arc<Service>, stop: watch::Receiver<bool>) {
             }
         });
     }
-}
-
-/// The mirrors of the configured clusters that exist, by cluster (for the status
-/// and the mount).
-pub fn mirrors(service: &Service) -> BTreeMap<String, Vec<String>> {
-    let names = service.storage.collection_names();
-    service
-        .follow
-        .clusters()
-        .iter()
-        .map(|c| {
-            let of: Vec<String> = names
-                .iter()
-                .filter(|m| c.source_of(m).is_some())
-                .cloned()
-                .collect();
-            (c.name.clone(), of)
-        })
-        .collect()
 }
 
 /// A generation's stored shard snapshot, for reading (the mount, a restore).
