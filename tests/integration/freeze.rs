@@ -134,6 +134,12 @@ async fn frozen_files_stay_put_while_updates_are_acknowledged_then_applied_in_or
     assert_eq!(after[&7], 3);
     assert_eq!(after[&120], 2);
     assert!(!after.contains_key(&99));
+    // The writer answers the waiting update while it applies the log, and clears the
+    // log's count right after: the count reaches 0 a moment after the answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while collection.stats().unwrap().pending_updates != 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(collection.stats().unwrap().pending_updates, 0);
     storage.shutdown();
 }
