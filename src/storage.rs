@@ -10,6 +10,7 @@ pub mod collection;
 pub mod collection_config;
 pub mod error;
 pub mod extents;
+pub mod format;
 pub mod names;
 pub mod ops;
 pub mod pending_log;
@@ -94,6 +95,9 @@ const TEMP_LEFTOVERS: [(&str, &str); 4] = [
 impl Storage {
     /// Open (or initialize) the storage at `storage_path` and load every collection.
     pub fn open(storage_path: &Path) -> Result<Arc<Self>> {
+        // A directory of a newer format is refused before anything in it changes.
+        fs_err::create_dir_all(storage_path)?;
+        format::check_and_stamp(storage_path)?;
         let collections_dir = storage_path.join("collections");
         fs_err::create_dir_all(&collections_dir)?;
         // A restore interrupted by a crash is finished or undone before anything

@@ -6,7 +6,7 @@ use crate::support;
 use std::time::Duration;
 
 use hyper::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use support::*;
 
 /// Last-Modified of shard 0's live snapshot: the shard's last change, which only a
@@ -59,6 +59,62 @@ async fn an_error_exit_after_the_storage_opened_still_stops_it_cleanly() {
         daemon.log()
     );
     assert_eq!(count(&daemon.client(), "kept").await, 100);
+}
+
+/// Upgrades keep the data directory; a downgrade is refused. A data directory
+/// stamped by a newer snapfs (a storage format above this build's) stops the start
+/// with what to do, and nothing in it changes: the collection is intact for the
+/// snapfs that wrote it (here: the stamp put back).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_directory_of_a_newer_format_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_in(dir.path(), &[], &[]);
+    seeded_collection(&daemon.client(), "kept", 1, 100).await;
+    assert!(daemon.stop().success());
+    let stamp_path = dir.path().join("storage/format.json");
+    let ours = std::fs::read_to_string(&stamp_path).unwrap();
+    let stamp: Value = serde_json::from_str(&ours).unwrap();
+    assert_eq!(stamp["format"], 1, "{ours}");
+    assert_eq!(stamp["last_opened_by"], env!("CARGO_PKG_VERSION"), "{ours}");
+
+    let newer = r#"{"format": 2, "engine": "qdrant-edge 9", "created_by": "0.1.0", "last_opened_by": "9.0.0"}"#;
+    std::fs::write(&stamp_path, newer).unwrap();
+    let before = tree(&dir.path().join("storage"));
+    let mut refused = Daemon::spawn(dir.path(), &[], &[]);
+    assert!(!refused.wait_exit().success());
+    let log = refused.log();
+    assert!(
+        log.contains("storage format 2")
+            && log.contains("9.0.0")
+            && log.contains("reads up to format 1"),
+        "{log}"
+    );
+    assert_eq!(tree(&dir.path().join("storage")), before);
+    assert_eq!(std::fs::read_to_string(&stamp_path).unwrap(), newer);
+
+    std::fs::write(&stamp_path, ours).unwrap();
+    let daemon = Daemon::start_in(dir.path(), &[], &[]);
+    assert_eq!(count(&daemon.client(), "kept").await, 100);
+}
+
+/// Every file under `dir` with its size and modification time, but the lock.
+fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else if entry.file_name() != "snapfs.lock" {
+                // (The lock file holds whichever daemon last started.)
+                out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A recovery from a server that trickles a byte at a time: a request that would
