@@ -31,17 +31,30 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The non-root mount test runs the daemon as this ordinary user; like any user of a
-# desktop Linux, it may open /dev/fuse (mode 0666, as udev leaves it there).
+# desktop Linux, it may open /dev/fuse (mode 0666, as udev leaves it there). The
+# shared-mount test (--allow-other --group) needs a member of the group and this
+# user, who is not one.
 if [ "$(id -u)" -eq 0 ]; then
   id snapfs-test >/dev/null 2>&1 || useradd --create-home --shell /bin/sh snapfs-test || true
+  getent group snapfs-test-ops >/dev/null || groupadd snapfs-test-ops || true
+  id snapfs-test-member >/dev/null 2>&1 \
+    || useradd --no-create-home --shell /bin/sh --groups snapfs-test-ops snapfs-test-member || true
   if [ -c /dev/fuse ]; then chmod 0666 /dev/fuse || true; fi
 fi
 
 command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)"; exit 1; }
+
+# The package test builds the Debian package with cargo-deb (scripts/package.sh) and
+# installs it with dpkg; on a machine without dpkg it is skipped, so is the install.
+if command -v dpkg >/dev/null && ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing cargo-deb"
+  cargo install --locked cargo-deb --version 3.8.0 || echo "cargo-deb did not install: the package test will be skipped"
+fi
 
 # Every target: the library's and the binary's unit tests, the one integration test
 # binary (tests/integration/) and the soak (tests/soak.rs, 40 s; SOAK_SECS for longer).
 # The crash and race tests need the daemon's failpoints (a cargo feature release
 # builds leave out). Integration tests start several daemons at once; two test
 # threads fit a 2-core machine. docs/TESTING.md has the layout and how to run one area.
-cargo test --all-targets --features failpoints -- --test-threads="${SNAPFS_TEST_THREADS:-2}"
+# --locked: Cargo.lock is the one `cargo install --locked` and the package build use.
+cargo test --locked --all-targets --features failpoints -- --test-threads="${SNAPFS_TEST_THREADS:-2}"

@@ -80,6 +80,12 @@ pub struct Config {
     pub demo: bool,
     /// Where to mount the filesystem (`snapfs.mount`, `--mount`); no mount if unset.
     pub mount: Option<PathBuf>,
+    /// Let users other than the daemon's reach the mount (`snapfs.allow_other`,
+    /// `--allow-other`); the kernel then checks the modes the mount shows.
+    pub allow_other: bool,
+    /// The group whose members share the owner's rights on the mount (with
+    /// `allow_other`) and may connect to the control socket (`snapfs.group`).
+    pub group: Option<String>,
     /// The logical bytes one restore may unpack (`storage.max_restore_bytes`);
     /// `None`: eight times the free space, at least 64 GiB.
     pub max_restore_bytes: Option<u64>,
@@ -201,6 +207,14 @@ pub struct Flags {
     /// Mount the filesystem at DIR (created if missing; unmounted on exit).
     #[arg(long, value_name = "DIR", help_heading = "Mount")]
     pub mount: Option<PathBuf>,
+    /// Let other users reach the mount, as its modes allow (the group's members:
+    /// the owner's rights; everyone else: nothing). Needs root or `user_allow_other`
+    /// in /etc/fuse.conf.
+    #[arg(long, help_heading = "Mount")]
+    pub allow_other: bool,
+    /// The group sharing the mount (with --allow-other) and the control socket.
+    #[arg(long, value_name = "NAME", help_heading = "Mount")]
+    pub group: Option<String>,
     /// Control socket path [default: <data-dir>/snapfs.sock].
     #[arg(long, help_heading = "Listeners")]
     pub socket: Option<PathBuf>,
@@ -228,8 +242,11 @@ pub struct Flags {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct ConfigLayers {
+    #[serde(deserialize_with = "null_as_default")]
     snapfs: SnapfsSection,
+    #[serde(deserialize_with = "null_as_default")]
     storage: StorageSection,
+    #[serde(deserialize_with = "null_as_default")]
     service: ServiceSection,
     /// Qdrant's log level key, accepted so a Qdrant config file loads; snapfs uses `SNAPFS_LOG`.
     log_level: Option<String>,
@@ -250,6 +267,10 @@ struct SnapfsSection {
     demo: Option<bool>,
     #[serde(deserialize_with = "lenient_path")]
     mount: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient_bool")]
+    allow_other: Option<bool>,
+    #[serde(deserialize_with = "lenient_string")]
+    group: Option<String>,
     #[serde(deserialize_with = "lenient_number")]
     shutdown_grace_secs: Option<f64>,
 }
@@ -613,6 +634,12 @@ fn apply_flags(layers: &mut ConfigLayers, flags: &Flags) {
     if let Some(mount) = &flags.mount {
         layers.snapfs.mount = Some(mount.clone());
     }
+    if flags.allow_other {
+        layers.snapfs.allow_other = Some(true);
+    }
+    if let Some(group) = &flags.group {
+        layers.snapfs.group = Some(group.clone());
+    }
 }
 
 impl ConfigLayers {
@@ -724,6 +751,8 @@ impl ConfigLayers {
             )?,
             demo: self.snapfs.demo.unwrap_or(false),
             mount: self.snapfs.mount.filter(|p| !p.as_os_str().is_empty()),
+            allow_other: self.snapfs.allow_other.unwrap_or(false),
+            group: self.snapfs.group.filter(|g| !g.is_empty()),
             max_restore_bytes: match self.storage.max_restore_bytes {
                 Some(0) => {
                     bail!("storage.max_restore_bytes must be at least 1 (unset it for the default)")
@@ -855,6 +884,14 @@ fn scalar_to_string(value: Value) -> Option<String> {
         Value::String(s) => Some(s),
         other => Some(other.to_string()),
     }
+}
+
+/// A section left empty (`service:` with only comments under it) is YAML's null:
+/// the same as no section.
+fn null_as_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -990,6 +1027,32 @@ mod tests {
         assert_eq!(config.snapshots_path, PathBuf::from("/env/snaps"));
         assert_eq!(config.api_key.as_deref(), Some("from-flag"));
         assert_eq!(config.http, Some("127.0.0.1:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_packaged_config_loads_with_its_empty_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, include_str!("../packaging/config.yaml")).unwrap();
+        let flags = Flags {
+            config_file: Some(file),
+            ..Flags::default()
+        };
+        let config = load(&flags, vec![]).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/snapfs"));
+        assert_eq!(config.mount, Some(PathBuf::from("/mnt/snapfs")));
+        assert!(config.allow_other);
+        assert_eq!(config.group.as_deref(), Some("snapfs"));
+        assert_eq!(config.http, None);
+        // The flags alone say the same.
+        let flags = Flags {
+            allow_other: true,
+            group: Some("ops".into()),
+            ..Flags::default()
+        };
+        let config = load(&flags, vec![]).unwrap();
+        assert!(config.allow_other);
+        assert_eq!(config.group.as_deref(), Some("ops"));
     }
 
     #[test]

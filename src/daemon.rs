@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+pub mod access;
 mod systemd;
 
 use crate::api;
@@ -82,7 +83,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let mode = std::fs::metadata(dir)?.permissions().mode();
-        if mode & 0o077 != 0 {
+        // With snapfs.group, the data directory is the group's to pass through
+        // (0710) to reach the socket.
+        let shared = config.group.is_some() && dir == &config.data_dir && mode & 0o777 == 0o710;
+        if mode & 0o077 != 0 && !shared {
             tracing::warn!(
                 dir = %dir.display(),
                 mode = format!("{:o}", mode & 0o777),
@@ -91,6 +95,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let _lock = DataDirLock::acquire(&config.storage_path)?;
+    let granted = access::resolve(&config)?;
     // Messages to TCP and gRPC clients name these by their config keys.
     let mut private = vec![
         (config.storage_path.clone(), "storage.storage_path"),
@@ -144,7 +149,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(serve(&config, mount_point));
+    let result = runtime.block_on(serve(&config, mount_point, granted));
     runtime.shutdown_timeout(BLOCKING_WORK_LIMIT);
     let _ = std::fs::remove_file(&config.socket);
     result
@@ -181,12 +186,16 @@ fn raise_file_limit() {
 /// Open the storage, serve, and close the storage on every way out: a clean stop
 /// and an error alike flush every shard and keep its clock, so the next start does
 /// not take unchanged shards for changed ones.
-async fn serve(config: &Config, mount_point: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    config: &Config,
+    mount_point: Option<PathBuf>,
+    granted: access::Access,
+) -> anyhow::Result<()> {
     let storage = {
         let path = config.storage_path.clone();
         tokio::task::spawn_blocking(move || Storage::open(&path)).await??
     };
-    let result = serve_storage(config, &storage, mount_point).await;
+    let result = serve_storage(config, &storage, mount_point, granted).await;
     let closing = storage.clone();
     tokio::task::spawn_blocking(move || closing.shutdown()).await?;
     match &result {
@@ -200,6 +209,7 @@ async fn serve_storage(
     config: &Config,
     storage: &Arc<Storage>,
     mount_point: Option<PathBuf>,
+    granted: access::Access,
 ) -> anyhow::Result<()> {
     storage.stage_restores_in(&config.temp_path)?;
     if let Some(bytes) = config.max_restore_bytes {
@@ -298,6 +308,9 @@ async fn serve_storage(
     // with their connections.
     let mut servers = tokio::task::JoinSet::new();
     let unix = server::bind_unix(&config.socket)?;
+    if let Some(gid) = granted.socket_group {
+        access::share_socket(&config.socket, &config.data_dir, gid)?;
+    }
     servers.spawn(server::serve(
         unix,
         router.clone(),
@@ -354,8 +367,10 @@ async fn serve_storage(
             );
             let runtime = tokio::runtime::Handle::current();
             Some(
-                tokio::task::spawn_blocking(move || crate::fs::mount::mount(core, runtime, &path))
-                    .await??,
+                tokio::task::spawn_blocking(move || {
+                    crate::fs::mount::mount(core, runtime, &path, granted.mount)
+                })
+                .await??,
             )
         }
         None => None,

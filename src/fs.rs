@@ -68,6 +68,9 @@ pub struct Attr {
     /// The attributes change without notice (live files, generated files): the
     /// kernel must ask every time.
     pub volatile: bool,
+    /// The user and group an upload belongs to (whoever created it); `None`: the
+    /// mount's owner and group.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// What `open` decided.
@@ -343,6 +346,7 @@ impl SnapFs {
                 perm,
                 nlink: 2,
                 volatile: false,
+                owner: None,
             });
         }
         match node {
@@ -397,6 +401,7 @@ impl SnapFs {
                 };
                 Ok(Attr {
                     perm,
+                    owner: self.recover.owner(scope, name),
                     ..file_attr(ino, size, SystemTime::now(), true)
                 })
             }
@@ -717,6 +722,7 @@ fn file_attr(ino: u64, size: u64, mtime: SystemTime, volatile: bool) -> Attr {
         perm: 0o444,
         nlink: 1,
         volatile,
+        owner: None,
     }
 }
 

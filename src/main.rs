@@ -619,6 +619,8 @@ fn doctor(
         data_dir: &config.data_dir,
         socket: &config.socket,
         mount: config.mount.is_some(),
+        allow_other: config.allow_other,
+        group: config.group.as_deref(),
         snapshots_path: &config.snapshots_path,
         s3: config.s3.as_ref(),
         repository: config.repository.as_ref(),

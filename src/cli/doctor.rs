@@ -11,6 +11,10 @@ pub struct Setup<'a> {
     pub data_dir: &'a Path,
     pub socket: &'a Path,
     pub mount: bool,
+    /// `snapfs.allow_other`.
+    pub allow_other: bool,
+    /// `snapfs.group`.
+    pub group: Option<&'a str>,
     pub snapshots_path: &'a Path,
     pub s3: Option<&'a crate::snapshot::store::s3::S3Config>,
     pub repository: Option<&'a crate::snapshot::store::repository::RepositoryConfig>,
@@ -60,6 +64,16 @@ pub fn findings(setup: &Setup) -> Vec<Finding> {
     let mut out = vec![fuse_device(Path::new("/dev/fuse"))];
     if setup.mount {
         out.push(mount_rights());
+        if setup.allow_other {
+            let conf = std::fs::read_to_string(crate::daemon::access::FUSE_CONF).ok();
+            out.push(allow_other(
+                crate::daemon::access::mounts_directly(),
+                conf.as_deref(),
+            ));
+        }
+    }
+    if let Some(name) = setup.group {
+        out.push(group(name));
     }
     out.extend(data_dir(setup.data_dir));
     out.push(socket(setup.socket));
@@ -129,8 +143,8 @@ pub fn fuse_device(path: &Path) -> Finding {
 
 fn mount_rights() -> Finding {
     const CHECK: &str = "mounting";
-    if rustix::process::geteuid().is_root() {
-        return ok(CHECK, "running as root: the mount is made directly");
+    if crate::daemon::access::mounts_directly() {
+        return ok(CHECK, "root or CAP_SYS_ADMIN: the mount is made directly");
     }
     let fusermount = ["/usr/bin/fusermount3", "/bin/fusermount3"]
         .iter()
@@ -142,6 +156,48 @@ fn mount_rights() -> Finding {
             CHECK,
             "not root, and no fusermount3",
             "install the `fuse3` package (it provides the setuid fusermount3), or run as root",
+        ),
+    }
+}
+
+/// `allow_other` as an ordinary user needs `user_allow_other` in fuse.conf
+/// (`conf`: its text, `None` when it cannot be read).
+pub fn allow_other(direct: bool, conf: Option<&str>) -> Finding {
+    const CHECK: &str = "allow_other";
+    use crate::daemon::access::{FUSE_CONF, allows_other};
+    if direct {
+        return ok(
+            CHECK,
+            "mounting directly (root or CAP_SYS_ADMIN): other users may be let in",
+        );
+    }
+    match conf {
+        Some(text) if allows_other(text) => ok(CHECK, format!("{FUSE_CONF} has user_allow_other")),
+        _ => bad(
+            Level::Fail,
+            CHECK,
+            format!("mounting through fusermount3, and {FUSE_CONF} has no line `user_allow_other`"),
+            format!(
+                "add the line `user_allow_other` to {FUSE_CONF} (as root), or drop snapfs.allow_other"
+            ),
+        ),
+    }
+}
+
+fn group(name: &str) -> Finding {
+    const CHECK: &str = "group";
+    match crate::daemon::access::group_id(name) {
+        Ok(gid) => ok(
+            CHECK,
+            format!("{name} is gid {gid}: it shares the socket (and the mount with allow_other)"),
+        ),
+        Err(e) => bad(
+            Level::Fail,
+            CHECK,
+            format!("{e:#}"),
+            format!(
+                "create the group (`groupadd --system {name}`) and add its users (`usermod -aG {name} USER`)"
+            ),
         ),
     }
 }
@@ -377,6 +433,23 @@ mod tests {
         assert_eq!(not_char.level, Level::Fail);
         assert_eq!(clock(UNIX_EPOCH).level, Level::Fail);
         assert_eq!(clock(SystemTime::now()).level, Level::Ok);
+    }
+
+    #[test]
+    fn allow_other_without_root_needs_user_allow_other() {
+        assert_eq!(allow_other(true, None).level, Level::Ok);
+        assert_eq!(
+            allow_other(false, Some("user_allow_other\n")).level,
+            Level::Ok
+        );
+        let missing = allow_other(false, Some("#user_allow_other\n"));
+        assert_eq!(missing.level, Level::Fail);
+        assert!(missing.fix.unwrap().contains("user_allow_other"));
+        assert_eq!(allow_other(false, None).level, Level::Fail);
+        assert_eq!(group("root").level, Level::Ok);
+        let unknown = group("snapfs-no-such-group");
+        assert_eq!(unknown.level, Level::Fail);
+        assert!(unknown.fix.unwrap().contains("groupadd"));
     }
 
     #[test]

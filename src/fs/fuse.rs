@@ -43,8 +43,7 @@ thread_local! {
 pub struct FuseAdapter {
     core: Arc<SnapFs>,
     runtime: tokio::runtime::Handle,
-    uid: u32,
-    gid: u32,
+    owners: Owners,
     passthrough: bool,
     /// Passthrough backing files, one per inode while any handle of it is open
     /// (the kernel requires every open of an inode to share it).
@@ -58,14 +57,18 @@ struct Backings {
 }
 
 impl FuseAdapter {
-    pub fn new(core: Arc<SnapFs>, runtime: tokio::runtime::Handle) -> Self {
-        let uid = rustix::process::getuid().as_raw();
-        let gid = rustix::process::getgid().as_raw();
+    pub fn new(core: Arc<SnapFs>, runtime: tokio::runtime::Handle, access: MountAccess) -> Self {
+        let owners = Owners {
+            uid: rustix::process::getuid().as_raw(),
+            gid: access
+                .group
+                .unwrap_or_else(|| rustix::process::getgid().as_raw()),
+            shared: access.allow_other,
+        };
         FuseAdapter {
             core,
             runtime,
-            uid,
-            gid,
+            owners,
             passthrough: false,
             backings: Arc::default(),
         }
@@ -78,7 +81,43 @@ impl FuseAdapter {
     }
 }
 
-fn to_file_attr(attr: &Attr, uid: u32, gid: u32) -> FileAttr {
+/// Who may use the mount besides the daemon's user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MountAccess {
+    /// Mounted with `allow_other` and `default_permissions`: the kernel lets
+    /// every user in and checks the modes below.
+    pub allow_other: bool,
+    /// The group the mount's files belong to (default: the daemon's own).
+    pub group: Option<u32>,
+}
+
+/// The owner and group every node shows, and whether the group shares the
+/// owner's rights.
+#[derive(Debug, Clone, Copy)]
+struct Owners {
+    uid: u32,
+    gid: u32,
+    /// With `allow_other` the modes are real: the group gets the owner's rights
+    /// and everyone else none. Without it only the owner gets in, and the modes
+    /// stay the plain read-only ones.
+    shared: bool,
+}
+
+impl Owners {
+    fn mode(&self, perm: u16) -> u16 {
+        if self.shared {
+            let owner = (perm >> 6) & 0o7;
+            owner << 6 | owner << 3
+        } else {
+            perm
+        }
+    }
+}
+
+fn to_file_attr(attr: &Attr, owners: Owners) -> FileAttr {
+    // An upload belongs to whoever created it, so their own chmod or utimes on it
+    // (cp -p, rsync) passes the kernel's owner check.
+    let (uid, gid) = attr.owner.unwrap_or((owners.uid, owners.gid));
     FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
@@ -91,7 +130,7 @@ fn to_file_attr(attr: &Attr, uid: u32, gid: u32) -> FileAttr {
             FileKind::Directory => FileType::Directory,
             FileKind::File => FileType::RegularFile,
         },
-        perm: attr.perm,
+        perm: owners.mode(attr.perm),
         nlink: attr.nlink,
         uid,
         gid,
@@ -146,13 +185,13 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
-        let (uid, gid) = (self.uid, self.gid);
+        let owners = self.owners;
         self.spawn(move |core| {
             match name_str(&name).and_then(|name| core.lookup(parent.0, name)) {
                 Ok(attr) => reply.entry_with_ttls(
                     &attr_ttl(&attr),
                     &ENTRY_TTL,
-                    &to_file_attr(&attr, uid, gid),
+                    &to_file_attr(&attr, owners),
                     Generation(0),
                 ),
                 Err(err) => answer!(reply, "lookup", err),
@@ -166,9 +205,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let (uid, gid) = (self.uid, self.gid);
+        let owners = self.owners;
         self.spawn(move |core| match core.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(attr) => reply.attr(&attr_ttl(&attr), &to_file_attr(&attr, uid, gid)),
+            Ok(attr) => reply.attr(&attr_ttl(&attr), &to_file_attr(&attr, owners)),
             Err(err) => answer!(reply, "getattr", err),
         });
     }
@@ -194,9 +233,9 @@ impl Filesystem for FuseAdapter {
         if self.core.is_upload(ino.0) && size.is_none() {
             // rsync and cp -p set times and modes on the file they upload; they mean
             // nothing for a snapshot to restore, and refusing them would fail the copy.
-            let (uid, gid) = (self.uid, self.gid);
+            let owners = self.owners;
             return self.spawn(move |core| match core.getattr(ino.0, None) {
-                Ok(attr) => reply.attr(&VOLATILE_ATTR_TTL, &to_file_attr(&attr, uid, gid)),
+                Ok(attr) => reply.attr(&VOLATILE_ATTR_TTL, &to_file_attr(&attr, owners)),
                 Err(err) => answer!(reply, "setattr", err),
             });
         }
@@ -584,7 +623,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -593,12 +632,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let name = name.to_owned();
-        let (uid, gid) = (self.uid, self.gid);
+        let owners = self.owners;
+        let creator = (req.uid(), req.gid());
         self.spawn(move |core| {
-            match name_str(&name).and_then(|name| core.create(parent.0, name)) {
+            match name_str(&name).and_then(|name| core.create(parent.0, name, creator)) {
                 Ok((attr, fh)) => reply.created(
                     &VOLATILE_ATTR_TTL,
-                    &to_file_attr(&attr, uid, gid),
+                    &to_file_attr(&attr, owners),
                     Generation(0),
                     FileHandle(fh),
                     // Uploads bypass the page cache: every byte comes to us, in order.

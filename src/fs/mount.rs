@@ -14,7 +14,7 @@ use fuser::{Config, MountOption, SessionACL};
 use rustix::mount::UnmountFlags;
 
 use super::SnapFs;
-use super::fuse::{FuseAdapter, READAHEAD};
+use super::fuse::{FuseAdapter, MountAccess, READAHEAD};
 
 /// fuser worker threads reading kernel requests. Slow work goes to the blocking
 /// pool anyway; a few readers keep the queue drained while replies are written.
@@ -135,11 +135,14 @@ pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
 }
 
-/// Mount `core` at the (prepared) `mount_point` and wait until it answers.
+/// Mount `core` at the (prepared) `mount_point` and wait until it answers. With
+/// `access.allow_other`, every user may come in and the kernel checks the modes
+/// the mount shows (`default_permissions`); else the mount is its owner's only.
 pub fn mount(
     core: Arc<SnapFs>,
     runtime: tokio::runtime::Handle,
     mount_point: &Path,
+    access: MountAccess,
 ) -> anyhow::Result<Mounted> {
     let mut config = Config::default();
     config.mount_options = vec![
@@ -151,10 +154,17 @@ pub fn mount(
         // Largest read per request; the kernel caps it at 256 pages (1 MiB).
         MountOption::CUSTOM(format!("max_read={READAHEAD}")),
     ];
-    config.acl = SessionACL::Owner;
+    config.acl = if access.allow_other {
+        // Without default_permissions, allow_other would let everyone do
+        // whatever the daemon allows its owner.
+        config.mount_options.push(MountOption::DefaultPermissions);
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     config.n_threads = Some(FUSE_THREADS);
     config.clone_fd = true;
-    let adapter = FuseAdapter::new(core, runtime);
+    let adapter = FuseAdapter::new(core, runtime, access);
     let session = fuser::Session::new(adapter, mount_point, &config)
         .with_context(|| format!("cannot mount at {}", mount_point.display()))?;
     let session = session.spawn().context("cannot start the FUSE session")?;

@@ -38,6 +38,8 @@ pub enum EntryKind {
 /// A file being written into a recover directory.
 pub struct UploadEntry {
     size: AtomicU64,
+    /// Who created it (user, group): shown as its owner while it is written.
+    owner: (u32, u32),
     body: Mutex<Body>,
 }
 
@@ -202,6 +204,12 @@ impl RecoverDirs {
         out
     }
 
+    /// The user and group that created the upload `name`, while it is one.
+    pub fn owner(&self, scope: &Scope, name: &str) -> Option<(u32, u32)> {
+        let dirs = self.dirs.lock().unwrap();
+        Some(dirs.get(scope)?.uploads.get(name)?.owner)
+    }
+
     pub fn lookup(&self, scope: &Scope, name: &str) -> Option<EntryKind> {
         self.entries(scope)
             .into_iter()
@@ -216,6 +224,7 @@ impl RecoverDirs {
         &self,
         scope: &Scope,
         name: &str,
+        owner: (u32, u32),
         begin: impl FnOnce(Option<(String, String)>, Option<String>) -> Result<Intake, StorageError>,
     ) -> FsResult<Upload> {
         if name.ends_with(ERROR_EXT) {
@@ -247,6 +256,7 @@ impl RecoverDirs {
         };
         let entry = Arc::new(UploadEntry {
             size: AtomicU64::new(0),
+            owner,
             body: Mutex::new(body),
         });
         let replaced = self

@@ -15,22 +15,26 @@ use crate::snapshot::{Scope, restore};
 use crate::storage::StorageError;
 
 impl SnapFs {
-    /// `create` in a recover/ directory: an upload (or a checksum sidecar) starts.
-    pub fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
+    /// `create` in a recover/ directory: an upload (or a checksum sidecar) starts,
+    /// owned by `creator` (user, group) while it is written.
+    pub fn create(&self, parent: u64, name: &str, creator: (u32, u32)) -> FsResult<(Attr, u64)> {
         let node = self.node(parent)?;
         let Node::Recover(scope) = node else {
             return Err(self.refuse_change(parent));
         };
         self.ns.check_scope(&scope)?;
         let storage = self.ns.storage().clone();
-        let upload = self.recover.create(&scope, name, |shown_as, checksum| {
-            restore::begin(&storage, shown_as, checksum)
-        })?;
+        let upload = self
+            .recover
+            .create(&scope, name, creator, |shown_as, checksum| {
+                restore::begin(&storage, shown_as, checksum)
+            })?;
         let entry = Node::RecoverEntry(scope, name.to_string());
         let ino = self.remember_node(&entry);
         let fh = self.handles.insert(Handle::Upload(Box::new(upload)));
         let attr = Attr {
             perm: 0o644,
+            owner: Some(creator),
             ..file_attr(ino, 0, SystemTime::now(), true)
         };
         Ok((attr, fh))

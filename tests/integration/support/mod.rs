@@ -556,13 +556,36 @@ impl MountedDaemon {
         Self::start_full(&[], env)
     }
 
+    /// As `start`, in a temp dir other users may pass through (mode 0755), so
+    /// the mount and the socket are theirs to reach as the daemon allows.
+    pub fn start_reachable(extra: &[&str]) -> MountedDaemon {
+        Self::start_in_temp(extra, &[], 0o755)
+    }
+
     fn start_full(extra: &[&str], env: &[(&str, &str)]) -> MountedDaemon {
+        Self::start_in_temp(extra, env, 0o700)
+    }
+
+    fn start_in_temp(extra: &[&str], env: &[(&str, &str)], mode: u32) -> MountedDaemon {
+        use std::os::unix::fs::PermissionsExt;
         let temp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(mode)).unwrap();
         let mnt = temp.path().join("mnt");
         let mut args = vec!["--mount", mnt.to_str().unwrap()];
         args.extend_from_slice(extra);
         let mut daemon = Daemon::start_in(&temp.path().join("data"), &args, env);
         daemon._temp = Some(temp);
+        // The socket answers a moment before the mount is up ("snapfs ready"
+        // follows both).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !daemon.log().contains("snapfs ready") {
+            assert!(
+                Instant::now() < deadline,
+                "not ready; log:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(is_mounted(&mnt), "not mounted; log:\n{}", daemon.log());
         MountedDaemon { daemon, mnt }
     }
