@@ -21,6 +21,7 @@ pub mod demo;
 pub mod fetch;
 pub mod fs;
 pub mod grpc;
+pub mod host;
 pub mod metrics;
 pub mod service;
 pub mod snapshot;

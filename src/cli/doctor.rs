@@ -65,11 +65,8 @@ pub fn findings(setup: &Setup) -> Vec<Finding> {
     if setup.mount {
         out.push(mount_rights());
         if setup.allow_other {
-            let conf = std::fs::read_to_string(crate::daemon::access::FUSE_CONF).ok();
-            out.push(allow_other(
-                crate::daemon::access::mounts_directly(),
-                conf.as_deref(),
-            ));
+            let conf = std::fs::read_to_string(crate::host::FUSE_CONF).ok();
+            out.push(allow_other(crate::host::mounts_directly(), conf.as_deref()));
         }
     }
     if let Some(name) = setup.group {
@@ -143,7 +140,7 @@ pub fn fuse_device(path: &Path) -> Finding {
 
 fn mount_rights() -> Finding {
     const CHECK: &str = "mounting";
-    if crate::daemon::access::mounts_directly() {
+    if crate::host::mounts_directly() {
         return ok(CHECK, "root or CAP_SYS_ADMIN: the mount is made directly");
     }
     let fusermount = ["/usr/bin/fusermount3", "/bin/fusermount3"]
@@ -164,7 +161,7 @@ fn mount_rights() -> Finding {
 /// (`conf`: its text, `None` when it cannot be read).
 pub fn allow_other(direct: bool, conf: Option<&str>) -> Finding {
     const CHECK: &str = "allow_other";
-    use crate::daemon::access::{FUSE_CONF, allows_other};
+    use crate::host::{FUSE_CONF, allows_other};
     if direct {
         return ok(
             CHECK,
@@ -186,7 +183,7 @@ pub fn allow_other(direct: bool, conf: Option<&str>) -> Finding {
 
 fn group(name: &str) -> Finding {
     const CHECK: &str = "group";
-    match crate::daemon::access::group_id(name) {
+    match crate::host::group_id(name) {
         Ok(gid) => ok(
             CHECK,
             format!("{name} is gid {gid}: it shares the socket (and the mount with allow_other)"),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// layers only; modules of one layer never name each other.
 const LAYERS: &[&[&str]] = &[
     // Leaves: name nothing of the crate.
-    &["metrics", "fetch", "client"],
+    &["metrics", "fetch", "client", "host"],
     &["storage"],
     &["snapshot", "demo"],
     &["backup"],
