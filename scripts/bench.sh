@@ -12,7 +12,10 @@
 #  4. stored snapshot creation (POST …/snapshots) of the big collection; reference:
 #     `cp` of the resulting snapshot file.
 #  5. the daemon's anonymous memory (RssAnon) peak while streaming the big snapshot,
-#     and its peak RSS (VmHWM) over the whole run.
+#     and its peak RSS (VmHWM) over the whole run. Besides, every section prints the
+#     daemon's RssAnon peak over its own span (sampled every 0.1 s through the run),
+#     and so does the bulk load with its index build (the bar against Qdrant's peak
+#     for the same load is scripts/bench-memory.sh).
 #  6. upsert acknowledgement latency (p50/p99 of single-point upserts) while idle and
 #     while a snapshot of the big collection streams (a slow reader holding the freeze).
 #  7. the mount: `cp mnt/live/big.snapshot /dev/null` (a new state each time, which
@@ -72,7 +75,10 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench.XXXXXX")
 pid=
 moto_pid=
 ceiling_pid=
+run_sampler=
 cleanup() {
+  rm -f "$work/daemon.pid"
+  [ -n "$run_sampler" ] && kill "$run_sampler" 2>/dev/null
   [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null
   stop_daemon "$ceiling_pid" "$work/ceiling" 5
   stop_daemon "$pid" "$work/mnt"
@@ -89,12 +95,28 @@ SNAPFS_LOG=warn,snapfs::snapshot::restore=info,snapfs::snapshot::partial=info SN
 pid=$!
 wait_daemon "$SNAPFS_SOCKET" || true
 url=http://localhost
+# The daemon's RssAnon through the whole run, every 0.1 s, whichever daemon serves
+# (section 10 restarts it: it rewrites daemon.pid); each section prints its peak.
+echo "$pid" >"$work/daemon.pid"
+( while [ -e "$work/daemon.pid" ]; do
+    p=$(cat "$work/daemon.pid" 2>/dev/null) && rss_anon "$p" 2>/dev/null
+    sleep 0.1
+  done ) >"$work/anon-run.log" &
+run_sampler=$!
+section_mark=0
+section_start() { section_mark=$(wc -l <"$work/anon-run.log"); }
+section_peak() {
+  local peak
+  peak=$(tail -n +"$((section_mark + 1))" "$work/anon-run.log" | sort -n | tail -1)
+  [ -n "$peak" ] && python3 -c "print(f'section $1: daemon RssAnon peak {$peak/1024:.0f} MiB')" || true
+}
 mnt=$work/mnt
 # Best of three runs each: the machine is small and shared, the minimum is the least noisy.
 best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 
 if want 1 || want 6; then
+section_start
 echo "== 1. upsert throughput"
 "$BIN" collections create bench --dim "$DIM" >/dev/null
 t0=$(now); "$BIN" points generate bench --count "$POINTS" --dim "$DIM" --batch "$BATCH" >/dev/null; t1=$(now)
@@ -102,10 +124,12 @@ head -c $((POINTS * DIM * 4)) /dev/urandom >"$work/raw.bin"; cat "$work/raw.bin"
 r0=$(now); cp "$work/raw.bin" "$work/raw-copy.bin"; r1=$(now); rm -f "$work/raw.bin" "$work/raw-copy.bin"
 up=$(secs "$t0" "$t1"); ref=$(secs "$r0" "$r1")
 python3 -c "print(f'upsert {$POINTS} x {$DIM}-dim in batches of {$BATCH}: {$up} s = {$POINTS/$up:,.0f} points/s ({$POINTS*$DIM*4/1e6/$up:.1f} MB/s of vectors); cp of the same raw bytes: {$ref} s')"
+section_peak 1
 
 fi
 
 echo "== building a ${BIG_MB} MB collection (${BIG_POINTS} x ${BIG_DIM}-dim) and a 10 MB one"
+section_start
 "$BIN" collections create big --dim $BIG_DIM >/dev/null
 "$BIN" points generate big --count "$BIG_POINTS" --dim $BIG_DIM --batch 250 >/dev/null
 anon_loaded=$(rss_anon); sleep 5; anon_loaded_later=$(rss_anon)
@@ -135,8 +159,10 @@ for _ in $(seq 1 1800); do
 done
 shard=$work/data/storage/collections/big/0
 echo "big shard on disk: $(du -sh --apparent-size "$shard" | cut -f1) apparent, $(du -sh "$shard" | cut -f1) allocated"
+section_peak "bulk load and index build"
 
 if want 2 || want 5; then
+section_start
 echo "== 2. streaming a live snapshot (warm cache)"
 curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/big/shards/0/snapshot -o /dev/null   # warm
 anon_before=$(rss_anon); peak_anon=$anon_before
@@ -152,10 +178,12 @@ for _ in 1 2 3; do
 done
 stream=$(best "${runs_s[@]}"); tar_plain=$(best "${runs_a[@]}"); tar_sparse=$(best "${runs_b[@]}")
 python3 -c "print(f'live snapshot over HTTP: {$size/1e6:.0f} MB in {$stream} s ({$size/1e6/$stream:.0f} MB/s); tar -cf | cat: {$tar_plain} s; tar -cSf | cat: {$tar_sparse} s; ratio snapfs/tar-cf = {$stream/$tar_plain:.2f}, snapfs/tar-cSf = {$stream/$tar_sparse:.2f}')"
+section_peak 2
 
 fi
 
 if want 3; then
+section_start
 echo "== 3. time to first byte"
 for c in small big; do
   ttfb=$(curl -s --unix-socket "$SNAPFS_SOCKET" $url/collections/$c/shards/0/snapshot -o /dev/null -w '%{time_starttransfer}')
@@ -167,26 +195,32 @@ for c in small big; do
   echo "$c: first byte after ${ttfb} s settled; right after an upsert: ${after[*]} s (bar: < 0.050)"
 done
 
+section_peak 3
 fi
 
 if want 4 || want 7 || want 8; then
+section_start
 echo "== 4. stored snapshot creation"
 c0=$(now); name=$(curl -s --unix-socket "$SNAPFS_SOCKET" -X POST $url/collections/big/snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["name"])'); c1=$(now)
 stored=$work/data/snapshots/big/$name
 cat "$stored" >/dev/null
 d0=$(now); cp "$stored" "$work/copy.snapshot"; d1=$(now); rm -f "$work/copy.snapshot"
 python3 -c "print(f'POST /collections/big/snapshots: {$(secs "$c0" "$c1")} s for {$(stat -c %s "$stored")/1e6:.0f} MB (streamed, hashed, fsynced); cp of that file: {$(secs "$d0" "$d1")} s')"
+section_peak 4
 
 fi
 
 if want 5; then
+section_start
 echo "== 5. memory"
 python3 -c "print(f'daemon RssAnon: {$anon_before/1024:.0f} MiB before streaming, peak {$peak_anon/1024:.0f} MiB while streaming {$size/1e6:.0f} MB')"
 echo "daemon peak RSS (VmHWM, whole run, file-backed mmap pages included): $(awk '/VmHWM/ {print int($2/1024)}' /proc/$pid/status) MiB"
 
+section_peak 5
 fi
 
 if want 6; then
+section_start
 echo "== 6. upsert acknowledgement latency"
 idle=$(python3 scripts/bench_latency.py "$SNAPFS_SOCKET" bench "$DIM" 300 1000000)
 curl -s --unix-socket "$SNAPFS_SOCKET" --limit-rate 20M $url/collections/bench/shards/0/snapshot -o /dev/null &
@@ -196,9 +230,11 @@ busy=$(python3 scripts/bench_latency.py "$SNAPFS_SOCKET" bench "$DIM" 300 200000
 kill $slow 2>/dev/null || true; wait $slow 2>/dev/null || true
 echo "idle: p50/p99 = ${idle// / / } ms; while a snapshot streams: p50/p99 = ${busy// / / } ms"
 
+section_peak 6
 fi
 
 if want 7; then
+section_start
 echo "== 7. the mount"
 big_dir=$work/data/storage/collections/big
 msize=$(stat -c %s "$mnt/live/big.snapshot")
@@ -250,9 +286,11 @@ ttfb_big=$(python3 -c "
 import time; t=time.perf_counter(); f=open('$mnt/live/big.snapshot','rb'); f.read(1); print(f'{time.perf_counter()-t:.4f}')")
 echo "first byte through the mount (open + read 1 byte): small ${ttfb} s, big ${ttfb_big} s"
 
+section_peak 7
 fi
 
 if want 8; then
+section_start
 echo "== 8. restore"
 for rc in mid big; do
 if [ $rc = mid ]; then
@@ -288,9 +326,11 @@ echo "runs (s): cp ${runs_fs[*]} | upload ${runs_http[*]} | tar -xf ${runs_tar[*
 sed 's/\x1b\[[0-9;]*m//g' "$work/daemon.log" | grep ' restored ' | grep -o 'collection="[^"]*".*switched_ms=[0-9]*' | sed 's/sha256=[0-9a-f]* //' | tail -6 || true
 python3 -c "print(f'restore of a {$(stat -c %s "$stored")/1e6:.0f} MB snapshot ({$want} points), checksum verified, medians of 3: cp into recover/ {$via_fs} s, snapfs recover (upload) {$via_http} s; tar -xf of the same archive {$untar} s, tar -xf then sync {$untar_sync} s; ratios to tar -xf {$via_fs/$untar:.2f} / {$via_http/$untar:.2f}, to tar -xf + sync {$via_fs/$untar_sync:.2f} / {$via_http/$untar_sync:.2f}')"
 done
+section_peak 8
 fi
 
 if want 9; then
+section_start
 echo "== 9. partial snapshots"
 command -v restic >/dev/null || { apt-get install -y -qq restic >/dev/null 2>&1 || true; }
 key=$SNAPFS_API_KEY
@@ -391,9 +431,11 @@ after=$(lat "")
 after_files=$(lat "?format=files")
 echo "manifest latency: unchanged shard ${unchanged} s (content form ${unchanged_files} s); after one upsert ${after} s (content form ${after_files} s)"
 stop_daemon "$pid_b"
+section_peak 9
 fi
 
 if want 11 && want 1; then
+section_start
 echo "== 11. a verified snapshot file in hand: Qdrant's flow and the mount's"
 runs_q=(); runs_m=(); runs_ref=(); runs_create=(); runs_get=(); runs_cat=()
 for i in 1 2 3; do
@@ -423,16 +465,20 @@ qflow=$(best "${runs_q[@]}"); mflow=$(best "${runs_m[@]}"); ref=$(best "${runs_r
 python3 -c "print(f'{$qsize/1e6:.0f} MB: POST ?wait=true + GET + sha256sum {$qflow} s; cp live/bench.snapshot + sha256sum -c {$mflow} s; cp + sync of the same bytes {$ref} s; ratios to cp+sync {$qflow/$ref:.2f} and {$mflow/$ref:.2f} (Qdrant 1.18.3: ~6.2; bars: <= 3.1 and <= 2.1)')"
 qcreate=$(best "${runs_create[@]}"); qget=$(best "${runs_get[@]}"); qcat=$(best "${runs_cat[@]}")
 python3 -c "print(f'the server side of that flow: create {$qcreate} s = {$qcreate/$ref:.2f}x cp+sync (bar <= 1.3); GET into a file {$qget} s vs cat of the same file into a file {$qcat} s = {$qget/$qcat:.2f}x (bar: page-cache speed)')"
+section_peak 11
 fi
 
 if want 12; then
+section_start
 echo "== 12. memory after bulk loading"
 python3 -c "print(f'RssAnon after loading {$BIG_MB} MB in batches of 250: {$anon_loaded/1024:.1f} MiB, 5 s later {$anon_loaded_later/1024:.1f} MiB')"
 [ -n "${anon_mid:-}" ] && python3 -c "print(f'RssAnon after loading {$MID_MB} MB more in batches of 1000: {$anon_mid/1024:.1f} MiB, 5 s later {$anon_mid_later/1024:.1f} MiB')"
 echo "daemon peak RSS (VmHWM, whole run, file-backed mmap pages included): $(awk '/VmHWM/ {print int($2/1024)}' /proc/$pid/status) MiB"
+section_peak 12
 fi
 
 if want 10; then
+section_start
 echo "== 10. S3: stored snapshots streamed to and from an S3-compatible server"
 venv=$PWD/target/moto-venv
 if ! "$venv/bin/python" -c 'import moto.server, boto3' 2>/dev/null; then
@@ -462,6 +508,7 @@ SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ACCESS_KEY=bench \
 SNAPFS__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__SECRET_KEY=bench-secret \
 SNAPFS_LOG=warn "$BIN" serve --data-dir "$work/data" --mount "$mnt" 2>"$work/daemon-s3.log" &
 pid=$!
+echo "$pid" >"$work/daemon.pid"
 wait_daemon "$SNAPFS_SOCKET" "$mnt" || true
 sleep 1
 anon_idle=$(rss_anon)
@@ -489,4 +536,5 @@ stop_sampler
 anon_cp=$(sort -n "$work/anon-s3cp.log" | tail -1)
 http=$(secs "$h0" "$h1"); cpm=$(secs "$m0" "$m1")
 python3 -c "print(f'download from S3: HTTP GET {$http} s, cp out of the mount {$cpm} s (RssAnon peak {$anon_cp/1024:.1f} MiB); boto3 download_fileobj {$ref_get} s; ratios {$http/$ref_get:.2f} and {$cpm/$ref_get:.2f}')"
+section_peak 10
 fi

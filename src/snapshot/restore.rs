@@ -2,11 +2,13 @@
 //! unpacked while it arrives ([`super::intake`]: whole-file SHA-256, the embedded
 //! manifest's digests, only files and directories at safe paths) into a hidden
 //! staging directory beside the collections. Then, one restore per collection at a
-//! time, everything is checked before live state is touched: the checksum, the
-//! layout (config, shard directories, segments in either of Qdrant's formats) and
-//! every shard opened with the engine there. Only then does the storage swap it in
-//! (a journaled pair of renames). On any failure the staging directory is removed
-//! and the collection is as it was.
+//! time, everything is checked before live state is touched: the checksum and the
+//! layout (config, shard directories, segments in either of Qdrant's formats).
+//! Then the storage swaps it in (a journaled pair of renames) and the engine opens
+//! it there, once: the open is the last check, and the switch commits only when it
+//! succeeded (until then a failure, or a crash, puts the old state back). Nothing
+//! moves after the open, so the engine is never opened twice. On any failure the
+//! staging directory is removed and the collection is as it was.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,7 +25,7 @@ use crate::storage::cache_pin::CachePin;
 use crate::storage::collection::CONFIG_FILE;
 use crate::storage::switch::ShardReplacement;
 use crate::storage::sync_filesystem;
-use crate::storage::{Collection, CollectionConfig, Result, Storage, StorageError};
+use crate::storage::{CollectionConfig, Result, Storage, StorageError};
 
 pub mod full;
 
@@ -114,25 +116,15 @@ pub async fn restore_shard(
     received: Received,
     checksum: Option<String>,
 ) -> Result<Restored> {
-    let collection = storage.collection(name)?;
-    collection.shard(id)?;
-    let edge = collection.config().edge_config()?;
-    drop(collection);
-    run_restore(
-        storage,
-        name,
-        Target::Shard(id, Box::new(edge)),
-        received,
-        checksum,
-    )
-    .await
+    storage.collection(name)?.shard(id)?;
+    run_restore(storage, name, Target::Shard(id), received, checksum).await
 }
 
 /// What a restore replaces.
 enum Target {
     Collection,
-    /// A shard, checked against its collection's engine config.
-    Shard(u32, Box<qdrant_edge::EdgeConfig>),
+    /// A shard (the switch opens it with its collection's engine config).
+    Shard(u32),
 }
 
 /// The steps every restore shares: serialize per collection, check in staging on a
@@ -146,7 +138,7 @@ async fn run_restore(
 ) -> Result<Restored> {
     let shard = match &target {
         Target::Collection => None,
-        Target::Shard(id, _) => Some(*id),
+        Target::Shard(id) => Some(*id),
     };
     let _turn = storage.restore_turn(name).await;
     let _metric = crate::metrics::RecoveryRunning::start(name);
@@ -172,7 +164,7 @@ async fn run_restore(
                 Target::Collection => {
                     prepare_collection(received.staging(), &name_owned, state_time)?
                 }
-                Target::Shard(_, edge) => prepare_shard(received.staging(), *edge)?,
+                Target::Shard(_) => prepare_shard(received.staging())?,
             };
             Ok::<_, StorageError>((received, pin))
         })
@@ -191,7 +183,8 @@ async fn run_restore(
                     staged: staging,
                     state_time: Some(state_time),
                     keep_pending: false,
-                    checked: true,
+                    // Opened once, where it will live; committed when it opened.
+                    checked: false,
                     opened: None,
                 };
                 storage.replace_shard(name, id, new).await
@@ -241,9 +234,9 @@ fn refuse_partial(received: &Received) -> Result<()> {
     Ok(())
 }
 
-/// Check a staged shard snapshot and open it with the collection's config (which
-/// refuses other vector names or sizes). Blocking.
-fn prepare_shard(staging: &Path, edge: qdrant_edge::EdgeConfig) -> Result<CachePin> {
+/// Check a staged shard snapshot's layout. The switch opens it with the collection's
+/// config (which refuses other vector names or sizes). Blocking.
+fn prepare_shard(staging: &Path) -> Result<CachePin> {
     if staging.join(CONFIG_FILE).exists() || staging.join("0").is_dir() {
         return Err(SnapshotError::invalid(
             "this is a collection snapshot, not a shard snapshot: restore it into the collection (collections/<c>/recover/ or recover/<c>.snapshot)",
@@ -256,14 +249,9 @@ fn prepare_shard(staging: &Path, edge: qdrant_edge::EdgeConfig) -> Result<CacheP
     }
     let _ = fs_err::remove_file(staging.join(super::archive::MANIFEST_NAME));
     normalize_segments(staging).map_err(layout_refusal)?;
-    let engine = qdrant_edge::EdgeShard::load(staging, Some(edge)).map_err(|e| {
-        SnapshotError::invalid(format!(
-            "the shard snapshot does not fit this collection: {e}"
-        ))
-    })?;
-    crate::storage::shard::settle_engine_json(staging)?;
+    // The engine opens it once, where it will live (the switch's check): what is
+    // switched in is durable first.
     let pin = CachePin::pin(staging);
-    drop(engine);
     sync_filesystem(staging)?;
     Ok(pin)
 }
@@ -324,22 +312,15 @@ fn prepare_collection(staging: &Path, name: &str, state_time: u64) -> Result<Cac
             state_time,
         )?;
     }
-    // Every shard must open with the engine before the collection is switched.
-    let started = Instant::now();
-    let collection = Collection::open(staging, name)
-        .map_err(|e| SnapshotError::invalid(format!("the snapshot's shards do not open: {e}")))?;
-    let opened = started.elapsed();
+    // Every shard opens with the engine once, where it will live, and the switch
+    // commits only then (`Storage::replace_collection`). What is switched in is
+    // durable first.
     let pin = CachePin::pin(staging);
-    collection.shutdown();
-    drop(collection);
-    let closed = started.elapsed();
-    // One sync, after the engine wrote its files: what is switched in is durable.
+    let started = Instant::now();
     sync_filesystem(staging)?;
     tracing::debug!(
         collection = name,
-        open_ms = opened.as_millis() as u64,
-        close_ms = (closed - opened).as_millis() as u64,
-        sync_ms = (started.elapsed() - closed).as_millis() as u64,
+        sync_ms = started.elapsed().as_millis() as u64,
         "staged collection checked"
     );
     Ok(pin)

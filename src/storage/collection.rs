@@ -91,12 +91,15 @@ impl Collection {
     }
 
     pub fn open(dir: &Path, name: &str) -> Result<Self> {
-        let bytes = super::read_bounded(&dir.join(CONFIG_FILE), super::MAX_JSON_FILE)?;
-        let config: CollectionConfig = serde_json::from_slice(&bytes).map_err(|e| {
-            StorageError::internal_from(format!("{}: invalid config.json", dir.display()), e)
-        })?;
-        config.validate()?;
-        Self::assemble(dir, name, config, Shard::open)
+        Self::assemble(dir, name, read_config(dir)?, Shard::open)
+    }
+
+    /// Open a restored collection where it will live, for the first time: each
+    /// shard as [`Shard::open_restored`] (the archive's state time stays).
+    pub fn open_restored(dir: &Path, name: &str) -> Result<Self> {
+        Self::assemble(dir, name, read_config(dir)?, |id, path, pending, edge| {
+            Shard::open_restored(id, path, pending, edge, super::shard::Waiting::new())
+        })
     }
 
     /// Create or open (`make_shard`) every shard, then the collection around them.
@@ -318,4 +321,14 @@ impl Collection {
             shard.close();
         }
     }
+}
+
+/// A collection directory's `config.json`, bounded and validated.
+fn read_config(dir: &Path) -> Result<CollectionConfig> {
+    let bytes = super::read_bounded(&dir.join(CONFIG_FILE), super::MAX_JSON_FILE)?;
+    let config: CollectionConfig = serde_json::from_slice(&bytes).map_err(|e| {
+        StorageError::internal_from(format!("{}: invalid config.json", dir.display()), e)
+    })?;
+    config.validate()?;
+    Ok(config)
 }

@@ -157,14 +157,39 @@ impl Shard {
         config: EdgeConfig,
         waiting: Waiting,
     ) -> Result<Self> {
+        Self::load(id, path, pending_path, config, waiting, true)
+    }
+
+    /// The first load of a restored shard, where it will live: what the load
+    /// rewrites (the archive's WAL replayed) is part of the restored state, whose
+    /// last change is the archive's (its `<id>.clock`), not a change of now.
+    pub fn open_restored(
+        id: u32,
+        path: &Path,
+        pending_path: &Path,
+        config: EdgeConfig,
+        waiting: Waiting,
+    ) -> Result<Self> {
+        Self::load(id, path, pending_path, config, waiting, false)
+    }
+
+    fn load(
+        id: u32,
+        path: &Path,
+        pending_path: &Path,
+        config: EdgeConfig,
+        waiting: Waiting,
+        load_is_change: bool,
+    ) -> Result<Self> {
         settle_engine_json(path)?;
         let before = files_signature(path);
         let engine = EdgeShard::load(path, Some(config)).map_err(|e| {
             StorageError::internal_from(format!("cannot load shard {}", path.display()), e)
         })?;
         settle_engine_json(path)?;
-        // Loading may rewrite files (WAL replay, journal compaction): that is a change.
-        let changed = before != files_signature(path);
+        // Loading may rewrite files (WAL replay, journal compaction): that is a change,
+        // unless the load is a restore's own.
+        let changed = load_is_change && before != files_signature(path);
         Self::start(id, path, pending_path, engine, changed, waiting)
     }
 

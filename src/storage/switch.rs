@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::collection::Collection;
 use super::error::{Result, StorageError};
 use super::shard::{Shard, Waiting, write_restored_clock};
-use super::{Storage, file_name, names, remove_path};
+use super::{SnapshotError, Storage, file_name, names, remove_path, sync_filesystem};
 
 /// What replaces a shard (see [`Storage::replace_shard`]).
 pub struct ShardReplacement {
@@ -71,7 +71,8 @@ impl Storage {
             // In full: it may be in temp_path (joining an absolute path replaces).
             staged: staged.to_string_lossy().into_owned(),
             old: file_name(&old),
-            checked: true,
+            // Opened only where it will live: the switch commits once that worked.
+            checked: false,
         };
         let journal_path = self.collections_dir.join(format!("{JOURNAL_PREFIX}{name}"));
         self.write_journal(&journal_path, &journal)?;
@@ -79,17 +80,48 @@ impl Storage {
         if let Some(previous) = &previous {
             previous.shutdown();
         }
-        if target.exists() {
+        let had_old = target.exists();
+        if had_old {
             fs_err::rename(&target, &old)?;
         }
         crash_point("restore-before-switch");
-        // The moment of truth: from here on the restored collection is the one.
         fs_err::rename(staged, &target)?;
         sync_dir(&self.collections_dir)?;
         sync_dir(&target)?;
         crash_point("restore-after-switch");
+        // The engine opens the restored shards once, here, where they stay: the
+        // open is the check, and nothing moves after it.
+        let collection = match Collection::open_restored(&target, name) {
+            Ok(collection) => collection,
+            Err(err) => {
+                tracing::error!(collection = name, %err, "the restored collection does not open: the old one is put back");
+                let failed = self.staging_dir("failed");
+                fs_err::rename(&target, &failed)?;
+                if had_old {
+                    fs_err::rename(&old, &target)?;
+                }
+                sync_dir(&self.collections_dir)?;
+                self.drop_journal(&journal_path)?;
+                if had_old && previous.is_some() {
+                    let back = Collection::open(&target, name)?;
+                    self.collections
+                        .write()
+                        .unwrap()
+                        .insert(name.to_string(), Arc::new(back));
+                }
+                let _ = remove_path(&failed);
+                return Err(SnapshotError::invalid(format!(
+                    "the snapshot's shards do not open: {err}"
+                ))
+                .into());
+            }
+        };
+        // What the engine wrote while opening is on disk before the switch commits.
+        sync_filesystem(&target)?;
+        crash_point("restore-opened");
+        // The moment of truth: from here on the restored collection is the one.
         self.drop_journal(&journal_path)?;
-        let collection = Collection::open(&target, name)?;
+        crash_point("restore-committed");
         self.collections
             .write()
             .unwrap()
@@ -183,7 +215,12 @@ impl Storage {
             self.drop_journal(&journal_path)?;
         }
         let updates_applied = !waiting.is_empty();
-        let opened = Shard::open_after(id, &dir, &pending, edge.clone(), waiting);
+        // A restore's state keeps its archive's time whatever its first load rewrites.
+        let opened = if new.state_time.is_some() {
+            Shard::open_restored(id, &dir, &pending, edge.clone(), waiting)
+        } else {
+            Shard::open_after(id, &dir, &pending, edge.clone(), waiting)
+        };
         let shard = match opened {
             Ok(shard) => shard,
             Err(err) => {
@@ -207,7 +244,7 @@ impl Storage {
                     err
                 } else {
                     StorageError::bad_request(format!(
-                        "the new state of shard {id} does not open, so the old one stays: {err}"
+                        "the new state of shard {id} does not fit this collection (the engine cannot open it), so the old one stays: {err}"
                     ))
                 });
             }
@@ -314,6 +351,17 @@ pub(super) fn recover(collections_dir: &Path) -> Result<()> {
                     fs_err::rename(&old, &target)?;
                 }
                 tracing::warn!(collection = %journal.collection, "a restore was interrupted before the switch: the old collection stays");
+            } else if !journal.checked {
+                // Switched but not committed (the engine had not opened it, or its
+                // open was not yet on record): the restored directory goes, the old
+                // collection (if there was one) comes back.
+                if target.exists() {
+                    remove_path(&target)?;
+                }
+                if old.exists() {
+                    fs_err::rename(&old, &target)?;
+                }
+                tracing::warn!(collection = %journal.collection, "a restore was interrupted before the restored collection opened: the old collection stays");
             } else {
                 tracing::warn!(collection = %journal.collection, "a restore was interrupted after the switch: the restored collection stays");
             }

@@ -492,7 +492,9 @@ async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
 }
 
 /// A crash (abort, as `kill -9`) before, at and after the switch: the next start
-/// finds the old or the new collection, whole, and no leftovers.
+/// finds the old or the new collection, whole, and no leftovers. The engine opens
+/// the restored state once, where it lives; the switch commits only after that
+/// open, so a crash between the rename and the commit brings the old state back.
 #[cfg(feature = "failpoints")] // SNAPFS_CRASH_AT / SNAPFS_PAUSE_AT
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_around_the_switch_leaves_old_or_new() {
@@ -500,9 +502,15 @@ async fn a_crash_around_the_switch_leaves_old_or_new() {
         // Unpacked and checked in staging, nothing switched yet.
         ("restore-staged", false, false),
         ("restore-before-switch", false, false),
-        ("restore-after-switch", false, true),
+        // Renamed into place, not yet opened by the engine.
+        ("restore-after-switch", false, false),
+        // Opened, not yet committed.
+        ("restore-opened", false, false),
+        ("restore-committed", false, true),
         ("shard-restore-before-switch", true, false),
-        ("shard-restore-after-switch", true, true),
+        ("shard-restore-after-switch", true, false),
+        ("shard-switch-opened", true, false),
+        ("shard-switch-committed", true, true),
     ] {
         let temp = tempfile::tempdir().unwrap();
         let data = temp.path().join("data");
