@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::collection::Collection;
 use super::error::{Result, StorageError};
 use super::shard::{Shard, Waiting, write_restored_clock};
-use super::{SnapshotError, Storage, file_name, names, remove_path, sync_filesystem};
+use super::{SnapshotError, Storage, file_name, names, remove_path};
 
 /// What replaces a shard (see [`Storage::replace_shard`]).
 pub struct ShardReplacement {
@@ -116,8 +116,8 @@ impl Storage {
                 .into());
             }
         };
-        // What the engine wrote while opening is on disk before the switch commits.
-        sync_filesystem(&target)?;
+        // Not synced again: the restored files were before the rename, and what the
+        // open wrote (settled JSON, a replayed WAL's segments) a later load redoes.
         crash_point("restore-opened");
         // The moment of truth: from here on the restored collection is the one.
         self.drop_journal(&journal_path)?;

@@ -435,6 +435,56 @@ async fn hostile_and_broken_archives_change_nothing() {
     assert!(by_id(&all_points(&client, "keep").await) == before);
 }
 
+/// A collection snapshot whose shards the engine refuses: its config.json says
+/// 16-dim vectors, its segments hold Qdrant's 8-dim ones. Its layout checks out, so
+/// it is renamed into place and opened there; the open fails, and the old collection
+/// comes back, serves as before and takes writes; the answer is 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collection_whose_shards_do_not_open_leaves_the_old_one_serving() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    seeded_collection(&client, "keep", 2, 100).await;
+    let before = by_id(&all_points(&client, "keep").await);
+    // qdrant-docs.snapshot with one change: the vector size in its config.
+    let misfit = daemon.data_dir.join("snapshots/misfit.snapshot");
+    std::fs::create_dir_all(misfit.parent().unwrap()).unwrap();
+    // GNU tar unpacks and packs it again (its WAL files are sparse entries).
+    let unpacked = tempfile::tempdir().unwrap();
+    let edit = r#"
+set -e
+tar -xf "$1" -C "$2"
+python3 -c 'import json, sys
+p = sys.argv[1]; c = json.load(open(p)); c["params"]["vectors"]["size"] = 16
+json.dump(c, open(p, "w"))' "$2/config.json"
+cd "$2" && tar -cSf "$3" *
+"#;
+    run_ok(
+        Command::new("sh")
+            .args(["-c", edit, "sh"])
+            .arg(qdrant_fixture("qdrant-docs.snapshot"))
+            .arg(unpacked.path())
+            .arg(&misfit),
+    );
+    let (status, body) = recover_collection(
+        &client,
+        "keep",
+        json!({"location": format!("file://{}", misfit.display())}),
+    )
+    .await;
+    assert_http_error(status, &body, 400, "do not open");
+    assert!(by_id(&all_points(&client, "keep").await) == before);
+    daemon.assert_no_staging_leftovers();
+    upsert(&client, "keep", vec![point(4242, 8)], true).await;
+    assert_eq!(count(&client, "keep").await, before.len() as u64 + 1);
+    assert!(
+        daemon
+            .log()
+            .contains("the restored collection does not open"),
+        "{}",
+        daemon.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
     let daemon = Daemon::start(&[]);
