@@ -52,6 +52,7 @@
 #     of 250 x 1024-dim points, then 1000) and 5 s later.
 #
 # Usage: scripts/bench.sh    (env: POINTS=100000 DIM=128 BATCH=1000 BIG_MB=1024,
+#        MOUNT_ROUNDS=3 (section 7's rounds),
 #        SECTIONS="1 2 … 9" to run only some; the big collection is always built)
 # Figures go to docs/BENCHMARKS.md; nothing here is a pass/fail test.
 set -euo pipefail
@@ -248,7 +249,7 @@ ceiling_pid=$!
 for _ in $(seq 1 50); do [ -e "$work/ceiling/file" ] && break; sleep 0.1; done
 anon_before=$(rss_anon)
 sample_rss_anon "$pid" "$work/anon-mount.log" 0.05
-for i in 1 2 3; do
+for i in $(seq 1 "${MOUNT_ROUNDS:-3}"); do
   # A new state each round (one point upserted, settled), so the read goes through
   # FUSE (the page cache of the old state is dropped).
   "$BIN" points generate big --count 1 --dim $BIG_DIM --batch 1 >/dev/null
@@ -265,6 +266,15 @@ stop_sampler
 peak_anon=$(sort -n "$work/anon-mount.log" | tail -1)
 mnew=$(best "${runs_new[@]}"); msame=$(best "${runs_same[@]}"); mtar=$(best "${runs_t[@]}"); mcat=$(best "${runs_c[@]}"); mceil=$(best "${runs_ceil[@]}")
 python3 -c "print(f'FUSE ceiling (a minimal server, one in-memory file of {$msize/1e6:.0f} MB): cp {$mceil} s ({$msize/1e6/$mceil:.0f} MB/s); snapfs new-state cp reaches {$mceil/$mnew*100:.0f}% of it (bar: >= 90%)')"
+# Each round's ratio too (snapfs and the ceiling run back to back in a round), and
+# their median: one round's noise shows.
+python3 -c "
+import statistics, sys
+n = len(sys.argv) // 2
+new, ceil = [float(x) for x in sys.argv[1:n + 1]], [float(x) for x in sys.argv[n + 1:]]
+r = [c / m * 100 for m, c in zip(new, ceil)]
+print('per round, % of the ceiling: ' + ' '.join(f'{x:.0f}' for x in r) + f'; median {statistics.median(r):.0f}%; medians of the times: snapfs {statistics.median(new):.3f} s, ceiling {statistics.median(ceil):.3f} s')
+" "${runs_new[@]}" "${runs_ceil[@]}"
 python3 -c "print(f'cp mnt/live/big.snapshot /dev/null ({$msize/1e6:.0f} MB): new state (through FUSE) {$mnew} s ({$msize/1e6/$mnew:.0f} MB/s), same state again (kernel page cache) {$msame} s; tar -cf <shard> | cat: {$mtar} s; cat of a plain {$msize/1e6:.0f} MB file: {$mcat} s; ratio new-state cp/tar = {$mnew/$mtar:.2f}, cp/cat = {$mnew/$mcat:.2f}')"
 python3 -c "print(f'daemon RssAnon while copying through the mount: {$anon_before/1024:.0f} MiB before, peak {$peak_anon/1024:.0f} MiB')"
 sname=$name   # section 4's snapshot, the file `cat "$stored"` reads
