@@ -21,7 +21,7 @@ use super::collection_config::CollectionConfig;
 use super::error::{Result, StorageError};
 use super::ops::ShardOp;
 use super::router::ShardRouter;
-use super::shard::Shard;
+use super::shard::{Load, Shard, Waiting};
 
 mod checks;
 mod freeze;
@@ -95,10 +95,10 @@ impl Collection {
     }
 
     /// Open a restored collection where it will live, for the first time: each
-    /// shard as [`Shard::open_restored`] (the archive's state time stays).
+    /// shard loaded as a restore's ([`Load::Restore`]: the archive's state time stays).
     pub fn open_restored(dir: &Path, name: &str) -> Result<Self> {
         Self::assemble(dir, name, read_config(dir)?, |id, path, pending, edge| {
-            Shard::open_restored(id, path, pending, edge, super::shard::Waiting::new())
+            Shard::open_after(id, path, pending, edge, Waiting::new(), Load::Restore)
         })
     }
 

@@ -121,6 +121,16 @@ impl ShardState {
     }
 }
 
+/// What the files a load rewrites (a WAL replayed, a journal compacted) mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// A shard that lived here before: a rewrite is a change (of now).
+    Reopen,
+    /// A restored shard's first load, where it will live: the rewrite is part of
+    /// the restored state, whose last change stays the archive's (its `<id>.clock`).
+    Restore,
+}
+
 pub struct Shard {
     id: u32,
     /// `<id>.clock` beside the shard: last change and whether the stop was clean.
@@ -144,42 +154,19 @@ impl Shard {
     /// Load an existing shard: the engine replays its WAL, then updates left in the
     /// pending log (acknowledged during a freeze, not applied before a stop) are applied.
     pub fn open(id: u32, path: &Path, pending_path: &Path, config: EdgeConfig) -> Result<Self> {
-        Self::open_after(id, path, pending_path, config, Waiting::new())
+        Self::open_after(id, path, pending_path, config, Waiting::new(), Load::Reopen)
     }
 
     /// [`Shard::open`] in place of a shard that handed over `waiting` (see
     /// [`Shard::hand_over`]): the pending log's records are applied here and their
-    /// callers answered.
+    /// callers answered. `load` says what the load's own rewrites mean.
     pub fn open_after(
         id: u32,
         path: &Path,
         pending_path: &Path,
         config: EdgeConfig,
         waiting: Waiting,
-    ) -> Result<Self> {
-        Self::load(id, path, pending_path, config, waiting, true)
-    }
-
-    /// The first load of a restored shard, where it will live: what the load
-    /// rewrites (the archive's WAL replayed) is part of the restored state, whose
-    /// last change is the archive's (its `<id>.clock`), not a change of now.
-    pub fn open_restored(
-        id: u32,
-        path: &Path,
-        pending_path: &Path,
-        config: EdgeConfig,
-        waiting: Waiting,
-    ) -> Result<Self> {
-        Self::load(id, path, pending_path, config, waiting, false)
-    }
-
-    fn load(
-        id: u32,
-        path: &Path,
-        pending_path: &Path,
-        config: EdgeConfig,
-        waiting: Waiting,
-        load_is_change: bool,
+        load: Load,
     ) -> Result<Self> {
         settle_engine_json(path)?;
         let before = files_signature(path);
@@ -189,7 +176,7 @@ impl Shard {
         settle_engine_json(path)?;
         // Loading may rewrite files (WAL replay, journal compaction): that is a change,
         // unless the load is a restore's own.
-        let changed = load_is_change && before != files_signature(path);
+        let changed = load == Load::Reopen && before != files_signature(path);
         Self::start(id, path, pending_path, engine, changed, waiting)
     }
 

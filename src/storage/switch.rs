@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::collection::Collection;
 use super::error::{Result, StorageError};
-use super::shard::{Shard, Waiting, write_restored_clock};
+use super::shard::{Load, Shard, Waiting, write_restored_clock};
 use super::{SnapshotError, Storage, file_name, names, remove_path};
 
 /// What replaces a shard (see [`Storage::replace_shard`]).
@@ -170,8 +170,9 @@ impl Storage {
         };
         // Closed (flushed) before anything else opens these files or takes the path.
         old.close();
-        let reopen_old =
-            |waiting: Waiting| Shard::open_after(id, &dir, &pending, edge.clone(), waiting);
+        let reopen_old = |waiting: Waiting| {
+            Shard::open_after(id, &dir, &pending, edge.clone(), waiting, Load::Reopen)
+        };
         let aside = self.staging_dir("replaced-shard");
         let journal = Journal {
             collection: name.to_string(),
@@ -216,11 +217,11 @@ impl Storage {
         }
         let updates_applied = !waiting.is_empty();
         // A restore's state keeps its archive's time whatever its first load rewrites.
-        let opened = if new.state_time.is_some() {
-            Shard::open_restored(id, &dir, &pending, edge.clone(), waiting)
-        } else {
-            Shard::open_after(id, &dir, &pending, edge.clone(), waiting)
+        let load = match new.state_time {
+            Some(_) => Load::Restore,
+            None => Load::Reopen,
         };
+        let opened = Shard::open_after(id, &dir, &pending, edge.clone(), waiting, load);
         let shard = match opened {
             Ok(shard) => shard,
             Err(err) => {
