@@ -35,7 +35,7 @@ struct Stamp {
 pub fn check_and_stamp(storage_path: &Path) -> Result<()> {
     let path = storage_path.join(STAMP_FILE);
     let this = env!("CARGO_PKG_VERSION").to_string();
-    let created_by = match std::fs::read(&path) {
+    let created_by = match super::read_bounded(&path, super::MAX_JSON_FILE) {
         Ok(bytes) => {
             let stamp: Stamp = serde_json::from_slice(&bytes).map_err(|e| {
                 StorageError::internal_from(
@@ -71,11 +71,8 @@ pub fn check_and_stamp(storage_path: &Path) -> Result<()> {
         created_by,
         last_opened_by: this,
     };
-    let temp = storage_path.join(format!(".{STAMP_FILE}.tmp"));
     let text = serde_json::to_vec_pretty(&stamp).map_err(StorageError::from_cause)?;
-    fs_err::write(&temp, text)?;
-    fs_err::File::open(&temp)?.sync_all()?;
-    fs_err::rename(&temp, &path)?;
+    super::write_atomically(&path, &text)?;
     Ok(())
 }
 
