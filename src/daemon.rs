@@ -70,6 +70,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // snapshots, staging. Others reach them through the mount and the socket.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     raise_file_limit();
+    // A wrong group or a missing user_allow_other stops the start before anything
+    // is created.
+    let granted = access::resolve(&config)?;
     for dir in [
         &config.data_dir,
         &config.storage_path,
@@ -95,7 +98,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let _lock = DataDirLock::acquire(&config.storage_path)?;
-    let granted = access::resolve(&config)?;
     // Messages to TCP and gRPC clients name these by their config keys.
     let mut private = vec![
         (config.storage_path.clone(), "storage.storage_path"),
@@ -189,7 +191,7 @@ fn raise_file_limit() {
 async fn serve(
     config: &Config,
     mount_point: Option<PathBuf>,
-    granted: access::Access,
+    granted: crate::fs::fuse::MountAccess,
 ) -> anyhow::Result<()> {
     let storage = {
         let path = config.storage_path.clone();
@@ -209,7 +211,7 @@ async fn serve_storage(
     config: &Config,
     storage: &Arc<Storage>,
     mount_point: Option<PathBuf>,
-    granted: access::Access,
+    granted: crate::fs::fuse::MountAccess,
 ) -> anyhow::Result<()> {
     storage.stage_restores_in(&config.temp_path)?;
     if let Some(bytes) = config.max_restore_bytes {
@@ -308,7 +310,7 @@ async fn serve_storage(
     // with their connections.
     let mut servers = tokio::task::JoinSet::new();
     let unix = server::bind_unix(&config.socket)?;
-    if let Some(gid) = granted.socket_group {
+    if let Some(gid) = granted.group {
         access::share_socket(&config.socket, &config.data_dir, gid)?;
     }
     servers.spawn(server::serve(
@@ -368,7 +370,7 @@ async fn serve_storage(
             let runtime = tokio::runtime::Handle::current();
             Some(
                 tokio::task::spawn_blocking(move || {
-                    crate::fs::mount::mount(core, runtime, &path, granted.mount)
+                    crate::fs::mount::mount(core, runtime, &path, granted)
                 })
                 .await??,
             )

@@ -17,16 +17,9 @@ use crate::config::Config;
 use crate::fs::fuse::MountAccess;
 use crate::host::{FUSE_CONF, allows_other, group_id, mounts_directly};
 
-/// The access a daemon grants, resolved from its configuration.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Access {
-    pub mount: MountAccess,
-    /// The group that may connect to the control socket.
-    pub socket_group: Option<u32>,
-}
-
-/// Resolve `snapfs.group` and check that `snapfs.allow_other` can be honoured.
-pub fn resolve(config: &Config) -> anyhow::Result<Access> {
+/// Resolve `snapfs.group` and check that `snapfs.allow_other` can be honoured. The
+/// group (when set) shares the mount, with `allow_other`, and the control socket.
+pub fn resolve(config: &Config) -> anyhow::Result<MountAccess> {
     let group = match &config.group {
         Some(name) => Some(group_id(name)?),
         None => None,
@@ -39,12 +32,9 @@ pub fn resolve(config: &Config) -> anyhow::Result<Access> {
             );
         }
     }
-    Ok(Access {
-        mount: MountAccess {
-            allow_other: config.allow_other,
-            group,
-        },
-        socket_group: group,
+    Ok(MountAccess {
+        allow_other: config.allow_other,
+        group,
     })
 }
 

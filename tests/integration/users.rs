@@ -176,6 +176,35 @@ async fn without_allow_other_the_mount_stays_the_owners() {
     );
 }
 
+/// A group that does not exist stops the start at once, with the fix, before the
+/// daemon creates anything: its data directory holds only the test's log, and the
+/// mount point is not made.
+#[test]
+fn an_unknown_group_is_refused_before_anything_is_created() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let mnt = temp.path().join("mnt");
+    let mut daemon = Daemon::spawn(
+        &data,
+        &[
+            "--group",
+            "snapfs-no-such-group",
+            "--mount",
+            mnt.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!daemon.wait_exit().success());
+    let log = daemon.log();
+    assert!(
+        log.contains("no group \"snapfs-no-such-group\"") && log.contains("groupadd"),
+        "{log}"
+    );
+    let left = names(&data);
+    assert!(left.iter().all(|n| n.starts_with("daemon-")), "{left:?}");
+    assert!(!mnt.exists());
+}
+
 /// An ordinary user's daemon asked for `--allow-other` without `user_allow_other`
 /// in /etc/fuse.conf stops at once with the fix, and mounts nothing. Skipped where
 /// the file has the line (nothing to refuse), or the user is missing.
