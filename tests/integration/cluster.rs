@@ -442,17 +442,15 @@ async fn following_a_cluster_mirrors_it_and_its_generations_restore_into_a_fresh
 /// records no generation.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_round_uses_the_other_replicas_when_a_node_dies() {
-    let Some(mut source) = tokio::task::block_in_place(|| QdrantCluster::start(3)) else {
+    let Some(mut source) = cluster_with_c1(
+        3,
+        json!({"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 2}),
+        0..400,
+        4,
+        3,
+    ) else {
         return;
     };
-    tokio::task::block_in_place(|| {
-        source.create_collection(
-            "c1",
-            json!({"vectors": {"size": 4, "distance": "Cosine"},
-                   "shard_number": 3, "replication_factor": 2}),
-        );
-        source.upsert("c1", &random_points(0..400, 4, 3));
-    });
     let follower = Follower::start(&source.urls(), "");
     let first = follower.round_ok().await;
     assert_eq!(first["applied"], 3, "{first}");
@@ -550,21 +548,7 @@ async fn a_wrong_key_or_a_node_answering_garbage_fails_the_round_clearly() {
     // A plain web server where a node should be.
     let junk = tempfile::tempdir().unwrap();
     std::fs::write(junk.path().join("cluster"), "<html>not qdrant</html>").unwrap();
-    let server = crate::support::ServerProcess::start(|port| {
-        let mut command = std::process::Command::new("python3");
-        command
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(junk.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        command
-    });
+    let server = crate::support::file_server(junk.path());
     let garbage = Follower::start(&[server.url("")], "");
     let (status, failed) = garbage.round().await;
     assert_eq!(status, 502, "{failed}");
@@ -634,16 +618,15 @@ async fn named_by_generations(follower: &Follower, shard: u32) -> BTreeSet<Strin
 /// generation naming it: the store holds exactly what the generations name.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_before_the_manifest_and_the_retention_leave_only_what_generations_name() {
-    let Some(source) = tokio::task::block_in_place(|| QdrantCluster::start(1)) else {
+    let Some(source) = cluster_with_c1(
+        1,
+        json!({"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2}),
+        0..200,
+        4,
+        1,
+    ) else {
         return;
     };
-    tokio::task::block_in_place(|| {
-        source.create_collection(
-            "c1",
-            json!({"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2}),
-        );
-        source.upsert("c1", &random_points(0..200, 4, 1));
-    });
     let mut follower = Follower::start_with_env(
         &source.urls(),
         "      retention: { keep_last: 2 }\n",
@@ -697,16 +680,15 @@ async fn a_crash_before_the_manifest_and_the_retention_leave_only_what_generatio
 /// they name; read-only.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mount_shows_each_generation_as_a_checkable_tree() {
-    let Some(source) = tokio::task::block_in_place(|| QdrantCluster::start(1)) else {
+    let Some(source) = cluster_with_c1(
+        1,
+        json!({"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2}),
+        0..150,
+        4,
+        5,
+    ) else {
         return;
     };
-    tokio::task::block_in_place(|| {
-        source.create_collection(
-            "c1",
-            json!({"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2}),
-        );
-        source.upsert("c1", &random_points(0..150, 4, 5));
-    });
     let follower = Follower::start_mounted(&source.urls());
     let round = follower.round_ok().await;
     let generation = round["generation"].as_str().unwrap().to_string();
@@ -803,17 +785,15 @@ async fn the_mount_shows_each_generation_as_a_checkable_tree() {
 /// others pulled; with `on_stale: fail` the round fails and records nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shard_no_replica_can_give_is_recorded_stale_or_fails_the_round() {
-    let Some(mut source) = tokio::task::block_in_place(|| QdrantCluster::start(3)) else {
+    let Some(mut source) = cluster_with_c1(
+        3,
+        json!({"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 3, "replication_factor": 1}),
+        0..300,
+        4,
+        9,
+    ) else {
         return;
     };
-    tokio::task::block_in_place(|| {
-        source.create_collection(
-            "c1",
-            json!({"vectors": {"size": 4, "distance": "Dot"},
-                   "shard_number": 3, "replication_factor": 1}),
-        );
-        source.upsert("c1", &random_points(0..300, 4, 9));
-    });
     let record = Follower::start(&source.urls(), "");
     let fail = Follower::start(&source.urls(), "      on_stale: fail\n");
     record.round_ok().await;
@@ -948,16 +928,15 @@ async fn collections_created_reshaped_and_deleted_in_the_cluster_are_followed() 
 /// source, and the collection keeps its points.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collection_that_only_has_a_mirrors_name_is_left_alone() {
-    let Some(source) = tokio::task::block_in_place(|| QdrantCluster::start(1)) else {
+    let Some(source) = cluster_with_c1(
+        1,
+        json!({"vectors": {"size": 8, "distance": "Dot"}, "shard_number": 1}),
+        0..20,
+        8,
+        3,
+    ) else {
         return;
     };
-    tokio::task::block_in_place(|| {
-        source.create_collection(
-            "c1",
-            json!({"vectors": {"size": 8, "distance": "Dot"}, "shard_number": 1}),
-        );
-        source.upsert("c1", &random_points(0..20, 8, 3));
-    });
     let mut follower = Follower::start(&source.urls(), "");
     follower.daemon.stop();
     // Without the follow configuration, a collection of its own named prod.c1.
@@ -988,4 +967,22 @@ async fn a_collection_that_only_has_a_mirrors_name_is_left_alone() {
     )
     .await;
     assert_eq!(info["result"]["config"]["params"]["vectors"]["size"], 4);
+}
+
+/// A cluster of `nodes` Qdrant nodes holding collection `c1` (created with `body`)
+/// and the random points `ids` of `dim` dimensions from `seed`; `None` (with the
+/// notice printed) where there is no Qdrant binary.
+fn cluster_with_c1(
+    nodes: usize,
+    body: Value,
+    ids: std::ops::Range<u64>,
+    dim: usize,
+    seed: u64,
+) -> Option<QdrantCluster> {
+    tokio::task::block_in_place(|| {
+        let cluster = QdrantCluster::start(nodes)?;
+        cluster.create_collection("c1", body);
+        cluster.upsert("c1", &random_points(ids, dim, seed));
+        Some(cluster)
+    })
 }

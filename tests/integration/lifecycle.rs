@@ -97,22 +97,17 @@ async fn a_data_directory_of_a_newer_format_is_refused_and_left_alone() {
     assert_eq!(count(&daemon.client(), "kept").await, 100);
 }
 
-/// Every file under `dir` with its size and modification time, but the lock.
+/// Every file under `dir` with its size and modification time, but the lock (which
+/// holds whichever daemon last started).
 fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let entry = entry.unwrap();
-            let meta = entry.metadata().unwrap();
-            if meta.is_dir() {
-                todo.push(entry.path());
-            } else if entry.file_name() != "snapfs.lock" {
-                // (The lock file holds whichever daemon last started.)
-                out.push((entry.path(), meta.len(), meta.modified().unwrap()));
-            }
-        }
-    }
+    let mut out: Vec<_> = snapfs::storage::regular_files(dir)
+        .into_iter()
+        .filter(|(path, _)| !path.ends_with("snapfs.lock"))
+        .map(|(path, len)| {
+            let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+            (path, len, mtime)
+        })
+        .collect();
     out.sort();
     out
 }

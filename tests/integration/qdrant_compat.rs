@@ -156,26 +156,6 @@ async fn a_qdrant_hybrid_collection_restores_exactly_and_round_trips() {
     }
 }
 
-/// `python3 -m http.server` over a directory, on loopback.
-fn file_server(dir: &Path) -> ServerProcess {
-    ServerProcess::start(|port| {
-        let mut command = std::process::Command::new("python3");
-        command
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        command
-    })
-}
-
 /// A collection with every kind of vector Qdrant has and indexes of every type.
 fn rich_collection() -> Value {
     json!({

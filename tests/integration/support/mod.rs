@@ -937,6 +937,26 @@ impl Drop for Tmpfs {
 
 // ---- small HTTP servers (Python's http.server) ----
 
+/// `python3 -m http.server` over a directory, on loopback.
+pub fn file_server(dir: &Path) -> ServerProcess {
+    ServerProcess::start(|port| {
+        let mut command = std::process::Command::new("python3");
+        command
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    })
+}
+
 /// A server process on a loopback port (Python's `http.server` in these tests);
 /// killed and reaped on drop, also when it never started.
 pub struct ServerProcess {
