@@ -18,11 +18,9 @@ ROUNDS=${ROUNDS:-7}
 POINTS=${POINTS:-100000}
 DIM=${DIM:-128}
 command -v eatmydata >/dev/null || apt-get install -y -qq eatmydata >/dev/null
-QDRANT_BIN=${QDRANT_BIN:-$PWD/target/qdrant-1.18.3}
-[ -x "$QDRANT_BIN" ] || { xz -dc ../shared/bin/qdrant-1.18.3-linux-x86_64.xz >"$QDRANT_BIN.part"; chmod +x "$QDRANT_BIN.part"; mv "$QDRANT_BIN.part" "$QDRANT_BIN"; }
-if [ -z "${SNAPFS_BIN:-}" ]; then cargo build --release --quiet; fi
-BIN=${SNAPFS_BIN:-$PWD/target/release/snapfs}
-PY=$PWD/target/py-venv/bin/python
+qdrant_binary
+snapfs_binary
+bench_python
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench-create.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do stop_daemon "$p"; done; rm -rf "$work"; }
@@ -30,15 +28,9 @@ trap cleanup EXIT
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.3f}')" "$@"; }
 
 # Qdrant.
-qport=$(free_port); qgrpc=$(free_port)
-mkdir -p "$work/qdrant"
-(cd "$work/qdrant" && QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=$qport \
-  QDRANT__SERVICE__GRPC_PORT=$qgrpc QDRANT__TELEMETRY_DISABLED=true \
-  QDRANT__STORAGE__STORAGE_PATH=$work/qdrant/storage QDRANT__STORAGE__SNAPSHOTS_PATH=$work/qdrant/snapshots \
-  exec "$QDRANT_BIN" >"$work/qdrant/log" 2>&1) &
-pids+=($!)
+start_qdrant "$work/qdrant"
+pids+=("$qdrant_pid")
 q=http://127.0.0.1:$qport
-for _ in $(seq 1 100); do curl -sf "$q/" >/dev/null && break; sleep 0.1; done
 curl -sf -X PUT "$q/collections/bench" -H 'content-type: application/json' \
   -d "{\"vectors\":{\"size\":$DIM,\"distance\":\"Cosine\"}}" >/dev/null
 "$PY" - "$q" "$qgrpc" "$POINTS" "$DIM" <<'PY'

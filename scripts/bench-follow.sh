@@ -15,22 +15,13 @@
 # docs/BENCHMARKS.md; nothing here is a pass/fail test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 POINTS=${POINTS:-262144}
 DIM=${DIM:-1024}
 command -v restic >/dev/null || apt-get install -y -qq --no-install-recommends restic >/dev/null
-if [ -z "${QDRANT_BIN:-}" ]; then
-  QDRANT_BIN=$PWD/target/qdrant-1.18.3
-  if [ ! -x "$QDRANT_BIN" ]; then
-    xz -dc ../shared/bin/qdrant-1.18.3-linux-x86_64.xz >"$QDRANT_BIN.part"
-    chmod +x "$QDRANT_BIN.part" && mv "$QDRANT_BIN.part" "$QDRANT_BIN"
-  fi
-fi
-PY=$PWD/target/py-venv/bin/python
-"$PY" -c 'import qdrant_client, numpy' 2>/dev/null || {
-  python3 -m venv target/py-venv && "$PY" -m pip install -q qdrant-client numpy
-}
-if [ -z "${SNAPFS_BIN:-}" ]; then cargo build --release --quiet; fi
-BIN=${SNAPFS_BIN:-$PWD/target/release/snapfs}
+qdrant_binary
+bench_python
+snapfs_binary
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench-follow.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 "$PY" scripts/bench_follow.py "$BIN" "$QDRANT_BIN" "$work/run" "$POINTS" "$DIM"

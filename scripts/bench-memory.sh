@@ -14,11 +14,9 @@ LOAD_MB=${LOAD_MB:-1024}
 DIM=${DIM:-1024}
 BATCH=${BATCH:-256}
 POINTS=$((LOAD_MB * 1048576 / (DIM * 4)))
-QDRANT_BIN=${QDRANT_BIN:-$PWD/target/qdrant-1.18.3}
-[ -x "$QDRANT_BIN" ] || { xz -dc ../shared/bin/qdrant-1.18.3-linux-x86_64.xz >"$QDRANT_BIN.part"; chmod +x "$QDRANT_BIN.part"; mv "$QDRANT_BIN.part" "$QDRANT_BIN"; }
-if [ -z "${SNAPFS_BIN:-}" ]; then cargo build --release --quiet; fi
-BIN=${SNAPFS_BIN:-$PWD/target/release/snapfs}
-PY=$PWD/target/py-venv/bin/python
+qdrant_binary
+snapfs_binary
+bench_python
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench-memory.XXXXXX")
 server=
 cleanup() { stop_sampler; stop_daemon "$server"; rm -rf "$work"; }
@@ -61,15 +59,9 @@ measure() {
 }
 
 # Qdrant (single node, defaults).
-rest_port=$(free_port); grpc=$(free_port)
-mkdir -p "$work/qdrant"
-(cd "$work/qdrant" && QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=$rest_port \
-  QDRANT__SERVICE__GRPC_PORT=$grpc QDRANT__TELEMETRY_DISABLED=true \
-  QDRANT__STORAGE__STORAGE_PATH=$work/qdrant/storage QDRANT__STORAGE__SNAPSHOTS_PATH=$work/qdrant/snapshots \
-  exec "$QDRANT_BIN" >"$work/qdrant/log" 2>&1) &
-server=$!
-rest=http://127.0.0.1:$rest_port; key=; rest_args=("$rest/collections/load")
-for _ in $(seq 1 100); do curl -sf "$rest/" >/dev/null && break; sleep 0.1; done
+start_qdrant "$work/qdrant"
+server=$qdrant_pid; grpc=$qgrpc
+rest=http://127.0.0.1:$qport; key=; rest_args=("$rest/collections/load")
 measure qdrant
 stop_daemon "$server"; server=
 rm -rf "$work/qdrant"

@@ -12,24 +12,16 @@ cd "$(dirname "$0")/.."
 POINTS=${POINTS:-100000}
 DIM=${DIM:-128}
 ROUNDS=${ROUNDS:-5}
-QDRANT_BIN=${QDRANT_BIN:-$PWD/target/qdrant-1.18.3}
-[ -x "$QDRANT_BIN" ] || { xz -dc ../shared/bin/qdrant-1.18.3-linux-x86_64.xz >"$QDRANT_BIN.part"; chmod +x "$QDRANT_BIN.part"; mv "$QDRANT_BIN.part" "$QDRANT_BIN"; }
-if [ -z "${SNAPFS_BIN:-}" ]; then cargo build --release --quiet; fi
-BIN=${SNAPFS_BIN:-$PWD/target/release/snapfs}
-PY=$PWD/target/py-venv/bin/python
+qdrant_binary
+snapfs_binary
+bench_python
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-bench-qdrant.XXXXXX")
 qpid=; spid=
 cleanup() { stop_daemon "$qpid"; stop_daemon "$spid"; rm -rf "$work"; }
 trap cleanup EXIT
 
-qport=$(free_port); qgrpc=$(free_port)
-mkdir -p "$work/qdrant"
-(cd "$work/qdrant" && QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=$qport \
-  QDRANT__SERVICE__GRPC_PORT=$qgrpc QDRANT__TELEMETRY_DISABLED=true \
-  QDRANT__STORAGE__STORAGE_PATH=$work/qdrant/storage QDRANT__STORAGE__SNAPSHOTS_PATH=$work/qdrant/snapshots \
-  exec "$QDRANT_BIN" >"$work/qdrant/log" 2>&1) &
-qpid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$qport/" >/dev/null && break; sleep 0.1; done
+start_qdrant "$work/qdrant"
+qpid=$qdrant_pid
 
 sport=$(free_port)
 "$BIN" serve --data-dir "$work/snapfs" --http "127.0.0.1:$sport" --api-key bench-key >"$work/snapfs.log" 2>&1 &

@@ -66,3 +66,40 @@ points_count() {
     -H 'content-type: application/json' -d '{"exact":true}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])'
 }
+
+# The binaries and Python the Qdrant comparisons use. Each sets a variable:
+#   QDRANT_BIN  Qdrant 1.18.3: $QDRANT_BIN, else target/qdrant-1.18.3, unpacked from
+#               ../shared/bin/ when missing;
+#   BIN         snapfs: $SNAPFS_BIN, else a release build;
+#   PY          a Python with qdrant-client and numpy (target/py-venv, made if missing).
+qdrant_binary() {
+  QDRANT_BIN=${QDRANT_BIN:-$PWD/target/qdrant-1.18.3}
+  if [ ! -x "$QDRANT_BIN" ]; then
+    xz -dc ../shared/bin/qdrant-1.18.3-linux-x86_64.xz >"$QDRANT_BIN.part"
+    chmod +x "$QDRANT_BIN.part" && mv "$QDRANT_BIN.part" "$QDRANT_BIN"
+  fi
+}
+snapfs_binary() {
+  if [ -z "${SNAPFS_BIN:-}" ]; then cargo build --release --quiet; fi
+  BIN=${SNAPFS_BIN:-$PWD/target/release/snapfs}
+}
+bench_python() {
+  PY=$PWD/target/py-venv/bin/python
+  "$PY" -c 'import qdrant_client, numpy' 2>/dev/null || {
+    python3 -m venv target/py-venv && "$PY" -m pip install -q qdrant-client numpy
+  }
+}
+
+# Start a single-node Qdrant ($QDRANT_BIN) with its storage in directory $1, on
+# free loopback ports, and wait until it answers. Sets qdrant_pid, qport (REST) and
+# qgrpc; its log is $1/log.
+start_qdrant() {
+  qport=$(free_port); qgrpc=$(free_port)
+  mkdir -p "$1"
+  (cd "$1" && QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=$qport \
+    QDRANT__SERVICE__GRPC_PORT=$qgrpc QDRANT__TELEMETRY_DISABLED=true \
+    QDRANT__STORAGE__STORAGE_PATH=$1/storage QDRANT__STORAGE__SNAPSHOTS_PATH=$1/snapshots \
+    exec "$QDRANT_BIN" >"$1/log" 2>&1) &
+  qdrant_pid=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$qport/" >/dev/null && break; sleep 0.1; done
+}
