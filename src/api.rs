@@ -52,7 +52,7 @@ pub fn router(state: Arc<Service>, max_request_bytes: usize) -> Router {
                         axum::http::header::CONTENT_TYPE,
                         crate::metrics::CONTENT_TYPE,
                     )],
-                    crate::metrics::render(&state.storage.collection_names()),
+                    crate::metrics::render(&state.storage().collection_names()),
                 )
             }),
         )

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::fs::SnapFs;
 use crate::service::Service;
 use crate::service::listen as server;
+use crate::snapshot::Snapshots;
 use crate::storage::Storage;
 
 /// Held for the daemon's lifetime: a second daemon on the same storage is refused.
@@ -217,13 +218,16 @@ async fn serve_storage(
     if let Some(bytes) = config.max_restore_bytes {
         storage.limit_restores(bytes);
     }
+    // The snapshot layer's state, for the life of the daemon.
+    let snapshots = Snapshots::new(storage.clone());
     crate::snapshot::view::start_freeze_watchdog(
+        &snapshots,
         config.temp_path.clone(),
         config.snapshot_max_freeze,
     )?;
     if let Some(file) = &config.storage_snapshot {
         let restored = crate::snapshot::restore::full::restore_full(
-            storage,
+            &snapshots,
             file,
             &config.temp_path,
             config.force,
@@ -285,7 +289,7 @@ async fn serve_storage(
         &config.data_dir,
     ));
     let state = Arc::new(Service {
-        storage: storage.clone(),
+        snapshots: snapshots.clone(),
         store: store.clone(),
         recover_dirs: std::iter::once(config.snapshots_path.clone())
             .chain(config.recover_dirs.iter().cloned())
@@ -359,7 +363,7 @@ async fn serve_storage(
         Some(path) => {
             let core = Arc::new(
                 SnapFs::new(
-                    storage.clone(),
+                    snapshots.clone(),
                     config.snapshots_path.clone(),
                     store.clone(),
                 )
@@ -401,7 +405,7 @@ async fn serve_storage(
     bound_the_stop(grace + FINAL_STOP_LIMIT, sigterm, sigint);
     let _ = stop_tx.send(true);
     // Pulls from peers still receiving are cut now, not at the end of the grace.
-    crate::snapshot::partial::peer::cancel_all_pulls();
+    crate::snapshot::partial::peer::cancel_all_pulls(&snapshots);
     if let Some(mut mount) = mounted.take() {
         tokio::task::spawn_blocking(move || mount.unmount()).await?;
     }

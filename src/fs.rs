@@ -38,11 +38,9 @@ use namespace::{Namespace, Node, ROOT_INO};
 use recover::{EntryKind, RecoverDirs};
 
 use crate::metrics;
-use crate::snapshot::checksum::archive_sha256;
 use crate::snapshot::digest::hex;
 use crate::snapshot::store::SNAPSHOT_EXT;
-use crate::snapshot::{Scope, SnapshotView};
-use crate::storage::Storage;
+use crate::snapshot::{Scope, SnapshotView, Snapshots};
 
 /// Reported as `st_blksize`: tools size their reads by it (cp reads 1 MiB at a
 /// time), and one FUSE request carries at most 1 MiB.
@@ -130,14 +128,14 @@ impl SnapFs {
     /// The mount of `storage`, showing the stored snapshots of `store`; `statfs`
     /// answers for `snapshots_path`.
     pub fn new(
-        storage: Arc<Storage>,
+        snapshots: Arc<Snapshots>,
         snapshots_path: PathBuf,
         store: Arc<dyn crate::snapshot::store::SnapshotStore>,
     ) -> Self {
         let mut inodes = HashMap::new();
         inodes.insert(ROOT_INO, (Node::Root, u64::MAX));
         SnapFs {
-            ns: Namespace::new(storage),
+            ns: Namespace::new(snapshots),
             inodes: Mutex::new(inodes),
             handles: Handles::default(),
             live_states: Mutex::new(HashMap::new()),
@@ -161,8 +159,9 @@ impl SnapFs {
             .map(|c| c.name.clone())
             .collect();
         if !names.is_empty() {
-            let storage = self.ns.storage().clone();
-            self.ns = std::mem::replace(&mut self.ns, Namespace::new(storage)).with_clusters(names);
+            let snapshots = self.ns.snapshots().clone();
+            self.ns =
+                std::mem::replace(&mut self.ns, Namespace::new(snapshots)).with_clusters(names);
             self.clusters = Some(clusters::ClusterDirs::new(service));
         }
         self
@@ -181,8 +180,9 @@ impl SnapFs {
             .map(|p| p.name.clone())
             .collect();
         if !names.is_empty() {
-            let storage = self.ns.storage().clone();
-            self.ns = std::mem::replace(&mut self.ns, Namespace::new(storage)).with_policies(names);
+            let snapshots = self.ns.snapshots().clone();
+            self.ns =
+                std::mem::replace(&mut self.ns, Namespace::new(snapshots)).with_policies(names);
             self.backups = Some(service);
         }
         self
@@ -368,7 +368,7 @@ impl SnapFs {
             )),
             Node::Info(c) => {
                 let collection = self.ns.storage().collection(c)?;
-                let text = texts::info_json(&collection)?;
+                let text = texts::info_json(self.ns.snapshots(), &collection)?;
                 Ok(file_attr(
                     ino,
                     text.len() as u64,
@@ -425,9 +425,14 @@ impl SnapFs {
     /// and the shard's last change: from the manifest cache while the shard is
     /// unchanged, otherwise from a short freeze.
     fn manifest_json(&self, collection: &str, id: u32) -> FsResult<(Vec<u8>, SystemTime)> {
-        let storage = self.ns.storage();
-        let found = crate::snapshot::partial::manifests(storage, collection, id, false)?;
-        let last_change = storage.collection(collection)?.shard(id)?.last_change();
+        let found =
+            crate::snapshot::partial::manifests(self.ns.snapshots(), collection, id, false)?;
+        let last_change = self
+            .ns
+            .storage()
+            .collection(collection)?
+            .shard(id)?
+            .last_change();
         let mut text =
             serde_json::to_vec_pretty(&found.versions).map_err(|e| FsError::io(e.to_string()))?;
         text.push(b'\n');
@@ -496,7 +501,7 @@ impl SnapFs {
         };
         match node {
             Node::Live(scope) => {
-                let view = SnapshotView::open(self.ns.storage(), scope.clone())?;
+                let view = SnapshotView::open(self.ns.snapshots(), scope.clone())?;
                 self.remember_state(&scope, &view)?;
                 let (cached, keep_cache) = self.enter_cache(ino, view.layout().fingerprint());
                 let mut live = LiveRead::new(view, scope);
@@ -511,9 +516,9 @@ impl SnapFs {
             }
             Node::LiveChecksum(c) => {
                 let scope = Scope::Collection(c.clone());
-                let view = SnapshotView::open(self.ns.storage(), scope.clone())?;
+                let view = SnapshotView::open(self.ns.snapshots(), scope.clone())?;
                 let state = self.remember_state(&scope, &view)?;
-                let digest = archive_sha256(view.layout())?;
+                let digest = view.sha256()?;
                 Ok(bytes(
                     checksum_line(&c, &hex(&digest)).into_bytes(),
                     state.mtime,
@@ -539,7 +544,7 @@ impl SnapFs {
             Node::Info(c) => {
                 let collection = self.ns.storage().collection(&c)?;
                 Ok(bytes(
-                    texts::info_json(&collection)?,
+                    texts::info_json(self.ns.snapshots(), &collection)?,
                     collection.last_change(),
                 ))
             }

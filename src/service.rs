@@ -29,6 +29,7 @@ pub mod snapshots;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::snapshot::Snapshots;
 use crate::snapshot::store::SnapshotStore;
 use crate::storage::{Result, Storage, StorageError};
 
@@ -39,7 +40,8 @@ pub const QDRANT_API_VERSION: &str = "1.18.3";
 pub const SERVER_TITLE: &str = "snapfs - snapshots of vector collections as files";
 
 pub struct Service {
-    pub storage: Arc<Storage>,
+    /// The snapshot layer's state, and through it the storage.
+    pub snapshots: Arc<Snapshots>,
     /// Where stored snapshots are kept (chosen once at start).
     pub store: Arc<dyn SnapshotStore>,
     /// Directories `file://` locations may point into (`storage.recover_dirs`).
@@ -57,6 +59,12 @@ pub struct Service {
     pub backups: Arc<backups::Backups>,
     /// The followed Qdrant clusters and their rounds.
     pub follow: Arc<follow::Follow>,
+}
+
+impl Service {
+    pub fn storage(&self) -> &Arc<Storage> {
+        self.snapshots.storage()
+    }
 }
 
 /// Run blocking storage work off the async threads.

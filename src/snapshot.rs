@@ -7,10 +7,13 @@
 //! produced by pread of the frozen files. Preallocated sparse files become GNU sparse
 //! entries ([`tar_header`], `storage::extents`). [`archive`] decides what goes where;
 //! [`checksum`] and [`digest`] compute and cache SHA-256s; [`store`] keeps stored
-//! snapshots (the snapshots directory or S3, behind one trait).
+//! snapshots (the snapshots directory or S3, behind one trait). What the layer
+//! remembers between calls (views alive, caches, pulls and restores under way) is
+//! owned by one [`Snapshots`], made by the daemon beside its storage.
 
 pub mod archive;
 pub mod checksum;
+mod context;
 pub mod digest;
 pub mod error;
 pub mod inflow;
@@ -29,5 +32,6 @@ pub mod tar_header;
 pub mod unpack;
 pub mod view;
 
+pub use context::Snapshots;
 pub use error::SnapshotError;
 pub use view::{Scope, SnapshotView};

@@ -89,7 +89,7 @@ pub async fn info(
             "optimizing_shards": stats.optimizing_shards,
             "pending_updates": stats.pending_updates,
             "last_change_unix": last_change,
-            "restore": crate::snapshot::progress::running_restore(&name).map(|r| r.to_json()),
+            "restore": crate::snapshot::progress::running_restore(&app.snapshots, &name).map(|r| r.to_json()),
         },
     })))
 }

@@ -36,8 +36,8 @@ pub async fn create(
     Query(params): Query<WaitParam>,
     ApiJson(body): ApiJson<CreateIndexBody>,
 ) -> ApiResult {
-    app.storage.check_writable(&name)?;
-    let collection = app.storage.collection(&name)?;
+    app.storage().check_writable(&name)?;
+    let collection = app.storage().collection(&name)?;
     let field = field_path(&body.field_name)?;
     let schema = body.field_schema.filter(|s| !s.is_null()).ok_or_else(|| {
         ApiError::bad_request(
@@ -59,8 +59,8 @@ pub async fn delete(
     Path((name, field)): Path<(String, String)>,
     Query(params): Query<WaitParam>,
 ) -> ApiResult {
-    app.storage.check_writable(&name)?;
-    let collection = app.storage.collection(&name)?;
+    app.storage().check_writable(&name)?;
+    let collection = app.storage().collection(&name)?;
     let field = field_path(&field)?;
     collection.delete_index(field, params.wait).await?;
     update_answer(&timer, params.wait)

@@ -80,8 +80,10 @@ pub async fn create_partial(
     let full_size = archive.full_size();
     let name = format!("{c}-shard-{id}-partial.snapshot");
     let mtime = archive.view.mtime();
+    let snapshots = archive.view.snapshots().clone();
     let mut response = stream_layout(
         &headers,
+        &snapshots,
         layout,
         mtime,
         Arc::new(archive),

@@ -130,7 +130,7 @@ pub async fn upsert(
     Query(params): Query<WaitParam>,
     ApiJson(body): ApiJson<UpsertBody>,
 ) -> ApiResult {
-    app.storage.collection(&name)?;
+    app.storage().collection(&name)?;
     let points = body.into_points()?;
     upsert_points(&app, &name, points, params.wait).await?;
     update_answer(&timer, params.wait)
@@ -149,7 +149,7 @@ pub async fn delete(
     Query(params): Query<WaitParam>,
     ApiJson(body): ApiJson<DeleteBody>,
 ) -> ApiResult {
-    app.storage.collection(&name)?;
+    app.storage().collection(&name)?;
     let selection = match (body.points, body.filter) {
         (Some(ids), None) => PointsSelection::Ids(ids),
         (None, Some(filter)) => PointsSelection::Filter(filter),
@@ -201,7 +201,7 @@ pub async fn get_point(
     State(app): State<Arc<Service>>,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult {
-    app.storage.collection(&name)?;
+    app.storage().collection(&name)?;
     let point_id = parse_point_id(&id)?;
     let read = ReadOptions {
         with_payload: WithPayloadInterface::Bool(true),
@@ -340,7 +340,7 @@ pub async fn query(
     if body.prefetch.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(ApiError::bad_request(PREFETCH_REFUSED));
     }
-    app.storage.collection(&name)?;
+    app.storage().collection(&name)?;
     let target = parse_target(
         body.query
             .ok_or_else(|| ApiError::bad_request("Wrong input: `query` is required"))?,

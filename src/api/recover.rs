@@ -147,11 +147,11 @@ async fn run(
     wait: bool,
 ) -> ApiResult {
     if wait {
-        restore_received(&app.storage, scope, received, checksum).await?;
+        restore_received(&app.snapshots, scope, received, checksum).await?;
         Ok(timer.ok(true))
     } else {
         tokio::spawn(
-            async move { restore_received(&app.storage, scope, received, checksum).await },
+            async move { restore_received(&app.snapshots, scope, received, checksum).await },
         );
         Ok(timer.accepted())
     }
@@ -183,7 +183,7 @@ pub(crate) async fn receive_upload(
                 |why| StorageError::bad_request(format!("unreadable multipart upload: {why}")),
             )
         };
-        return Ok(inflow::pump(&app.storage, source).await?);
+        return Ok(inflow::pump(&app.snapshots, source).await?);
     }
     Err(ApiError::bad_request(
         "the upload has no `snapshot` field (multipart/form-data, field name `snapshot`)",

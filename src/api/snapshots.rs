@@ -18,7 +18,7 @@ use crate::service::snapshots::{
 };
 use crate::snapshot::checksum::SequentialHasher;
 use crate::snapshot::layout::ArchiveLayout;
-use crate::snapshot::{Scope, SnapshotView};
+use crate::snapshot::{Scope, SnapshotView, Snapshots};
 
 #[derive(Debug, Deserialize)]
 pub struct WaitParam {
@@ -201,7 +201,8 @@ pub fn live_response(
 ) -> Result<Response, ApiError> {
     let layout = view.layout().clone();
     let mtime = view.mtime();
-    stream_layout(headers, layout, mtime, view, name, None)
+    let snapshots = view.snapshots().clone();
+    stream_layout(headers, &snapshots, layout, mtime, view, name, None)
 }
 
 /// Stream an archive layout while `keep` (what holds its files frozen) lives; a
@@ -209,6 +210,7 @@ pub fn live_response(
 /// sees every chunk sent.
 pub fn stream_layout(
     headers: &HeaderMap,
+    snapshots: &Arc<Snapshots>,
     layout: Arc<ArchiveLayout>,
     last_modified: std::time::SystemTime,
     keep: Arc<dyn std::any::Any + Send + Sync>,
@@ -218,7 +220,9 @@ pub fn stream_layout(
     let size = layout.size();
     // The fingerprint names the archive's bytes (the same state, the same bytes).
     let validators = Validators::from_digest(&layout.fingerprint(), last_modified);
-    let hasher = Arc::new(std::sync::Mutex::new(SequentialHasher::for_layout(&layout)));
+    let hasher = Arc::new(std::sync::Mutex::new(SequentialHasher::for_layout(
+        snapshots, &layout,
+    )));
     let read_layout = layout.clone();
     let read_at: ReadAt = Arc::new(move |offset, buf| read_layout.read_at(offset, buf));
     let on_chunk = Arc::new(move |offset: u64, data: &[u8]| {

@@ -44,7 +44,7 @@ fn watchdog_period() -> Option<Duration> {
 
 /// One line of what the daemon holds and did last, for `systemctl status`.
 fn status_line(service: &Service) -> String {
-    let collections = service.storage.collection_names().len();
+    let collections = service.storage().collection_names().len();
     let last_backup = crate::service::backups::status_now(service)
         .iter()
         .filter_map(|p| p.last_run.as_ref().map(|r| (r.started, r.result.clone())))

@@ -41,7 +41,7 @@ impl SnapFs {
         {
             return Ok(state.clone());
         }
-        let view = SnapshotView::open(self.ns.storage(), scope.clone())?;
+        let view = SnapshotView::open(self.ns.snapshots(), scope.clone())?;
         self.remember_state(scope, &view)
     }
 

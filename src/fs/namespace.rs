@@ -6,8 +6,8 @@ use std::hash::Hasher;
 use std::sync::Arc;
 
 use super::error::{FsError, FsResult};
-use crate::snapshot::Scope;
 use crate::snapshot::store::SNAPSHOT_EXT;
+use crate::snapshot::{Scope, Snapshots};
 use crate::storage::Storage;
 
 pub const ROOT_INO: u64 = 1;
@@ -169,7 +169,7 @@ pub fn live_shard_name(collection: &str, id: u32) -> String {
 
 /// Resolves names to nodes and lists directories against the current storage.
 pub struct Namespace {
-    storage: Arc<Storage>,
+    snapshots: Arc<Snapshots>,
     /// The backup policies' names (fixed at start).
     policies: Vec<String>,
     /// The followed clusters' names (fixed at start).
@@ -177,9 +177,9 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    pub fn new(storage: Arc<Storage>) -> Self {
+    pub fn new(snapshots: Arc<Snapshots>) -> Self {
         Namespace {
-            storage,
+            snapshots,
             policies: Vec::new(),
             clusters: Vec::new(),
         }
@@ -198,7 +198,11 @@ impl Namespace {
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
-        &self.storage
+        self.snapshots.storage()
+    }
+
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.snapshots
     }
 
     /// The entries of directory `node`, sorted by name.
@@ -233,7 +237,7 @@ impl Namespace {
                 .map(|p| (format!("{p}.json"), Node::BackupStatus(p.clone())))
                 .collect(),
             Node::LiveDir => self
-                .storage
+                .storage()
                 .collection_names()
                 .into_iter()
                 .flat_map(|c| {
@@ -256,7 +260,7 @@ impl Namespace {
                 Vec::new()
             }
             Node::Collections => self
-                .storage
+                .storage()
                 .collection_names()
                 .into_iter()
                 .map(|c| (c.clone(), Node::Collection(c)))
@@ -272,7 +276,7 @@ impl Namespace {
                 ]
             }
             Node::Shards(c) => self
-                .storage
+                .storage()
                 .collection(c)?
                 .shards()
                 .iter()
@@ -318,9 +322,9 @@ impl Namespace {
     pub fn check_scope(&self, scope: &Scope) -> FsResult<()> {
         match scope {
             Scope::Full => Ok(()),
-            Scope::Collection(c) => self.storage.collection(c).map(|_| ()).map_err(Into::into),
+            Scope::Collection(c) => self.storage().collection(c).map(|_| ()).map_err(Into::into),
             Scope::Shard(c, id) => self
-                .storage
+                .storage()
                 .collection(c)?
                 .shard(*id)
                 .map(|_| ())

@@ -23,11 +23,11 @@ impl SnapFs {
             return Err(self.refuse_change(parent));
         };
         self.ns.check_scope(&scope)?;
-        let storage = self.ns.storage().clone();
+        let snapshots = self.ns.snapshots().clone();
         let upload = self
             .recover
             .create(&scope, name, creator, |shown_as, checksum| {
-                restore::begin(&storage, shown_as, checksum)
+                restore::begin(&snapshots, shown_as, checksum)
             })?;
         let entry = Node::RecoverEntry(scope, name.to_string());
         let ino = self.remember_node(&entry);
@@ -136,9 +136,12 @@ impl SnapFs {
             ),
             other => other.clone(),
         };
-        let storage = self.ns.storage().clone();
-        tokio::runtime::Handle::current()
-            .block_on(restore_received(&storage, scope, received, checksum))
+        tokio::runtime::Handle::current().block_on(restore_received(
+            self.ns.snapshots(),
+            scope,
+            received,
+            checksum,
+        ))
     }
 }
 

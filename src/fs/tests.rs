@@ -1,6 +1,7 @@
 //! The filesystem core without a kernel.
 
 use super::*;
+use crate::storage::Storage;
 
 fn settle(storage: &Storage, name: &str) {
     let collection = storage.collection(name).unwrap();
@@ -33,7 +34,7 @@ async fn live_file_attributes_match_reads_and_follow_changes() {
     let storage = Storage::open(&temp.path().join("storage")).unwrap();
     crate::demo::create_demo_collection(&storage).await.unwrap();
     let fs = Arc::new(SnapFs::new(
-        storage.clone(),
+        crate::snapshot::Snapshots::new(storage.clone()),
         temp.path().join("snapshots"),
         local_store(&temp),
     ));
@@ -104,7 +105,7 @@ fn page_cache_is_shared_only_by_one_state() {
     let temp = tempfile::tempdir().unwrap();
     let storage = Storage::open(&temp.path().join("storage")).unwrap();
     let fs = SnapFs::new(
-        storage.clone(),
+        crate::snapshot::Snapshots::new(storage.clone()),
         temp.path().join("snapshots"),
         local_store(&temp),
     );
@@ -146,7 +147,7 @@ async fn forgotten_inodes_leave_the_table() {
     let temp = tempfile::tempdir().unwrap();
     let storage = Storage::open(&temp.path().join("storage")).unwrap();
     let fs = Arc::new(SnapFs::new(
-        storage,
+        crate::snapshot::Snapshots::new(storage),
         temp.path().join("snapshots"),
         local_store(&temp),
     ));

@@ -5,6 +5,7 @@ use std::time::UNIX_EPOCH;
 use serde_json::json;
 
 use super::error::FsResult;
+use crate::snapshot::Snapshots;
 use crate::snapshot::names::creation_time;
 use crate::storage::Collection;
 
@@ -49,7 +50,7 @@ The HTTP API on the control socket does what a file cannot say (see the README).
 ";
 
 /// `info.json`: what a user checks before and after a backup or restore.
-pub fn info_json(collection: &Collection) -> FsResult<Vec<u8>> {
+pub fn info_json(snapshots: &Snapshots, collection: &Collection) -> FsResult<Vec<u8>> {
     let stats = collection.stats()?;
     let config: serde_json::Value = serde_json::to_value(collection.config())
         .map_err(|e| super::error::FsError::io(e.to_string()))?;
@@ -90,7 +91,7 @@ pub fn info_json(collection: &Collection) -> FsResult<Vec<u8>> {
         // Moves whenever the collection's files (and so its snapshot bytes) change.
         "state_version": state_version,
         "last_update": creation_time(stats.last_change),
-        "restore": crate::snapshot::progress::running_restore(collection.name())
+        "restore": crate::snapshot::progress::running_restore(snapshots, collection.name())
             .map(|r| r.to_json()),
         "config": config,
     });

@@ -53,7 +53,7 @@ impl PointsService {
             }
         }
         // An unknown collection is reported before anything about the points, as REST does.
-        self.0.storage.collection(&request.collection_name)?;
+        self.0.storage().collection(&request.collection_name)?;
         let points = request
             .points
             .into_iter()
@@ -73,7 +73,7 @@ impl PointsService {
     ) -> Result<proto::PointsOperationResponse, StorageError> {
         let started = Instant::now();
         refuse_if_set(&request.shard_key_selector, SHARD_KEYS_REFUSED)?;
-        self.0.storage.collection(&request.collection_name)?;
+        self.0.storage().collection(&request.collection_name)?;
         let selection = match request.points.and_then(|p| p.points_selector_one_of) {
             None => return Err(missing("`points` (ids or a filter)")),
             Some(PointsSelectorOneOf::Points(list)) => PointsSelection::Ids(
@@ -159,7 +159,7 @@ impl PointsService {
         if !request.prefetch.is_empty() {
             return Err(StorageError::bad_request(PREFETCH_REFUSED));
         }
-        self.0.storage.collection(&request.collection_name)?;
+        self.0.storage().collection(&request.collection_name)?;
         let target = query_target(request.query.ok_or_else(|| missing("`query`"))?)?;
         let nearest = NearestRequest {
             target,
@@ -185,7 +185,7 @@ impl PointsService {
         let started = Instant::now();
         refuse_if_set(&request.shard_key_selector, SHARD_KEYS_REFUSED)?;
         // `limit: 0` is refused by the query itself, as for `Query` and REST.
-        self.0.storage.collection(&request.collection_name)?;
+        self.0.storage().collection(&request.collection_name)?;
         let nearest = NearestRequest {
             target: search_target(request.vector, request.sparse_indices),
             using: request.vector_name.unwrap_or_default(),

@@ -366,7 +366,7 @@ fn scopes_of(storage: &Storage, policy: &Policy) -> Vec<Scope> {
 }
 
 async fn backup_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
-    let scopes = scopes_of(&service.storage, policy);
+    let scopes = scopes_of(service.storage(), policy);
     let total = scopes.len();
     let mut record = RunRecord {
         result: "ok".into(),
@@ -479,9 +479,9 @@ async fn store_one(
     scope: Scope,
 ) -> Result<(String, u64)> {
     let scope = super::snapshots::checked_scope(service, scope)?;
-    let storage = service.storage.clone();
+    let snapshots = service.snapshots.clone();
     run_blocking(move || {
-        let view = SnapshotView::open(&storage, scope.clone())?;
+        let view = SnapshotView::open(&snapshots, scope.clone())?;
         let created = store.create(&view)?;
         drop(view);
         crate::metrics::snapshot_created(&scope_label(&scope));
@@ -535,7 +535,7 @@ async fn plan_retention(service: &Arc<Service>, policy: &Policy) -> Result<Vec<S
     let Some(rules) = policy.retention.clone() else {
         return Ok(Vec::new());
     };
-    let scopes = scopes_of(&service.storage, policy);
+    let scopes = scopes_of(service.storage(), policy);
     let store = service.backups.store_of(&policy.name, service);
     run_blocking(move || {
         let now = SystemTime::now();
@@ -702,7 +702,7 @@ async fn drill_run(service: &Arc<Service>, policy: &Policy) -> RunRecord {
         });
     }
     if drills.restore {
-        let scopes: Vec<Scope> = scopes_of(&service.storage, policy)
+        let scopes: Vec<Scope> = scopes_of(service.storage(), policy)
             .into_iter()
             .filter(|s| matches!(s, Scope::Collection(_)))
             .collect();
@@ -808,6 +808,8 @@ async fn drill_in(
         })
         .await?
     };
+    // The drill's own snapshot state: nothing it does shows in the daemon's.
+    let snapshots = crate::snapshot::Snapshots::new(storage.clone());
     let result = async {
         let shown = opened.shown.clone();
         let checksum = opened.snapshot.checksum.clone();
@@ -822,10 +824,10 @@ async fn drill_in(
                 StorageError::internal(format!("cannot read {shown}: {why}"))
             }),
         }
-        .pump(&storage)
+        .pump(&snapshots)
         .await?;
         crate::snapshot::restore::restore_collection(
-            &storage,
+            &snapshots,
             DRILL_COLLECTION,
             received,
             checksum,
@@ -892,7 +894,7 @@ pub fn status_now(service: &Service) -> Vec<PolicyStatus> {
         let record = backups.policy_record(&policy.name);
         let store = backups.store_of(&policy.name, service);
         let mut generations = HashMap::new();
-        for scope in scopes_of(&service.storage, policy) {
+        for scope in scopes_of(service.storage(), policy) {
             if let Ok(listed) = store.list(&scope) {
                 generations.insert(scope_label(&scope), listed.len());
             }

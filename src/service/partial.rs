@@ -21,8 +21,8 @@ pub async fn manifest(
     id: u32,
     content: bool,
 ) -> Result<Arc<ShardManifests>> {
-    let storage = service.storage.clone();
-    run_blocking(move || manifests(&storage, &collection, id, content)).await
+    let snapshots = service.snapshots.clone();
+    run_blocking(move || manifests(&snapshots, &collection, id, content)).await
 }
 
 /// What the receiver with `request`'s manifest lacks of shard `id`: nothing
@@ -33,16 +33,16 @@ pub async fn create_partial(
     id: u32,
     request: ManifestRequest,
 ) -> Result<Created> {
-    service.storage.collection(&collection)?.shard(id)?;
-    let storage = service.storage.clone();
-    run_blocking(move || create(&storage, &collection, id, &request)).await
+    service.storage().collection(&collection)?.shard(id)?;
+    let snapshots = service.snapshots.clone();
+    run_blocking(move || create(&snapshots, &collection, id, &request)).await
 }
 
 /// The shard's one partial recovery, if none runs: `None` when one does.
 pub fn claim(service: &Service, collection: &str, id: u32) -> Result<Option<ShardClaim>> {
-    service.storage.check_writable(collection)?;
-    service.storage.collection(collection)?.shard(id)?;
-    Ok(ShardClaim::try_take(&service.storage, collection, id))
+    service.storage().check_writable(collection)?;
+    service.storage().collection(collection)?.shard(id)?;
+    Ok(ShardClaim::try_take(service.storage(), collection, id))
 }
 
 /// Apply a received partial archive to shard `id`, under its claim.
@@ -55,7 +55,15 @@ pub async fn apply_partial(
     checksum: Option<String>,
 ) -> Result<Applied> {
     let _claim = claim;
-    apply(&service.storage, &collection, id, received, checksum, None).await
+    apply(
+        &service.snapshots,
+        &collection,
+        id,
+        received,
+        checksum,
+        None,
+    )
+    .await
 }
 
 /// Pull shard `id` from the peer at `peer_url` (what it lacks only) and apply it,
@@ -79,7 +87,7 @@ pub async fn pull_partial(
         config_checked: false,
     };
     let pulled = pull(
-        &service.storage,
+        &service.snapshots,
         &collection,
         id,
         from,
@@ -88,14 +96,14 @@ pub async fn pull_partial(
     )
     .await?;
     let full_size =
-        crate::snapshot::partial::peer::full_size(&service.storage, &collection, id).await?;
+        crate::snapshot::partial::peer::full_size(&service.snapshots, &collection, id).await?;
     Ok((pulled, full_size))
 }
 
 /// Cancel the pull of shard `id` while it is receiving; whether one was.
 pub fn cancel_pull(service: &Service, collection: &str, id: u32) -> Result<bool> {
-    service.storage.collection(collection)?.shard(id)?;
-    let cancelled = crate::snapshot::partial::peer::cancel_pull(collection, id);
+    service.storage().collection(collection)?.shard(id)?;
+    let cancelled = crate::snapshot::partial::peer::cancel_pull(&service.snapshots, collection, id);
     if cancelled {
         tracing::info!(collection, shard = id, "partial pull cancelled");
     }

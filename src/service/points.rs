@@ -30,8 +30,8 @@ pub async fn upsert_points(
     points: Vec<PointStructPersisted>,
     wait: bool,
 ) -> Result<(), StorageError> {
-    app.storage.check_writable(collection)?;
-    app.storage
+    app.storage().check_writable(collection)?;
+    app.storage()
         .collection(collection)?
         .upsert(points, wait)
         .await
@@ -43,8 +43,8 @@ pub async fn delete_points(
     selection: PointsSelection,
     wait: bool,
 ) -> Result<(), StorageError> {
-    app.storage.check_writable(collection)?;
-    let collection = app.storage.collection(collection)?;
+    app.storage().check_writable(collection)?;
+    let collection = app.storage().collection(collection)?;
     match selection {
         PointsSelection::Ids(ids) => collection.delete(ids, wait).await,
         PointsSelection::Filter(filter) => collection.delete_by_filter(filter, wait).await,
@@ -57,7 +57,7 @@ pub async fn retrieve_points(
     ids: Vec<PointId>,
     read: ReadOptions,
 ) -> Result<Vec<Record>, StorageError> {
-    let collection = app.storage.collection(collection)?;
+    let collection = app.storage().collection(collection)?;
     run_blocking(move || collection.retrieve(&ids, &read)).await
 }
 
@@ -74,7 +74,7 @@ pub async fn scroll_points(
     collection: &str,
     request: ScrollRequest,
 ) -> Result<ScrollPage, StorageError> {
-    let collection = app.storage.collection(collection)?;
+    let collection = app.storage().collection(collection)?;
     run_blocking(move || {
         collection.scroll(request.offset, request.limit, request.filter, &request.read)
     })
@@ -86,7 +86,7 @@ pub async fn count_points(
     collection: &str,
     filter: Option<Filter>,
 ) -> Result<usize, StorageError> {
-    let collection = app.storage.collection(collection)?;
+    let collection = app.storage().collection(collection)?;
     run_blocking(move || collection.count(filter)).await
 }
 
@@ -114,7 +114,7 @@ pub async fn nearest_points(
     collection: &str,
     request: NearestRequest,
 ) -> Result<Vec<ScoredPoint>, StorageError> {
-    let collection = app.storage.collection(collection)?;
+    let collection = app.storage().collection(collection)?;
     let NearestRequest {
         target,
         using,

@@ -7,14 +7,14 @@
 use std::sync::Arc;
 
 use super::Service;
-use crate::snapshot::Scope;
 use crate::snapshot::inflow::{Body, Source};
 use crate::snapshot::intake::Received;
 use crate::snapshot::restore::{self, restore_collection};
 use crate::snapshot::store::FileReader;
 use crate::snapshot::store::s3::S3Config;
+use crate::snapshot::{Scope, Snapshots};
 use crate::storage::error::with_causes;
-use crate::storage::{Result, Storage, StorageError};
+use crate::storage::{Result, StorageError};
 
 /// On one node every priority restores the snapshot as it is: `snapshot` (Qdrant's
 /// default: the snapshot's data wins), `replica` and `no_sync` (which in a cluster
@@ -42,11 +42,11 @@ pub fn check_checksum(service: &Service, checksum: Option<&str>) -> Result<()> {
 /// not exist yet), a shard exists.
 pub fn checked_target(service: &Service, scope: &Scope) -> Result<()> {
     if let Scope::Collection(c) | Scope::Shard(c, _) = scope {
-        service.storage.check_writable(c)?;
+        service.storage().check_writable(c)?;
     }
     match scope {
         Scope::Collection(c) => crate::storage::names::validate_collection_name(c),
-        Scope::Shard(c, id) => service.storage.collection(c)?.shard(*id).map(|_| ()),
+        Scope::Shard(c, id) => service.storage().collection(c)?.shard(*id).map(|_| ()),
         Scope::Full => Err(StorageError::bad_request(
             "full-storage snapshots are restored with --storage-snapshot",
         )),
@@ -58,20 +58,21 @@ pub fn checked_target(service: &Service, scope: &Scope) -> Result<()> {
 /// collection takes a full collection snapshot; a shard takes a full shard
 /// snapshot or a partial one, told apart by content (a partial one is applied).
 pub async fn restore_received(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     scope: Scope,
     received: Received,
     checksum: Option<String>,
 ) -> Result<()> {
+    let storage = snapshots.storage();
     if let Scope::Collection(c) | Scope::Shard(c, _) = &scope {
         storage.check_writable(c)?;
     }
     match &scope {
         Scope::Shard(c, id) => {
-            crate::snapshot::recover::restore_or_apply_shard(storage, c, *id, received, checksum)
+            crate::snapshot::recover::restore_or_apply_shard(snapshots, c, *id, received, checksum)
                 .await
         }
-        Scope::Collection(c) => restore_collection(storage, c, received, checksum)
+        Scope::Collection(c) => restore_collection(snapshots, c, received, checksum)
             .await
             .map(|_| ()),
         Scope::Full => Err(StorageError::bad_request(
@@ -143,7 +144,7 @@ pub async fn obtain(
                 move |why| StorageError::bad_request(format!("cannot read {shown}: {why}")),
             )
             .sized(Some(size))
-            .pump(&service.storage)
+            .pump(&service.snapshots)
             .await?;
             Ok((received, given))
         }
@@ -180,7 +181,7 @@ pub async fn obtain(
                 move |why| StorageError::Peer(format!("cannot read {shown}: {why}")),
             )
             .sized(Some(opened.snapshot.size))
-            .pump(&service.storage)
+            .pump(&service.snapshots)
             .await?;
             Ok((received, expected))
         }
@@ -238,7 +239,7 @@ async fn s3_location(
         move |why| StorageError::Peer(format!("cannot read {shown}: {why}")),
     )
     .sized(Some(size))
-    .pump(&service.storage)
+    .pump(&service.snapshots)
     .await?;
     Ok((received, expected))
 }
@@ -473,6 +474,6 @@ async fn download_within(
         move |why| StorageError::bad_request(format!("cannot fetch {shown}: {why}")),
     )
     .sized(size)
-    .pump(&service.storage)
+    .pump(&service.snapshots)
     .await
 }

@@ -12,10 +12,10 @@ use crate::storage::Result;
 pub fn checked_scope(service: &Service, scope: Scope) -> Result<Scope> {
     match &scope {
         Scope::Collection(c) => {
-            service.storage.collection(c)?;
+            service.storage().collection(c)?;
         }
         Scope::Shard(c, id) => {
-            service.storage.collection(c)?.shard(*id)?;
+            service.storage().collection(c)?.shard(*id)?;
         }
         Scope::Full => {}
     }
@@ -31,7 +31,7 @@ pub fn snapshot_creation(
     let scope = checked_scope(service, scope)?;
     let service = service.clone();
     Ok(move || {
-        let view = SnapshotView::open(&service.storage, scope.clone())?;
+        let view = SnapshotView::open(&service.snapshots, scope.clone())?;
         let created = service.store.create(&view)?;
         drop(view);
         crate::metrics::snapshot_created(match &scope {
@@ -153,6 +153,6 @@ pub async fn delete_snapshot(service: &Arc<Service>, scope: Scope, name: String)
 /// A fresh live view of `scope` (a short freeze and flush), held while it is read.
 pub async fn live_view(service: &Arc<Service>, scope: Scope) -> Result<Arc<SnapshotView>> {
     let scope = checked_scope(service, scope)?;
-    let storage = service.storage.clone();
-    run_blocking(move || SnapshotView::open(&storage, scope)).await
+    let snapshots = service.snapshots.clone();
+    run_blocking(move || SnapshotView::open(&snapshots, scope)).await
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
+use super::Snapshots;
 use super::digest::{bytes_sha256, file_sha256, hex};
 use super::layout::{ArchiveBuilder, ArchiveLayout, EntryKind, FrozenFile, Generator};
 
@@ -177,9 +178,10 @@ fn manifest_bytes(
 /// Append `snapfs-manifest.json`: every file entry's path, logical size and SHA-256.
 /// Its length is fixed now; its digests are computed when it is first read (from
 /// the digest cache for files seen before).
-pub fn add_manifest(builder: &mut ArchiveBuilder) -> io::Result<()> {
+pub fn add_manifest(builder: &mut ArchiveBuilder, snapshots: &Arc<Snapshots>) -> io::Result<()> {
     let len = manifest_bytes(builder.entries(), |_| Ok(PLACEHOLDER.to_string()))?.len() as u64;
-    let generate: Generator = Arc::new(|layout: &ArchiveLayout| {
+    let snapshots = snapshots.clone();
+    let generate: Generator = Arc::new(move |layout: &ArchiveLayout| {
         let entries = layout.entries();
         // The manifest describes the entries before it.
         let described = &entries[..entries.len().saturating_sub(1)];
@@ -188,11 +190,12 @@ pub fn add_manifest(builder: &mut ArchiveBuilder) -> io::Result<()> {
                 EntryKind::Inline(data) => bytes_sha256(data),
                 EntryKind::File { file, extents } => {
                     let frozen = &layout.files()[*file];
-                    frozen.with_file(|f| file_sha256(f, frozen.size, extents))?
+                    frozen
+                        .with_file(|f| file_sha256(&snapshots.digests, f, frozen.size, extents))?
                 }
-                EntryKind::Nested(index) => {
-                    super::checksum::archive_sha256(&layout.nested()[*index])?
-                }
+                EntryKind::Nested(index) => snapshots
+                    .checksums
+                    .archive_sha256(&layout.nested()[*index])?,
                 EntryKind::Ranged { .. } => {
                     return Err(io::Error::other(
                         "a manifest is made of frozen entries, not of read-back ones",

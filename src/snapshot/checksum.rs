@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use super::Snapshots;
 use super::layout::ArchiveLayout;
 
 /// Archive states remembered; each is 64 bytes.
@@ -19,46 +20,82 @@ const CACHE_ENTRIES: usize = 10_000;
 /// Read size for a full hashing pass.
 const CHUNK: usize = 1 << 20;
 
-fn cache() -> &'static Mutex<lru::LruCache<[u8; 32], [u8; 32]>> {
-    static CACHE: OnceLock<Mutex<lru::LruCache<[u8; 32], [u8; 32]>>> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        Mutex::new(lru::LruCache::new(
-            NonZeroUsize::new(CACHE_ENTRIES).unwrap(),
-        ))
-    })
+/// The checksums known, by archive fingerprint, and the hashes under way (part of
+/// [`super::Snapshots`]).
+pub struct Checksums {
+    known: Mutex<lru::LruCache<[u8; 32], [u8; 32]>>,
+    underway: Mutex<HashMap<[u8; 32], Arc<Underway>>>,
 }
 
-pub fn known_sha256(layout: &ArchiveLayout) -> Option<[u8; 32]> {
-    cache().lock().unwrap().get(&layout.fingerprint()).copied()
+impl Default for Checksums {
+    fn default() -> Self {
+        Checksums {
+            known: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(CACHE_ENTRIES).unwrap(),
+            )),
+            underway: Mutex::default(),
+        }
+    }
 }
 
-/// Record the checksum of `layout`'s bytes, computed by whoever read them all.
-pub fn remember(layout: &ArchiveLayout, digest: [u8; 32]) {
-    remember_fingerprint(layout.fingerprint(), digest);
-}
+impl Checksums {
+    pub fn known_sha256(&self, layout: &ArchiveLayout) -> Option<[u8; 32]> {
+        self.known
+            .lock()
+            .unwrap()
+            .get(&layout.fingerprint())
+            .copied()
+    }
 
-fn remember_fingerprint(fingerprint: [u8; 32], digest: [u8; 32]) {
-    cache().lock().unwrap().put(fingerprint, digest);
-}
+    /// Record the checksum of `layout`'s bytes, computed by whoever read them all.
+    pub fn remember(&self, layout: &ArchiveLayout, digest: [u8; 32]) {
+        self.remember_fingerprint(layout.fingerprint(), digest);
+    }
 
-/// The archive's SHA-256: from the cache, from a hash already under way (waited
-/// for), or by reading it once.
-pub fn archive_sha256(layout: &ArchiveLayout) -> io::Result<[u8; 32]> {
-    loop {
-        match claim(layout) {
-            Claim::Known(digest) => return Ok(digest),
-            Claim::Ours(claimed) => {
-                let digest = hash_layout(layout)?;
-                claimed.done(digest);
-                return Ok(digest);
-            }
-            // Given up (its read failed): try again, maybe hashing ourselves.
-            Claim::Theirs(underway) => {
-                if let Some(digest) = underway.wait() {
+    fn remember_fingerprint(&self, fingerprint: [u8; 32], digest: [u8; 32]) {
+        self.known.lock().unwrap().put(fingerprint, digest);
+    }
+
+    /// The archive's SHA-256: from the cache, from a hash already under way (waited
+    /// for), or by reading it once.
+    pub fn archive_sha256(&self, layout: &ArchiveLayout) -> io::Result<[u8; 32]> {
+        loop {
+            match self.claim(layout) {
+                Claim::Known(digest) => return Ok(digest),
+                Claim::Ours(claimed) => {
+                    let digest = hash_layout(layout)?;
+                    claimed.done(digest);
                     return Ok(digest);
+                }
+                // Given up (its read failed): try again, maybe hashing ourselves.
+                Claim::Theirs(underway) => {
+                    if let Some(digest) = underway.wait() {
+                        return Ok(digest);
+                    }
                 }
             }
         }
+    }
+
+    fn claim(&self, layout: &ArchiveLayout) -> Claim<'_> {
+        let fingerprint = layout.fingerprint();
+        let mut map = self.underway.lock().unwrap();
+        // Checked under the map's lock: a finished hash is in the cache before it
+        // leaves the map.
+        if let Some(digest) = self.known_sha256(layout) {
+            return Claim::Known(digest);
+        }
+        if let Some(theirs) = map.get(&fingerprint) {
+            return Claim::Theirs(theirs.clone());
+        }
+        let underway = Arc::new(Underway::default());
+        map.insert(fingerprint, underway.clone());
+        Claim::Ours(Claimed {
+            checksums: self,
+            fingerprint,
+            underway,
+            digest: None,
+        })
     }
 }
 
@@ -76,12 +113,6 @@ fn hash_layout(layout: &ArchiveLayout) -> io::Result<[u8; 32]> {
         offset += n as u64;
     }
     Ok(hasher.finalize().into())
-}
-
-/// Hashes under way, by archive fingerprint.
-fn underway() -> &'static Mutex<HashMap<[u8; 32], Arc<Underway>>> {
-    static UNDERWAY: OnceLock<Mutex<HashMap<[u8; 32], Arc<Underway>>>> = OnceLock::new();
-    UNDERWAY.get_or_init(Default::default)
 }
 
 /// One hash under way: its outcome, once there (`Some(None)`: given up).
@@ -103,58 +134,44 @@ impl Underway {
     }
 }
 
-enum Claim {
+enum Claim<'a> {
     Known([u8; 32]),
     /// Nobody hashes this archive: the caller does, and must report through this.
-    Ours(Claimed),
+    Ours(Claimed<'a>),
     /// Someone else does: wait for them.
     Theirs(Arc<Underway>),
 }
 
 /// The right and duty to hash one archive; dropped without [`Claimed::done`], the
 /// hash is given up and whoever waits tries again.
-struct Claimed {
+struct Claimed<'a> {
+    checksums: &'a Checksums,
     fingerprint: [u8; 32],
     underway: Arc<Underway>,
     digest: Option<[u8; 32]>,
 }
 
-impl Claimed {
+impl Claimed<'_> {
     fn done(mut self, digest: [u8; 32]) {
         self.digest = Some(digest);
     }
 }
 
-impl Drop for Claimed {
+impl Drop for Claimed<'_> {
     fn drop(&mut self) {
         // Remembered before the claim goes, so a new asker finds it in the cache.
         if let Some(digest) = self.digest {
-            remember_fingerprint(self.fingerprint, digest);
+            self.checksums
+                .remember_fingerprint(self.fingerprint, digest);
         }
-        underway().lock().unwrap().remove(&self.fingerprint);
+        self.checksums
+            .underway
+            .lock()
+            .unwrap()
+            .remove(&self.fingerprint);
         *self.underway.outcome.lock().unwrap() = Some(self.digest);
         self.underway.ended.notify_all();
     }
-}
-
-fn claim(layout: &ArchiveLayout) -> Claim {
-    let fingerprint = layout.fingerprint();
-    let mut map = underway().lock().unwrap();
-    // Checked under the map's lock: a finished hash is in the cache before it
-    // leaves the map.
-    if let Some(digest) = known_sha256(layout) {
-        return Claim::Known(digest);
-    }
-    if let Some(theirs) = map.get(&fingerprint) {
-        return Claim::Theirs(theirs.clone());
-    }
-    let underway = Arc::new(Underway::default());
-    map.insert(fingerprint, underway.clone());
-    Claim::Ours(Claimed {
-        fingerprint,
-        underway,
-        digest: None,
-    })
 }
 
 /// Follows one reader: as long as its reads are sequential from offset 0, the bytes
@@ -162,15 +179,24 @@ fn claim(layout: &ArchiveLayout) -> Claim {
 /// readahead may re-read a little behind; such reads are ignored, a jump ahead stops
 /// the hashing for this reader.
 pub struct SequentialHasher {
+    snapshots: Arc<Snapshots>,
     next: u64,
     hasher: Option<Sha256>,
 }
 
 impl SequentialHasher {
     /// A hasher for a reader of `layout`; idle when the checksum is known already.
-    pub fn for_layout(layout: &ArchiveLayout) -> Self {
-        let hasher = known_sha256(layout).is_none().then(Sha256::new);
-        SequentialHasher { next: 0, hasher }
+    pub fn for_layout(snapshots: &Arc<Snapshots>, layout: &ArchiveLayout) -> Self {
+        let hasher = snapshots
+            .checksums
+            .known_sha256(layout)
+            .is_none()
+            .then(Sha256::new);
+        SequentialHasher {
+            snapshots: snapshots.clone(),
+            next: 0,
+            hasher,
+        }
     }
 
     pub fn observe(&mut self, layout: &ArchiveLayout, offset: u64, data: &[u8]) {
@@ -190,7 +216,7 @@ impl SequentialHasher {
         self.next = end;
         if self.next == layout.size() {
             let digest: [u8; 32] = self.hasher.take().unwrap().finalize().into();
-            remember(layout, digest);
+            self.snapshots.checksums.remember(layout, digest);
         }
     }
 }
@@ -222,38 +248,40 @@ mod tests {
     fn askers_of_one_state_share_one_hash() {
         let (layout, expected) = archive(1, 64 << 20);
         // The first asker claims the hash; the others wait for it.
-        let Claim::Ours(claimed) = claim(&layout) else {
+        let checksums = Arc::new(Checksums::default());
+        let Claim::Ours(claimed) = checksums.claim(&layout) else {
             panic!("nobody hashes this state yet")
         };
         let waiters: Vec<_> = (0..3)
             .map(|_| {
-                let layout = layout.clone();
-                std::thread::spawn(move || archive_sha256(&layout).unwrap())
+                let (layout, checksums) = (layout.clone(), checksums.clone());
+                std::thread::spawn(move || checksums.archive_sha256(&layout).unwrap())
             })
             .collect();
         std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(matches!(claim(&layout), Claim::Theirs(_)));
+        assert!(matches!(checksums.claim(&layout), Claim::Theirs(_)));
         let digest = hash_layout(&layout).unwrap();
         claimed.done(digest);
         for waiter in waiters {
             assert_eq!(waiter.join().unwrap(), expected);
         }
-        assert!(matches!(claim(&layout), Claim::Known(d) if d == expected));
+        assert!(matches!(checksums.claim(&layout), Claim::Known(d) if d == expected));
     }
 
     #[test]
     fn a_hash_given_up_is_done_by_the_next_asker() {
         let (layout, expected) = archive(2, 1 << 20);
-        let Claim::Ours(claimed) = claim(&layout) else {
+        let checksums = Arc::new(Checksums::default());
+        let Claim::Ours(claimed) = checksums.claim(&layout) else {
             panic!("nobody hashes this state yet")
         };
         let waiter = {
-            let layout = layout.clone();
-            std::thread::spawn(move || archive_sha256(&layout).unwrap())
+            let (layout, checksums) = (layout.clone(), checksums.clone());
+            std::thread::spawn(move || checksums.archive_sha256(&layout).unwrap())
         };
         std::thread::sleep(std::time::Duration::from_millis(50));
         drop(claimed);
         assert_eq!(waiter.join().unwrap(), expected);
-        assert_eq!(known_sha256(&layout), Some(expected));
+        assert_eq!(checksums.known_sha256(&layout), Some(expected));
     }
 }

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -111,13 +111,15 @@ impl Rolling {
 /// most of a shard's logical size, take one character per block).
 pub const BLOCK: u64 = 32 << 10;
 
-fn cache() -> &'static Mutex<lru::LruCache<FileIdentity, Arc<FileDigest>>> {
-    static CACHE: OnceLock<Mutex<lru::LruCache<FileIdentity, Arc<FileDigest>>>> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        Mutex::new(lru::LruCache::new(
+/// File digests by file identity (part of [`super::Snapshots`]).
+pub struct Digests(Mutex<lru::LruCache<FileIdentity, Arc<FileDigest>>>);
+
+impl Default for Digests {
+    fn default() -> Self {
+        Digests(Mutex::new(lru::LruCache::new(
             NonZeroUsize::new(CACHE_ENTRIES).unwrap(),
-        ))
-    })
+        )))
+    }
 }
 
 pub fn hex(digest: &[u8]) -> String {
@@ -125,14 +127,20 @@ pub fn hex(digest: &[u8]) -> String {
 }
 
 /// SHA-256 of the logical content of `file` (size `size`, data only in `extents`).
-pub fn file_sha256(file: &File, size: u64, extents: &[(u64, u64)]) -> io::Result<[u8; 32]> {
-    Ok(file_digest(file, size, extents, false)?.sha256)
+pub fn file_sha256(
+    digests: &Digests,
+    file: &File,
+    size: u64,
+    extents: &[(u64, u64)],
+) -> io::Result<[u8; 32]> {
+    Ok(file_digest(digests, file, size, extents, false)?.sha256)
 }
 
 /// The file's digest; with `blocks`, its block hashes too (files of more than one
 /// block). Reads only the data extents (holes hash as zeros without being read), and
 /// only once per file identity.
 pub fn file_digest(
+    digests: &Digests,
     file: &File,
     size: u64,
     extents: &[(u64, u64)],
@@ -140,7 +148,7 @@ pub fn file_digest(
 ) -> io::Result<Arc<FileDigest>> {
     let id = identity(file)?;
     let blocks = blocks && size > BLOCK;
-    if let Some(hit) = cache().lock().unwrap().get(&id)
+    if let Some(hit) = digests.0.lock().unwrap().get(&id)
         && (!blocks || hit.blocks.is_some())
     {
         return Ok(hit.clone());
@@ -179,7 +187,7 @@ pub fn file_digest(
         .unwrap_or_default()
         .as_nanos() as i128;
     if now_ns - id.mtime_ns.max(id.ctime_ns) > SETTLED_NS {
-        cache().lock().unwrap().put(id, digest.clone());
+        digests.0.lock().unwrap().put(id, digest.clone());
     }
     Ok(digest)
 }
@@ -304,7 +312,8 @@ mod tests {
         drop(file);
         let file = File::open(&path).unwrap();
         let extents = crate::storage::extents::data_extents(&file, size).unwrap();
-        let digest = file_digest(&file, size, &extents, true).unwrap();
+        let digests = Digests::default();
+        let digest = file_digest(&digests, &file, size, &extents, true).unwrap();
         let content = std::fs::read(&path).unwrap();
         assert_eq!(digest.sha256, <[u8; 32]>::from(Sha256::digest(&content)));
         let blocks = digest.blocks.as_ref().unwrap();
@@ -329,6 +338,9 @@ mod tests {
         assert_eq!(parse_blocks(&text).unwrap(), *blocks, "round trip");
         assert!(parse_blocks("abc").is_none());
         // Asked without blocks: the same file digest.
-        assert_eq!(file_sha256(&file, size, &extents).unwrap(), digest.sha256);
+        assert_eq!(
+            file_sha256(&digests, &file, size, &extents).unwrap(),
+            digest.sha256
+        );
     }
 }

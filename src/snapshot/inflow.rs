@@ -17,11 +17,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use super::Snapshots;
 use super::intake::{Intake, Received};
 use super::restore;
 use super::store::StoredReader;
 use crate::storage::error::with_causes;
-use crate::storage::{Result, Storage, StorageError};
+use crate::storage::{Result, StorageError};
 
 /// A stream of chunks, or its failure in words.
 pub type Chunks<'a> = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, String>> + Send + 'a>>;
@@ -57,8 +58,8 @@ impl Source<'_> {
     }
 
     /// Move it into a new intake and wait until every byte is in ([`pump`]).
-    pub async fn pump(self, storage: &Arc<Storage>) -> Result<Received> {
-        pump(storage, self).await
+    pub async fn pump(self, snapshots: &Arc<Snapshots>) -> Result<Received> {
+        pump(snapshots, self).await
     }
 
     /// Chunks from a stream of `Result<Bytes, E>` (reqwest, object_store, multipart…).
@@ -72,7 +73,7 @@ impl Source<'_> {
 }
 
 /// Move `source` into a new intake and wait until every byte is in.
-pub async fn pump(storage: &Arc<Storage>, source: Source<'_>) -> Result<Received> {
+pub async fn pump(snapshots: &Arc<Snapshots>, source: Source<'_>) -> Result<Received> {
     let Source {
         body,
         size,
@@ -85,10 +86,10 @@ pub async fn pump(storage: &Arc<Storage>, source: Source<'_>) -> Result<Received
     let refused = |e| crate::snapshot::error::unquoted(what, e);
     match body {
         Body::Reader(reader) => {
-            let storage = storage.clone();
+            let snapshots = snapshots.clone();
             let size = size.ok_or_else(|| StorageError::internal("a reader source has a size"))?;
             tokio::task::spawn_blocking(move || {
-                let mut intake = restore::begin(&storage, shown_as, checksum)?;
+                let mut intake = restore::begin(&snapshots, shown_as, checksum)?;
                 intake.expect_size(size)?;
                 match read_into(&mut intake, &*reader, size) {
                     Ok(()) => intake.finish(),
@@ -101,7 +102,7 @@ pub async fn pump(storage: &Arc<Storage>, source: Source<'_>) -> Result<Received
             .map_err(refused)
         }
         Body::Stream(mut chunks) => {
-            let mut intake = begin(storage, shown_as, checksum).await?;
+            let mut intake = begin(snapshots, shown_as, checksum).await?;
             if let Some(size) = size {
                 intake.expect_size(size)?;
             }
@@ -131,12 +132,12 @@ pub async fn pump(storage: &Arc<Storage>, source: Source<'_>) -> Result<Received
 
 /// A new intake (its staging directory made on a blocking thread).
 async fn begin(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     shown_as: Option<(String, String)>,
     checksum: Option<String>,
 ) -> Result<Intake> {
-    let storage = storage.clone();
-    tokio::task::spawn_blocking(move || restore::begin(&storage, shown_as, checksum))
+    let snapshots = snapshots.clone();
+    tokio::task::spawn_blocking(move || restore::begin(&snapshots, shown_as, checksum))
         .await
         .map_err(|e| StorageError::internal_from("restore intake", e))?
 }

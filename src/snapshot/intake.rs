@@ -23,11 +23,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::SnapshotError;
+use super::Snapshots;
 use super::digest::hex;
 use super::limits::{DEFAULT_LOGICAL_BYTES, Limits, Reservation};
 use super::progress::Running;
 use super::unpack::{FileDigests, VerifyReport, check_checksum, unpack_entries};
-use crate::storage::{Result, Storage, StorageError};
+use crate::storage::{Result, StorageError};
 
 /// Bytes handed to the workers at a time.
 const CHUNK: usize = 1 << 20;
@@ -39,11 +40,13 @@ const QUEUE: usize = 4;
 /// a restore of `shown_as` (collection, what); `checksum`, when known before the
 /// first byte, is checked when the last one is in (see [`Intake::start`]).
 pub fn begin(
-    storage: &Storage,
+    snapshots: &Arc<Snapshots>,
     shown_as: Option<(String, String)>,
     checksum: Option<String>,
 ) -> Result<Intake> {
+    let storage = snapshots.storage();
     Intake::start(
+        snapshots,
         storage.restore_staging_dir(),
         shown_as,
         checksum,
@@ -107,6 +110,7 @@ impl Intake {
     /// [`DEFAULT_LOGICAL_BYTES`]). `ledger`: the disk bytes the storage's restores
     /// have declared (see [`Reservation`]).
     pub fn start(
+        snapshots: &Arc<Snapshots>,
         staging: PathBuf,
         shown_as: Option<(String, String)>,
         expected: Option<String>,
@@ -159,8 +163,9 @@ impl Intake {
                     .as_ref()
                     .map_or("", |(collection, _)| collection.as_str()),
             ),
-            _shown: shown_as
-                .map(|(collection, of)| Running::start(&collection, of, "receiving", received)),
+            _shown: shown_as.map(|(collection, of)| {
+                Running::start(snapshots, &collection, of, "receiving", received)
+            }),
         })
     }
 

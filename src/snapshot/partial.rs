@@ -27,9 +27,9 @@ pub use manifest::{ContentEntry, ContentManifest, ManifestRequest, VersionManife
 
 use super::digest::{BLOCK, blocks_text, file_digest, hex};
 use super::layout::EntryKind;
-use super::{Scope, SnapshotView};
+use super::{Scope, SnapshotView, Snapshots};
 use crate::storage::shard::Shard;
-use crate::storage::{Result, Storage, StorageError};
+use crate::storage::{Result, StorageError};
 
 /// Qdrant's per-segment version manifest in a partial archive.
 pub const SEGMENT_MANIFEST: &str = "segment_manifest.json";
@@ -89,13 +89,15 @@ impl ShardManifests {
 /// States remembered: a few per shard of a handful of busy collections.
 const CACHED_STATES: usize = 256;
 
-fn cache() -> &'static Mutex<lru::LruCache<u64, Arc<ShardManifests>>> {
-    static CACHE: OnceLock<Mutex<lru::LruCache<u64, Arc<ShardManifests>>>> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        Mutex::new(lru::LruCache::new(
+/// Shard states' manifests by change number (part of [`super::Snapshots`]).
+pub struct ManifestCache(Mutex<lru::LruCache<u64, Arc<ShardManifests>>>);
+
+impl Default for ManifestCache {
+    fn default() -> Self {
+        ManifestCache(Mutex::new(lru::LruCache::new(
             NonZeroUsize::new(CACHED_STATES).unwrap(),
-        ))
-    })
+        )))
+    }
 }
 
 /// The manifests of shard `id` of `collection` as it is now: from the cache while
@@ -103,18 +105,22 @@ fn cache() -> &'static Mutex<lru::LruCache<u64, Arc<ShardManifests>>> {
 /// `content`, the content form is computed too (from the digest cache for files
 /// seen before). Blocking.
 pub fn manifests(
-    storage: &Storage,
+    snapshots: &Arc<Snapshots>,
     collection: &str,
     id: u32,
     content: bool,
 ) -> Result<Arc<ShardManifests>> {
-    let change = storage.collection(collection)?.shard(id)?.change_number();
-    if let Some(known) = cache().lock().unwrap().get(&change).cloned()
+    let change = snapshots
+        .storage()
+        .collection(collection)?
+        .shard(id)?
+        .change_number();
+    if let Some(known) = snapshots.manifests.0.lock().unwrap().get(&change).cloned()
         && (!content || known.content().is_some())
     {
         return Ok(known);
     }
-    let view = SnapshotView::open(storage, Scope::Shard(collection.to_string(), id))?;
+    let view = SnapshotView::open(snapshots, Scope::Shard(collection.to_string(), id))?;
     manifests_of(&view, content)
 }
 
@@ -124,7 +130,7 @@ pub fn manifests_of(view: &SnapshotView, content: bool) -> Result<Arc<ShardManif
         .shard_state()
         .ok_or_else(|| StorageError::internal("manifests are made of shard views"))?;
     let entry = {
-        let mut cache = cache().lock().unwrap();
+        let mut cache = view.snapshots().manifests.0.lock().unwrap();
         match cache.get(&state.change) {
             Some(known) => known.clone(),
             None => {
@@ -161,7 +167,7 @@ fn content_manifest(view: &SnapshotView) -> Result<ContentManifest> {
         }
         let frozen = &layout.files()[*file];
         let digest = frozen
-            .with_file(|f| file_digest(f, frozen.size, extents, true))
+            .with_file(|f| file_digest(&view.snapshots().digests, f, frozen.size, extents, true))
             .map_err(|e| StorageError::internal_from(format!("hashing {}", entry.path), e))?;
         files.push(ContentEntry {
             path: entry.path.clone(),

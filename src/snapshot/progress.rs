@@ -6,9 +6,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::Snapshots;
 use crate::storage::StorageError;
 
 /// A restore under way, as `info.json` shows it.
@@ -35,16 +36,19 @@ impl RestoreState {
     }
 }
 
-type Registry = Mutex<HashMap<String, (u64, RestoreState)>>;
-
-fn running() -> &'static Registry {
-    static RUNNING: OnceLock<Registry> = OnceLock::new();
-    RUNNING.get_or_init(Default::default)
+/// The restores under way, by collection, each with its serial number (part of
+/// [`Snapshots`]).
+#[derive(Default)]
+pub struct Restores {
+    running: Mutex<HashMap<String, (u64, RestoreState)>>,
+    next: AtomicU64,
 }
 
 /// The restore of `collection` under way, if any.
-pub fn running_restore(collection: &str) -> Option<RestoreState> {
-    running()
+pub fn running_restore(snapshots: &Snapshots, collection: &str) -> Option<RestoreState> {
+    snapshots
+        .restores
+        .running
         .lock()
         .unwrap()
         .get(collection)
@@ -53,25 +57,34 @@ pub fn running_restore(collection: &str) -> Option<RestoreState> {
 
 /// Shows a restore of a collection as running for as long as it lives.
 pub struct Running {
+    snapshots: Arc<Snapshots>,
     collection: String,
     id: u64,
 }
 
 impl Running {
-    pub fn start(collection: &str, of: String, phase: &'static str, bytes: Arc<AtomicU64>) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    pub fn start(
+        snapshots: &Arc<Snapshots>,
+        collection: &str,
+        of: String,
+        phase: &'static str,
+        bytes: Arc<AtomicU64>,
+    ) -> Self {
+        let id = snapshots.restores.next.fetch_add(1, Ordering::Relaxed);
         let state = RestoreState {
             of,
             phase,
             since: SystemTime::now(),
             bytes,
         };
-        running()
+        snapshots
+            .restores
+            .running
             .lock()
             .unwrap()
             .insert(collection.to_string(), (id, state));
         Running {
+            snapshots: snapshots.clone(),
             collection: collection.to_string(),
             id,
         }
@@ -80,7 +93,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut running = running().lock().unwrap();
+        let mut running = self.snapshots.restores.running.lock().unwrap();
         if running
             .get(&self.collection)
             .is_some_and(|(id, _)| *id == self.id)

@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 
+use super::Snapshots;
 use super::intake::Received;
 use super::partial::apply;
 use super::restore::restore_shard;
-use crate::storage::{Result, Storage, StorageError};
+use crate::storage::{Result, StorageError};
 
 /// Restore shard `id` from a full shard snapshot, or apply a partial one to it:
 /// what a shard's `recover/` directory does (it tells them apart by content).
 pub async fn restore_or_apply_shard(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     name: &str,
     id: u32,
     received: Received,
@@ -25,9 +26,9 @@ pub async fn restore_or_apply_shard(
     .await
     .map_err(|e| StorageError::internal_from("the shard archive check stopped", e))?;
     if partial? {
-        apply::apply(storage, name, id, received, checksum, None).await?;
+        apply::apply(snapshots, name, id, received, checksum, None).await?;
     } else {
-        restore_shard(storage, name, id, received, checksum).await?;
+        restore_shard(snapshots, name, id, received, checksum).await?;
     }
     Ok(())
 }

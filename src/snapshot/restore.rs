@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use super::SnapshotError;
+use super::Snapshots;
 use super::intake::Received;
 use super::progress::{Running, count_refusal};
 use super::segment_layout::normalize_segments;
@@ -25,7 +26,7 @@ use crate::storage::cache_pin::CachePin;
 use crate::storage::collection::CONFIG_FILE;
 use crate::storage::switch::ShardReplacement;
 use crate::storage::sync_filesystem;
-use crate::storage::{CollectionConfig, Result, Storage, StorageError};
+use crate::storage::{CollectionConfig, Result, StorageError};
 
 pub mod full;
 
@@ -60,26 +61,26 @@ pub fn shown_as(scope: &super::Scope) -> Option<(String, String)> {
 /// Receive the archive in the file at `path` (read once, unpacked on the way),
 /// checked against `checksum` when given.
 pub async fn receive_file(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     path: &Path,
     shown_as: Option<(String, String)>,
     checksum: Option<String>,
 ) -> Result<Received> {
     let file = fs_err::File::open(path)?.into_parts().0;
-    receive_opened(storage, file, shown_as, checksum).await
+    receive_opened(snapshots, file, shown_as, checksum).await
 }
 
 /// [`receive_file`] for a file already opened (checked where it lies).
 pub async fn receive_opened(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     mut file: std::fs::File,
     shown_as: Option<(String, String)>,
     checksum: Option<String>,
 ) -> Result<Received> {
-    let storage = storage.clone();
+    let snapshots = snapshots.clone();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let mut intake = begin(&storage, shown_as, checksum)?;
+        let mut intake = begin(&snapshots, shown_as, checksum)?;
         intake.expect_size(file.metadata()?.len())?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -98,26 +99,26 @@ pub async fn receive_opened(
 /// Restore collection `name` (creating or replacing it) from a received archive,
 /// checked against `checksum` when given.
 pub async fn restore_collection(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     name: &str,
     received: Received,
     checksum: Option<String>,
 ) -> Result<Restored> {
     crate::storage::names::validate_collection_name(name)?;
-    run_restore(storage, name, Target::Collection, received, checksum).await
+    run_restore(snapshots, name, Target::Collection, received, checksum).await
 }
 
 /// Restore shard `id` of the existing collection `name` from a received shard
 /// snapshot.
 pub async fn restore_shard(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     name: &str,
     id: u32,
     received: Received,
     checksum: Option<String>,
 ) -> Result<Restored> {
-    storage.collection(name)?.shard(id)?;
-    run_restore(storage, name, Target::Shard(id), received, checksum).await
+    snapshots.storage().collection(name)?.shard(id)?;
+    run_restore(snapshots, name, Target::Shard(id), received, checksum).await
 }
 
 /// What a restore replaces.
@@ -130,12 +131,13 @@ enum Target {
 /// The steps every restore shares: serialize per collection, check in staging on a
 /// blocking thread, switch, log and count the outcome.
 async fn run_restore(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     name: &str,
     target: Target,
     received: Received,
     checksum: Option<String>,
 ) -> Result<Restored> {
+    let storage = snapshots.storage();
     let shard = match &target {
         Target::Collection => None,
         Target::Shard(id) => Some(*id),
@@ -143,6 +145,7 @@ async fn run_restore(
     let _turn = storage.restore_turn(name).await;
     let _metric = crate::metrics::RecoveryRunning::start(name);
     let _shown = Running::start(
+        snapshots,
         name,
         shard.map_or_else(|| "collection".into(), |id| format!("shard {id}")),
         "switching",

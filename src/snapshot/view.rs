@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::Snapshots;
 use super::archive::{add_collection_files, add_manifest, add_shard, payload_index_json};
 use super::layout::{ArchiveBuilder, ArchiveLayout};
 use super::partial::VersionManifest;
@@ -49,6 +50,8 @@ pub fn config_digest(config: &crate::storage::CollectionConfig) -> String {
 }
 
 pub struct SnapshotView {
+    /// The layer's state the view was opened in (its checksums, digests).
+    snapshots: Arc<Snapshots>,
     scope: Scope,
     layout: Arc<ArchiveLayout>,
     mtime: SystemTime,
@@ -86,34 +89,36 @@ impl Drop for SnapshotView {
     }
 }
 
-/// Every view alive, by scope (more than one when a newer state came while an
-/// older view was still read).
-fn live_views() -> &'static Mutex<HashMap<Scope, Vec<Weak<SnapshotView>>>> {
-    static VIEWS: OnceLock<Mutex<HashMap<Scope, Vec<Weak<SnapshotView>>>>> = OnceLock::new();
-    VIEWS.get_or_init(Default::default)
+/// The views alive and their openers' turns (part of [`Snapshots`]).
+#[derive(Default)]
+pub struct LiveViews {
+    /// Every view alive, by scope (more than one when a newer state came while an
+    /// older view was still read).
+    alive: Mutex<HashMap<Scope, Vec<Weak<SnapshotView>>>>,
+    /// Per scope, the lock its openers take turns on (entries stay for scopes ever
+    /// opened: a handful per collection).
+    turns: Mutex<HashMap<Scope, Arc<Mutex<()>>>>,
 }
 
-/// Per scope, the lock its openers take turns on (entries stay for scopes ever
-/// opened: a handful per collection).
-fn scope_turn(scope: &Scope) -> Arc<Mutex<()>> {
-    static TURNS: OnceLock<Mutex<HashMap<Scope, Arc<Mutex<()>>>>> = OnceLock::new();
-    TURNS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(scope.clone())
-        .or_default()
-        .clone()
-}
+impl LiveViews {
+    fn turn(&self, scope: &Scope) -> Arc<Mutex<()>> {
+        self.turns
+            .lock()
+            .unwrap()
+            .entry(scope.clone())
+            .or_default()
+            .clone()
+    }
 
-fn all_live_views() -> Vec<Arc<SnapshotView>> {
-    live_views()
-        .lock()
-        .unwrap()
-        .values()
-        .flatten()
-        .filter_map(Weak::upgrade)
-        .collect()
+    fn all(&self) -> Vec<Arc<SnapshotView>> {
+        self.alive
+            .lock()
+            .unwrap()
+            .values()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -126,10 +131,13 @@ impl SnapshotView {
     /// Open (or join) the view of `scope`. Blocking: flushes and reads directories.
     /// Openers of one scope take turns, so two at once share one view (and so one
     /// freeze) instead of building two.
-    pub fn open(storage: &Storage, scope: Scope) -> Result<Arc<SnapshotView>> {
-        let turn = scope_turn(&scope);
+    pub fn open(snapshots: &Arc<Snapshots>, scope: Scope) -> Result<Arc<SnapshotView>> {
+        let storage = snapshots.storage();
+        let turn = snapshots.views.turn(&scope);
         let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
-        let existing: Vec<Arc<SnapshotView>> = live_views()
+        let existing: Vec<Arc<SnapshotView>> = snapshots
+            .views
+            .alive
             .lock()
             .unwrap()
             .get(&scope)
@@ -142,14 +150,14 @@ impl SnapshotView {
         }
         // Built without the registry lock: freezing may wait for an optimization.
         let started = Instant::now();
-        let view = Arc::new(Self::build_fresh(storage, &scope)?);
+        let view = Arc::new(Self::build_fresh(snapshots, &scope)?);
         tracing::debug!(
             ?scope,
             size = view.size(),
             ms = started.elapsed().as_secs_f64() * 1e3,
             "view built"
         );
-        let mut views = live_views().lock().unwrap();
+        let mut views = snapshots.views.alive.lock().unwrap();
         for list in views.values_mut() {
             list.retain(|weak| weak.strong_count() > 0);
         }
@@ -202,15 +210,16 @@ impl SnapshotView {
     /// shard they hold frozen has taken updates since): they are copied aside, as at
     /// the freeze limit, so every snapshot is one state holding every update
     /// acknowledged before it.
-    fn build_fresh(storage: &Storage, scope: &Scope) -> Result<SnapshotView> {
+    fn build_fresh(snapshots: &Arc<Snapshots>, scope: &Scope) -> Result<SnapshotView> {
         const ATTEMPTS: usize = 50;
+        let storage = snapshots.storage();
         let mut attempt = 0;
         loop {
-            match Self::build(storage, scope.clone()) {
+            match Self::build(snapshots, scope.clone()) {
                 Err(StorageError::StaleFreeze { collection, shards }) if attempt < ATTEMPTS => {
                     attempt += 1;
                     let temp_path = storage.temp_path();
-                    for view in all_live_views() {
+                    for view in snapshots.views.all() {
                         if view.holds_frozen(&collection, &shards) {
                             // Its readers go on with the copies, and new readers of
                             // its scope still share it: one scope, one state.
@@ -256,16 +265,24 @@ impl SnapshotView {
         })
     }
 
-    fn build(storage: &Storage, scope: Scope) -> Result<SnapshotView> {
+    fn build(snapshots: &Arc<Snapshots>, scope: Scope) -> Result<SnapshotView> {
+        let storage = snapshots.storage();
         let io = |e: std::io::Error| StorageError::internal_from("building the snapshot failed", e);
         let peer = storage.peer_id();
         match &scope {
             Scope::Collection(name) => {
                 let freeze = storage.collection(name)?.freeze()?;
-                let (layout, mtime) = collection_layout(&freeze, peer)
+                let (layout, mtime) = collection_layout(snapshots, &freeze, peer)
                     .map_err(io)
                     .map_err(|e| freeze.switched_meanwhile(e))?;
-                Ok(SnapshotView::new(scope, layout, mtime, vec![freeze], None))
+                Ok(SnapshotView::new(
+                    snapshots,
+                    scope,
+                    layout,
+                    mtime,
+                    vec![freeze],
+                    None,
+                ))
             }
             Scope::Shard(name, id) => {
                 let collection = storage.collection(name)?;
@@ -281,9 +298,10 @@ impl SnapshotView {
                 let mut builder = ArchiveBuilder::new(unix_seconds(mtime));
                 builder.state(&[state.change]);
                 add_shard(&mut builder, "", &shard_dir, peer).map_err(io)?;
-                add_manifest(&mut builder).map_err(io)?;
+                add_manifest(&mut builder, snapshots).map_err(io)?;
                 let layout = builder.finish().map_err(io)?;
                 Ok(SnapshotView::new(
+                    snapshots,
                     scope,
                     layout,
                     mtime,
@@ -300,7 +318,7 @@ impl SnapshotView {
                         continue;
                     };
                     let freeze = collection.freeze()?;
-                    let (layout, changed) = collection_layout(&freeze, peer)
+                    let (layout, changed) = collection_layout(snapshots, &freeze, peer)
                         .map_err(io)
                         .map_err(|e| freeze.switched_meanwhile(e))?;
                     mtime = mtime.max(changed);
@@ -320,14 +338,17 @@ impl SnapshotView {
                     "config.json",
                     serde_json::to_vec(&config).map_err(StorageError::from_cause)?,
                 );
-                add_manifest(&mut builder).map_err(io)?;
+                add_manifest(&mut builder, snapshots).map_err(io)?;
                 let layout = builder.finish().map_err(io)?;
-                Ok(SnapshotView::new(scope, layout, mtime, freezes, None))
+                Ok(SnapshotView::new(
+                    snapshots, scope, layout, mtime, freezes, None,
+                ))
             }
         }
     }
 
     fn new(
+        snapshots: &Arc<Snapshots>,
         scope: Scope,
         layout: ArchiveLayout,
         mtime: SystemTime,
@@ -343,6 +364,7 @@ impl SnapshotView {
             .map(|f| (f.collection().clone(), f.shards().to_vec()))
             .collect();
         SnapshotView {
+            snapshots: snapshots.clone(),
             scope,
             layout: Arc::new(layout),
             mtime,
@@ -357,6 +379,15 @@ impl SnapshotView {
 
     pub fn layout(&self) -> &Arc<ArchiveLayout> {
         &self.layout
+    }
+
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.snapshots
+    }
+
+    /// The archive's SHA-256 (computed once per state, [`super::checksum`]).
+    pub fn sha256(&self) -> std::io::Result<[u8; 32]> {
+        self.snapshots.checksums.archive_sha256(&self.layout)
     }
 
     /// What a collection view's state holds, for a stored snapshot to record: its
@@ -398,6 +429,7 @@ impl SnapshotView {
 /// A collection archive of the frozen shards: shard directories, collection files,
 /// manifest.
 fn collection_layout(
+    snapshots: &Arc<Snapshots>,
     freeze: &CollectionFreeze,
     peer: u64,
 ) -> std::io::Result<(ArchiveLayout, SystemTime)> {
@@ -427,20 +459,29 @@ fn collection_layout(
     let schema = crate::storage::collection::payload_schema_of(freeze.shards())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     add_collection_files(&mut builder, config, payload_index_json(&schema));
-    add_manifest(&mut builder)?;
+    add_manifest(&mut builder, snapshots)?;
     Ok((builder.finish()?, mtime))
 }
 
 /// Ends freezes that outlive `limit`: their remaining files are copied into
 /// `temp_path` and the shards thaw, so writers are never held back for long by a
 /// slow reader. Runs for the life of the process.
-pub fn start_freeze_watchdog(temp_path: PathBuf, limit: Duration) -> std::io::Result<()> {
+pub fn start_freeze_watchdog(
+    snapshots: &Arc<Snapshots>,
+    temp_path: PathBuf,
+    limit: Duration,
+) -> std::io::Result<()> {
+    let snapshots = Arc::downgrade(snapshots);
     // Check often enough to honour short limits closely.
     let tick = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     std::thread::Builder::new().name("freeze-watchdog".into()).spawn(move || {
         loop {
             std::thread::sleep(tick);
-            for view in all_live_views() {
+            // Ends with the daemon's snapshot state.
+            let Some(snapshots) = snapshots.upgrade() else {
+                return;
+            };
+            for view in snapshots.views.all() {
                 if view.is_frozen() && view.opened.elapsed() > limit {
                     let started = Instant::now();
                     match view.copy_aside_and_thaw(&temp_path) {
@@ -467,10 +508,11 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let storage = Storage::open(&temp.path().join("storage")).unwrap();
         crate::demo::create_demo_collection(&storage).await.unwrap();
+        let snapshots = Snapshots::new(storage.clone());
         let scope = Scope::Shard("demo".into(), 0);
         let views: Vec<Arc<SnapshotView>> = std::thread::scope(|threads| {
             let opening: Vec<_> = (0..8)
-                .map(|_| threads.spawn(|| SnapshotView::open(&storage, scope.clone()).unwrap()))
+                .map(|_| threads.spawn(|| SnapshotView::open(&snapshots, scope.clone()).unwrap()))
                 .collect();
             opening.into_iter().map(|t| t.join().unwrap()).collect()
         });

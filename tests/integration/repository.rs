@@ -531,8 +531,7 @@ async fn a_repository_in_s3_keeps_the_stores_promises() {
     let moto = Moto::start();
     moto.create_bucket("repo");
     let temp = tempfile::tempdir().unwrap();
-    let storage =
-        std::sync::Arc::new(snapfs::storage::Storage::open(&temp.path().join("storage")).unwrap());
+    let storage = snapfs::storage::Storage::open(&temp.path().join("storage")).unwrap();
     snapfs::demo::create_demo_collection(&storage)
         .await
         .unwrap();
@@ -556,7 +555,7 @@ async fn a_repository_in_s3_keeps_the_stores_promises() {
     }
     let store = tokio::task::block_in_place(|| RepositoryStore::open(&config("repo"))).unwrap();
     tokio::task::spawn_blocking(move || {
-        conformance::check_every_scope(&store, &storage);
+        conformance::check_every_scope(&store, &snapfs::snapshot::Snapshots::new(storage));
     })
     .await
     .unwrap();

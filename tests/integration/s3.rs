@@ -779,8 +779,7 @@ async fn the_s3_store_keeps_the_stores_promises() {
     let moto = Moto::start();
     moto.create_bucket(BUCKET);
     let temp = tempfile::tempdir().unwrap();
-    let storage =
-        std::sync::Arc::new(snapfs::storage::Storage::open(&temp.path().join("storage")).unwrap());
+    let storage = snapfs::storage::Storage::open(&temp.path().join("storage")).unwrap();
     snapfs::demo::create_demo_collection(&storage)
         .await
         .unwrap();
@@ -795,7 +794,7 @@ async fn the_s3_store_keeps_the_stores_promises() {
     };
     let store = S3Store::new(&config).unwrap();
     tokio::task::spawn_blocking(move || {
-        conformance::check_every_scope(&store, &storage);
+        conformance::check_every_scope(&store, &snapfs::snapshot::Snapshots::new(storage));
     })
     .await
     .unwrap();

@@ -149,14 +149,17 @@ pub(super) async fn store_shard(
             return Ok(record.clone());
         }
     }
-    let storage = service.storage.clone();
+    let snapshots = service.snapshots.clone();
     let store = store.clone();
     let mirror_name = mirror.to_string();
     let follow = service.follow.clone();
     let cluster = config.name.clone();
     let (stored, points) = run_blocking(move || {
-        let view = SnapshotView::open(&storage, Scope::Shard(mirror_name.clone(), id))?;
-        let points = storage.collection(&mirror_name)?.count_shard(id)? as u64;
+        let view = SnapshotView::open(&snapshots, Scope::Shard(mirror_name.clone(), id))?;
+        let points = snapshots
+            .storage()
+            .collection(&mirror_name)?
+            .count_shard(id)? as u64;
         // Noted before it is written (the store picks the name), and again with its name.
         let since = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -178,7 +178,7 @@ pub(super) async fn round(
                 tracing::warn!(cluster = %config.name, "the round's deadline passed: cancelling the pulls still receiving");
                 for (name, _, _, layout) in &followed {
                     for shard in &layout.shards {
-                        crate::snapshot::partial::peer::cancel_pull(&config.mirror_of(name), shard.shard_id);
+                        crate::snapshot::partial::peer::cancel_pull(&service.snapshots, &config.mirror_of(name), shard.shard_id);
                     }
                 }
                 while let Some(joined) = tasks.join_next().await {
@@ -512,7 +512,7 @@ async fn ensure_mirror(
 ) -> Result<()> {
     let mirror = config.mirror_of(name);
     let wanted = qdrant_config::data_shape(cluster_config);
-    if let Ok(existing) = service.storage.collection(&mirror) {
+    if let Ok(existing) = service.storage().collection(&mirror) {
         if !is_mirror_of(&existing, &config.name) {
             return Err(StorageError::bad_request(format!(
                 "a collection named `{mirror}` exists and is no mirror of cluster {}: rename or delete it to follow `{name}`",
@@ -531,7 +531,7 @@ async fn ensure_mirror(
             "the collection's vectors or shard count changed in the cluster: its mirror is rebuilt (earlier generations keep the old state)"
         );
         drop(existing);
-        service.storage.delete_collection(&mirror).await?;
+        service.storage().delete_collection(&mirror).await?;
         let mut state = service.follow.state.lock().unwrap();
         if let Some(entry) = state.get_mut(&config.name) {
             entry.sources.retain(|(m, _), _| m != &mirror);
@@ -558,7 +558,7 @@ async fn ensure_mirror(
     metadata.insert(MIRROR_MARK.into(), Value::String(config.name.clone()));
     collection_config.metadata = Some(Value::Object(metadata));
     service
-        .storage
+        .storage()
         .create_collection(&mirror, collection_config)
         .await?;
     tracing::info!(cluster = %config.name, collection = name, mirror = %mirror, "mirror created");
@@ -592,7 +592,7 @@ async fn drop_vanished_mirrors(
         .filter(|s| s.reason == "not in the cluster")
         .map(|s| s.collection.clone());
     let unlisted = service
-        .storage
+        .storage()
         .collection_names()
         .into_iter()
         .filter_map(|m| config.source_of(&m).map(str::to_string))
@@ -600,7 +600,7 @@ async fn drop_vanished_mirrors(
     let vanished: HashSet<String> = gone.chain(unlisted).collect();
     for source in vanished {
         let mirror = config.mirror_of(&source);
-        match service.storage.collection(&mirror) {
+        match service.storage().collection(&mirror) {
             Ok(existing) if is_mirror_of(&existing, &config.name) => {}
             _ => continue,
         }
@@ -611,7 +611,7 @@ async fn drop_vanished_mirrors(
                 entry.stored.retain(|(m, _), _| m != &mirror);
             }
         }
-        match service.storage.delete_collection(&mirror).await {
+        match service.storage().delete_collection(&mirror).await {
             Ok(_) => tracing::warn!(
                 cluster = %config.name, collection = %source, mirror = %mirror,
                 "the collection is gone from the cluster: its mirror is removed (earlier generations keep it)"
@@ -692,7 +692,7 @@ async fn pull_shard(
             config_checked: true,
         };
         let pulled = pull(
-            &service.storage,
+            &service.snapshots,
             mirror,
             id,
             from,

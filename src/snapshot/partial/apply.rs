@@ -25,6 +25,7 @@ use std::sync::atomic::AtomicU64;
 use super::manifest::{SegmentVersions, VersionManifest};
 use super::{SEGMENT_MANIFEST, engine_manifest, shard_path};
 use crate::snapshot::SnapshotError;
+use crate::snapshot::Snapshots;
 use crate::snapshot::digest::{file_sha256, hex};
 use crate::snapshot::intake::Received;
 use crate::snapshot::layout::FrozenFile;
@@ -33,7 +34,7 @@ use crate::snapshot::segment_layout::normalize_segments;
 use crate::snapshot::unpack::{CopyFrom, TargetFile, check_checksum};
 use crate::storage::shard::{TRACKER, TRACKER_JOURNAL};
 use crate::storage::switch::{AfterOpen, ShardReplacement};
-use crate::storage::{CollectionConfig, CollectionFreeze, Result, Storage, StorageError};
+use crate::storage::{CollectionConfig, CollectionFreeze, Result, StorageError};
 
 mod merge;
 
@@ -145,13 +146,14 @@ pub struct Applied {
 /// asks the peer, so the manifest it sent stays true); otherwise one is taken here.
 /// Serialized with restores of the collection.
 pub async fn apply(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     collection: &str,
     id: u32,
     received: Received,
     checksum: Option<String>,
     frozen: Option<CollectionFreeze>,
 ) -> Result<Applied> {
+    let storage = snapshots.storage();
     let target = storage.collection(collection)?;
     target.shard(id)?;
     let config = target.config().clone();
@@ -160,6 +162,7 @@ pub async fn apply(
     let _metric = crate::metrics::RecoveryRunning::start(collection);
     let archive_bytes = received.report.archive_bytes;
     let _shown = Running::start(
+        snapshots,
         collection,
         format!("shard {id} (partial)"),
         "switching",
@@ -168,9 +171,10 @@ pub async fn apply(
     let started = std::time::Instant::now();
     let result = async {
         let staged = {
-            let storage = storage.clone();
+            let snapshots = snapshots.clone();
             let name = collection.to_string();
             tokio::task::spawn_blocking(move || -> Result<(Staged, CollectionFreeze, &'static str, AfterOpen)> {
+                let storage = snapshots.storage();
                 if let Some(expected) = checksum {
                     check_checksum(&expected, &received.report.sha256)?;
                 }
@@ -188,8 +192,8 @@ pub async fn apply(
                         "shard {id} of `{name}` was replaced while the partial snapshot arrived: take the manifest again"
                     )).into());
                 }
-                let staged = stage(&storage, &frozen, &received, &partial, &config)?;
-                let opened = super::loaded::after_open(&staged.dir, &partial);
+                let staged = stage(&snapshots, &frozen, &received, &partial, &config)?;
+                let opened = super::loaded::after_open(&snapshots, &staged.dir, &partial);
                 Ok((staged, frozen, partial.form(), opened))
             })
             .await
@@ -242,6 +246,8 @@ pub async fn apply(
 
 /// A new shard directory being assembled; removed on drop unless the switch took it.
 struct Staged {
+    /// Whose digest cache checks the files.
+    snapshots: Arc<Snapshots>,
     dir: PathBuf,
     received: usize,
     kept: usize,
@@ -380,7 +386,7 @@ impl Staged {
             copy(self, source, *from, *at, *len)?;
         }
         drop(out);
-        if digest_of(&to).as_deref() != Some(target.sha256.as_str()) {
+        if digest_of(&self.snapshots, &to).as_deref() != Some(target.sha256.as_str()) {
             return Err(refused(
                 "does not assemble into the file the manifest describes (checksum mismatch): was it made for another state of this shard?".into(),
             ));
@@ -443,17 +449,17 @@ fn make_parent(path: &Path) -> Result<()> {
 }
 
 /// The SHA-256 of a file (from the digest cache when it is unchanged).
-pub(super) fn digest_of(path: &Path) -> Option<String> {
+pub(super) fn digest_of(snapshots: &Snapshots, path: &Path) -> Option<String> {
     let frozen = FrozenFile::open(path).ok()?;
     frozen
-        .with_file(|f| file_sha256(f, frozen.size, &frozen.extents))
+        .with_file(|f| file_sha256(&snapshots.digests, f, frozen.size, &frozen.extents))
         .map(|d| hex(&d))
         .ok()
 }
 
 /// Assemble the new shard in a staging directory. Blocking.
 fn stage(
-    storage: &Storage,
+    snapshots: &Arc<Snapshots>,
     frozen: &CollectionFreeze,
     received: &Received,
     partial: &Partial,
@@ -464,7 +470,8 @@ fn stage(
     let incoming = received.staging();
     check_top_level(incoming)?;
     let mut staged = Staged {
-        dir: storage.restore_staging_dir(),
+        snapshots: snapshots.clone(),
+        dir: snapshots.storage().restore_staging_dir(),
         received: 0,
         kept: 0,
         copied: 0,

@@ -22,11 +22,12 @@ use super::delta::{BlockIndex, Delta, delta};
 use super::manifest::{ManifestRequest, VersionManifest, files_to_send};
 use super::{ContentManifest, manifests_of};
 use crate::metrics::CreationRunning;
+use crate::snapshot::Snapshots;
 use crate::snapshot::archive::{Item, MANIFEST_NAME, add_items, add_manifest, replica_files};
 use crate::snapshot::digest::BLOCK;
 use crate::snapshot::layout::{ArchiveBuilder, ArchiveLayout, EntryKind, FrozenFile};
 use crate::snapshot::{Scope, SnapshotView};
-use crate::storage::{Result, Storage, StorageError};
+use crate::storage::{Result, StorageError};
 
 /// A partial archive, readable for as long as it is held (it holds the shard view).
 pub struct PartialArchive {
@@ -51,12 +52,12 @@ pub enum Created {
 /// The partial archive that takes a receiver described by `request` to the current
 /// state of shard `id` of `collection`. Blocking (freezes, may hash files).
 pub fn create(
-    storage: &Storage,
+    snapshots: &Arc<Snapshots>,
     collection: &str,
     id: u32,
     request: &ManifestRequest,
 ) -> Result<Created> {
-    let view = SnapshotView::open(storage, Scope::Shard(collection.to_string(), id))?;
+    let view = SnapshotView::open(snapshots, Scope::Shard(collection.to_string(), id))?;
     let layout = match request {
         ManifestRequest::Versions(known) => {
             let state = view
@@ -66,7 +67,7 @@ pub fn create(
             if *known == state.versions {
                 return Ok(Created::NotModified);
             }
-            version_layout(&view, &state.versions, known, storage.peer_id())?
+            version_layout(&view, &state.versions, known, snapshots.storage().peer_id())?
         }
         ManifestRequest::Content(known) => {
             let manifests = manifests_of(&view, true)?;
@@ -144,7 +145,7 @@ fn version_layout(
     let mut builder = ArchiveBuilder::new(mtime_secs(view));
     let io = |e: std::io::Error| StorageError::internal_from("laying out the partial snapshot", e);
     add_items(&mut builder, "", items).map_err(io)?;
-    add_manifest(&mut builder).map_err(io)?;
+    add_manifest(&mut builder, view.snapshots()).map_err(io)?;
     builder.finish().map_err(io)
 }
 

@@ -251,7 +251,7 @@ mod tests {
     }
 
     fn sigs(file: &FrozenFile) -> Vec<BlockSig> {
-        file.with_file(|f| file_digest(f, file.size, &file.extents, true))
+        file.with_file(|f| file_digest(&Default::default(), f, file.size, &file.extents, true))
             .unwrap()
             .blocks
             .clone()

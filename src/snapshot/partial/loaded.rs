@@ -20,11 +20,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use super::ContentManifest;
 use super::apply::{Partial, digest_of};
 use super::shard_path;
+use crate::snapshot::Snapshots;
 use crate::snapshot::unpack::TargetFile;
 use crate::storage::switch::AfterOpen;
 
@@ -35,19 +36,15 @@ struct Rewritten {
     sent: (String, u64),
 }
 
-/// Shard directory → archive path → what its load rewrote.
-type Rewrites = HashMap<PathBuf, HashMap<String, Rewritten>>;
-
-fn rewrites() -> &'static Mutex<Rewrites> {
-    static REWRITES: OnceLock<Mutex<Rewrites>> = OnceLock::new();
-    REWRITES.get_or_init(Default::default)
-}
+/// Shard directory → archive path → what its load rewrote (part of [`Snapshots`]).
+#[derive(Default)]
+pub struct Rewrites(Mutex<HashMap<PathBuf, HashMap<String, Rewritten>>>);
 
 /// What to run once the new state staged at `staged_dir` for `partial` has been
 /// opened where it belongs ([`ShardReplacement::opened`]): take note of the files
 /// the load rewrote. Their sizes and modification times are taken now, so that only
 /// those the load wrote are read again. Blocking (a `stat` per file).
-pub fn after_open(staged_dir: &Path, partial: &Partial) -> AfterOpen {
+pub fn after_open(snapshots: &Arc<Snapshots>, staged_dir: &Path, partial: &Partial) -> AfterOpen {
     let target = match partial {
         Partial::Content(target) => target.clone(),
         // Compared by versions, which a load does not change for the receiver.
@@ -62,8 +59,9 @@ pub fn after_open(staged_dir: &Path, partial: &Partial) -> AfterOpen {
             ))
         })
         .collect();
+    let snapshots = snapshots.clone();
     Box::new(move |shard_dir: &Path, updates_applied: bool| {
-        record(shard_dir, &target, &before, updates_applied)
+        record(&snapshots, shard_dir, &target, &before, updates_applied)
     })
 }
 
@@ -84,6 +82,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// apply were applied on it already, so its files are not the load's alone and
 /// nothing is remembered.
 fn record(
+    snapshots: &Snapshots,
     shard_dir: &Path,
     target: &[TargetFile],
     before: &HashMap<String, Stamp>,
@@ -97,7 +96,7 @@ fn record(
             if now.is_some() && now.as_ref() == before.get(&file.path) {
                 continue; // not written since it was checked
             }
-            let (Some((size, _)), Some(digest)) = (now, digest_of(&path)) else {
+            let (Some((size, _)), Some(digest)) = (now, digest_of(snapshots, &path)) else {
                 continue; // gone at the load: sent again next time
             };
             if digest != file.sha256 {
@@ -118,7 +117,7 @@ fn record(
             "the engine's load rewrote files of the applied state"
         );
     }
-    let mut all = rewrites().lock().unwrap();
+    let mut all = snapshots.rewrites.0.lock().unwrap();
     if found.is_empty() {
         all.remove(shard_dir);
     } else {
@@ -130,8 +129,8 @@ fn record(
 /// state describes it: a file that still holds what the load made of the sender's
 /// is listed with the sender's digest and size. Its block signatures stay ours
 /// (they say where a sender finds our bytes), or go when the sizes differ.
-pub fn as_received(shard_dir: &Path, manifest: &mut ContentManifest) {
-    let all = rewrites().lock().unwrap();
+pub fn as_received(snapshots: &Snapshots, shard_dir: &Path, manifest: &mut ContentManifest) {
+    let all = snapshots.rewrites.0.lock().unwrap();
     let Some(rewritten) = all.get(shard_dir) else {
         return;
     };
@@ -154,14 +153,20 @@ pub fn as_received(shard_dir: &Path, manifest: &mut ContentManifest) {
 /// files by the caller) holds the content `sha256`, or what the load made of it
 /// (then loading it again keeps it).
 /// Blocking (hashes the file, from the digest cache when unchanged).
-pub fn holds(shard_dir: &Path, file: &Path, archive_path: &str, sha256: &str) -> bool {
-    let Some(ours) = digest_of(file) else {
+pub fn holds(
+    snapshots: &Snapshots,
+    shard_dir: &Path,
+    file: &Path,
+    archive_path: &str,
+    sha256: &str,
+) -> bool {
+    let Some(ours) = digest_of(snapshots, file) else {
         return false;
     };
     if ours == sha256 {
         return true;
     }
-    let all = rewrites().lock().unwrap();
+    let all = snapshots.rewrites.0.lock().unwrap();
     all.get(shard_dir)
         .and_then(|rewritten| rewritten.get(archive_path))
         .is_some_and(|file| file.sent.0 == sha256 && file.now.0 == ours)
@@ -180,7 +185,9 @@ mod tests {
     #[test]
     fn a_file_the_load_rewrote_is_described_as_sent_until_it_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let shard = dir.path();
+        let storage = crate::storage::Storage::open(&dir.path().join("storage")).unwrap();
+        let snapshots = Snapshots::new(storage);
+        let shard = &dir.path().join("shard");
         std::fs::create_dir_all(shard.join("segments/s")).unwrap();
         // The sender's bytes; the load left other ones (same size) in one file.
         let (sent, loaded) = (b"version 2".to_vec(), b"version 0".to_vec());
@@ -202,7 +209,7 @@ mod tests {
         ];
         // Staged as sent; the load then wrote one file.
         std::fs::write(shard.join("segments/s/versions"), &sent).unwrap();
-        let opened = after_open(shard, &Partial::Content(target.to_vec()));
+        let opened = after_open(&snapshots, shard, &Partial::Content(target.to_vec()));
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(shard.join("segments/s/versions"), &loaded).unwrap();
         opened(shard, false);
@@ -219,28 +226,32 @@ mod tests {
                 entry("segments/s/files/kept", b"same"),
             ],
         };
-        as_received(shard, &mut manifest);
+        as_received(&snapshots, shard, &mut manifest);
         assert_eq!(manifest.files[0].hash, sha(&sent), "named as the sender's");
         assert_eq!(manifest.files[1].hash, sha(b"same"));
         assert!(holds(
+            &snapshots,
             shard,
             &shard.join("segments/s/versions"),
             "segments/s/files/versions",
             &sha(&sent)
         ));
         assert!(holds(
+            &snapshots,
             shard,
             &shard.join("segments/s/versions"),
             "segments/s/files/versions",
             &sha(&loaded)
         ));
         assert!(!holds(
+            &snapshots,
             shard,
             &shard.join("segments/s/versions"),
             "segments/s/files/versions",
             &sha(b"other")
         ));
         assert!(!holds(
+            &snapshots,
             shard,
             &shard.join("segments/s/kept"),
             "segments/s/files/kept",
@@ -254,9 +265,10 @@ mod tests {
             block_size: None,
             files: vec![entry("segments/s/files/versions", &changed)],
         };
-        as_received(shard, &mut manifest);
+        as_received(&snapshots, shard, &mut manifest);
         assert_eq!(manifest.files[0].hash, sha(&changed));
         assert!(!holds(
+            &snapshots,
             shard,
             &shard.join("segments/s/versions"),
             "segments/s/files/versions",
@@ -265,11 +277,12 @@ mod tests {
 
         // A state with updates applied on top remembers nothing.
         std::fs::write(shard.join("segments/s/versions"), &sent).unwrap();
-        let opened = after_open(shard, &Partial::Content(target.to_vec()));
+        let opened = after_open(&snapshots, shard, &Partial::Content(target.to_vec()));
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(shard.join("segments/s/versions"), &loaded).unwrap();
         opened(shard, true);
         assert!(!holds(
+            &snapshots,
             shard,
             &shard.join("segments/s/versions"),
             "segments/s/files/versions",

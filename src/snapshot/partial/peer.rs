@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -19,10 +19,11 @@ use super::apply::{Applied, apply};
 use super::manifest::{ContentManifest, VersionManifest};
 use super::manifests_of;
 use crate::fetch::FetchPolicy;
+use crate::snapshot::Snapshots;
 use crate::snapshot::inflow::{Source, pump};
 use crate::snapshot::{Scope, SnapshotView};
 use crate::storage::collection::CollectionFreeze;
-use crate::storage::{CollectionConfig, Result, Storage, StorageError};
+use crate::storage::{CollectionConfig, Result, StorageError};
 
 /// What a pull did.
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ pub enum Form {
 /// starts the pull can be cancelled ([`cancel_pull`], [`cancel_all_pulls`]): the
 /// freeze and the staged files go, the shard is as it was.
 pub async fn pull(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     collection: &str,
     id: u32,
     from: PullFrom<'_>,
@@ -81,13 +82,13 @@ pub async fn pull(
     fetch: &Arc<FetchPolicy>,
 ) -> Result<Pulled> {
     let peer_url = from.peer_url;
-    let local = storage.collection(collection)?;
+    let local = snapshots.storage().collection(collection)?;
     local.shard(id)?;
     let config = local.config().clone();
     drop(local);
-    let registered = Registered::new(collection, id);
+    let registered = Registered::new(snapshots, collection, id);
     let total = fetch.total_timeout;
-    let transfer = transfer(storage, collection, id, &config, from, inactivity, fetch);
+    let transfer = transfer(snapshots, collection, id, &config, from, inactivity, fetch);
     let fetched = tokio::select! {
         outcome = tokio::time::timeout(total, transfer) => outcome.map_err(|_| {
             StorageError::Peer(format!(
@@ -111,7 +112,7 @@ pub async fn pull(
             frozen,
         } => (
             form,
-            Some(apply(storage, collection, id, received, None, Some(frozen)).await?),
+            Some(apply(snapshots, collection, id, received, None, Some(frozen)).await?),
         ),
     };
     Ok(Pulled { applied, form })
@@ -131,7 +132,7 @@ enum Fetched {
 
 /// Ask the peer and receive its answer (everything of a pull but the apply).
 async fn transfer(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     collection: &str,
     id: u32,
     config: &CollectionConfig,
@@ -158,13 +159,13 @@ async fn transfer(
     }
     // Frozen from here to the switch: the manifest sent stays true.
     let (frozen, view) = {
-        let storage = storage.clone();
+        let snapshots = snapshots.clone();
         let name = collection.to_string();
         tokio::task::spawn_blocking(move || -> Result<_> {
             // The view first (a fresh cut), then a freeze of our own that joins it,
             // so the state stays put even if the view is copied aside at its limit.
-            let view = SnapshotView::open(&storage, Scope::Shard(name.clone(), id))?;
-            let frozen = storage.collection(&name)?.join_freeze(&[id])?;
+            let view = SnapshotView::open(&snapshots, Scope::Shard(name.clone(), id))?;
+            let frozen = snapshots.storage().collection(&name)?.join_freeze(&[id])?;
             Ok((frozen, view))
         })
         .await
@@ -177,7 +178,7 @@ async fn transfer(
             manifests_of(&view, true).map(|m| {
                 let mut manifest = m.content().cloned().unwrap_or_default();
                 // Files our load rewrote count as the sender's (see `loaded`).
-                super::loaded::as_received(&shard_dir, &mut manifest);
+                super::loaded::as_received(view.snapshots(), &shard_dir, &mut manifest);
                 manifest
             })
         })
@@ -218,7 +219,7 @@ async fn transfer(
         stall: Some(inactivity),
         failed: Box::new(move |why| StorageError::Peer(format!("the transfer from {base}: {why}"))),
     };
-    let received = pump(storage, source).await?;
+    let received = pump(snapshots, source).await?;
     Ok(Fetched::Archive {
         form,
         received,
@@ -226,39 +227,45 @@ async fn transfer(
     })
 }
 
-/// (collection, shard) → (the pull's serial number, its cancellation).
-type PullTable = HashMap<(String, u32), (u64, CancellationToken)>;
-
-/// Pulls under way (before their apply), by shard: each can be cancelled.
-fn pulls() -> &'static Mutex<PullTable> {
-    static PULLS: OnceLock<Mutex<PullTable>> = OnceLock::new();
-    PULLS.get_or_init(Default::default)
+/// Pulls under way (before their apply), by shard, each with its serial number
+/// and its cancellation (part of [`Snapshots`]).
+#[derive(Default)]
+pub struct Pulls {
+    table: Mutex<HashMap<(String, u32), (u64, CancellationToken)>>,
+    serial: AtomicU64,
 }
 
-/// A pull's entry in [`pulls`], removed when it is dropped.
+/// A pull's entry in [`Pulls`], removed when it is dropped.
 struct Registered {
+    snapshots: Arc<Snapshots>,
     key: (String, u32),
     serial: u64,
     token: CancellationToken,
 }
 
 impl Registered {
-    fn new(collection: &str, id: u32) -> Registered {
-        static SERIAL: AtomicU64 = AtomicU64::new(0);
+    fn new(snapshots: &Arc<Snapshots>, collection: &str, id: u32) -> Registered {
         let key = (collection.to_string(), id);
-        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+        let serial = snapshots.pulls.serial.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
-        pulls()
+        snapshots
+            .pulls
+            .table
             .lock()
             .unwrap()
             .insert(key.clone(), (serial, token.clone()));
-        Registered { key, serial, token }
+        Registered {
+            snapshots: snapshots.clone(),
+            key,
+            serial,
+            token,
+        }
     }
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let mut pulls = pulls().lock().unwrap();
+        let mut pulls = self.snapshots.pulls.table.lock().unwrap();
         if pulls.get(&self.key).is_some_and(|(s, _)| *s == self.serial) {
             pulls.remove(&self.key);
         }
@@ -267,8 +274,8 @@ impl Drop for Registered {
 
 /// Cancel the pull of shard `id` of `collection`, if one is receiving (one that is
 /// applying already finishes). Returns whether there was one.
-pub fn cancel_pull(collection: &str, id: u32) -> bool {
-    let pulls = pulls().lock().unwrap();
+pub fn cancel_pull(snapshots: &Snapshots, collection: &str, id: u32) -> bool {
+    let pulls = snapshots.pulls.table.lock().unwrap();
     match pulls.get(&(collection.to_string(), id)) {
         Some((_, token)) => {
             token.cancel();
@@ -279,18 +286,18 @@ pub fn cancel_pull(collection: &str, id: u32) -> bool {
 }
 
 /// Cancel every pull still receiving (at shutdown).
-pub fn cancel_all_pulls() {
-    for (_, token) in pulls().lock().unwrap().values() {
+pub fn cancel_all_pulls(snapshots: &Snapshots) {
+    for (_, token) in snapshots.pulls.table.lock().unwrap().values() {
         token.cancel();
     }
 }
 
 /// The size a full shard snapshot of the current state has (what a pull's answer
 /// compares its bytes with; a follow round has no use for it and does not ask).
-pub async fn full_size(storage: &Arc<Storage>, collection: &str, id: u32) -> Result<u64> {
-    let storage = storage.clone();
+pub async fn full_size(snapshots: &Arc<Snapshots>, collection: &str, id: u32) -> Result<u64> {
+    let snapshots = snapshots.clone();
     let scope = Scope::Shard(collection.to_string(), id);
-    tokio::task::spawn_blocking(move || SnapshotView::open(&storage, scope).map(|v| v.size()))
+    tokio::task::spawn_blocking(move || SnapshotView::open(&snapshots, scope).map(|v| v.size()))
         .await
         .map_err(StorageError::from_cause)?
 }

@@ -7,31 +7,33 @@ use std::sync::Arc;
 
 use super::{receive_file, restore_collection};
 use crate::snapshot::SnapshotError;
+use crate::snapshot::Snapshots;
 use crate::storage::collection::CONFIG_FILE;
-use crate::storage::{Result, Storage, StorageError};
+use crate::storage::{Result, StorageError};
 
 /// Restore every collection of a full-storage snapshot (`config.json` with
 /// `collections_mapping`, one collection snapshot per collection). Collections that
 /// exist are replaced only with `force`; others are left alone. The archive's
 /// `<file>.checksum` is checked when present.
 pub async fn restore_full(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     archive: &Path,
     temp_path: &Path,
     force: bool,
 ) -> Result<Vec<String>> {
     let staging = temp_path.join(format!(".full-{}", uuid::Uuid::new_v4()));
-    let result = restore_full_in(storage, archive, &staging, force).await;
+    let result = restore_full_in(snapshots, archive, &staging, force).await;
     let _ = fs_err::remove_dir_all(&staging);
     result
 }
 
 async fn restore_full_in(
-    storage: &Arc<Storage>,
+    snapshots: &Arc<Snapshots>,
     archive: &Path,
     staging: &Path,
     force: bool,
 ) -> Result<Vec<String>> {
+    let storage = snapshots.storage();
     let mut sidecar = archive.as_os_str().to_owned();
     sidecar.push(crate::snapshot::store::CHECKSUM_EXT);
     let checksum = fs_err::read_to_string(&sidecar)
@@ -95,8 +97,8 @@ async fn restore_full_in(
     let mut restored = Vec::new();
     for (name, file) in mapping {
         let shown = Some((name.clone(), "collection".to_string()));
-        let received = receive_file(storage, &staging.join(&file), shown, None).await?;
-        restore_collection(storage, &name, received, None).await?;
+        let received = receive_file(snapshots, &staging.join(&file), shown, None).await?;
+        restore_collection(snapshots, &name, received, None).await?;
         restored.push(name);
     }
     Ok(restored)

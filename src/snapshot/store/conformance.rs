@@ -5,16 +5,19 @@
 //! [`check`] panics on the first broken promise. It writes and removes snapshots of
 //! `scope` only, and leaves the store as it found it.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use super::{SnapshotStore, StoredSnapshot};
+use crate::snapshot::Snapshots;
 use crate::snapshot::digest::hex;
 use crate::snapshot::view::{Scope, SnapshotView};
-use crate::storage::{Storage, StorageError};
+use crate::storage::StorageError;
 
 /// Run the checks on `store` with snapshots of `scope` (which must exist in
-/// `storage`, and have no stored snapshots yet). Blocking.
-pub fn check(store: &dyn SnapshotStore, storage: &Storage, scope: Scope) {
+/// `snapshots`' storage, and have no stored snapshots yet). Blocking.
+pub fn check(store: &dyn SnapshotStore, snapshots: &Arc<Snapshots>, scope: Scope) {
     assert_eq!(
         names(store, &scope),
         Vec::<String>::new(),
@@ -22,7 +25,7 @@ pub fn check(store: &dyn SnapshotStore, storage: &Storage, scope: Scope) {
     );
 
     // Create: complete, with its checksum, listed.
-    let view = SnapshotView::open(storage, scope.clone()).expect("open a view");
+    let view = SnapshotView::open(snapshots, scope.clone()).expect("open a view");
     let expected = read_all_layout(&view);
     let first = store.create(&view).expect("create");
     drop(view);
@@ -76,7 +79,7 @@ pub fn check(store: &dyn SnapshotStore, storage: &Storage, scope: Scope) {
     assert_eq!(opened.version, again.version, "one snapshot, one version");
 
     // A second creation in the same second gets a name of its own.
-    let view = SnapshotView::open(storage, scope.clone()).expect("open a view");
+    let view = SnapshotView::open(snapshots, scope.clone()).expect("open a view");
     let second = store.create(&view).expect("create a second");
     drop(view);
     assert_ne!(first.name, second.name);
@@ -124,14 +127,14 @@ pub fn check(store: &dyn SnapshotStore, storage: &Storage, scope: Scope) {
 }
 
 /// [`check`] for each kind of scope, on the demo collection (`demo`, its shard 0,
-/// the full storage), which `storage` must hold.
-pub fn check_every_scope(store: &dyn SnapshotStore, storage: &Storage) {
+/// the full storage), which `snapshots`' storage must hold.
+pub fn check_every_scope(store: &dyn SnapshotStore, snapshots: &Arc<Snapshots>) {
     for scope in [
         Scope::Collection("demo".into()),
         Scope::Shard("demo".into(), 0),
         Scope::Full,
     ] {
-        check(store, storage, scope);
+        check(store, snapshots, scope);
     }
     check_records(store);
 }

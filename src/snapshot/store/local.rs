@@ -274,7 +274,7 @@ fn write_stored(view: &SnapshotView, target: &Path, temp_path: &Path) -> Result<
     let digest = copy_hashing(view, temp.as_file())?;
     temp.as_file().sync_all()?;
     // The same state streamed later (live file, HTTP) need not hash again.
-    crate::snapshot::checksum::remember(view.layout(), digest);
+    view.snapshots().checksums().remember(view.layout(), digest);
     let digest = hex(&digest);
     // The sidecar first (via its own temp + rename), so the snapshot never appears without it.
     write_atomically(&sidecar(target), digest.as_bytes())?;
@@ -289,7 +289,7 @@ fn write_stored(view: &SnapshotView, target: &Path, temp_path: &Path) -> Result<
 /// finds little left to write.
 fn copy_hashing(view: &SnapshotView, file: &File) -> Result<[u8; 32]> {
     let layout = view.layout();
-    let known = crate::snapshot::checksum::known_sha256(layout);
+    let known = view.snapshots().checksums().known_sha256(layout);
     std::thread::scope(|threads| {
         let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let hasher = known.is_none().then(|| {
@@ -398,7 +398,8 @@ mod tests {
         crate::demo::create_demo_collection(&storage).await.unwrap();
         let store =
             LocalStore::open(&temp.path().join("snapshots"), &temp.path().join("tmp")).unwrap();
-        super::super::conformance::check_every_scope(&store, &storage);
+        let snapshots = crate::snapshot::Snapshots::new(storage);
+        super::super::conformance::check_every_scope(&store, &snapshots);
     }
 
     #[test]

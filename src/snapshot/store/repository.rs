@@ -914,7 +914,7 @@ impl SnapshotStore for RepositoryStore {
         // Counted first, while the view surely still holds its freeze (hashing a large
         // archive may outlast the freeze limit).
         let recorded = view.recorded();
-        let sha256 = hex(&crate::snapshot::checksum::archive_sha256(&layout)?);
+        let sha256 = hex(&view.sha256()?);
         let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
         let _lock = self.lock(false)?;
         crate::storage::pause_point("repository-locked");
@@ -1166,7 +1166,8 @@ mod tests {
         let storage = Storage::open(&dir.path().join("storage")).unwrap();
         crate::demo::create_demo_collection(&storage).await.unwrap();
         let store = local(&dir.path().join("repo"), "secret").unwrap();
-        super::super::conformance::check_every_scope(&store, &storage);
+        let snapshots = crate::snapshot::Snapshots::new(storage.clone());
+        super::super::conformance::check_every_scope(&store, &snapshots);
         // A wrong password is a clear refusal, not a new repository.
         match local(&dir.path().join("repo"), "wrong") {
             Err(StorageError::BadRequest(text)) => assert!(text.contains("password"), "{text}"),

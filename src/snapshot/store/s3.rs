@@ -446,7 +446,7 @@ impl S3Store {
             joined(r)?;
         }
         let digest: [u8; 32] = hasher.finalize().into();
-        crate::snapshot::checksum::remember(layout, digest);
+        view.snapshots().checksums().remember(layout, digest);
         Ok(digest)
     }
 }

@@ -111,7 +111,10 @@ pub(super) fn merge_content(
         if let Some(copies) = &file.copies {
             match &ours {
                 // Ours is the new version already.
-                Some(ours) if digest_of(ours).as_deref() == Some(file.sha256.as_str()) => {
+                Some(ours)
+                    if digest_of(&staged.snapshots, ours).as_deref()
+                        == Some(file.sha256.as_str()) =>
+                {
                     staged.keep(ours, &relative)?;
                 }
                 _ => staged.assemble(&live, &arrived, &relative, file, copies)?,
@@ -123,9 +126,9 @@ pub(super) fn merge_content(
             continue;
         }
         // Ours, or what the engine's load made of it (see `super::loaded`).
-        let Some(ours) = ours
-            .filter(|ours| super::super::loaded::holds(live_dir, ours, &file.path, &file.sha256))
-        else {
+        let Some(ours) = ours.filter(|ours| {
+            super::super::loaded::holds(&staged.snapshots, live_dir, ours, &file.path, &file.sha256)
+        }) else {
             mismatched.push(file.path.clone());
             continue;
         };
