@@ -12,6 +12,10 @@
 //! Background flush and optimization (see [`Shard::maintain`]) take the shard's
 //! maintenance gate and skip frozen shards, and a freeze takes the same gate before
 //! its flush, so an optimization in flight finishes before the files are captured.
+//!
+//! This file holds the [`Shard`] and its shared state; the writer thread's loop is
+//! in `writer`, and the files kept beside the engine's (the `<id>.clock`) and the
+//! settling of the engine's own JSON in `files`.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -27,30 +31,16 @@ use super::error::{Result, StorageError};
 use super::ops::ShardOp;
 use super::pending_log::PendingLog;
 
+mod files;
+mod writer;
+
+pub use files::{ENGINE_CONFIG_FILE, settle_engine_json, write_restored_clock};
+use files::{ShardClock, files_signature, now_nanos, read_clock, write_clock};
+use writer::{Command, apply_pending, writer_loop};
+
 /// Sent back to whoever submitted an update: when it is durable (`wait=false`) or
 /// applied and visible to reads (`wait=true`).
 pub type Ack = oneshot::Sender<Result<()>>;
-
-enum Command {
-    Update {
-        op: ShardOp,
-        wait: bool,
-        ack: Ack,
-    },
-    /// A cut. Answers whether it joined a freeze that updates have passed since
-    /// (they wait in the pending log): the files then hold an older state than
-    /// this cut's.
-    Freeze {
-        cut: mpsc::SyncSender<bool>,
-    },
-    Thaw,
-    Shutdown,
-    /// Stop and hand over who waits for the pending log's records (a shard switch
-    /// whose new shard applies that log).
-    Handover {
-        waiting: mpsc::SyncSender<Waiting>,
-    },
-}
 
 /// One entry per pending-log record: who waits for it to be applied (`None`: the
 /// caller was answered when it was logged).
@@ -474,219 +464,4 @@ impl Drop for Shard {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn writer_loop(
-    engine: Arc<EdgeShard>,
-    state: Arc<ShardState>,
-    mut log: PendingLog,
-    commands: mpsc::Receiver<Command>,
-) {
-    let mut waiting = Waiting::new();
-    let mut frozen = 0usize;
-    for command in commands {
-        match command {
-            Command::Update { op, ack, .. } if frozen == 0 => {
-                let result = engine
-                    .update(op.into_engine())
-                    .map_err(StorageError::from_engine);
-                if result.is_ok() {
-                    state.mark_applied();
-                }
-                let _ = ack.send(result);
-            }
-            Command::Update { op, wait, ack } => match log.append(&op) {
-                Err(err) => {
-                    let _ = ack.send(Err(err));
-                }
-                Ok(()) => {
-                    state.pending.store(log.len(), Ordering::SeqCst);
-                    if wait {
-                        waiting.push_back(Some(ack));
-                    } else {
-                        let _ = ack.send(Ok(()));
-                        waiting.push_back(None);
-                    }
-                }
-            },
-            Command::Freeze { cut } => {
-                // Joining a freeze that updates have passed gives an older state
-                // than this cut: say so (the caller decides whether it may use it).
-                let lags = frozen > 0 && state.pending.load(Ordering::SeqCst) > 0;
-                frozen += 1;
-                state.frozen.store(frozen, Ordering::SeqCst);
-                let _ = cut.send(lags);
-            }
-            Command::Thaw => {
-                frozen = frozen.saturating_sub(1);
-                if frozen == 0
-                    && let Err(err) = apply_pending(&engine, &state, &mut log, &mut waiting)
-                {
-                    tracing::error!(%err, "applying the pending log after a thaw failed");
-                }
-                state.frozen.store(frozen, Ordering::SeqCst);
-            }
-            Command::Shutdown => break,
-            Command::Handover { waiting: to } => {
-                // The log file is closed when this thread ends; the next shard reopens it.
-                let _ = to.send(std::mem::take(&mut waiting));
-                return;
-            }
-        }
-    }
-    // Anything still waiting stays in the pending log and is applied at the next start.
-    for ack in waiting.into_iter().flatten() {
-        let _ = ack.send(Err(StorageError::ShuttingDown));
-    }
-}
-
-/// Apply the pending log in order, answer whoever waits, then empty the log.
-fn apply_pending(
-    engine: &EdgeShard,
-    state: &ShardState,
-    log: &mut PendingLog,
-    waiting: &mut Waiting,
-) -> Result<()> {
-    if log.is_empty() {
-        return Ok(());
-    }
-    let ops = log.read_all()?;
-    // Records from before this process started have nobody waiting.
-    let unattended = ops.len().saturating_sub(waiting.len());
-    for (index, op) in ops.into_iter().enumerate() {
-        let result = engine
-            .update(op.into_engine())
-            .map_err(StorageError::from_engine);
-        if let Err(err) = &result {
-            tracing::error!(%err, "an acknowledged update failed to apply");
-        }
-        if index >= unattended
-            && let Some(Some(ack)) = waiting.pop_front()
-        {
-            let _ = ack.send(result);
-        }
-    }
-    state.mark_applied();
-    // The engine's WAL holds them now.
-    log.clear()?;
-    state.pending.store(0, Ordering::SeqCst);
-    Ok(())
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ShardClock {
-    last_change_ns: u64,
-    clean: bool,
-}
-
-/// Give a restored shard (at rest, not open) the last-change time of the snapshot
-/// it came from, in whole seconds as archives carry it: a snapshot of the restored
-/// state then has the same headers, byte for byte, as the archive restored.
-pub fn write_restored_clock(clock_path: &Path, last_change_secs: u64) -> Result<()> {
-    write_clock(
-        clock_path,
-        ShardClock {
-            last_change_ns: last_change_secs.saturating_mul(1_000_000_000),
-            clean: true,
-        },
-    )
-}
-
-fn read_clock(path: &Path) -> Option<ShardClock> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-fn write_clock(path: &Path, clock: ShardClock) -> Result<()> {
-    let temp = path.with_extension("clock.tmp");
-    let bytes = serde_json::to_vec(&clock).map_err(StorageError::from_cause)?;
-    fs_err::write(&temp, bytes)?;
-    fs_err::rename(&temp, path)?;
-    Ok(())
-}
-
-/// The engine's own config file in a shard directory (its name is private to the engine).
-pub const ENGINE_CONFIG_FILE: &str = "edge_config.json";
-
-/// The engine writes its JSON metadata (`edge_config.json` at every load, each
-/// segment's `segment.json` at every flush) with its maps — vector names — in hash
-/// order: the same state would give other bytes each time, so a snapshot of an
-/// unchanged shard would differ and a load would count as a change. Written again
-/// with keys sorted, the same state is always the same bytes. Called only where the
-/// engine cannot be writing them: before and after a load, and after our own flushes
-/// and optimizations (under the maintenance gate).
-pub fn settle_engine_json(shard_dir: &Path) -> Result<()> {
-    settle_json_file(&shard_dir.join(ENGINE_CONFIG_FILE))?;
-    if let Ok(segments) = std::fs::read_dir(shard_dir.join("segments")) {
-        for segment in segments.flatten() {
-            settle_json_file(&segment.path().join(SEGMENT_STATE_FILE))?;
-        }
-    }
-    Ok(())
-}
-
-/// The segment state file the engine writes in each segment directory.
-const SEGMENT_STATE_FILE: &str = "segment.json";
-
-fn settle_json_file(path: &Path) -> Result<()> {
-    fn sorted(value: serde_json::Value) -> serde_json::Value {
-        match value {
-            serde_json::Value::Object(map) => {
-                let mut entries: Vec<_> = map.into_iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                serde_json::Value::Object(
-                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
-                )
-            }
-            serde_json::Value::Array(items) => {
-                serde_json::Value::Array(items.into_iter().map(sorted).collect())
-            }
-            other => other,
-        }
-    }
-    let Ok(bytes) = super::read_bounded(path, super::MAX_JSON_FILE) else {
-        return Ok(());
-    };
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Ok(());
-    };
-    let settled = serde_json::to_vec(&sorted(value)).expect("plain data");
-    if settled != bytes {
-        // Replaced by rename, as the engine writes it: never half a file.
-        let temp = path.with_extension("json.settling");
-        fs_err::write(&temp, &settled)?;
-        fs_err::rename(&temp, path)?;
-    }
-    Ok(())
-}
-
-/// What identifies a shard directory's content cheaply: every file's relative path
-/// and size, and the content of small files (configs, versions). Timestamps are left
-/// out: the engine rewrites unchanged configs at load. Payload trackers' journals
-/// are left out as archives leave them out: the engine removes them at every load
-/// after a flush, which changes nothing a snapshot holds.
-fn files_signature(dir: &Path) -> Vec<(PathBuf, u64, Option<Vec<u8>>)> {
-    /// Files up to this size are compared by content.
-    const SMALL: u64 = 64 * 1024;
-    let tracker_journal = std::ffi::OsStr::new(TRACKER_JOURNAL);
-    let mut out: Vec<_> = super::regular_files(dir)
-        .into_iter()
-        .filter(|(path, _)| path.file_name() != Some(tracker_journal))
-        .map(|(path, len)| {
-            let content = (len <= SMALL).then(|| std::fs::read(&path).unwrap_or_default());
-            (
-                path.strip_prefix(dir).unwrap_or(&path).to_path_buf(),
-                len,
-                content,
-            )
-        })
-        .collect();
-    out.sort();
-    out
 }
