@@ -427,6 +427,8 @@ pub(crate) fn pause_point(point: &str) {
     if let Some((name, ms)) = pause
         && name == point
     {
+        // Said, so a test can wait for the window instead of guessing when it opens.
+        eprintln!("SNAPFS_PAUSE_AT={point}: pausing {ms} ms");
         std::thread::sleep(std::time::Duration::from_millis(*ms));
     }
 }

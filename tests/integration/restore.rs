@@ -1091,13 +1091,19 @@ async fn restore_failures(client: &Client) -> std::collections::BTreeMap<String,
 #[cfg(feature = "failpoints")] // SNAPFS_CRASH_AT / SNAPFS_PAUSE_AT
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
-    // Every freeze waits 1.5 s after its cut: the restore below lands in that window.
+    // Every freeze waits 3 s after its cut: the restore below lands in that window.
     let temp = tempfile::tempdir().unwrap();
     let daemon = Daemon::start_in(
         &temp.path().join("data"),
         &[],
-        &[("SNAPFS_PAUSE_AT", "freeze-cut-placed:1500")],
+        &[("SNAPFS_PAUSE_AT", "freeze-cut-placed:3000")],
     );
+    let pauses = || {
+        daemon
+            .log()
+            .matches("SNAPFS_PAUSE_AT=freeze-cut-placed")
+            .count()
+    };
     let client = daemon.client();
     seeded_collection(&client, "race", 1, 50).await;
     let name = stored_name(&client, "/collections/race/shards/0/snapshots").await;
@@ -1106,11 +1112,20 @@ async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
     // Unflushed changes: the freeze must flush, which needs the shard's engine.
     upsert_ids(&client, "race", 50..80, 8).await;
 
+    let before = pauses();
     let reader = {
         let client = daemon.client();
         tokio::spawn(async move { fetch(&client, "/collections/race/shards/0/snapshot").await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The reader's freeze is cut and waits: now the restore.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while pauses() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader never froze the shard"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (status, body) = recover_shard(&client, "race", 0, location).await;
     assert_eq!(status, 200, "{body}");
     let archive = reader.await.expect("the live stream answers");
