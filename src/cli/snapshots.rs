@@ -223,7 +223,8 @@ pub fn verify(file: &Path, checksum: Option<String>) -> anyhow::Result<()> {
     );
     println!(
         "  archive: {} bytes, sha256 {}",
-        report.archive_bytes, report.sha256
+        report.archive_bytes,
+        report.sha256.as_deref().unwrap_or_default()
     );
     match (&expected, report.manifest_checked) {
         (Some(_), _) => println!("  checksum: matches"),

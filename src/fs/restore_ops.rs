@@ -9,7 +9,7 @@ use super::namespace::Node;
 use super::recover;
 use super::{Attr, FsError, FsResult, SnapFs, file_attr};
 use crate::service::recover::restore_received;
-use crate::snapshot::intake::Received;
+use crate::snapshot::intake::{ArchiveHash, Received};
 use crate::snapshot::store::SNAPSHOT_EXT;
 use crate::snapshot::{Scope, restore};
 use crate::storage::StorageError;
@@ -27,7 +27,7 @@ impl SnapFs {
         let upload = self
             .recover
             .create(&scope, name, creator, |shown_as, checksum| {
-                restore::begin(&snapshots, shown_as, checksum)
+                restore::begin(&snapshots, shown_as, ArchiveHash::maybe_later(checksum))
             })?;
         let entry = Node::RecoverEntry(scope, name.to_string());
         let ino = self.remember_node(&entry);

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use super::Snapshots;
-use super::intake::{Intake, Received};
+use super::intake::{ArchiveHash, Intake, Received};
 use super::restore;
 use super::store::StoredReader;
 use crate::storage::error::with_causes;
@@ -89,7 +89,8 @@ pub async fn pump(snapshots: &Arc<Snapshots>, source: Source<'_>) -> Result<Rece
             let snapshots = snapshots.clone();
             let size = size.ok_or_else(|| StorageError::internal("a reader source has a size"))?;
             tokio::task::spawn_blocking(move || {
-                let mut intake = restore::begin(&snapshots, shown_as, checksum)?;
+                let mut intake =
+                    restore::begin(&snapshots, shown_as, ArchiveHash::known_now(checksum))?;
                 intake.expect_size(size)?;
                 match read_into(&mut intake, &*reader, size) {
                     Ok(()) => intake.finish(),
@@ -137,9 +138,11 @@ async fn begin(
     checksum: Option<String>,
 ) -> Result<Intake> {
     let snapshots = snapshots.clone();
-    tokio::task::spawn_blocking(move || restore::begin(&snapshots, shown_as, checksum))
-        .await
-        .map_err(|e| StorageError::internal_from("restore intake", e))?
+    tokio::task::spawn_blocking(move || {
+        restore::begin(&snapshots, shown_as, ArchiveHash::known_now(checksum))
+    })
+    .await
+    .map_err(|e| StorageError::internal_from("restore intake", e))?
 }
 
 /// Read `size` bytes of `reader` in order into `intake`. An I/O error of the

@@ -35,21 +35,48 @@ const CHUNK: usize = 1 << 20;
 /// Chunks queued per worker.
 const QUEUE: usize = 4;
 
+/// What the whole archive's SHA-256 is for, decided before its first byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveHash {
+    /// Checked against this checksum when the last byte is in; the embedded
+    /// manifest's per-file digests are then not computed (the one check covers them).
+    Expected(String),
+    /// Computed and reported: a checksum may still come (a sidecar written into
+    /// `recover/` after the snapshot).
+    Reported,
+    /// Not computed: no checksum was given and none can come (an upload or a download
+    /// without one). It would check nothing; a snapfs archive's files are still
+    /// checked against its embedded manifest. Qdrant hashes nothing then either.
+    Skipped,
+}
+
+impl ArchiveHash {
+    /// For a source whose checksum, if any, is known now (every source but the mount).
+    pub fn known_now(checksum: Option<String>) -> ArchiveHash {
+        checksum.map_or(ArchiveHash::Skipped, ArchiveHash::Expected)
+    }
+
+    /// For an upload into `recover/`, whose sidecar may come after it.
+    pub fn maybe_later(checksum: Option<String>) -> ArchiveHash {
+        checksum.map_or(ArchiveHash::Reported, ArchiveHash::Expected)
+    }
+}
+
 /// Start receiving an archive for a restore into a new staging directory on the
 /// collections' file system (so the switch is a rename), shown in `info.json` as
-/// a restore of `shown_as` (collection, what); `checksum`, when known before the
-/// first byte, is checked when the last one is in (see [`Intake::start`]).
+/// a restore of `shown_as` (collection, what); `hash` says whether the whole
+/// archive is hashed and checked (see [`Intake::start`]).
 pub fn begin(
     snapshots: &Arc<Snapshots>,
     shown_as: Option<(String, String)>,
-    checksum: Option<String>,
+    hash: ArchiveHash,
 ) -> Result<Intake> {
     let storage = snapshots.storage();
     Intake::start(
         snapshots,
         storage.restore_staging_dir(),
         shown_as,
-        checksum,
+        hash,
         storage.max_restore_bytes(),
         &storage.restore_ledger(),
     )
@@ -58,9 +85,10 @@ pub fn begin(
 /// An archive being received and unpacked into a staging directory.
 pub struct Intake {
     unpack_tx: Option<mpsc::Sender<Bytes>>,
+    /// `None` when the archive is not hashed ([`ArchiveHash::Skipped`]).
     hash_tx: Option<mpsc::Sender<Bytes>>,
     unpacker: Option<JoinHandle<std::result::Result<VerifyReport, SnapshotError>>>,
-    hasher: Option<JoinHandle<(String, u64)>>,
+    hasher: Option<JoinHandle<String>>,
     pending: BytesMut,
     /// Bytes received so far (shown in `info.json` while the restore runs).
     received: Arc<AtomicU64>,
@@ -91,6 +119,18 @@ impl Received {
     pub fn staging(&self) -> &Path {
         &self.staging
     }
+
+    /// Check the archive against `expected`, a checksum that came after its first
+    /// byte (a sidecar): refused unless they match, or when the archive was not
+    /// hashed (received as [`ArchiveHash::Skipped`]: then none was to come).
+    pub fn check_checksum(&self, expected: &str) -> std::result::Result<(), SnapshotError> {
+        match &self.report.sha256 {
+            Some(actual) => check_checksum(expected, actual),
+            None => Err(SnapshotError::Io(io::Error::other(
+                "the archive was received without hashing it, so a checksum given now cannot be checked",
+            ))),
+        }
+    }
 }
 
 impl Drop for Received {
@@ -103,9 +143,9 @@ impl Intake {
     /// Start receiving into `staging` (created here; it must not exist), refusing
     /// the archive once its entries declare more bytes than the file system holding
     /// `staging` has free. `shown_as` (collection, what) makes the restore visible in
-    /// that collection's `info.json` while the bytes arrive. `expected`, the
-    /// archive's SHA-256 when known now, is checked by [`Intake::finish`] and spares
-    /// hashing each file on its own. `max_logical` bounds the logical bytes the
+    /// that collection's `info.json` while the bytes arrive. `hash`: the archive's
+    /// SHA-256 when known now, checked by [`Intake::finish`] (it spares hashing each
+    /// file on its own), or whether to compute it at all. `max_logical` bounds the logical bytes the
     /// archive's files may describe (`storage.max_restore_bytes`; `None`:
     /// [`DEFAULT_LOGICAL_BYTES`]). `ledger`: the disk bytes the storage's restores
     /// have declared (see [`Reservation`]).
@@ -113,7 +153,7 @@ impl Intake {
         snapshots: &Arc<Snapshots>,
         staging: PathBuf,
         shown_as: Option<(String, String)>,
-        expected: Option<String>,
+        hash: ArchiveHash,
         max_logical: Option<u64>,
         ledger: &Arc<AtomicU64>,
     ) -> Result<Intake> {
@@ -127,11 +167,10 @@ impl Intake {
         };
         let received = Arc::new(AtomicU64::new(0));
         let (unpack_tx, unpack_rx) = mpsc::channel::<Bytes>(QUEUE);
-        let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(QUEUE);
         let dest = staging.clone();
-        let file_digests = match expected {
-            Some(_) => FileDigests::CoveredByArchiveChecksum,
-            None => FileDigests::Check,
+        let file_digests = match hash {
+            ArchiveHash::Expected(_) => FileDigests::CoveredByArchiveChecksum,
+            ArchiveHash::Reported | ArchiveHash::Skipped => FileDigests::Check,
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let limits = Limits {
@@ -143,14 +182,25 @@ impl Intake {
         let unpacker = std::thread::Builder::new()
             .name("restore-unpack".into())
             .spawn(move || unpack_from(unpack_rx, &dest, &limits, file_digests))?;
-        let hasher = std::thread::Builder::new()
-            .name("restore-hash".into())
-            .spawn(move || hash_all(hash_rx))?;
+        let (hash_tx, hasher) = match hash {
+            ArchiveHash::Skipped => (None, None),
+            ArchiveHash::Expected(_) | ArchiveHash::Reported => {
+                let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(QUEUE);
+                let hasher = std::thread::Builder::new()
+                    .name("restore-hash".into())
+                    .spawn(move || hash_all(hash_rx))?;
+                (Some(hash_tx), Some(hasher))
+            }
+        };
+        let expected = match hash {
+            ArchiveHash::Expected(expected) => Some(expected),
+            ArchiveHash::Reported | ArchiveHash::Skipped => None,
+        };
         Ok(Intake {
             unpack_tx: Some(unpack_tx),
-            hash_tx: Some(hash_tx),
+            hash_tx,
             unpacker: Some(unpacker),
-            hasher: Some(hasher),
+            hasher,
             pending: BytesMut::new(),
             received: received.clone(),
             started: std::time::Instant::now(),
@@ -207,7 +257,9 @@ impl Intake {
         };
         let (hash_tx, unpack_tx) = self.senders();
         // The hasher never stops early; the unpacker does when it refuses the archive.
-        let _ = hash_tx.send(chunk.clone()).await;
+        if let Some(hash_tx) = hash_tx {
+            let _ = hash_tx.send(chunk.clone()).await;
+        }
         if unpack_tx.send(chunk).await.is_err() {
             return Err(self.unpacker_failure());
         }
@@ -226,20 +278,21 @@ impl Intake {
         self.hash_tx = None;
         self.unpack_tx = None;
         let unpacked = self.join_unpacker();
-        let (sha256, bytes) = self
-            .hasher
-            .take()
-            .expect("hasher runs until finish")
-            .join()
-            .map_err(|_| StorageError::internal("the restore's hashing thread panicked"))?;
+        let sha256 =
+            match self.hasher.take() {
+                Some(hasher) => Some(hasher.join().map_err(|_| {
+                    StorageError::internal("the restore's hashing thread panicked")
+                })?),
+                None => None,
+            };
         let received = self.received();
         let mut report =
             unpacked.map_err(|e| refused(SnapshotError::from_unpacking(e, received).into()))?;
-        if let Some(expected) = &self.expected {
-            check_checksum(expected, &sha256).map_err(|e| refused(e.into()))?;
+        if let (Some(expected), Some(actual)) = (&self.expected, &sha256) {
+            check_checksum(expected, actual).map_err(|e| refused(e.into()))?;
         }
         report.sha256 = sha256;
-        report.archive_bytes = bytes;
+        report.archive_bytes = received;
         let staging = self.staging.take().expect("intake in use");
         Ok(Received {
             staging,
@@ -264,16 +317,18 @@ impl Intake {
         self.received.load(Ordering::Relaxed)
     }
 
-    fn senders(&self) -> (mpsc::Sender<Bytes>, mpsc::Sender<Bytes>) {
+    fn senders(&self) -> (Option<mpsc::Sender<Bytes>>, mpsc::Sender<Bytes>) {
         (
-            self.hash_tx.clone().expect("intake in use"),
+            self.hash_tx.clone(),
             self.unpack_tx.clone().expect("intake in use"),
         )
     }
 
     fn send_blocking(&mut self, chunk: Bytes) -> Result<()> {
         let (hash_tx, unpack_tx) = self.senders();
-        let _ = hash_tx.blocking_send(chunk.clone());
+        if let Some(hash_tx) = hash_tx {
+            let _ = hash_tx.blocking_send(chunk.clone());
+        }
         if unpack_tx.blocking_send(chunk).is_err() {
             return Err(self.unpacker_failure());
         }
@@ -380,14 +435,12 @@ fn unpack_from(
 const MAX_TRAILING: u64 = 8 << 20;
 
 /// The hashing thread: SHA-256 and length of everything queued.
-fn hash_all(mut rx: mpsc::Receiver<Bytes>) -> (String, u64) {
+fn hash_all(mut rx: mpsc::Receiver<Bytes>) -> String {
     let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
         hasher.update(&chunk);
-        bytes += chunk.len() as u64;
     }
-    (hex(&hasher.finalize()), bytes)
+    hex(&hasher.finalize())
 }
 
 /// Reads the queued chunks as one stream; the queue's end is the stream's end.

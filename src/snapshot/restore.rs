@@ -18,10 +18,9 @@ use std::time::Instant;
 
 use super::SnapshotError;
 use super::Snapshots;
-use super::intake::Received;
+use super::intake::{ArchiveHash, Received};
 use super::progress::{Running, count_refusal};
 use super::segment_layout::normalize_segments;
-use super::unpack::check_checksum;
 use crate::storage::cache_pin::CachePin;
 use crate::storage::collection::CONFIG_FILE;
 use crate::storage::switch::ShardReplacement;
@@ -42,7 +41,8 @@ const COLLECTION_FILES: [&str; 5] = [
 /// What a finished restore reports.
 #[derive(Debug)]
 pub struct Restored {
-    pub sha256: String,
+    /// The archive's SHA-256; `None` when it was not computed (no checksum given).
+    pub sha256: Option<String>,
     pub files: usize,
 }
 
@@ -80,7 +80,7 @@ pub async fn receive_opened(
     let snapshots = snapshots.clone();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let mut intake = begin(&snapshots, shown_as, checksum)?;
+        let mut intake = begin(&snapshots, shown_as, ArchiveHash::known_now(checksum))?;
         intake.expect_size(file.metadata()?.len())?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -159,7 +159,7 @@ async fn run_restore(
         let name_owned = name.to_string();
         let received = tokio::task::spawn_blocking(move || {
             if let Some(expected) = checksum {
-                check_checksum(&expected, &received.report.sha256)?;
+                received.check_checksum(&expected)?;
             }
             refuse_partial(&received)?;
             let state_time = received.report.newest_mtime;
@@ -205,7 +205,9 @@ async fn run_restore(
             tracing::info!(
                 collection = name,
                 shard,
-                %sha256,
+                sha256 = sha256
+                    .as_deref()
+                    .unwrap_or("not computed (no checksum given)"),
                 received_ms,
                 checked_ms,
                 switched_ms = total.saturating_sub(*checked_ms),

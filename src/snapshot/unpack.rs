@@ -41,7 +41,9 @@ pub struct VerifyReport {
     pub files: usize,
     pub logical_bytes: u64,
     pub archive_bytes: u64,
-    pub sha256: String,
+    /// The whole archive's SHA-256 (hex); `None` where nothing could check it and it
+    /// was not computed ([`crate::snapshot::intake::ArchiveHash::Skipped`]).
+    pub sha256: Option<String>,
     /// Files the embedded manifest confirmed (`None`: no manifest): their sizes,
     /// and their digests unless the whole archive's checksum was the check (see
     /// [`FileDigests`]).
@@ -118,10 +120,11 @@ pub fn unpack_verified(
     let mut report = unpack_entries(&mut hashing, dest, limits, FileDigests::Check)?;
     io::copy(&mut hashing, &mut io::sink())?;
     report.archive_bytes = hashing.bytes;
-    report.sha256 = hashing.digest().expect("hashing");
+    let sha256 = hashing.digest().expect("hashing");
     if let Some(expected) = expected {
-        check_checksum(expected, &report.sha256)?;
+        check_checksum(expected, &sha256)?;
     }
+    report.sha256 = Some(sha256);
     Ok(report)
 }
 

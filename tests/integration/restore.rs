@@ -539,6 +539,17 @@ async fn the_cli_uploads_a_file_and_checks_its_sidecar() {
     );
     let out = cli(&["multi", docs.to_str().unwrap(), "--priority", "urgent"]);
     assert!(!out.status.success());
+
+    // Without a checksum (no sidecar beside the copy) the archive is not hashed: its
+    // SHA-256 would check nothing. The restore still happens.
+    let bare = work.path().join("bare.snapshot");
+    std::fs::copy(&docs, &bare).unwrap();
+    let shown = |log: &str| log.matches("not computed (no checksum given)").count();
+    let before = shown(&daemon.log());
+    let out = cli(&["bare", bare.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(count(&client, "bare").await, 200);
+    assert_eq!(shown(&daemon.log()), before + 1, "{}", daemon.log());
 }
 
 /// A crash (abort, as `kill -9`) before, at and after the switch: the next start

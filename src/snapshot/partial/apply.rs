@@ -31,7 +31,7 @@ use crate::snapshot::intake::Received;
 use crate::snapshot::layout::FrozenFile;
 use crate::snapshot::progress::Running;
 use crate::snapshot::segment_layout::normalize_segments;
-use crate::snapshot::unpack::{CopyFrom, TargetFile, check_checksum};
+use crate::snapshot::unpack::{CopyFrom, TargetFile};
 use crate::storage::shard::{TRACKER, TRACKER_JOURNAL};
 use crate::storage::switch::{AfterOpen, ShardReplacement};
 use crate::storage::{CollectionConfig, CollectionFreeze, Result, StorageError};
@@ -176,7 +176,7 @@ pub async fn apply(
             tokio::task::spawn_blocking(move || -> Result<(Staged, CollectionFreeze, &'static str, AfterOpen)> {
                 let storage = snapshots.storage();
                 if let Some(expected) = checksum {
-                    check_checksum(&expected, &received.report.sha256)?;
+                    received.check_checksum(&expected)?;
                 }
                 let partial = detect(&received)?.ok_or_else(|| {
                     SnapshotError::invalid(

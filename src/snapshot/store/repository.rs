@@ -637,13 +637,14 @@ impl RepositoryStore {
             checksum,
         )
         .map_err(|e| StorageError::bad_request(format!("{name} is not taken in: {e}")))?;
+        let sha256 = report.sha256.unwrap_or_default();
         let _lock = self.lock(false)?;
         let existing = self.generations()?;
         if let Some(there) = existing
             .iter()
             .find(|g| &g.scope == scope && g.name == name)
         {
-            return match there.sha256 == report.sha256 {
+            return match there.sha256 == sha256 {
                 true => Ok(None),
                 false => Err(StorageError::AlreadyInProgress(format!(
                     "the repository holds another snapshot named {name} for that scope"
@@ -656,7 +657,7 @@ impl RepositoryStore {
                 "{name} changed while it was read"
             )));
         }
-        let recipe = Recipe::whole(name, name, scope, report.archive_bytes, &report.sha256);
+        let recipe = Recipe::whole(name, name, scope, report.archive_bytes, &sha256);
         let recipe = serde_json::to_vec(&recipe)
             .map_err(|e| StorageError::internal_from("writing a recipe", e))?;
         let modified = std::fs::metadata(file)?.modified()?;
@@ -668,7 +669,7 @@ impl RepositoryStore {
             scope,
             name,
             size: report.archive_bytes,
-            sha256: &report.sha256,
+            sha256: &sha256,
             recorded: None,
         };
         self.write_generation(&written, &source, None, time, started)
