@@ -20,6 +20,11 @@
 //! for it and it refuses to start under a `prune`. The password is read once at
 //! start (a file, an environment variable or the configuration, never argv); the
 //! master key it opens is kept, so later opens do not run the key derivation again.
+//!
+//! This file holds the [`RepositoryStore`] and its [`SnapshotStore`] side; opening
+//! the repository is in `open`, a generation's tags and the listing in
+//! `generation`, writing one (and importing an archive) in `write`, reading one
+//! back in `read`, and the records in `records`.
 
 pub mod lock;
 pub mod place;
@@ -27,63 +32,43 @@ pub mod recipe;
 pub mod s3_place;
 pub mod source;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod generation;
+mod open;
+mod read;
+mod records;
+mod write;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rustic_core::ReadSubsetOption;
 use rustic_core::jiff::Timestamp;
-use rustic_core::repofile::{MasterKey, Node, NodeType, SnapshotFile, StringList};
+use rustic_core::repofile::{MasterKey, Node};
 use rustic_core::{
-    BackupOptions, CheckOptions, ConfigOptions, Credentials, IndexedFullStatus, KeyOptions,
-    OpenStatus, PruneOptions, Repository, RepositoryBackends, RepositoryOptions, RusticError,
-    SnapshotOptions, TreeId,
+    CheckOptions, Credentials, IndexedFullStatus, OpenStatus, PruneOptions, Repository,
+    RepositoryBackends, RepositoryOptions, RusticError,
 };
 use sha2::{Digest, Sha256};
 
+use self::generation::Generation;
 use self::lock::{LockError, LockKey};
-use self::place::{Backend, LocalPlace, Place};
+use self::place::Place;
+use self::read::{
+    Assembled, Member, PRUNE_WAITS_FOR_READERS, ReaderHold, Readers, Whole, files_of,
+};
 use self::recipe::{MAX_RECIPE, RECIPE_NAME, Recipe};
 use self::source::ArchiveSource;
+use self::write::Written;
 use super::{
-    NameReservations, OpenedSnapshot, SnapshotStore, StoredReader, StoredSnapshot, check_name,
-    name_base, not_found,
+    NameReservations, OpenedSnapshot, SnapshotStore, StoredReader, StoredSnapshot, name_base,
 };
 use crate::snapshot::digest::hex;
 use crate::snapshot::layout::{ArchiveLayout, RangeRead};
-use crate::snapshot::view::{Recorded, Scope, SnapshotView};
-use crate::storage::names::url_segment;
+use crate::snapshot::view::{Scope, SnapshotView};
 use crate::storage::{Result, StorageError};
 
-/// Where the repository is and how to open it.
-#[derive(Clone, PartialEq)]
-pub struct RepositoryConfig {
-    pub location: Location,
-    /// The repository's password, already read from where the configuration says.
-    pub password: String,
-    /// rustic_core's local cache of snapshot and index files (none when unset).
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for RepositoryConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RepositoryConfig")
-            .field("location", &self.location)
-            .field("password", &"<redacted>")
-            .field("cache_dir", &self.cache_dir)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Location {
-    Local(PathBuf),
-    /// A bucket and prefix (`s3:<bucket>/<prefix>`), with the S3 store's endpoint,
-    /// region and credentials.
-    S3(crate::snapshot::store::s3::S3Config),
-}
+pub use self::open::{Location, RepositoryConfig};
 
 /// The tag every snapfs generation carries.
 const TAG: &str = "snapfs";
@@ -119,133 +104,6 @@ fn locked(e: LockError) -> StorageError {
     }
 }
 
-/// One generation, as its tags describe it.
-#[derive(Debug, Clone)]
-struct Generation {
-    id: rustic_core::repofile::SnapshotId,
-    tree: TreeId,
-    scope: Scope,
-    name: String,
-    size: u64,
-    sha256: String,
-    time: SystemTime,
-    summary: Option<rustic_core::repofile::SnapshotSummary>,
-    /// What the state held (`points=`, `config=` tags; collection scopes).
-    points: Option<u64>,
-    config_sha256: Option<String>,
-    tags: Vec<String>,
-}
-
-impl Generation {
-    fn stored(&self) -> StoredSnapshot {
-        StoredSnapshot {
-            name: self.name.clone(),
-            size: self.size,
-            modified: self.time,
-            checksum: Some(self.sha256.clone()),
-        }
-    }
-
-    /// From a restic snapshot's tags; `None` for one snapfs did not write.
-    fn of(snap: &SnapshotFile) -> Option<Generation> {
-        let mut tags: HashMap<&str, &str> = HashMap::new();
-        let mut ours = false;
-        for tag in snap.tags.iter() {
-            match tag.split_once('=') {
-                Some((key, value)) => {
-                    tags.insert(key, value);
-                }
-                None => ours |= tag == TAG,
-            }
-        }
-        if !ours {
-            return None;
-        }
-        let decode = |v: &str| {
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8()
-                .ok()
-                .map(|s| s.into_owned())
-        };
-        let scope = match *tags.get("scope")? {
-            "collection" => Scope::Collection(decode(tags.get("collection")?)?),
-            "shard" => Scope::Shard(
-                decode(tags.get("collection")?)?,
-                tags.get("shard")?.parse().ok()?,
-            ),
-            "full" => Scope::Full,
-            _ => return None,
-        };
-        let sha256 = tags.get("sha256")?.to_string();
-        if sha256.len() != 64 {
-            return None;
-        }
-        Some(Generation {
-            id: snap.id,
-            tree: snap.tree,
-            scope,
-            name: decode(tags.get("name")?)?,
-            size: tags.get("size")?.parse().ok()?,
-            sha256,
-            time: SystemTime::from(snap.time.timestamp()),
-            summary: snap.summary.clone(),
-            points: tags.get("points").and_then(|v| v.parse().ok()),
-            config_sha256: tags
-                .get("config")
-                .filter(|v| v.len() == 64)
-                .map(|v| v.to_string()),
-            tags: snap.tags.iter().cloned().collect(),
-        })
-    }
-
-    fn details(&self) -> super::StoredDetails {
-        let summary = self.summary.clone().unwrap_or_default();
-        super::StoredDetails {
-            name: self.name.clone(),
-            id: self.id.to_hex().to_string(),
-            bytes_covered: summary.total_bytes_processed,
-            bytes_added: summary.data_added_packed,
-            files_new: summary.files_new,
-            files_changed: summary.files_changed,
-            files_unmodified: summary.files_unmodified,
-            seconds: summary.total_duration,
-            points: self.points,
-            config_sha256: self.config_sha256.clone(),
-            tags: self.tags.clone(),
-        }
-    }
-
-    fn tags(
-        scope: &Scope,
-        name: &str,
-        size: u64,
-        sha256: &str,
-        recorded: Option<&Recorded>,
-    ) -> Vec<String> {
-        let mut tags = vec![TAG.to_string()];
-        match scope {
-            Scope::Collection(c) => {
-                tags.push("scope=collection".into());
-                tags.push(format!("collection={}", url_segment(c)));
-            }
-            Scope::Shard(c, id) => {
-                tags.push("scope=shard".into());
-                tags.push(format!("collection={}", url_segment(c)));
-                tags.push(format!("shard={id}"));
-            }
-            Scope::Full => tags.push("scope=full".into()),
-        }
-        tags.push(format!("name={}", url_segment(name)));
-        tags.push(format!("size={size}"));
-        tags.push(format!("sha256={sha256}"));
-        if let Some(recorded) = recorded {
-            tags.push(format!("points={}", recorded.points));
-            tags.push(format!("config={}", recorded.config_sha256));
-        }
-        tags
-    }
-}
-
 pub struct RepositoryStore {
     place: Arc<dyn Place>,
     backends: RepositoryBackends,
@@ -266,106 +124,7 @@ pub struct RepositoryStore {
     readers: Arc<Readers>,
 }
 
-/// How many generations are open for reading, and a signal when one closes.
-#[derive(Default)]
-struct Readers {
-    open: Mutex<usize>,
-    closed: std::sync::Condvar,
-}
-
-/// Held by an open generation's reader.
-struct ReaderHold(Arc<Readers>);
-
-impl ReaderHold {
-    fn new(readers: &Arc<Readers>) -> ReaderHold {
-        *readers.open.lock().unwrap() += 1;
-        ReaderHold(readers.clone())
-    }
-}
-
-impl Drop for ReaderHold {
-    fn drop(&mut self) {
-        let mut open = self.0.open.lock().unwrap();
-        *open = open.saturating_sub(1);
-        self.0.closed.notify_all();
-    }
-}
-
-/// How long a prune waits for the generations open for reading to close.
-const PRUNE_WAITS_FOR_READERS: std::time::Duration = std::time::Duration::from_secs(60);
-
 impl RepositoryStore {
-    /// Open the repository `config` names, creating it (with the configured
-    /// password) when its location holds none yet.
-    pub fn open(config: &RepositoryConfig) -> Result<RepositoryStore> {
-        let place: Arc<dyn Place> = match &config.location {
-            Location::Local(path) => Arc::new(LocalPlace::new(path)),
-            Location::S3(s3) => Arc::new(s3_place::S3Place::new(s3)?),
-        };
-        let backends = RepositoryBackends::new(Arc::new(Backend::new(place.clone())), None);
-        let mut options = RepositoryOptions::default();
-        match &config.cache_dir {
-            Some(dir) => options.cache_dir = Some(dir.clone()),
-            None => options.no_cache = true,
-        }
-        let repo = Repository::new(&options, &backends)
-            .map_err(|e| repo_error("opening the snapshot repository", e))?;
-        let exists = place.exists("config").map_err(|e| {
-            StorageError::bad_request(format!(
-                "the snapshot repository at {} cannot be reached: {e}",
-                place.location()
-            ))
-        })?;
-        let credentials = Credentials::password(&config.password);
-        let opened = if exists {
-            repo.open(&credentials).map_err(|e| {
-                if e.is_incorrect_password() {
-                    StorageError::bad_request(format!(
-                        "the snapshot repository at {} does not open with the configured password",
-                        place.location()
-                    ))
-                } else {
-                    repo_error("opening the snapshot repository", e)
-                }
-            })?
-        } else {
-            tracing::info!(location = %place.location(), "no snapshot repository there yet: creating one");
-            place.prepare().map_err(|e| {
-                StorageError::bad_request(format!(
-                    "the snapshot repository at {} cannot be created: {e}",
-                    place.location()
-                ))
-            })?;
-            repo.init(
-                &credentials,
-                &KeyOptions::default(),
-                &ConfigOptions::default(),
-            )
-            .map_err(|e| repo_error("creating the snapshot repository", e))?
-        };
-        let key = opened.key();
-        let lock_key = LockKey::new(&key)
-            .ok_or_else(|| StorageError::internal("the repository key has an unexpected shape"))?;
-        match lock::remove_stale(&*place, &lock_key) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "stale repository locks of this host removed"),
-            Err(e) => tracing::warn!(error = %e, "could not look for stale repository locks"),
-        }
-        tracing::info!(location = %place.location(), "stored snapshots go to a restic repository");
-        Ok(RepositoryStore {
-            place,
-            backends,
-            options,
-            key,
-            lock_key,
-            names: NameReservations::default(),
-            epoch: AtomicU64::new(0),
-            indexed: Mutex::new(None),
-            gc: std::sync::RwLock::new(()),
-            readers: Arc::default(),
-        })
-    }
-
     fn open_repo(&self) -> Result<Repository<OpenStatus>> {
         Repository::new(&self.options, &self.backends)
             .and_then(|repo| repo.open(&Credentials::Masterkey(self.key.clone())))
@@ -389,437 +148,8 @@ impl RepositoryStore {
         Ok(repo)
     }
 
-    fn generations(&self) -> Result<Vec<Generation>> {
-        let snaps = self
-            .open_repo()?
-            .get_all_snapshots()
-            .map_err(|e| repo_error("listing the snapshot repository", e))?;
-        Ok(snaps.iter().filter_map(Generation::of).collect())
-    }
-
-    /// The generations of `scope`, sorted by name.
-    fn generations_of(&self, scope: &Scope) -> Result<Vec<Generation>> {
-        let mut of: Vec<Generation> = self
-            .generations()?
-            .into_iter()
-            .filter(|g| &g.scope == scope)
-            .collect();
-        of.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(of)
-    }
-
-    fn find(&self, scope: &Scope, name: &str) -> Result<Generation> {
-        check_name(name)?;
-        self.generations()?
-            .into_iter()
-            .find(|g| &g.scope == scope && g.name == name)
-            .ok_or_else(|| not_found(name))
-    }
-
     fn lock(&self, exclusive: bool) -> Result<lock::Lock> {
         lock::acquire(self.place.clone(), &self.lock_key, exclusive).map_err(locked)
-    }
-}
-
-/// A record's restic snapshot carries this tag (not [`TAG`]: it is no generation).
-const RECORD_TAG: &str = "snapfs-record";
-
-/// A record, as its tags name it.
-struct RecordSnapshot {
-    id: rustic_core::repofile::SnapshotId,
-    tree: TreeId,
-    group: String,
-    name: String,
-}
-
-impl RecordSnapshot {
-    fn of(snap: &SnapshotFile) -> Option<RecordSnapshot> {
-        if !snap.tags.iter().any(|t| t == RECORD_TAG) {
-            return None;
-        }
-        let tag = |key: &str| {
-            snap.tags
-                .iter()
-                .find_map(|t| t.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
-        };
-        Some(RecordSnapshot {
-            id: snap.id,
-            tree: snap.tree,
-            group: tag("group")?,
-            name: tag("record")?,
-        })
-    }
-}
-
-impl RepositoryStore {
-    fn records(&self, group: &str) -> Result<Vec<RecordSnapshot>> {
-        let snaps = self
-            .open_repo()?
-            .get_all_snapshots()
-            .map_err(|e| repo_error("listing the snapshot repository", e))?;
-        Ok(snaps
-            .iter()
-            .filter_map(RecordSnapshot::of)
-            .filter(|r| r.group == group)
-            .collect())
-    }
-
-    /// Write record `name` of `group` as a restic snapshot of one file, `<name>.json`;
-    /// the records it replaces are removed after it is written. The caller holds the
-    /// shared lock.
-    fn write_record(&self, group: &str, name: &str, bytes: &[u8]) -> Result<()> {
-        let file = format!("{name}.json");
-        let source = ArchiveSource::single(&file, bytes.to_vec(), Timestamp::now());
-        let mut options = SnapshotOptions::default();
-        options.host = Some(HOST.into());
-        let mut snap = SnapshotFile::from_options(&options)
-            .map_err(|e| repo_error("describing a record", e))?;
-        for tag in [
-            RECORD_TAG.to_string(),
-            format!("group={group}"),
-            format!("record={name}"),
-        ] {
-            let list: StringList = tag.parse().map_err(|_| StorageError::internal("a tag"))?;
-            snap.add_tags(vec![list]);
-        }
-        let mut backup = BackupOptions::default();
-        backup.no_scan = true;
-        backup.parent_opts.force = true;
-        let older = self.records(group)?;
-        let repo = self
-            .open_repo()?
-            .to_indexed_ids()
-            .map_err(|e| repo_error("reading the snapshot repository's index", e))?;
-        let saved = repo
-            .archive(&backup, &source, snap, &[PathBuf::from("/")])
-            .map_err(|e| repo_error("writing a record", e));
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        let saved = saved?;
-        let stored = saved.summary.as_ref().map(|s| s.total_files_processed);
-        if stored != Some(1) || source.failures().first().is_some() {
-            let _ = repo.delete_snapshots(&[saved.id]);
-            return Err(StorageError::internal(format!(
-                "{group} record {name} was not stored"
-            )));
-        }
-        let replaced: Vec<_> = older
-            .iter()
-            .filter(|r| r.name == name && r.id != saved.id)
-            .map(|r| r.id)
-            .collect();
-        if !replaced.is_empty() {
-            repo.delete_snapshots(&replaced)
-                .map_err(|e| repo_error("removing a replaced record", e))?;
-        }
-        Ok(())
-    }
-}
-
-/// What a generation being written is.
-struct Written<'a> {
-    scope: &'a Scope,
-    name: &'a str,
-    size: u64,
-    sha256: &'a str,
-    recorded: Option<&'a Recorded>,
-}
-
-impl RepositoryStore {
-    /// Archive `source` as generation `written`, on `parent`
-    /// (none: everything is chunked), at `time` (default now); a generation that did
-    /// not get every file is removed again and the creation fails. The caller holds
-    /// the shared lock.
-    fn write_generation(
-        &self,
-        written: &Written<'_>,
-        source: &ArchiveSource,
-        parent: Option<rustic_core::repofile::SnapshotId>,
-        time: Option<rustic_core::jiff::Zoned>,
-        started: std::time::Instant,
-    ) -> Result<StoredSnapshot> {
-        let Written {
-            scope,
-            name,
-            size,
-            sha256,
-            recorded,
-        } = *written;
-        let failures = source.failures();
-        let files = source.files();
-        let mut options = SnapshotOptions::default();
-        options.host = Some(HOST.into());
-        options.time = time;
-        let mut snap = SnapshotFile::from_options(&options)
-            .map_err(|e| repo_error("describing a generation", e))?;
-        for tag in Generation::tags(scope, name, size, sha256, recorded) {
-            let list: StringList = tag.parse().map_err(|_| StorageError::internal("a tag"))?;
-            snap.add_tags(vec![list]);
-        }
-        let mut backup = BackupOptions::default();
-        backup.no_scan = true;
-        match parent {
-            Some(parent) => backup.parent_opts.parents = vec![parent.to_hex().to_string()],
-            None => backup.parent_opts.force = true,
-        }
-        let repo = self
-            .open_repo()?
-            .to_indexed_ids()
-            .map_err(|e| repo_error("reading the snapshot repository's index", e))?;
-        let saved = repo
-            .archive(&backup, source, snap, &[PathBuf::from("/")])
-            .map_err(|e| repo_error("writing a generation", e));
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        let saved = saved?;
-        let processed = saved.summary.as_ref().map(|s| s.total_files_processed);
-        if let Some(failure) = failures.first().or_else(|| {
-            (processed != Some(files))
-                .then(|| format!("{} of {files} entries were stored", processed.unwrap_or(0)))
-        }) {
-            tracing::warn!(%failure, "a generation was not stored whole: removing it");
-            if let Err(e) = repo.delete_snapshots(&[saved.id]) {
-                tracing::warn!(error = %e.display_log(), "could not remove the incomplete generation");
-            }
-            return Err(StorageError::internal(format!(
-                "snapshot {name} was not stored: an entry could not be read"
-            )));
-        }
-        if let Some(summary) = &saved.summary {
-            let read = summary.total_bytes_processed;
-            let added = summary.data_added_packed;
-            let took = started.elapsed();
-            let id = match scope {
-                Scope::Collection(c) | Scope::Shard(c, _) => c.as_str(),
-                Scope::Full => "",
-            };
-            crate::metrics::generation_stored(id, read, added, took);
-            tracing::info!(
-                snapshot = %name,
-                generation = %&saved.id.to_hex()[..8],
-                bytes_covered = read,
-                new_bytes_stored = added,
-                dedup_ratio = format!("{:.1}", read as f64 / added.max(1) as f64),
-                files_new = summary.files_new,
-                files_changed = summary.files_changed,
-                files_unmodified = summary.files_unmodified,
-                seconds = format!("{:.3}", took.as_secs_f64()),
-                "generation stored"
-            );
-        }
-        Ok(StoredSnapshot {
-            name: name.to_string(),
-            size,
-            modified: SystemTime::from(saved.time.timestamp()),
-            checksum: Some(sha256.to_string()),
-        })
-    }
-
-    /// Take the snapshot archive `file` in as generation `name` of `scope`, whole
-    /// (any archive a restore takes: Qdrant's, or snapfs's from another store), so it
-    /// reads back byte for byte; its chunks dedup against everything stored. The
-    /// archive is checked first (a tar of safe entries; its embedded manifest when it
-    /// has one; `checksum` when given). `Ok(None)`: that very archive is there already.
-    pub fn import(
-        &self,
-        scope: &Scope,
-        name: &str,
-        file: &Path,
-        checksum: Option<&str>,
-    ) -> Result<Option<StoredSnapshot>> {
-        check_name(name).map_err(|_| {
-            StorageError::bad_request(format!(
-                "{name} is not a snapshot name (<name>.snapshot, no `/`, not hidden)"
-            ))
-        })?;
-        let started = std::time::Instant::now();
-        let opened = fs_err::File::open(file)?;
-        let report = crate::snapshot::unpack::verify_archive(
-            std::io::BufReader::with_capacity(1 << 20, opened),
-            checksum,
-        )
-        .map_err(|e| StorageError::bad_request(format!("{name} is not taken in: {e}")))?;
-        let sha256 = report.sha256.unwrap_or_default();
-        let _lock = self.lock(false)?;
-        let existing = self.generations()?;
-        if let Some(there) = existing
-            .iter()
-            .find(|g| &g.scope == scope && g.name == name)
-        {
-            return match there.sha256 == sha256 {
-                true => Ok(None),
-                false => Err(StorageError::AlreadyInProgress(format!(
-                    "the repository holds another snapshot named {name} for that scope"
-                ))),
-            };
-        }
-        let frozen = Arc::new(crate::snapshot::layout::FrozenFile::open(file)?);
-        if frozen.size != report.archive_bytes {
-            return Err(StorageError::bad_request(format!(
-                "{name} changed while it was read"
-            )));
-        }
-        let recipe = Recipe::whole(name, name, scope, report.archive_bytes, &sha256);
-        let recipe = serde_json::to_vec(&recipe)
-            .map_err(|e| StorageError::internal_from("writing a recipe", e))?;
-        let modified = std::fs::metadata(file)?.modified()?;
-        let time = rustic_core::jiff::Timestamp::try_from(modified)
-            .ok()
-            .map(|t| t.to_zoned(rustic_core::jiff::tz::TimeZone::UTC));
-        let source = ArchiveSource::whole(name, frozen, RECIPE_NAME, recipe, Timestamp::now())?;
-        let written = Written {
-            scope,
-            name,
-            size: report.archive_bytes,
-            sha256: &sha256,
-            recorded: None,
-        };
-        self.write_generation(&written, &source, None, time, started)
-            .map(Some)
-    }
-}
-
-/// A generation's member, read through the repository's index.
-struct Member {
-    repo: Arc<Repository<IndexedFullStatus>>,
-    file: Arc<rustic_core::vfs::OpenFile>,
-    name: String,
-    size: u64,
-    /// Read-ahead: blobs past the last read are decrypted into the repository's
-    /// blob cache on another thread while the reader uses what it has (a download,
-    /// a `cp` and a restore read forward; one thread alternating fetching, decrypting
-    /// and copying went at a third of the disk's speed).
-    ahead: Mutex<Ahead>,
-}
-
-#[derive(Default)]
-struct Ahead {
-    /// Where the read-ahead ends.
-    until: u64,
-    running: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// How much one read-ahead thread reads: with [`READ_AHEAD_THREADS`] of them, well
-/// inside the repository's 32 MiB blob cache.
-const READ_AHEAD: u64 = 6 << 20;
-/// Read-ahead threads per member: one waits for the disk while another decrypts.
-const READ_AHEAD_THREADS: usize = 2;
-
-impl Member {
-    fn new(
-        repo: &Arc<Repository<IndexedFullStatus>>,
-        node: &Node,
-        name: &str,
-    ) -> std::result::Result<Member, Box<RusticError>> {
-        Ok(Member {
-            repo: repo.clone(),
-            file: Arc::new(repo.open_file(node)?),
-            name: name.to_string(),
-            size: node.meta.size,
-            ahead: Mutex::new(Ahead::default()),
-        })
-    }
-
-    /// Keep up to [`READ_AHEAD_THREADS`] windows being read past `from`.
-    fn read_ahead(&self, from: u64) {
-        let mut ahead = self.ahead.lock().unwrap();
-        ahead.running.retain(|t| !t.is_finished());
-        if ahead.until < from {
-            ahead.until = from;
-        }
-        let horizon = from + READ_AHEAD * READ_AHEAD_THREADS as u64;
-        while ahead.running.len() < READ_AHEAD_THREADS && ahead.until < horizon.min(self.size) {
-            let start = ahead.until;
-            let len = READ_AHEAD.min(self.size - start);
-            ahead.until = start + len;
-            let (repo, file) = (self.repo.clone(), self.file.clone());
-            // A failure here is met again, and reported, by the read that needs the bytes.
-            if let Ok(thread) = std::thread::Builder::new()
-                .name("repo-read-ahead".into())
-                .spawn(move || {
-                    let _ = repo.read_file_at(&file, start as usize, len as usize);
-                })
-            {
-                ahead.running.push(thread);
-            }
-        }
-    }
-}
-
-impl RangeRead for Member {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let bytes = self
-                .repo
-                .read_file_at(&self.file, offset as usize + done, buf.len() - done)
-                .map_err(|e| {
-                    tracing::warn!(generation = %self.name, error = %e.display_log(), "a generation could not be read");
-                    std::io::Error::other(format!(
-                        "stored snapshot {} cannot be read from the repository (damaged or missing data; `restic check --read-data` tells more)",
-                        self.name
-                    ))
-                })?;
-            if bytes.is_empty() {
-                return Err(std::io::Error::other(format!(
-                    "stored snapshot {} is shorter in the repository than recorded",
-                    self.name
-                )));
-            }
-            buf[done..done + bytes.len()].copy_from_slice(&bytes);
-            done += bytes.len();
-        }
-        self.read_ahead(offset + buf.len() as u64);
-        Ok(())
-    }
-}
-
-/// The members of tree `root`, by path (`a/b`), files only.
-fn files_of(
-    repo: &Repository<IndexedFullStatus>,
-    root: TreeId,
-) -> std::result::Result<HashMap<String, Node>, Box<RusticError>> {
-    let mut out = HashMap::new();
-    let mut pending = vec![(String::new(), root)];
-    while let Some((prefix, id)) = pending.pop() {
-        for node in repo.get_tree(&id)?.nodes {
-            let path = format!("{prefix}{}", node.name().to_string_lossy());
-            match (node.node_type.clone(), node.subtree) {
-                (NodeType::Dir, Some(subtree)) => pending.push((format!("{path}/"), subtree)),
-                (NodeType::File, _) => {
-                    out.insert(path, node);
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// An archive kept whole: its one member's bytes.
-struct Whole {
-    member: Member,
-    size: u64,
-    _hold: ReaderHold,
-}
-
-impl StoredReader for Whole {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (self.size.saturating_sub(offset)).min(buf.len() as u64) as usize;
-        if n > 0 {
-            self.member.read_exact_at(&mut buf[..n], offset)?;
-        }
-        Ok(n)
-    }
-}
-
-/// An archive put together from its members (and held open against a prune).
-struct Assembled {
-    layout: ArchiveLayout,
-    _hold: ReaderHold,
-}
-
-impl StoredReader for Assembled {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.layout.read_at(offset, buf)
     }
 }
 
@@ -1148,32 +478,4 @@ impl SnapshotStore for RepositoryStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::storage::Storage;
-
-    fn local(path: &Path, password: &str) -> Result<RepositoryStore> {
-        RepositoryStore::open(&RepositoryConfig {
-            location: Location::Local(path.to_path_buf()),
-            password: password.into(),
-            cache_dir: None,
-        })
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn the_repository_store_keeps_the_stores_promises() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(&dir.path().join("storage")).unwrap();
-        crate::demo::create_demo_collection(&storage).await.unwrap();
-        let store = local(&dir.path().join("repo"), "secret").unwrap();
-        let snapshots = crate::snapshot::Snapshots::new(storage.clone());
-        super::super::conformance::check_every_scope(&store, &snapshots);
-        // A wrong password is a clear refusal, not a new repository.
-        match local(&dir.path().join("repo"), "wrong") {
-            Err(StorageError::BadRequest(text)) => assert!(text.contains("password"), "{text}"),
-            Err(other) => panic!("wrong password: {other}"),
-            Ok(_) => panic!("a wrong password opened the repository"),
-        }
-    }
-}
+mod tests;
