@@ -272,14 +272,13 @@ impl SnapshotView {
         match &scope {
             Scope::Collection(name) => {
                 let freeze = storage.collection(name)?.freeze()?;
-                let (layout, mtime) = collection_layout(snapshots, &freeze, peer)
+                let built = collection_layout(snapshots, &freeze, peer)
                     .map_err(io)
                     .map_err(|e| freeze.switched_meanwhile(e))?;
                 Ok(SnapshotView::new(
                     snapshots,
                     scope,
-                    layout,
-                    mtime,
+                    built,
                     vec![freeze],
                     None,
                 ))
@@ -299,12 +298,11 @@ impl SnapshotView {
                 builder.state(&[state.change]);
                 add_shard(&mut builder, "", &shard_dir, peer).map_err(io)?;
                 add_manifest(&mut builder, snapshots).map_err(io)?;
-                let layout = builder.finish().map_err(io)?;
+                let built = (builder.finish().map_err(io)?, mtime);
                 Ok(SnapshotView::new(
                     snapshots,
                     scope,
-                    layout,
-                    mtime,
+                    built,
                     vec![freeze],
                     Some(state),
                 ))
@@ -339,19 +337,18 @@ impl SnapshotView {
                     serde_json::to_vec(&config).map_err(StorageError::from_cause)?,
                 );
                 add_manifest(&mut builder, snapshots).map_err(io)?;
-                let layout = builder.finish().map_err(io)?;
-                Ok(SnapshotView::new(
-                    snapshots, scope, layout, mtime, freezes, None,
-                ))
+                let built = (builder.finish().map_err(io)?, mtime);
+                Ok(SnapshotView::new(snapshots, scope, built, freezes, None))
             }
         }
     }
 
+    /// A view of `scope` over the archive `built` (its layout and the state's last
+    /// change), holding `freezes`.
     fn new(
         snapshots: &Arc<Snapshots>,
         scope: Scope,
-        layout: ArchiveLayout,
-        mtime: SystemTime,
+        (layout, mtime): (ArchiveLayout, SystemTime),
         freezes: Vec<CollectionFreeze>,
         shard_state: Option<ShardState>,
     ) -> Self {
