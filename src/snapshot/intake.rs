@@ -126,9 +126,9 @@ impl Received {
     pub fn check_checksum(&self, expected: &str) -> std::result::Result<(), SnapshotError> {
         match &self.report.sha256 {
             Some(actual) => check_checksum(expected, actual),
-            None => Err(SnapshotError::Io(io::Error::other(
-                "the archive was received without hashing it, so a checksum given now cannot be checked",
-            ))),
+            None => Err(SnapshotError::invalid(
+                "the archive was received without hashing it, so a checksum given now cannot be checked: give the checksum with the archive",
+            )),
         }
     }
 }

@@ -462,7 +462,7 @@ fn collection_layout(
 
 /// Ends freezes that outlive `limit`: their remaining files are copied into
 /// `temp_path` and the shards thaw, so writers are never held back for long by a
-/// slow reader. Runs for the life of the process.
+/// slow reader. Runs as long as `snapshots` (the daemon's) lives.
 pub fn start_freeze_watchdog(
     snapshots: &Arc<Snapshots>,
     temp_path: PathBuf,

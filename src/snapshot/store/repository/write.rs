@@ -142,7 +142,9 @@ impl RepositoryStore {
             checksum,
         )
         .map_err(|e| StorageError::bad_request(format!("{name} is not taken in: {e}")))?;
-        let sha256 = report.sha256.unwrap_or_default();
+        let sha256 = report
+            .sha256
+            .ok_or_else(|| StorageError::internal("an archive taken in was not hashed"))?;
         let _lock = self.lock(false)?;
         let existing = self.generations()?;
         if let Some(there) = existing
