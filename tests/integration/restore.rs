@@ -1140,6 +1140,9 @@ async fn a_shard_restored_under_a_freeze_makes_the_view_build_again() {
     let (status, body) = recover_shard(&client, "race", 0, location).await;
     assert_eq!(status, 200, "{body}");
     let archive = reader.await.expect("the live stream answers");
+    // The race was hit: the reader's freeze was cut twice, before the switch and
+    // again after it, when the build found its shard switched under it.
+    assert!(pauses() >= before + 2, "{}", daemon.log());
     // The view was built again, of the restored shard: a whole archive.
     let file = daemon.data_dir.join("after-switch.snapshot");
     std::fs::write(&file, &archive).unwrap();
