@@ -591,14 +591,17 @@ async fn drills_pass_and_a_damaged_repository_fails_them_loudly() {
         Some(0.0)
     );
 
-    // Every pack damaged on purpose.
+    // Every pack damaged on purpose: a byte in every KiB, so every blob of any size
+    // is hit wherever the pack's layout put it (one byte in the middle could land in
+    // a part no read of this generation needs).
     let mut damaged = 0;
     for dir in std::fs::read_dir(pd.repo.join("data")).unwrap() {
         for pack in std::fs::read_dir(dir.unwrap().path()).unwrap() {
             let path = pack.unwrap().path();
             let mut bytes = std::fs::read(&path).unwrap();
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0xff;
+            for at in (0..bytes.len()).step_by(1024) {
+                bytes[at] ^= 0xff;
+            }
             std::fs::write(&path, bytes).unwrap();
             damaged += 1;
         }
