@@ -159,14 +159,14 @@ impl Shard {
         load: Load,
     ) -> Result<Self> {
         settle_engine_json(path)?;
-        let before = files_signature(path);
+        // Loading may rewrite files (WAL replay, journal compaction): that is a change,
+        // unless the load is a restore's own (then nothing is compared).
+        let before = (load == Load::Reopen).then(|| files_signature(path));
         let engine = EdgeShard::load(path, Some(config)).map_err(|e| {
             StorageError::internal_from(format!("cannot load shard {}", path.display()), e)
         })?;
         settle_engine_json(path)?;
-        // Loading may rewrite files (WAL replay, journal compaction): that is a change,
-        // unless the load is a restore's own.
-        let changed = load == Load::Reopen && before != files_signature(path);
+        let changed = before.is_some_and(|before| before != files_signature(path));
         Self::start(id, path, pending_path, engine, changed, waiting)
     }
 
