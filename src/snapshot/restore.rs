@@ -186,8 +186,6 @@ async fn run_restore(
                     staged: staging,
                     state_time: Some(state_time),
                     keep_pending: false,
-                    // Opened once, where it will live; committed when it opened.
-                    checked: false,
                     opened: None,
                 };
                 storage.replace_shard(name, id, new).await

@@ -1,10 +1,10 @@
 //! Switching a restored collection, or a new state of one shard, into place.
 //!
 //! A switch is a pair of renames under a journal: the old directory moves to a
-//! hidden name, the staged one takes its place, the journal goes. [`recover`] runs
-//! at start, before anything loads: a journal whose staged directory still exists
-//! means the new state never took the name (the old one is put back); otherwise the
-//! new one stays. A crash at any point leaves the old state or the new one, never a
+//! hidden name, the staged one takes its place, the engine opens it there, and only
+//! then the journal goes (the commit). [`recover`] runs at start, before anything
+//! loads: a journal still there means the new state was never committed, and the old
+//! one is put back. A crash at any point leaves the old state or the new one, never a
 //! mix.
 //!
 //! A collection is switched whole: it is closed, swapped and reopened (requests
@@ -33,12 +33,6 @@ pub struct ShardReplacement {
     /// it is, and callers waiting for their update are answered once it is applied
     /// there). Otherwise they go with the old shard (a restore replaces the state).
     pub keep_pending: bool,
-    /// The engine has already opened `staged` where it lies (a restore checks it in
-    /// staging): the rename is the commit. Otherwise (a partial apply, staged while
-    /// the live shard is frozen and still holds its own files) the new shard is
-    /// first opened where it belongs, and the switch commits only once that
-    /// succeeded: until then a failure, or a crash, puts the old shard back.
-    pub checked: bool,
     /// Runs once the new shard opened where it belongs, before anything else may
     /// reach it (updates and reads of it still wait).
     pub opened: Option<AfterOpen>,
@@ -180,7 +174,8 @@ impl Storage {
             // In full: it may be in temp_path (joining an absolute path replaces).
             staged: new.staged.to_string_lossy().into_owned(),
             old: file_name(&aside),
-            checked: new.checked,
+            // Opened only where it will live: the switch commits once that worked.
+            checked: false,
         };
         let journal_path = self
             .collections_dir
@@ -192,7 +187,7 @@ impl Storage {
                 // The log stays for the new shard, which applies it and then empties
                 // it. Until the switch commits, a rollback (a failed open, a crash)
                 // must find it as it was, or updates acknowledged meanwhile are lost.
-                if piece.exists() && !new.checked {
+                if piece.exists() {
                     copy_durably(&piece, &aside.join(saved))?;
                 }
                 continue;
@@ -211,10 +206,6 @@ impl Storage {
         sync_dir(&collection_dir)?;
         sync_dir(&dir)?;
         crash_point("shard-restore-after-switch");
-        if new.checked {
-            // Checked in staging: the rename was the moment of truth.
-            self.drop_journal(&journal_path)?;
-        }
         let updates_applied = !waiting.is_empty();
         // A restore's state keeps its archive's time whatever its first load rewrites.
         let load = match new.state_time {
@@ -235,27 +226,19 @@ impl Storage {
                     }
                 }
                 sync_dir(&collection_dir)?;
-                if !new.checked {
-                    self.drop_journal(&journal_path)?;
-                }
+                self.drop_journal(&journal_path)?;
                 *slot = Arc::new(reopen_old(Waiting::new())?);
                 let _ = remove_path(&failed);
                 let _ = remove_path(&aside);
-                return Err(if new.checked {
-                    err
-                } else {
-                    StorageError::bad_request(format!(
-                        "the new state of shard {id} does not fit this collection (the engine cannot open it), so the old one stays: {err}"
-                    ))
-                });
+                return Err(StorageError::bad_request(format!(
+                    "the new state of shard {id} does not fit this collection (the engine cannot open it), so the old one stays: {err}"
+                )));
             }
         };
-        if !new.checked {
-            crash_point("shard-switch-opened");
-            // It opened: now it is the shard.
-            self.drop_journal(&journal_path)?;
-            crash_point("shard-switch-committed");
-        }
+        crash_point("shard-switch-opened");
+        // It opened: now it is the shard.
+        self.drop_journal(&journal_path)?;
+        crash_point("shard-switch-committed");
         if let Some(after) = new.opened {
             after(&dir, updates_applied);
         }
@@ -298,9 +281,10 @@ struct Journal {
     staged: String,
     /// The hidden name the old collection (or shard's pieces) is moved to.
     old: String,
-    /// The new state was opened by the engine before the switch: the rename commits
-    /// it. Otherwise it commits only when this journal goes, after it opened where it
-    /// belongs.
+    /// `true` only in journals of older versions, whose restores opened the new
+    /// state in staging before the switch (the rename committed it). Written `false`:
+    /// the switch commits when this journal goes, after the new state opened where
+    /// it belongs.
     #[serde(default = "yes")]
     checked: bool,
 }

@@ -206,7 +206,6 @@ pub async fn apply(
             staged: staged.dir.clone(),
             state_time: None,
             keep_pending: true,
-            checked: false,
             opened: Some(opened),
         };
         let switched = storage.replace_shard(collection, id, new).await;
