@@ -3,7 +3,8 @@
 # the rows): upsert, memory after the load, stored snapshot create, its download, the
 # live shard stream and restore by upload, against a Qdrant 1.18.3 single node started
 # here from the given binary; each row the median of ROUNDS, the ratio snapfs/Qdrant.
-# The servers run one after the other's measurements are done, never at once.
+# Both servers run for the whole script; each measurement drives one of them while
+# the other idles (its memory and page cache stay held).
 # Usage: scripts/bench-qdrant.sh   (env: POINTS=100000, DIM=128, ROUNDS=5, QDRANT_BIN,
 # SNAPFS_BIN). Figures go to docs/BENCHMARKS.md; nothing here is a pass/fail test.
 set -euo pipefail

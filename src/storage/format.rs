@@ -21,6 +21,8 @@ pub const STORAGE_FORMAT: u32 = 1;
 pub const STAMP_FILE: &str = "format.json";
 /// The engine whose files the shards are; informative (the format number decides).
 const ENGINE: &str = "qdrant-edge 0.9.0";
+/// A stamp is about 150 bytes: anything far larger is not one.
+const MAX_STAMP: u64 = 4096;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Stamp {
@@ -35,7 +37,7 @@ struct Stamp {
 pub fn check_and_stamp(storage_path: &Path) -> Result<()> {
     let path = storage_path.join(STAMP_FILE);
     let this = env!("CARGO_PKG_VERSION").to_string();
-    let created_by = match super::read_bounded(&path, super::MAX_JSON_FILE) {
+    let created_by = match super::read_bounded(&path, MAX_STAMP) {
         Ok(bytes) => {
             let stamp: Stamp = serde_json::from_slice(&bytes).map_err(|e| {
                 StorageError::internal_from(
@@ -48,7 +50,7 @@ pub fn check_and_stamp(storage_path: &Path) -> Result<()> {
             })?;
             if stamp.format > STORAGE_FORMAT {
                 return Err(StorageError::internal(format!(
-                    "{} holds storage format {} (last opened by snapfs {}); this snapfs {this} reads up to format {STORAGE_FORMAT}: run that snapfs or a newer one, or restore its snapshots into a fresh data directory",
+                    "{} holds storage format {} (last opened by snapfs {:?}); this snapfs {this} reads up to format {STORAGE_FORMAT}: run that snapfs or a newer one, or restore its snapshots into a fresh data directory",
                     storage_path.display(),
                     stamp.format,
                     stamp.last_opened_by
@@ -58,7 +60,7 @@ pub fn check_and_stamp(storage_path: &Path) -> Result<()> {
                 return Ok(());
             }
             if stamp.last_opened_by != this {
-                tracing::info!(from = %stamp.last_opened_by, to = %this, format = STORAGE_FORMAT, "the data directory was last opened by another snapfs version");
+                tracing::info!(from = ?stamp.last_opened_by, to = %this, format = STORAGE_FORMAT, "the data directory was last opened by another snapfs version");
             }
             stamp.created_by
         }
@@ -110,7 +112,17 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dir.path().join(STAMP_FILE)).unwrap()).unwrap();
         assert_eq!(written.created_by, "0.0.1");
         assert_eq!(written.last_opened_by, env!("CARGO_PKG_VERSION"));
-        std::fs::write(dir.path().join(STAMP_FILE), "not json").unwrap();
-        assert!(check_and_stamp(dir.path()).is_err());
+    }
+
+    /// Not a stamp (garbage, or far too large to be one): refused, left as it was.
+    #[test]
+    fn what_is_not_a_stamp_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STAMP_FILE);
+        for content in [b"not json".to_vec(), vec![b' '; MAX_STAMP as usize + 1]] {
+            std::fs::write(&path, &content).unwrap();
+            assert!(check_and_stamp(dir.path()).is_err());
+            assert_eq!(std::fs::read(&path).unwrap(), content);
+        }
     }
 }
