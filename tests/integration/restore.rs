@@ -476,6 +476,19 @@ cd "$2" && tar -cSf "$3" *
     daemon.assert_no_staging_leftovers();
     upsert(&client, "keep", vec![point(4242, 8)], true).await;
     assert_eq!(count(&client, "keep").await, before.len() as u64 + 1);
+    // Into a name no collection has: refused the same, and nothing is created.
+    let (status, body) = recover_collection(
+        &client,
+        "fresh",
+        json!({"location": format!("file://{}", misfit.display())}),
+    )
+    .await;
+    assert_http_error(status, &body, 400, "do not open");
+    let (status, _) = call(&client, Method::GET, "/collections/fresh", None).await;
+    assert_eq!(status, 404);
+    assert!(daemon.data_dir.join("storage/collections/keep").exists());
+    assert!(!daemon.data_dir.join("storage/collections/fresh").exists());
+    daemon.assert_no_staging_leftovers();
     assert!(
         daemon
             .log()
