@@ -1,15 +1,28 @@
 //! The FUSE ceiling for `scripts/bench.sh`: the least a FUSE server can do to serve
 //! one file, so `cp` of it measures the kernel's FUSE path and nothing else.
 //!
-//! One read-only file, `file`, of SIZE bytes (a repeating pattern held in memory:
-//! no disk, no copy beyond the reply), mounted with the options, thread count,
+//! One read-only file, `file`, of SIZE bytes, mounted with the options, thread count,
 //! readahead and open flags snapfs uses for a new live snapshot state. The mount's
-//! throughput for `cp` is the ceiling snapfs's own reads are compared with.
+//! throughput for `cp` is the ceiling snapfs's own reads are compared with. Two kinds:
 //!
-//! Usage: `cargo run --release --example fuse_ceiling -- MOUNTPOINT SIZE`; it serves
-//! until SIGINT or SIGTERM, then unmounts.
+//! - without PLAIN: a repeating 1 MiB pattern held in memory, so each reply copies
+//!   from a buffer the CPU cache keeps hot (no disk, no copy beyond the reply): the
+//!   strictest reference, less than any server of real data does;
+//! - with PLAIN (a plain file of SIZE bytes): each read is a `pread` of that file
+//!   into a buffer and the reply, what any FUSE server of one plain file does when it
+//!   does not hand the file to the kernel (passthrough). snapfs's live file is a tar
+//!   built over engine files, so it reads so too;
+//! - with PLAIN and `mmap`: the plain file mapped, each reply written straight from
+//!   the mapping (one copy, from page cache into the reply): what a server could
+//!   gain by mapping its files instead of reading them.
+//!
+//! Usage: `cargo run --release --example fuse_ceiling -- MOUNTPOINT SIZE [PLAIN
+//! [mmap]]`; it serves until SIGINT or SIGTERM, then unmounts.
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
@@ -28,6 +41,17 @@ const TTL: Duration = Duration::from_secs(1);
 struct Ceiling {
     size: u64,
     pattern: Vec<u8>,
+    plain: Option<Plain>,
+}
+
+enum Plain {
+    Read(File),
+    Map(memmap2::Mmap),
+}
+
+thread_local! {
+    /// Each worker thread's read buffer (plain-file kind), reused across reads.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Ceiling {
@@ -104,8 +128,24 @@ impl Filesystem for Ceiling {
     ) {
         let end = (offset + u64::from(size)).min(self.size);
         let len = end.saturating_sub(offset) as usize;
-        let start = (offset % 4096) as usize;
-        reply.data(&self.pattern[start..start + len]);
+        let plain = match &self.plain {
+            None => {
+                let start = (offset % 4096) as usize;
+                return reply.data(&self.pattern[start..start + len]);
+            }
+            Some(Plain::Map(map)) => {
+                let start = offset.min(self.size) as usize;
+                return reply.data(&map[start..start + len]);
+            }
+            Some(Plain::Read(file)) => file,
+        };
+        READ_BUF.with_borrow_mut(|buf| {
+            buf.resize(len, 0);
+            match plain.read_exact_at(buf, offset) {
+                Ok(()) => reply.data(buf),
+                Err(_) => reply.error(Errno::EIO),
+            }
+        });
     }
 
     fn readdir(
@@ -126,9 +166,25 @@ impl Filesystem for Ceiling {
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(mount), Some(size)) = (args.next(), args.next()) else {
-        anyhow::bail!("usage: fuse_ceiling MOUNTPOINT SIZE");
+        anyhow::bail!("usage: fuse_ceiling MOUNTPOINT SIZE [PLAIN]");
     };
     let size: u64 = size.parse()?;
+    let plain = match args.next() {
+        None => None,
+        Some(path) => {
+            let file = File::open(path)?;
+            anyhow::ensure!(
+                file.metadata()?.len() >= size,
+                "the plain file is shorter than SIZE"
+            );
+            Some(match args.next().as_deref() {
+                None => Plain::Read(file),
+                // SAFETY: the bench's own file, not changed while it is served.
+                Some("mmap") => Plain::Map(unsafe { memmap2::Mmap::map(&file)? }),
+                Some(other) => anyhow::bail!("unknown kind {other:?} (only `mmap`)"),
+            })
+        }
+    };
     // A pattern a page longer than the largest read, so any offset's slice fits.
     let pattern: Vec<u8> = (0..(READ as usize + 4096))
         .map(|i| (i % 251) as u8)
@@ -144,7 +200,16 @@ fn main() -> anyhow::Result<()> {
     config.acl = SessionACL::Owner;
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
-    let session = fuser::Session::new(Ceiling { size, pattern }, &mount, &config)?.spawn()?;
+    let session = fuser::Session::new(
+        Ceiling {
+            size,
+            pattern,
+            plain,
+        },
+        &mount,
+        &config,
+    )?
+    .spawn()?;
     let signals = signal_hook_like()?;
     signals.recv()?;
     drop(session);
