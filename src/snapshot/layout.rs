@@ -86,6 +86,9 @@ pub enum EntryKind {
 /// swapped for a private copy (see [`ArchiveLayout::copy_aside`]).
 pub struct FrozenFile {
     file: RwLock<File>,
+    /// The file mapped, made at the first mapped read and dropped when the file is
+    /// copied aside (`None` inside: it could not be mapped, so it is read).
+    map: RwLock<OnceLock<Option<memmap2::Mmap>>>,
     pub size: u64,
     pub extents: Vec<(u64, u64)>,
     /// (device, inode) of the file as frozen: whose bytes these are.
@@ -109,6 +112,7 @@ impl FrozenFile {
         let dense = extents.len() == 1 && extents[0] == (0, size) || size == 0;
         Ok(FrozenFile {
             file: RwLock::new(file),
+            map: RwLock::new(OnceLock::new()),
             size,
             extents: if dense { vec![(0, size)] } else { extents },
             identity: (meta.dev(), meta.ino()),
@@ -118,6 +122,40 @@ impl FrozenFile {
 
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read().unwrap().read_exact_at(buf, offset)
+    }
+
+    /// Hand `f` the file's bytes `offset..offset + len` in place (mapped, no copy),
+    /// or return `None` where they cannot be (not mappable, or the file is shorter
+    /// than it was frozen: then [`Self::read_exact_at`] reports it).
+    ///
+    /// A frozen file does not change until its freeze ends, and the freeze ends only
+    /// after [`Self::copy_aside`], which waits for `f` to return (the same lock): the
+    /// mapping is read only while its bytes hold still. The length is checked
+    /// against the file before each use, so a file cut short by something outside
+    /// the daemon is read (an error), not touched through the mapping.
+    pub fn with_mapped<T>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
+        let file = self.file.read().unwrap();
+        let end = offset.checked_add(len as u64)?;
+        if end > self.size || file.metadata().ok()?.len() < end {
+            return None;
+        }
+        let map = self.map.read().unwrap();
+        let map = map.get_or_init(|| {
+            // SAFETY: a read-only shared mapping of a file that holds still while it
+            // is read through it (see above); its length is checked before each use.
+            unsafe {
+                memmap2::MmapOptions::new()
+                    .len(self.size as usize)
+                    .map(&*file)
+            }
+            .ok()
+        });
+        let map = map.as_ref()?;
+        let bytes = map.get(offset as usize..end as usize)?;
+        // The range's page tables filled in one call, not a fault per page while the
+        // reply is copied out of it (kernels before 5.14 refuse it: then faults).
+        let _ = map.advise_range(memmap2::Advice::PopulateRead, offset as usize, len);
+        Some(f(bytes))
     }
 
     pub fn with_file<T>(&self, f: impl FnOnce(&File) -> T) -> T {
@@ -145,6 +183,8 @@ impl FrozenFile {
             }
         }
         *current = copy;
+        // The next mapped read maps the copy.
+        *self.map.write().unwrap() = OnceLock::new();
         self.copied.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -498,6 +538,28 @@ impl ArchiveLayout {
         Ok(())
     }
 
+    /// Hand `f` the archive's bytes `offset..offset + len` (cut at the end) in place,
+    /// when they lie in one piece that is in memory or a mapped frozen file: a reply
+    /// can then be sent from them without a copy into a buffer first. `None` when
+    /// they do not (a header and data together, zeros, a nested or ranged piece):
+    /// then [`Self::read_at`].
+    pub fn with_slice<T>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
+        let len = (len as u64).min(self.size.saturating_sub(offset)) as usize;
+        if len == 0 {
+            return None;
+        }
+        let piece = &self.pieces[self.pieces.partition_point(|p| p.start + p.len <= offset)];
+        let within = offset - piece.start;
+        if within + len as u64 > piece.len {
+            return None;
+        }
+        match &piece.source {
+            Source::Inline(data) => Some(f(&data[within as usize..within as usize + len])),
+            Source::File { file, offset } => self.files[*file].with_mapped(offset + within, len, f),
+            _ => None,
+        }
+    }
+
     /// Fill `buf` from archive offset `offset`; returns the bytes read (short only at the end).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         if offset >= self.size || buf.is_empty() {
@@ -719,5 +781,83 @@ mod tests {
         };
         assert_eq!(numbered(7), numbered(7));
         assert_ne!(numbered(7), numbered(8));
+    }
+
+    #[test]
+    fn slices_in_place_equal_reads_follow_a_copy_aside_and_refuse_a_cut_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = fixture(dir.path());
+        let mut builder = ArchiveBuilder::new(7);
+        for (path, source) in &files {
+            builder.file(path, source).unwrap();
+        }
+        let layout = builder.finish().unwrap();
+        let whole = read_all(&layout);
+        let slice = |offset: u64, len: usize| layout.with_slice(offset, len, |b| b.to_vec());
+
+        // Every range handed in place holds what a read gives; ranges inside one
+        // file's data are handed so, ranges across a header are not.
+        let dense = layout
+            .entries()
+            .iter()
+            .find(|e| e.path == "dense.bin")
+            .unwrap();
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut in_place = 0;
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let start = seed % layout.size();
+            let len = ((seed >> 32) % 20_000 + 1) as usize;
+            if let Some(bytes) = slice(start, len) {
+                let end = start as usize + bytes.len();
+                assert_eq!(bytes.len(), len.min(whole.len() - start as usize));
+                assert!(bytes == whole[start as usize..end], "range {start}+{len}");
+                in_place += 1;
+            }
+        }
+        assert!(in_place > 0, "no range was handed in place");
+        assert_eq!(
+            slice(dense.start, 70_000).unwrap(),
+            &whole[dense.start as usize..][..70_000]
+        );
+        assert_eq!(
+            slice(dense.start - 1, 2),
+            None,
+            "a header and data together"
+        );
+
+        // After a copy aside the original may change: the slices are the copy's.
+        let aside = dir.path().join("aside");
+        std::fs::create_dir(&aside).unwrap();
+        layout.copy_aside(&aside).unwrap();
+        std::fs::write(&files[0].1, vec![0xAAu8; 70_000]).unwrap();
+        assert_eq!(
+            slice(dense.start, 70_000).unwrap(),
+            &whole[dense.start as usize..][..70_000]
+        );
+
+        // A file cut short under a layout is not touched through its mapping: no
+        // slice, and the read reports it.
+        let cut = dir.path().join("cut.bin");
+        std::fs::write(&cut, vec![7u8; 300_000]).unwrap();
+        let mut builder = ArchiveBuilder::new(7);
+        builder.file("cut.bin", &cut).unwrap();
+        let layout = builder.finish().unwrap();
+        let start = layout.entries()[0].start;
+        assert_eq!(
+            layout.with_slice(start, 4096, |b| b.to_vec()),
+            Some(vec![7u8; 4096])
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&cut)
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+        assert_eq!(layout.with_slice(start + 200_000, 4096, |b| b.len()), None);
+        let mut buf = vec![0u8; 4096];
+        assert!(layout.read_at(start + 200_000, &mut buf).is_err());
     }
 }
