@@ -502,8 +502,9 @@ impl SnapFs {
         match node {
             Node::Live(scope) => {
                 let view = SnapshotView::open(self.ns.snapshots(), scope.clone())?;
-                self.remember_state(&scope, &view)?;
-                let (cached, keep_cache) = self.enter_cache(ino, view.layout().fingerprint());
+                let state = self.remember_state(&scope, &view)?;
+                let (cached, keep_cache) =
+                    self.enter_cache(ino, view.layout().fingerprint(), state.key);
                 let mut live = LiveRead::new(view, scope);
                 live.cached_ino = cached.then_some(ino);
                 let fh = self.handles.insert(Handle::Live(Box::new(live)));

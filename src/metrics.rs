@@ -21,6 +21,7 @@ pub const SNAPSHOT_CREATED: &str = "snapshot_created";
 pub const SNAPSHOT_BYTES_STREAMED: &str = "snapfs_snapshot_bytes_streamed";
 pub const SNAPSHOT_FREEZE_SECONDS: &str = "snapfs_snapshot_freeze_seconds";
 pub const FUSE_ERRORS: &str = "snapfs_fuse_errors";
+pub const FUSE_CACHE_DROPS: &str = "snapfs_fuse_cache_drops";
 pub const RESTORE_FAILURES: &str = "snapfs_restore_failures";
 pub const PARTIAL_BYTES: &str = "snapfs_partial_snapshot_bytes";
 pub const REPOSITORY_BYTES_COVERED: &str = "snapfs_repository_bytes_covered";
@@ -206,6 +207,7 @@ struct Metrics {
     streamed: Family<ViaLabel, Counter>,
     freeze: Histogram,
     fuse_errors: Family<ErrnoLabel, Counter>,
+    fuse_cache_drops: Counter,
     restore_failures: Family<ReasonLabel, Counter>,
     partial_bytes: Family<DirectionLabel, Counter>,
     repository_read: Family<Collection, Counter>,
@@ -238,6 +240,7 @@ fn metrics() -> &'static Metrics {
             streamed: Family::default(),
             freeze: Histogram::new(FREEZE_BUCKETS),
             fuse_errors: Family::default(),
+            fuse_cache_drops: Counter::default(),
             restore_failures: Family::default(),
             partial_bytes: Family::default(),
             repository_read: Family::default(),
@@ -293,6 +296,11 @@ fn metrics() -> &'static Metrics {
             FUSE_ERRORS,
             "FUSE operations answered with an error, by errno",
             m.fuse_errors.clone(),
+        );
+        registry.register(
+            FUSE_CACHE_DROPS,
+            "Live files whose cached pages were dropped as soon as their state moved on",
+            m.fuse_cache_drops.clone(),
         );
         registry.register(
             PARTIAL_BYTES,
@@ -600,6 +608,11 @@ pub fn fuse_error(errno: &'static str) {
         .fuse_errors
         .get_or_create(&ErrnoLabel { errno })
         .inc();
+}
+
+/// The kernel's cached pages of a live file whose state moved on were dropped.
+pub fn fuse_cache_dropped() {
+    metrics().fuse_cache_drops.inc();
 }
 
 /// The `Content-Type` of [`render`]'s text.

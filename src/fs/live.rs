@@ -3,7 +3,9 @@
 //! are remembered against a cheap key (every covered shard's change number) and an
 //! unchanged scope is stat'ed without freezing anything. Only one state per inode
 //! goes through the kernel's page cache at a time (see docs/ARCHITECTURE.md, "The
-//! filesystem layer").
+//! filesystem layer"), and a state that moved on is dropped from the cache at once
+//! (by the mount's dropper, [`SnapFs::take_stale_caches`]) rather than at the next
+//! reader's open, which would wait for the kernel to free it.
 
 use std::time::SystemTime;
 
@@ -28,6 +30,9 @@ pub(super) type StateKey = Vec<(u32, u64)>;
 /// state opened meanwhile reads direct.
 pub(super) struct CachedState {
     pub(super) fingerprint: [u8; 32],
+    /// The scope's state key when the state was opened: when the scope's key moves
+    /// on, the cached pages are stale.
+    pub(super) key: StateKey,
     pub(super) open: usize,
 }
 
@@ -92,7 +97,12 @@ impl SnapFs {
 
     /// May a new handle of live file `ino` holding state `fingerprint` read through
     /// the page cache, and may the cache be kept? Returns (cached, keep_cache).
-    pub(super) fn enter_cache(&self, ino: u64, fingerprint: [u8; 32]) -> (bool, bool) {
+    pub(super) fn enter_cache(
+        &self,
+        ino: u64,
+        fingerprint: [u8; 32],
+        key: StateKey,
+    ) -> (bool, bool) {
         let mut states = self.cached_states.lock().unwrap();
         match states.get_mut(&ino) {
             Some(state) if state.fingerprint == fingerprint => {
@@ -107,11 +117,52 @@ impl SnapFs {
                     ino,
                     CachedState {
                         fingerprint,
+                        key,
                         open: 1,
                     },
                 );
                 (true, false)
             }
         }
+    }
+
+    /// The live files whose cached state no handle reads and whose scope has moved
+    /// on (changed, or gone): forgotten here, so their pages can be dropped now. The
+    /// next open of such a file finds no cached state and takes the cache over.
+    pub fn take_stale_caches(&self) -> Vec<u64> {
+        let idle: Vec<(u64, [u8; 32], StateKey)> = self
+            .cached_states
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, state)| state.open == 0)
+            .map(|(ino, state)| (*ino, state.fingerprint, state.key.clone()))
+            .collect();
+        // The keys are read without the lock (they look the storage up).
+        let stale: Vec<(u64, [u8; 32])> = idle
+            .into_iter()
+            .filter(|(ino, _, key)| match self.node(*ino) {
+                Ok(super::Node::Live(scope)) => {
+                    self.state_key(&scope).map_or(true, |now| now != *key)
+                }
+                _ => true,
+            })
+            .map(|(ino, fingerprint, _)| (ino, fingerprint))
+            .collect();
+        let mut states = self.cached_states.lock().unwrap();
+        stale
+            .into_iter()
+            .filter(|(ino, fingerprint)| {
+                // Still the same idle state (no open took it meanwhile).
+                let idle = states
+                    .get(ino)
+                    .is_some_and(|s| s.open == 0 && s.fingerprint == *fingerprint);
+                if idle {
+                    states.remove(ino);
+                }
+                idle
+            })
+            .map(|(ino, _)| ino)
+            .collect()
     }
 }

@@ -111,32 +111,39 @@ fn page_cache_is_shared_only_by_one_state() {
     );
     let (s1, s2) = ([1u8; 32], [2u8; 32]);
     assert_eq!(
-        fs.enter_cache(7, s1),
+        fs.enter_cache(7, s1, vec![]),
         (true, false),
         "new state: cached, old pages dropped"
     );
     assert_eq!(
-        fs.enter_cache(7, s1),
+        fs.enter_cache(7, s1, vec![]),
         (true, true),
         "same state: keep the cache"
     );
     assert_eq!(
-        fs.enter_cache(7, s2),
+        fs.enter_cache(7, s2, vec![]),
         (false, false),
         "other state while s1 is open: direct"
     );
     assert_eq!(
-        fs.enter_cache(8, s2),
+        fs.enter_cache(8, s2, vec![]),
         (true, false),
         "another file is independent"
     );
     fs.cached_states.lock().unwrap().get_mut(&7).unwrap().open = 0;
     assert_eq!(
-        fs.enter_cache(7, s2),
+        fs.enter_cache(7, s2, vec![]),
         (true, false),
         "s1 closed: s2 takes the cache over"
     );
-    assert_eq!(fs.enter_cache(7, s1), (false, false));
+    assert_eq!(fs.enter_cache(7, s1, vec![]), (false, false));
+    // The dropper takes an idle state whose file is gone (no such node here), and
+    // leaves one a handle still reads.
+    fs.cached_states.lock().unwrap().get_mut(&8).unwrap().open = 0;
+    assert_eq!(fs.take_stale_caches(), vec![8]);
+    assert!(!fs.cached_states.lock().unwrap().contains_key(&8));
+    assert_eq!(fs.take_stale_caches(), Vec::<u64>::new());
+    assert!(fs.cached_states.lock().unwrap().contains_key(&7));
     storage.shutdown();
 }
 

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,9 +56,29 @@ pub const TRACKER: &str = "tracker.dat";
 /// shard's change number identifies its state: it moves with every change and is
 /// never reused, not even by another shard object opened on the same directory.
 static CHANGES: AtomicU64 = AtomicU64::new(1);
+/// Woken at every change (see [`wait_for_change`]).
+static CHANGED: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
 
 fn next_change() -> u64 {
-    CHANGES.fetch_add(1, Ordering::SeqCst)
+    let number = CHANGES.fetch_add(1, Ordering::SeqCst);
+    // Taken so a waiter that found no change yet is already waiting: none is missed.
+    let _waiters = CHANGED.0.lock().unwrap();
+    CHANGED.1.notify_all();
+    number
+}
+
+/// Where the sequence of changes stands now.
+pub fn changes_so_far() -> u64 {
+    CHANGES.load(Ordering::SeqCst)
+}
+
+/// Return once any shard changed after `seen` (from [`changes_so_far`]), or after
+/// `limit`.
+pub fn wait_for_change(seen: u64, limit: Duration) {
+    let guard = CHANGED.0.lock().unwrap();
+    if CHANGES.load(Ordering::SeqCst) == seen {
+        let _ = CHANGED.1.wait_timeout(guard, limit).unwrap();
+    }
 }
 
 /// Bookkeeping shared by the writer, the maintenance thread and readers.

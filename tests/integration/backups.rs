@@ -137,16 +137,6 @@ impl PolicyDaemon {
     }
 }
 
-/// The value of the sample whose line starts with `series` (name and labels as
-/// printed), if there is one.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Poll the policy's status until `check` holds (at most `within`).
 async fn status_until(
     pd: &PolicyDaemon,

@@ -698,6 +698,74 @@ async fn an_open_file_keeps_its_state_while_new_readers_see_the_next() {
     assert!(std::fs::read(&live).unwrap() == second_state);
 }
 
+/// A state that moved on leaves the kernel's page cache at once (the mount's
+/// dropper), not at its next reader's open, which would wait for the kernel to free
+/// it; a state a handle still reads stays until that handle closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_that_moved_on_leaves_the_page_cache_at_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let mnt = temp.path().join("mnt");
+    let daemon = Daemon::start_in(
+        &temp.path().join("data"),
+        &["--mount", mnt.to_str().unwrap()],
+        // A reader holds its state's freeze; past this limit its files are copied
+        // aside and the change under it is applied.
+        &[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "0.3")],
+    );
+    let client = daemon.client();
+    settled_collection(&client, "docs", 2, 300).await;
+    let live = mnt.join("live/docs.snapshot");
+    let drops = || async {
+        let text = String::from_utf8(fetch(&client, "/metrics").await).unwrap();
+        sample(&text, "snapfs_fuse_cache_drops_total").unwrap()
+    };
+    let drops_reach = |n: f64| async move {
+        for _ in 0..100 {
+            if drops().await >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drops().await
+    };
+
+    // Read through the cache, then held open by a reader while the collection
+    // changes (applied once the reader's freeze is copied aside): nothing is
+    // dropped under it.
+    let first = std::fs::read(&live).unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    upsert(&client, "docs", vec![point(7777, 8)], true).await;
+    wait_settled(&client, "docs").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        drops().await,
+        0.0,
+        "a state an open handle reads was dropped"
+    );
+    // Closed, it goes (the dropper looks again at least every second).
+    drop(held);
+    assert_eq!(drops_reach(1.0).await, 1.0);
+    wait_settled(&client, "docs").await;
+
+    // The new state is read and closed; the next change drops it with no open of
+    // the file in between.
+    let second = std::fs::read(&live).unwrap();
+    assert!(second != first);
+    upsert(&client, "docs", vec![point(7778, 8)], true).await;
+    assert_eq!(drops_reach(2.0).await, 2.0);
+
+    // Readers after it get the newest state, whole and valid, and nothing more is
+    // dropped without a change.
+    wait_settled(&client, "docs").await;
+    let third = std::fs::read(&live).unwrap();
+    assert!(third != second);
+    let copy = temp.path().join("third.snapshot");
+    std::fs::write(&copy, &third).unwrap();
+    run_ok(Command::new(BIN).arg("verify").arg(&copy));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(drops().await, 2.0);
+}
+
 // ---- restore by writing into recover/ ----
 
 #[tokio::test(flavor = "multi_thread")]

@@ -393,6 +393,16 @@ pub async fn seeded_collection(client: &Client, name: &str, shards: u32, points:
 }
 
 /// GET `path` whole (a streamed body: snapshots).
+/// The value of the sample whose line starts with `series` (name and labels as
+/// printed), if there is one.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 pub async fn fetch(client: &Client, path: &str) -> Vec<u8> {
     let mut bytes = Vec::new();
     client
