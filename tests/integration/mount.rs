@@ -651,20 +651,27 @@ async fn stale_mounts_are_cleared_and_bad_mount_points_refused() {
     );
 }
 
+/// A daemon mounted in `dir` with collection "docs" (2 shards, 300 points, settled)
+/// and its live file. Its freeze limit is 0.3 s: a reader holding a state open lets
+/// a change under it be applied soon (the state's files are copied aside).
+async fn docs_with_short_freezes(dir: &Path) -> (Daemon, std::path::PathBuf) {
+    let mnt = dir.join("mnt");
+    let daemon = Daemon::start_in(
+        &dir.join("data"),
+        &["--mount", mnt.to_str().unwrap()],
+        &[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "0.3")],
+    );
+    settled_collection(&daemon.client(), "docs", 2, 300).await;
+    (daemon, mnt.join("live/docs.snapshot"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_file_keeps_its_state_while_new_readers_see_the_next() {
     // A short freeze limit lets a new state appear while an old reader is still open
     // (its files are copied aside), so two states of one file are read at once.
     let temp = tempfile::tempdir().unwrap();
-    let mnt = temp.path().join("mnt");
-    let daemon = Daemon::start_in(
-        &temp.path().join("data"),
-        &["--mount", mnt.to_str().unwrap()],
-        &[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "0.3")],
-    );
+    let (daemon, live) = docs_with_short_freezes(temp.path()).await;
     let client = daemon.client();
-    settled_collection(&client, "docs", 2, 300).await;
-    let live = mnt.join("live/docs.snapshot");
     let first_state = std::fs::read(&live).unwrap();
 
     // A reader opens the first state and reads half of it.
@@ -704,17 +711,8 @@ async fn an_open_file_keeps_its_state_while_new_readers_see_the_next() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_state_that_moved_on_leaves_the_page_cache_at_once() {
     let temp = tempfile::tempdir().unwrap();
-    let mnt = temp.path().join("mnt");
-    let daemon = Daemon::start_in(
-        &temp.path().join("data"),
-        &["--mount", mnt.to_str().unwrap()],
-        // A reader holds its state's freeze; past this limit its files are copied
-        // aside and the change under it is applied.
-        &[("SNAPFS__STORAGE__SNAPSHOT_MAX_FREEZE_SECS", "0.3")],
-    );
+    let (daemon, live) = docs_with_short_freezes(temp.path()).await;
     let client = daemon.client();
-    settled_collection(&client, "docs", 2, 300).await;
-    let live = mnt.join("live/docs.snapshot");
     let drops = || async {
         let text = String::from_utf8(fetch(&client, "/metrics").await).unwrap();
         sample(&text, "snapfs_fuse_cache_drops_total").unwrap()
