@@ -166,7 +166,7 @@ impl Filesystem for Ceiling {
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(mount), Some(size)) = (args.next(), args.next()) else {
-        anyhow::bail!("usage: fuse_ceiling MOUNTPOINT SIZE [PLAIN]");
+        anyhow::bail!("usage: fuse_ceiling MOUNTPOINT SIZE [PLAIN [mmap]]");
     };
     let size: u64 = size.parse()?;
     let plain = match args.next() {

@@ -275,7 +275,8 @@ for i in $(seq 1 "${MOUNT_ROUNDS:-3}"); do
 done
 kill "$ceiling_pid" "$ceiling_plain_pid"; wait "$ceiling_pid" "$ceiling_plain_pid" 2>/dev/null || true
 # The first byte of a new state right after an upsert, with the old state in the page
-# cache (a whole cp of it just before): stat, open and a one-byte read.
+# cache (a whole cp of it just before): open (which looks the file up and stats
+# it) and a one-byte read.
 runs_fb=()
 for i in 1 2 3; do
   cp "$mnt/live/big.snapshot" /dev/null

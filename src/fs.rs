@@ -503,8 +503,14 @@ impl SnapFs {
             Node::Live(scope) => {
                 let view = SnapshotView::open(self.ns.snapshots(), scope.clone())?;
                 let state = self.remember_state(&scope, &view)?;
-                let (cached, keep_cache) =
-                    self.enter_cache(ino, view.layout().fingerprint(), state.key);
+                // The key read now is the view's own only while it is frozen; a view
+                // shared after a copy aside holds an older state than any key now.
+                let key = if view.is_frozen() {
+                    state.key
+                } else {
+                    live::PAST_STATE.to_vec()
+                };
+                let (cached, keep_cache) = self.enter_cache(ino, view.layout().fingerprint(), key);
                 let mut live = LiveRead::new(view, scope);
                 live.cached_ino = cached.then_some(ino);
                 let fh = self.handles.insert(Handle::Live(Box::new(live)));

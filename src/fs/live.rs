@@ -25,6 +25,9 @@ pub(super) struct LiveState {
 /// switched in or a collection re-created).
 pub(super) type StateKey = Vec<(u32, u64)>;
 
+/// A key no scope has now (change numbers start at 1): a state already past.
+pub(super) const PAST_STATE: [(u32, u64); 1] = [(u32::MAX, 0)];
+
 /// Which state a live file's page cache holds, and how many open handles read
 /// through it. Only one state at a time goes through the cache; a handle of another
 /// state opened meanwhile reads direct.
@@ -127,8 +130,10 @@ impl SnapFs {
     }
 
     /// The live files whose cached state no handle reads and whose scope has moved
-    /// on (changed, or gone): forgotten here, so their pages can be dropped now. The
-    /// next open of such a file finds no cached state and takes the cache over.
+    /// on (changed, or its collection gone): forgotten here, so their pages can be
+    /// dropped now. The next open of such a file finds no cached state and takes the
+    /// cache over. Files the kernel forgot (no node any more) have no pages left:
+    /// they are forgotten here too, and not returned.
     pub fn take_stale_caches(&self) -> Vec<u64> {
         let idle: Vec<(u64, [u8; 32], StateKey)> = self
             .cached_states
@@ -138,21 +143,22 @@ impl SnapFs {
             .filter(|(_, state)| state.open == 0)
             .map(|(ino, state)| (*ino, state.fingerprint, state.key.clone()))
             .collect();
-        // The keys are read without the lock (they look the storage up).
-        let stale: Vec<(u64, [u8; 32])> = idle
+        // The keys are read without the lock (they look the storage up). The flag:
+        // pages to drop (moved on), or none (the kernel forgot the file).
+        let stale: Vec<(u64, [u8; 32], bool)> = idle
             .into_iter()
-            .filter(|(ino, _, key)| match self.node(*ino) {
+            .filter_map(|(ino, fingerprint, key)| match self.node(ino) {
                 Ok(super::Node::Live(scope)) => {
-                    self.state_key(&scope).map_or(true, |now| now != *key)
+                    let current = self.state_key(&scope).is_ok_and(|now| now == key);
+                    (!current).then_some((ino, fingerprint, true))
                 }
-                _ => true,
+                _ => Some((ino, fingerprint, false)),
             })
-            .map(|(ino, fingerprint, _)| (ino, fingerprint))
             .collect();
         let mut states = self.cached_states.lock().unwrap();
         stale
             .into_iter()
-            .filter(|(ino, fingerprint)| {
+            .filter(|(ino, fingerprint, _)| {
                 // Still the same idle state (no open took it meanwhile).
                 let idle = states
                     .get(ino)
@@ -162,7 +168,7 @@ impl SnapFs {
                 }
                 idle
             })
-            .map(|(ino, _)| ino)
+            .filter_map(|(ino, _, cached)| cached.then_some(ino))
             .collect()
     }
 }

@@ -174,6 +174,7 @@ pub fn mount(
     let stop_dropper = Arc::new(AtomicBool::new(false));
     let notifier = session.notifier();
     let stop = stop_dropper.clone();
+    let core = Arc::downgrade(&core);
     std::thread::Builder::new()
         .name("snapfs-cache-drop".into())
         .spawn(move || drop_stale_caches(&core, &notifier, &stop))
@@ -195,21 +196,32 @@ pub fn mount(
 /// Drop the kernel's cached pages of a live file as soon as its state moves on
 /// (every change to a shard wakes this), not at the next reader's open: freeing a
 /// state's pages takes the kernel about 0.2 ms per MB here, which the first byte of
-/// the new state would otherwise wait for. A state some handle still reads is
-/// left alone (its next open drops it, as before). Runs on its own thread: the
-/// kernel may wait for FUSE replies while it drops pages.
-fn drop_stale_caches(core: &SnapFs, notifier: &fuser::Notifier, stop: &AtomicBool) {
+/// the new state would otherwise wait for (a reader who comes while the drop is
+/// still running waits for the rest). A state some handle still reads is left
+/// alone until the last one closes: the next look, at the latest a second later,
+/// drops it. Runs on its own thread: the kernel may wait for FUSE replies while it
+/// drops pages. Holds the core weakly, and ends with the mount.
+fn drop_stale_caches(
+    core: &std::sync::Weak<SnapFs>,
+    notifier: &fuser::Notifier,
+    stop: &AtomicBool,
+) {
     use crate::storage::shard::{changes_so_far, wait_for_change};
     while !stop.load(Ordering::SeqCst) {
         let seen = changes_so_far();
+        let Some(core) = core.upgrade() else {
+            return;
+        };
         for ino in core.take_stale_caches() {
-            // Offset 0, length 0: every page of the file.
+            // Offset 0, length 0: every page of the file. (fuser answers Ok when
+            // the kernel no longer knows the inode.)
             match notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
                 Ok(()) => crate::metrics::fuse_cache_dropped(),
-                // The kernel forgot the inode, or the mount is going: nothing cached.
+                // The mount is going.
                 Err(err) => tracing::debug!(ino, %err, "no cache to drop"),
             }
         }
+        drop(core);
         wait_for_change(seen, Duration::from_secs(1));
     }
 }

@@ -1,8 +1,9 @@
 //! A tar archive described, not built: a sorted list of pieces (header bytes, ranges
 //! of frozen files, zero padding) with their offsets in the archive. The exact size is
 //! known before the first byte, and a read at any offset finds its piece by binary
-//! search and copies from there (pread of the frozen file), never producing the bytes
-//! before it. Memory is a few hundred bytes per entry, whatever the data size.
+//! search and copies from there (pread of the frozen file, or for the mount's
+//! replies its mapping, see [`ArchiveLayout::with_slice`]), never producing the
+//! bytes before it. Memory is a few hundred bytes per entry, whatever the data size.
 
 use std::fs::File;
 use std::io;
@@ -125,15 +126,27 @@ impl FrozenFile {
     }
 
     /// Hand `f` the file's bytes `offset..offset + len` in place (mapped, no copy),
-    /// or return `None` where they cannot be (not mappable, or the file is shorter
-    /// than it was frozen: then [`Self::read_exact_at`] reports it).
+    /// or return `None` where they are not (a file under [`Self::MAP_MIN`], not
+    /// mappable, or already shorter than it was frozen: then
+    /// [`Self::read_exact_at`] reports it).
     ///
-    /// A frozen file does not change until its freeze ends, and the freeze ends only
-    /// after [`Self::copy_aside`], which waits for `f` to return (the same lock): the
-    /// mapping is read only while its bytes hold still. The length is checked
-    /// against the file before each use, so a file cut short by something outside
-    /// the daemon is read (an error), not touched through the mapping.
-    pub fn with_mapped<T>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
+    /// The contract, which makes the mapping safe to use:
+    /// - the caller keeps the view (its freeze) alive: a frozen file does not change
+    ///   until its freeze ends, and a freeze ends early only through
+    ///   [`Self::copy_aside`], which waits for `f` to return (the same lock);
+    /// - `f` only hands the bytes to the kernel (a FUSE reply's `writev`): if
+    ///   something outside the daemon cut the file short after the length check
+    ///   here, the kernel's copy fails (EFAULT, an EIO for the reader) where a read
+    ///   by the daemon itself would die of SIGBUS.
+    pub(crate) fn with_mapped<T>(
+        &self,
+        offset: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Option<T> {
+        if self.size < Self::MAP_MIN {
+            return None;
+        }
         let file = self.file.read().unwrap();
         let end = offset.checked_add(len as u64)?;
         if end > self.size || file.metadata().ok()?.len() < end {
@@ -157,6 +170,10 @@ impl FrozenFile {
         let _ = map.advise_range(memmap2::Advice::PopulateRead, offset as usize, len);
         Some(f(bytes))
     }
+
+    /// Files smaller than this are read, not mapped: a mapping each would count
+    /// against the process's map limit, which the engine's own mappings need.
+    pub const MAP_MIN: u64 = 1 << 20;
 
     pub fn with_file<T>(&self, f: impl FnOnce(&File) -> T) -> T {
         f(&self.file.read().unwrap())
@@ -541,9 +558,16 @@ impl ArchiveLayout {
     /// Hand `f` the archive's bytes `offset..offset + len` (cut at the end) in place,
     /// when they lie in one piece that is in memory or a mapped frozen file: a reply
     /// can then be sent from them without a copy into a buffer first. `None` when
-    /// they do not (a header and data together, zeros, a nested or ranged piece):
-    /// then [`Self::read_at`].
-    pub fn with_slice<T>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
+    /// they do not (a header and data together, zeros, a nested or ranged piece, a
+    /// small file): then [`Self::read_at`]. The contract of
+    /// [`FrozenFile::with_mapped`] holds: the layout's view stays alive, and `f`
+    /// only hands the bytes to the kernel.
+    pub(crate) fn with_slice<T>(
+        &self,
+        offset: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Option<T> {
         let len = (len as u64).min(self.size.saturating_sub(offset)) as usize;
         if len == 0 {
             return None;
@@ -786,7 +810,17 @@ mod tests {
     #[test]
     fn slices_in_place_equal_reads_follow_a_copy_aside_and_refuse_a_cut_file() {
         let dir = tempfile::tempdir().unwrap();
-        let files = fixture(dir.path());
+        let mut files = fixture(dir.path());
+        // A dense file big enough to be mapped (small ones are read).
+        let big = dir.path().join("big.bin");
+        std::fs::write(
+            &big,
+            (0..3_000_000u32)
+                .map(|i| (i % 253) as u8)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        files.push(("big.bin".to_string(), big.clone()));
         let mut builder = ArchiveBuilder::new(7);
         for (path, source) in &files {
             builder.file(path, source).unwrap();
@@ -797,11 +831,8 @@ mod tests {
 
         // Every range handed in place holds what a read gives; ranges inside one
         // file's data are handed so, ranges across a header are not.
-        let dense = layout
-            .entries()
-            .iter()
-            .find(|e| e.path == "dense.bin")
-            .unwrap();
+        let entry = |path: &str| layout.entries().iter().find(|e| e.path == path).unwrap();
+        let (dense, mapped) = (entry("dense.bin"), entry("big.bin"));
         let mut seed = 0x9e3779b97f4a7c15u64;
         let mut in_place = 0;
         for _ in 0..2000 {
@@ -818,30 +849,41 @@ mod tests {
             }
         }
         assert!(in_place > 0, "no range was handed in place");
+        let one_mib = 1 << 20;
         assert_eq!(
-            slice(dense.start, 70_000).unwrap(),
-            &whole[dense.start as usize..][..70_000]
+            slice(mapped.start + 5, one_mib).unwrap(),
+            &whole[mapped.start as usize + 5..][..one_mib]
         );
         assert_eq!(
-            slice(dense.start - 1, 2),
+            slice(mapped.start - 1, 2),
             None,
             "a header and data together"
+        );
+        assert_eq!(
+            slice(dense.start, 100),
+            None,
+            "a small file is read, not mapped"
         );
 
         // After a copy aside the original may change: the slices are the copy's.
         let aside = dir.path().join("aside");
         std::fs::create_dir(&aside).unwrap();
         layout.copy_aside(&aside).unwrap();
-        std::fs::write(&files[0].1, vec![0xAAu8; 70_000]).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&big)
+            .unwrap()
+            .write_all_at(&vec![0xAAu8; one_mib], 0)
+            .unwrap();
         assert_eq!(
-            slice(dense.start, 70_000).unwrap(),
-            &whole[dense.start as usize..][..70_000]
+            slice(mapped.start + 5, one_mib).unwrap(),
+            &whole[mapped.start as usize + 5..][..one_mib]
         );
 
         // A file cut short under a layout is not touched through its mapping: no
         // slice, and the read reports it.
         let cut = dir.path().join("cut.bin");
-        std::fs::write(&cut, vec![7u8; 300_000]).unwrap();
+        std::fs::write(&cut, vec![7u8; 3_000_000]).unwrap();
         let mut builder = ArchiveBuilder::new(7);
         builder.file("cut.bin", &cut).unwrap();
         let layout = builder.finish().unwrap();
@@ -856,8 +898,11 @@ mod tests {
             .unwrap()
             .set_len(1000)
             .unwrap();
-        assert_eq!(layout.with_slice(start + 200_000, 4096, |b| b.len()), None);
+        assert_eq!(
+            layout.with_slice(start + 2_000_000, 4096, |b| b.len()),
+            None
+        );
         let mut buf = vec![0u8; 4096];
-        assert!(layout.read_at(start + 200_000, &mut buf).is_err());
+        assert!(layout.read_at(start + 2_000_000, &mut buf).is_err());
     }
 }

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,28 +56,34 @@ pub const TRACKER: &str = "tracker.dat";
 /// shard's change number identifies its state: it moves with every change and is
 /// never reused, not even by another shard object opened on the same directory.
 static CHANGES: AtomicU64 = AtomicU64::new(1);
-/// Woken at every change (see [`wait_for_change`]).
-static CHANGED: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+/// How many changes were announced (each after its shard stored its new number),
+/// and a condvar woken at each: see [`wait_for_change`].
+static ANNOUNCED: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
 fn next_change() -> u64 {
-    let number = CHANGES.fetch_add(1, Ordering::SeqCst);
-    // Taken so a waiter that found no change yet is already waiting: none is missed.
-    let _waiters = CHANGED.0.lock().unwrap();
-    CHANGED.1.notify_all();
-    number
+    CHANGES.fetch_add(1, Ordering::SeqCst)
 }
 
-/// Where the sequence of changes stands now.
+/// Wake whoever waits for changes; called once the shard's new number is stored, so
+/// a waiter woken reads it.
+fn announce_change() {
+    let mut announced = ANNOUNCED.0.lock().unwrap_or_else(PoisonError::into_inner);
+    *announced += 1;
+    ANNOUNCED.1.notify_all();
+}
+
+/// How many changes were announced so far (for [`wait_for_change`]).
 pub fn changes_so_far() -> u64 {
-    CHANGES.load(Ordering::SeqCst)
+    *ANNOUNCED.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Return once any shard changed after `seen` (from [`changes_so_far`]), or after
-/// `limit`.
+/// Return once a change was announced after `seen` (from [`changes_so_far`], read
+/// before looking at the shards), or after `limit`. A shard object made new (a
+/// load, a switch) announces nothing: the limit covers it.
 pub fn wait_for_change(seen: u64, limit: Duration) {
-    let guard = CHANGED.0.lock().unwrap();
-    if CHANGES.load(Ordering::SeqCst) == seen {
-        let _ = CHANGED.1.wait_timeout(guard, limit).unwrap();
+    let announced = ANNOUNCED.0.lock().unwrap_or_else(PoisonError::into_inner);
+    if *announced == seen {
+        let _ = ANNOUNCED.1.wait_timeout(announced, limit);
     }
 }
 
@@ -122,6 +128,7 @@ impl ShardState {
                 Some(nanos.max(prev + 1))
             });
         self.change.store(next_change(), Ordering::SeqCst);
+        announce_change();
     }
 
     fn mark_applied(&self) {

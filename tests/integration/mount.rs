@@ -731,7 +731,7 @@ async fn a_state_that_moved_on_leaves_the_page_cache_at_once() {
     // changes (applied once the reader's freeze is copied aside): nothing is
     // dropped under it.
     let first = std::fs::read(&live).unwrap();
-    let held = std::fs::File::open(&live).unwrap();
+    let mut held = std::fs::File::open(&live).unwrap();
     upsert(&client, "docs", vec![point(7777, 8)], true).await;
     wait_settled(&client, "docs").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -740,6 +740,9 @@ async fn a_state_that_moved_on_leaves_the_page_cache_at_once() {
         0.0,
         "a state an open handle reads was dropped"
     );
+    let mut held_bytes = Vec::new();
+    held.read_to_end(&mut held_bytes).unwrap();
+    assert!(held_bytes == first, "the open handle's state changed");
     // Closed, it goes (the dropper looks again at least every second).
     drop(held);
     assert_eq!(drops_reach(1.0).await, 1.0);

@@ -392,7 +392,6 @@ pub async fn seeded_collection(client: &Client, name: &str, shards: u32, points:
     upsert_ids(client, name, 0..points, 8).await;
 }
 
-/// GET `path` whole (a streamed body: snapshots).
 /// The value of the sample whose line starts with `series` (name and labels as
 /// printed), if there is one.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -403,6 +402,7 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// GET `path` whole (a streamed body: snapshots).
 pub async fn fetch(client: &Client, path: &str) -> Vec<u8> {
     let mut bytes = Vec::new();
     client
