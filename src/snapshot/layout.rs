@@ -86,16 +86,30 @@ pub enum EntryKind {
 /// path cannot change what is streamed. When a freeze lasts too long the handle is
 /// swapped for a private copy (see [`ArchiveLayout::copy_aside`]).
 pub struct FrozenFile {
-    file: RwLock<File>,
-    /// The file mapped, made at the first mapped read and dropped when the file is
-    /// copied aside (`None` inside: it could not be mapped, so it is read).
-    map: RwLock<OnceLock<Option<memmap2::Mmap>>>,
+    file: RwLock<Backing>,
     pub size: u64,
     pub extents: Vec<(u64, u64)>,
     /// (device, inode) of the file as frozen: whose bytes these are.
     pub identity: (u64, u64),
     /// Already read from a private copy.
     copied: std::sync::atomic::AtomicBool,
+}
+
+/// The open file a frozen file is read from, and its mapping once a mapped read made
+/// it (`None` inside: it could not be mapped, so it is read). A copy aside replaces
+/// both at once.
+struct Backing {
+    file: File,
+    map: OnceLock<Option<memmap2::Mmap>>,
+}
+
+impl Backing {
+    fn new(file: File) -> Self {
+        Backing {
+            file,
+            map: OnceLock::new(),
+        }
+    }
 }
 
 impl FrozenFile {
@@ -112,8 +126,7 @@ impl FrozenFile {
         let extents = data_extents(&file, size)?;
         let dense = extents.len() == 1 && extents[0] == (0, size) || size == 0;
         Ok(FrozenFile {
-            file: RwLock::new(file),
-            map: RwLock::new(OnceLock::new()),
+            file: RwLock::new(Backing::new(file)),
             size,
             extents: if dense { vec![(0, size)] } else { extents },
             identity: (meta.dev(), meta.ino()),
@@ -122,7 +135,7 @@ impl FrozenFile {
     }
 
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read().unwrap().read_exact_at(buf, offset)
+        self.file.read().unwrap().file.read_exact_at(buf, offset)
     }
 
     /// Hand `f` the file's bytes `offset..offset + len` in place (mapped, no copy),
@@ -147,19 +160,18 @@ impl FrozenFile {
         if self.size < Self::MAP_MIN {
             return None;
         }
-        let file = self.file.read().unwrap();
+        let backing = self.file.read().unwrap();
         let end = offset.checked_add(len as u64)?;
-        if end > self.size || file.metadata().ok()?.len() < end {
+        if end > self.size || backing.file.metadata().ok()?.len() < end {
             return None;
         }
-        let map = self.map.read().unwrap();
-        let map = map.get_or_init(|| {
+        let map = backing.map.get_or_init(|| {
             // SAFETY: a read-only shared mapping of a file that holds still while it
             // is read through it (see above); its length is checked before each use.
             unsafe {
                 memmap2::MmapOptions::new()
                     .len(self.size as usize)
-                    .map(&*file)
+                    .map(&backing.file)
             }
             .ok()
         });
@@ -176,7 +188,7 @@ impl FrozenFile {
     pub const MAP_MIN: u64 = 1 << 20;
 
     pub fn with_file<T>(&self, f: impl FnOnce(&File) -> T) -> T {
-        f(&self.file.read().unwrap())
+        f(&self.file.read().unwrap().file)
     }
 
     /// Copy the data extents into a new sparse file in `dir` and read from it from now on.
@@ -194,14 +206,13 @@ impl FrozenFile {
             let mut done = 0u64;
             while done < *len {
                 let n = (len - done).min(COPY_CHUNK as u64) as usize;
-                current.read_exact_at(&mut buf[..n], offset + done)?;
+                current.file.read_exact_at(&mut buf[..n], offset + done)?;
                 copy.write_all_at(&buf[..n], offset + done)?;
                 done += n as u64;
             }
         }
-        *current = copy;
-        // The next mapped read maps the copy.
-        *self.map.write().unwrap() = OnceLock::new();
+        // The old mapping goes with the old file; the next mapped read maps the copy.
+        *current = Backing::new(copy);
         self.copied.store(true, Ordering::SeqCst);
         Ok(())
     }
