@@ -206,9 +206,9 @@ fn drop_stale_caches(
     notifier: &fuser::Notifier,
     stop: &AtomicBool,
 ) {
-    use crate::storage::shard::{changes_so_far, wait_for_change};
+    let changes = crate::storage::shard::ChangeListener::new();
     while !stop.load(Ordering::SeqCst) {
-        let seen = changes_so_far();
+        let seen = changes.so_far();
         let Some(core) = core.upgrade() else {
             return;
         };
@@ -222,7 +222,7 @@ fn drop_stale_caches(
             }
         }
         drop(core);
-        wait_for_change(seen, Duration::from_secs(1));
+        changes.wait(seen, Duration::from_secs(1));
     }
 }
 

@@ -57,8 +57,11 @@ pub const TRACKER: &str = "tracker.dat";
 /// never reused, not even by another shard object opened on the same directory.
 static CHANGES: AtomicU64 = AtomicU64::new(1);
 /// How many changes were announced (each after its shard stored its new number),
-/// and a condvar woken at each: see [`wait_for_change`].
+/// and a condvar woken at each: see [`ChangeListener`].
 static ANNOUNCED: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
+/// How many [`ChangeListener`]s live; with none (no mount), a change announces
+/// nothing and costs one atomic load more.
+static LISTENERS: AtomicUsize = AtomicUsize::new(0);
 
 fn next_change() -> u64 {
     CHANGES.fetch_add(1, Ordering::SeqCst)
@@ -67,23 +70,49 @@ fn next_change() -> u64 {
 /// Wake whoever waits for changes; called once the shard's new number is stored, so
 /// a waiter woken reads it.
 fn announce_change() {
+    if LISTENERS.load(Ordering::SeqCst) == 0 {
+        return;
+    }
     let mut announced = ANNOUNCED.0.lock().unwrap_or_else(PoisonError::into_inner);
     *announced += 1;
     ANNOUNCED.1.notify_all();
 }
 
-/// How many changes were announced so far (for [`wait_for_change`]).
-pub fn changes_so_far() -> u64 {
-    *ANNOUNCED.0.lock().unwrap_or_else(PoisonError::into_inner)
+/// Hears of every change to any shard while it lives (changes are announced only
+/// while some listener lives). A shard object made new (a load, a switch) announces
+/// nothing: a listener's wait limit covers it.
+pub struct ChangeListener(());
+
+impl ChangeListener {
+    pub fn new() -> Self {
+        LISTENERS.fetch_add(1, Ordering::SeqCst);
+        ChangeListener(())
+    }
+
+    /// How many changes were announced so far: read before looking at the shards,
+    /// then handed to [`Self::wait`].
+    pub fn so_far(&self) -> u64 {
+        *ANNOUNCED.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Return once a change was announced after `seen`, or after `limit`.
+    pub fn wait(&self, seen: u64, limit: Duration) {
+        let announced = ANNOUNCED.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if *announced == seen {
+            let _ = ANNOUNCED.1.wait_timeout(announced, limit);
+        }
+    }
 }
 
-/// Return once a change was announced after `seen` (from [`changes_so_far`], read
-/// before looking at the shards), or after `limit`. A shard object made new (a
-/// load, a switch) announces nothing: the limit covers it.
-pub fn wait_for_change(seen: u64, limit: Duration) {
-    let announced = ANNOUNCED.0.lock().unwrap_or_else(PoisonError::into_inner);
-    if *announced == seen {
-        let _ = ANNOUNCED.1.wait_timeout(announced, limit);
+impl Default for ChangeListener {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ChangeListener {
+    fn drop(&mut self) {
+        LISTENERS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
